@@ -1,0 +1,25 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up what is missing.
+PY := .venv/bin/python
+
+.PHONY: setup test test-slow lint demo bench clean
+setup:
+	@bash scripts/setup.sh
+
+lint: setup
+	@.venv/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest -q -m "not slow"
+
+# Soak, crash and load tests: too long for every run.
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+demo: setup
+	.venv/bin/payswitch demo
+
+bench: setup
+	$(PY) -m benchmarks.run all
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real parts (PostgreSQL, Mosquitto) for the whole run.
+
+Each run gets its own databases and drops them; see payswitch.switch.realparts.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from payswitch.switch import realparts
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn():
+    with realparts.postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def pg_session_dsn(pg_admin_dsn):
+    """One scratch database shared by the whole run."""
+    with realparts.scratch_database(pg_admin_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def pg_dsn(pg_admin_dsn):
+    """A fresh, empty database for one test."""
+    with realparts.scratch_database(pg_admin_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker():
+    with realparts.mosquitto_broker() as addr:
+        yield addr
