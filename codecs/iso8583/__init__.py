@@ -1,0 +1,23 @@
+"""ISO 8583 dialects over one canonical ``Message``.
+
+``get(name)`` returns a dialect object with ``decode(bytes) -> Message`` and
+``encode(Message) -> bytes``; both raise ``CodecError`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from payswitch.codecs.errors import CodecError
+from payswitch.codecs.iso8583.dialect import Dialect
+from payswitch.codecs.iso8583.message import Message
+
+DIALECTS = ("iso87ascii", "visa", "mastercard", "iso93ascii")
+
+__all__ = ["DIALECTS", "CodecError", "Dialect", "Message", "get"]
+
+
+def get(name: str) -> Dialect:
+    if name not in DIALECTS:
+        raise ValueError(f"unknown ISO 8583 dialect {name!r}; known: {', '.join(DIALECTS)}")
+    return importlib.import_module(f"payswitch.codecs.iso8583.{name}").DIALECT

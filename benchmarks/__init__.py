@@ -1,0 +1,1 @@
+"""Benchmarks: each module has main(json: bool) and prints its figure next to a baseline."""

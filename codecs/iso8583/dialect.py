@@ -1,0 +1,173 @@
+"""A dialect = a pyiso8583 spec + conversion between its field strings and ``Message``.
+
+pyiso8583 does the bit work (bitmaps, length prefixes, BCD, EBCDIC); this module does
+what it does not: typed canonical fields, content checks (digits where digits are
+due), and errors that carry MTI and STAN but never a field's value.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from decimal import Decimal
+from typing import Any
+
+import iso8583
+
+from payswitch.codecs.errors import CodecError
+from payswitch.codecs.iso8583.message import FIELDS, KIND_BY_DE, NAME_BY_DE, Message
+
+_LONG_DIGITS = re.compile(r"\d{12,}")
+
+
+def redact(text: str) -> str:
+    """Error texts from below may quote bytes; never let a PAN-like run through."""
+    return _LONG_DIGITS.sub(lambda m: "*" * len(m.group()), text)
+
+
+class Dialect:
+    """Generic ISO 8583 dialect; subclasses override the hooks for their quirks."""
+
+    name = "generic"
+    spec: dict[str, dict[str, Any]] = {}
+
+    # -- public API -----------------------------------------------------------------
+    def decode(self, data: bytes) -> Message:
+        if not isinstance(data, (bytes, bytearray)):
+            raise CodecError("message is not bytes")
+        header, body = self.split_header(bytes(data))
+        try:
+            fields, _ = iso8583.decode(body, self.spec)
+        except iso8583.DecodeError as e:
+            partial = e.doc_dec
+            raise CodecError(redact(e.msg), mti=self._readable_mti(partial.get("t")),
+                             stan=_digits_or_none(partial.get("11")), field=e.field) from None
+        except Exception as e:  # pyiso8583 can raise others on hostile input
+            raise CodecError(f"undecodable message: {type(e).__name__}") from None
+        mti = self._readable_mti(fields.get("t"))
+        try:
+            fields = self.fields_in(fields)
+            msg = self.from_fields(fields)
+            msg.header = header
+            return msg
+        except CodecError as e:
+            e.mti = e.mti or mti
+            e.stan = e.stan or _digits_or_none(fields.get("11"))
+            raise
+
+    def encode(self, msg: Message) -> bytes:
+        fields = self.fields_out(self.to_fields(msg), msg)
+        try:
+            body, _ = iso8583.encode(fields, self.spec)
+        except iso8583.EncodeError as e:
+            raise CodecError(redact(e.msg), mti=msg.mti, stan=msg.stan, field=e.field) from None
+        return self.join_header(msg, bytes(body))
+
+    # -- hooks ----------------------------------------------------------------------
+    def split_header(self, data: bytes) -> tuple[Any, bytes]:
+        return None, data
+
+    def join_header(self, msg: Message, body: bytes) -> bytes:
+        return body
+
+    def fields_in(self, fields: dict[str, str]) -> dict[str, str]:
+        """Dialect wire strings -> ISO 8583:1987 strings (MTI, DE39 and such)."""
+        return fields
+
+    def fields_out(self, fields: dict[str, str], msg: Message) -> dict[str, str]:
+        """ISO 8583:1987 strings -> this dialect's strings."""
+        return fields
+
+    def _readable_mti(self, mti: str | None) -> str | None:
+        return mti if mti and len(mti) == 4 and mti.isdigit() else None
+
+    # -- canonical conversion -------------------------------------------------------
+    def from_fields(self, fields: dict[str, str]) -> Message:
+        mti = fields.get("t", "")
+        if len(mti) != 4 or not mti.isdigit():
+            raise CodecError("MTI is not 4 digits")
+        msg = Message(mti=mti)
+        for key, value in fields.items():
+            if not key.isdigit() or key == "1":
+                continue  # "t", "p", "h" and the secondary bitmap
+            de = int(key)
+            kind = KIND_BY_DE.get(de)
+            if de in (64, 128):
+                msg.mac = _hex_to_bytes(value, key)
+            elif kind is None:
+                msg.other[de] = value
+            else:
+                setattr(msg, NAME_BY_DE[de], _to_python(kind, value, key))
+        return msg
+
+    def to_fields(self, msg: Message) -> dict[str, str]:
+        if len(msg.mti) != 4 or not msg.mti.isdigit():
+            raise CodecError("MTI is not 4 digits", stan=msg.stan)
+        fields: dict[str, str] = {"t": msg.mti}
+        for de, name, kind in FIELDS:
+            value = getattr(msg, name)
+            if value is not None:
+                fields[str(de)] = _to_wire(kind, value, self.spec.get(str(de)), de)
+        for de, value in msg.other.items():
+            fields[str(de)] = value.hex().upper() if isinstance(value, bytes) else value
+        if msg.mac is not None:
+            secondary = any(int(k) > 64 for k in fields if k.isdigit())
+            fields["128" if secondary else "64"] = msg.mac.hex().upper()
+        return fields
+
+
+def _digits_or_none(value: str | None) -> str | None:
+    return value if value and value.isdigit() else None
+
+
+def _hex_to_bytes(value: str, key: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise CodecError("binary field is not hex", field=key) from None
+
+
+def _to_python(kind: str, value: str, key: str) -> Any:
+    if kind == "b":
+        return _hex_to_bytes(value, key)
+    if kind == "an":
+        return value
+    if not value.isdigit() or not value.isascii():
+        raise CodecError("numeric field has non-digits", field=key)
+    if kind == "amount":
+        return int(value)
+    if kind == "rate":
+        if len(value) != 8:
+            raise CodecError("conversion rate is not 8 digits", field=key)
+        return Decimal(int(value[1:])).scaleb(-int(value[0]))
+    return value
+
+
+def _to_wire(kind: str, value: Any, spec: dict[str, Any] | None, de: int) -> str:
+    if kind == "amount":
+        if not isinstance(value, int) or value < 0:
+            raise CodecError("amount must be a non-negative int", field=str(de))
+        width = spec["max_len"] if spec and spec["len_type"] == 0 else 12
+        return str(value).zfill(width)
+    if kind == "rate":
+        return _rate_to_wire(value, de)
+    if kind == "b":
+        return bytes(value).hex().upper()
+    return str(value)
+
+
+def _rate_to_wire(rate: Decimal, de: int) -> str:
+    """DE10: first digit = decimal places, then 7 digits. Exact or refused, no rounding."""
+    for places in range(8):
+        scaled = rate.scaleb(places)
+        if scaled == scaled.to_integral_value() and 0 <= scaled < 10**7:
+            return f"{places}{int(scaled):07d}"
+    raise CodecError("conversion rate does not fit DE10", field=str(de))
+
+
+def spec_from(base: dict[str, dict[str, Any]], **overrides: dict[str, Any]) -> dict:
+    """A deep copy of ``base`` with some fields replaced (keys like ``f52=``, ``t=``)."""
+    spec = copy.deepcopy(base)
+    for key, value in overrides.items():
+        spec[key.removeprefix("f")] = value
+    return spec
