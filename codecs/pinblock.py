@@ -20,9 +20,10 @@ def _check_pin(pin: str) -> None:
         raise PinBlockFormatError("PIN must be 4 to 12 decimal digits")
 
 
-def _check_pan(pan: str) -> None:
-    if not (12 <= len(pan) <= 19) or not pan.isdigit() or not pan.isascii():
-        raise PinBlockFormatError("PAN must be 12 to 19 decimal digits")
+def _check_pan(pan: str, minimum: int = 13) -> None:
+    # Formats 0 and 3 take 12 digits left of the check digit: 13 digits at least.
+    if not (minimum <= len(pan) <= 19) or not pan.isdigit() or not pan.isascii():
+        raise PinBlockFormatError(f"PAN must be {minimum} to 19 decimal digits")
 
 
 def pan_field(pan: str) -> bytes:
@@ -106,7 +107,7 @@ def encode_pin_field_4(pin: str, fill: bytes) -> bytes:
 
 def encode_pan_field_4(pan: str) -> bytes:
     """Format 4 PAN field: M (PAN length - 12), the PAN, zero padded to 32 nibbles."""
-    _check_pan(pan)
+    _check_pan(pan, 12)
     s = str(len(pan) - 12) + pan
     return bytes.fromhex(s + "0" * (32 - len(s)))
 
