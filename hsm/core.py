@@ -436,6 +436,7 @@ class Hsm:
             out.append(self._info(obj, meta))
         return sorted(out, key=lambda i: i.label)
 
+    @_locked
     def has_key(self, label: str) -> bool:
         try:
             self._key(label)
@@ -451,35 +452,60 @@ class Hsm:
 
     # ------------------------------------------------------------------ PIN blocks
 
-    def _decrypt_block(self, k: _Key, block: bytes) -> bytes:
-        if not isinstance(block, bytes | bytearray) or len(block) != 8:
-            raise PinBlockError("a TDES PIN block is 8 bytes")
-        return k.main.decrypt(bytes(block), mechanism=Mechanism.DES3_ECB)
+    @staticmethod
+    def _check_format(k: _Key, fmt: int) -> None:
+        """TDES keys carry 8-byte formats 0, 1, 3; AES keys the 16-byte format 4."""
+        allowed = (4,) if k.alg is Alg.AES else (0, 1, 3)
+        if fmt not in allowed:
+            raise HsmInputError(
+                f"key {k.label!r} ({k.alg}) takes PIN block format {' or '.join(map(str, allowed))}"
+            )
 
-    def _reformat(self, clear: bytes, pan: str | None, src_format: int,
-                  dst_format: int) -> bytes:
-        if src_format == dst_format and src_format != 1:
-            # Same layout, same PAN: check it decodes, then keep the block as it is.
-            pb.decode(clear, pan, src_format)
-            return clear
-        pin = pb.decode(clear, pan, src_format)
-        fill = self._session.generate_random(8 * 16) if dst_format in (1, 3) else b""
-        return pb.encode(pin, pan, dst_format, fill)
+    def _fill(self, fmt: int) -> bytes:
+        return self._session.generate_random(8 * 16) if fmt in (1, 3, 4) else b""
+
+    def _encode_block(self, k: _Key, pin: str, pan: str | None, fmt: int) -> bytes:
+        """Lay out and encrypt a PIN block under k (the clear block is in host memory)."""
+        self._check_format(k, fmt)
+        if fmt == 4:
+            if pan is None:
+                raise PinBlockError("format 4 needs the PAN")
+            a = k.main.encrypt(pb.encode_pin_field_4(pin, self._fill(4)),
+                               mechanism=Mechanism.AES_ECB)
+            return k.main.encrypt(pb.xor(a, pb.encode_pan_field_4(pan)),
+                                  mechanism=Mechanism.AES_ECB)
+        clear = pb.encode(pin, pan, fmt, self._fill(fmt))
+        return self._encrypt_tdes(k.main, clear)
+
+    def _decode_block(self, k: _Key, block: bytes, pan: str | None, fmt: int) -> str:
+        """Decrypt a PIN block under k and return the PIN (checks the layout strictly)."""
+        self._check_format(k, fmt)
+        size = 16 if fmt == 4 else 8
+        if not isinstance(block, bytes | bytearray) or len(block) != size:
+            raise PinBlockError(f"a format {fmt} PIN block is {size} bytes")
+        if fmt == 4:
+            if pan is None:
+                raise PinBlockError("format 4 needs the PAN")
+            b = k.main.decrypt(bytes(block), mechanism=Mechanism.AES_ECB)
+            a = pb.xor(b, pb.encode_pan_field_4(pan))
+            return pb.decode_pin_field_4(k.main.decrypt(a, mechanism=Mechanism.AES_ECB))
+        return pb.decode(k.main.decrypt(bytes(block), mechanism=Mechanism.DES3_ECB), pan, fmt)
 
     @staticmethod
-    def _check_formats(*fmts: int) -> None:
-        for f in fmts:
-            if f not in (0, 1, 3):
-                raise HsmInputError("PIN block format must be 0, 1 or 3 (TDES keys)")
+    def _encrypt_tdes(obj: Any, clear: bytes) -> bytes:
+        return obj.encrypt(clear, mechanism=Mechanism.DES3_ECB)
 
     @_locked
     def encrypt_pin(self, key: str, pin: str, pan: str | None, fmt: int = 0) -> bytes:
-        """Build and encrypt a PIN block as a PIN pad does (TPK, or ZPK for a peer)."""
-        self._check_formats(fmt)
-        k = self._use(key, Op.PIN_OUT)
-        fill = self._session.generate_random(8 * 16) if fmt in (1, 3) else b""
-        clear = pb.encode(pin, pan, fmt, fill)
-        return k.main.encrypt(clear, mechanism=Mechanism.DES3_ECB)
+        """Build and encrypt a PIN block as a PIN pad does (TPK, or ZPK for a peer).
+        Formats 0/1/3 under TDES keys, 4 under AES keys."""
+        return self._encode_block(self._use(key, Op.PIN_OUT), pin, pan, fmt)
+
+    def _zpk_out(self, dst_key: str) -> _Key:
+        dst = self._use(dst_key, Op.PIN_OUT)
+        if dst.key_type is not KeyType.ZPK:
+            raise KeyUsageError(f"key {dst_key!r} is a {dst.key_type}: translate to a ZPK")
+        return dst
 
     @_locked
     def translate_pin(
@@ -491,15 +517,13 @@ class Hsm:
         src_format: int = 0,
         dst_format: int = 0,
     ) -> bytes:
-        """PIN block under a TPK/ZPK -> under a ZPK, optionally changing ISO format."""
-        self._check_formats(src_format, dst_format)
+        """PIN block under a TPK/ZPK -> under a ZPK, optionally changing ISO format
+        (0/1/3 with TDES keys, 4 with AES keys; TDES <-> AES is allowed)."""
         src = self._use(src_key, Op.PIN_IN)
-        dst = self._use(dst_key, Op.PIN_OUT)
-        if dst.key_type is not KeyType.ZPK:
-            raise KeyUsageError(f"key {dst_key!r} is a {dst.key_type}: translate to a ZPK")
-        clear = self._decrypt_block(src, pin_block)
-        out = self._reformat(clear, pan, src_format, dst_format)
-        return dst.main.encrypt(out, mechanism=Mechanism.DES3_ECB)
+        dst = self._zpk_out(dst_key)
+        self._check_format(dst, dst_format)
+        pin = self._decode_block(src, pin_block, pan, src_format)
+        return self._encode_block(dst, pin, pan, dst_format)
 
     def _dukpt_pin_key(self, bdk: _Key, ksn: bytes) -> bytes:
         """Clear DUKPT PIN key for a KSN (IPEK halves computed in the token)."""
@@ -520,18 +544,20 @@ class Hsm:
         finally:
             obj.destroy()
 
+    @staticmethod
+    def _check_tdes_format(fmt: int) -> None:
+        if fmt not in (0, 1, 3):
+            raise HsmInputError("TDES DUKPT PIN blocks are format 0, 1 or 3")
+
     @_locked
     def dukpt_encrypt_pin(self, bdk: str, ksn: bytes, pin: str, pan: str | None,
                           fmt: int = 0) -> bytes:
         """A DUKPT terminal's PIN block (simulators and tests hold the BDK for this)."""
-        self._check_formats(fmt)
+        self._check_tdes_format(fmt)
         k = self._use(bdk, Op.DUKPT)
-        fill = self._session.generate_random(8 * 16) if fmt in (1, 3) else b""
-        clear = pb.encode(pin, pan, fmt, fill)
+        clear = pb.encode(pin, pan, fmt, self._fill(fmt))
         pin_key = self._dukpt_pin_key(k, ksn)
-        return self._with_temp_tdes(
-            pin_key, lambda o: o.encrypt(clear, mechanism=Mechanism.DES3_ECB)
-        )
+        return self._with_temp_tdes(pin_key, lambda o: self._encrypt_tdes(o, clear))
 
     @_locked
     def translate_pin_dukpt(
@@ -545,11 +571,10 @@ class Hsm:
         dst_format: int = 0,
     ) -> bytes:
         """PIN block from a TDES DUKPT terminal (BDK + KSN) -> under a ZPK."""
-        self._check_formats(src_format, dst_format)
+        self._check_tdes_format(src_format)
         k = self._use(bdk, Op.DUKPT)
-        dst = self._use(dst_key, Op.PIN_OUT)
-        if dst.key_type is not KeyType.ZPK:
-            raise KeyUsageError(f"key {dst_key!r} is a {dst.key_type}: translate to a ZPK")
+        dst = self._zpk_out(dst_key)
+        self._check_format(dst, dst_format)
         if not isinstance(pin_block, bytes | bytearray) or len(pin_block) != 8:
             raise PinBlockError("a TDES PIN block is 8 bytes")
         pin_key = self._dukpt_pin_key(k, ksn)
@@ -557,8 +582,8 @@ class Hsm:
             pin_key, lambda o: o.decrypt(bytes(pin_block), mechanism=Mechanism.DES3_ECB)
         )
         del pin_key
-        out = self._reformat(clear, pan, src_format, dst_format)
-        return dst.main.encrypt(out, mechanism=Mechanism.DES3_ECB)
+        pin = pb.decode(clear, pan, src_format)
+        return self._encode_block(dst, pin, pan, dst_format)
 
     # ------------------------------------------------------------------ PIN verification
 
@@ -577,9 +602,7 @@ class Hsm:
         return self._pvv(self._use(pvk, Op.PIN_VERIFY), pan, pin, pvki)
 
     def _pin_from_block(self, pin_block: bytes, pan: str | None, zpk: str, fmt: int) -> str:
-        self._check_formats(fmt)
-        k = self._use(zpk, Op.PIN_IN)
-        return pb.decode(self._decrypt_block(k, pin_block), pan, fmt)
+        return self._decode_block(self._use(zpk, Op.PIN_IN), pin_block, pan, fmt)
 
     @_locked
     def verify_pin_pvv(self, pin_block: bytes, pan: str, zpk: str, pvk: str, pvv: str,

@@ -58,8 +58,8 @@ class Op(enum.Enum):
 ALGS: dict[KeyType, tuple[Alg, ...]] = {
     KeyType.ZMK: (Alg.TDES,),
     KeyType.KEK: (Alg.TDES, Alg.AES),
-    KeyType.ZPK: (Alg.TDES,),
-    KeyType.TPK: (Alg.TDES,),
+    KeyType.ZPK: (Alg.TDES, Alg.AES),  # AES: ISO 9564 format 4 PIN blocks
+    KeyType.TPK: (Alg.TDES, Alg.AES),
     KeyType.PVK: (Alg.TDES,),
     KeyType.CVK: (Alg.TDES,),
     KeyType.BDK: (Alg.TDES,),

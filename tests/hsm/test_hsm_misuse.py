@@ -211,3 +211,20 @@ def test_pan_token_and_encryption(hsm_scratch):
     assert AESGCM(secret).decrypt(blob[:12], blob[12:], b"acct-1") == PAN.encode()
     with pytest.raises(KeyUsageError):
         hsm_scratch.encrypt_pan(tkn, PAN)
+
+
+def test_format_must_fit_the_key(hsm_scratch, keys):
+    block = hsm_scratch.encrypt_pin(keys["TPK"], "1234", PAN)
+    with pytest.raises(HsmInputError):  # format 4 needs an AES key
+        hsm_scratch.translate_pin(block, PAN, keys["TPK"], keys["ZPK"], 0, 4)
+    aes = lab("zpk")
+    hsm_scratch.import_key_components(aes, "ZPK", [bytes(range(32))], alg="AES")
+    with pytest.raises(HsmInputError):  # an AES key does not take format 0
+        hsm_scratch.translate_pin(block, PAN, keys["TPK"], aes, 0, 0)
+    b4 = hsm_scratch.translate_pin(block, PAN, keys["TPK"], aes, 0, 4)
+    with pytest.raises(PinBlockError):  # truncated format 4 block
+        hsm_scratch.translate_pin(b4[:8], PAN, aes, keys["ZPK"], 4, 0)
+    with pytest.raises(PinBlockError):  # same block, another PAN: does not decode
+        hsm_scratch.translate_pin(b4, "5500000000000004", aes, keys["ZPK"], 4, 0)
+    with pytest.raises(HsmInputError):  # a PVK is TDES only
+        hsm_scratch.import_key_components(lab("pvk"), "PVK", [bytes(32)], alg="AES")

@@ -195,3 +195,21 @@ def test_dukpt_translate_roundtrip(hsm_scratch, k, pan, pin, n):
         out = hsm_scratch.translate_pin_dukpt(block, ksn, pan, bdk, zpk)
         clear = _ref(psec.des.decrypt_tdes_ecb, k[::-1], out)
         assert _ref(psec.pinblock.decode_pinblock_iso_0, clear, pan) == pin
+
+
+@settings(max_examples=25, deadline=None)
+@given(k1=keys16, k2=st.binary(min_size=16, max_size=32).filter(lambda b: len(b) in (16, 32)),
+       pan=pans, pin=pins)
+def test_format4_aes_matches_psec(hsm_scratch, k1, k2, pan, pin):
+    # TDES format 0 from a terminal -> AES ZPK format 4 -> back to TDES format 0.
+    with _Keys(hsm_scratch) as keys:
+        tpk, azpk, zpk = keys("TPK", k1), keys("ZPK", k2, alg="AES"), keys("ZPK", k1[::-1])
+        block = _ref(psec.des.encrypt_tdes_ecb, k1,
+                     _ref(psec.pinblock.encode_pinblock_iso_0, pin, pan))
+        b4 = hsm_scratch.translate_pin(block, pan, tpk, azpk, 0, 4)
+        assert len(b4) == 16
+        assert _ref(psec.pinblock.decipher_pinblock_iso_4, k2, b4, pan) == pin
+        ref4 = _ref(psec.pinblock.encipher_pinblock_iso_4, k2, pin, pan)
+        back = hsm_scratch.translate_pin(ref4, pan, azpk, zpk, 4, 0)
+        clear = _ref(psec.des.decrypt_tdes_ecb, k1[::-1], back)
+        assert _ref(psec.pinblock.decode_pinblock_iso_0, clear, pan) == pin
