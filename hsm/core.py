@@ -794,6 +794,21 @@ class Hsm:
         with self._ac_keys(mk_ac, pan, psn, atc) as (skll, sk):
             return self._retail_mac(skll, sk, _pad_method(bytes(data), padding))
 
+    @staticmethod
+    def _check_csu(csu: bytes, prop: bytes) -> None:
+        if not isinstance(csu, bytes | bytearray) or len(csu) != 4:
+            raise HsmInputError("CSU is 4 bytes")
+        if not isinstance(prop, bytes | bytearray) or len(prop) > 8:
+            raise HsmInputError("proprietary authentication data is 0 to 8 bytes")
+
+    def _arpc(self, skll: Any, sk: Any, arqc: bytes, arc: bytes | None, csu: bytes | None,
+              prop: bytes) -> bytes:
+        if csu is not None:  # method 2: MAC (alg 3, padding 2) of ARQC || CSU || PAD, 4 bytes
+            return self._retail_mac(skll, sk, _pad_method(arqc + csu + prop, 2))[:4]
+        assert arc is not None
+        # method 1: 3DES_SK(ARQC xor ARC||00..)
+        return sk.encrypt(_xor(arqc, bytes(arc) + bytes(6)), mechanism=Mechanism.DES3_ECB)
+
     @_locked
     def verify_arqc(
         self,
@@ -805,38 +820,53 @@ class Hsm:
         arqc: bytes,
         *,
         arc: bytes | None = None,
+        csu: bytes | None = None,
+        prop_auth_data: bytes = b"",
         padding: int = 2,
     ) -> tuple[bool, bytes | None]:
-        """Verify an ARQC; with ``arc`` also return ARPC method 1 = 3DES_SK(ARQC xor ARC||0).
+        """Verify an ARQC and, when it is right, make the ARPC in the same derivation:
+        with ``arc`` ARPC method 1 = 3DES_SK(ARQC xor ARC||0) (8 bytes); with ``csu``
+        (4 bytes, and optional proprietary auth data) ARPC method 2 (4 bytes).
 
         ``padding``: ISO 9797-1 method 2 (EMV, CVN 10/18/22) or 1 (some Visa CVNs).
-        Returns (ok, arpc); no ARPC when the ARQC is wrong.
+        Returns (ok, arpc); no ARPC when the ARQC is wrong or none was asked for.
         """
         if not isinstance(arqc, bytes | bytearray) or len(arqc) != 8:
             raise HsmInputError("ARQC is 8 bytes")
+        if arc is not None and csu is not None:
+            raise HsmInputError("ARPC method 1 (arc) or method 2 (csu), not both")
         if arc is not None:
             self._check_arc(arc)
+        if csu is not None:
+            self._check_csu(csu, prop_auth_data)
         if len(data) > MAX_MAC_DATA_BYTES:
             raise HsmInputError("ARQC data too long")
         with self._ac_keys(mk_ac, pan, psn, atc) as (skll, sk):
             good = self._retail_mac(skll, sk, _pad_method(bytes(data), padding))
             ok = hmac.compare_digest(good, bytes(arqc))
             arpc = None
-            if ok and arc is not None:
-                arpc = sk.encrypt(_xor(bytes(arqc), bytes(arc) + bytes(6)),
-                                  mechanism=Mechanism.DES3_ECB)
+            if ok and (arc is not None or csu is not None):
+                arpc = self._arpc(skll, sk, bytes(arqc), arc,
+                                  bytes(csu) if csu is not None else None, bytes(prop_auth_data))
             return ok, arpc
 
     @_locked
     def generate_arpc(self, mk_ac: str, pan: str, psn: str, atc: bytes, arqc: bytes,
-                      arc: bytes) -> bytes:
-        """ARPC method 1 without verifying the ARQC (e.g. a decline with its own ARC)."""
-        self._check_arc(arc)
+                      arc: bytes | None = None, *, csu: bytes | None = None,
+                      prop_auth_data: bytes = b"") -> bytes:
+        """ARPC without verifying the ARQC (e.g. a decline): method 1 with ``arc``,
+        method 2 with ``csu``."""
+        if (arc is None) == (csu is None):
+            raise HsmInputError("give arc (ARPC method 1) or csu (method 2)")
+        if arc is not None:
+            self._check_arc(arc)
+        else:
+            self._check_csu(csu, prop_auth_data)
         if not isinstance(arqc, bytes | bytearray) or len(arqc) != 8:
             raise HsmInputError("ARQC is 8 bytes")
-        with self._ac_keys(mk_ac, pan, psn, atc) as (_skll, sk):
-            return sk.encrypt(_xor(bytes(arqc), bytes(arc) + bytes(6)),
-                              mechanism=Mechanism.DES3_ECB)
+        with self._ac_keys(mk_ac, pan, psn, atc) as (skll, sk):
+            return self._arpc(skll, sk, bytes(arqc), arc,
+                              bytes(csu) if csu is not None else None, bytes(prop_auth_data))
 
     # ------------------------------------------------------------------ PAN protection
 

@@ -213,3 +213,21 @@ def test_format4_aes_matches_psec(hsm_scratch, k1, k2, pan, pin):
         back = hsm_scratch.translate_pin(ref4, pan, azpk, zpk, 4, 0)
         clear = _ref(psec.des.decrypt_tdes_ecb, k1[::-1], back)
         assert _ref(psec.pinblock.decode_pinblock_iso_0, clear, pan) == pin
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=keys16, pan=pans, atc=st.binary(min_size=2, max_size=2),
+       data=st.binary(min_size=1, max_size=64), csu=st.binary(min_size=4, max_size=4),
+       prop=st.binary(max_size=8))
+def test_arpc_method2_matches_pyemv(hsm_scratch, k, pan, atc, data, csu, prop):
+    with _Keys(hsm_scratch) as keys:
+        mk = keys("MK-AC", k)
+        icc = _ref(emv_kd.derive_icc_mk_a, k, pan, "01")
+        sk = _ref(emv_kd.derive_common_sk, icc, atc + bytes(6))
+        arqc = _ref(emv_ac.generate_ac, sk, data)
+        ok, arpc = hsm_scratch.verify_arqc(mk, pan, "01", atc, data, arqc, csu=csu,
+                                           prop_auth_data=prop)
+        ref = _ref(emv_ac.generate_arpc_2, sk, arqc, csu, prop)
+        assert ok and arpc == ref
+        assert hsm_scratch.generate_arpc(mk, pan, "01", atc, arqc, csu=csu,
+                                         prop_auth_data=prop) == ref
