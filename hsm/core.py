@@ -25,6 +25,7 @@ from pkcs11.mechanisms import GCMParams
 from payswitch.codecs import pinblock as pb
 from payswitch.hsm import dukpt, session
 from payswitch.hsm.errors import (
+    HsmConfigError,
     HsmDeviceError,
     HsmError,
     HsmInputError,
@@ -56,6 +57,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_CACHED_KEYS = 4096
+# Session objects made for one operation; "/" keeps them apart from any user label.
+_TMP_LABEL = "tmp/payswitch"
 MAX_MAC_DATA_BYTES = 64 * 1024
 CVV2_SERVICE_CODE = "000"
 ICVV_SERVICE_CODE = "999"
@@ -158,6 +161,8 @@ class Hsm:
         return objs[0] if objs else None
 
     def _key(self, label: str) -> _Key:
+        if self._closed:
+            raise HsmConfigError("this Hsm is closed")
         k = self._keys.get(label)
         if k is not None:
             return k
@@ -247,7 +252,7 @@ class Hsm:
     def _temp_kcv(self, value: bytes, alg: Alg) -> str:
         """KCV of a clear value (a component): a session object, encrypt zeros, destroy."""
         t = self._template(KeyType.KEK if alg is not Alg.HMAC else KeyType.TKN,
-                           alg, "tmp", "payswitch-tmp", persistent=False)
+                           alg, "tmp", _TMP_LABEL, persistent=False)
         if alg is Alg.HMAC:
             t[Attribute.SIGN] = True
         else:
@@ -536,7 +541,7 @@ class Hsm:
         return dukpt.pin_key(ipek, bytes(ksn))
 
     def _with_temp_tdes(self, value: bytes, fn: Callable[[Any], bytes]) -> bytes:
-        t = self._template(KeyType.ZPK, Alg.TDES, "tmp", "payswitch-tmp", persistent=False)
+        t = self._template(KeyType.ZPK, Alg.TDES, "tmp", _TMP_LABEL, persistent=False)
         t[Attribute.VALUE] = value
         obj = self._session.create_object(t)
         try:
