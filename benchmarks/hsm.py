@@ -47,6 +47,8 @@ def measure(min_seconds: float = MIN_SECONDS) -> dict:
             tpk_block = h.encrypt_pin(devkeys.TPK, PIN, PAN)
             ksn = bytes.fromhex("FFFF9876543210E00007")
             dukpt_block = h.dukpt_encrypt_pin(devkeys.BDK, ksn, PIN, PAN)
+            aes_ksn = bytes.fromhex("123456789012345600000007")  # 3 counter bits set
+            aes_block = h.dukpt_encrypt_pin(devkeys.BDK_AES, aes_ksn, PIN, PAN)
             cvk = devkeys.cvk("visa")
             cvv = h.generate_cvv(cvk, PAN, "2812", "201")
             mk = devkeys.mkac("visa")
@@ -64,6 +66,8 @@ def measure(min_seconds: float = MIN_SECONDS) -> dict:
                     tpk_block, PAN, devkeys.TPK, zpk),
                 "translate_pin DUKPT->ZPK": lambda: h.translate_pin_dukpt(
                     dukpt_block, ksn, PAN, devkeys.BDK, zpk),
+                "translate_pin AES DUKPT->ZPK": lambda: h.translate_pin_dukpt(
+                    aes_block, aes_ksn, PAN, devkeys.BDK_AES, zpk),
                 "verify_cvv": lambda: h.verify_cvv(cvk, PAN, "2812", "201", cvv),
                 "verify_arqc + ARPC": lambda: h.verify_arqc(
                     mk, PAN, "00", atc, data, arqc, arc=b"00"),

@@ -222,6 +222,8 @@ class Hsm:
         elif key_type in (KeyType.ZMK, KeyType.KEK, KeyType.ZPK, KeyType.TPK):
             t[Attribute.ENCRYPT] = True
             t[Attribute.DECRYPT] = True
+        elif key_type is KeyType.BDK and alg is Alg.AES:
+            t[Attribute.DERIVE] = True  # AES DUKPT: a chain of derivations, nothing else
         elif key_type in (KeyType.PVK, KeyType.CVK, KeyType.BDK):
             t[Attribute.ENCRYPT] = True
         elif key_type is KeyType.MK_AC:
@@ -268,6 +270,10 @@ class Hsm:
         """Create the key's object(s) from its clear value; return the KCV."""
         if len(value) not in KEY_LENGTHS[alg]:
             raise HsmInputError(f"a {alg} key is {'/'.join(map(str, KEY_LENGTHS[alg]))} bytes")
+        if key_type is KeyType.BDK and alg is Alg.AES and len(value) != 16:
+            # AES-192/256 working keys take two derivation blocks concatenated, which
+            # the token cannot do (no CONCATENATE mechanism).
+            raise HsmInputError("an AES BDK is AES-128 (16 bytes)")
         if self._find(label) is not None:
             raise KeyExistsError(f"a key labelled {label!r} already exists")
         # KCV first, on a session copy: some keys (MK-AC: derive only) cannot encrypt.
@@ -550,19 +556,75 @@ class Hsm:
             obj.destroy()
 
     @staticmethod
-    def _check_tdes_format(fmt: int) -> None:
+    def _dukpt_format(k: _Key, fmt: int | None) -> int:
+        if k.alg is Alg.AES:
+            if fmt not in (None, 4):
+                raise HsmInputError("AES DUKPT PIN blocks are format 4")
+            return 4
+        if fmt is None:
+            return 0
         if fmt not in (0, 1, 3):
             raise HsmInputError("TDES DUKPT PIN blocks are format 0, 1 or 3")
+        return fmt
+
+    def _derive_aes(self, base: Any, data: bytes, *, final: bool) -> Any:
+        """One AES DUKPT step in the token: AES_ECB_ENCRYPT_DATA -> session AES-128 key."""
+        return base.derive_key(
+            PK.AES,
+            128,
+            mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+            mechanism_param=data,
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: final,
+                Attribute.DECRYPT: final,
+                Attribute.DERIVE: not final,
+                Attribute.SIGN: False,
+                Attribute.VERIFY: False,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+            },
+        )
+
+    @contextmanager
+    def _aes_dukpt_pin_key(self, bdk: _Key, ksn: bytes) -> Iterator[_Key]:
+        """AES DUKPT (X9.24-3) PIN encryption key for a 12-byte KSN, derived entirely in
+        the token: BDK -> initial key -> intermediate keys -> PIN key, each step an
+        AES_ECB_ENCRYPT_DATA derivation of a session object (all destroyed after)."""
+        if not isinstance(ksn, bytes | bytearray) or len(ksn) != 12:
+            raise HsmInputError("an AES DUKPT KSN is 12 bytes")
+        made: list[Any] = []
+        try:
+            key = self._derive_aes(bdk.main, dukpt.aes_initial_key_data(bytes(ksn)),
+                                   final=False)
+            made.append(key)
+            for data in dukpt.aes_intermediate_data(bytes(ksn)):
+                key = self._derive_aes(key, data, final=False)
+                made.append(key)
+            key = self._derive_aes(key, dukpt.aes_working_key_data(bytes(ksn),
+                                                                   dukpt.AES_USAGE_PIN),
+                                   final=True)
+            made.append(key)
+            yield _Key("dukpt-pin-key", KeyType.ZPK, Alg.AES, key, None)
+        finally:
+            for o in made:
+                o.destroy()
 
     @_locked
     def dukpt_encrypt_pin(self, bdk: str, ksn: bytes, pin: str, pan: str | None,
-                          fmt: int = 0) -> bytes:
-        """A DUKPT terminal's PIN block (simulators and tests hold the BDK for this)."""
-        self._check_tdes_format(fmt)
+                          fmt: int | None = None) -> bytes:
+        """A DUKPT terminal's PIN block (simulators and tests hold the BDK for this).
+        TDES BDK: 10-byte KSN, format 0 (default), 1 or 3. AES BDK: 12-byte KSN, format 4."""
         k = self._use(bdk, Op.DUKPT)
+        fmt = self._dukpt_format(k, fmt)
+        if k.alg is Alg.AES:
+            with self._aes_dukpt_pin_key(k, ksn) as pin_key:
+                return self._encode_block(pin_key, pin, pan, 4)
         clear = pb.encode(pin, pan, fmt, self._fill(fmt))
-        pin_key = self._dukpt_pin_key(k, ksn)
-        return self._with_temp_tdes(pin_key, lambda o: self._encrypt_tdes(o, clear))
+        key = self._dukpt_pin_key(k, ksn)
+        return self._with_temp_tdes(key, lambda o: self._encrypt_tdes(o, clear))
 
     @_locked
     def translate_pin_dukpt(
@@ -572,21 +634,29 @@ class Hsm:
         pan: str | None,
         bdk: str,
         dst_key: str,
-        src_format: int = 0,
+        src_format: int | None = None,
         dst_format: int = 0,
     ) -> bytes:
-        """PIN block from a TDES DUKPT terminal (BDK + KSN) -> under a ZPK."""
-        self._check_tdes_format(src_format)
+        """PIN block from a DUKPT terminal (BDK + KSN) -> under a ZPK.
+        TDES BDK (X9.24-1): 10-byte KSN, 8-byte block of format 0 (default), 1 or 3.
+        AES BDK (X9.24-3, AES-128): 12-byte KSN, 16-byte format 4 block."""
         k = self._use(bdk, Op.DUKPT)
+        src_format = self._dukpt_format(k, src_format)
         dst = self._zpk_out(dst_key)
         self._check_format(dst, dst_format)
+        if k.alg is Alg.AES:
+            if not isinstance(pin_block, bytes | bytearray) or len(pin_block) != 16:
+                raise PinBlockError("a format 4 PIN block is 16 bytes")
+            with self._aes_dukpt_pin_key(k, ksn) as pin_key:
+                pin = self._decode_block(pin_key, pin_block, pan, 4)
+            return self._encode_block(dst, pin, pan, dst_format)
         if not isinstance(pin_block, bytes | bytearray) or len(pin_block) != 8:
             raise PinBlockError("a TDES PIN block is 8 bytes")
-        pin_key = self._dukpt_pin_key(k, ksn)
+        key = self._dukpt_pin_key(k, ksn)
         clear = self._with_temp_tdes(
-            pin_key, lambda o: o.decrypt(bytes(pin_block), mechanism=Mechanism.DES3_ECB)
+            key, lambda o: o.decrypt(bytes(pin_block), mechanism=Mechanism.DES3_ECB)
         )
-        del pin_key
+        del key
         pin = pb.decode(clear, pan, src_format)
         return self._encode_block(dst, pin, pan, dst_format)
 

@@ -9,13 +9,15 @@ Three token roles, each loaded by one function:
 function               keys (label: type)                                     who
 =====================  =====================================================  ===========
 load_switch_keys       tpk.terminals TPK, bdk.terminals BDK (TDES DUKPT),     the switch
+                       bdk-aes.terminals BDK (AES DUKPT),
                        zpk.{visa,mastercard} ZPK, zak.{visa,mastercard} ZAK,
                        zmk.{visa,mastercard} ZMK, dek.pan DEK, tkn.pan TKN
 load_issuer_keys       zpk.N ZPK, zak.N ZAK, zmk.N ZMK, pvk.N PVK, cvk.N CVK,  a network
                        mkac.N MK-AC, for each network N in visa, mastercard   simulator
-load_terminal_keys     tpk.terminals TPK, bdk.terminals BDK, and the cards'   terminal /
-                       issuer keys pvk.N, cvk.N, mkac.N (to personalise test  load
-                       cards: PVV, CVV/iCVV/CVV2, ARQC as the chip would)     generator
+load_terminal_keys     tpk.terminals TPK, bdk.terminals BDK,                  terminal /
+                       bdk-aes.terminals BDK (AES), and the cards' issuer     load
+                       keys pvk.N, cvk.N, mkac.N (to personalise test cards:  generator
+                       PVV, CVV/iCVV/CVV2, ARQC as the chip would)
 =====================  =====================================================  ===========
 
 The switch and the issuer simulators share exactly the ZPK/ZAK/ZMK of each link, as
@@ -34,6 +36,7 @@ NETWORKS = ("visa", "mastercard")
 
 TPK = "tpk.terminals"
 BDK = "bdk.terminals"
+BDK_AES = "bdk-aes.terminals"  # AES-128 BDK for AES DUKPT (X9.24-3) terminals
 DEK = "dek.pan"
 TKN = "tkn.pan"
 
@@ -116,6 +119,7 @@ TEST_KEYS: dict[str, DevKey] = {k.label: k for k in (
        "EADCEA1A31AD86E39BCB4FD3E0DAB610", "4B4BD7", "3C7672"),
     _k(mkac("mastercard"), "MK-AC", "E520DF64B63DC243E5D0BCE337FB8C2C", "C9EDB4",
        "0257388089235883F2799DD59886B315", "E77761", "CEDFF4"),
+    DevKey(BDK_AES, "BDK", ("A6ACAB2F1438F73DA588D6EDEEAC8ADE",), (None,), None, "AES"),
     DevKey(DEK, "DEK", ("EAE909B1AE004010CDB9E4C28B903B795FC21EC954EC27992EB80711D71D0919",),
            (None,), None, "AES"),
     DevKey(TKN, "TKN", ("6979255931FB0861766872FBF557714856B1F2898675B0ECEA1A1C94B1944772",),
@@ -123,11 +127,11 @@ TEST_KEYS: dict[str, DevKey] = {k.label: k for k in (
 )}
 # fmt: on
 
-SWITCH_LABELS = (TPK, BDK, DEK, TKN) + tuple(
+SWITCH_LABELS = (TPK, BDK, BDK_AES, DEK, TKN) + tuple(
     f(n) for n in NETWORKS for f in (zpk, zak, zmk)
 )
 ISSUER_LABELS = tuple(f(n) for n in NETWORKS for f in (zpk, zak, zmk, pvk, cvk, mkac))
-TERMINAL_LABELS = (TPK, BDK) + tuple(f(n) for n in NETWORKS for f in (pvk, cvk, mkac))
+TERMINAL_LABELS = (TPK, BDK, BDK_AES) + tuple(f(n) for n in NETWORKS for f in (pvk, cvk, mkac))
 
 
 def load(hsm: Hsm, labels: tuple[str, ...]) -> dict[str, str]:

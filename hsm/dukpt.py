@@ -69,3 +69,52 @@ def future_key(ipek: bytes, ksn: bytes) -> bytes:
 def pin_key(ipek: bytes, ksn: bytes) -> bytes:
     """The PIN encryption key (the PIN variant of the transaction key)."""
     return _xor(future_key(ipek, ksn), PIN_VARIANT)
+
+
+# --- AES DUKPT (ANSI X9.24-3-2017), AES-128 keys -----------------------------------
+# Every step is "AES-ECB encrypt 16 bytes of derivation data under the current key",
+# which the token does as AES_ECB_ENCRYPT_DATA: these functions only lay out the data.
+
+AES_USAGE_KEY_DERIVATION = 0x8000
+AES_USAGE_INITIAL_KEY = 0x8001
+AES_USAGE_PIN = 0x1000
+AES_ALG_AES128 = 0x0002
+AES_MAX_ONE_BITS = 16
+
+
+def _aes_data(usage: int, tail: bytes) -> bytes:
+    # version 01, key block counter 01, key usage, algorithm AES-128, length 128 bits
+    return (b"\x01\x01" + usage.to_bytes(2, "big") + AES_ALG_AES128.to_bytes(2, "big")
+            + (128).to_bytes(2, "big") + tail)
+
+
+def _aes_split(ksn: bytes) -> tuple[bytes, int]:
+    if len(ksn) != 12:
+        raise HsmInputError("an AES DUKPT KSN is 12 bytes")
+    counter = int.from_bytes(ksn[8:], "big")
+    if counter == 0 or bin(counter).count("1") > AES_MAX_ONE_BITS:
+        raise HsmInputError("AES DUKPT counter is zero or has more than 16 bits set")
+    return ksn[:8], counter
+
+
+def aes_initial_key_data(ksn: bytes) -> bytes:
+    """Derivation data of the initial key: usage 8001 and the 8-byte initial key ID."""
+    ikid, _ = _aes_split(ksn)
+    return _aes_data(AES_USAGE_INITIAL_KEY, ikid)
+
+
+def aes_intermediate_data(ksn: bytes) -> list[bytes]:
+    """Derivation data of each intermediate key, from the counter's top set bit down."""
+    ikid, counter = _aes_split(ksn)
+    out, working, mask = [], 0, 1 << 31
+    while mask:
+        if counter & mask:
+            working |= mask
+            out.append(_aes_data(AES_USAGE_KEY_DERIVATION, ikid[4:] + working.to_bytes(4, "big")))
+        mask >>= 1
+    return out
+
+
+def aes_working_key_data(ksn: bytes, usage: int) -> bytes:
+    ikid, counter = _aes_split(ksn)
+    return _aes_data(usage, ikid[4:] + counter.to_bytes(4, "big"))

@@ -62,7 +62,7 @@ ALGS: dict[KeyType, tuple[Alg, ...]] = {
     KeyType.TPK: (Alg.TDES, Alg.AES),
     KeyType.PVK: (Alg.TDES,),
     KeyType.CVK: (Alg.TDES,),
-    KeyType.BDK: (Alg.TDES,),
+    KeyType.BDK: (Alg.TDES, Alg.AES),  # AES: X9.24-3 AES DUKPT, AES-128 BDK
     KeyType.MK_AC: (Alg.TDES,),
     KeyType.TAK: (Alg.TDES, Alg.AES),
     KeyType.ZAK: (Alg.TDES, Alg.AES),
@@ -97,7 +97,7 @@ COMPANIONS: dict[tuple[KeyType, Alg], tuple[str, ...]] = {
 
 KEY_LENGTHS: dict[Alg, tuple[int, ...]] = {
     Alg.TDES: (16,),
-    Alg.AES: (16, 24, 32),
+    Alg.AES: (16, 24, 32),  # an AES BDK: 16 (see core.Hsm._store)
     Alg.HMAC: (32,),
 }
 DEFAULT_LENGTH: dict[Alg, int] = {Alg.TDES: 16, Alg.AES: 32, Alg.HMAC: 32}
