@@ -4,6 +4,7 @@ Start here: ``Hsm`` (sync, thread-safe), ``AsyncHsm`` (trio), ``make_token`` /
 ``config_from_env`` (tokens), ``devkeys`` (the documented TEST key set). See README.md.
 """
 
+from payswitch.hsm import emv
 from payswitch.hsm.aio import AsyncHsm
 from payswitch.hsm.core import CVV2_SERVICE_CODE, ICVV_SERVICE_CODE, Hsm
 from payswitch.hsm.errors import (
@@ -41,5 +42,6 @@ __all__ = [
     "PinBlockError",
     "TokenConfig",
     "config_from_env",
+    "emv",
     "make_token",
 ]
