@@ -95,7 +95,10 @@ def open_session(config) -> pkcs11.Session:
             try:
                 token = lib.get_token(token_label=config.label)
             except pkcs11.NoSuchToken:
-                raise HsmConfigError(f"no token labelled {config.label!r}") from None
+                raise HsmConfigError(
+                    f"no token labelled {config.label!r} (SoftHSM sees tokens made after "
+                    "it loaded only while no session is open: make every token first)"
+                ) from None
         try:
             sess = token.open(user_pin=config.pin, rw=True)
         except pkcs11.PinIncorrect:
