@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from payswitch.hsm.core import Hsm
 from payswitch.hsm.errors import KeyExistsError
+from payswitch.hsm.token import TokenConfig, make_token
 
 NETWORKS = ("visa", "mastercard")
 
@@ -173,3 +174,23 @@ def load_terminal_keys(hsm: Hsm) -> dict[str, str]:
     """The terminal generator's TEST keys: TPK and BDK (the PIN pad's keys), and the
     issuer keys it needs to personalise test cards (PVV, CVV/iCVV/CVV2, ARQC)."""
     return load(hsm, TERMINAL_LABELS)
+
+
+SIDES = {
+    "switch": ("payswitch-switch", load_switch_keys),
+    "issuer": ("payswitch-issuer", load_issuer_keys),
+    "terminal": ("payswitch-terminal", load_terminal_keys),
+}
+
+
+def make_dev_tokens(directory: str, pin: str | None = None) -> dict[str, TokenConfig]:
+    """Demo/dev setup in one call: the switch, issuer and terminal tokens in
+    ``directory`` (all made before the library loads, as SoftHSM requires), each with
+    its TEST keys. Returns side -> TokenConfig; open each with ``Hsm(config)``.
+    Idempotent: existing tokens and keys are kept (KCVs checked)."""
+    configs = {side: make_token(directory, label, pin=pin)
+               for side, (label, _) in SIDES.items()}
+    for side, (_, loader) in SIDES.items():
+        with Hsm(configs[side]) as h:
+            loader(h)
+    return configs

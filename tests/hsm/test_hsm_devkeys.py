@@ -62,3 +62,28 @@ def test_switch_issuer_terminal_interoperate(hsm, issuer_hsm, hsm_scratch):
     # Link MAC: switch signs, issuer verifies.
     mac = hsm.generate_mac(devkeys.zak("mastercard"), b"0100...")
     assert issuer_hsm.verify_mac(devkeys.zak("mastercard"), b"0100...", mac)
+
+
+def test_make_dev_tokens_in_a_fresh_process(tmp_path):
+    # A fresh process: SoftHSM reads its conf once per process.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from payswitch.hsm import Hsm, devkeys\n"
+        "cfgs = devkeys.make_dev_tokens(sys.argv[1])\n"
+        "cfgs = devkeys.make_dev_tokens(sys.argv[1])  # idempotent\n"
+        "with Hsm(cfgs['switch']) as s, Hsm(cfgs['issuer']) as i:\n"
+        "    b = s.encrypt_pin(devkeys.zpk('visa'), '1234', '4761739001010010')\n"
+        "    pvv = i.generate_pvv(devkeys.pvk('visa'), '4761739001010010', '1234')\n"
+        "    assert i.verify_pin_pvv(b, '4761739001010010', devkeys.zpk('visa'),\n"
+        "                            devkeys.pvk('visa'), pvv)\n"
+        "    print(sorted(k.label for k in s.list_keys()) == sorted(devkeys.SWITCH_LABELS))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOFTHSM", "PAYSWITCH"))}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "True"
