@@ -1,1 +1,1 @@
-"""Benchmarks: each module has main(json: bool) and prints its figure next to a baseline."""
+"""Benchmarks: ``python -m benchmarks.run NAME [--json]`` (NAME = a module here, or all)."""

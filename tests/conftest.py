@@ -10,6 +10,14 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from payswitch.hsm.testing import (  # noqa: F401  SoftHSM token fixtures
+    hsm,
+    hsm_scratch,
+    hsm_token,
+    hsm_tokens,
+    issuer_hsm,
+    issuer_hsm_token,
+)
 from payswitch.switch import realparts
 
 settings.register_profile(

@@ -1,0 +1,355 @@
+"""Shared internals of ``Hsm``: the lock decorator, the key cache and templates,
+session objects for one operation, and the TDES/AES derivation and retail-MAC steps."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, Self, TypeVar
+
+import pkcs11
+from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11 import KeyType as PK
+
+from payswitch.codecs import pinblock as pb
+from payswitch.hsm import session
+from payswitch.hsm.errors import (
+    HsmConfigError,
+    HsmDeviceError,
+    HsmError,
+    HsmInputError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyUsageError,
+    PinBlockError,
+)
+from payswitch.hsm.keys import (
+    BDK_VARIANT,
+    COMPANIONS,
+    KEY_LENGTHS,
+    Alg,
+    KeyType,
+    Op,
+    check_label,
+    decode_id,
+    encode_id,
+    require,
+)
+from payswitch.hsm.token import TokenConfig
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_CACHED_KEYS = 4096
+# Session objects made for one operation; "/" keeps them apart from any user label.
+_TMP_LABEL = "tmp/payswitch"
+MAX_MAC_DATA_BYTES = 64 * 1024
+CVV2_SERVICE_CODE = "000"
+ICVV_SERVICE_CODE = "999"
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def _locked(fn: Callable[P, R]) -> Callable[P, R]:
+    """Hold the library lock for the whole operation and type every library error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with session.LIBRARY_LOCK:
+            try:
+                return fn(*args, **kwargs)
+            except HsmError:
+                raise
+            except pkcs11.PKCS11Error as e:
+                # The class name says what failed (e.g. KeyTypeInconsistent); no data.
+                raise HsmDeviceError(f"PKCS#11 error: {type(e).__name__}") from None
+            except pb.PinBlockFormatError as e:
+                raise PinBlockError(str(e)) from None
+
+    return wrapper
+
+
+@dataclass
+class _Key:
+    label: str
+    key_type: KeyType
+    alg: Alg
+    main: Any  # pkcs11 SecretKey
+    companion: Any | None  # /L or /V object, when the type needs one
+
+
+def _decimalize(hexstr: str, n: int) -> str:
+    """Visa decimalisation: the decimal digits in order, then A-F as 0-5; first n."""
+    digits = [c for c in hexstr if c.isdigit()]
+    if len(digits) < n:
+        digits += [str(int(c, 16) - 10) for c in hexstr if not c.isdigit()]
+    return "".join(digits[:n])
+
+
+def _check_digits(value: str, name: str, lo: int, hi: int) -> None:
+    if not isinstance(value, str) or not (lo <= len(value) <= hi) or not value.isdigit():
+        raise HsmInputError(f"{name} must be {lo}-{hi} decimal digits")
+
+
+def _pad_method(data: bytes, method: int) -> bytes:
+    """ISO 9797-1 padding method 1 (zeros, none if aligned) or 2 (0x80 then zeros)."""
+    if method == 1:
+        return data + bytes(-len(data) % 8) if data else bytes(8)
+    if method == 2:
+        d = data + b"\x80"
+        return d + bytes(-len(d) % 8)
+    raise HsmInputError("padding method is 1 or 2")
+
+
+
+class HsmBase:
+    """One logged-in token, its key cache and the steps every operation shares."""
+
+    def __init__(self, config: TokenConfig) -> None:
+        self.config = config
+        self._session = session.open_session(config)
+        self._keys: dict[str, _Key] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        with session.LIBRARY_LOCK:
+            if not self._closed:
+                self._closed = True
+                self._keys.clear()
+                session.release_session(self.config)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Hsm(token={self.config.label!r})"
+
+    def _find(self, label: str) -> Any | None:
+        objs = list(
+            self._session.get_objects(
+                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
+            )
+        )
+        if len(objs) > 1:
+            raise HsmDeviceError(f"token holds {len(objs)} keys labelled {label!r}")
+        return objs[0] if objs else None
+
+    def _key(self, label: str) -> _Key:
+        if self._closed:
+            raise HsmConfigError("this Hsm is closed")
+        k = self._keys.get(label)
+        if k is not None:
+            return k
+        check_label(label)
+        main = self._find(label)
+        if main is None:
+            raise KeyNotFoundError(f"no key labelled {label!r}")
+        meta = decode_id(bytes(main[Attribute.ID]))
+        if meta is None or meta[2] != "main":
+            raise KeyUsageError(f"object {label!r} is not a payswitch key")
+        key_type, alg, _, _ = meta
+        companion = None
+        roles = COMPANIONS.get((key_type, alg), ())
+        if roles:
+            companion = self._find(f"{label}/{roles[0]}")
+            if companion is None:
+                raise HsmDeviceError(f"key {label!r} is missing its /{roles[0]} part")
+        k = _Key(label, key_type, alg, main, companion)
+        if len(self._keys) >= MAX_CACHED_KEYS:
+            self._keys.clear()
+        self._keys[label] = k
+        return k
+
+    def _use(self, label: str, op: Op) -> _Key:
+        k = self._key(label)
+        require(k.key_type, op, label)
+        return k
+
+    def _template(self, key_type: KeyType, alg: Alg, role: str, label: str,
+                  persistent: bool = True) -> dict[Attribute, Any]:
+        t: dict[Attribute, Any] = {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.LABEL: label,
+            Attribute.ID: encode_id(key_type, alg, role),
+            Attribute.TOKEN: persistent,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.MODIFIABLE: False,
+            Attribute.WRAP: False,
+            Attribute.UNWRAP: False,
+            Attribute.SIGN: False,
+            Attribute.VERIFY: False,
+            Attribute.ENCRYPT: False,
+            Attribute.DECRYPT: False,
+            Attribute.DERIVE: False,
+        }
+        if alg is Alg.TDES:
+            t[Attribute.KEY_TYPE] = PK.DES2
+        elif alg is Alg.AES:
+            t[Attribute.KEY_TYPE] = PK.AES
+        else:
+            t[Attribute.KEY_TYPE] = PK.GENERIC_SECRET
+        # The least each object needs for its operations.
+        if role in ("L", "V"):
+            t[Attribute.ENCRYPT] = True
+        elif key_type in (KeyType.ZMK, KeyType.KEK, KeyType.ZPK, KeyType.TPK):
+            t[Attribute.ENCRYPT] = True
+            t[Attribute.DECRYPT] = True
+        elif key_type is KeyType.BDK and alg is Alg.AES:
+            t[Attribute.DERIVE] = True  # AES DUKPT: a chain of derivations, nothing else
+        elif key_type in (KeyType.PVK, KeyType.CVK, KeyType.BDK):
+            t[Attribute.ENCRYPT] = True
+        elif key_type is KeyType.MK_AC:
+            t[Attribute.DERIVE] = True
+        elif key_type in (KeyType.TAK, KeyType.ZAK):
+            if alg is Alg.TDES:
+                t[Attribute.ENCRYPT] = True
+            else:
+                t[Attribute.SIGN] = True
+                t[Attribute.VERIFY] = True
+        elif key_type is KeyType.DEK:
+            t[Attribute.ENCRYPT] = True
+            t[Attribute.DECRYPT] = True
+        elif key_type is KeyType.TKN:
+            t[Attribute.SIGN] = True
+        return t
+
+    def _kcv_of(self, obj: Any, alg: Alg) -> str:
+        """KCV computed in the token: first 3 bytes of E(zeros) (HMAC: of HMAC(zeros))."""
+        if alg is Alg.TDES:
+            out = obj.encrypt(bytes(8), mechanism=Mechanism.DES3_ECB)
+        elif alg is Alg.AES:
+            out = obj.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+        else:
+            out = obj.sign(bytes(16), mechanism=Mechanism.SHA256_HMAC)
+        return out[:3].hex().upper()
+
+    def _temp_kcv(self, value: bytes, alg: Alg) -> str:
+        """KCV of a clear value (a component): a session object, encrypt zeros, destroy."""
+        t = self._template(KeyType.KEK if alg is not Alg.HMAC else KeyType.TKN,
+                           alg, "tmp", _TMP_LABEL, persistent=False)
+        if alg is Alg.HMAC:
+            t[Attribute.SIGN] = True
+        else:
+            t[Attribute.ENCRYPT] = True
+        t[Attribute.VALUE] = value
+        obj = self._session.create_object(t)
+        try:
+            return self._kcv_of(obj, alg)
+        finally:
+            obj.destroy()
+
+    def _store(self, label: str, key_type: KeyType, alg: Alg, value: bytes) -> str:
+        """Create the key's object(s) from its clear value; return the KCV."""
+        if len(value) not in KEY_LENGTHS[alg]:
+            raise HsmInputError(f"a {alg} key is {'/'.join(map(str, KEY_LENGTHS[alg]))} bytes")
+        if key_type is KeyType.BDK and alg is Alg.AES and len(value) != 16:
+            # AES-192/256 working keys take two derivation blocks concatenated, which
+            # the token cannot do (no CONCATENATE mechanism).
+            raise HsmInputError("an AES BDK is AES-128 (16 bytes)")
+        if self._find(label) is not None:
+            raise KeyExistsError(f"a key labelled {label!r} already exists")
+        # KCV first, on a session copy: some keys (MK-AC: derive only) cannot encrypt.
+        kcv = self._temp_kcv(value, alg)
+        created = []
+        try:
+            t = self._template(key_type, alg, "main", label)
+            t[Attribute.ID] = encode_id(key_type, alg, "main", kcv)
+            t[Attribute.VALUE] = value
+            created.append(self._session.create_object(t))
+            for role in COMPANIONS.get((key_type, alg), ()):
+                cval = value[:8] * 2 if role == "L" else _xor(value, BDK_VARIANT)
+                ct = self._template(key_type, alg, role, f"{label}/{role}")
+                ct[Attribute.VALUE] = cval
+                created.append(self._session.create_object(ct))
+        except BaseException:
+            for o in created:
+                o.destroy()
+            raise
+        self._keys.pop(label, None)
+        return kcv
+
+    @staticmethod
+    def _norm_kcv(kcv: str | bytes | None) -> str | None:
+        if kcv is None:
+            return None
+        s = kcv.hex() if isinstance(kcv, bytes) else str(kcv)
+        s = s.strip().upper()
+        if len(s) < 4 or len(s) > 6 or any(c not in "0123456789ABCDEF" for c in s):
+            raise HsmInputError("a KCV is 4 to 6 hex digits")
+        return s
+
+    def _with_temp_tdes(self, value: bytes, fn: Callable[[Any], bytes]) -> bytes:
+        t = self._template(KeyType.ZPK, Alg.TDES, "tmp", _TMP_LABEL, persistent=False)
+        t[Attribute.VALUE] = value
+        obj = self._session.create_object(t)
+        try:
+            return fn(obj)
+        finally:
+            obj.destroy()
+
+    @staticmethod
+    def _encrypt_tdes(obj: Any, clear: bytes) -> bytes:
+        return obj.encrypt(clear, mechanism=Mechanism.DES3_ECB)
+
+    def _derive(self, base: Any, data: bytes, *, encrypt: bool, derive: bool) -> Any:
+        param, buf = session.derivation_param(data)
+        key = base.derive_key(
+            PK.DES2,
+            128,
+            mechanism=Mechanism.DES3_ECB_ENCRYPT_DATA,
+            mechanism_param=param,
+            template={
+                Attribute.VALUE_LEN: pkcs11.DEFAULT,
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: encrypt,
+                Attribute.DECRYPT: False,
+                Attribute.DERIVE: derive,
+                Attribute.SIGN: False,
+                Attribute.VERIFY: False,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+            },
+        )
+        del buf
+        return key
+
+    def _derive_aes(self, base: Any, data: bytes, *, final: bool) -> Any:
+        """One AES DUKPT step in the token: AES_ECB_ENCRYPT_DATA -> session AES-128 key."""
+        return base.derive_key(
+            PK.AES,
+            128,
+            mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+            mechanism_param=data,
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: final,
+                Attribute.DECRYPT: final,
+                Attribute.DERIVE: not final,
+                Attribute.SIGN: False,
+                Attribute.VERIFY: False,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+            },
+        )
+
+    @staticmethod
+    def _retail_mac(kll: Any, klr: Any, padded: bytes) -> bytes:
+        """ISO 9797-1 alg 3: CBC with KL (as KL||KL) over all but the last block, then
+        3DES (KL,KR) on chaining value xor last block. The chaining value is in host."""
+        cv = bytes(8)
+        if len(padded) > 8:
+            cv = kll.encrypt(padded[:-8], mechanism=Mechanism.DES3_CBC,
+                             mechanism_param=bytes(8))[-8:]
+        return klr.encrypt(_xor(cv, padded[-8:]), mechanism=Mechanism.DES3_ECB)

@@ -1,0 +1,83 @@
+"""``AsyncHsm``: the ``Hsm`` operations as trio coroutines that never block the loop.
+
+Each call runs the synchronous ``Hsm`` method in a worker thread
+(``trio.to_thread.run_sync``) under a ``CapacityLimiter`` of 1: the library serves one
+thread at a time anyway (``session.LIBRARY_LOCK``), so more threads would only queue
+inside the lock. Waiting callers queue in trio (cheap, cancellable while waiting);
+the queue is bounded by ``max_pending``: past it a call fails fast with
+``HsmBusyError`` instead of piling up, and the switch answers "system malfunction".
+
+A call already running in the thread is not abandoned on cancellation: PKCS#11 calls
+are short (well under a millisecond to a few ms) and must finish to keep the session
+consistent.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from payswitch.hsm.core import Hsm
+from payswitch.hsm.errors import HsmBusyError
+
+DEFAULT_MAX_PENDING = 256
+
+# Methods that are safe and useful to call from trio (everything but lifecycle).
+ASYNC_METHODS = frozenset(
+    {
+        "import_key_components", "import_key_cryptogram", "generate_key", "delete_key",
+        "key_info", "list_keys", "has_key", "random",
+        "encrypt_pin", "translate_pin", "dukpt_encrypt_pin", "translate_pin_dukpt",
+        "generate_pvv", "verify_pin_pvv", "generate_ibm3624_offset", "verify_pin_ibm3624",
+        "generate_cvv", "verify_cvv", "generate_cvv2", "verify_cvv2",
+        "generate_icvv", "verify_icvv",
+        "generate_mac", "verify_mac",
+        "generate_arqc", "verify_arqc", "generate_arpc",
+        "pan_token", "encrypt_pan", "decrypt_pan",
+    }
+)
+
+
+class AsyncHsm:
+    """``await ahsm.translate_pin(...)``: same names and arguments as ``Hsm``."""
+
+    def __init__(self, hsm: Hsm, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending >= 1")
+        self.hsm = hsm
+        self.max_pending = max_pending
+        self._limiter: trio.CapacityLimiter | None = None
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Calls waiting or running now (for metrics)."""
+        return self._pending
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._pending >= self.max_pending:
+            raise HsmBusyError(f"{self._pending} HSM operations pending (max {self.max_pending})")
+        if self._limiter is None:
+            self._limiter = trio.CapacityLimiter(1)
+        self._pending += 1
+        try:
+            return await trio.to_thread.run_sync(
+                functools.partial(fn, *args, **kwargs), limiter=self._limiter
+            )
+        finally:
+            self._pending -= 1
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name not in ASYNC_METHODS:
+            raise AttributeError(name)
+        method = getattr(self.hsm, name)
+
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            return await self.call(method, *args, **kwargs)
+
+        run.__name__ = name
+        run.__doc__ = method.__doc__
+        return run

@@ -1,0 +1,54 @@
+"""MACs: ISO 9797-1 algorithm 3 (retail MAC) with TDES keys, AES-CMAC with AES keys."""
+
+from __future__ import annotations
+
+import hmac
+
+from pkcs11 import Mechanism
+
+from payswitch.hsm._base import (
+    MAX_MAC_DATA_BYTES,
+    HsmBase,
+    _Key,
+    _locked,
+    _pad_method,
+)
+from payswitch.hsm.errors import (
+    HsmInputError,
+)
+from payswitch.hsm.keys import (
+    Alg,
+    Op,
+)
+
+
+class MacOps(HsmBase):
+    """MACs (mixed into ``Hsm``)."""
+
+    def _mac(self, k: _Key, data: bytes, padding: int, length: int) -> bytes:
+        if not isinstance(data, bytes | bytearray) or len(data) > MAX_MAC_DATA_BYTES:
+            raise HsmInputError(f"MAC data is bytes, at most {MAX_MAC_DATA_BYTES}")
+        if k.alg is Alg.TDES:
+            if not 4 <= length <= 8:
+                raise HsmInputError("retail MAC length is 4 to 8 bytes")
+            return self._retail_mac(k.companion, k.main, _pad_method(bytes(data), padding))[
+                :length
+            ]
+        if not 4 <= length <= 16:
+            raise HsmInputError("AES-CMAC length is 4 to 16 bytes")
+        return k.main.sign(bytes(data), mechanism=Mechanism.AES_CMAC)[:length]
+
+    @_locked
+    def generate_mac(self, key: str, data: bytes, *, padding: int = 1,
+                     length: int = 8) -> bytes:
+        """TAK/ZAK: retail MAC (ISO 9797-1 alg 3, DES) for TDES keys, AES-CMAC for AES."""
+        return self._mac(self._use(key, Op.MAC), data, padding, length)
+
+    @_locked
+    def verify_mac(self, key: str, data: bytes, mac: bytes, *, padding: int = 1) -> bool:
+        if not isinstance(mac, bytes | bytearray) or not 4 <= len(mac) <= 16:
+            return False
+        k = self._use(key, Op.MAC)
+        if k.alg is Alg.TDES and len(mac) > 8:
+            return False
+        return hmac.compare_digest(self._mac(k, data, padding, len(mac)), bytes(mac))

@@ -1,0 +1,64 @@
+"""pytest fixtures for SoftHSM test tokens (imported by tests/conftest.py).
+
+SoftHSM reads its configuration once per process, so one session-wide directory holds
+every test token, all made before the library loads:
+
+* ``hsm_token`` / ``hsm``: the switch side token ``switch-test`` and an ``Hsm`` on it.
+* ``issuer_hsm_token`` / ``issuer_hsm``: the issuer side token ``issuer-test`` (network
+  simulators keep their keys apart from the switch, as a real issuer does).
+* ``hsm_scratch``: an ``Hsm`` on the ``scratch-test`` token, for tests that create and
+  delete keys freely (use unique labels: the token lives for the whole run).
+
+No key is loaded by these fixtures; call ``payswitch.hsm.devkeys`` for the test set.
+Only for tests: this module imports pytest, which is a dev dependency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from payswitch.hsm.core import Hsm
+from payswitch.hsm.token import DEV_PIN, TokenConfig, make_token
+
+SWITCH_TOKEN = "switch-test"
+ISSUER_TOKEN = "issuer-test"
+SCRATCH_TOKEN = "scratch-test"
+
+
+@pytest.fixture(scope="session")
+def hsm_tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TokenConfig]:
+    d = tmp_path_factory.mktemp("softhsm")
+    return {
+        label: make_token(d, label, pin=DEV_PIN)
+        for label in (SWITCH_TOKEN, ISSUER_TOKEN, SCRATCH_TOKEN)
+    }
+
+
+@pytest.fixture(scope="session")
+def hsm_token(hsm_tokens: dict[str, TokenConfig]) -> TokenConfig:
+    return hsm_tokens[SWITCH_TOKEN]
+
+
+@pytest.fixture(scope="session")
+def issuer_hsm_token(hsm_tokens: dict[str, TokenConfig]) -> TokenConfig:
+    return hsm_tokens[ISSUER_TOKEN]
+
+
+@pytest.fixture(scope="session")
+def hsm(hsm_token: TokenConfig) -> Iterator[Hsm]:
+    with Hsm(hsm_token) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def issuer_hsm(issuer_hsm_token: TokenConfig) -> Iterator[Hsm]:
+    with Hsm(issuer_hsm_token) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def hsm_scratch(hsm_tokens: dict[str, TokenConfig]) -> Iterator[Hsm]:
+    with Hsm(hsm_tokens[SCRATCH_TOKEN]) as h:
+        yield h
