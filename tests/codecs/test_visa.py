@@ -33,8 +33,8 @@ BODY = bytes.fromhex(
     "7024040020808000"          # bitmap: DE 2 3 4 | 11 14 | 22 | - | 35 | 41 | 49 | -
     "10" "4761739001010010"     # DE2 length 16 digits, BCD
     "000000"                    # DE3 processing code
-    "000000001234"              # DE4 amount 12.34
-    "000123"                    # DE11 STAN
+    "000003812744"              # DE4 amount 12.34
+    "381274"                    # DE11 STAN
     "2512"                      # DE14 expiry YYMM
     "0510"                      # DE22 n4: 051 + filler 0
     "17" "04761739001010010D251210"  # DE35 23 characters: leading 0 nibble, D separator
@@ -44,7 +44,7 @@ BODY = bytes.fromhex(
 VECTOR = HEADER + BODY
 MSG = Message(
     mti="0100", pan="4761739001010010", processing_code="000000", amount_minor=1234,
-    stan="000123", expiry="2512", pos_entry_mode="051",
+    stan="381274", expiry="2512", pos_entry_mode="051",
     track2="4761739001010010=251210", terminal_id="TERM0001", currency="840",
     header=VisaHeader(destination_id="000001", source_id="123456", batch_number=7),
 )
@@ -60,10 +60,10 @@ def test_hand_vector_encodes_byte_for_byte():
 
 
 def test_odd_length_pan_gets_a_leading_zero_nibble():
-    msg = Message(mti="0100", pan="4000001234562", stan="000001")
+    msg = Message(mti="0100", pan="4003812744562", stan="000001")
     body = VISA.encode(msg)[22:]
     # MTI, bitmap (DE2, DE11), length 13, 0 + 13 digits, STAN
-    assert body.hex() == "0100" "4020000000000000" "0d" "04000001234562" "000001"
+    assert body.hex() == "0100" "4020000000000000" "0d" "04003812744562" "000001"
 
 
 def test_h4_and_h1_are_checked():
