@@ -33,7 +33,7 @@ BODY = bytes.fromhex(
     "7024040020808000"          # bitmap: DE 2 3 4 | 11 14 | 22 | - | 35 | 41 | 49 | -
     "10" "4761739001010010"     # DE2 length 16 digits, BCD
     "000000"                    # DE3 processing code
-    "000003812744"              # DE4 amount 12.34
+    "000000001234"              # DE4 amount 12.34
     "381274"                    # DE11 STAN
     "2512"                      # DE14 expiry YYMM
     "0510"                      # DE22 n4: 051 + filler 0
@@ -60,10 +60,10 @@ def test_hand_vector_encodes_byte_for_byte():
 
 
 def test_odd_length_pan_gets_a_leading_zero_nibble():
-    msg = Message(mti="0100", pan="4003812744562", stan="000001")
+    msg = Message(mti="0100", pan="4000001234562", stan="000001")
     body = VISA.encode(msg)[22:]
     # MTI, bitmap (DE2, DE11), length 13, 0 + 13 digits, STAN
-    assert body.hex() == "0100" "4020000000000000" "0d" "04003812744562" "000001"
+    assert body.hex() == "0100" "4020000000000000" "0d" "04000001234562" "000001"
 
 
 def test_h4_and_h1_are_checked():
