@@ -75,6 +75,12 @@ def test_h4_and_h1_are_checked():
         VISA.decode(VECTOR[:10])
 
 
+def test_header_errors_still_carry_mti_and_stan():
+    with pytest.raises(CodecError, match="H4") as e:
+        VISA.decode(VECTOR + b"\x00")
+    assert (e.value.mti, e.value.stan) == ("0100", "381274")
+
+
 def test_reply_header_swaps_stations_and_h4_follows_the_reply():
     reply = MSG.replace(mti="0110", response_code="00", auth_code="A1B2C3",
                         header=reply_header(MSG.header))
