@@ -54,6 +54,9 @@ class Dialect:
             e.mti = e.mti or mti
             e.stan = e.stan or _digits_or_none(fields.get("11"))
             raise
+        except Exception as e:  # a hook tripping on hostile input is still bad input
+            raise CodecError(f"undecodable message: {type(e).__name__}", mti=mti,
+                             stan=_digits_or_none(fields.get("11"))) from None
 
     def encode(self, msg: Message) -> bytes:
         fields = self.fields_out(self.to_fields(msg), msg)
@@ -62,6 +65,17 @@ class Dialect:
         except iso8583.EncodeError as e:
             raise CodecError(redact(e.msg), mti=msg.mti, stan=msg.stan, field=e.field) from None
         return self.join_header(msg, bytes(body))
+
+    def peek(self, body: bytes) -> tuple[str | None, str | None]:
+        """Best-effort (MTI, STAN) of a message body that did not decode, for errors
+        raised before the body was parsed (a bad network header, say)."""
+        try:
+            fields, _ = iso8583.decode(body, self.spec)
+        except iso8583.DecodeError as e:
+            fields = e.doc_dec
+        except Exception:
+            return None, None
+        return self._readable_mti(fields.get("t")), _digits_or_none(fields.get("11"))
 
     # -- hooks ----------------------------------------------------------------------
     def split_header(self, data: bytes) -> tuple[Any, bytes]:
@@ -107,7 +121,11 @@ class Dialect:
         for de, name, kind in FIELDS:
             value = getattr(msg, name)
             if value is not None:
-                fields[str(de)] = _to_wire(kind, value, self.spec.get(str(de)), de)
+                try:
+                    fields[str(de)] = _to_wire(kind, value, self.spec.get(str(de)), de)
+                except CodecError as e:
+                    e.mti, e.stan = msg.mti, msg.stan if isinstance(msg.stan, str) else None
+                    raise
         for de, value in msg.other.items():
             fields[str(de)] = value.hex().upper() if isinstance(value, bytes) else value
         if msg.mac is not None:
@@ -152,8 +170,15 @@ def _to_wire(kind: str, value: Any, spec: dict[str, Any] | None, de: int) -> str
     if kind == "rate":
         return _rate_to_wire(value, de)
     if kind == "b":
+        if not isinstance(value, (bytes, bytearray)):
+            raise CodecError("binary field is not bytes", field=str(de))
         return bytes(value).hex().upper()
-    return str(value)
+    if not isinstance(value, str):
+        raise CodecError("field is not a str", field=str(de))
+    if kind == "n" and not (value.isascii() and value.isdigit()):
+        # what we would send, the peer (and our own decoder) would refuse
+        raise CodecError("numeric field has non-digits", field=str(de))
+    return value
 
 
 def _rate_to_wire(rate: Decimal, de: int) -> str:
