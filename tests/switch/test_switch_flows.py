@@ -113,3 +113,22 @@ async def test_terminal_echo_answered_locally(dsn):
     assert (resp.mti, resp.stan, resp.response_code, resp.network_code) == (
         "0810", "000077", "00", "301")
     assert issuer.traffic() == []
+
+
+@trio_test
+async def test_visa_link_speaks_base1_over_vap_framing(dsn):
+    issuer = FakeIssuer(dialect="visa", framing="vap")
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port, dialect="visa", framing="vap")
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            resp = await term.request(purchase())
+            await term.aclose()
+        n.cancel_scope.cancel()
+    (got,) = issuer.traffic("0200")
+    raw = issuer.raw[issuer.received.index(got)]
+    assert raw[0] == 22  # BASE I header length, then binary MTI in BCD
+    assert raw[22:24] == b"\x02\x00"
+    assert got.pan == PAN and got.amount_minor == 1250
+    assert resp.response_code == "00" and resp.auth_code == "A1B2C3"
