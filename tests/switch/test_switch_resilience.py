@@ -18,6 +18,7 @@ from conftest import (
 
 from payswitch.codecs.iso8583 import Message
 from payswitch.switch.mux import Mux
+from payswitch.switch.replay import payment_state
 
 
 def saf_rows(dsn: str) -> list[tuple]:
@@ -47,8 +48,12 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
             # The issuer stays silent: the 0420 is retried (0421), still pending.
             await issuer.wait_for(lambda: len(issuer.traffic("042")) >= 2)
             assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
+            key = "T:TERM0001|0200|000001|1125120000|1250"
+            events = [r["event"] for r in await sw.store.history(key)]
+            assert events == ["request", "issuer_request", "saf_queued", "response"]
             silent = False
             await issuer.wait_for(lambda: saf_rows(dsn)[0][1] == "acked", 5)
+            state = payment_state(key, await sw.store.history(key))
             await term.aclose()
         n.cancel_scope.cancel()
 
@@ -57,8 +62,11 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
     assert rev.rrn == orig.rrn and rev.amount_minor == orig.amount_minor
     assert rev.original_data[:20] == "0200" + orig.stan + orig.transmission_time
     assert rev.pan is None  # no clear PAN at rest, so none in a stored advice
-    [(mti, state, attempts)] = saf_rows(dsn)
-    assert (mti, state) == ("0420", "acked") and attempts >= 3
+    [(mti, saf_state, attempts)] = saf_rows(dsn)
+    assert (mti, saf_state) == ("0420", "acked") and attempts >= 3
+    # The payment's story, rebuilt from the journal alone.
+    assert (state.status, state.response_code, state.link) == ("reversed", "91", "visa")
+    assert state.pan_masked == "476173******0010" and state.rrn == orig.rrn
 
 
 @trio_test
