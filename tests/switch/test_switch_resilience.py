@@ -17,6 +17,7 @@ from conftest import (
 )
 
 from payswitch.codecs.iso8583 import Message
+from payswitch.switch.errors import LinkBusy
 from payswitch.switch.mux import Mux
 from payswitch.switch.replay import payment_state
 
@@ -234,3 +235,53 @@ async def test_link_down_answers_91_quickly_without_reversal(dsn):
         await term.aclose()
     assert resp.response_code == "91"
     assert saf_rows(dsn) == []
+
+
+def test_mux_in_flight_limit_refuses_at_once():
+    mux = Mux(max_in_flight=2, late_memory=2)
+    mux.register(Message(mti="0200", stan=mux.next_stan()))
+    mux.register(Message(mti="0200", stan=mux.next_stan()))
+    try:
+        mux.register(Message(mti="0200", stan=mux.next_stan()))
+    except LinkBusy:
+        pass
+    else:
+        raise AssertionError("third request accepted over max_in_flight=2")
+    assert mux.in_flight == 2
+
+
+@trio_test
+async def test_link_drop_while_in_flight_answers_91_and_reverses_after_reconnect(dsn):
+    issuer = FakeIssuer()
+
+    def answer(m: Message) -> Message | None:
+        if m.mti == "0200":
+            issuer.drop_soon.set()  # drop the link instead of answering
+            return None
+        return approve(m)
+
+    issuer.answer = answer
+    issuer.drop_soon = trio.Event()
+
+    async def dropper():
+        await issuer.drop_soon.wait()
+        await trio.sleep(0.1)
+        await issuer.drop_all()
+
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        n.start_soon(dropper)
+        cfg = config_dict(dsn, issuer.port, request_timeout_ms=3000)
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            t0 = trio.current_time()
+            resp = await term.request(purchase())
+            elapsed = trio.current_time() - t0
+            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "acked", 1)], 5)
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert resp.response_code == "91"
+    assert elapsed < 2  # did not wait for the 3 s timeout: the drop woke the waiter
+    (orig,) = issuer.traffic("0200")
+    (rev,) = issuer.traffic("042")
+    assert rev.original_data[4:10] == orig.stan
