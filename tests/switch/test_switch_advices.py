@@ -9,6 +9,7 @@ import trio
 from conftest import (
     FakeIssuer,
     Terminal,
+    approve,
     config_dict,
     purchase,
     running_switch,
@@ -128,3 +129,22 @@ async def test_metrics_endpoint_counts_attempts_success_and_link_state(dsn):
     assert "payment_processing_duration_seconds_bucket" in body
     assert 'link_state{link="visa"} 2.0' in body
     assert 'link_requests_total{link="visa",mti="0200"} 1.0' in body
+
+
+@trio_test
+async def test_unconfirmed_0400_becomes_a_0420_for_the_original_not_for_itself(dsn):
+    issuer = FakeIssuer(lambda m: None if m.mti == "0400" else approve(m))
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            await term.request(purchase(stan="000030"))
+            rev = await term.request(purchase(mti="0400", stan="000031").replace(
+                original_data="0200" + "000030" + "1125120000" + "0" * 22))
+            await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert rev.response_code == "91"
+    (orig,) = issuer.traffic("0200")
+    (advice,) = issuer.traffic("042")
+    assert advice.original_data[:20] == "0200" + orig.stan + orig.transmission_time
