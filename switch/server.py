@@ -59,6 +59,7 @@ class Switch:
         self.metrics = Metrics()
         self.links = {x.name: IssuerLink(x, self.metrics) for x in cfg.links}
         self.terminals = {t.id: t for t in cfg.terminals}
+        self._sources = {x.name: self._known_sources(x) for x in cfg.listeners}
         self.ports: dict[str, int] = {}
         self.metrics_port = 0
         self.in_flight_keys: dict[str, trio.Event] = {}
@@ -120,6 +121,21 @@ class Switch:
                 await trio.sleep(DRAIN_POLL_S)
         log("switch_drained", complete=not scope.cancelled_caught, in_flight=self._in_flight)
 
+    def _known_sources(self, lst: ListenerSection) -> frozenset[str] | None:
+        """Addresses a listener accepts connections from; None = any.
+
+        ``allowed_sources`` when set; else, on a terminal listener whose terminals all
+        have a ``source``, those addresses (an unknown address is closed at once).
+        """
+        if lst.allowed_sources:
+            return frozenset(lst.allowed_sources)
+        if lst.kind == "acquirer":
+            return None  # checked per connection against [[acquirers]]
+        mine = [t for t in self.cfg.terminals if t.listener in ("", lst.name)]
+        if mine and all(t.source for t in mine):
+            return frozenset(t.source for t in mine)
+        return None
+
     def new_rrn(self) -> str:
         """DE37: YDDDhh + 6-digit sequence (ISO 8583 convention)."""
         self._rrn_seq = (self._rrn_seq + 1) % 1_000_000
@@ -159,7 +175,8 @@ class Switch:
         peer = stream.socket.getpeername()[0]
         async with stream:
             acquirer = None
-            if lst.allowed_sources and peer not in lst.allowed_sources:
+            sources = self._sources[lst.name]
+            if sources is not None and peer not in sources:
                 return self._refuse(lst, peer, "source not allowed")
             if lst.kind == "acquirer":
                 acquirer = next((a for a in self.cfg.acquirers

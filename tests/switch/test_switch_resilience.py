@@ -194,6 +194,9 @@ async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
         await n.start(issuer.serve)
         cfg = config_dict(dsn, issuer.port)
         cfg["listeners"].append({"name": "atm", "port": 0, "allowed_sources": ["10.9.9.9"]})
+        # A terminal listener whose terminals all have a source accepts only those.
+        cfg["listeners"].append({"name": "kiosk", "port": 0})
+        cfg["terminals"].append({"id": "KIOSK001", "listener": "kiosk", "source": "10.1.1.1"})
         async with running_switch(cfg) as sw:
             term = await Terminal.connect(sw.ports["pos"])
             resp = await term.request(purchase().replace(terminal_id="NOPE0001"))
@@ -201,9 +204,13 @@ async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
             stranger = await Terminal.connect(sw.ports["atm"])
             closed = await stranger.recv_raw(5)
             await stranger.aclose()
+            kiosk = await Terminal.connect(sw.ports["kiosk"])
+            closed_too = await kiosk.recv_raw(5)
+            await kiosk.aclose()
+            refused = sw.metrics.refused.labels("kiosk", "source not allowed")._value.get()
         n.cancel_scope.cancel()
     assert resp.response_code == "58"
-    assert closed == b""
+    assert closed == b"" and closed_too == b"" and refused == 1
     assert issuer.traffic() == []
 
 
