@@ -60,7 +60,8 @@ class Context:
     outbound: Message | None = None  # what went to the issuer
     issuer_response: Message | None = None
     response: Message | None = None
-    done: bool = False
+    done: bool = False  # answered early (a duplicate replayed)
+    error: str | None = None  # the typed error that decided the answer, for the log
     events: list[tuple[str, Message, str | None]] = field(default_factory=list)
     saf: list[SafItem] = field(default_factory=list)
 

@@ -26,6 +26,7 @@ import trio
 from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
 from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.iso8583.dialect import redact
 from payswitch.routing.bins import BinTable, Router
 from payswitch.switch.config import Config, ListenerSection
 from payswitch.switch.errors import (
@@ -227,6 +228,7 @@ class Switch:
                 mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
                 amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
                 link=ctx.route.link if ctx.route else None, replayed=ctx.done,
+                error=ctx.error,
                 ms=round((trio.current_time() - started) * 1000, 1))
             return resp
         finally:
@@ -248,11 +250,10 @@ class Switch:
             assert ctx.response is not None, "pipeline ended without a response"
         except Exception as e:  # the one place errors become response codes
             code = response_code_for(e)
-            expected = isinstance(e, (CodecError, IssuerTimeout, LinkBusy, LinkUnavailable))
-            log("request_refused", logging.WARNING, exc_info=code == "96",
-                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
-                error=type(e).__name__, detail=str(e), response_code=code,
-                expected=expected)
+            ctx.error = redact(f"{type(e).__name__}: {e}")  # no digit run of a PAN
+            if code == "96":  # a bug or the database: the traceback is wanted
+                log("request_failed", logging.ERROR, exc_info=True, mti=req.mti,
+                    stan=req.stan, terminal=req.terminal_id, error=ctx.error)
             rrn = ctx.outbound.rrn if ctx.outbound else None
             ctx.response = respond(req, code, rrn=rrn)
         if ctx.owner:
