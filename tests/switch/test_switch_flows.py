@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import psycopg
 import trio
 from conftest import (
@@ -17,6 +19,7 @@ from conftest import (
 )
 
 from payswitch.codecs.iso8583 import Message
+from payswitch.switch import logs
 
 
 @trio_test
@@ -54,21 +57,32 @@ async def test_approval_round_trip(dsn):
 
 
 @trio_test
-async def test_decline_passes_through_and_is_journalled_masked(dsn):
+async def test_decline_passes_through_and_nothing_secret_is_stored_or_logged(dsn):
     issuer = FakeIssuer(lambda m: approve(m).replace(response_code="51", auth_code=None))
+    secret = purchase(processing="010000").replace(
+        track2=PAN + "=27122011234599999", pin_block=bytes.fromhex("0412AC89BCDEF012"),
+        emv=bytes.fromhex("9F2608C2C12B098F3DA6E3"))
+    logged = io.StringIO()
+    logs.setup("DEBUG", logged)
     async with trio.open_nursery() as n:
         await n.start(issuer.serve)
         async with running_switch(config_dict(dsn, issuer.port)) as sw:
             term = await Terminal.connect(sw.ports["pos"])
-            resp = await term.request(purchase(processing="010000"))
+            resp = await term.request(secret)
             await term.aclose()
         n.cancel_scope.cancel()
     assert resp.response_code == "51"
+    (got,) = issuer.traffic()
+    assert got.track2 == secret.track2 and got.pin_block == secret.pin_block  # passed on
     with psycopg.connect(dsn) as conn:
         dump = str(conn.execute("select * from switch_journal").fetchall())
         dump += str(conn.execute("select * from switch_dedup").fetchall())
-    assert "476173******0010" in dump
-    assert PAN not in dump
+    out = logged.getvalue()
+    assert "476173******0010" in dump and "476173******0010" in out
+    for text in (dump, out):
+        assert PAN not in text
+        assert "27122011234599999" not in text
+        assert "0412AC89BCDEF012" not in text.upper() and "9F2608C2" not in text.upper()
 
 
 @trio_test
