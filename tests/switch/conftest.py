@@ -182,6 +182,15 @@ def config_dict(dsn: str, issuer_port: int, **link: Any) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
+async def serving(issuer: FakeIssuer) -> AsyncIterator[int]:
+    """The fake issuer listening for the duration of the block; yields its port."""
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        yield issuer.port
+        n.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
 async def running_switch(cfg: dict[str, Any], wait_signed_on: bool = True,
                          ) -> AsyncIterator[Switch]:
     async with trio.open_nursery() as n:
