@@ -57,6 +57,7 @@ class FakeIssuer:
         self.port = 0
         self.connections = 0
         self.streams: set[trio.SocketStream] = set()
+        self._locks: dict[trio.SocketStream, trio.Lock] = {}
         self.signed_on = trio.Event()
 
     def traffic(self, prefix: str = "") -> list[Message]:
@@ -85,6 +86,7 @@ class FakeIssuer:
     async def _conn(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         self.streams.add(stream)
+        self._locks[stream] = trio.Lock()
         reader = FrameReader(self.framing, 8192)
         try:
             async with trio.open_nursery() as n:
@@ -116,7 +118,8 @@ class FakeIssuer:
                 resp = resp[1]
         if resp is not None:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(encode_frame(self.framing, self.dialect.encode(resp)))
+                async with self._locks[stream]:
+                    await stream.send_all(encode_frame(self.framing, self.dialect.encode(resp)))
 
 
 class Terminal:

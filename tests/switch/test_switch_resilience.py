@@ -275,3 +275,40 @@ async def test_link_drop_while_in_flight_answers_91_and_reverses_after_reconnect
     (orig,) = issuer.traffic("0200")
     (rev,) = issuer.traffic("042")
     assert rev.original_data[4:10] == orig.stan
+
+
+@trio_test
+async def test_concurrent_terminals_with_duplicates_each_request_reaches_issuer_once(dsn):
+    import random
+
+    rng = random.Random(7)
+    issuer = FakeIssuer(lambda m: (rng.uniform(0, 0.05), approve(m).replace(
+        auth_code=m.stan)))  # auth code = switch STAN: tells answers apart
+    answers: dict[str, list[bytes]] = {}
+    cfg_terms = [{"id": f"LOAD{i:04d}", "listener": "pos"} for i in range(6)]
+
+    async def terminal(sw, i: int) -> None:
+        term = await Terminal.connect(sw.ports["pos"])
+        for k in range(15):
+            req = purchase(stan=f"{k:06d}", amount=100 + k).replace(terminal_id=f"LOAD{i:04d}")
+            copies = 2 if k % 3 == 0 else 1  # every third request sent twice at once
+            for _ in range(copies):
+                await term.send(req)
+            for _ in range(copies):
+                answers.setdefault(f"{i}/{k}", []).append(await term.recv_raw())
+        await term.aclose()
+
+    async with serving(issuer):
+        cfg = config_dict(dsn, issuer.port)
+        cfg["terminals"] += cfg_terms
+        async with running_switch(cfg) as sw, trio.open_nursery() as n:
+            for i in range(6):
+                n.start_soon(terminal, sw, i)
+    assert len(answers) == 6 * 15
+    for raws in answers.values():
+        assert len(set(raws)) == 1  # duplicates got the very same bytes
+        assert DIALECT.decode(raws[0]).response_code == "00"
+    reached = [(m.terminal_id, m.amount_minor) for m in issuer.traffic("0200")]
+    assert len(reached) == len(set(reached)) == 6 * 15  # each exactly once
+    auth_codes = {DIALECT.decode(r[0]).auth_code for r in answers.values()}
+    assert len(auth_codes) == 6 * 15  # nobody got someone else's answer
