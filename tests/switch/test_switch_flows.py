@@ -177,3 +177,27 @@ async def test_tpdu_terminal_gets_the_tpdu_swapped_in_the_reply(dsn):
             await stream.aclose()
     assert frames[0].tpdu == b"\x60\x00\x02\x00\x01"
     assert DIALECT.decode(frames[0].payload).response_code == "00"
+
+
+@trio_test
+async def test_auth_cash_refund_and_balance_inquiry_by_processing_code(dsn):
+    balance = "1001978C000000012345"  # DE54: account type, amount type, currency, amount
+
+    def answer(m: Message) -> Message:
+        resp = approve(m)
+        return resp.replace(additional_amounts=balance) if m.processing_code[:2] == "31" else resp
+
+    issuer = FakeIssuer(answer)
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        auth = await term.request(purchase(mti="0100", stan="000001"))
+        cash = await term.request(purchase(stan="000002", processing="010000"))
+        refund = await term.request(purchase(stan="000003", processing="200000"))
+        inquiry = await term.request(purchase(stan="000004", processing="310000", amount=0))
+        await term.aclose()
+    assert (auth.mti, auth.response_code) == ("0110", "00")
+    assert [r.response_code for r in (cash, refund, inquiry)] == ["00", "00", "00"]
+    assert inquiry.additional_amounts == balance
+    assert [m.processing_code for m in issuer.traffic()] == [
+        "000000", "010000", "200000", "310000"]
+    assert [m.mti for m in issuer.traffic()] == ["0100", "0200", "0200", "0200"]
