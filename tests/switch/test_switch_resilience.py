@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import trio
-from conftest import (
+from switchkit import (
     DIALECT,
     FakeIssuer,
     Terminal,
