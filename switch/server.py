@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -310,6 +311,12 @@ class Switch:
     async def _saf_send(self, row: SafRow) -> None:
         saf = self.cfg.saf
         link = self.links[row.link]
+        if row.expires_at <= datetime.now(UTC):  # past saf.expiry_s: given up, not sent
+            await self.store.saf_failed(row, "expired", 0, max_attempts=0)
+            self.metrics.saf_expired.labels(link.name).inc()
+            log("saf_expired", logging.ERROR, link=link.name, saf_id=row.id, mti=row.mti,
+                attempts=row.attempts, reason="expiry_s passed")
+            return
         msg = message_from_safe(
             row.message, mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat
         ).replace(stan=link.next_stan(), transmission_time=transmission_time())

@@ -312,3 +312,19 @@ async def test_concurrent_terminals_with_duplicates_each_request_reaches_issuer_
     assert len(reached) == len(set(reached)) == 6 * 15  # each exactly once
     auth_codes = {DIALECT.decode(r[0]).auth_code for r in answers.values()}
     assert len(auth_codes) == 6 * 15  # nobody got someone else's answer
+
+
+@trio_test
+async def test_saf_row_past_its_expiry_is_given_up_not_sent(dsn):
+    issuer = FakeIssuer(lambda m: None)  # never answers: the purchase times out
+    async with serving(issuer):
+        cfg = config_dict(dsn, issuer.port)
+        cfg["saf"]["expiry_s"] = 0
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            assert (await term.request(purchase())).response_code == "91"
+            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "expired", 1)], 5)
+            expired = sw.metrics.saf_expired.labels("visa")._value.get()
+            await term.aclose()
+    assert issuer.traffic("042") == []
+    assert expired == 1
