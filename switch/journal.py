@@ -257,14 +257,6 @@ class Store:
             return state == "expired"
         return await self.call(run)
 
-    async def saf_rows(self) -> list[dict[str, Any]]:
-        def run(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            cur = conn.execute("select id, link, mti, state, attempts, message, last_result"
-                               " from switch_saf order by id")
-            names = [c.name for c in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        return await self.call(run)
-
     async def history(self, dup_key: str) -> list[dict[str, Any]]:
         """Every journal row of one payment, in order (see replay.payment_state)."""
         def run(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -258,8 +258,3 @@ class IssuerLink:
                 with contextlib.suppress(IssuerTimeout):
                     await self._exchange(self._network_request(SIGNOFF), timeout_ms)
             self._drop("signed off")
-
-    def describe(self) -> dict[str, object]:
-        return {"state": self.state, "in_flight": self.mux.in_flight}
-
-
