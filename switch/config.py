@@ -31,6 +31,7 @@ class SwitchSection:
     metrics_port: int = 0  # 0 = no metrics HTTP endpoint
     log_level: str = "INFO"
     duplicate_wait_ms: int = 15000  # how long a duplicate waits for its original
+    journal_retry_max: int = 10_000  # answers kept in memory while the journal is down
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,8 @@ class LinkSection:
     connect_timeout_ms: int = 3000
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 5000
-    signon_timeout_ms: int = 3000
+    signon_timeout_ms: int = 3000  # also bounds each echo test
+    signoff_timeout_ms: int = 1000
     echo_interval_ms: int = 30_000
     request_timeout_ms: int = 5000
     write_timeout_ms: int = 5000

@@ -249,8 +249,9 @@ class IssuerLink:
                 log("echo_refused", logging.WARNING, link=self.name, code=resp.response_code)
             self._last_activity = trio.current_time()
 
-    async def sign_off(self, timeout_ms: int = 1000) -> None:
-        """Tell the issuer we stop; bounded wait; then stop reconnecting."""
+    async def sign_off(self) -> None:
+        """Tell the issuer we stop (bounded by signoff_timeout_ms); stop reconnecting."""
+        timeout_ms = self.cfg.signoff_timeout_ms
         self._stopping = True
         if self.state == "signed_on":
             self._set_state("connecting", reason="signing off")

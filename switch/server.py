@@ -48,9 +48,8 @@ from payswitch.switch.pipeline import PIPELINES, Context, Origin, respond, rever
 
 READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
-SAF_LEASE_MARGIN_MS = 2000
-UNWRITTEN_MAX = 10_000  # answers kept in memory while the journal cannot be written
-UNWRITTEN_RETRY_S = 1.0  # beyond send_timeout_ms, for the DB writes after a send
+SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
+UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retried
 
 
 class Switch:
@@ -285,7 +284,7 @@ class Switch:
             if approved:
                 ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
             self._unwritten.append(ctx)
-            if len(self._unwritten) > UNWRITTEN_MAX:
+            if len(self._unwritten) > self.cfg.switch.journal_retry_max:
                 lost = self._unwritten.pop(0)
                 log("journal_retry_dropped", logging.ERROR, stan=lost.request.stan,
                     note="left to start-up recovery")
