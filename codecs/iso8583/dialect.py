@@ -54,6 +54,9 @@ class Dialect:
             e.mti = e.mti or mti
             e.stan = e.stan or _digits_or_none(fields.get("11"))
             raise
+        except Exception as e:  # a hook tripping on hostile input is still bad input
+            raise CodecError(f"undecodable message: {type(e).__name__}", mti=mti,
+                             stan=_digits_or_none(fields.get("11"))) from None
 
     def encode(self, msg: Message) -> bytes:
         fields = self.fields_out(self.to_fields(msg), msg)
