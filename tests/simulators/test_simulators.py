@@ -230,3 +230,32 @@ def test_simulate_command_prints_ready_line_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("network,framing", [("visa", "vap"), ("mastercard", "len2")])
+def test_network_simulators_speak_their_own_dialect(network, framing):
+    dialect = get(network)
+    sim = NetworkSimulator(network)
+    assert (sim.dialect_name, sim.framing) == (network, framing)
+    term = Terminal("DEMO0001", seed=7)
+    req = term.purchase(cards.card(f"{network}_approve"), 1234)
+    req.emv = None  # keep to the fields both dialects carry unchanged
+    if network == "visa":
+        from payswitch.codecs.iso8583.visa import VisaHeader
+        req.header = VisaHeader(destination_id="000001", source_id="123456")
+
+    async def body(port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(encode_frame(framing, dialect.encode(req)))
+        reader = FrameReader(framing)
+        frames = []
+        while not frames:
+            frames = reader.feed(await stream.receive_some(4096))
+        await stream.aclose()
+        return dialect.decode(frames[0].payload)
+
+    resp = run_with_sim(sim, body)
+    assert (resp.mti, resp.response_code, resp.stan) == ("0210", "00", req.stan)
+    assert sim.messages[0].pan == req.pan and sim.messages[0].track2 == req.track2
+    if network == "visa":
+        assert (resp.header.destination_id, resp.header.source_id) == ("123456", "000001")
