@@ -1,0 +1,297 @@
+"""`payswitch demo`: the whole thing on one machine, as separate processes.
+
+PostgreSQL (``PAYSWITCH_PG_DSN``, else a scratch database on a reachable or private
+server), the Visa and Mastercard network simulators (``payswitch simulate``), the
+switch (``payswitch serve --config``, config written to a temp dir) and, in this
+process, the terminal load generator with mixed POS/ATM traffic, some declines and
+some cards the issuer never answers. Then SIGTERM to everything and a report.
+
+Exit 0 only when something was approved and nothing broke (``errors == 0``). Every
+process, the temp dir and the scratch database are cleaned up, also on failure.
+
+The process helpers (``Proc``, ``start_simulator``, ``start_switch``, ``demo_config``)
+are shared with the e2e tests and the e2e benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import trio
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+TERMINALS = 16
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class Proc:
+    """A child process whose stdout is read line by line in a thread (so its pipe never
+    fills) and whose stderr goes to a file; stopped by SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self._log = open(self.log_path, "w+b")  # noqa: SIM115 (closed in stop)
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
+                                      env=env, start_new_session=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self) -> None:
+        for raw in self.popen.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.stdout.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for_line(self, prefix: str, timeout_s: float = READY_TIMEOUT_S) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DemoError(f"{self.name}: no '{prefix}' line within {timeout_s:.0f} s"
+                                f"{self.tail()}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise DemoError(f"{self.name} exited ({self.popen.wait()}) before it was "
+                                f"ready{self.tail()}")
+            if line.startswith(prefix):
+                return line
+
+    def tail(self, n: int = 20) -> str:
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()[-n:]
+        return ("\n  " + "\n  ".join(lines)) if lines else ""
+
+    def stderr_text(self) -> str:
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._reader.join(2)
+        self._log.flush()
+        self._log.close()
+        return self.popen.returncode
+
+
+def payswitch_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "payswitch.switch.cli", *args]
+
+
+def start_simulator(stack: contextlib.ExitStack, network: str, log_dir: str,
+                    *extra: str) -> tuple[Proc, int]:
+    proc = Proc(f"sim-{network}", payswitch_argv("simulate", "--network", network,
+                                                 "--port", "0", *extra), log_dir)
+    stack.callback(proc.stop)
+    line = proc.wait_for_line("payswitch-sim ready")
+    return proc, int(line.rsplit("port=", 1)[1])
+
+
+def parse_ready(line: str) -> dict[str, tuple[str, int]]:
+    """``payswitch ready listeners=pos:127.0.0.1:9100,acq:...`` -> {name: (host, port)}."""
+    spec = line.split("listeners=", 1)[1].split()[0]
+    out = {}
+    for item in spec.split(","):
+        name, host, port = item.rsplit(":", 2)
+        out[name] = (host, int(port))
+    return out
+
+
+def start_switch(stack: contextlib.ExitStack, config_path: str, log_dir: str,
+                 dsn: str) -> tuple[Proc, dict[str, tuple[str, int]]]:
+    env = {**os.environ, "PAYSWITCH_PG_DSN": dsn}
+    proc = Proc("switch", payswitch_argv("serve", "--config", config_path), log_dir, env)
+    stack.callback(proc.stop)
+    line = proc.wait_for_line("payswitch ready")
+    return proc, parse_ready(line)
+
+
+# Mastercard's 2-series, 2221-2720, as the fewest prefixes.
+MASTERCARD_PREFIXES = (
+    [str(p) for p in range(51, 56)] + [str(p) for p in range(2221, 2230)]
+    + [str(p) for p in range(223, 230)] + [str(p) for p in range(23, 27)]
+    + ["270", "271", "2720"]
+)
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMINALS,
+                issuer_timeout_ms: int = 2000, framing: str = "len2",
+                name: str = "payswitch-demo", echo_interval_s: int = 30) -> str:
+    lines = [
+        "[switch]", f"name = {_toml_str(name)}", 'metrics_host = "127.0.0.1"',
+        "metrics_port = 0", "drain_timeout_ms = 5000", 'log_format = "json"', "",
+        "[database]", 'dsn_env = "PAYSWITCH_PG_DSN"', "",
+        "[limits]", "max_frame_bytes = 4096", "max_in_flight_per_link = 256",
+        "terminal_read_timeout_ms = 120000", f"issuer_timeout_ms = {issuer_timeout_ms}", "",
+        "[saf]", "retry_interval_ms = 1000", "max_attempts = 50", "expiry_s = 86400", "",
+        "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', "port = 0",
+        'kind = "terminal"', 'dialect = "iso87ascii"', f"framing = {_toml_str(framing)}", "",
+    ]
+    for i in range(1, terminals + 1):
+        lines += ["[[terminals]]", f'id = "DEMO{i:04d}"', 'source = "127.0.0.1"', ""]
+    for link, port, dialect, framing_, station in (
+        ("visa", visa_port, "visa", "vap", "000001"),
+        ("mastercard", mastercard_port, "mastercard", "len2", "000002"),
+    ):
+        lines += ["[[links]]", f'name = "{link}"', 'host = "127.0.0.1"', f"port = {port}",
+                  f'dialect = "{dialect}"', f'framing = "{framing_}"',
+                  f'station_id = "{station}"', f"echo_interval_s = {echo_interval_s}",
+                  "reconnect_min_ms = 100", "reconnect_max_ms = 5000", ""]
+    lines += ["[[routes]]", 'prefix = "4"', 'link = "visa"', ""]
+    for prefix in MASTERCARD_PREFIXES:
+        lines += ["[[routes]]", f'prefix = "{prefix}"', 'link = "mastercard"', ""]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def demo_database() -> Iterator[str]:
+    """PAYSWITCH_PG_DSN as given, else a scratch database (dropped on exit)."""
+    dsn = os.environ.get("PAYSWITCH_PG_DSN")
+    if dsn:
+        yield dsn
+        return
+    from payswitch.switch import realparts
+
+    with realparts.postgres_server() as admin, \
+            realparts.scratch_database(admin, prefix="payswitch_demo") as scratch:
+        yield scratch
+
+
+@dataclass
+class Topology:
+    host: str
+    port: int
+    switch: Proc
+    simulators: dict[str, Proc]
+
+
+@contextlib.contextmanager
+def running_topology(log_dir: str, *, terminals: int = TERMINALS,
+                     sim_args: dict[str, list[str]] | None = None,
+                     issuer_timeout_ms: int = 2000) -> Iterator[Topology]:
+    """Database, both simulators and the switch as processes; all stopped on exit."""
+    sim_args = sim_args or {}
+    with demo_database() as dsn, contextlib.ExitStack() as stack:
+        sims, ports = {}, {}
+        for network in ("visa", "mastercard"):
+            sims[network], ports[network] = start_simulator(
+                stack, network, log_dir, *sim_args.get(network, []))
+        config_path = os.path.join(log_dir, "payswitch.toml")
+        with open(config_path, "w") as f:
+            f.write(demo_config(ports["visa"], ports["mastercard"], terminals=terminals,
+                                issuer_timeout_ms=issuer_timeout_ms))
+        switch, listeners = start_switch(stack, config_path, log_dir, dsn)
+        host, port = listeners["pos"]
+        yield Topology(host, port, switch, sims)
+
+
+def _sim_stats(proc: Proc) -> dict:
+    """The JSON line a simulator prints on stderr when it stops."""
+    for line in reversed(proc.stderr_text().splitlines()):
+        with contextlib.suppress(ValueError):
+            d = json.loads(line)
+            if isinstance(d, dict) and "by_mti" in d:
+                return d
+    return {}
+
+
+def run_demo(duration_s: float, terminals: int = 8, progress: bool = True) -> dict:
+    from payswitch.simulators.load import LoadConfig, run_load
+
+    sim_args = {"visa": ["--latency-ms", "3"], "mastercard": ["--latency-ms", "5"]}
+    with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir, \
+            running_topology(log_dir, terminals=max(terminals, TERMINALS),
+                             sim_args=sim_args) as topo:
+        cfg = LoadConfig(topo.host, topo.port, profile="mixed", terminals=terminals,
+                         duration_s=duration_s, cards="mixed", timeout_s=10.0,
+                         progress=progress)
+        report = trio.run(run_load, cfg)
+        # Stop the switch first (drains, signs off), then the simulators report.
+        switch_rc = topo.switch.stop()
+        links = {}
+        for network, proc in topo.simulators.items():
+            proc.stop()
+            stats = _sim_stats(proc)
+            links[network] = {
+                "received_by_mti": stats.get("by_mti", {}),
+                "answered_by_code": stats.get("by_code", {}),
+                "connections": stats.get("connections", 0),
+                "terminal_by_code": report["by_network"].get(network, {}),
+            }
+    report["links"] = links
+    report["switch_exit_code"] = switch_rc
+    return report
+
+
+def format_demo(report: dict) -> str:
+    from payswitch.simulators.load import format_report
+
+    lines = [format_report(report, title="demo")]
+    for network, d in report["links"].items():
+        lines.append(f"  link {network}: connections={d['connections']} "
+                     f"received={d['received_by_mti']} answered={d['answered_by_code']}")
+    lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="switch + Visa/Mastercard simulators + terminals, "
+                                    "mixed traffic, then a report")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of traffic")
+    p.add_argument("--terminals", type=int, default=8, help="concurrent terminals")
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args) -> int:
+    try:
+        report = run_demo(args.duration, args.terminals, progress=not args.json)
+    except DemoError as e:
+        if args.json:
+            print(json.dumps({"sent": 0, "approved": 0, "declined": 0, "timeouts": 0,
+                              "errors": 1, "p50_ms": 0.0, "p99_ms": 0.0,
+                              "failure": str(e)}))
+        else:
+            print(f"demo failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report) if args.json else format_demo(report))
+    return 0 if report["approved"] > 0 and report["errors"] == 0 else 1
