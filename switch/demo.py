@@ -183,9 +183,9 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
 
 
 @contextlib.contextmanager
-def demo_database() -> Iterator[str]:
-    """PAYSWITCH_PG_DSN as given, else a scratch database (dropped on exit)."""
-    dsn = os.environ.get("PAYSWITCH_PG_DSN")
+def demo_database(dsn: str | None = None) -> Iterator[str]:
+    """``dsn``, else PAYSWITCH_PG_DSN as given, else a scratch database (dropped on exit)."""
+    dsn = dsn or os.environ.get("PAYSWITCH_PG_DSN")
     if dsn:
         yield dsn
         return
@@ -207,10 +207,11 @@ class Topology:
 @contextlib.contextmanager
 def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                      sim_args: dict[str, list[str]] | None = None,
-                     issuer_timeout_ms: int = 2000) -> Iterator[Topology]:
+                     issuer_timeout_ms: int = 2000, dsn: str | None = None
+                     ) -> Iterator[Topology]:
     """Database, both simulators and the switch as processes; all stopped on exit."""
     sim_args = sim_args or {}
-    with demo_database() as dsn, contextlib.ExitStack() as stack:
+    with demo_database(dsn) as dsn, contextlib.ExitStack() as stack:
         sims, ports = {}, {}
         for network in ("visa", "mastercard"):
             sims[network], ports[network] = start_simulator(

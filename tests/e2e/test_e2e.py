@@ -1,0 +1,152 @@
+"""Terminal -> payswitch -> network simulator -> payswitch -> terminal, all real:
+loopback sockets, PostgreSQL, `payswitch serve` as a process, both simulators."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import trio
+
+from payswitch.codecs.framing import FrameReader, encode_frame
+from payswitch.codecs.iso8583 import get
+from payswitch.simulators import cards
+from payswitch.simulators.certify import Context, run_scenarios
+from payswitch.simulators.terminal import Terminal
+
+from .conftest import needs_switch
+
+pytestmark = needs_switch
+ISO = get("iso87ascii")
+
+
+def exchange(host: str, port: int, payload: bytes, timeout_s: float = 10) -> bytes:
+    """Send one len2 frame as a terminal, return the payload of the first frame back."""
+    async def run() -> bytes:
+        with trio.fail_after(timeout_s):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(encode_frame("len2", payload))
+                reader = FrameReader("len2")
+                while True:
+                    data = await stream.receive_some(65536)
+                    assert data, "switch closed the terminal link"
+                    frames = reader.feed(data)
+                    if frames:
+                        return frames[0].payload
+    return trio.run(run)
+
+
+def wait_for(predicate, timeout_s: float = 5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def issuer_request(sim, stan_hint: str, pan: str):
+    """The authorization the simulator received for our card (raw bytes, message)."""
+    def find():
+        for raw in list(sim.received):
+            try:
+                msg = sim.dialect.decode(raw)
+            except Exception:
+                continue
+            if msg.mti in ("0100", "0200") and msg.pan == pan:
+                return raw, msg
+        return None
+    return wait_for(find)
+
+
+def test_visa_round_trip_bytes(topology):
+    term = Terminal("DEMO0001", seed=11)
+    c = cards.card("visa_approve")
+    req = term.purchase(c, 4321, chip=True)
+    back = exchange(topology.host, topology.port, ISO.encode(req))
+
+    # What the terminal got back: ISO 8583:1987 all ASCII, hex-ASCII bitmap.
+    assert back[:4] == b"0210"
+    assert all(ch in b"0123456789ABCDEF" for ch in back[4:20])
+    resp = ISO.decode(back)
+    assert (resp.response_code, resp.stan, resp.terminal_id) == ("00", req.stan, "DEMO0001")
+    assert resp.amount_minor == 4321 and len(resp.auth_code or "") == 6
+
+    # What VisaNet (the simulator) got: BASE I header, BCD MTI, binary bitmap, BCD fields.
+    raw, msg = issuer_request(topology.visa, req.stan, c.pan)
+    assert raw[0] == 22 and raw[1] == 0x01  # H1 header length, H2 header format
+    assert int.from_bytes(raw[3:5], "big") == len(raw)  # H4 total message length
+    assert raw[22:24] == bytes.fromhex(msg.mti)  # MTI, 2 bytes BCD
+    bitmap = raw[24:32]
+    assert not all(32 <= b < 127 for b in bitmap)  # binary, not hex characters
+    assert bitmap[0] & 0x40  # DE2 present
+    assert bytes([16]) + bytes.fromhex(c.pan) in raw  # DE2: 1-byte length + BCD PAN
+    assert bytes.fromhex("000000004321") in raw  # DE4, 6 bytes BCD
+    assert c.pan.encode() not in raw  # no ASCII PAN on a BASE I link
+    assert msg.amount_minor == 4321 and msg.pos_entry_mode == "051"
+    # The auth code the issuer gave is the one the terminal got.
+    sent = [topology.visa.dialect.decode(p) for p in list(topology.visa.sent)]
+    assert resp.auth_code in {m.auth_code for m in sent if m.pan == c.pan}
+
+
+def test_mastercard_round_trip_bytes(topology):
+    term = Terminal("DEMO0002", seed=12)
+    c = cards.card("mastercard_approve")
+    req = term.purchase(c, 777, chip=False)
+    back = exchange(topology.host, topology.port, ISO.encode(req))
+    assert back[:4] == b"0210"
+    resp = ISO.decode(back)
+    assert (resp.response_code, resp.stan) == ("00", req.stan)
+
+    raw, msg = issuer_request(topology.mastercard, req.stan, c.pan)
+    assert raw[:4] == msg.mti.encode("cp500")  # EBCDIC digits F0..F9
+    assert all(0xF0 <= b <= 0xF9 for b in raw[:4])
+    assert not all(32 <= b < 127 for b in raw[4:12])  # binary bitmap
+    assert ("16" + c.pan).encode("cp500") in raw  # DE2: EBCDIC LL + EBCDIC PAN
+    assert f"{777:012d}".encode("cp500") in raw  # DE4
+    assert c.pan.encode() not in raw
+    assert msg.pos_entry_mode == "021"
+
+
+@pytest.mark.parametrize("name,code", [("visa_decline", "05"),
+                                       ("mastercard_insufficient_funds", "51"),
+                                       ("unrouted", "15")])
+def test_declines_pass_through(topology, name, code):
+    req = Terminal("DEMO0003", seed=13).purchase(cards.card(name), 1000)
+    resp = ISO.decode(exchange(topology.host, topology.port, ISO.encode(req)))
+    assert resp.response_code == code
+
+
+def test_certify_passes_against_payswitch(topology):
+    ctx = Context(topology.host, topology.port, terminal_id="DEMO0004", timeout_s=10)
+    results = trio.run(run_scenarios, ctx)
+    failed = [r for r in results if not r["passed"]]
+    assert not failed, failed
+
+
+def test_certify_command_json(topology):
+    out = subprocess.run(
+        [sys.executable, "-m", "payswitch.switch.cli", "certify", "--host", topology.host,
+         "--port", str(topology.port), "--terminal-id", "DEMO0005", "--json",
+         "--scenario", "approval_visa", "--scenario", "echo_0800_301"],
+        capture_output=True, text=True, timeout=60)
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["passed"], report
+    assert [s["scenario"] for s in report["scenarios"]] == ["approval_visa", "echo_0800_301"]
+
+
+@pytest.mark.slow
+def test_demo_json():
+    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "demo",
+                          "--duration", "5", "--json"],
+                         capture_output=True, text=True, timeout=180)
+    report = json.loads(out.stdout)
+    assert {"sent", "approved", "declined", "timeouts", "errors", "p50_ms",
+            "p99_ms"} <= set(report)
+    assert report["approved"] > 0 and report["errors"] == 0, (report, out.stderr[-2000:])
+    assert out.returncode == 0
