@@ -1,0 +1,55 @@
+"""`payswitch serve --config FILE`: run the switch until SIGTERM/SIGINT, then drain.
+
+Once listening it prints one line on stdout::
+
+    payswitch ready {"listeners": {"pos": 40123}, "metrics_port": 0}
+
+(ports as bound, so that port 0 in the config can be used by tests and scripts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+import trio
+
+from payswitch.switch import logs
+from payswitch.switch.config import ConfigError, load
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the payment switch")
+    p.add_argument("--config", required=True, help="TOML configuration file")
+    p.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args.config)
+        logs.setup(cfg.switch.log_level)
+    except ConfigError as e:
+        print(f"payswitch serve: {e}", file=sys.stderr)
+        return 2
+    from payswitch.switch.server import Switch
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            sw = Switch(cfg)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sw.run)
+                ready = {"listeners": sw.ports, "metrics_port": sw.metrics_port}
+                print("payswitch ready " + json.dumps(ready), flush=True)
+                async for signum in signals:
+                    logs.log("signal", signal=signal.Signals(signum).name)
+                    sw.stop()
+                    break
+
+    try:
+        trio.run(main)
+    except ConfigError as e:
+        print(f"payswitch serve: {e}", file=sys.stderr)
+        return 2
+    return 0

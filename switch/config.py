@@ -1,0 +1,239 @@
+"""The switch's one TOML configuration file, read into frozen dataclasses.
+
+Every buffer, queue, frame length, retry count and wait is a named key here with a
+bounded default; unknown keys are refused so that a typo does not silently fall back
+to a default. Secrets never come from the file: the database DSN is read from the
+environment variable named by ``database.dsn_env`` (``database.dsn`` is accepted for
+a password-less local DSN, as in tests).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from payswitch.codecs.framing import KINDS as FRAMINGS
+from payswitch.codecs.iso8583 import DIALECTS
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, malformed, or names things that do not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchSection:
+    name: str = "payswitch"
+    institution_id: str = "999999"  # DE32 the switch puts on requests it originates
+    drain_timeout_ms: int = 5000
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0 = no metrics HTTP endpoint
+    log_level: str = "INFO"
+    duplicate_wait_ms: int = 15000  # how long a duplicate waits for its original
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSection:
+    dsn_env: str = "PAYSWITCH_PG_DSN"
+    dsn: str = ""
+    pool_size: int = 4
+    connect_timeout_s: int = 5
+    statement_timeout_ms: int = 5000
+
+    def resolve_dsn(self) -> str:
+        dsn = os.environ.get(self.dsn_env) or self.dsn
+        if not dsn:
+            raise ConfigError(f"no database DSN: set ${self.dsn_env} (or database.dsn)")
+        return dsn
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSection:
+    name: str
+    kind: str = "terminal"  # terminal | acquirer
+    host: str = "127.0.0.1"
+    port: int = 0
+    dialect: str = "iso87ascii"
+    framing: str = "len2"
+    max_frame_bytes: int = 4096
+    idle_timeout_ms: int = 300_000  # a connection silent this long is closed
+    write_timeout_ms: int = 5000
+    max_connections: int = 256
+    max_in_flight_per_connection: int = 32
+    allowed_sources: tuple[str, ...] = ()  # empty = any source address
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalSection:
+    id: str  # DE41
+    listener: str = ""  # empty = any terminal listener
+    source: str = ""  # empty = any source address
+
+
+@dataclass(frozen=True, slots=True)
+class AcquirerSection:
+    id: str
+    listener: str
+    source: str  # the host's source address; connections from elsewhere are refused
+    institution_id: str = ""  # DE32 it must carry; empty = not checked
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSection:
+    name: str
+    host: str
+    port: int
+    dialect: str = "iso87ascii"
+    framing: str = "len2"
+    max_frame_bytes: int = 4096
+    connect_timeout_ms: int = 3000
+    reconnect_min_ms: int = 100
+    reconnect_max_ms: int = 5000
+    signon_timeout_ms: int = 3000
+    echo_interval_ms: int = 30_000
+    request_timeout_ms: int = 5000
+    write_timeout_ms: int = 5000
+    max_in_flight: int = 256
+    late_memory: int = 1024  # timed-out keys remembered to recognise late responses
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSection:
+    prefix: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class SafSection:
+    retry_interval_ms: int = 1000  # first retry; doubles per attempt up to retry_max_ms
+    retry_max_ms: int = 30_000
+    max_attempts: int = 50
+    expiry_s: int = 86_400
+    batch: int = 50
+    send_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    switch: SwitchSection = field(default_factory=SwitchSection)
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    saf: SafSection = field(default_factory=SafSection)
+    listeners: tuple[ListenerSection, ...] = ()
+    terminals: tuple[TerminalSection, ...] = ()
+    acquirers: tuple[AcquirerSection, ...] = ()
+    links: tuple[LinkSection, ...] = ()
+    routes: tuple[RouteSection, ...] = ()
+
+    def link(self, name: str) -> LinkSection:
+        return next(x for x in self.links if x.name == name)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {}
+    for key, value in data.items():
+        if key == "allowed_sources":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}.{key}: expected a list of addresses")
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    for f in fields(cls):
+        v = getattr(obj, f.name)
+        default = f.default
+        if isinstance(default, int) and not isinstance(default, bool) and (
+            not isinstance(v, int) or v < 0
+        ):
+            raise ConfigError(f"{where}.{f.name}: expected a non-negative integer")
+        if isinstance(default, str) and not isinstance(v, str):
+            raise ConfigError(f"{where}.{f.name}: expected a string")
+    return obj
+
+
+def parse(data: dict[str, Any]) -> Config:
+    top = {f.name for f in fields(Config)}
+    unknown = sorted(set(data) - top)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(unknown)}")
+
+    def many(key: str, cls: type) -> tuple:
+        items = data.get(key, [])
+        if not isinstance(items, list):
+            raise ConfigError(f"{key}: expected an array of tables ([[{key}]])")
+        return tuple(_build(cls, item, f"{key}[{i}]") for i, item in enumerate(items))
+
+    cfg = Config(
+        switch=_build(SwitchSection, data.get("switch", {}), "switch"),
+        database=_build(DatabaseSection, data.get("database", {}), "database"),
+        saf=_build(SafSection, data.get("saf", {}), "saf"),
+        listeners=many("listeners", ListenerSection),
+        terminals=many("terminals", TerminalSection),
+        acquirers=many("acquirers", AcquirerSection),
+        links=many("links", LinkSection),
+        routes=many("routes", RouteSection),
+    )
+    _check(cfg)
+    return cfg
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise ConfigError(f"{what} {n!r} defined twice")
+        seen.add(n)
+
+
+def _check(cfg: Config) -> None:
+    _unique([x.name for x in cfg.listeners], "listener")
+    _unique([x.name for x in cfg.links], "link")
+    _unique([x.id for x in cfg.terminals], "terminal")
+    _unique([x.id for x in cfg.acquirers], "acquirer")
+    listeners = {x.name: x for x in cfg.listeners}
+    for x in (*cfg.listeners, *cfg.links):
+        if x.dialect not in DIALECTS:
+            raise ConfigError(f"{x.name}: unknown dialect {x.dialect!r}")
+        if x.framing not in FRAMINGS:
+            raise ConfigError(f"{x.name}: unknown framing {x.framing!r}")
+        if not 64 <= x.max_frame_bytes <= 9999:
+            raise ConfigError(f"{x.name}: max_frame_bytes must be 64..9999")
+    for x in cfg.listeners:
+        if x.kind not in ("terminal", "acquirer"):
+            raise ConfigError(f"listener {x.name}: kind must be terminal or acquirer")
+    for t in cfg.terminals:
+        if len(t.id) > 8:
+            raise ConfigError(f"terminal {t.id!r}: DE41 is at most 8 characters")
+        if t.listener and listeners.get(t.listener) is None:
+            raise ConfigError(f"terminal {t.id}: no listener {t.listener!r}")
+    for a in cfg.acquirers:
+        if a.listener not in listeners or listeners[a.listener].kind != "acquirer":
+            raise ConfigError(f"acquirer {a.id}: {a.listener!r} is not an acquirer listener")
+    links = {x.name for x in cfg.links}
+    for r in cfg.routes:
+        if r.link not in links:
+            raise ConfigError(f"route {r.prefix}: no link {r.link!r}")
+    for x in cfg.links:
+        if x.reconnect_min_ms == 0 or x.reconnect_max_ms < x.reconnect_min_ms:
+            raise ConfigError(f"link {x.name}: need 0 < reconnect_min_ms <= reconnect_max_ms")
+        if x.max_in_flight == 0 or x.request_timeout_ms == 0:
+            raise ConfigError(f"link {x.name}: max_in_flight and request_timeout_ms must be > 0")
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return parse(data)

@@ -1,0 +1,76 @@
+"""The switch's typed errors, and the ONE place where any error becomes a DE39 code.
+
+Every participant raises; ``response_code_for`` decides what the sender is told.
+HSM and ledger errors will be added to the table below when those packages land.
+"""
+
+from __future__ import annotations
+
+from payswitch.codecs.errors import CodecError
+from payswitch.routing.bins import NoPan, RoutingError, UnknownBin
+
+
+class SwitchError(Exception):
+    """Base of the switch runtime's operating errors."""
+
+
+class UnknownTerminal(SwitchError):
+    """DE41 is not configured (for this listener or source address)."""
+
+
+class UnknownAcquirer(SwitchError):
+    """DE32 does not match the acquirer host the connection belongs to."""
+
+
+class UnsupportedTransaction(SwitchError):
+    """An MTI or processing code this switch does not carry."""
+
+
+class LinkUnavailable(SwitchError):
+    """The issuer link is not signed on; nothing was sent."""
+
+
+class LinkBusy(SwitchError):
+    """The link's in-flight limit is reached; nothing was sent."""
+
+
+class IssuerTimeout(SwitchError):
+    """Sent, and no response in time (or the link dropped after sending): outcome unknown."""
+
+
+class OriginalNotFound(SwitchError):
+    """A reversal whose original transaction is not in the journal."""
+
+
+class DuplicateStillInFlight(SwitchError):
+    """A duplicate waited for its original longer than duplicate_wait_ms."""
+
+
+class StoreError(SwitchError):
+    """The journal / SAF store failed (database down, statement timeout)."""
+
+
+# Order matters: the first matching class wins (subclasses before their bases).
+_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (CodecError, "30"),  # format error
+    (UnknownTerminal, "58"),  # transaction not permitted to terminal
+    (UnknownAcquirer, "58"),
+    (UnsupportedTransaction, "12"),  # invalid transaction
+    (UnknownBin, "15"),  # no such issuer
+    (NoPan, "14"),  # invalid card number
+    (RoutingError, "15"),
+    (OriginalNotFound, "25"),  # unable to locate record
+    (LinkUnavailable, "91"),  # issuer or switch inoperative
+    (LinkBusy, "91"),
+    (IssuerTimeout, "91"),
+    (DuplicateStillInFlight, "91"),
+    (StoreError, "96"),  # system malfunction
+)
+
+
+def response_code_for(exc: BaseException) -> str:
+    """DE39 for an error; anything unexpected (a bug) is 96, system malfunction."""
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return "96"

@@ -1,0 +1,299 @@
+"""PostgreSQL store of the switch: append-only journal, duplicate index, SAF queue.
+
+psycopg 3 is used synchronously in worker threads (``trio.to_thread.run_sync``) under
+a ``CapacityLimiter`` the size of the connection pool, so at most ``pool_size`` threads
+and connections exist; each call is one transaction. Cost per authorization: three
+round trips (claim, issuer_request, complete), each a single small transaction.
+
+Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import psycopg
+import trio
+from psycopg.types.json import Jsonb
+
+from payswitch.codecs.iso8583.message import Message
+from payswitch.codecs.pan import mask_pan
+from payswitch.switch.errors import StoreError
+
+# Canonical fields that may be written to a table. Everything else (PAN, track 2, PIN
+# block, EMV, MAC, expiry, unnamed ``other`` fields) is left out.
+SAFE_FIELDS = (
+    "mti", "processing_code", "amount_minor", "settlement_amount_minor",
+    "billing_amount_minor", "transmission_time", "stan", "local_time", "local_date",
+    "settlement_date", "mcc", "acquirer_country", "pos_entry_mode", "card_sequence",
+    "pos_condition", "acquirer_id", "forwarding_id", "rrn", "auth_code", "response_code",
+    "terminal_id", "merchant_id", "merchant_name", "currency", "settlement_currency",
+    "billing_currency", "additional_amounts", "network_code", "original_data",
+)
+
+
+def safe_fields(msg: Message) -> dict[str, Any]:
+    out = {name: getattr(msg, name) for name in SAFE_FIELDS if getattr(msg, name) is not None}
+    if msg.pan:
+        out["pan_masked"] = mask_pan(msg.pan)
+    return out
+
+
+def message_from_safe(fields: dict[str, Any]) -> Message:
+    return Message(**{k: v for k, v in fields.items() if k in SAFE_FIELDS})
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    owner: bool  # True: this request is new and the caller processes it
+    response: dict[str, Any] | None = None  # the original's response when completed
+
+
+@dataclass(frozen=True, slots=True)
+class SafRow:
+    id: int
+    link: str
+    mti: str
+    dup_key: str | None
+    message: dict[str, Any]
+    attempts: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """What the switch sent to the issuer for a request, and what it answered."""
+    link: str | None
+    dup_key: str
+    issuer_request: dict[str, Any] | None  # safe fields of the outbound request
+    response: dict[str, Any] | None  # response sent to the terminal
+
+
+@dataclass(frozen=True, slots=True)
+class SafItem:
+    link: str
+    mti: str
+    message: dict[str, Any]  # safe fields; mti set at send time (repeat on retries)
+
+
+class Store:
+    def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: int = 5,
+                 statement_timeout_ms: int = 5000) -> None:
+        assert pool_size > 0
+        self._dsn = dsn
+        self._connect_timeout_s = connect_timeout_s
+        self._statement_timeout_ms = statement_timeout_ms
+        self._idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
+        self.limiter = trio.CapacityLimiter(pool_size)
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout_s,
+                options=f"-c statement_timeout={self._statement_timeout_ms}",
+            )
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            conn = self._connect()
+        except psycopg.Error as e:
+            raise StoreError(f"database connect failed: {type(e).__name__}") from None
+        try:
+            with conn.transaction():
+                result = fn(conn, *args)
+        except psycopg.Error as e:
+            conn.close()
+            raise StoreError(f"database error {type(e).__name__} "
+                             f"(sqlstate {getattr(e, 'sqlstate', None)})") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._idle.put(conn)
+        return result
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` in one transaction on a pool thread."""
+        return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+    # -- schema -----------------------------------------------------------------------
+    async def migrate(self) -> None:
+        sql = resources.files("payswitch.switch").joinpath("schema.sql").read_text()
+        await self.call(lambda conn: conn.execute(sql))
+
+    # -- journal ----------------------------------------------------------------------
+    @staticmethod
+    def _append(conn: psycopg.Connection, event: str, msg: Message | dict | None, *,
+                source: str | None = None, link: str | None = None,
+                dup_key: str | None = None) -> None:
+        f = safe_fields(msg) if isinstance(msg, Message) else dict(msg or {})
+        conn.execute(
+            "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
+            " transmission_time, amount_minor, currency, processing_code, pan_masked,"
+            " terminal_id, response_code, fields)"
+            " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (event, source, link, dup_key, f.get("mti"), f.get("stan"), f.get("rrn"),
+             f.get("transmission_time"), f.get("amount_minor"), f.get("currency"),
+             f.get("processing_code"), f.get("pan_masked"), f.get("terminal_id"),
+             f.get("response_code"), Jsonb(f)),
+        )
+
+    async def append(self, event: str, msg: Message | dict | None, **kw: Any) -> None:
+        await self.call(lambda conn: self._append(conn, event, msg, **kw))
+
+    async def claim(self, dup_key: str, source: str, request: Message) -> Claim:
+        """Own a new request (journalled), or learn the original's state."""
+        def run(conn: psycopg.Connection) -> Claim:
+            row = conn.execute(
+                "insert into switch_dedup (dup_key) values (%s)"
+                " on conflict (dup_key) do nothing returning dup_key", (dup_key,),
+            ).fetchone()
+            if row is not None:
+                self._append(conn, "request", request, source=source, dup_key=dup_key)
+                return Claim(owner=True)
+            self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
+            (response,) = conn.execute(
+                "select response from switch_dedup where dup_key = %s", (dup_key,)
+            ).fetchone()
+            return Claim(owner=False, response=response)
+        return await self.call(run)
+
+    async def outcome(self, dup_key: str) -> dict[str, Any] | None:
+        def run(conn: psycopg.Connection) -> dict[str, Any] | None:
+            row = conn.execute("select response from switch_dedup where dup_key = %s",
+                               (dup_key,)).fetchone()
+            return row[0] if row else None
+        return await self.call(run)
+
+    async def complete(self, dup_key: str, source: str, response: Message,
+                       events: list[tuple[str, Message, str | None]] = (),
+                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400) -> None:
+        """Record the answer (and what led to it, and SAF items) in one transaction."""
+        def run(conn: psycopg.Connection) -> None:
+            for event, msg, link in events:
+                self._append(conn, event, msg, source=source, link=link, dup_key=dup_key)
+            for item in saf:
+                self._enqueue(conn, item, dup_key, saf_expiry_s)
+            self._append(conn, "response", response, source=source, dup_key=dup_key)
+            conn.execute(
+                "update switch_dedup set response = %s, completed_at = now()"
+                " where dup_key = %s", (Jsonb(safe_fields(response)), dup_key),
+            )
+        await self.call(run)
+
+    # -- store and forward ------------------------------------------------------------
+    def _enqueue(self, conn: psycopg.Connection, item: SafItem, dup_key: str | None,
+                 expiry_s: int) -> None:
+        conn.execute(
+            "insert into switch_saf (link, mti, dup_key, message, expires_at)"
+            " values (%s, %s, %s, %s, now() + %s)",
+            (item.link, item.mti, dup_key, Jsonb(item.message), timedelta(seconds=expiry_s)),
+        )
+        self._append(conn, "saf_queued", {**item.message, "mti": item.mti}, link=item.link,
+                     dup_key=dup_key)
+
+    async def saf_due(self, links: list[str], limit: int) -> list[SafRow]:
+        def run(conn: psycopg.Connection) -> list[SafRow]:
+            rows = conn.execute(
+                "select id, link, mti, dup_key, message, attempts, expires_at"
+                " from switch_saf where state = 'pending' and next_attempt_at <= now()"
+                " and link = any(%s) order by id limit %s", (links, limit),
+            ).fetchall()
+            return [SafRow(*r) for r in rows]
+        return await self.call(run)
+
+    async def saf_acked(self, row: SafRow, response: Message) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            conn.execute("update switch_saf set state = 'acked', attempts = attempts + 1,"
+                         " last_result = %s where id = %s", (response.response_code, row.id))
+            self._append(conn, "saf_acked", response, link=row.link, dup_key=row.dup_key)
+        await self.call(run)
+
+    async def saf_failed(self, row: SafRow, reason: str, retry_in_ms: int,
+                         max_attempts: int) -> bool:
+        """Count a failed attempt; returns True when the row is given up (expired)."""
+        def run(conn: psycopg.Connection) -> bool:
+            (state,) = conn.execute(
+                "update switch_saf set attempts = attempts + 1, last_result = %s,"
+                " next_attempt_at = now() + %s,"
+                " state = case when attempts + 1 >= %s or expires_at <= now()"
+                "   then 'expired' else 'pending' end"
+                " where id = %s returning state",
+                (reason, timedelta(milliseconds=retry_in_ms), max_attempts, row.id),
+            ).fetchone()
+            if state == "expired":
+                self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
+                             link=row.link, dup_key=row.dup_key)
+            return state == "expired"
+        return await self.call(run)
+
+    async def saf_rows(self) -> list[dict[str, Any]]:
+        def run(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute("select id, link, mti, state, attempts, message, last_result"
+                               " from switch_saf order by id")
+            names = [c.name for c in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return await self.call(run)
+
+    # -- originals and recovery -------------------------------------------------------
+    async def find_original(self, source: str, stan: str, transmission_time: str,
+                            mtis: tuple[str, ...]) -> Original | None:
+        def run(conn: psycopg.Connection) -> Original | None:
+            row = conn.execute(
+                "select dup_key from switch_journal where event = 'request'"
+                " and source = %s and stan = %s and transmission_time = %s"
+                " and mti = any(%s) order by id desc limit 1",
+                (source, stan, transmission_time, list(mtis)),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._original(conn, row[0])
+        return await self.call(run)
+
+    @staticmethod
+    def _original(conn: psycopg.Connection, dup_key: str) -> Original:
+        out = conn.execute(
+            "select link, fields from switch_journal where dup_key = %s"
+            " and event = 'issuer_request' order by id desc limit 1", (dup_key,),
+        ).fetchone()
+        (response,) = conn.execute(
+            "select response from switch_dedup where dup_key = %s", (dup_key,)
+        ).fetchone()
+        return Original(link=out[0] if out else None, dup_key=dup_key,
+                        issuer_request=out[1] if out else None, response=response)
+
+    async def recover(self, reversal_of: Any, expiry_s: int) -> int:
+        """After a crash: requests with no recorded answer have an unknown outcome.
+
+        Each gets answer 91 recorded (a duplicate of it is told 91), and when it had
+        been sent to an issuer, a 0420 reversal advice is queued. Returns the count.
+        """
+        def run(conn: psycopg.Connection) -> int:
+            keys = [r[0] for r in conn.execute(
+                "select dup_key from switch_dedup where completed_at is null for update"
+            ).fetchall()]
+            for key in keys:
+                orig = self._original(conn, key)
+                if orig.issuer_request is not None:
+                    item = reversal_of(message_from_safe(orig.issuer_request), orig.link)
+                    self._enqueue(conn, item, key, expiry_s)
+                response = {"response_code": "91", "recovered": True}
+                self._append(conn, "recovered", response, dup_key=key)
+                conn.execute("update switch_dedup set response = %s, completed_at = now()"
+                             " where dup_key = %s", (Jsonb(response), key))
+            return len(keys)
+        return await self.call(run)
+

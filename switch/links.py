@@ -1,0 +1,265 @@
+"""Outbound issuer network links: connect, sign on, echo, MUX, sign off.
+
+One ``IssuerLink`` per configured link runs as a task in the switch's nursery. It
+connects with exponential backoff (reconnect_min_ms..reconnect_max_ms), signs on
+(0800 DE70 001, waits for 0810 DE39 00) before carrying traffic, sends an echo test
+(0800 DE70 301) when the link has been idle for echo_interval_ms, and signs off
+(DE70 002) when the switch stops. Its state (down / connecting / signed_on) is in the
+``link_state`` gauge and in the logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import trio
+
+from payswitch.codecs.errors import CodecError, FramingError
+from payswitch.codecs.framing import FrameReader, encode_frame
+from payswitch.codecs.iso8583 import Message, get
+from payswitch.switch.config import LinkSection
+from payswitch.switch.errors import IssuerTimeout, LinkUnavailable
+from payswitch.switch.logs import log
+from payswitch.switch.metrics import LINK_STATES, Metrics
+from payswitch.switch.mux import Mux
+
+READ_CHUNK_BYTES = 65536
+SIGNON, SIGNOFF, ECHO = "001", "002", "301"
+
+
+def transmission_time() -> str:
+    """DE7, MMDDhhmmss in UTC."""
+    return time.strftime("%m%d%H%M%S", time.gmtime())
+
+
+class IssuerLink:
+    def __init__(self, cfg: LinkSection, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.dialect = get(cfg.dialect)
+        self.metrics = metrics
+        self.mux = Mux(cfg.max_in_flight, cfg.late_memory)
+        self.state = "down"
+        self.signed_on = trio.Event()  # set while signed on; replaced when it drops
+        self._stream: trio.SocketStream | None = None
+        self._send_lock = trio.Lock()
+        self._session_scope: trio.CancelScope | None = None
+        self._last_activity = 0.0
+        self._stopping = False
+        metrics.link_state.labels(self.name).set(0)
+
+    # -- state ------------------------------------------------------------------------
+    def _set_state(self, state: str, **why: object) -> None:
+        if state != self.state:
+            log("link_state", link=self.name, state=state, previous=self.state, **why)
+        self.state = state
+        self.metrics.link_state.labels(self.name).set(LINK_STATES[state])
+        if state == "signed_on":
+            self.signed_on.set()
+        elif self.signed_on.is_set():
+            self.signed_on = trio.Event()
+
+    # -- traffic ----------------------------------------------------------------------
+    def next_stan(self) -> str:
+        return self.mux.next_stan()
+
+    async def request(self, msg: Message, timeout_ms: int | None = None) -> Message:
+        """Send a request and wait for its response.
+
+        Raises LinkUnavailable (not signed on: nothing sent), LinkBusy (in-flight limit:
+        nothing sent) or IssuerTimeout (sent, outcome unknown).
+        """
+        if self.state != "signed_on":
+            raise LinkUnavailable(f"link {self.name} is {self.state}")
+        return await self._exchange(msg, timeout_ms or self.cfg.request_timeout_ms)
+
+    async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
+        waiter = self.mux.register(msg)
+        gauge = self.metrics.link_in_flight.labels(self.name)
+        gauge.inc()
+        sent = False
+        try:
+            with trio.move_on_after(timeout_ms / 1000):
+                sent = True  # from here on, some bytes may have left
+                await self._send(msg)
+                await waiter.done.wait()
+            if waiter.response is not None:
+                return waiter.response
+            self.metrics.link_timeouts.labels(self.name).inc()
+            why = "link dropped" if waiter.failed else "timeout"
+            log("link_timeout", logging.WARNING, link=self.name, mti=msg.mti, stan=msg.stan,
+                rrn=msg.rrn, reason=why)
+            raise IssuerTimeout(f"{why} on link {self.name}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            if not sent:
+                raise LinkUnavailable(f"link {self.name} write failed") from None
+            raise IssuerTimeout(f"link {self.name} write failed: {type(e).__name__}") from None
+        finally:
+            gauge.dec()
+            self.mux.forget(waiter, timed_out=waiter.response is None and sent)
+
+    async def _send(self, msg: Message) -> None:
+        stream = self._stream
+        if stream is None:
+            raise LinkUnavailable(f"link {self.name} is not connected")
+        data = encode_frame(self.cfg.framing, self.dialect.encode(msg),
+                            max_frame_bytes=self.cfg.max_frame_bytes)
+        async with self._send_lock:
+            with trio.move_on_after(self.cfg.write_timeout_ms / 1000) as scope:
+                await stream.send_all(data)
+            if scope.cancelled_caught:
+                self._drop("write timeout")
+                raise trio.BrokenResourceError("write timeout")
+        self._last_activity = trio.current_time()
+        if msg.is_request:
+            self.metrics.link_requests.labels(self.name, msg.mti).inc()
+
+    def _network_request(self, code: str) -> Message:
+        return Message(mti="0800", transmission_time=transmission_time(),
+                       stan=self.next_stan(), network_code=code)
+
+    # -- connection lifecycle ---------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, sign on, serve; on any drop, back off and do it again. Forever."""
+        backoff_ms = self.cfg.reconnect_min_ms
+        while not self._stopping:
+            self._set_state("connecting")
+            stream = None
+            with trio.move_on_after(self.cfg.connect_timeout_ms / 1000):
+                try:
+                    stream = await trio.open_tcp_stream(self.cfg.host, self.cfg.port)
+                except OSError as e:
+                    log("link_connect_failed", logging.WARNING, link=self.name,
+                        error=type(e).__name__, retry_in_ms=backoff_ms)
+            if stream is not None:
+                signed_on = await self._session(stream)
+                if signed_on:
+                    backoff_ms = self.cfg.reconnect_min_ms
+            self._set_state("down")
+            if self._stopping:
+                return
+            await trio.sleep(backoff_ms / 1000)
+            backoff_ms = min(backoff_ms * 2, self.cfg.reconnect_max_ms)
+
+    async def _session(self, stream: trio.SocketStream) -> bool:
+        """One connection's life; returns whether it got signed on."""
+        signed_on = False
+        self._stream = stream
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                self._session_scope = nursery.cancel_scope
+                nursery.start_soon(self._reader, stream)
+                try:
+                    resp = await self._exchange(self._network_request(SIGNON),
+                                                self.cfg.signon_timeout_ms)
+                except (IssuerTimeout, LinkUnavailable) as e:
+                    self._drop(f"sign-on: {e}")
+                    return False
+                if resp.response_code != "00":
+                    self._drop(f"sign-on refused with DE39 {resp.response_code}")
+                    return False
+                signed_on = True
+                self._set_state("signed_on")
+                nursery.start_soon(self._echo_loop)
+        finally:
+            self._stream = None
+            self._session_scope = None
+            self.mux.fail_all()
+        return signed_on
+
+    def _drop(self, reason: str) -> None:
+        """Close the current connection (the run loop reconnects)."""
+        if self._session_scope is not None:
+            log("link_dropped", logging.WARNING, link=self.name, reason=reason)
+            self._session_scope.cancel()
+
+    async def _reader(self, stream: trio.SocketStream) -> None:
+        reader = FrameReader(self.cfg.framing, self.cfg.max_frame_bytes)
+        while True:
+            try:
+                data = await stream.receive_some(READ_CHUNK_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                self._drop(f"read failed: {type(e).__name__}")
+                return
+            if not data:
+                self._drop("peer closed the connection")
+                return
+            self._last_activity = trio.current_time()
+            try:
+                frames = reader.feed(data)
+            except FramingError as e:
+                self._drop(f"framing: {e}")
+                return
+            for frame in frames:
+                await self._on_frame(frame.payload)
+
+    async def _on_frame(self, payload: bytes) -> None:
+        try:
+            msg = self.dialect.decode(payload)
+        except CodecError as e:
+            log("link_undecodable", logging.WARNING, link=self.name, error=str(e),
+                mti=e.mti, stan=e.stan, bytes=len(payload))
+            return
+        if msg.is_request:
+            await self._on_request(msg)
+            return
+        self.metrics.link_responses.labels(self.name, msg.response_code or "").inc()
+        outcome = self.mux.deliver(msg)
+        if outcome == "late":
+            self.metrics.link_late.labels(self.name).inc()
+            log("late_response", logging.WARNING, link=self.name, mti=msg.mti, stan=msg.stan,
+                rrn=msg.rrn, response_code=msg.response_code,
+                note="request already timed out and reversed; not delivered")
+        elif outcome == "unmatched":
+            self.metrics.link_unmatched.labels(self.name).inc()
+            log("unmatched_response", logging.WARNING, link=self.name, mti=msg.mti,
+                stan=msg.stan, rrn=msg.rrn)
+
+    async def _on_request(self, msg: Message) -> None:
+        """Network management from the issuer side (its echo tests): answered here."""
+        if msg.mti[:2] != "08":
+            log("link_unsolicited_request", logging.WARNING, link=self.name, mti=msg.mti,
+                stan=msg.stan)
+            return
+        resp = Message(mti=msg.response_mti, transmission_time=msg.transmission_time,
+                       stan=msg.stan, response_code="00", network_code=msg.network_code)
+        try:
+            await self._send(resp)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._drop("write failed")
+
+    async def _echo_loop(self) -> None:
+        interval_s = self.cfg.echo_interval_ms / 1000
+        if interval_s <= 0:
+            return
+        while True:
+            due = self._last_activity + interval_s
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            try:
+                resp = await self._exchange(self._network_request(ECHO),
+                                            self.cfg.signon_timeout_ms)
+            except IssuerTimeout:
+                self._drop("echo test unanswered")
+                return
+            if resp.response_code != "00":
+                log("echo_refused", logging.WARNING, link=self.name, code=resp.response_code)
+            self._last_activity = trio.current_time()
+
+    async def sign_off(self, timeout_ms: int = 1000) -> None:
+        """Tell the issuer we stop; bounded wait; then stop reconnecting."""
+        self._stopping = True
+        if self.state == "signed_on":
+            self._set_state("connecting", reason="signing off")
+            with trio.move_on_after(timeout_ms / 1000):
+                with contextlib.suppress(IssuerTimeout):
+                    await self._exchange(self._network_request(SIGNOFF), timeout_ms)
+            self._drop("signed off")
+
+    def describe(self) -> dict[str, object]:
+        return {"state": self.state, "in_flight": self.mux.in_flight}
+
+

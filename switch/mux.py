@@ -1,0 +1,100 @@
+"""MUX of one issuer link: which waiter a response belongs to. No I/O.
+
+The switch gives every outbound request its own STAN (unique among the link's pending
+requests) and an RRN. A response is matched by STAN, then must agree on RRN and on the
+acquiring institution (DE32) when both sides carry them, and on the MTI class. The
+number of pending requests is bounded; over it, ``register`` refuses at once.
+
+A request that timed out is forgotten but its key is remembered (bounded), so that its
+response, arriving late, is recognised as late and never handed to anyone else.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import trio
+
+from payswitch.codecs.iso8583.message import Message
+from payswitch.switch.errors import LinkBusy
+
+STAN_MODULUS = 1_000_000
+
+
+@dataclass(slots=True, eq=False)
+class Waiter:
+    request: Message
+    done: trio.Event = field(default_factory=trio.Event)
+    response: Message | None = None
+    failed: bool = False  # the link dropped while waiting
+
+    def matches(self, resp: Message) -> bool:
+        req = self.request
+        if resp.mti[:2] != req.mti[:2] or resp.is_request:
+            return False
+        if resp.rrn and req.rrn and resp.rrn != req.rrn:
+            return False
+        return not (resp.acquirer_id and req.acquirer_id and resp.acquirer_id != req.acquirer_id)
+
+
+class Mux:
+    def __init__(self, max_in_flight: int, late_memory: int) -> None:
+        assert max_in_flight > 0
+        self.max_in_flight = max_in_flight
+        self.late_memory = late_memory
+        self._pending: dict[str, Waiter] = {}
+        self._expired: OrderedDict[str, Message] = OrderedDict()
+        self._stan = random.randrange(1, STAN_MODULUS)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def next_stan(self) -> str:
+        for _ in range(self.max_in_flight + 1):
+            self._stan = self._stan % (STAN_MODULUS - 1) + 1  # 000001..999999
+            stan = f"{self._stan:06d}"
+            if stan not in self._pending:
+                return stan
+        raise AssertionError("no free STAN although in-flight is bounded")
+
+    def register(self, request: Message) -> Waiter:
+        if len(self._pending) >= self.max_in_flight:
+            raise LinkBusy("link in-flight limit reached")
+        assert request.stan and request.stan not in self._pending
+        waiter = Waiter(request)
+        self._pending[request.stan] = waiter
+        return waiter
+
+    def forget(self, waiter: Waiter, *, timed_out: bool) -> None:
+        stan = waiter.request.stan
+        if self._pending.get(stan) is waiter:
+            del self._pending[stan]
+        if timed_out:
+            self._expired[stan] = waiter.request
+            self._expired.move_to_end(stan)
+            while len(self._expired) > self.late_memory:
+                self._expired.popitem(last=False)
+
+    def deliver(self, resp: Message) -> str:
+        """Hand a response to its waiter: returns 'matched', 'late' or 'unmatched'."""
+        waiter = self._pending.get(resp.stan or "")
+        if waiter is not None and waiter.matches(resp):
+            del self._pending[resp.stan]
+            waiter.response = resp
+            waiter.done.set()
+            return "matched"
+        old = self._expired.get(resp.stan or "")
+        if old is not None and Waiter(old).matches(resp):
+            del self._expired[resp.stan]
+            return "late"
+        return "unmatched"
+
+    def fail_all(self) -> None:
+        """The link dropped: every waiter is woken with no response."""
+        for waiter in self._pending.values():
+            waiter.failed = True
+            waiter.done.set()
+        self._pending.clear()

@@ -1,0 +1,274 @@
+"""The participants a request passes through, in order, per message class.
+
+A participant is ``async def step(switch, ctx) -> None``: it reads and fills the
+``Context``, raises a typed error to refuse, or sets ``ctx.done`` to stop the pipeline
+(a duplicate answered from the journal). Errors become DE39 codes in one place:
+``payswitch.switch.errors.response_code_for``, called by ``Switch.handle``.
+
+Hook points for later issues, already in the lists below (no-ops today):
+``translate_pin`` (HSM: PIN block translation, CVV/ARQC checks), ``score_risk``
+(routing/ risk scoring), ``post_ledger`` (ledger: pending hold on approval),
+``void_ledger`` (ledger: void the hold on a reversal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from payswitch.codecs.iso8583.message import Message
+from payswitch.routing.bins import RouteDecision
+from payswitch.switch.errors import (
+    DuplicateStillInFlight,
+    IssuerTimeout,
+    LinkUnavailable,
+    OriginalNotFound,
+    UnsupportedTransaction,
+)
+from payswitch.switch.journal import Original, SafItem, message_from_safe, safe_fields
+from payswitch.switch.links import transmission_time
+
+if TYPE_CHECKING:
+    from payswitch.switch.server import Switch
+
+# Processing codes (DE3 positions 1-2) carried on 0100/0200: purchase, ATM cash
+# withdrawal, refund, balance inquiry.
+SUPPORTED_PROCESSING = frozenset({"00", "01", "20", "31"})
+DUPLICATE_POLL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    kind: str  # terminal | acquirer
+    listener: str
+    peer: str  # source address
+    acquirer: Any = None  # AcquirerSection for acquirer links
+
+
+@dataclass(slots=True)
+class Context:
+    request: Message
+    origin: Origin
+    source: str = ""  # "T:<DE41>" or "A:<acquirer id>": whose STANs these are
+    dup_key: str | None = None
+    owner: bool = False  # this task owns the request's journal entry
+    route: RouteDecision | None = None
+    original: Original | None = None
+    outbound: Message | None = None  # what went to the issuer
+    issuer_response: Message | None = None
+    response: Message | None = None
+    done: bool = False
+    events: list[tuple[str, Message, str | None]] = field(default_factory=list)
+    saf: list[SafItem] = field(default_factory=list)
+
+
+Step = Callable[["Switch", Context], Awaitable[None]]
+
+
+# -- building messages --------------------------------------------------------------
+def respond(req: Message, code: str, *, rrn: str | None = None, auth_code: str | None = None,
+            additional_amounts: str | None = None, emv: bytes | None = None) -> Message:
+    """The response to ``req``: its identifying fields echoed, the outcome added."""
+    return Message(
+        mti=req.response_mti, pan=req.pan, processing_code=req.processing_code,
+        amount_minor=req.amount_minor, transmission_time=req.transmission_time,
+        stan=req.stan, local_time=req.local_time, local_date=req.local_date,
+        acquirer_id=req.acquirer_id, rrn=rrn or req.rrn, auth_code=auth_code,
+        response_code=code, terminal_id=req.terminal_id, merchant_id=req.merchant_id,
+        currency=req.currency, additional_amounts=additional_amounts, emv=emv,
+        network_code=req.network_code,
+    )
+
+
+def replay(req: Message, stored: dict[str, Any]) -> Message:
+    """The original's answer again, rebuilt from the journal: same fields, same bytes
+    (bar DE55 issuer data, which is never stored)."""
+    return respond(req, stored["response_code"], rrn=stored.get("rrn"),
+                   auth_code=stored.get("auth_code"),
+                   additional_amounts=stored.get("additional_amounts"))
+
+
+def original_data(out: Message) -> str:
+    """DE90: original MTI, STAN, DE7, acquiring and forwarding institution (11 each)."""
+    return (out.mti + (out.stan or "0" * 6) + (out.transmission_time or "0" * 10)
+            + (out.acquirer_id or "").zfill(11) + (out.forwarding_id or "").zfill(11))
+
+
+def reversal_item(out: Message, link: str) -> SafItem:
+    """A 0420 reversal advice for what the issuer may have seen (``out``)."""
+    fields = safe_fields(out)
+    for name in ("pan_masked", "auth_code", "response_code", "additional_amounts", "mti"):
+        fields.pop(name, None)
+    fields["original_data"] = original_data(out)
+    return SafItem(link=link, mti="0420", message=fields)
+
+
+def duplicate_key(source: str, req: Message) -> str:
+    """(who, message class, STAN, DE7, amount): a repeat (0101) keys as its original."""
+    return "|".join((source, req.mti[:3] + "0", req.stan or "", req.transmission_time or "",
+                     str(req.amount_minor if req.amount_minor is not None else "")))
+
+
+# -- participants ---------------------------------------------------------------------
+async def check_transaction(sw: Switch, ctx: Context) -> None:
+    code = (ctx.request.processing_code or "")[:2]
+    if code not in SUPPORTED_PROCESSING:
+        raise UnsupportedTransaction("processing code not carried")
+
+
+async def check_duplicate(sw: Switch, ctx: Context) -> None:
+    ctx.dup_key = duplicate_key(ctx.source, ctx.request)
+    claim = await sw.store.claim(ctx.dup_key, ctx.source, ctx.request)
+    if claim.owner:
+        ctx.owner = True
+        sw.in_flight_keys[ctx.dup_key] = trio.Event()
+        return
+    sw.metrics.duplicates.inc()
+    stored = claim.response
+    if stored is None:
+        stored = await _wait_for_original(sw, ctx.dup_key)
+    ctx.response = replay(ctx.request, stored)
+    ctx.done = True
+
+
+async def _wait_for_original(sw: Switch, key: str) -> dict[str, Any]:
+    with trio.move_on_after(sw.cfg.switch.duplicate_wait_ms / 1000):
+        while True:
+            event = sw.in_flight_keys.get(key)
+            if event is not None:
+                await event.wait()
+            stored = await sw.store.outcome(key)
+            if stored is not None:
+                return stored
+            if event is None:  # owned by another process: poll
+                await trio.sleep(DUPLICATE_POLL_S)
+    raise DuplicateStillInFlight("original still in flight")
+
+
+async def translate_pin(sw: Switch, ctx: Context) -> None:
+    """HSM hook: translate DE52 from the terminal's zone key to the issuer's. No-op."""
+
+
+async def score_risk(sw: Switch, ctx: Context) -> None:
+    """Risk hook: score the authorization, decline or flag. No-op."""
+
+
+async def route(sw: Switch, ctx: Context) -> None:
+    ctx.route = sw.router.route(ctx.request)
+
+
+async def forward(sw: Switch, ctx: Context) -> None:
+    """Send to the issuer link through its MUX; on timeout queue a 0420 and answer 91."""
+    req = ctx.request
+    link = sw.links[ctx.route.link]
+    if link.state != "signed_on":
+        raise LinkUnavailable(f"link {link.name} is {link.state}")
+    out = req.replace(mti=req.mti[:3] + "0", stan=link.next_stan(), rrn=req.rrn or sw.new_rrn(),
+                      transmission_time=transmission_time(),
+                      acquirer_id=req.acquirer_id or sw.cfg.switch.institution_id,
+                      header=None)
+    ctx.outbound = out
+    # Journalled before sending: after a crash, recovery knows the issuer may have it.
+    await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
+                          dup_key=ctx.dup_key)
+    try:
+        resp = await link.request(out)
+    except IssuerTimeout:
+        ctx.saf.append(reversal_item(out, link.name))
+        raise
+    ctx.issuer_response = resp
+    ctx.events.append(("issuer_response", resp, link.name))
+    ctx.response = respond(req, resp.response_code or "96", rrn=out.rrn,
+                           auth_code=resp.auth_code,
+                           additional_amounts=resp.additional_amounts, emv=resp.emv)
+
+
+async def post_ledger(sw: Switch, ctx: Context) -> None:
+    """Ledger hook: pending hold on approval (ctx.response DE39 00). No-op."""
+
+
+async def locate_original(sw: Switch, ctx: Context) -> None:
+    """Find the transaction a reversal refers to: DE90 when present, else same STAN/DE7."""
+    req = ctx.request
+    od = req.original_data or ""
+    stan, when = (od[4:10], od[10:20]) if len(od) >= 20 else (req.stan, req.transmission_time)
+    orig = await sw.store.find_original(ctx.source, stan or "", when or "",
+                                        ("0100", "0101", "0200", "0201"))
+    if orig is None:
+        raise OriginalNotFound("no original for this reversal")
+    ctx.original = orig
+
+
+def _needs_reversal(orig: Original) -> bool:
+    """Only an approval the issuer gave needs reversing: a 91 (timeout) was reversed by
+    the switch already, and a decline holds nothing."""
+    return (orig.issuer_request is not None and orig.response is not None
+            and orig.response.get("response_code") == "00")
+
+
+async def forward_reversal(sw: Switch, ctx: Context) -> None:
+    orig = ctx.original
+    if not _needs_reversal(orig):
+        ctx.response = respond(ctx.request, "00")
+        return
+    first = message_from_safe(orig.issuer_request)
+    link = sw.links[orig.link]
+    if link.state != "signed_on":
+        # Not lost: the reversal goes out by store-and-forward when the link is back.
+        ctx.saf.append(reversal_item(first, link.name))
+        ctx.response = respond(ctx.request, "00", rrn=first.rrn)
+        return
+    out = first.replace(mti="0400", pan=ctx.request.pan, stan=link.next_stan(),
+                        transmission_time=transmission_time(),
+                        original_data=original_data(first), auth_code=None,
+                        response_code=None, additional_amounts=None)
+    ctx.outbound = out
+    await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
+                          dup_key=ctx.dup_key)
+    try:
+        resp = await link.request(out)
+    except IssuerTimeout:
+        ctx.saf.append(reversal_item(first, link.name))
+        raise
+    ctx.events.append(("issuer_response", resp, link.name))
+    ctx.response = respond(ctx.request, resp.response_code or "96", rrn=first.rrn)
+
+
+async def store_reversal(sw: Switch, ctx: Context) -> None:
+    """A terminal's 0420: stored durably (with the answer, one transaction), then acked."""
+    orig = ctx.original
+    if _needs_reversal(orig):
+        first = message_from_safe(orig.issuer_request)
+        ctx.saf.append(reversal_item(first, orig.link))
+    ctx.response = respond(ctx.request, "00")
+
+
+async def store_advice(sw: Switch, ctx: Context) -> None:
+    """0120/0220: stored for forwarding (safe fields only: see README), then acked."""
+    fields = safe_fields(ctx.request)
+    for name in ("pan_masked", "mti", "stan", "transmission_time"):
+        fields.pop(name, None)
+    fields["acquirer_id"] = ctx.request.acquirer_id or sw.cfg.switch.institution_id
+    ctx.saf.append(SafItem(link=ctx.route.link, mti=ctx.request.mti[:3] + "0",
+                           message=fields))
+    ctx.response = respond(ctx.request, "00")
+
+
+async def void_ledger(sw: Switch, ctx: Context) -> None:
+    """Ledger hook: void the pending hold of the reversed original. No-op."""
+
+
+# Message class (first three MTI digits) -> participants. Repeats (xx1) share them.
+PIPELINES: dict[str, tuple[Step, ...]] = {
+    "010": (check_transaction, check_duplicate, translate_pin, score_risk, route, forward,
+            post_ledger),
+    "020": (check_transaction, check_duplicate, translate_pin, score_risk, route, forward,
+            post_ledger),
+    "012": (check_duplicate, route, store_advice),
+    "022": (check_duplicate, route, store_advice),
+    "040": (check_duplicate, locate_original, forward_reversal, void_ledger),
+    "042": (check_duplicate, locate_original, store_reversal, void_ledger),
+}

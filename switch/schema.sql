@@ -1,0 +1,52 @@
+-- payswitch switch runtime schema. Idempotent: run at every start.
+-- No clear PAN, track 2, PIN block, CVV or EMV data is ever stored here: rows hold the
+-- masked PAN and the safe fields (see journal.SAFE_FIELDS) only.
+
+-- Append-only: one row per request/response crossing the switch, in either direction.
+create table if not exists switch_journal (
+    id bigserial primary key,
+    at timestamptz not null default now(),
+    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | saf_queued | saf_acked | saf_expired | recovered
+    source text,              -- terminal id (DE41) or acquirer id the request came from
+    link text,                -- issuer link name
+    dup_key text,             -- duplicate-detection key of the originating request
+    mti text,
+    stan text,
+    rrn text,
+    transmission_time text,
+    amount_minor bigint,
+    currency text,
+    processing_code text,
+    pan_masked text,
+    terminal_id text,
+    response_code text,
+    fields jsonb not null default '{}'::jsonb
+);
+create index if not exists switch_journal_dup_key on switch_journal (dup_key);
+create index if not exists switch_journal_original
+    on switch_journal (source, stan, transmission_time) where event = 'request';
+
+-- Duplicate detection: one row per distinct request; the first to insert owns it.
+-- response is null while the original is in flight.
+create table if not exists switch_dedup (
+    dup_key text primary key,
+    created_at timestamptz not null default now(),
+    completed_at timestamptz,
+    response jsonb
+);
+
+-- Durable store-and-forward queue (reversal advices, advices to issuers).
+create table if not exists switch_saf (
+    id bigserial primary key,
+    created_at timestamptz not null default now(),
+    link text not null,
+    mti text not null,
+    dup_key text,
+    message jsonb not null,
+    state text not null default 'pending',   -- pending | acked | expired
+    attempts integer not null default 0,
+    next_attempt_at timestamptz not null default now(),
+    expires_at timestamptz not null,
+    last_result text
+);
+create index if not exists switch_saf_due on switch_saf (next_attempt_at) where state = 'pending';

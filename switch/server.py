@@ -1,0 +1,400 @@
+"""The switch runtime: listeners, connections, issuer links, SAF, drain.
+
+Task tree (trio structured concurrency)::
+
+    Switch.run
+    ├── IssuerLink.run            one per [[links]]: connect, sign on, MUX, echo
+    ├── Switch._saf_loop          store-and-forward sender
+    └── work nursery
+        ├── _accept_loop          one per [[listeners]] socket
+        └── _serve_connection     one per peer connection
+            └── _on_frame         one per request (bounded per connection)
+
+``stop()`` drains: stop accepting, stop reading, let requests in flight finish (up to
+switch.drain_timeout_ms), sign off the links, return.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import trio
+
+from payswitch.codecs.errors import CodecError, FramingError
+from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
+from payswitch.codecs.iso8583 import Message, get
+from payswitch.routing.bins import BinTable, Router
+from payswitch.switch.config import Config, ListenerSection
+from payswitch.switch.errors import (
+    IssuerTimeout,
+    LinkBusy,
+    LinkUnavailable,
+    StoreError,
+    UnknownAcquirer,
+    UnknownTerminal,
+    UnsupportedTransaction,
+    response_code_for,
+)
+from payswitch.switch.journal import SafRow, Store, message_from_safe
+from payswitch.switch.links import IssuerLink, transmission_time
+from payswitch.switch.logs import log
+from payswitch.switch.metrics import Metrics
+from payswitch.switch.pipeline import PIPELINES, Context, Origin, respond, reversal_item
+
+READ_CHUNK_BYTES = 65536
+DRAIN_POLL_S = 0.01
+
+
+class Switch:
+    def __init__(self, cfg: Config, store: Store | None = None,
+                 router: Router | None = None) -> None:
+        self.cfg = cfg
+        db = cfg.database
+        self.store = store or Store(db.resolve_dsn(), db.pool_size, db.connect_timeout_s,
+                                    db.statement_timeout_ms)
+        self.router = router or BinTable((r.prefix, r.link) for r in cfg.routes)
+        self.metrics = Metrics()
+        self.links = {x.name: IssuerLink(x, self.metrics) for x in cfg.links}
+        self.terminals = {t.id: t for t in cfg.terminals}
+        self.ports: dict[str, int] = {}
+        self.metrics_port = 0
+        self.in_flight_keys: dict[str, trio.Event] = {}
+        self._in_flight = 0
+        self._connections: dict[str, int] = {x.name: 0 for x in cfg.listeners}
+        self._reading: set[trio.CancelScope] = set()
+        self._accepting = trio.CancelScope()
+        self._stop = trio.Event()
+        self._saf_wakeup = trio.Event()
+        self._rrn_seq = random.randrange(1_000_000)
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.store.migrate()
+        recovered = await self.store.recover(
+            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s)
+        if recovered:
+            log("recovered_in_flight", logging.WARNING, count=recovered,
+                note="answered 91; reversals queued for those sent to an issuer")
+        try:
+            async with trio.open_nursery() as root:
+                for link in self.links.values():
+                    root.start_soon(link.run)
+                root.start_soon(self._saf_loop)
+                async with trio.open_nursery() as work:
+                    for lst in self.cfg.listeners:
+                        sockets = await trio.open_tcp_listeners(lst.port, host=lst.host)
+                        self.ports[lst.name] = sockets[0].socket.getsockname()[1]
+                        work.start_soon(self._accept_loop, lst, sockets)
+                    if self.cfg.switch.metrics_port:
+                        self.metrics_port = self.metrics.serve(self.cfg.switch.metrics_host,
+                                                               self.cfg.switch.metrics_port)
+                    log("switch_ready", listeners=self.ports, metrics_port=self.metrics_port)
+                    task_status.started(self)
+                    await self._stop.wait()
+                    await self._drain()
+                    work.cancel_scope.cancel()
+                with trio.move_on_after(self.cfg.switch.drain_timeout_ms / 1000 + 1):
+                    async with trio.open_nursery() as offs:
+                        for link in self.links.values():
+                            offs.start_soon(link.sign_off)
+                root.cancel_scope.cancel()
+        finally:
+            self.metrics.close()
+            self.store.close()
+        log("switch_stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _drain(self) -> None:
+        log("switch_draining", in_flight=self._in_flight)
+        self._accepting.cancel()
+        for scope in list(self._reading):
+            scope.cancel()
+        with trio.move_on_after(self.cfg.switch.drain_timeout_ms / 1000) as scope:
+            while self._in_flight:
+                await trio.sleep(DRAIN_POLL_S)
+        log("switch_drained", complete=not scope.cancelled_caught, in_flight=self._in_flight)
+
+    def new_rrn(self) -> str:
+        """DE37: YDDDhh + 6-digit sequence (ISO 8583 convention)."""
+        self._rrn_seq = (self._rrn_seq + 1) % 1_000_000
+        return time.strftime("%y%j%H", time.gmtime())[1:] + f"{self._rrn_seq:06d}"
+
+    # -- listeners --------------------------------------------------------------------
+    async def _accept_loop(self, lst: ListenerSection, sockets: list[trio.SocketListener],
+                           ) -> None:
+        async with trio.open_nursery() as conns:
+            try:
+                with self._accepting:
+                    async with trio.open_nursery() as accepts:
+                        for sock in sockets:
+                            accepts.start_soon(self._accept_one_socket, lst, sock, conns)
+            finally:
+                for sock in sockets:
+                    sock.socket.close()  # no new connections; the open ones drain
+
+    async def _accept_one_socket(self, lst: ListenerSection, sock: trio.SocketListener,
+                                 conns: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await sock.accept()
+            except OSError as e:  # EMFILE and such: back off, keep serving the others
+                log("accept_failed", logging.ERROR, listener=lst.name, error=type(e).__name__)
+                await trio.sleep(0.1)
+                continue
+            conns.start_soon(self._serve_connection, lst, stream)
+
+    def _refuse(self, lst: ListenerSection, peer: str, reason: str) -> None:
+        self.metrics.refused.labels(lst.name, reason).inc()
+        log("connection_refused", logging.WARNING, listener=lst.name, peer=peer, reason=reason)
+
+    async def _serve_connection(self, lst: ListenerSection, stream: trio.SocketStream) -> None:
+        peer = stream.socket.getpeername()[0]
+        async with stream:
+            acquirer = None
+            if lst.allowed_sources and peer not in lst.allowed_sources:
+                return self._refuse(lst, peer, "source not allowed")
+            if lst.kind == "acquirer":
+                acquirer = next((a for a in self.cfg.acquirers
+                                 if a.listener == lst.name and a.source == peer), None)
+                if acquirer is None:
+                    return self._refuse(lst, peer, "unknown acquirer host")
+            if self._connections[lst.name] >= lst.max_connections:
+                return self._refuse(lst, peer, "too many connections")
+            self._connections[lst.name] += 1
+            try:
+                conn = _Connection(self, lst, stream, Origin(lst.kind, lst.name, peer, acquirer))
+                await conn.serve()
+            finally:
+                self._connections[lst.name] -= 1
+
+    # -- one request ------------------------------------------------------------------
+    def _identify(self, req: Message, origin: Origin) -> str:
+        """Whose request this is (the key of its STAN space), or refuse it."""
+        if origin.kind == "acquirer":
+            acq = origin.acquirer
+            if acq.institution_id and req.acquirer_id != acq.institution_id:
+                raise UnknownAcquirer("DE32 does not belong to this acquirer link")
+            return f"A:{acq.id}"
+        term = self.terminals.get(req.terminal_id or "")
+        if (term is None or (term.listener and term.listener != origin.listener)
+                or (term.source and term.source != origin.peer)):
+            raise UnknownTerminal("terminal not configured for this listener/source")
+        return f"T:{term.id}"
+
+    async def handle(self, req: Message, origin: Origin) -> Message:
+        """Answer one request. Every error becomes a DE39 here (response_code_for)."""
+        started = trio.current_time()
+        self._in_flight += 1
+        self.metrics.in_flight.inc()
+        self.metrics.attempts.labels(req.mti).inc()
+        ctx = Context(request=req, origin=origin)
+        try:
+            if req.mti[:2] == "08":
+                ctx.response = respond(req, "00")
+            else:
+                await self._run_pipeline(ctx)
+            resp = ctx.response
+            code = resp.response_code or ""
+            self.metrics.responses.labels(req.mti, code).inc()
+            if code == "00":
+                self.metrics.success.labels(req.mti).inc()
+            log("request_done", level=logging.INFO if code == "00" else logging.WARNING,
+                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
+                amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
+                link=ctx.route.link if ctx.route else None, replayed=ctx.done,
+                ms=round((trio.current_time() - started) * 1000, 1))
+            return resp
+        finally:
+            self._in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.metrics.duration.labels(req.mti).observe(trio.current_time() - started)
+
+    async def _run_pipeline(self, ctx: Context) -> None:
+        req = ctx.request
+        try:
+            ctx.source = self._identify(req, ctx.origin)
+            steps = PIPELINES.get(req.mti[:3])
+            if steps is None:
+                raise UnsupportedTransaction(f"MTI {req.mti} not carried")
+            for step in steps:
+                await step(self, ctx)
+                if ctx.done:
+                    break
+            assert ctx.response is not None, "pipeline ended without a response"
+        except Exception as e:  # the one place errors become response codes
+            code = response_code_for(e)
+            expected = isinstance(e, (CodecError, IssuerTimeout, LinkBusy, LinkUnavailable))
+            log("request_refused", logging.WARNING, exc_info=code == "96",
+                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
+                error=type(e).__name__, detail=str(e), response_code=code,
+                expected=expected)
+            rrn = ctx.outbound.rrn if ctx.outbound else None
+            ctx.response = respond(req, code, rrn=rrn)
+        if ctx.owner:
+            await self._complete(ctx)
+
+    async def _complete(self, ctx: Context) -> None:
+        key = ctx.dup_key
+        try:
+            await self.store.complete(key, ctx.source, ctx.response, ctx.events, ctx.saf,
+                                      self.cfg.saf.expiry_s)
+        except StoreError as e:
+            # The request stays "in flight" in the journal; recovery at the next start
+            # answers it 91 and reverses what reached an issuer.
+            log("journal_failed", logging.ERROR, error=str(e), stan=ctx.request.stan)
+            ctx.response = respond(ctx.request, response_code_for(e),
+                                   rrn=ctx.response.rrn)
+        finally:
+            event = self.in_flight_keys.pop(key, None)
+            if event is not None:
+                event.set()
+        if ctx.saf:
+            self._saf_wakeup.set()
+
+    # -- store and forward ------------------------------------------------------------
+    async def _saf_loop(self) -> None:
+        saf = self.cfg.saf
+        while True:
+            self._saf_wakeup = trio.Event()
+            rows: list[SafRow] = []
+            up = [n for n, link in self.links.items() if link.state == "signed_on"]
+            if up:
+                try:
+                    rows = await self.store.saf_due(up, saf.batch)
+                except StoreError as e:
+                    log("saf_store_failed", logging.ERROR, error=str(e))
+            for row in rows:
+                await self._saf_send(row)
+            if len(rows) < saf.batch:
+                with trio.move_on_after(saf.retry_interval_ms / 1000):
+                    await self._saf_wakeup.wait()
+
+    async def _saf_send(self, row: SafRow) -> None:
+        saf = self.cfg.saf
+        link = self.links[row.link]
+        msg = message_from_safe(row.message).replace(
+            mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat after 1st
+            stan=link.next_stan(), transmission_time=transmission_time())
+        self.metrics.saf_sent.labels(link.name).inc()
+        try:
+            try:
+                resp = await link.request(msg, saf.send_timeout_ms)
+            except (IssuerTimeout, LinkUnavailable, LinkBusy) as e:
+                retry_ms = min(saf.retry_interval_ms * 2 ** min(row.attempts, 16),
+                               saf.retry_max_ms)
+                expired = await self.store.saf_failed(row, type(e).__name__, retry_ms,
+                                                      saf.max_attempts)
+                log("saf_retry" if not expired else "saf_expired",
+                    logging.WARNING if not expired else logging.ERROR, link=link.name,
+                    saf_id=row.id, mti=msg.mti, attempts=row.attempts + 1, error=str(e))
+                if expired:
+                    self.metrics.saf_expired.labels(link.name).inc()
+                return
+            await self.store.saf_acked(row, resp)
+        except StoreError as e:
+            log("saf_store_failed", logging.ERROR, error=str(e), saf_id=row.id)
+            return
+        self.metrics.saf_done.labels(link.name).inc()
+        log("saf_acknowledged", link=link.name, saf_id=row.id, mti=msg.mti, rrn=msg.rrn,
+            response_code=resp.response_code)
+
+
+class _Connection:
+    """One peer connection: framed reads with an idle timeout, one task per request."""
+
+    def __init__(self, sw: Switch, lst: ListenerSection, stream: trio.SocketStream,
+                 origin: Origin) -> None:
+        self.sw = sw
+        self.lst = lst
+        self.stream = stream
+        self.origin = origin
+        self.dialect = get(lst.dialect)
+        self.send_lock = trio.Lock()
+        self.slots = trio.Semaphore(lst.max_in_flight_per_connection)
+        self.reading = trio.CancelScope()
+
+    def _close(self, reason: str) -> None:
+        log("connection_closed", listener=self.lst.name, peer=self.origin.peer, reason=reason)
+        self.reading.cancel()
+
+    async def serve(self) -> None:
+        log("connection_open", listener=self.lst.name, peer=self.origin.peer)
+        reader = FrameReader(self.lst.framing, self.lst.max_frame_bytes)
+        self.sw._reading.add(self.reading)
+        try:
+            async with trio.open_nursery() as tasks:
+                with self.reading:
+                    await self._read_loop(reader, tasks)
+        finally:
+            self.sw._reading.discard(self.reading)
+
+    async def _read_loop(self, reader: FrameReader, tasks: trio.Nursery) -> None:
+        while True:
+            data = b""
+            with trio.move_on_after(self.lst.idle_timeout_ms / 1000):
+                try:
+                    data = await self.stream.receive_some(READ_CHUNK_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return self._close("read failed")
+                if not data:
+                    return self._close("peer closed")
+            if not data:
+                return self._close("idle timeout")
+            try:
+                frames = reader.feed(data)
+            except FramingError as e:
+                return self._close(f"framing: {e}")  # stream cannot be trusted any more
+            for frame in frames:
+                await self.slots.acquire()  # backpressure: stop reading when full
+                tasks.start_soon(self._on_frame, frame)
+
+    async def _on_frame(self, frame: Any) -> None:
+        try:
+            try:
+                req = self.dialect.decode(frame.payload)
+            except CodecError as e:
+                resp = self._format_error(e, len(frame.payload))
+            else:
+                if not req.is_request:
+                    log("unexpected_response", logging.WARNING, listener=self.lst.name,
+                        peer=self.origin.peer, mti=req.mti, stan=req.stan)
+                    return
+                resp = await self.sw.handle(req, self.origin)
+            if resp is not None:
+                await self._send(resp, frame.tpdu)
+        finally:
+            self.slots.release()
+
+    def _format_error(self, e: CodecError, size: int) -> Message | None:
+        readable = e.mti is not None and e.stan is not None and int(e.mti[2]) % 2 == 0
+        log("malformed_message", logging.WARNING, listener=self.lst.name,
+            peer=self.origin.peer, error=str(e), mti=e.mti, stan=e.stan, bytes=size,
+            action="answered 30" if readable else "dropped")
+        if not readable:
+            return None
+        self.sw.metrics.responses.labels(e.mti, "30").inc()
+        return Message(mti=e.mti[:2] + str(int(e.mti[2]) + 1) + "0", stan=e.stan,
+                       response_code="30")
+
+    async def _send(self, resp: Message, tpdu: bytes | None) -> None:
+        try:
+            data = encode_frame(self.lst.framing, self.dialect.encode(resp),
+                                reply_tpdu(tpdu) if tpdu else None, self.lst.max_frame_bytes)
+        except CodecError as e:
+            log("response_unencodable", logging.ERROR, error=str(e), mti=resp.mti,
+                stan=resp.stan)
+            return
+        async with self.send_lock:
+            with trio.move_on_after(self.lst.write_timeout_ms / 1000) as scope:
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self._close("write failed")
+                    return
+            if scope.cancelled_caught:
+                self._close("write timeout")
