@@ -277,7 +277,7 @@ class Switch:
     async def _saf_send(self, row: SafRow) -> None:
         saf = self.cfg.saf
         link = self.links[row.link]
-        msg = message_from_safe(row.message).replace(
+        msg = message_from_safe({**row.message, "mti": row.mti}).replace(
             mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat after 1st
             stan=link.next_stan(), transmission_time=transmission_time())
         self.metrics.saf_sent.labels(link.name).inc()
