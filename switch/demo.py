@@ -85,13 +85,15 @@ class Proc:
                 return line
 
     def tail(self, n: int = 20) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, "rb") as f:
             lines = f.read().decode(errors="replace").splitlines()[-n:]
         return ("\n  " + "\n  ".join(lines)) if lines else ""
 
     def stderr_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -104,7 +106,6 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait()
         self._reader.join(2)
-        self._log.flush()
         self._log.close()
         return self.popen.returncode
 
@@ -123,8 +124,16 @@ def start_simulator(stack: contextlib.ExitStack, network: str, log_dir: str,
 
 
 def parse_ready(line: str) -> dict[str, tuple[str, int]]:
-    """``payswitch ready listeners=pos:127.0.0.1:9100,acq:...`` -> {name: (host, port)}."""
-    spec = line.split("listeners=", 1)[1].split()[0]
+    """The switch's ready line -> {listener name: (host, port)}.
+
+    ``payswitch ready {"listeners": {"pos": 40123}, ...}`` (what `serve` prints), or the
+    older contract form ``payswitch ready listeners=pos:127.0.0.1:9100,...``.
+    """
+    rest = line.removeprefix("payswitch ready").strip()
+    if rest.startswith("{"):
+        ports = json.loads(rest)["listeners"]
+        return {name: ("127.0.0.1", int(port)) for name, port in ports.items()}
+    spec = rest.split("listeners=", 1)[1].split()[0]
     out = {}
     for item in spec.split(","):
         name, host, port = item.rsplit(":", 2)
@@ -155,26 +164,27 @@ def _toml_str(value: str) -> str:
 
 def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMINALS,
                 issuer_timeout_ms: int = 2000, framing: str = "len2",
-                name: str = "payswitch-demo", echo_interval_s: int = 30) -> str:
+                name: str = "payswitch-demo", echo_interval_ms: int = 30_000) -> str:
+    """The switch config (keys as switch/config.py reads them) for this topology."""
     lines = [
         "[switch]", f"name = {_toml_str(name)}", 'metrics_host = "127.0.0.1"',
-        "metrics_port = 0", "drain_timeout_ms = 5000", 'log_format = "json"', "",
+        "metrics_port = 0", "drain_timeout_ms = 5000", "",
         "[database]", 'dsn_env = "PAYSWITCH_PG_DSN"', "",
-        "[limits]", "max_frame_bytes = 4096", "max_in_flight_per_link = 256",
-        "terminal_read_timeout_ms = 120000", f"issuer_timeout_ms = {issuer_timeout_ms}", "",
         "[saf]", "retry_interval_ms = 1000", "max_attempts = 50", "expiry_s = 86400", "",
         "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', "port = 0",
-        'kind = "terminal"', 'dialect = "iso87ascii"', f"framing = {_toml_str(framing)}", "",
+        'kind = "terminal"', 'dialect = "iso87ascii"', f"framing = {_toml_str(framing)}",
+        "max_frame_bytes = 4096", "",
     ]
     for i in range(1, terminals + 1):
         lines += ["[[terminals]]", f'id = "DEMO{i:04d}"', 'source = "127.0.0.1"', ""]
-    for link, port, dialect, framing_, station in (
-        ("visa", visa_port, "visa", "vap", "000001"),
-        ("mastercard", mastercard_port, "mastercard", "len2", "000002"),
+    for link, port, dialect, framing_ in (
+        ("visa", visa_port, "visa", "vap"),
+        ("mastercard", mastercard_port, "mastercard", "len2"),
     ):
         lines += ["[[links]]", f'name = "{link}"', 'host = "127.0.0.1"', f"port = {port}",
                   f'dialect = "{dialect}"', f'framing = "{framing_}"',
-                  f'station_id = "{station}"', f"echo_interval_s = {echo_interval_s}",
+                  f"echo_interval_ms = {echo_interval_ms}",
+                  f"request_timeout_ms = {issuer_timeout_ms}", "max_in_flight = 256",
                   "reconnect_min_ms = 100", "reconnect_max_ms = 5000", ""]
     lines += ["[[routes]]", 'prefix = "4"', 'link = "visa"', ""]
     for prefix in MASTERCARD_PREFIXES:
