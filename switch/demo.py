@@ -106,6 +106,8 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait()
         self._reader.join(2)
+        if not self._reader.is_alive():
+            self.popen.stdout.close()
         self._log.close()
         return self.popen.returncode
 
