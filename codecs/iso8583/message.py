@@ -64,6 +64,10 @@ class Message:
     mac: bytes | None = None  # DE64 (or DE128 when the secondary bitmap is present)
     other: dict[int, str | bytes] = field(default_factory=dict)
     header: Any = None  # dialect's network header (e.g. Visa BASE I), None for plain ISO
+    # ISO 8583:1993 only (iso93ascii); other dialects neither read nor write these.
+    local_year: str | None = None  # YY of the 1993 DE12 (YYMMDDhhmmss); 1987 has no year
+    action_code: str | None = None  # 1993 DE39 as received, when response_code alone
+    #                                 would not give it back (e.g. 907 -> "91", 911 is "91")
 
     @property
     def is_request(self) -> bool:

@@ -56,3 +56,26 @@ def test_garbage_prefixes_raise_only_framing_errors():
 def test_zero_length_keepalive_is_skipped():
     reader = FrameReader("len2")
     assert [f.payload for f in reader.feed(b"\x00\x00\x00\x02AB")] == [b"AB"]
+
+
+_LINKS = [("vap", "visa"), ("len2", "mastercard"), ("ascii4", "iso87ascii"),
+          ("tpdu", "iso87ascii"), ("len2", "iso93ascii")]
+
+
+@pytest.mark.parametrize("kind,name", _LINKS)
+@given(stans=st.lists(st.integers(0, 999999), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(min_value=0), max_size=30))
+def test_framed_dialect_messages_survive_any_chunking(kind, name, stans, cuts):
+    from payswitch.codecs.iso8583 import Message, get
+
+    dialect = get(name)
+    msgs = [Message(mti="0800", stan=f"{s:06d}", transmission_time="1125023000")
+            for s in stans]
+    if name == "visa":
+        from payswitch.codecs.iso8583.visa import VisaHeader
+        msgs = [m.replace(header=VisaHeader()) for m in msgs]
+    stream = b"".join(encode_frame(kind, dialect.encode(m), tpdu=TPDU) for m in msgs)
+    reader = FrameReader(kind)
+    got = [dialect.decode(f.payload) for chunk in _chunks(stream, cuts)
+           for f in reader.feed(chunk)]
+    assert got == msgs

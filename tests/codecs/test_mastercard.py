@@ -101,3 +101,16 @@ def test_random_bytes_raise_only_codec_error(data):
 def test_random_de48_raises_only_codec_error(text):
     with contextlib.suppress(CodecError):
         assert build_de48(*parse_de48(text)) == text
+
+
+# cp500 and cp037 (US EBCDIC) differ exactly on characters like these; only a hand
+# vector tells them apart (a round trip through one code page cannot).
+NAME = "SHOP [1]! A^B|C".ljust(40)
+NAME_EBCDIC = "E2C8D6D7404AF15A4F40C15FC2BBC3" + "40" * 25
+
+
+def test_merchant_name_is_cp500_not_cp037():
+    msg = Message(mti="0100", stan="000001", merchant_name=NAME)
+    wire = bytes.fromhex("F0F1F0F0" "0020000000200000" "F0F0F0F0F0F1" + NAME_EBCDIC)
+    assert MC.encode(msg) == wire
+    assert MC.decode(wire) == msg

@@ -118,3 +118,13 @@ def test_random_body_behind_a_valid_header_raises_only_codec_error(data):
     wire = VisaHeader().to_bytes(total) + data
     with contextlib.suppress(CodecError):
         VISA.decode(wire)
+
+
+def test_merchant_name_is_cp500_not_cp037():
+    name = "SHOP [1]! A^B|C".ljust(40)
+    msg = Message(mti="0100", stan="000001", merchant_name=name, header=VisaHeader())
+    body = bytes.fromhex("0100" "0020000000200000" "000001"
+                         "E2C8D6D7404AF15A4F40C15FC2BBC3" + "40" * 25)
+    wire = VisaHeader().to_bytes(22 + len(body)) + body
+    assert VISA.encode(msg) == wire
+    assert VISA.decode(wire) == msg
