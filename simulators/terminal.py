@@ -26,6 +26,7 @@ import trio
 from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.tlv import Tlv, as_tag, encode_tlv
 from payswitch.simulators.cards import Card
 
 DIALECT = get("iso87ascii")
@@ -47,25 +48,23 @@ def now_fields(now: dt.datetime | None = None) -> dict[str, str]:
 
 
 def placeholder_emv(amount_minor: int, rng: random.Random) -> bytes:
-    """A small BER-TLV DE55 with the usual tags; the ARQC (9F26) is random until the
-    HSM computes real ones."""
-    def tlv(tag: str, value: bytes) -> bytes:
-        return bytes.fromhex(tag) + bytes([len(value)]) + value
-
-    return b"".join([
-        tlv("9F26", rng.randbytes(8)),  # application cryptogram (placeholder)
-        tlv("9F27", b"\x80"),  # cryptogram information data: ARQC
-        tlv("9F10", bytes.fromhex("06010A03A00000")),  # issuer application data
-        tlv("9F37", rng.randbytes(4)),  # unpredictable number
-        tlv("9F36", b"\x00\x01"),  # ATC
-        tlv("95", b"\x00\x00\x00\x00\x00"),  # TVR
-        tlv("9A", bytes.fromhex(dt.datetime.now(dt.UTC).strftime("%y%m%d"))),
-        tlv("9C", b"\x00"),  # transaction type: purchase
-        tlv("9F02", bytes.fromhex(f"{amount_minor:012d}")),  # amount authorised
-        tlv("5F2A", bytes.fromhex("0840")),  # transaction currency
-        tlv("82", b"\x39\x00"),  # AIP
-        tlv("9F1A", bytes.fromhex("0840")),  # terminal country
-    ])
+    """A DE55 with the tags an ARQC request carries (BER-TLV via codecs.tlv); the
+    cryptogram (9F26) is random until the HSM computes real ones."""
+    today = dt.datetime.now(dt.UTC).strftime("%y%m%d")
+    return encode_tlv(Tlv(as_tag(tag), value) for tag, value in (
+        ("9F26", rng.randbytes(8)),  # application cryptogram (placeholder)
+        ("9F27", b"\x80"),  # cryptogram information data: ARQC
+        ("9F10", bytes.fromhex("06010A03A00000")),  # issuer application data
+        ("9F37", rng.randbytes(4)),  # unpredictable number
+        ("9F36", b"\x00\x01"),  # ATC
+        ("95", bytes(5)),  # TVR
+        ("9A", bytes.fromhex(today)),  # transaction date
+        ("9C", b"\x00"),  # transaction type: purchase
+        ("9F02", bytes.fromhex(f"{amount_minor:012d}")),  # amount authorised
+        ("5F2A", bytes.fromhex("0840")),  # transaction currency
+        ("82", b"\x39\x00"),  # AIP
+        ("9F1A", bytes.fromhex("0840")),  # terminal country
+    ))
 
 
 class Terminal:

@@ -259,3 +259,14 @@ def test_network_simulators_speak_their_own_dialect(network, framing):
     assert sim.messages[0].pan == req.pan and sim.messages[0].track2 == req.track2
     if network == "visa":
         assert (resp.header.destination_id, resp.header.source_id) == ("123456", "000001")
+
+
+def test_chip_purchase_carries_decodable_de55():
+    from payswitch.codecs.tlv import decode_tlv, get_tag
+
+    msg = Terminal("DEMO0001", seed=8).purchase(cards.card("visa_approve"), 2599)
+    assert msg.pos_entry_mode == "051" and msg.card_sequence == "001"
+    tags = [t.tag_hex for t in decode_tlv(msg.emv)]
+    assert {"9F26", "9F27", "9F37", "9F02", "9A"} <= set(tags)
+    assert get_tag(msg.emv, "9F02") == bytes.fromhex("000000002599")
+    assert ISO.decode(ISO.encode(msg)).emv == msg.emv
