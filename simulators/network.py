@@ -131,7 +131,10 @@ class NetworkSimulator:
             async with trio.open_nursery() as nursery:
                 up = True
                 while up:
-                    data = await stream.receive_some(READ_BYTES)
+                    try:
+                        data = await stream.receive_some(READ_BYTES)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break  # reset by the peer, or closed by drop_links()
                     if not data:
                         break
                     try:
@@ -148,8 +151,6 @@ class NetworkSimulator:
                             break
                         self._on_frame(conn, frame, nursery)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         finally:
             self._streams.discard(stream)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

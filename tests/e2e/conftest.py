@@ -47,6 +47,10 @@ class SimThread:
             raise RuntimeError("simulator did not start")
         return self.sim.port
 
+    def call(self, async_fn, *args):
+        """Run ``async_fn(*args)`` in the simulator's loop (e.g. ``sim.drop_links``)."""
+        return trio.from_thread.run(async_fn, *args, trio_token=self._token)
+
     def stop(self) -> None:
         with contextlib.suppress(trio.RunFinishedError):
             trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
@@ -60,22 +64,29 @@ class Topology:
     visa: NetworkSimulator
     mastercard: NetworkSimulator
     switch: object
+    threads: dict
+
+
+def start_sims(stack: contextlib.ExitStack) -> dict[str, SimThread]:
+    threads = {}
+    for network in ("visa", "mastercard"):
+        t = SimThread(NetworkSimulator(network, seed=1))
+        t.start()
+        stack.callback(t.stop)
+        threads[network] = t
+    return threads
 
 
 @pytest.fixture(scope="module")
 def topology(pg_admin_dsn, tmp_path_factory):
     log_dir = str(tmp_path_factory.mktemp("e2e"))
     with realparts.scratch_database(pg_admin_dsn) as dsn, contextlib.ExitStack() as stack:
-        sims = {}
-        for network in ("visa", "mastercard"):
-            t = SimThread(NetworkSimulator(network, seed=1))
-            t.start()
-            stack.callback(t.stop)
-            sims[network] = t.sim
+        threads = start_sims(stack)
+        sims = {name: t.sim for name, t in threads.items()}
         config = os.path.join(log_dir, "payswitch.toml")
         with open(config, "w") as f:
             f.write(demo_config(sims["visa"].port, sims["mastercard"].port,
                                 issuer_timeout_ms=1500))
         switch, listeners = start_switch(stack, config, log_dir, dsn)
         host, port = listeners["pos"]
-        yield Topology(host, port, sims["visa"], sims["mastercard"], switch)
+        yield Topology(host, port, sims["visa"], sims["mastercard"], switch, threads)
