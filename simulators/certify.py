@@ -134,18 +134,18 @@ async def duplicate(ctx: Context) -> Outcome:
                 f"second DE39={b.response_code} DE38={b.auth_code}")
 
 
-@scenario("repeat_0201")
+@scenario("repeat_0101")
 async def repeat(ctx: Context) -> Outcome:
-    """A repeat (0201) of an answered request gets the original answer (as 0210)."""
+    """An authorization (0100), then its repeat (0101): the original answer, as 0110."""
     t = ctx.terminal()
-    msg = t.purchase(card("mastercard_approve_2"), 2222)
+    msg = t.purchase(card("mastercard_approve_2"), 2222, mti="0100")
     async with ctx.link() as link:
         first = await link.request(msg, ctx.timeout_s)
-        second = await link.request(msg.replace(mti="0201"), ctx.timeout_s)
+        second = await link.request(msg.replace(mti="0101"), ctx.timeout_s)
     a, b = first.response, second.response
     if a is None or b is None:
         return False, f"first {_code(a)}, repeat {_code(b)}"
-    ok = (b.mti == "0210" and a.response_code == "00"
+    ok = (a.mti == b.mti == "0110" and a.response_code == "00"
           and (a.response_code, a.auth_code) == (b.response_code, b.auth_code))
     return ok, (f"first {a.mti} DE39={a.response_code} DE38={a.auth_code}, "
                 f"repeat {b.mti} DE39={b.response_code} DE38={b.auth_code}")
