@@ -43,8 +43,11 @@ def safe_fields(msg: Message) -> dict[str, Any]:
     return out
 
 
-def message_from_safe(fields: dict[str, Any]) -> Message:
-    return Message(**{k: v for k, v in fields.items() if k in SAFE_FIELDS})
+def message_from_safe(fields: dict[str, Any], mti: str | None = None) -> Message:
+    kept = {k: v for k, v in fields.items() if k in SAFE_FIELDS}
+    if mti is not None:
+        kept["mti"] = mti
+    return Message(**kept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,7 @@ class IssuerLink:
                     stream = await trio.open_tcp_stream(self.cfg.host, self.cfg.port)
                 except OSError as e:
                     log("link_connect_failed", logging.WARNING, link=self.name,
-                        error=type(e).__name__, retry_in_ms=backoff_ms)
+                        error=type(e).__name__, detail=str(e), retry_in_ms=backoff_ms)
             if stream is not None:
                 signed_on = await self._session(stream)
                 if signed_on:

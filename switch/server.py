@@ -65,7 +65,7 @@ class Switch:
         self._in_flight = 0
         self._connections: dict[str, int] = {x.name: 0 for x in cfg.listeners}
         self._reading: set[trio.CancelScope] = set()
-        self._accepting = trio.CancelScope()
+        self._accepting: list[trio.CancelScope] = []
         self._stop = trio.Event()
         self._saf_wakeup = trio.Event()
         self._rrn_seq = random.randrange(1_000_000)
@@ -111,7 +111,8 @@ class Switch:
 
     async def _drain(self) -> None:
         log("switch_draining", in_flight=self._in_flight)
-        self._accepting.cancel()
+        for scope in self._accepting:
+            scope.cancel()
         for scope in list(self._reading):
             scope.cancel()
         with trio.move_on_after(self.cfg.switch.drain_timeout_ms / 1000) as scope:
@@ -127,9 +128,11 @@ class Switch:
     # -- listeners --------------------------------------------------------------------
     async def _accept_loop(self, lst: ListenerSection, sockets: list[trio.SocketListener],
                            ) -> None:
+        accepting = trio.CancelScope()
+        self._accepting.append(accepting)
         async with trio.open_nursery() as conns:
             try:
-                with self._accepting:
+                with accepting:
                     async with trio.open_nursery() as accepts:
                         for sock in sockets:
                             accepts.start_soon(self._accept_one_socket, lst, sock, conns)
@@ -269,7 +272,10 @@ class Switch:
                 except StoreError as e:
                     log("saf_store_failed", logging.ERROR, error=str(e))
             for row in rows:
-                await self._saf_send(row)
+                try:
+                    await self._saf_send(row)
+                except Exception:  # a bug here must not stop payments; it is logged
+                    log("saf_send_bug", logging.ERROR, exc_info=True, saf_id=row.id)
             if len(rows) < saf.batch:
                 with trio.move_on_after(saf.retry_interval_ms / 1000):
                     await self._saf_wakeup.wait()
@@ -277,9 +283,9 @@ class Switch:
     async def _saf_send(self, row: SafRow) -> None:
         saf = self.cfg.saf
         link = self.links[row.link]
-        msg = message_from_safe({**row.message, "mti": row.mti}).replace(
-            mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat after 1st
-            stan=link.next_stan(), transmission_time=transmission_time())
+        msg = message_from_safe(
+            row.message, mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat
+        ).replace(stan=link.next_stan(), transmission_time=transmission_time())
         self.metrics.saf_sent.labels(link.name).inc()
         try:
             try:

@@ -17,6 +17,7 @@ import trio
 
 from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import Message, get
+from payswitch.switch import logs
 from payswitch.switch.config import parse
 from payswitch.switch.server import Switch
 
@@ -54,7 +55,6 @@ class FakeIssuer:
         self.connections = 0
         self.streams: set[trio.SocketStream] = set()
         self.signed_on = trio.Event()
-        self.changed = trio.Event()
 
     def traffic(self, prefix: str = "") -> list[Message]:
         return [m for m in self.received if m.mti[:2] != "08" and m.mti.startswith(prefix)]
@@ -62,8 +62,7 @@ class FakeIssuer:
     async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 10) -> None:
         with trio.fail_after(timeout_s):
             while not pred():
-                self.changed = trio.Event()
-                await self.changed.wait()
+                await trio.sleep(0.05)
 
     async def serve(self, port: int = 0, *, task_status: Any = trio.TASK_STATUS_IGNORED,
                     ) -> None:
@@ -102,7 +101,6 @@ class FakeIssuer:
         msg = DIALECT.decode(payload)
         self.received.append(msg)
         self.raw.append(payload)
-        self.changed.set()
         if msg.mti == "0800":
             if msg.network_code == "001":
                 self.signed_on.set()
@@ -198,3 +196,10 @@ async def running_switch(cfg: dict[str, Any], wait_signed_on: bool = True,
 @pytest.fixture
 def dsn(pg_dsn: str) -> str:
     return pg_dsn
+
+
+@pytest.fixture(autouse=True)
+def json_logs():
+    """The switch's JSON lines on stderr: pytest shows them when a test fails."""
+    logs.setup("DEBUG")
+    yield

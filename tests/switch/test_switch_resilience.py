@@ -1,0 +1,228 @@
+"""Timeouts, SAF reversals, duplicates, malformed input, refusals, link drops, late
+responses: the switch against a scripted issuer over real sockets and real PG."""
+
+from __future__ import annotations
+
+import psycopg
+import trio
+from conftest import (
+    DIALECT,
+    FakeIssuer,
+    Terminal,
+    approve,
+    config_dict,
+    purchase,
+    running_switch,
+    trio_test,
+)
+
+from payswitch.codecs.iso8583 import Message
+from payswitch.switch.mux import Mux
+
+
+def saf_rows(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("select mti, state, attempts from switch_saf order by id").fetchall()
+
+
+@trio_test
+async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn):
+    silent = True
+
+    def answer(m: Message) -> Message | None:
+        if m.mti.startswith("042"):
+            return None if silent else approve(m)
+        return None  # never answers the purchase
+
+    issuer = FakeIssuer(answer)
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            t0 = trio.current_time()
+            resp = await term.request(purchase())
+            elapsed = trio.current_time() - t0
+            assert resp.response_code == "91"
+            assert elapsed < 0.8 + 0.5  # within the link's request_timeout_ms
+            # The issuer stays silent: the 0420 is retried (0421), still pending.
+            await issuer.wait_for(lambda: len(issuer.traffic("042")) >= 2)
+            assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
+            silent = False
+            await issuer.wait_for(lambda: saf_rows(dsn)[0][1] == "acked", 5)
+            await term.aclose()
+        n.cancel_scope.cancel()
+
+    (orig,) = issuer.traffic("0200")
+    rev = issuer.traffic("042")[-1]
+    assert rev.rrn == orig.rrn and rev.amount_minor == orig.amount_minor
+    assert rev.original_data[:20] == "0200" + orig.stan + orig.transmission_time
+    assert rev.pan is None  # no clear PAN at rest, so none in a stored advice
+    [(mti, state, attempts)] = saf_rows(dsn)
+    assert (mti, state) == ("0420", "acked") and attempts >= 3
+
+
+@trio_test
+async def test_late_response_is_not_delivered_to_another_waiter(dsn):
+    # First purchase: answered after its timeout. Second: answered after the late one.
+    delays = {"000001": 1.2, "000002": 0.6}
+
+    def answer(m: Message) -> object:
+        if m.mti.startswith("042"):
+            return approve(m)
+        return (delays[m.additional_data], approve(m).replace(
+            auth_code="AUTH" + m.additional_data[-2:]))
+
+    issuer = FakeIssuer(answer)
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            t1 = await Terminal.connect(sw.ports["pos"])
+            t2 = await Terminal.connect(sw.ports["pos"])
+            await t1.send(purchase(stan="000001").replace(additional_data="000001"))
+            first = await t1.recv()
+            assert first.response_code == "91"
+            await t2.send(purchase(stan="000002").replace(additional_data="000002"))
+            second = await t2.recv()
+            link = sw.links["visa"]
+            late = sw.metrics.link_late.labels("visa")._value.get()
+            await issuer.wait_for(lambda: any(r[1] == "acked" for r in saf_rows(dsn)), 5)
+            assert link.mux.in_flight == 0
+            await t1.aclose()
+            await t2.aclose()
+        n.cancel_scope.cancel()
+    assert second.response_code == "00" and second.auth_code == "AUTH02"
+    assert late == 1
+    assert [r[0] for r in saf_rows(dsn)] == ["0420"]  # reversed once, not twice
+
+
+def test_mux_never_hands_a_late_response_to_a_new_waiter_with_the_same_stan():
+    mux = Mux(max_in_flight=4, late_memory=4)
+    old = Message(mti="0200", stan="000123", rrn="111111111111")
+    w_old = mux.register(old)
+    mux.forget(w_old, timed_out=True)
+    new = Message(mti="0200", stan="000123", rrn="222222222222")
+    w_new = mux.register(new)
+    assert mux.deliver(Message(mti="0210", stan="000123", rrn="111111111111")) == "late"
+    assert w_new.response is None and not w_new.done.is_set()
+    assert mux.deliver(Message(mti="0210", stan="000123", rrn="222222222222")) == "matched"
+    assert w_new.response.rrn == "222222222222"
+    assert mux.deliver(Message(mti="0210", stan="000999")) == "unmatched"
+
+
+@trio_test
+async def test_duplicate_and_repeat_get_the_original_answer_issuer_sees_one(dsn):
+    issuer = FakeIssuer(lambda m: (0.3, approve(m)))
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port)
+        async with running_switch(cfg) as sw:
+            a = await Terminal.connect(sw.ports["pos"])
+            b = await Terminal.connect(sw.ports["pos"])
+            # Same request twice at once: the second waits for the first's outcome.
+            await a.send(purchase())
+            await trio.sleep(0.05)
+            await b.send(purchase())
+            raw_a, raw_b = await a.recv_raw(), await b.recv_raw()
+            # A repeat (0201) after completion: replayed from the journal.
+            raw_rep = await a.send(purchase(mti="0201")) or await a.recv_raw()
+            await a.aclose()
+            await b.aclose()
+        # After a restart the journal still answers, the issuer is not asked again.
+        async with running_switch(cfg) as sw:
+            c = await Terminal.connect(sw.ports["pos"])
+            await c.send(purchase())
+            raw_c = await c.recv_raw()
+            # Same STAN, different amount: a new request, it reaches the issuer.
+            other = await c.request(purchase(amount=999))
+            await c.aclose()
+        n.cancel_scope.cancel()
+    assert DIALECT.decode(raw_a).response_code == "00"
+    assert raw_a == raw_b == raw_rep == raw_c
+    assert len(issuer.traffic("02")) == 2 and other.response_code == "00"
+
+
+@trio_test
+async def test_malformed_message_gets_30_and_link_stays_up(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            good = DIALECT.encode(purchase(stan="000042"))
+            bad = good.replace(b"000000001250", b"0000000012X0")
+            assert bad != good
+            await term.send_raw(bad)
+            resp = await term.recv()
+            # Unparseable garbage is dropped; the connection stays up.
+            await term.send_raw(b"\x00garbage")
+            ok = await term.request(purchase(stan="000043"))
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert (resp.mti, resp.stan, resp.response_code) == ("0210", "000042", "30")
+    assert ok.response_code == "00" and ok.stan == "000043"
+    assert [m.stan for m in issuer.traffic()] != [] and len(issuer.traffic()) == 1
+
+
+@trio_test
+async def test_oversize_frame_closes_the_connection(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port)
+        cfg["listeners"][0]["max_frame_bytes"] = 512
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            await term.stream.send_all((4000).to_bytes(2, "big") + b"0" * 100)
+            assert await term.recv_raw() == b""
+            await term.aclose()
+        n.cancel_scope.cancel()
+
+
+@trio_test
+async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port)
+        cfg["listeners"].append({"name": "atm", "port": 0, "allowed_sources": ["10.9.9.9"]})
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            resp = await term.request(purchase().replace(terminal_id="NOPE0001"))
+            await term.aclose()
+            stranger = await Terminal.connect(sw.ports["atm"])
+            closed = await stranger.recv_raw(5)
+            await stranger.aclose()
+        n.cancel_scope.cancel()
+    assert resp.response_code == "58"
+    assert closed == b""
+    assert issuer.traffic() == []
+
+
+@trio_test
+async def test_link_drop_reconnects_signs_on_and_traffic_resumes(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            assert (await term.request(purchase(stan="000001"))).response_code == "00"
+            await issuer.drop_all()
+            link = sw.links["visa"]
+            await issuer.wait_for(lambda: issuer.connections == 2
+                                  and link.state == "signed_on", 5)
+            assert (await term.request(purchase(stan="000002"))).response_code == "00"
+            await term.aclose()
+        n.cancel_scope.cancel()
+    signons = [m for m in issuer.received if m.mti == "0800" and m.network_code == "001"]
+    assert len(signons) == 2
+    assert len(issuer.traffic("02")) == 2
+
+
+@trio_test
+async def test_link_down_answers_91_quickly_without_reversal(dsn):
+    async with running_switch(config_dict(dsn, 1), wait_signed_on=False) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        resp = await term.request(purchase(), timeout_s=2)
+        await term.aclose()
+    assert resp.response_code == "91"
+    assert saf_rows(dsn) == []
