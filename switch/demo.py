@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import trio
 
+from payswitch.switch.realparts import free_port
+
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 TERMINALS = 16
@@ -149,6 +151,7 @@ def start_switch(stack: contextlib.ExitStack, config_path: str, log_dir: str,
     proc = Proc("switch", payswitch_argv("serve", "--config", config_path), log_dir, env)
     stack.callback(proc.stop)
     line = proc.wait_for_line("payswitch ready")
+    proc.ready_line = line
     return proc, parse_ready(line)
 
 
@@ -166,11 +169,12 @@ def _toml_str(value: str) -> str:
 
 def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMINALS,
                 issuer_timeout_ms: int = 2000, framing: str = "len2",
-                name: str = "payswitch-demo", echo_interval_ms: int = 30_000) -> str:
+                name: str = "payswitch-demo", echo_interval_ms: int = 30_000,
+                metrics_port: int = 0) -> str:
     """The switch config (keys as switch/config.py reads them) for this topology."""
     lines = [
         "[switch]", f"name = {_toml_str(name)}", 'metrics_host = "127.0.0.1"',
-        "metrics_port = 0", "drain_timeout_ms = 5000", "",
+        f"metrics_port = {metrics_port}", "drain_timeout_ms = 5000", "",
         "[database]", 'dsn_env = "PAYSWITCH_PG_DSN"', "",
         "[saf]", "retry_interval_ms = 1000", "max_attempts = 50", "expiry_s = 86400", "",
         "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', "port = 0",
@@ -214,13 +218,52 @@ class Topology:
     port: int
     switch: Proc
     simulators: dict[str, Proc]
+    metrics_port: int = 0
+
+    def metrics(self) -> dict[str, dict[tuple, float]]:
+        """The switch's Prometheus samples: {name: {labels tuple: value}} ({} if none)."""
+        return scrape_metrics(self.metrics_port) if self.metrics_port else {}
+
+
+def scrape_metrics(port: int, timeout_s: float = 5.0) -> dict[str, dict[tuple, float]]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (loopback)
+        text = resp.read().decode()
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def per_link(samples: dict[str, dict[tuple, float]], link: str) -> dict:
+    """The switch's view of one issuer link, from its metrics."""
+    def total(name: str, **match: str) -> int:
+        return int(sum(v for labels, v in samples.get(name, {}).items()
+                       if all(dict(labels).get(k) == m for k, m in match.items())))
+
+    codes = {dict(labels)["response_code"]: int(v)
+             for labels, v in samples.get("link_responses_total", {}).items()
+             if dict(labels).get("link") == link}
+    return {
+        "requests": total("link_requests_total", link=link),
+        "responses_by_code": dict(sorted(codes.items())),
+        "timeouts": total("link_timeouts_total", link=link),
+        "late": total("link_late_responses_total", link=link),
+        "saf_sent": total("saf_sent_total", link=link),
+        "saf_acknowledged": total("saf_acknowledged_total", link=link),
+    }
 
 
 @contextlib.contextmanager
 def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                      sim_args: dict[str, list[str]] | None = None,
-                     issuer_timeout_ms: int = 2000, dsn: str | None = None
-                     ) -> Iterator[Topology]:
+                     issuer_timeout_ms: int = 2000, dsn: str | None = None,
+                     metrics: bool = False) -> Iterator[Topology]:
     """Database, both simulators and the switch as processes; all stopped on exit."""
     sim_args = sim_args or {}
     with demo_database(dsn) as dsn, contextlib.ExitStack() as stack:
@@ -231,10 +274,13 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
         config_path = os.path.join(log_dir, "payswitch.toml")
         with open(config_path, "w") as f:
             f.write(demo_config(ports["visa"], ports["mastercard"], terminals=terminals,
-                                issuer_timeout_ms=issuer_timeout_ms))
+                                issuer_timeout_ms=issuer_timeout_ms,
+                                metrics_port=free_port() if metrics else 0))
         switch, listeners = start_switch(stack, config_path, log_dir, dsn)
         host, port = listeners["pos"]
-        yield Topology(host, port, switch, sims)
+        ready = switch.ready_line.removeprefix("payswitch ready").strip()
+        metrics_port = json.loads(ready).get("metrics_port", 0) if ready.startswith("{") else 0
+        yield Topology(host, port, switch, sims, metrics_port)
 
 
 def _sim_stats(proc: Proc) -> dict:
@@ -247,17 +293,34 @@ def _sim_stats(proc: Proc) -> dict:
     return {}
 
 
+def _settle_saf(topo: Topology, wait_s: float = 5.0) -> dict[str, dict]:
+    """Per-link figures from the switch's metrics, once every timed-out request's
+    reversal has been acknowledged by its issuer (or ``wait_s`` has passed)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            samples = topo.metrics()
+        except OSError:
+            return {}
+        links = {name: per_link(samples, name) for name in topo.simulators}
+        pending = sum(d["timeouts"] - d["saf_acknowledged"] for d in links.values())
+        if pending <= 0 or time.monotonic() > deadline:
+            return links
+        time.sleep(0.2)
+
+
 def run_demo(duration_s: float, terminals: int = 8, progress: bool = True) -> dict:
     from payswitch.simulators.load import LoadConfig, run_load
 
     sim_args = {"visa": ["--latency-ms", "3"], "mastercard": ["--latency-ms", "5"]}
     with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir, \
             running_topology(log_dir, terminals=max(terminals, TERMINALS),
-                             sim_args=sim_args) as topo:
+                             sim_args=sim_args, metrics=True) as topo:
         cfg = LoadConfig(topo.host, topo.port, profile="mixed", terminals=terminals,
                          duration_s=duration_s, cards="mixed", timeout_s=10.0,
                          progress=progress)
         report = trio.run(run_load, cfg)
+        switch_links = _settle_saf(topo)
         # Stop the switch first (drains, signs off), then the simulators report.
         switch_rc = topo.switch.stop()
         links = {}
@@ -265,9 +328,10 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True) -> di
             proc.stop()
             stats = _sim_stats(proc)
             links[network] = {
-                "received_by_mti": stats.get("by_mti", {}),
-                "answered_by_code": stats.get("by_code", {}),
-                "connections": stats.get("connections", 0),
+                "switch": switch_links.get(network, {}),
+                "simulator_connections": stats.get("connections", 0),
+                "simulator_received_by_mti": stats.get("by_mti", {}),
+                "simulator_answered_by_code": stats.get("by_code", {}),
                 "terminal_by_code": report["by_network"].get(network, {}),
             }
     report["links"] = links
@@ -280,8 +344,13 @@ def format_demo(report: dict) -> str:
 
     lines = [format_report(report, title="demo")]
     for network, d in report["links"].items():
-        lines.append(f"  link {network}: connections={d['connections']} "
-                     f"received={d['received_by_mti']} answered={d['answered_by_code']}")
+        sw = d["switch"]
+        if sw:
+            lines.append(f"  link {network}: sent {sw['requests']}, answers "
+                         f"{sw['responses_by_code']}, timeouts {sw['timeouts']} "
+                         f"(reversals acknowledged {sw['saf_acknowledged']}), late {sw['late']}")
+        lines.append(f"    {network} simulator: connections "
+                     f"{d['simulator_connections']}, received {d['simulator_received_by_mti']}")
     lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")
     return "\n".join(lines)
 

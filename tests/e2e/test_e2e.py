@@ -151,6 +151,10 @@ def test_demo_json():
             "p99_ms"} <= set(report)
     assert report["approved"] > 0 and report["errors"] == 0, (report, out.stderr[-2000:])
     assert out.returncode == 0
+    for link in ("visa", "mastercard"):
+        figures = report["links"][link]
+        assert figures["switch"]["requests"] > 0
+        assert figures["simulator_received_by_mti"].get("0200", 0) > 0
 
 
 def test_timeout_gives_91_and_the_issuer_gets_a_0420(topology):
