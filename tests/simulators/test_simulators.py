@@ -270,3 +270,18 @@ def test_chip_purchase_carries_decodable_de55():
     assert {"9F26", "9F27", "9F37", "9F02", "9A"} <= set(tags)
     assert get_tag(msg.emv, "9F02") == bytes.fromhex("000000002599")
     assert ISO.decode(ISO.encode(msg)).emv == msg.emv
+
+
+def test_drop_rate_reads_but_never_answers():
+    sim = NetworkSimulator("iso87ascii", faults=Faults(drop_rate=1.0))
+    term = Terminal("DEMO0001", seed=9)
+
+    async def body(port):
+        async with open_link("127.0.0.1", port) as link:
+            echo = await link.request(term.echo(), 2)  # network management is never dropped
+            auth = await link.request(term.purchase(cards.card("visa_approve"), 1), 0.2)
+        return echo, auth
+
+    echo, auth = run_with_sim(sim, body)
+    assert echo.response.response_code == "00"
+    assert auth.response is None and sim.stats.dropped == 1
