@@ -18,6 +18,7 @@ import trio
 
 from payswitch.switch import logs
 from payswitch.switch.config import ConfigError, load
+from payswitch.switch.errors import StoreError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +50,12 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except ConfigError as e:
-        print(f"payswitch serve: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, StoreError, BaseExceptionGroup) as e:
+        err = e
+        while isinstance(err, BaseExceptionGroup) and len(err.exceptions) == 1:
+            err = err.exceptions[0]
+        if not isinstance(err, (ConfigError, StoreError)):
+            raise
+        print(f"payswitch serve: {err}", file=sys.stderr)  # e.g. no DSN, database down
+        return 2 if isinstance(err, ConfigError) else 1
     return 0

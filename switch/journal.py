@@ -251,6 +251,15 @@ class Store:
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         return await self.call(run)
 
+    async def history(self, dup_key: str) -> list[dict[str, Any]]:
+        """Every journal row of one payment, in order (see replay.payment_state)."""
+        def run(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute("select * from switch_journal where dup_key = %s order by id",
+                               (dup_key,))
+            names = [c.name for c in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return await self.call(run)
+
     # -- originals and recovery -------------------------------------------------------
     async def find_original(self, source: str, stan: str, transmission_time: str,
                             mtis: tuple[str, ...]) -> Original | None:

@@ -60,7 +60,8 @@ class Context:
     outbound: Message | None = None  # what went to the issuer
     issuer_response: Message | None = None
     response: Message | None = None
-    done: bool = False
+    done: bool = False  # answered early (a duplicate replayed)
+    error: str | None = None  # the typed error that decided the answer, for the log
     events: list[tuple[str, Message, str | None]] = field(default_factory=list)
     saf: list[SafItem] = field(default_factory=list)
 
@@ -98,11 +99,17 @@ def original_data(out: Message) -> str:
 
 
 def reversal_item(out: Message, link: str) -> SafItem:
-    """A 0420 reversal advice for what the issuer may have seen (``out``)."""
+    """A 0420 reversal advice for what the issuer may have seen (``out``).
+
+    For an authorization or financial request, DE90 points at ``out`` itself; for an
+    unconfirmed 0400, the 0420 repeats its DE90 (the original it reverses), so that a
+    reversal is never itself reversed.
+    """
     fields = safe_fields(out)
     for name in ("pan_masked", "auth_code", "response_code", "additional_amounts", "mti"):
         fields.pop(name, None)
-    fields["original_data"] = original_data(out)
+    is_reversal = out.mti[:2] == "04" and out.original_data
+    fields["original_data"] = out.original_data if is_reversal else original_data(out)
     return SafItem(link=link, mti="0420", message=fields)
 
 
@@ -170,8 +177,16 @@ async def forward(sw: Switch, ctx: Context) -> None:
                       transmission_time=transmission_time(),
                       acquirer_id=req.acquirer_id or sw.cfg.switch.institution_id,
                       header=None)
+    resp = await _exchange(sw, ctx, link, out)
+    ctx.response = respond(req, resp.response_code or "96", rrn=out.rrn,
+                           auth_code=resp.auth_code,
+                           additional_amounts=resp.additional_amounts, emv=resp.emv)
+
+
+async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Message:
+    """Journal ``out`` (before sending: after a crash, recovery knows the issuer may have
+    it), send it, and on a timeout queue the 0420 that undoes it."""
     ctx.outbound = out
-    # Journalled before sending: after a crash, recovery knows the issuer may have it.
     await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
                           dup_key=ctx.dup_key)
     try:
@@ -181,9 +196,7 @@ async def forward(sw: Switch, ctx: Context) -> None:
         raise
     ctx.issuer_response = resp
     ctx.events.append(("issuer_response", resp, link.name))
-    ctx.response = respond(req, resp.response_code or "96", rrn=out.rrn,
-                           auth_code=resp.auth_code,
-                           additional_amounts=resp.additional_amounts, emv=resp.emv)
+    return resp
 
 
 async def post_ledger(sw: Switch, ctx: Context) -> None:
@@ -225,15 +238,7 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
                         transmission_time=transmission_time(),
                         original_data=original_data(first), auth_code=None,
                         response_code=None, additional_amounts=None)
-    ctx.outbound = out
-    await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
-                          dup_key=ctx.dup_key)
-    try:
-        resp = await link.request(out)
-    except IssuerTimeout:
-        ctx.saf.append(reversal_item(first, link.name))
-        raise
-    ctx.events.append(("issuer_response", resp, link.name))
+    resp = await _exchange(sw, ctx, link, out)
     ctx.response = respond(ctx.request, resp.response_code or "96", rrn=first.rrn)
 
 

@@ -26,6 +26,7 @@ import trio
 from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
 from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.iso8583.dialect import redact
 from payswitch.routing.bins import BinTable, Router
 from payswitch.switch.config import Config, ListenerSection
 from payswitch.switch.errors import (
@@ -59,6 +60,7 @@ class Switch:
         self.metrics = Metrics()
         self.links = {x.name: IssuerLink(x, self.metrics) for x in cfg.links}
         self.terminals = {t.id: t for t in cfg.terminals}
+        self._sources = {x.name: self._known_sources(x) for x in cfg.listeners}
         self.ports: dict[str, int] = {}
         self.metrics_port = 0
         self.in_flight_keys: dict[str, trio.Event] = {}
@@ -120,6 +122,21 @@ class Switch:
                 await trio.sleep(DRAIN_POLL_S)
         log("switch_drained", complete=not scope.cancelled_caught, in_flight=self._in_flight)
 
+    def _known_sources(self, lst: ListenerSection) -> frozenset[str] | None:
+        """Addresses a listener accepts connections from; None = any.
+
+        ``allowed_sources`` when set; else, on a terminal listener whose terminals all
+        have a ``source``, those addresses (an unknown address is closed at once).
+        """
+        if lst.allowed_sources:
+            return frozenset(lst.allowed_sources)
+        if lst.kind == "acquirer":
+            return None  # checked per connection against [[acquirers]]
+        mine = [t for t in self.cfg.terminals if t.listener in ("", lst.name)]
+        if mine and all(t.source for t in mine):
+            return frozenset(t.source for t in mine)
+        return None
+
     def new_rrn(self) -> str:
         """DE37: YDDDhh + 6-digit sequence (ISO 8583 convention)."""
         self._rrn_seq = (self._rrn_seq + 1) % 1_000_000
@@ -159,7 +176,8 @@ class Switch:
         peer = stream.socket.getpeername()[0]
         async with stream:
             acquirer = None
-            if lst.allowed_sources and peer not in lst.allowed_sources:
+            sources = self._sources[lst.name]
+            if sources is not None and peer not in sources:
                 return self._refuse(lst, peer, "source not allowed")
             if lst.kind == "acquirer":
                 acquirer = next((a for a in self.cfg.acquirers
@@ -210,6 +228,7 @@ class Switch:
                 mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
                 amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
                 link=ctx.route.link if ctx.route else None, replayed=ctx.done,
+                error=ctx.error,
                 ms=round((trio.current_time() - started) * 1000, 1))
             return resp
         finally:
@@ -231,11 +250,10 @@ class Switch:
             assert ctx.response is not None, "pipeline ended without a response"
         except Exception as e:  # the one place errors become response codes
             code = response_code_for(e)
-            expected = isinstance(e, (CodecError, IssuerTimeout, LinkBusy, LinkUnavailable))
-            log("request_refused", logging.WARNING, exc_info=code == "96",
-                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
-                error=type(e).__name__, detail=str(e), response_code=code,
-                expected=expected)
+            ctx.error = redact(f"{type(e).__name__}: {e}")  # no digit run of a PAN
+            if code == "96":  # a bug or the database: the traceback is wanted
+                log("request_failed", logging.ERROR, exc_info=True, mti=req.mti,
+                    stan=req.stan, terminal=req.terminal_id, error=ctx.error)
             rrn = ctx.outbound.rrn if ctx.outbound else None
             ctx.response = respond(req, code, rrn=rrn)
         if ctx.owner:

@@ -47,8 +47,11 @@ def approve(msg: Message) -> Message:
 
 
 class FakeIssuer:
-    def __init__(self, answer: Callable[[Message], Message | None] = approve) -> None:
+    def __init__(self, answer: Callable[[Message], Message | None] = approve,
+                 dialect: str = "iso87ascii", framing: str = "len2") -> None:
         self.answer = answer
+        self.dialect = get(dialect)
+        self.framing = framing
         self.received: list[Message] = []  # every message, sign-on included
         self.raw: list[bytes] = []
         self.port = 0
@@ -82,7 +85,7 @@ class FakeIssuer:
     async def _conn(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         self.streams.add(stream)
-        reader = FrameReader("len2", 8192)
+        reader = FrameReader(self.framing, 8192)
         try:
             async with trio.open_nursery() as n:
                 while True:
@@ -98,7 +101,7 @@ class FakeIssuer:
             self.streams.discard(stream)
 
     async def _frame(self, stream: trio.SocketStream, payload: bytes) -> None:
-        msg = DIALECT.decode(payload)
+        msg = self.dialect.decode(payload)
         self.received.append(msg)
         self.raw.append(payload)
         if msg.mti == "0800":
@@ -113,7 +116,7 @@ class FakeIssuer:
                 resp = resp[1]
         if resp is not None:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(encode_frame("len2", DIALECT.encode(resp)))
+                await stream.send_all(encode_frame(self.framing, self.dialect.encode(resp)))
 
 
 class Terminal:

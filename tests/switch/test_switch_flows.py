@@ -113,3 +113,73 @@ async def test_terminal_echo_answered_locally(dsn):
     assert (resp.mti, resp.stan, resp.response_code, resp.network_code) == (
         "0810", "000077", "00", "301")
     assert issuer.traffic() == []
+
+
+@trio_test
+async def test_visa_link_speaks_base1_over_vap_framing(dsn):
+    issuer = FakeIssuer(dialect="visa", framing="vap")
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port, dialect="visa", framing="vap")
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            resp = await term.request(purchase())
+            await term.aclose()
+        n.cancel_scope.cancel()
+    (got,) = issuer.traffic("0200")
+    raw = issuer.raw[issuer.received.index(got)]
+    assert raw[0] == 22  # BASE I header length, then binary MTI in BCD
+    assert raw[22:24] == b"\x02\x00"
+    assert got.pan == PAN and got.amount_minor == 1250
+    assert resp.response_code == "00" and resp.auth_code == "A1B2C3"
+
+
+@trio_test
+async def test_idle_link_sends_echo_and_unanswered_echo_drops_the_link(dsn):
+    answer_echo = True
+    issuer = FakeIssuer()
+    original = issuer._frame
+
+    async def frame(stream, payload):
+        msg = DIALECT.decode(payload)
+        if msg.network_code == "301" and not answer_echo:
+            issuer.received.append(msg)
+            return  # swallow the echo test
+        await original(stream, payload)
+
+    issuer._frame = frame
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port, echo_interval_ms=150, signon_timeout_ms=300)
+        async with running_switch(cfg) as sw:
+            echoes = lambda: [m for m in issuer.received if m.network_code == "301"]  # noqa: E731
+            await issuer.wait_for(lambda: len(echoes()) >= 2, 3)
+            assert issuer.connections == 1  # answered echoes keep the link
+            answer_echo = False
+            await issuer.wait_for(lambda: issuer.connections >= 2, 5)
+            answer_echo = True
+            await issuer.wait_for(lambda: sw.links["visa"].state == "signed_on", 5)
+        n.cancel_scope.cancel()
+
+
+@trio_test
+async def test_tpdu_terminal_gets_the_tpdu_swapped_in_the_reply(dsn):
+    from payswitch.codecs.framing import FrameReader, encode_frame
+
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port)
+        cfg["listeners"][0]["framing"] = "tpdu"
+        async with running_switch(cfg) as sw:
+            stream = await trio.open_tcp_stream("127.0.0.1", sw.ports["pos"])
+            tpdu = b"\x60\x00\x01\x00\x02"
+            await stream.send_all(encode_frame("tpdu", DIALECT.encode(purchase()), tpdu))
+            reader, frames = FrameReader("tpdu", 8192), []
+            with trio.fail_after(5):
+                while not frames:
+                    frames = reader.feed(await stream.receive_some(4096))
+            await stream.aclose()
+        n.cancel_scope.cancel()
+    assert frames[0].tpdu == b"\x60\x00\x02\x00\x01"
+    assert DIALECT.decode(frames[0].payload).response_code == "00"

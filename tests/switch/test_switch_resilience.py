@@ -17,7 +17,9 @@ from conftest import (
 )
 
 from payswitch.codecs.iso8583 import Message
+from payswitch.switch.errors import LinkBusy
 from payswitch.switch.mux import Mux
+from payswitch.switch.replay import payment_state
 
 
 def saf_rows(dsn: str) -> list[tuple]:
@@ -47,8 +49,12 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
             # The issuer stays silent: the 0420 is retried (0421), still pending.
             await issuer.wait_for(lambda: len(issuer.traffic("042")) >= 2)
             assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
+            key = "T:TERM0001|0200|000001|1125120000|1250"
+            events = [r["event"] for r in await sw.store.history(key)]
+            assert events == ["request", "issuer_request", "saf_queued", "response"]
             silent = False
             await issuer.wait_for(lambda: saf_rows(dsn)[0][1] == "acked", 5)
+            state = payment_state(key, await sw.store.history(key))
             await term.aclose()
         n.cancel_scope.cancel()
 
@@ -57,8 +63,11 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
     assert rev.rrn == orig.rrn and rev.amount_minor == orig.amount_minor
     assert rev.original_data[:20] == "0200" + orig.stan + orig.transmission_time
     assert rev.pan is None  # no clear PAN at rest, so none in a stored advice
-    [(mti, state, attempts)] = saf_rows(dsn)
-    assert (mti, state) == ("0420", "acked") and attempts >= 3
+    [(mti, saf_state, attempts)] = saf_rows(dsn)
+    assert (mti, saf_state) == ("0420", "acked") and attempts >= 3
+    # The payment's story, rebuilt from the journal alone.
+    assert (state.status, state.response_code, state.link) == ("reversed", "91", "visa")
+    assert state.pan_masked == "476173******0010" and state.rrn == orig.rrn
 
 
 @trio_test
@@ -185,6 +194,9 @@ async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
         await n.start(issuer.serve)
         cfg = config_dict(dsn, issuer.port)
         cfg["listeners"].append({"name": "atm", "port": 0, "allowed_sources": ["10.9.9.9"]})
+        # A terminal listener whose terminals all have a source accepts only those.
+        cfg["listeners"].append({"name": "kiosk", "port": 0})
+        cfg["terminals"].append({"id": "KIOSK001", "listener": "kiosk", "source": "10.1.1.1"})
         async with running_switch(cfg) as sw:
             term = await Terminal.connect(sw.ports["pos"])
             resp = await term.request(purchase().replace(terminal_id="NOPE0001"))
@@ -192,9 +204,13 @@ async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
             stranger = await Terminal.connect(sw.ports["atm"])
             closed = await stranger.recv_raw(5)
             await stranger.aclose()
+            kiosk = await Terminal.connect(sw.ports["kiosk"])
+            closed_too = await kiosk.recv_raw(5)
+            await kiosk.aclose()
+            refused = sw.metrics.refused.labels("kiosk", "source not allowed")._value.get()
         n.cancel_scope.cancel()
     assert resp.response_code == "58"
-    assert closed == b""
+    assert closed == b"" and closed_too == b"" and refused == 1
     assert issuer.traffic() == []
 
 
@@ -226,3 +242,53 @@ async def test_link_down_answers_91_quickly_without_reversal(dsn):
         await term.aclose()
     assert resp.response_code == "91"
     assert saf_rows(dsn) == []
+
+
+def test_mux_in_flight_limit_refuses_at_once():
+    mux = Mux(max_in_flight=2, late_memory=2)
+    mux.register(Message(mti="0200", stan=mux.next_stan()))
+    mux.register(Message(mti="0200", stan=mux.next_stan()))
+    try:
+        mux.register(Message(mti="0200", stan=mux.next_stan()))
+    except LinkBusy:
+        pass
+    else:
+        raise AssertionError("third request accepted over max_in_flight=2")
+    assert mux.in_flight == 2
+
+
+@trio_test
+async def test_link_drop_while_in_flight_answers_91_and_reverses_after_reconnect(dsn):
+    issuer = FakeIssuer()
+
+    def answer(m: Message) -> Message | None:
+        if m.mti == "0200":
+            issuer.drop_soon.set()  # drop the link instead of answering
+            return None
+        return approve(m)
+
+    issuer.answer = answer
+    issuer.drop_soon = trio.Event()
+
+    async def dropper():
+        await issuer.drop_soon.wait()
+        await trio.sleep(0.1)
+        await issuer.drop_all()
+
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        n.start_soon(dropper)
+        cfg = config_dict(dsn, issuer.port, request_timeout_ms=3000)
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            t0 = trio.current_time()
+            resp = await term.request(purchase())
+            elapsed = trio.current_time() - t0
+            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "acked", 1)], 5)
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert resp.response_code == "91"
+    assert elapsed < 2  # did not wait for the 3 s timeout: the drop woke the waiter
+    (orig,) = issuer.traffic("0200")
+    (rev,) = issuer.traffic("042")
+    assert rev.original_data[4:10] == orig.stan

@@ -1,0 +1,150 @@
+"""Advices (0220), reversals (0400, 0420) from terminals, acquirer host links, metrics."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import psycopg
+import trio
+from conftest import (
+    FakeIssuer,
+    Terminal,
+    approve,
+    config_dict,
+    purchase,
+    running_switch,
+    trio_test,
+)
+
+from payswitch.switch.realparts import free_port
+
+
+def saf(dsn: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("select mti, state from switch_saf order by id").fetchall()
+
+
+@trio_test
+async def test_advice_is_acked_after_durable_store_then_forwarded(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            ack = await term.request(purchase(mti="0220").replace(auth_code="OFF123"))
+            await issuer.wait_for(lambda: saf(dsn) == [("0220", "acked")], 5)
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert (ack.mti, ack.response_code) == ("0230", "00")
+    (fwd,) = issuer.traffic("022")
+    assert fwd.mti == "0220" and fwd.amount_minor == 1250 and fwd.auth_code == "OFF123"
+    assert fwd.terminal_id == "TERM0001"
+
+
+@trio_test
+async def test_reversal_0400_goes_to_the_issuer_of_the_original(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            ok = await term.request(purchase(stan="000010"))
+            rev = await term.request(purchase(mti="0400", stan="000011").replace(
+                original_data="0200" + "000010" + "1125120000" + "0" * 22))
+            lost = await term.request(purchase(mti="0400", stan="000012").replace(
+                original_data="0200" + "000999" + "1125120000" + "0" * 22))
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert ok.response_code == "00"
+    assert (rev.mti, rev.response_code, rev.stan) == ("0410", "00", "000011")
+    assert lost.response_code == "25"  # no such original
+    (orig,) = issuer.traffic("0200")
+    (out,) = issuer.traffic("040")
+    assert out.original_data[:20] == "0200" + orig.stan + orig.transmission_time
+    assert out.rrn == orig.rrn and out.stan != orig.stan
+
+
+@trio_test
+async def test_terminal_0420_acked_and_forwarded_once(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            await term.request(purchase(stan="000020"))
+            advice = purchase(mti="0420", stan="000021").replace(
+                original_data="0200" + "000020" + "1125120000" + "0" * 22)
+            ack = await term.request(advice)
+            again = await term.request(advice.replace(mti="0421"))  # repeat: same answer
+            await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert (ack.mti, ack.response_code) == ("0430", "00")
+    assert again.response_code == "00"
+    assert len(issuer.traffic("042")) == 1
+
+
+@trio_test
+async def test_acquirer_link_served_only_from_its_source_and_institution(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port)
+        cfg["listeners"].append({"name": "acq", "kind": "acquirer", "port": 0})
+        cfg["acquirers"] = [{"id": "BANKA", "listener": "acq", "source": "127.0.0.1",
+                             "institution_id": "123456"}]
+        async with running_switch(cfg) as sw:
+            host = await Terminal.connect(sw.ports["acq"])
+            # Acquirer STANs are their own space: same STAN as a terminal's is not a dup.
+            ok = await host.request(purchase().replace(acquirer_id="123456",
+                                                       terminal_id="ANYTERM1"))
+            wrong = await host.request(purchase(stan="000002").replace(acquirer_id="654321"))
+            await host.aclose()
+        n.cancel_scope.cancel()
+    assert ok.response_code == "00"
+    assert issuer.traffic("0200")[0].acquirer_id == "123456"  # kept end to end
+    assert wrong.response_code == "58"
+    assert len(issuer.traffic("0200")) == 1
+
+
+@trio_test
+async def test_metrics_endpoint_counts_attempts_success_and_link_state(dsn):
+    issuer = FakeIssuer()
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        cfg = config_dict(dsn, issuer.port)
+        cfg["switch"]["metrics_port"] = free_port()
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            await term.request(purchase())
+            await term.request(purchase(stan="000002", pan="6011000000000004"))
+            await term.aclose()
+            url = f"http://127.0.0.1:{sw.metrics_port}/metrics"
+            body = await trio.to_thread.run_sync(
+                lambda: urllib.request.urlopen(url, timeout=5).read().decode())  # noqa: S310
+        n.cancel_scope.cancel()
+    assert 'payment_attempts_total{mti="0200"} 2.0' in body
+    assert 'payment_success_total{mti="0200"} 1.0' in body
+    assert 'payment_responses_total{mti="0200",response_code="15"} 1.0' in body
+    assert "payment_processing_duration_seconds_bucket" in body
+    assert 'link_state{link="visa"} 2.0' in body
+    assert 'link_requests_total{link="visa",mti="0200"} 1.0' in body
+
+
+@trio_test
+async def test_unconfirmed_0400_becomes_a_0420_for_the_original_not_for_itself(dsn):
+    issuer = FakeIssuer(lambda m: None if m.mti == "0400" else approve(m))
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        async with running_switch(config_dict(dsn, issuer.port)) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            await term.request(purchase(stan="000030"))
+            rev = await term.request(purchase(mti="0400", stan="000031").replace(
+                original_data="0200" + "000030" + "1125120000" + "0" * 22))
+            await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
+            await term.aclose()
+        n.cancel_scope.cancel()
+    assert rev.response_code == "91"
+    (orig,) = issuer.traffic("0200")
+    (advice,) = issuer.traffic("042")
+    assert advice.original_data[:20] == "0200" + orig.stan + orig.transmission_time

@@ -1,0 +1,57 @@
+"""Config parsing and the BIN table: pure, no sockets."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from payswitch.codecs.iso8583 import Message
+from payswitch.routing.bins import BinTable, NoPan, UnknownBin
+from payswitch.switch import config
+from payswitch.switch.errors import response_code_for
+
+EXAMPLE = pathlib.Path(config.__file__).with_name("example.toml")
+
+
+def test_example_config_parses_with_every_section():
+    cfg = config.load(str(EXAMPLE))
+    assert [x.name for x in cfg.links] == ["visa", "mastercard"]
+    assert cfg.link("visa").framing == "vap" and cfg.link("mastercard").request_timeout_ms
+    assert cfg.listeners[1].kind == "acquirer" and cfg.acquirers[0].institution_id == "123456"
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"switch": {"drain_timeout": 5}}, "unknown key"),
+    ({"links": [{"name": "x", "host": "h", "port": 1, "dialect": "nope"}]}, "dialect"),
+    ({"routes": [{"prefix": "4", "link": "missing"}]}, "no link"),
+    ({"listeners": [{"name": "a"}, {"name": "a"}]}, "twice"),
+    ({"switch": {"drain_timeout_ms": -1}}, "non-negative"),
+    ({"listeners": [{"name": "a", "max_frame_bytes": 10**6}]}, "max_frame_bytes"),
+    ({"bogus": {}}, "unknown section"),
+])
+def test_config_refuses_mistakes(data, needle):
+    with pytest.raises(config.ConfigError, match=needle):
+        config.parse(data)
+
+
+def test_dsn_from_environment_wins(monkeypatch):
+    cfg = config.parse({"database": {"dsn_env": "PS_TEST_DSN", "dsn": "dbname=file"}})
+    monkeypatch.setenv("PS_TEST_DSN", "dbname=env")
+    assert cfg.database.resolve_dsn() == "dbname=env"
+    monkeypatch.delenv("PS_TEST_DSN")
+    assert cfg.database.resolve_dsn() == "dbname=file"
+
+
+def test_bin_table_longest_prefix_wins_and_unknown_is_15():
+    table = BinTable([("4", "visa"), ("476173", "visa-direct"), ("5", "mc")])
+    assert table.lookup("4761739001010010").link == "visa-direct"
+    assert table.lookup("4111111111111111").link == "visa"
+    assert table.route(Message(mti="0200", track2="5413330000000001=2512")).link == "mc"
+    with pytest.raises(UnknownBin) as e:
+        table.lookup("6011000000000004")
+    assert response_code_for(e.value) == "15"
+    with pytest.raises(NoPan):
+        table.route(Message(mti="0200"))
+    with pytest.raises(ValueError, match="two links"):
+        BinTable([("4", "a"), ("4", "b")])
