@@ -285,3 +285,31 @@ def test_drop_rate_reads_but_never_answers():
     echo, auth = run_with_sim(sim, body)
     assert echo.response.response_code == "00"
     assert auth.response is None and sim.stats.dropped == 1
+
+
+def test_load_and_certify_commands_against_a_simulator_process(tmp_path):
+    import contextlib
+
+    from payswitch.switch.demo import payswitch_argv, start_simulator
+
+    with contextlib.ExitStack() as stack:
+        _, port = start_simulator(stack, "iso87ascii", str(tmp_path))
+        out = subprocess.run(payswitch_argv("load", "--port", str(port), "--duration", "1",
+                                            "--terminals", "2", "--cards", "approve",
+                                            "--profile", "pos", "--json"),
+                             capture_output=True, text=True, timeout=60)
+        report = json.loads(out.stdout)
+        assert out.returncode == 0, out.stderr
+        assert report["sent"] > 0 and report["approved"] == report["sent"]
+        assert report["errors"] == 0 and set(report["by_network"]) <= {"visa", "mastercard"}
+        # A bare issuer cannot time out for the terminal: certify must say so, exit 1.
+        out = subprocess.run(payswitch_argv("certify", "--port", str(port), "--timeout", "0.5",
+                                            "--scenario", "approval_visa",
+                                            "--scenario", "timeout_91", "--json"),
+                             capture_output=True, text=True, timeout=60)
+        report = json.loads(out.stdout)
+        assert out.returncode == 1 and not report["passed"]
+        assert [s["passed"] for s in report["scenarios"]] == [True, False]
+    listed = subprocess.run(payswitch_argv("certify", "--port", "1", "--list"),
+                            capture_output=True, text=True, timeout=60)
+    assert "link_drop_reconnect" in listed.stdout.split()
