@@ -309,10 +309,20 @@ def _settle_saf(topo: Topology, wait_s: float = 5.0) -> dict[str, dict]:
         time.sleep(0.2)
 
 
-def run_demo(duration_s: float, terminals: int = 8, progress: bool = True) -> dict:
+# --faults: Visa drops its link every 300 messages and answers 1% late (after the
+# switch's 2 s timeout); Mastercard silently drops 1%. The switch must turn all of it
+# into 91s and reversals, never into errors.
+FAULTS = {"visa": ["--link-drop-every", "300", "--late-rate", "0.01", "--late-ms", "2500"],
+          "mastercard": ["--drop-rate", "0.01"]}
+
+
+def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
+             faults: bool = False) -> dict:
     from payswitch.simulators.load import LoadConfig, run_load
 
     sim_args = {"visa": ["--latency-ms", "3"], "mastercard": ["--latency-ms", "5"]}
+    if faults:
+        sim_args = {k: v + FAULTS[k] for k, v in sim_args.items()}
     with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir, \
             running_topology(log_dir, terminals=max(terminals, TERMINALS),
                              sim_args=sim_args, metrics=True) as topo:
@@ -360,13 +370,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "mixed traffic, then a report")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of traffic")
     p.add_argument("--terminals", type=int, default=8, help="concurrent terminals")
+    p.add_argument("--faults", action="store_true",
+                   help="issuer link drops, late and lost answers (expect more 91s)")
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
     p.set_defaults(func=_demo)
 
 
 def _demo(args) -> int:
     try:
-        report = run_demo(args.duration, args.terminals, progress=not args.json)
+        report = run_demo(args.duration, args.terminals, progress=not args.json,
+                          faults=args.faults)
     except DemoError as e:
         if args.json:
             print(json.dumps({"sent": 0, "approved": 0, "declined": 0, "timeouts": 0,
