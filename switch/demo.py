@@ -219,6 +219,20 @@ class Topology:
     switch: Proc
     simulators: dict[str, Proc]
     metrics_port: int = 0
+    dsn: str = ""
+
+    def saf_pending(self) -> dict[str, int] | None:
+        """Reversals/advices not yet acknowledged, per link, from the switch's own
+        store-and-forward table (None when it cannot be read)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=3) as conn:
+                rows = conn.execute("select link, count(*) from switch_saf"
+                                    " where state = 'pending' group by link").fetchall()
+        except psycopg.Error:
+            return None
+        return {link: int(n) for link, n in rows}
 
     def metrics(self) -> dict[str, dict[tuple, float]]:
         """The switch's Prometheus samples: {name: {labels tuple: value}} ({} if none)."""
@@ -280,7 +294,7 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
         host, port = listeners["pos"]
         ready = switch.ready_line.removeprefix("payswitch ready").strip()
         metrics_port = json.loads(ready).get("metrics_port", 0) if ready.startswith("{") else 0
-        yield Topology(host, port, switch, sims, metrics_port)
+        yield Topology(host, port, switch, sims, metrics_port, dsn)
 
 
 def _sim_stats(proc: Proc) -> dict:
@@ -294,19 +308,22 @@ def _sim_stats(proc: Proc) -> dict:
 
 
 def _settle_saf(topo: Topology, wait_s: float = 5.0) -> dict[str, dict]:
-    """Per-link figures from the switch's metrics, once every timed-out request's
-    reversal has been acknowledged by its issuer (or ``wait_s`` has passed)."""
+    """Per-link figures from the switch's metrics, once its store-and-forward queue is
+    empty (every reversal acknowledged by its issuer) or ``wait_s`` has passed."""
     deadline = time.monotonic() + wait_s
     while True:
-        try:
-            samples = topo.metrics()
-        except OSError:
-            return {}
-        links = {name: per_link(samples, name) for name in topo.simulators}
-        pending = sum(d["timeouts"] - d["saf_acknowledged"] for d in links.values())
-        if pending <= 0 or time.monotonic() > deadline:
-            return links
+        pending = topo.saf_pending()
+        if not pending or time.monotonic() > deadline:
+            break
         time.sleep(0.2)
+    try:
+        samples = topo.metrics()
+    except OSError:
+        samples = {}
+    links = {name: per_link(samples, name) for name in topo.simulators}
+    for name, figures in links.items():
+        figures["saf_pending"] = (pending or {}).get(name, 0) if pending is not None else None
+    return links
 
 
 # --faults: Visa drops its link every 300 messages and answers 1% late (after the
@@ -330,7 +347,8 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
                          duration_s=duration_s, cards="mixed", timeout_s=10.0,
                          progress=progress)
         report = trio.run(run_load, cfg)
-        switch_links = _settle_saf(topo)
+        # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
+        switch_links = _settle_saf(topo, wait_s=15.0)
         # Stop the switch first (drains, signs off), then the simulators report.
         switch_rc = topo.switch.stop()
         links = {}
@@ -357,8 +375,9 @@ def format_demo(report: dict) -> str:
         sw = d["switch"]
         if sw:
             lines.append(f"  link {network}: sent {sw['requests']}, answers "
-                         f"{sw['responses_by_code']}, timeouts {sw['timeouts']} "
-                         f"(reversals acknowledged {sw['saf_acknowledged']}), late {sw['late']}")
+                         f"{sw['responses_by_code']}, timeouts {sw['timeouts']}, late "
+                         f"{sw['late']}; reversals acknowledged {sw['saf_acknowledged']}, "
+                         f"pending {sw['saf_pending']}")
         lines.append(f"    {network} simulator: connections "
                      f"{d['simulator_connections']}, received {d['simulator_received_by_mti']}")
     lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")

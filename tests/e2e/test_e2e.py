@@ -209,3 +209,18 @@ def test_certify_over_tpdu_framing(pg_admin_dsn, tmp_path):
                  "malformed_30_link_up", "timeout_91"]
         results = trio.run(run_scenarios, ctx, names)
         assert all(r["passed"] for r in results), results
+
+
+@pytest.mark.slow
+def test_demo_with_faults_still_has_no_errors():
+    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "demo",
+                          "--duration", "10", "--faults", "--json"],
+                         capture_output=True, text=True, timeout=240)
+    report = json.loads(out.stdout)
+    assert report["approved"] > 0 and report["errors"] == 0, (report, out.stderr[-2000:])
+    assert report["links"]["visa"]["simulator_connections"] >= 2  # the link was dropped
+    for link in report["links"].values():
+        # Every reversal acknowledged, none left (timeouts also count lost 0420s).
+        assert link["switch"]["saf_pending"] == 0
+        assert 0 < link["switch"]["saf_acknowledged"] <= link["switch"]["timeouts"]
+    assert out.returncode == 0
