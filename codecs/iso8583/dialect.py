@@ -66,6 +66,17 @@ class Dialect:
             raise CodecError(redact(e.msg), mti=msg.mti, stan=msg.stan, field=e.field) from None
         return self.join_header(msg, bytes(body))
 
+    def peek(self, body: bytes) -> tuple[str | None, str | None]:
+        """Best-effort (MTI, STAN) of a message body that did not decode, for errors
+        raised before the body was parsed (a bad network header, say)."""
+        try:
+            fields, _ = iso8583.decode(body, self.spec)
+        except iso8583.DecodeError as e:
+            fields = e.doc_dec
+        except Exception:
+            return None, None
+        return self._readable_mti(fields.get("t")), _digits_or_none(fields.get("11"))
+
     # -- hooks ----------------------------------------------------------------------
     def split_header(self, data: bytes) -> tuple[Any, bytes]:
         return None, data

@@ -33,6 +33,7 @@ from payswitch.codecs.iso8583.fieldtypes import BINARY, NUMERIC, TRACK
 from payswitch.codecs.iso8583.message import Message
 
 HEADER_BYTES = 22
+REJECT_HEADER_BYTES = 26  # H1 of a reject header (H13 bitmap, H14 reject code)
 HEADER_FORMAT = 0x01
 TEXT_FORMAT = 0x02
 MAX_MESSAGE_BYTES = 0xFFFF  # H4 is 2 bytes
@@ -142,7 +143,14 @@ class Visa(Dialect):
     spec = _visa_spec()
 
     def split_header(self, data: bytes) -> tuple[Any, bytes]:
-        return VisaHeader.from_bytes(data), data[HEADER_BYTES:]
+        try:
+            return VisaHeader.from_bytes(data), data[HEADER_BYTES:]
+        except CodecError as e:
+            # A wrong H4 (or a reject header) still leaves MTI and STAN readable, and
+            # the switch needs them to answer DE39 30.
+            if data and data[0] in (HEADER_BYTES, REJECT_HEADER_BYTES):
+                e.mti, e.stan = self.peek(data[data[0]:])
+            raise
 
     def join_header(self, msg: Message, body: bytes) -> bytes:
         header = msg.header if msg.header is not None else VisaHeader()

@@ -34,7 +34,7 @@ BODY = bytes.fromhex(
     "10" "4761739001010010"     # DE2 length 16 digits, BCD
     "000000"                    # DE3 processing code
     "000000001234"              # DE4 amount 12.34
-    "000123"                    # DE11 STAN
+    "381274"                    # DE11 STAN
     "2512"                      # DE14 expiry YYMM
     "0510"                      # DE22 n4: 051 + filler 0
     "17" "04761739001010010D251210"  # DE35 23 characters: leading 0 nibble, D separator
@@ -44,7 +44,7 @@ BODY = bytes.fromhex(
 VECTOR = HEADER + BODY
 MSG = Message(
     mti="0100", pan="4761739001010010", processing_code="000000", amount_minor=1234,
-    stan="000123", expiry="2512", pos_entry_mode="051",
+    stan="381274", expiry="2512", pos_entry_mode="051",
     track2="4761739001010010=251210", terminal_id="TERM0001", currency="840",
     header=VisaHeader(destination_id="000001", source_id="123456", batch_number=7),
 )
@@ -73,6 +73,12 @@ def test_h4_and_h1_are_checked():
         VISA.decode(b"\x1a" + VECTOR[1:])
     with pytest.raises(CodecError):
         VISA.decode(VECTOR[:10])
+
+
+def test_header_errors_still_carry_mti_and_stan():
+    with pytest.raises(CodecError, match="H4") as e:
+        VISA.decode(VECTOR + b"\x00")
+    assert (e.value.mti, e.value.stan) == ("0100", "381274")
 
 
 def test_reply_header_swaps_stations_and_h4_follows_the_reply():
