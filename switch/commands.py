@@ -50,12 +50,13 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except (ConfigError, StoreError, BaseExceptionGroup) as e:
+    except (ConfigError, StoreError, OSError, BaseExceptionGroup) as e:
         err = e
         while isinstance(err, BaseExceptionGroup) and len(err.exceptions) == 1:
             err = err.exceptions[0]
-        if not isinstance(err, (ConfigError, StoreError)):
+        if not isinstance(err, (ConfigError, StoreError, OSError)):
             raise
-        print(f"payswitch serve: {err}", file=sys.stderr)  # e.g. no DSN, database down
+        # e.g. no DSN, database down, listener port in use
+        print(f"payswitch serve: {type(err).__name__}: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     return 0

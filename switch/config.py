@@ -37,7 +37,7 @@ class SwitchSection:
 class DatabaseSection:
     dsn_env: str = "PAYSWITCH_PG_DSN"
     dsn: str = ""
-    pool_size: int = 4
+    pool_size: int = 8  # connections = worker threads; ~3 transactions per authorization
     connect_timeout_s: int = 5
     statement_timeout_ms: int = 5000
 

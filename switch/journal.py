@@ -208,14 +208,19 @@ class Store:
         self._append(conn, "saf_queued", {**item.message, "mti": item.mti}, link=item.link,
                      dup_key=dup_key)
 
-    async def saf_due(self, links: list[str], limit: int) -> list[SafRow]:
+    async def saf_due(self, links: list[str], limit: int, lease_ms: int) -> list[SafRow]:
+        """Pending rows that are due, leased for ``lease_ms``: a row being sent is not
+        picked again (by this or another sender) until its attempt has been recorded."""
         def run(conn: psycopg.Connection) -> list[SafRow]:
             rows = conn.execute(
-                "select id, link, mti, dup_key, message, attempts, expires_at"
-                " from switch_saf where state = 'pending' and next_attempt_at <= now()"
-                " and link = any(%s) order by id limit %s", (links, limit),
+                "update switch_saf set next_attempt_at = now() + %s where id in ("
+                " select id from switch_saf where state = 'pending'"
+                " and next_attempt_at <= now() and link = any(%s)"
+                " order by id limit %s for update skip locked)"
+                " returning id, link, mti, dup_key, message, attempts, expires_at",
+                (timedelta(milliseconds=lease_ms), links, limit),
             ).fetchall()
-            return [SafRow(*r) for r in rows]
+            return sorted((SafRow(*r) for r in rows), key=lambda r: r.id)
         return await self.call(run)
 
     async def saf_acked(self, row: SafRow, response: Message) -> None:

@@ -47,6 +47,7 @@ from payswitch.switch.pipeline import PIPELINES, Context, Origin, respond, rever
 
 READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
+SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
 
 
 class Switch:
@@ -286,17 +287,25 @@ class Switch:
             up = [n for n, link in self.links.items() if link.state == "signed_on"]
             if up:
                 try:
-                    rows = await self.store.saf_due(up, saf.batch)
+                    # Leased for one send: after a crash the rows are due again soon.
+                    rows = await self.store.saf_due(up, saf.batch,
+                                                    saf.send_timeout_ms + SAF_LEASE_MARGIN_MS)
                 except StoreError as e:
                     log("saf_store_failed", logging.ERROR, error=str(e))
-            for row in rows:
-                try:
-                    await self._saf_send(row)
-                except Exception:  # a bug here must not stop payments; it is logged
-                    log("saf_send_bug", logging.ERROR, exc_info=True, saf_id=row.id)
+            # The batch is sent at once (bounded by saf.batch and each link's in-flight
+            # limit), so that one silent issuer holds up nothing for long.
+            async with trio.open_nursery() as nursery:
+                for row in rows:
+                    nursery.start_soon(self._saf_send_guarded, row)
             if len(rows) < saf.batch:
                 with trio.move_on_after(saf.retry_interval_ms / 1000):
                     await self._saf_wakeup.wait()
+
+    async def _saf_send_guarded(self, row: SafRow) -> None:
+        try:
+            await self._saf_send(row)
+        except Exception:  # a bug here must not stop payments; it is logged
+            log("saf_send_bug", logging.ERROR, exc_info=True, saf_id=row.id)
 
     async def _saf_send(self, row: SafRow) -> None:
         saf = self.cfg.saf

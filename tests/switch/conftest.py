@@ -57,6 +57,7 @@ class FakeIssuer:
         self.port = 0
         self.connections = 0
         self.streams: set[trio.SocketStream] = set()
+        self._locks: dict[trio.SocketStream, trio.Lock] = {}
         self.signed_on = trio.Event()
 
     def traffic(self, prefix: str = "") -> list[Message]:
@@ -85,6 +86,7 @@ class FakeIssuer:
     async def _conn(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         self.streams.add(stream)
+        self._locks[stream] = trio.Lock()
         reader = FrameReader(self.framing, 8192)
         try:
             async with trio.open_nursery() as n:
@@ -116,7 +118,8 @@ class FakeIssuer:
                 resp = resp[1]
         if resp is not None:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(encode_frame(self.framing, self.dialect.encode(resp)))
+                async with self._locks[stream]:
+                    await stream.send_all(encode_frame(self.framing, self.dialect.encode(resp)))
 
 
 class Terminal:
@@ -179,6 +182,15 @@ def config_dict(dsn: str, issuer_port: int, **link: Any) -> dict[str, Any]:
                    "reconnect_max_ms": 200, "signon_timeout_ms": 1000, **link}],
         "routes": [{"prefix": "4", "link": "visa"}],
     }
+
+
+@contextlib.asynccontextmanager
+async def serving(issuer: FakeIssuer) -> AsyncIterator[int]:
+    """The fake issuer listening for the duration of the block; yields its port."""
+    async with trio.open_nursery() as n:
+        await n.start(issuer.serve)
+        yield issuer.port
+        n.cancel_scope.cancel()
 
 
 @contextlib.asynccontextmanager

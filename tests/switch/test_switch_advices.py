@@ -13,6 +13,7 @@ from conftest import (
     config_dict,
     purchase,
     running_switch,
+    serving,
     trio_test,
 )
 
@@ -27,14 +28,11 @@ def saf(dsn: str) -> list[tuple[str, str]]:
 @trio_test
 async def test_advice_is_acked_after_durable_store_then_forwarded(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            term = await Terminal.connect(sw.ports["pos"])
-            ack = await term.request(purchase(mti="0220").replace(auth_code="OFF123"))
-            await issuer.wait_for(lambda: saf(dsn) == [("0220", "acked")], 5)
-            await term.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        ack = await term.request(purchase(mti="0220").replace(auth_code="OFF123"))
+        await issuer.wait_for(lambda: saf(dsn) == [("0220", "acked")], 5)
+        await term.aclose()
     assert (ack.mti, ack.response_code) == ("0230", "00")
     (fwd,) = issuer.traffic("022")
     assert fwd.mti == "0220" and fwd.amount_minor == 1250 and fwd.auth_code == "OFF123"
@@ -44,17 +42,14 @@ async def test_advice_is_acked_after_durable_store_then_forwarded(dsn):
 @trio_test
 async def test_reversal_0400_goes_to_the_issuer_of_the_original(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            term = await Terminal.connect(sw.ports["pos"])
-            ok = await term.request(purchase(stan="000010"))
-            rev = await term.request(purchase(mti="0400", stan="000011").replace(
-                original_data="0200" + "000010" + "1125120000" + "0" * 22))
-            lost = await term.request(purchase(mti="0400", stan="000012").replace(
-                original_data="0200" + "000999" + "1125120000" + "0" * 22))
-            await term.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        ok = await term.request(purchase(stan="000010"))
+        rev = await term.request(purchase(mti="0400", stan="000011").replace(
+            original_data="0200" + "000010" + "1125120000" + "0" * 22))
+        lost = await term.request(purchase(mti="0400", stan="000012").replace(
+            original_data="0200" + "000999" + "1125120000" + "0" * 22))
+        await term.aclose()
     assert ok.response_code == "00"
     assert (rev.mti, rev.response_code, rev.stan) == ("0410", "00", "000011")
     assert lost.response_code == "25"  # no such original
@@ -67,18 +62,15 @@ async def test_reversal_0400_goes_to_the_issuer_of_the_original(dsn):
 @trio_test
 async def test_terminal_0420_acked_and_forwarded_once(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            term = await Terminal.connect(sw.ports["pos"])
-            await term.request(purchase(stan="000020"))
-            advice = purchase(mti="0420", stan="000021").replace(
-                original_data="0200" + "000020" + "1125120000" + "0" * 22)
-            ack = await term.request(advice)
-            again = await term.request(advice.replace(mti="0421"))  # repeat: same answer
-            await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
-            await term.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        await term.request(purchase(stan="000020"))
+        advice = purchase(mti="0420", stan="000021").replace(
+            original_data="0200" + "000020" + "1125120000" + "0" * 22)
+        ack = await term.request(advice)
+        again = await term.request(advice.replace(mti="0421"))  # repeat: same answer
+        await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
+        await term.aclose()
     assert (ack.mti, ack.response_code) == ("0430", "00")
     assert again.response_code == "00"
     assert len(issuer.traffic("042")) == 1
@@ -87,8 +79,7 @@ async def test_terminal_0420_acked_and_forwarded_once(dsn):
 @trio_test
 async def test_acquirer_link_served_only_from_its_source_and_institution(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
+    async with serving(issuer):
         cfg = config_dict(dsn, issuer.port)
         cfg["listeners"].append({"name": "acq", "kind": "acquirer", "port": 0})
         cfg["acquirers"] = [{"id": "BANKA", "listener": "acq", "source": "127.0.0.1",
@@ -100,7 +91,6 @@ async def test_acquirer_link_served_only_from_its_source_and_institution(dsn):
                                                        terminal_id="ANYTERM1"))
             wrong = await host.request(purchase(stan="000002").replace(acquirer_id="654321"))
             await host.aclose()
-        n.cancel_scope.cancel()
     assert ok.response_code == "00"
     assert issuer.traffic("0200")[0].acquirer_id == "123456"  # kept end to end
     assert wrong.response_code == "58"
@@ -110,8 +100,7 @@ async def test_acquirer_link_served_only_from_its_source_and_institution(dsn):
 @trio_test
 async def test_metrics_endpoint_counts_attempts_success_and_link_state(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
+    async with serving(issuer):
         cfg = config_dict(dsn, issuer.port)
         cfg["switch"]["metrics_port"] = free_port()
         async with running_switch(cfg) as sw:
@@ -122,7 +111,6 @@ async def test_metrics_endpoint_counts_attempts_success_and_link_state(dsn):
             url = f"http://127.0.0.1:{sw.metrics_port}/metrics"
             body = await trio.to_thread.run_sync(
                 lambda: urllib.request.urlopen(url, timeout=5).read().decode())  # noqa: S310
-        n.cancel_scope.cancel()
     assert 'payment_attempts_total{mti="0200"} 2.0' in body
     assert 'payment_success_total{mti="0200"} 1.0' in body
     assert 'payment_responses_total{mti="0200",response_code="15"} 1.0' in body
@@ -134,16 +122,13 @@ async def test_metrics_endpoint_counts_attempts_success_and_link_state(dsn):
 @trio_test
 async def test_unconfirmed_0400_becomes_a_0420_for_the_original_not_for_itself(dsn):
     issuer = FakeIssuer(lambda m: None if m.mti == "0400" else approve(m))
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            term = await Terminal.connect(sw.ports["pos"])
-            await term.request(purchase(stan="000030"))
-            rev = await term.request(purchase(mti="0400", stan="000031").replace(
-                original_data="0200" + "000030" + "1125120000" + "0" * 22))
-            await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
-            await term.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        await term.request(purchase(stan="000030"))
+        rev = await term.request(purchase(mti="0400", stan="000031").replace(
+            original_data="0200" + "000030" + "1125120000" + "0" * 22))
+        await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
+        await term.aclose()
     assert rev.response_code == "91"
     (orig,) = issuer.traffic("0200")
     (advice,) = issuer.traffic("042")

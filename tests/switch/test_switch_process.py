@@ -10,7 +10,7 @@ import sys
 
 import psycopg
 import trio
-from conftest import FakeIssuer, Terminal, approve, config_dict, purchase, trio_test
+from conftest import FakeIssuer, Terminal, approve, config_dict, purchase, serving, trio_test
 
 from payswitch.codecs.iso8583 import Message
 
@@ -81,8 +81,7 @@ def saf_states(dsn: str) -> list[tuple[str, str]]:
 @trio_test
 async def test_sigterm_drains_in_flight_request_and_exits_0(dsn, tmp_path):
     issuer = FakeIssuer(lambda m: (1.0, approve(m)))
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
+    async with serving(issuer):
         cfg = config_dict(dsn, issuer.port, request_timeout_ms=3000)
         cfg["switch"]["drain_timeout_ms"] = 4000
         sw = await SwitchProcess(write_toml(tmp_path / "switch.toml", cfg)).start()
@@ -97,7 +96,6 @@ async def test_sigterm_drains_in_flight_request_and_exits_0(dsn, tmp_path):
             await term.aclose()
         finally:
             await sw.kill()
-        n.cancel_scope.cancel()
     assert resp.response_code == "00"
     assert rc == 0
     assert issuer.received[-1].network_code == "002"  # signed off on the way out
@@ -111,8 +109,7 @@ async def test_reversal_survives_sigkill_in_flight_and_after_timeout(dsn, tmp_pa
         return approve(m) if answering and m.mti.startswith("042") else None
 
     issuer = FakeIssuer(answer)
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
+    async with serving(issuer):
         path = write_toml(tmp_path / "switch.toml", config_dict(dsn, issuer.port))
         # 1. Killed while the purchase is at the issuer: nothing answered, nothing queued.
         sw = await SwitchProcess(path).start()
@@ -139,7 +136,6 @@ async def test_reversal_survives_sigkill_in_flight_and_after_timeout(dsn, tmp_pa
                 lambda: [s for _, s in saf_states(dsn)] == ["acked", "acked"], 10)
         finally:
             await sw.kill()
-        n.cancel_scope.cancel()
     assert dup.response_code == "91" and timed_out.response_code == "91"
     assert len(issuer.traffic("0200")) == 2  # the duplicate did not reach the issuer
     first, second = issuer.traffic("0200")

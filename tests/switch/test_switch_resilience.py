@@ -13,6 +13,7 @@ from conftest import (
     config_dict,
     purchase,
     running_switch,
+    serving,
     trio_test,
 )
 
@@ -37,26 +38,23 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
         return None  # never answers the purchase
 
     issuer = FakeIssuer(answer)
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            term = await Terminal.connect(sw.ports["pos"])
-            t0 = trio.current_time()
-            resp = await term.request(purchase())
-            elapsed = trio.current_time() - t0
-            assert resp.response_code == "91"
-            assert elapsed < 0.8 + 0.5  # within the link's request_timeout_ms
-            # The issuer stays silent: the 0420 is retried (0421), still pending.
-            await issuer.wait_for(lambda: len(issuer.traffic("042")) >= 2)
-            assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
-            key = "T:TERM0001|0200|000001|1125120000|1250"
-            events = [r["event"] for r in await sw.store.history(key)]
-            assert events == ["request", "issuer_request", "saf_queued", "response"]
-            silent = False
-            await issuer.wait_for(lambda: saf_rows(dsn)[0][1] == "acked", 5)
-            state = payment_state(key, await sw.store.history(key))
-            await term.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        t0 = trio.current_time()
+        resp = await term.request(purchase())
+        elapsed = trio.current_time() - t0
+        assert resp.response_code == "91"
+        assert elapsed < 0.8 + 0.5  # within the link's request_timeout_ms
+        # The issuer stays silent: the 0420 is retried (0421), still pending.
+        await issuer.wait_for(lambda: len(issuer.traffic("042")) >= 2)
+        assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
+        key = "T:TERM0001|0200|000001|1125120000|1250"
+        events = [r["event"] for r in await sw.store.history(key)]
+        assert events == ["request", "issuer_request", "saf_queued", "response"]
+        silent = False
+        await issuer.wait_for(lambda: saf_rows(dsn)[0][1] == "acked", 5)
+        state = payment_state(key, await sw.store.history(key))
+        await term.aclose()
 
     (orig,) = issuer.traffic("0200")
     rev = issuer.traffic("042")[-1]
@@ -82,23 +80,20 @@ async def test_late_response_is_not_delivered_to_another_waiter(dsn):
             auth_code="AUTH" + m.additional_data[-2:]))
 
     issuer = FakeIssuer(answer)
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            t1 = await Terminal.connect(sw.ports["pos"])
-            t2 = await Terminal.connect(sw.ports["pos"])
-            await t1.send(purchase(stan="000001").replace(additional_data="000001"))
-            first = await t1.recv()
-            assert first.response_code == "91"
-            await t2.send(purchase(stan="000002").replace(additional_data="000002"))
-            second = await t2.recv()
-            link = sw.links["visa"]
-            late = sw.metrics.link_late.labels("visa")._value.get()
-            await issuer.wait_for(lambda: any(r[1] == "acked" for r in saf_rows(dsn)), 5)
-            assert link.mux.in_flight == 0
-            await t1.aclose()
-            await t2.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        t1 = await Terminal.connect(sw.ports["pos"])
+        t2 = await Terminal.connect(sw.ports["pos"])
+        await t1.send(purchase(stan="000001").replace(additional_data="000001"))
+        first = await t1.recv()
+        assert first.response_code == "91"
+        await t2.send(purchase(stan="000002").replace(additional_data="000002"))
+        second = await t2.recv()
+        link = sw.links["visa"]
+        late = sw.metrics.link_late.labels("visa")._value.get()
+        await issuer.wait_for(lambda: any(r[1] == "acked" for r in saf_rows(dsn)), 5)
+        assert link.mux.in_flight == 0
+        await t1.aclose()
+        await t2.aclose()
     assert second.response_code == "00" and second.auth_code == "AUTH02"
     assert late == 1
     assert [r[0] for r in saf_rows(dsn)] == ["0420"]  # reversed once, not twice
@@ -121,8 +116,7 @@ def test_mux_never_hands_a_late_response_to_a_new_waiter_with_the_same_stan():
 @trio_test
 async def test_duplicate_and_repeat_get_the_original_answer_issuer_sees_one(dsn):
     issuer = FakeIssuer(lambda m: (0.3, approve(m)))
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
+    async with serving(issuer):
         cfg = config_dict(dsn, issuer.port)
         async with running_switch(cfg) as sw:
             a = await Terminal.connect(sw.ports["pos"])
@@ -144,7 +138,6 @@ async def test_duplicate_and_repeat_get_the_original_answer_issuer_sees_one(dsn)
             # Same STAN, different amount: a new request, it reaches the issuer.
             other = await c.request(purchase(amount=999))
             await c.aclose()
-        n.cancel_scope.cancel()
     assert DIALECT.decode(raw_a).response_code == "00"
     assert raw_a == raw_b == raw_rep == raw_c
     assert len(issuer.traffic("02")) == 2 and other.response_code == "00"
@@ -153,20 +146,17 @@ async def test_duplicate_and_repeat_get_the_original_answer_issuer_sees_one(dsn)
 @trio_test
 async def test_malformed_message_gets_30_and_link_stays_up(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            term = await Terminal.connect(sw.ports["pos"])
-            good = DIALECT.encode(purchase(stan="000042"))
-            bad = good.replace(b"000000001250", b"0000000012X0")
-            assert bad != good
-            await term.send_raw(bad)
-            resp = await term.recv()
-            # Unparseable garbage is dropped; the connection stays up.
-            await term.send_raw(b"\x00garbage")
-            ok = await term.request(purchase(stan="000043"))
-            await term.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        good = DIALECT.encode(purchase(stan="000042"))
+        bad = good.replace(b"000000001250", b"0000000012X0")
+        assert bad != good
+        await term.send_raw(bad)
+        resp = await term.recv()
+        # Unparseable garbage is dropped; the connection stays up.
+        await term.send_raw(b"\x00garbage")
+        ok = await term.request(purchase(stan="000043"))
+        await term.aclose()
     assert (resp.mti, resp.stan, resp.response_code) == ("0210", "000042", "30")
     assert ok.response_code == "00" and ok.stan == "000043"
     assert [m.stan for m in issuer.traffic()] != [] and len(issuer.traffic()) == 1
@@ -175,8 +165,7 @@ async def test_malformed_message_gets_30_and_link_stays_up(dsn):
 @trio_test
 async def test_oversize_frame_closes_the_connection(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
+    async with serving(issuer):
         cfg = config_dict(dsn, issuer.port)
         cfg["listeners"][0]["max_frame_bytes"] = 512
         async with running_switch(cfg) as sw:
@@ -184,14 +173,12 @@ async def test_oversize_frame_closes_the_connection(dsn):
             await term.stream.send_all((4000).to_bytes(2, "big") + b"0" * 100)
             assert await term.recv_raw() == b""
             await term.aclose()
-        n.cancel_scope.cancel()
 
 
 @trio_test
 async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
+    async with serving(issuer):
         cfg = config_dict(dsn, issuer.port)
         cfg["listeners"].append({"name": "atm", "port": 0, "allowed_sources": ["10.9.9.9"]})
         # A terminal listener whose terminals all have a source accepts only those.
@@ -208,7 +195,6 @@ async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
             closed_too = await kiosk.recv_raw(5)
             await kiosk.aclose()
             refused = sw.metrics.refused.labels("kiosk", "source not allowed")._value.get()
-        n.cancel_scope.cancel()
     assert resp.response_code == "58"
     assert closed == b"" and closed_too == b"" and refused == 1
     assert issuer.traffic() == []
@@ -217,18 +203,15 @@ async def test_unknown_terminal_gets_58_and_unknown_source_is_refused(dsn):
 @trio_test
 async def test_link_drop_reconnects_signs_on_and_traffic_resumes(dsn):
     issuer = FakeIssuer()
-    async with trio.open_nursery() as n:
-        await n.start(issuer.serve)
-        async with running_switch(config_dict(dsn, issuer.port)) as sw:
-            term = await Terminal.connect(sw.ports["pos"])
-            assert (await term.request(purchase(stan="000001"))).response_code == "00"
-            await issuer.drop_all()
-            link = sw.links["visa"]
-            await issuer.wait_for(lambda: issuer.connections == 2
-                                  and link.state == "signed_on", 5)
-            assert (await term.request(purchase(stan="000002"))).response_code == "00"
-            await term.aclose()
-        n.cancel_scope.cancel()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        assert (await term.request(purchase(stan="000001"))).response_code == "00"
+        await issuer.drop_all()
+        link = sw.links["visa"]
+        await issuer.wait_for(lambda: issuer.connections == 2
+                              and link.state == "signed_on", 5)
+        assert (await term.request(purchase(stan="000002"))).response_code == "00"
+        await term.aclose()
     signons = [m for m in issuer.received if m.mti == "0800" and m.network_code == "001"]
     assert len(signons) == 2
     assert len(issuer.traffic("02")) == 2
@@ -292,3 +275,40 @@ async def test_link_drop_while_in_flight_answers_91_and_reverses_after_reconnect
     (orig,) = issuer.traffic("0200")
     (rev,) = issuer.traffic("042")
     assert rev.original_data[4:10] == orig.stan
+
+
+@trio_test
+async def test_concurrent_terminals_with_duplicates_each_request_reaches_issuer_once(dsn):
+    import random
+
+    rng = random.Random(7)
+    issuer = FakeIssuer(lambda m: (rng.uniform(0, 0.05), approve(m).replace(
+        auth_code=m.stan)))  # auth code = switch STAN: tells answers apart
+    answers: dict[str, list[bytes]] = {}
+    cfg_terms = [{"id": f"LOAD{i:04d}", "listener": "pos"} for i in range(6)]
+
+    async def terminal(sw, i: int) -> None:
+        term = await Terminal.connect(sw.ports["pos"])
+        for k in range(15):
+            req = purchase(stan=f"{k:06d}", amount=100 + k).replace(terminal_id=f"LOAD{i:04d}")
+            copies = 2 if k % 3 == 0 else 1  # every third request sent twice at once
+            for _ in range(copies):
+                await term.send(req)
+            for _ in range(copies):
+                answers.setdefault(f"{i}/{k}", []).append(await term.recv_raw())
+        await term.aclose()
+
+    async with serving(issuer):
+        cfg = config_dict(dsn, issuer.port)
+        cfg["terminals"] += cfg_terms
+        async with running_switch(cfg) as sw, trio.open_nursery() as n:
+            for i in range(6):
+                n.start_soon(terminal, sw, i)
+    assert len(answers) == 6 * 15
+    for raws in answers.values():
+        assert len(set(raws)) == 1  # duplicates got the very same bytes
+        assert DIALECT.decode(raws[0]).response_code == "00"
+    reached = [(m.terminal_id, m.amount_minor) for m in issuer.traffic("0200")]
+    assert len(reached) == len(set(reached)) == 6 * 15  # each exactly once
+    auth_codes = {DIALECT.decode(r[0]).auth_code for r in answers.values()}
+    assert len(auth_codes) == 6 * 15  # nobody got someone else's answer
