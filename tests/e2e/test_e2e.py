@@ -50,15 +50,17 @@ def wait_for(predicate, timeout_s: float = 5.0):
     raise AssertionError("condition not met in time")
 
 
-def issuer_request(sim, stan_hint: str, pan: str):
-    """The authorization the simulator received for our card (raw bytes, message)."""
+def issuer_request(sim, pan: str, amount_minor: int):
+    """The latest authorization the simulator received for this card and amount (the
+    switch puts its own STAN on it), as (raw bytes, message)."""
     def find():
-        for raw in list(sim.received):
+        for raw in reversed(list(sim.received)):
             try:
                 msg = sim.dialect.decode(raw)
             except Exception:
                 continue
-            if msg.mti in ("0100", "0200") and msg.pan == pan:
+            if (msg.mti in ("0100", "0200") and msg.pan == pan
+                    and msg.amount_minor == amount_minor):
                 return raw, msg
         return None
     return wait_for(find)
@@ -78,7 +80,7 @@ def test_visa_round_trip_bytes(topology):
     assert resp.amount_minor == 4321 and len(resp.auth_code or "") == 6
 
     # What VisaNet (the simulator) got: BASE I header, BCD MTI, binary bitmap, BCD fields.
-    raw, msg = issuer_request(topology.visa, req.stan, c.pan)
+    raw, msg = issuer_request(topology.visa, c.pan, 4321)
     assert raw[0] == 22 and raw[1] == 0x01  # H1 header length, H2 header format
     assert int.from_bytes(raw[3:5], "big") == len(raw)  # H4 total message length
     assert raw[22:24] == bytes.fromhex(msg.mti)  # MTI, 2 bytes BCD
@@ -103,7 +105,7 @@ def test_mastercard_round_trip_bytes(topology):
     resp = ISO.decode(back)
     assert (resp.response_code, resp.stan) == ("00", req.stan)
 
-    raw, msg = issuer_request(topology.mastercard, req.stan, c.pan)
+    raw, msg = issuer_request(topology.mastercard, c.pan, 777)
     assert raw[:4] == msg.mti.encode("cp500")  # EBCDIC digits F0..F9
     assert all(0xF0 <= b <= 0xF9 for b in raw[:4])
     assert not all(32 <= b < 127 for b in raw[4:12])  # binary bitmap
@@ -224,3 +226,18 @@ def test_demo_with_faults_still_has_no_errors():
         assert link["switch"]["saf_pending"] == 0
         assert 0 < link["switch"]["saf_acknowledged"] <= link["switch"]["timeouts"]
     assert out.returncode == 0
+
+
+@pytest.mark.parametrize("network", ["visa", "mastercard"])
+def test_atm_withdrawal_pin_block_reaches_the_issuer_as_8_binary_bytes(topology, network):
+    term = Terminal("DEMO0008")
+    c = cards.card(f"{network}_approve_2")
+    req = term.withdrawal(c, 6000)
+    resp = ISO.decode(exchange(topology.host, topology.port, ISO.encode(req)))
+    assert (resp.response_code, resp.processing_code) == ("00", "011000")
+    # On the terminal side DE52 is 16 hex characters; on the network side 8 raw bytes.
+    assert req.pin_block.hex().upper().encode() in ISO.encode(req)
+    sim = getattr(topology, network)
+    raw, msg = issuer_request(sim, c.pan, 6000)
+    assert msg.pin_block == req.pin_block and req.pin_block in raw
+    assert req.pin_block.hex().upper().encode() not in raw
