@@ -156,32 +156,28 @@ class NetworkSimulator:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.aclose()
 
-    def _record(self, payload: bytes) -> Message | None:
+    def _record(self, payload: bytes) -> Message | CodecError:
+        """Keep the bytes (and the decoded message) for tests; count by MTI."""
         self.stats.received += 1
         self.received.append(payload)
         try:
             msg = self.dialect.decode(payload)
-        except CodecError:
-            return None
+        except CodecError as e:
+            return e
         self.messages.append(msg)
         self.stats.by_mti[msg.mti] += 1
         return msg
 
     def _on_frame(self, conn: _Conn, frame, nursery: trio.Nursery) -> None:
-        self.stats.received += 1
-        self.received.append(frame.payload)
-        try:
-            msg = self.dialect.decode(frame.payload)
-        except CodecError as e:
-            log.warning("%s: undecodable message (%s)", self.network, e)
+        msg = self._record(frame.payload)
+        if isinstance(msg, CodecError):
+            log.warning("%s: undecodable message (%s)", self.network, msg)
             self.stats.format_errors += 1
-            if e.mti and e.stan and int(e.mti[2]) % 2 == 0:
-                resp = Message(mti=e.mti[:2] + str(int(e.mti[2]) + 1) + "0", stan=e.stan,
-                               response_code="30")
+            if msg.mti and msg.stan and int(msg.mti[2]) % 2 == 0:
+                resp = Message(mti=msg.mti[:2] + str(int(msg.mti[2]) + 1) + "0",
+                               stan=msg.stan, response_code="30")
                 nursery.start_soon(self._send, conn, resp, frame.tpdu, 0)
             return
-        self.messages.append(msg)
-        self.stats.by_mti[msg.mti] += 1
         resp = self.issuer.respond(msg)
         if resp is None:
             self.stats.silent += 1
