@@ -121,7 +121,11 @@ class Dialect:
         for de, name, kind in FIELDS:
             value = getattr(msg, name)
             if value is not None:
-                fields[str(de)] = _to_wire(kind, value, self.spec.get(str(de)), de)
+                try:
+                    fields[str(de)] = _to_wire(kind, value, self.spec.get(str(de)), de)
+                except CodecError as e:
+                    e.mti, e.stan = msg.mti, msg.stan if isinstance(msg.stan, str) else None
+                    raise
         for de, value in msg.other.items():
             fields[str(de)] = value.hex().upper() if isinstance(value, bytes) else value
         if msg.mac is not None:
@@ -166,8 +170,15 @@ def _to_wire(kind: str, value: Any, spec: dict[str, Any] | None, de: int) -> str
     if kind == "rate":
         return _rate_to_wire(value, de)
     if kind == "b":
+        if not isinstance(value, (bytes, bytearray)):
+            raise CodecError("binary field is not bytes", field=str(de))
         return bytes(value).hex().upper()
-    return str(value)
+    if not isinstance(value, str):
+        raise CodecError("field is not a str", field=str(de))
+    if kind == "n" and not (value.isascii() and value.isdigit()):
+        # what we would send, the peer (and our own decoder) would refuse
+        raise CodecError("numeric field has non-digits", field=str(de))
+    return value
 
 
 def _rate_to_wire(rate: Decimal, de: int) -> str:

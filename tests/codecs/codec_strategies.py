@@ -69,5 +69,13 @@ def messages(dialect, *, skip: frozenset[str] = frozenset(), overrides=None,
     for name, strat in overrides.items():
         parts[name] = st.none() | strat
     mac = st.none() | st.binary(min_size=8, max_size=8)
-    return st.builds(lambda mti, hdr, m, **kw: Message(mti=mti, header=hdr, mac=m, **kw),
-                     st.sampled_from(mtis), header, mac, **parts)
+    other = st.fixed_dictionaries({}, optional={
+        de: field_value(dialect.spec[str(de)], kind, de) for de, kind in OTHER_FIELDS
+    })
+    return st.builds(lambda mti, hdr, m, o, **kw: Message(mti=mti, header=hdr, mac=m,
+                                                          other=o, **kw),
+                     st.sampled_from(mtis), header, mac, other, **parts)
+
+
+# Unnamed fields that travel in Message.other as wire strings (text and digits).
+OTHER_FIELDS = ((60, "an"), (61, "an"), (62, "an"), (63, "an"), (100, "n"), (102, "an"))

@@ -107,3 +107,13 @@ def test_bytes_behind_a_plausible_mti_raise_only_codec_error(name, data, mti_dig
         wire = VisaHeader().to_bytes(22 + len(body)) + body
     with contextlib.suppress(CodecError):
         get(name).decode(wire)
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+@pytest.mark.parametrize("bad", [{"pan": "47617390010100X0"}, {"emv": "9F2701"},
+                                 {"amount_minor": "100"}, {"processing_code": 0}])
+def test_encode_refuses_what_the_peer_would_refuse(name, bad):
+    with pytest.raises(CodecError) as e:
+        get(name).encode(Message(mti="0100", stan="004711", **bad))
+    assert e.value.stan == "004711"
+    assert "47617390010100" not in str(e.value)
