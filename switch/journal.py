@@ -183,19 +183,28 @@ class Store:
 
     async def complete(self, dup_key: str, source: str, response: Message,
                        events: list[tuple[str, Message, str | None]] = (),
-                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400) -> None:
-        """Record the answer (and what led to it, and SAF items) in one transaction."""
-        def run(conn: psycopg.Connection) -> None:
+                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400) -> bool:
+        """Record the answer (and what led to it, and SAF items) in one transaction.
+
+        Idempotent: when the answer is already recorded (a retry after a commit whose
+        acknowledgement was lost) nothing is written again, so no reversal is queued
+        twice. Returns whether this call wrote it.
+        """
+        def run(conn: psycopg.Connection) -> bool:
+            done = conn.execute(
+                "update switch_dedup set response = %s, completed_at = now()"
+                " where dup_key = %s and completed_at is null returning dup_key",
+                (Jsonb(safe_fields(response)), dup_key),
+            ).fetchone()
+            if done is None:
+                return False
             for event, msg, link in events:
                 self._append(conn, event, msg, source=source, link=link, dup_key=dup_key)
             for item in saf:
                 self._enqueue(conn, item, dup_key, saf_expiry_s)
             self._append(conn, "response", response, source=source, dup_key=dup_key)
-            conn.execute(
-                "update switch_dedup set response = %s, completed_at = now()"
-                " where dup_key = %s", (Jsonb(safe_fields(response)), dup_key),
-            )
-        await self.call(run)
+            return True
+        return await self.call(run)
 
     # -- store and forward ------------------------------------------------------------
     def _enqueue(self, conn: psycopg.Connection, item: SafItem, dup_key: str | None,

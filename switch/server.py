@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -47,7 +48,9 @@ from payswitch.switch.pipeline import PIPELINES, Context, Origin, respond, rever
 
 READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
-SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
+SAF_LEASE_MARGIN_MS = 2000
+UNWRITTEN_MAX = 10_000  # answers kept in memory while the journal cannot be written
+UNWRITTEN_RETRY_S = 1.0  # beyond send_timeout_ms, for the DB writes after a send
 
 
 class Switch:
@@ -71,6 +74,8 @@ class Switch:
         self._accepting: list[trio.CancelScope] = []
         self._stop = trio.Event()
         self._saf_wakeup = trio.Event()
+        self._unwritten: list[Context] = []  # answers whose journal write failed
+        self._unwritten_wakeup = trio.Event()
         self._rrn_seq = random.randrange(1_000_000)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -86,6 +91,7 @@ class Switch:
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
+                root.start_soon(self._retry_unwritten_loop)
                 async with trio.open_nursery() as work:
                     for lst in self.cfg.listeners:
                         sockets = await trio.open_tcp_listeners(lst.port, host=lst.host)
@@ -266,17 +272,50 @@ class Switch:
             await self.store.complete(key, ctx.source, ctx.response, ctx.events, ctx.saf,
                                       self.cfg.saf.expiry_s)
         except StoreError as e:
-            # The request stays "in flight" in the journal; recovery at the next start
-            # answers it 91 and reverses what reached an issuer.
-            log("journal_failed", logging.ERROR, error=str(e), stan=ctx.request.stan)
+            # The sender is told 96 now; what it was told, and the reversal of an
+            # approval it will never see, are recorded when the database is back.
+            log("journal_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
+                retry="in memory until written; recovery at the next start otherwise")
+            # An authorization or financial approval the sender will not see is undone.
+            approved = (ctx.issuer_response is not None and ctx.outbound is not None
+                        and ctx.outbound.mti[:2] in ("01", "02")
+                        and ctx.response.response_code == "00")
             ctx.response = respond(ctx.request, response_code_for(e),
                                    rrn=ctx.response.rrn)
+            if approved:
+                ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
+            self._unwritten.append(ctx)
+            if len(self._unwritten) > UNWRITTEN_MAX:
+                lost = self._unwritten.pop(0)
+                log("journal_retry_dropped", logging.ERROR, stan=lost.request.stan,
+                    note="left to start-up recovery")
+            self._unwritten_wakeup.set()
         finally:
             event = self.in_flight_keys.pop(key, None)
             if event is not None:
                 event.set()
         if ctx.saf:
             self._saf_wakeup.set()
+
+    async def _retry_unwritten_loop(self) -> None:
+        """Write the answers whose journal write failed, oldest first, once a second."""
+        while True:
+            if not self._unwritten:
+                self._unwritten_wakeup = trio.Event()
+                await self._unwritten_wakeup.wait()
+            await trio.sleep(UNWRITTEN_RETRY_S)
+            while self._unwritten:
+                ctx = self._unwritten[0]
+                try:
+                    await self.store.complete(ctx.dup_key, ctx.source, ctx.response,
+                                              ctx.events, ctx.saf, self.cfg.saf.expiry_s)
+                except StoreError:
+                    break
+                self._unwritten.pop(0)
+                log("journal_retry_written", stan=ctx.request.stan,
+                    response_code=ctx.response.response_code, reversals=len(ctx.saf))
+                if ctx.saf:
+                    self._saf_wakeup.set()
 
     # -- store and forward ------------------------------------------------------------
     async def _saf_loop(self) -> None:
@@ -310,6 +349,12 @@ class Switch:
     async def _saf_send(self, row: SafRow) -> None:
         saf = self.cfg.saf
         link = self.links[row.link]
+        if row.expires_at <= datetime.now(UTC):  # past saf.expiry_s: given up, not sent
+            await self.store.saf_failed(row, "expired", 0, max_attempts=0)
+            self.metrics.saf_expired.labels(link.name).inc()
+            log("saf_expired", logging.ERROR, link=link.name, saf_id=row.id, mti=row.mti,
+                attempts=row.attempts, reason="expiry_s passed")
+            return
         msg = message_from_safe(
             row.message, mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat
         ).replace(stan=link.next_stan(), transmission_time=transmission_time())

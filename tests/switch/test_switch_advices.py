@@ -6,7 +6,7 @@ import urllib.request
 
 import psycopg
 import trio
-from conftest import (
+from switchkit import (
     FakeIssuer,
     Terminal,
     approve,

@@ -6,7 +6,7 @@ import io
 
 import psycopg
 import trio
-from conftest import (
+from switchkit import (
     DIALECT,
     PAN,
     FakeIssuer,

@@ -10,7 +10,7 @@ import sys
 
 import psycopg
 import trio
-from conftest import FakeIssuer, Terminal, approve, config_dict, purchase, serving, trio_test
+from switchkit import FakeIssuer, Terminal, approve, config_dict, purchase, serving, trio_test
 
 from payswitch.codecs.iso8583 import Message
 

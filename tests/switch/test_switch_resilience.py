@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import trio
-from conftest import (
+from switchkit import (
     DIALECT,
     FakeIssuer,
     Terminal,
@@ -18,7 +18,7 @@ from conftest import (
 )
 
 from payswitch.codecs.iso8583 import Message
-from payswitch.switch.errors import LinkBusy
+from payswitch.switch.errors import LinkBusy, StoreError
 from payswitch.switch.mux import Mux
 from payswitch.switch.replay import payment_state
 
@@ -312,3 +312,50 @@ async def test_concurrent_terminals_with_duplicates_each_request_reaches_issuer_
     assert len(reached) == len(set(reached)) == 6 * 15  # each exactly once
     auth_codes = {DIALECT.decode(r[0]).auth_code for r in answers.values()}
     assert len(auth_codes) == 6 * 15  # nobody got someone else's answer
+
+
+@trio_test
+async def test_saf_row_past_its_expiry_is_given_up_not_sent(dsn):
+    issuer = FakeIssuer(lambda m: None)  # never answers: the purchase times out
+    async with serving(issuer):
+        cfg = config_dict(dsn, issuer.port)
+        cfg["saf"]["expiry_s"] = 0
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            assert (await term.request(purchase())).response_code == "91"
+            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "expired", 1)], 5)
+            expired = sw.metrics.saf_expired.labels("visa")._value.get()
+            await term.aclose()
+    assert issuer.traffic("042") == []
+    assert expired == 1
+
+
+@trio_test
+async def test_journal_failure_after_approval_answers_96_then_records_and_reverses(dsn):
+    issuer = FakeIssuer()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        real_complete = sw.store.complete
+        failures = 2
+
+        async def flaky_complete(*args, **kwargs):
+            nonlocal failures
+            if failures:
+                failures -= 1
+                raise StoreError("database error OperationalError (sqlstate 08006)")
+            return await real_complete(*args, **kwargs)
+
+        sw.store.complete = flaky_complete
+        term = await Terminal.connect(sw.ports["pos"])
+        resp = await term.request(purchase())
+        # Written on a retry (idempotent: a second write changes nothing)...
+        await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "acked", 1)], 8)
+        key = "T:TERM0001|0200|000001|1125120000|1250"
+        assert not await real_complete(key, "T:TERM0001", resp, [], [])
+        # ...and a repeat now gets what the terminal was told.
+        again = await term.request(purchase(mti="0201"))
+        await term.aclose()
+    assert resp.response_code == "96"
+    assert again.response_code == "96"
+    (orig,) = issuer.traffic("0200")
+    (rev,) = issuer.traffic("042")
+    assert rev.original_data[4:10] == orig.stan
