@@ -1,0 +1,115 @@
+"""`payswitch load`, `payswitch certify` and `payswitch simulate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+import trio
+
+from payswitch.codecs.framing import KINDS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("load", help="terminal load generator (POS / ATM) against a host")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--profile", choices=("pos", "atm", "mixed"), default="mixed")
+    p.add_argument("--terminals", type=int, default=4, help="terminal links (DEMO0001...)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--rate", type=float, help="requests per second (fixed rate)")
+    mode.add_argument("--closed-loop", action="store_true",
+                      help="each terminal sends when answered (the default)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds")
+    p.add_argument("--cards", choices=("approve", "mixed"), default="mixed",
+                   help="approve: only approving cards; mixed: some declines, no-answers")
+    p.add_argument("--framing", choices=("len2", "tpdu", "ascii4"), default="len2")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request seconds")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=_load)
+
+    p = sub.add_parser("certify", help="certification scenarios against a host (iso87ascii)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--framing", choices=("len2", "tpdu"), default="len2")
+    p.add_argument("--terminal-id", default="DEMO0001")
+    p.add_argument("--timeout", type=float, default=15.0, help="per-request seconds")
+    p.add_argument("--scenario", action="append", help="run only these (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_certify)
+
+    p = sub.add_parser("simulate", help="run a network simulator (issuer) as a process")
+    p.add_argument("--network", choices=("visa", "mastercard", "iso87ascii"), default="visa")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = a free port (see the ready line)")
+    p.add_argument("--framing", choices=KINDS, help="default: the network's own")
+    p.add_argument("--latency-ms", type=int, default=0)
+    p.add_argument("--drop-rate", type=float, default=0.0)
+    p.add_argument("--late-rate", type=float, default=0.0)
+    p.add_argument("--late-ms", type=int, default=0)
+    p.add_argument("--link-drop-every", type=int, default=0)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=_simulate)
+
+
+def _load(args) -> int:
+    from payswitch.simulators.load import LoadConfig, format_report, run_load
+
+    cfg = LoadConfig(host=args.host, port=args.port, profile=args.profile,
+                     terminals=args.terminals, rate=args.rate, duration_s=args.duration,
+                     framing=args.framing, cards=args.cards, timeout_s=args.timeout,
+                     seed=args.seed, progress=sys.stderr.isatty() or not args.json)
+    report = trio.run(run_load, cfg)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0 if report["errors"] == 0 and report["sent"] > 0 else 1
+
+
+def _certify(args) -> int:
+    from payswitch.simulators.certify import SCENARIOS, Context, format_results, run_scenarios
+
+    if args.list:
+        print("\n".join(SCENARIOS))
+        return 0
+    unknown = [s for s in args.scenario or [] if s not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    ctx = Context(args.host, args.port, args.framing, args.terminal_id, args.timeout)
+    results = trio.run(run_scenarios, ctx, args.scenario)
+    passed = all(r["passed"] for r in results)
+    if args.json:
+        print(json.dumps({"passed": passed, "scenarios": results}))
+    else:
+        print(format_results(results))
+    return 0 if passed else 1
+
+
+def _simulate(args) -> int:
+    from payswitch.simulators.network import Faults, NetworkSimulator
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    faults = Faults(latency_ms=args.latency_ms, drop_rate=args.drop_rate,
+                    late_rate=args.late_rate, late_ms=args.late_ms,
+                    link_drop_every=args.link_drop_every)
+    sim = NetworkSimulator(args.network, framing=args.framing, host=args.host,
+                           port=args.port, faults=faults, seed=args.seed)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(sim.serve)
+                print(f"payswitch-sim ready network={sim.network} dialect={sim.dialect_name} "
+                      f"framing={sim.framing} port={port}", flush=True)
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    print(json.dumps({"network": sim.network, **sim.stats.as_dict()}), file=sys.stderr)
+    return 0

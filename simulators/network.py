@@ -1,0 +1,219 @@
+"""An issuer network simulator: a trio TCP server speaking one dialect and framing.
+
+The switch connects out to it, as it would to VisaNet or Banknet. It answers sign-on,
+echo and sign-off (0800 -> 0810 00), authorizations and financial requests by the
+card table (``issuer.py``), reversals and advices (0400/0420 -> 0410/0430 00). Faults
+are configurable: a fixed latency, a drop rate (request read, never answered), late
+responses (answered after ``late_ms``, beyond the switch's timeout) and link drops
+(the connection is closed on every Nth request, without an answer).
+
+It records what it received, raw frame payloads and decoded messages, bounded, for
+tests to assert on. In-process::
+
+    sim = NetworkSimulator("visa")
+    port = await nursery.start(sim.serve)
+
+As a process: ``payswitch simulate --network visa --port P``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib
+import logging
+import random
+from dataclasses import dataclass, field
+
+import trio
+
+from payswitch.codecs.errors import CodecError, FramingError
+from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
+from payswitch.codecs.iso8583 import Message, get
+from payswitch.simulators.issuer import Issuer
+
+log = logging.getLogger("payswitch.simulators.network")
+
+# Each network's own dialect and framing.
+DEFAULTS = {
+    "visa": ("visa", "vap"),
+    "mastercard": ("mastercard", "len2"),
+    "iso87ascii": ("iso87ascii", "len2"),
+}
+READ_BYTES = 65536
+RECORD_LIMIT = 100_000
+
+
+@dataclass
+class Faults:
+    latency_ms: int = 0
+    drop_rate: float = 0.0
+    late_rate: float = 0.0
+    late_ms: int = 0
+    link_drop_every: int = 0  # 0 = never
+
+
+@dataclass
+class Stats:
+    connections: int = 0
+    received: int = 0
+    answered: int = 0
+    silent: int = 0
+    dropped: int = 0
+    late: int = 0
+    link_drops: int = 0
+    format_errors: int = 0
+    by_mti: collections.Counter = field(default_factory=collections.Counter)
+    by_code: collections.Counter = field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict:
+        d = dict(vars(self))
+        d["by_mti"] = dict(self.by_mti)
+        d["by_code"] = dict(self.by_code)
+        return d
+
+
+def reply_header(dialect_name: str, header):
+    """The network header of a reply: the dialect's own rule when it has one
+    (Visa BASE I swaps source and destination station ids), else the same header."""
+    if header is None:
+        return None
+    module = importlib.import_module(f"payswitch.codecs.iso8583.{dialect_name}")
+    fn = getattr(module, "reply_header", None) or getattr(module.DIALECT, "reply_header", None)
+    return fn(header) if fn else header
+
+
+class NetworkSimulator:
+    def __init__(self, network: str = "visa", *, dialect: str | None = None,
+                 framing: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 faults: Faults | None = None, issuer: Issuer | None = None,
+                 seed: int | None = None, max_frame_bytes: int = 8192) -> None:
+        d, f = DEFAULTS.get(network, ("iso87ascii", "len2"))
+        self.network = network
+        self.dialect_name = dialect or d
+        self.dialect = get(self.dialect_name)
+        self.framing = framing or f
+        self.host = host
+        self.port = port
+        self.faults = faults or Faults()
+        self.issuer = issuer or Issuer(seed=seed)
+        self.max_frame_bytes = max_frame_bytes
+        self.stats = Stats()
+        self.received: collections.deque[bytes] = collections.deque(maxlen=RECORD_LIMIT)
+        self.messages: collections.deque[Message] = collections.deque(maxlen=RECORD_LIMIT)
+        self.sent: collections.deque[bytes] = collections.deque(maxlen=RECORD_LIMIT)
+        self._rng = random.Random(seed)
+        self._streams: set[trio.SocketStream] = set()
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def drop_links(self) -> None:
+        """Close every open connection now (tests: link drop from the network side)."""
+        for stream in list(self._streams):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.aclose()
+
+    def requests(self, *mtis: str) -> list[Message]:
+        return [m for m in self.messages if not mtis or m.mti in mtis]
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.stats.connections += 1
+        self._streams.add(stream)
+        conn = _Conn(stream)
+        reader = FrameReader(self.framing, self.max_frame_bytes)
+        count = 0
+        every = self.faults.link_drop_every
+        try:
+            async with trio.open_nursery() as nursery:
+                up = True
+                while up:
+                    try:
+                        data = await stream.receive_some(READ_BYTES)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break  # reset by the peer, or closed by drop_links()
+                    if not data:
+                        break
+                    try:
+                        frames = reader.feed(data)
+                    except FramingError:
+                        log.warning("%s: bad frame length, dropping the link", self.network)
+                        break
+                    for frame in frames:
+                        count += 1
+                        if every and count % every == 0:
+                            self._record(frame.payload)
+                            self.stats.link_drops += 1
+                            up = False  # the Nth message is read, never answered
+                            break
+                        self._on_frame(conn, frame, nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._streams.discard(stream)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.aclose()
+
+    def _record(self, payload: bytes) -> Message | CodecError:
+        """Keep the bytes (and the decoded message) for tests; count by MTI."""
+        self.stats.received += 1
+        self.received.append(payload)
+        try:
+            msg = self.dialect.decode(payload)
+        except CodecError as e:
+            return e
+        self.messages.append(msg)
+        self.stats.by_mti[msg.mti] += 1
+        return msg
+
+    def _on_frame(self, conn: _Conn, frame, nursery: trio.Nursery) -> None:
+        msg = self._record(frame.payload)
+        if isinstance(msg, CodecError):
+            log.warning("%s: undecodable message (%s)", self.network, msg)
+            self.stats.format_errors += 1
+            if msg.mti and msg.stan and int(msg.mti[2]) % 2 == 0:
+                resp = Message(mti=msg.mti[:2] + str(int(msg.mti[2]) + 1) + "0",
+                               stan=msg.stan, response_code="30")
+                nursery.start_soon(self._send, conn, resp, frame.tpdu, 0)
+            return
+        resp = self.issuer.respond(msg)
+        if resp is None:
+            self.stats.silent += 1
+            return
+        delay_ms = self.faults.latency_ms
+        if msg.mti not in ("0800", "0801"):
+            if self.faults.drop_rate and self._rng.random() < self.faults.drop_rate:
+                self.stats.dropped += 1
+                return
+            if self.faults.late_rate and self._rng.random() < self.faults.late_rate:
+                self.stats.late += 1
+                delay_ms += self.faults.late_ms
+        resp.header = reply_header(self.dialect_name, msg.header)
+        nursery.start_soon(self._send, conn, resp, frame.tpdu, delay_ms)
+
+    async def _send(self, conn: _Conn, resp: Message, tpdu: bytes | None, delay_ms: int):
+        if delay_ms:
+            await trio.sleep(delay_ms / 1000)
+        try:
+            payload = self.dialect.encode(resp)
+        except CodecError as e:
+            log.error("%s: cannot encode %s: %s", self.network, resp.mti, e)
+            return
+        data = encode_frame(self.framing, payload, reply_tpdu(tpdu) if tpdu else None,
+                            max_frame_bytes=self.max_frame_bytes)
+        async with conn.lock:
+            try:
+                await conn.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+        self.sent.append(payload)
+        self.stats.answered += 1
+        self.stats.by_code[resp.response_code] += 1
+
+
+class _Conn:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.lock = trio.Lock()

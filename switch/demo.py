@@ -1,0 +1,411 @@
+"""`payswitch demo`: the whole thing on one machine, as separate processes.
+
+PostgreSQL (``PAYSWITCH_PG_DSN``, else a scratch database on a reachable or private
+server), the Visa and Mastercard network simulators (``payswitch simulate``), the
+switch (``payswitch serve --config``, config written to a temp dir) and, in this
+process, the terminal load generator with mixed POS/ATM traffic, some declines and
+some cards the issuer never answers. Then SIGTERM to everything and a report.
+
+Exit 0 only when something was approved and nothing broke (``errors == 0``). Every
+process, the temp dir and the scratch database are cleaned up, also on failure.
+
+The process helpers (``Proc``, ``start_simulator``, ``start_switch``, ``demo_config``)
+are shared with the e2e tests and the e2e benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import trio
+
+from payswitch.switch.realparts import free_port
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+TERMINALS = 16
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class Proc:
+    """A child process whose stdout is read line by line in a thread (so its pipe never
+    fills) and whose stderr goes to a file; stopped by SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self._log = open(self.log_path, "w+b")  # noqa: SIM115 (closed in stop)
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
+                                      env=env, start_new_session=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _read(self) -> None:
+        for raw in self.popen.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.stdout.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for_line(self, prefix: str, timeout_s: float = READY_TIMEOUT_S) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DemoError(f"{self.name}: no '{prefix}' line within {timeout_s:.0f} s"
+                                f"{self.tail()}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise DemoError(f"{self.name} exited ({self.popen.wait()}) before it was "
+                                f"ready{self.tail()}")
+            if line.startswith(prefix):
+                return line
+
+    def tail(self, n: int = 20) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()[-n:]
+        return ("\n  " + "\n  ".join(lines)) if lines else ""
+
+    def stderr_text(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._reader.join(2)
+        if not self._reader.is_alive():
+            self.popen.stdout.close()
+        self._log.close()
+        return self.popen.returncode
+
+
+def payswitch_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "payswitch.switch.cli", *args]
+
+
+def start_simulator(stack: contextlib.ExitStack, network: str, log_dir: str,
+                    *extra: str) -> tuple[Proc, int]:
+    proc = Proc(f"sim-{network}", payswitch_argv("simulate", "--network", network,
+                                                 "--port", "0", *extra), log_dir)
+    stack.callback(proc.stop)
+    line = proc.wait_for_line("payswitch-sim ready")
+    return proc, int(line.rsplit("port=", 1)[1])
+
+
+def parse_ready(line: str) -> dict[str, tuple[str, int]]:
+    """The switch's ready line -> {listener name: (host, port)}.
+
+    ``payswitch ready {"listeners": {"pos": 40123}, ...}`` (what `serve` prints), or the
+    older contract form ``payswitch ready listeners=pos:127.0.0.1:9100,...``.
+    """
+    rest = line.removeprefix("payswitch ready").strip()
+    if rest.startswith("{"):
+        ports = json.loads(rest)["listeners"]
+        return {name: ("127.0.0.1", int(port)) for name, port in ports.items()}
+    spec = rest.split("listeners=", 1)[1].split()[0]
+    out = {}
+    for item in spec.split(","):
+        name, host, port = item.rsplit(":", 2)
+        out[name] = (host, int(port))
+    return out
+
+
+def start_switch(stack: contextlib.ExitStack, config_path: str, log_dir: str,
+                 dsn: str) -> tuple[Proc, dict[str, tuple[str, int]]]:
+    env = {**os.environ, "PAYSWITCH_PG_DSN": dsn}
+    proc = Proc("switch", payswitch_argv("serve", "--config", config_path), log_dir, env)
+    stack.callback(proc.stop)
+    line = proc.wait_for_line("payswitch ready")
+    proc.ready_line = line
+    return proc, parse_ready(line)
+
+
+# Mastercard's 2-series, 2221-2720, as the fewest prefixes.
+MASTERCARD_PREFIXES = (
+    [str(p) for p in range(51, 56)] + [str(p) for p in range(2221, 2230)]
+    + [str(p) for p in range(223, 230)] + [str(p) for p in range(23, 27)]
+    + ["270", "271", "2720"]
+)
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMINALS,
+                issuer_timeout_ms: int = 2000, framing: str = "len2",
+                name: str = "payswitch-demo", echo_interval_ms: int = 30_000,
+                metrics_port: int = 0) -> str:
+    """The switch config (keys as switch/config.py reads them) for this topology."""
+    lines = [
+        "[switch]", f"name = {_toml_str(name)}", 'metrics_host = "127.0.0.1"',
+        f"metrics_port = {metrics_port}", "drain_timeout_ms = 5000", "",
+        "[database]", 'dsn_env = "PAYSWITCH_PG_DSN"', "",
+        "[saf]", "retry_interval_ms = 1000", "max_attempts = 50", "expiry_s = 86400", "",
+        "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', "port = 0",
+        'kind = "terminal"', 'dialect = "iso87ascii"', f"framing = {_toml_str(framing)}",
+        "max_frame_bytes = 4096", "",
+    ]
+    for i in range(1, terminals + 1):
+        lines += ["[[terminals]]", f'id = "DEMO{i:04d}"', 'source = "127.0.0.1"', ""]
+    for link, port, dialect, framing_ in (
+        ("visa", visa_port, "visa", "vap"),
+        ("mastercard", mastercard_port, "mastercard", "len2"),
+    ):
+        lines += ["[[links]]", f'name = "{link}"', 'host = "127.0.0.1"', f"port = {port}",
+                  f'dialect = "{dialect}"', f'framing = "{framing_}"',
+                  f"echo_interval_ms = {echo_interval_ms}",
+                  f"request_timeout_ms = {issuer_timeout_ms}", "max_in_flight = 256",
+                  "reconnect_min_ms = 100", "reconnect_max_ms = 5000", ""]
+    lines += ["[[routes]]", 'prefix = "4"', 'link = "visa"', ""]
+    for prefix in MASTERCARD_PREFIXES:
+        lines += ["[[routes]]", f'prefix = "{prefix}"', 'link = "mastercard"', ""]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def demo_database(dsn: str | None = None) -> Iterator[str]:
+    """``dsn``, else PAYSWITCH_PG_DSN as given, else a scratch database (dropped on exit)."""
+    dsn = dsn or os.environ.get("PAYSWITCH_PG_DSN")
+    if dsn:
+        yield dsn
+        return
+    from payswitch.switch import realparts
+
+    with realparts.postgres_server() as admin, \
+            realparts.scratch_database(admin, prefix="payswitch_demo") as scratch:
+        yield scratch
+
+
+@dataclass
+class Topology:
+    host: str
+    port: int
+    switch: Proc
+    simulators: dict[str, Proc]
+    metrics_port: int = 0
+    dsn: str = ""
+
+    def saf_pending(self) -> dict[str, int] | None:
+        """Reversals/advices not yet acknowledged, per link, from the switch's own
+        store-and-forward table (None when it cannot be read)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=3) as conn:
+                rows = conn.execute("select link, count(*) from switch_saf"
+                                    " where state = 'pending' group by link").fetchall()
+        except psycopg.Error:
+            return None
+        return {link: int(n) for link, n in rows}
+
+    def metrics(self) -> dict[str, dict[tuple, float]]:
+        """The switch's Prometheus samples: {name: {labels tuple: value}} ({} if none)."""
+        return scrape_metrics(self.metrics_port) if self.metrics_port else {}
+
+
+def scrape_metrics(port: int, timeout_s: float = 5.0) -> dict[str, dict[tuple, float]]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (loopback)
+        text = resp.read().decode()
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def per_link(samples: dict[str, dict[tuple, float]], link: str) -> dict:
+    """The switch's view of one issuer link, from its metrics."""
+    def total(name: str, **match: str) -> int:
+        return int(sum(v for labels, v in samples.get(name, {}).items()
+                       if all(dict(labels).get(k) == m for k, m in match.items())))
+
+    codes = {dict(labels)["response_code"]: int(v)
+             for labels, v in samples.get("link_responses_total", {}).items()
+             if dict(labels).get("link") == link}
+    return {
+        "requests": total("link_requests_total", link=link),
+        "responses_by_code": dict(sorted(codes.items())),
+        "timeouts": total("link_timeouts_total", link=link),
+        "late": total("link_late_responses_total", link=link),
+        "saf_sent": total("saf_sent_total", link=link),
+        "saf_acknowledged": total("saf_acknowledged_total", link=link),
+    }
+
+
+@contextlib.contextmanager
+def running_topology(log_dir: str, *, terminals: int = TERMINALS,
+                     sim_args: dict[str, list[str]] | None = None,
+                     issuer_timeout_ms: int = 2000, dsn: str | None = None,
+                     metrics: bool = False) -> Iterator[Topology]:
+    """Database, both simulators and the switch as processes; all stopped on exit."""
+    sim_args = sim_args or {}
+    with demo_database(dsn) as dsn, contextlib.ExitStack() as stack:
+        sims, ports = {}, {}
+        for network in ("visa", "mastercard"):
+            sims[network], ports[network] = start_simulator(
+                stack, network, log_dir, *sim_args.get(network, []))
+        config_path = os.path.join(log_dir, "payswitch.toml")
+        with open(config_path, "w") as f:
+            f.write(demo_config(ports["visa"], ports["mastercard"], terminals=terminals,
+                                issuer_timeout_ms=issuer_timeout_ms,
+                                metrics_port=free_port() if metrics else 0))
+        switch, listeners = start_switch(stack, config_path, log_dir, dsn)
+        host, port = listeners["pos"]
+        ready = switch.ready_line.removeprefix("payswitch ready").strip()
+        metrics_port = json.loads(ready).get("metrics_port", 0) if ready.startswith("{") else 0
+        yield Topology(host, port, switch, sims, metrics_port, dsn)
+
+
+def _sim_stats(proc: Proc) -> dict:
+    """The JSON line a simulator prints on stderr when it stops."""
+    for line in reversed(proc.stderr_text().splitlines()):
+        with contextlib.suppress(ValueError):
+            d = json.loads(line)
+            if isinstance(d, dict) and "by_mti" in d:
+                return d
+    return {}
+
+
+def _settle_saf(topo: Topology, wait_s: float = 5.0) -> dict[str, dict]:
+    """Per-link figures from the switch's metrics, once its store-and-forward queue is
+    empty (every reversal acknowledged by its issuer) or ``wait_s`` has passed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        pending = topo.saf_pending()
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    try:
+        samples = topo.metrics()
+    except OSError:
+        samples = {}
+    links = {name: per_link(samples, name) for name in topo.simulators}
+    for name, figures in links.items():
+        figures["saf_pending"] = (pending or {}).get(name, 0) if pending is not None else None
+    return links
+
+
+# --faults: Visa drops its link every 300 messages and answers 1% late (after the
+# switch's 2 s timeout); Mastercard silently drops 1%. The switch must turn all of it
+# into 91s and reversals, never into errors.
+FAULTS = {"visa": ["--link-drop-every", "300", "--late-rate", "0.01", "--late-ms", "2500"],
+          "mastercard": ["--drop-rate", "0.01"]}
+
+
+def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
+             faults: bool = False) -> dict:
+    from payswitch.simulators.load import LoadConfig, run_load
+
+    sim_args = {"visa": ["--latency-ms", "3"], "mastercard": ["--latency-ms", "5"]}
+    if faults:
+        sim_args = {k: v + FAULTS[k] for k, v in sim_args.items()}
+    with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir, \
+            running_topology(log_dir, terminals=max(terminals, TERMINALS),
+                             sim_args=sim_args, metrics=True) as topo:
+        cfg = LoadConfig(topo.host, topo.port, profile="mixed", terminals=terminals,
+                         duration_s=duration_s, cards="mixed", timeout_s=10.0,
+                         progress=progress)
+        report = trio.run(run_load, cfg)
+        # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
+        switch_links = _settle_saf(topo, wait_s=15.0)
+        # Stop the switch first (drains, signs off), then the simulators report.
+        switch_rc = topo.switch.stop()
+        links = {}
+        for network, proc in topo.simulators.items():
+            proc.stop()
+            stats = _sim_stats(proc)
+            links[network] = {
+                "switch": switch_links.get(network, {}),
+                "simulator_connections": stats.get("connections", 0),
+                "simulator_received_by_mti": stats.get("by_mti", {}),
+                "simulator_answered_by_code": stats.get("by_code", {}),
+                "terminal_by_code": report["by_network"].get(network, {}),
+            }
+    report["links"] = links
+    report["switch_exit_code"] = switch_rc
+    return report
+
+
+def format_demo(report: dict) -> str:
+    from payswitch.simulators.load import format_report
+
+    lines = [format_report(report, title="demo")]
+    for network, d in report["links"].items():
+        sw = d["switch"]
+        if sw:
+            lines.append(f"  link {network}: sent {sw['requests']}, answers "
+                         f"{sw['responses_by_code']}, timeouts {sw['timeouts']}, late "
+                         f"{sw['late']}; reversals acknowledged {sw['saf_acknowledged']}, "
+                         f"pending {sw['saf_pending']}")
+        lines.append(f"    {network} simulator: connections "
+                     f"{d['simulator_connections']}, received {d['simulator_received_by_mti']}")
+    lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="switch + Visa/Mastercard simulators + terminals, "
+                                    "mixed traffic, then a report")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of traffic")
+    p.add_argument("--terminals", type=int, default=8, help="concurrent terminals")
+    p.add_argument("--faults", action="store_true",
+                   help="issuer link drops, late and lost answers (expect more 91s)")
+    p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args) -> int:
+    try:
+        report = run_demo(args.duration, args.terminals, progress=not args.json,
+                          faults=args.faults)
+    except DemoError as e:
+        if args.json:
+            print(json.dumps({"sent": 0, "approved": 0, "declined": 0, "timeouts": 0,
+                              "errors": 1, "p50_ms": 0.0, "p99_ms": 0.0,
+                              "failure": str(e)}))
+        else:
+            print(f"demo failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report) if args.json else format_demo(report))
+    return 0 if report["approved"] > 0 and report["errors"] == 0 else 1

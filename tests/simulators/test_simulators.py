@@ -1,0 +1,315 @@
+"""Network simulator, terminal and load generator over real loopback sockets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from payswitch.codecs.framing import FrameReader, encode_frame
+from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.pan import luhn_ok
+from payswitch.simulators import cards
+from payswitch.simulators.certify import Context, run_scenarios
+from payswitch.simulators.issuer import Issuer
+from payswitch.simulators.load import LoadConfig, run_load
+from payswitch.simulators.network import Faults, NetworkSimulator
+from payswitch.simulators.terminal import Terminal, open_link, percentile
+
+ISO = get("iso87ascii")
+
+
+def test_card_table_is_luhn_valid_and_schemes_match_bins():
+    for c in cards.CARDS:
+        assert luhn_ok(c.pan), c.name
+        if c.name.startswith("visa"):
+            assert c.network == "visa" and c.pan[0] == "4"
+        elif c.name.startswith("mastercard"):
+            assert c.network == "mastercard"
+        else:
+            assert c.network is None
+    assert cards.network_of("2720990000000000") == "mastercard"
+    assert cards.network_of("2721000000000000") is None
+    assert len({c.pan for c in cards.CARDS}) == len(cards.CARDS)
+
+
+def test_track2_round_trip():
+    c = cards.card("visa_approve")
+    assert cards.parse_track2(c.track2) == (c.pan, c.expiry, "201")
+    assert cards.parse_track2("garbage") is None
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("visa_approve", "00"), ("visa_decline", "05"), ("visa_insufficient_funds", "51"),
+    ("visa_expired", "54"), ("visa_wrong_pin", "55"), ("visa_invalid_card", "14"),
+    ("mastercard_approve", "00"), ("mastercard_2series_approve", "00"),
+    ("visa_no_answer", None),
+])
+def test_issuer_rules(name, expected):
+    term = Terminal("DEMO0001", seed=1)
+    resp = Issuer(seed=1).respond(term.purchase(cards.card(name), 1000))
+    if expected is None:
+        assert resp is None
+        return
+    assert resp.mti == "0210" and resp.response_code == expected
+    assert bool(resp.auth_code) == (expected == "00")
+
+
+def test_issuer_checks_expiry_date_and_balance_not_labels():
+    term = Terminal("DEMO0001", seed=1)
+    issuer = Issuer(today=dt.date(2040, 1, 1))  # every card has expired by then
+    assert issuer.respond(term.purchase(cards.card("visa_approve"), 1)).response_code == "54"
+    issuer = Issuer()
+    big = term.purchase(cards.card("visa_approve"), 10_000_001)
+    assert issuer.respond(big).response_code == "51"
+    unknown = term.purchase(cards.card("visa_approve"), 100)
+    unknown.pan = cards.with_luhn("476173999999999")
+    unknown.track2 = None
+    assert issuer.respond(unknown).response_code == "14"
+    unknown.pan = "4761730000000000"  # not Luhn-valid
+    assert issuer.respond(unknown).response_code == "14"
+
+
+def test_issuer_network_management_and_reversals():
+    issuer = Issuer()
+    for code in ("001", "301", "002"):
+        resp = issuer.respond(Message(mti="0800", stan="000001", network_code=code,
+                                      transmission_time="1125101010"))
+        assert (resp.mti, resp.response_code, resp.network_code) == ("0810", "00", code)
+    term = Terminal("DEMO0001", seed=1)
+    req = term.purchase(cards.card("visa_approve"), 500)
+    for mti, want in (("0400", "0410"), ("0420", "0430")):
+        resp = issuer.respond(req.replace(mti=mti))
+        assert (resp.mti, resp.response_code, resp.stan) == (want, "00", req.stan)
+    assert issuer.respond(req.replace(mti="0210", response_code="00")) is None
+
+
+def run_with_sim(sim: NetworkSimulator, body):
+    async def main():
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(sim.serve)
+            with trio.fail_after(30):
+                result = await body(port)
+            nursery.cancel_scope.cancel()
+        return result
+    return trio.run(main)
+
+
+def test_simulator_answers_over_tcp_and_records_bytes():
+    sim = NetworkSimulator("iso87ascii", seed=1)
+    term = Terminal("DEMO0001", seed=2)
+    req = term.purchase(cards.card("visa_approve"), 4321)
+
+    async def body(port):
+        async with open_link("127.0.0.1", port) as link:
+            signon = await link.request(Message(mti="0800", stan="000001", network_code="001",
+                                                transmission_time="1125101010"), 5)
+            auth = await link.request(req, 5)
+            silent = await link.request(term.purchase(cards.card("visa_no_answer"), 1), 0.3)
+        return signon, auth, silent
+
+    signon, auth, silent = run_with_sim(sim, body)
+    assert signon.response.mti == "0810" and signon.response.response_code == "00"
+    assert auth.response.response_code == "00" and len(auth.response.auth_code) == 6
+    assert auth.response.stan == req.stan and auth.response.rrn == req.rrn
+    assert silent.response is None and silent.error is None
+    assert sim.received[1] == ISO.encode(req)
+    assert [m.mti for m in sim.messages] == ["0800", "0200", "0200"]
+    assert sim.stats.silent == 1
+
+
+def test_simulator_tpdu_framing_swaps_tpdu():
+    sim = NetworkSimulator("iso87ascii", framing="tpdu")
+    term = Terminal("DEMO0001", seed=2)
+
+    async def body(port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        tpdu = bytes.fromhex("6000120034")
+        await stream.send_all(encode_frame("tpdu", ISO.encode(term.echo()), tpdu))
+        reader = FrameReader("tpdu")
+        frames = []
+        while not frames:
+            frames = reader.feed(await stream.receive_some(4096))
+        await stream.aclose()
+        return frames[0]
+
+    frame = run_with_sim(sim, body)
+    assert frame.tpdu == bytes.fromhex("6000340012")
+    assert ISO.decode(frame.payload).mti == "0810"
+
+
+def test_simulator_faults_latency_late_and_link_drop():
+    sim = NetworkSimulator("iso87ascii", faults=Faults(latency_ms=50, late_rate=1.0,
+                                                       late_ms=300, link_drop_every=3))
+    term = Terminal("DEMO0001", seed=3)
+    c = cards.card("visa_approve")
+
+    async def body(port):
+        async with open_link("127.0.0.1", port) as link:
+            late = await link.request(term.purchase(c, 1), 0.2)  # gives up before 350 ms
+            ok = await link.request(term.purchase(c, 1), 2)
+            dropped = await link.request(term.purchase(c, 1), 2)  # 3rd: link closed
+            return late, ok, dropped, link.unmatched
+
+    late, ok, dropped, unmatched = run_with_sim(sim, body)
+    assert late.response is None
+    assert ok.response.response_code == "00" and ok.latency_s >= 0.35
+    assert dropped.response is None and dropped.error == "link closed by the host"
+    assert [m.mti for m in unmatched] == ["0210"]  # the late answer, after we gave up
+    assert sim.stats.link_drops == 1 and sim.stats.late == 2
+
+
+def test_load_closed_loop_and_fixed_rate_against_simulator():
+    sim = NetworkSimulator("iso87ascii", seed=4)
+
+    async def body(port):
+        closed = await run_load(LoadConfig("127.0.0.1", port, profile="mixed", terminals=3,
+                                           duration_s=1.0, cards="mixed", timeout_s=0.3,
+                                           seed=5, progress=False))
+        fixed = await run_load(LoadConfig("127.0.0.1", port, profile="atm", terminals=2,
+                                          rate=100, duration_s=1.0, cards="approve",
+                                          seed=6, progress=False))
+        return closed, fixed
+
+    closed, fixed = run_with_sim(sim, body)
+    assert closed["sent"] > 20 and closed["approved"] > 0 and closed["declined"] > 0
+    assert fixed["approved"] == fixed["sent"] and 80 <= fixed["sent"] <= 101
+    assert fixed["errors"] == 0 and fixed["p99_ms"] >= fixed["p50_ms"] > 0
+    atm = [m for m in sim.messages if m.processing_code in ("011000", "311000")]
+    assert atm and all(m.pin_block and len(m.pin_block) == 8 for m in atm)
+    assert {m.terminal_id for m in atm} == {"DEMO0001", "DEMO0002", "DEMO0003"}
+
+
+def test_certify_against_bare_simulator_passes_what_an_issuer_can():
+    sim = NetworkSimulator("iso87ascii")
+    ctx_names = ["approval_visa", "approval_mastercard", "approval_atm_withdrawal",
+                 "decline_05_do_not_honour", "decline_51_insufficient_funds",
+                 "decline_54_expired_card", "decline_14_invalid_card", "echo_0800_301",
+                 "malformed_30_link_up", "link_drop_reconnect"]
+
+    async def body(port):
+        ok = await run_scenarios(Context("127.0.0.1", port, timeout_s=2), ctx_names)
+        # A bare issuer has no timeout handling: that scenario must fail, not hang.
+        bad = await run_scenarios(Context("127.0.0.1", port, timeout_s=0.3), ["timeout_91"])
+        return ok, bad
+
+    ok, bad = run_with_sim(sim, body)
+    assert all(r["passed"] for r in ok), ok
+    assert not bad[0]["passed"]
+
+
+def test_percentile():
+    assert percentile([], 50) == 0.0
+    values = [i / 100 for i in range(1, 101)]
+    assert percentile(values, 50) == 0.5 and percentile(values, 99) == 0.99
+
+
+def test_simulate_command_prints_ready_line_and_stops_on_sigterm():
+    proc = subprocess.Popen([sys.executable, "-m", "payswitch.switch.cli", "simulate",
+                             "--network", "iso87ascii"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("payswitch-sim ready network=iso87ascii")
+        port = int(line.rsplit("port=", 1)[1])
+
+        async def probe():
+            async with open_link("127.0.0.1", port) as link:
+                return await link.request(Terminal("DEMO0001").echo(), 5)
+
+        assert trio.run(probe).response.response_code == "00"
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert json.loads(err.strip().splitlines()[-1])["by_mti"] == {"0800": 1}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("network,framing", [("visa", "vap"), ("mastercard", "len2")])
+def test_network_simulators_speak_their_own_dialect(network, framing):
+    dialect = get(network)
+    sim = NetworkSimulator(network)
+    assert (sim.dialect_name, sim.framing) == (network, framing)
+    term = Terminal("DEMO0001", seed=7)
+    req = term.purchase(cards.card(f"{network}_approve"), 1234)
+    req.emv = None  # keep to the fields both dialects carry unchanged
+    if network == "visa":
+        from payswitch.codecs.iso8583.visa import VisaHeader
+        req.header = VisaHeader(destination_id="000001", source_id="123456")
+
+    async def body(port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(encode_frame(framing, dialect.encode(req)))
+        reader = FrameReader(framing)
+        frames = []
+        while not frames:
+            frames = reader.feed(await stream.receive_some(4096))
+        await stream.aclose()
+        return dialect.decode(frames[0].payload)
+
+    resp = run_with_sim(sim, body)
+    assert (resp.mti, resp.response_code, resp.stan) == ("0210", "00", req.stan)
+    assert sim.messages[0].pan == req.pan and sim.messages[0].track2 == req.track2
+    if network == "visa":
+        assert (resp.header.destination_id, resp.header.source_id) == ("123456", "000001")
+
+
+def test_chip_purchase_carries_decodable_de55():
+    from payswitch.codecs.tlv import decode_tlv, get_tag
+
+    msg = Terminal("DEMO0001", seed=8).purchase(cards.card("visa_approve"), 2599)
+    assert msg.pos_entry_mode == "051" and msg.card_sequence == "001"
+    tags = [t.tag_hex for t in decode_tlv(msg.emv)]
+    assert {"9F26", "9F27", "9F37", "9F02", "9A"} <= set(tags)
+    assert get_tag(msg.emv, "9F02") == bytes.fromhex("000000002599")
+    assert ISO.decode(ISO.encode(msg)).emv == msg.emv
+
+
+def test_drop_rate_reads_but_never_answers():
+    sim = NetworkSimulator("iso87ascii", faults=Faults(drop_rate=1.0))
+    term = Terminal("DEMO0001", seed=9)
+
+    async def body(port):
+        async with open_link("127.0.0.1", port) as link:
+            echo = await link.request(term.echo(), 2)  # network management is never dropped
+            auth = await link.request(term.purchase(cards.card("visa_approve"), 1), 0.2)
+        return echo, auth
+
+    echo, auth = run_with_sim(sim, body)
+    assert echo.response.response_code == "00"
+    assert auth.response is None and sim.stats.dropped == 1
+
+
+def test_load_and_certify_commands_against_a_simulator_process(tmp_path):
+    import contextlib
+
+    from payswitch.switch.demo import payswitch_argv, start_simulator
+
+    with contextlib.ExitStack() as stack:
+        _, port = start_simulator(stack, "iso87ascii", str(tmp_path))
+        out = subprocess.run(payswitch_argv("load", "--port", str(port), "--duration", "1",
+                                            "--terminals", "2", "--cards", "approve",
+                                            "--profile", "pos", "--json"),
+                             capture_output=True, text=True, timeout=60)
+        report = json.loads(out.stdout)
+        assert out.returncode == 0, out.stderr
+        assert report["sent"] > 0 and report["approved"] == report["sent"]
+        assert report["errors"] == 0 and set(report["by_network"]) <= {"visa", "mastercard"}
+        # A bare issuer cannot time out for the terminal: certify must say so, exit 1.
+        out = subprocess.run(payswitch_argv("certify", "--port", str(port), "--timeout", "0.5",
+                                            "--scenario", "approval_visa",
+                                            "--scenario", "timeout_91", "--json"),
+                             capture_output=True, text=True, timeout=60)
+        report = json.loads(out.stdout)
+        assert out.returncode == 1 and not report["passed"]
+        assert [s["passed"] for s in report["scenarios"]] == [True, False]
+    listed = subprocess.run(payswitch_argv("certify", "--port", "1", "--list"),
+                            capture_output=True, text=True, timeout=60)
+    assert "link_drop_reconnect" in listed.stdout.split()
