@@ -88,13 +88,16 @@ class Ledger:
     """
 
     def __init__(self, dsn: str, *, mac: ev.MacFunction | None = None,
-                 clock_ns=time.time_ns, migrate: bool = False,
+                 clock_ns=time.time_ns, migrate: bool = False, schema: str | None = None,
                  statement_timeout_ms: int = 30_000) -> None:
+        options = (f"-c statement_timeout={int(statement_timeout_ms)}"
+                   f" -c lock_timeout={int(statement_timeout_ms)}")
+        if schema is not None:
+            if not schema.isidentifier():
+                raise LedgerError(f"bad schema name {schema!r}")
+            options += f" -c search_path={schema}"
         try:
-            self.conn = psycopg.connect(
-                dsn, autocommit=True,
-                options=f"-c statement_timeout={int(statement_timeout_ms)}"
-                        f" -c lock_timeout={int(statement_timeout_ms)}")
+            self.conn = psycopg.connect(dsn, autocommit=True, options=options)
         except psycopg.Error as e:
             raise LedgerError(f"cannot connect to the ledger database: {e}") from e
         self.mac = mac
