@@ -186,6 +186,19 @@ class Ledger:
                                 (_u(pending_id),)).fetchone()
         return row[0] if row else None
 
+    def payment_events(self, payment_id: int, limit: int = 1000) -> list[ev.StoredEvent]:
+        rows = self.conn.execute(
+            "select seq, id, type, payment_id, transfer_id, occurred_at, payload, prev_mac, "
+            "mac from events where payment_id = %s order by seq limit %s",
+            (_u(payment_id), limit)).fetchall()
+        return [ev.StoredEvent(r[0], r[1].int, r[2], _i(r[3]) or None, _i(r[4]) or None,
+                               ev.us_from_datetime(r[5]), r[6], bytes(r[7]), bytes(r[8]))
+                for r in rows]
+
+    def payment_state(self, payment_id: int) -> ev.PaymentState:
+        """A payment's state, rebuilt by replaying its events."""
+        return ev.replay(payment_id, self.payment_events(payment_id))
+
     # -- transfers and events --------------------------------------------------------------
 
     def create_transfers(self, transfers: Sequence[Transfer]) -> list[CreateTransferResult]:
