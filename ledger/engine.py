@@ -32,12 +32,13 @@ from .types import (
 )
 
 R = CreateTransferResult
-_LINKED = TransferFlags.LINKED
-_PENDING = TransferFlags.PENDING
-_POST = TransferFlags.POST_PENDING_TRANSFER
-_VOID = TransferFlags.VOID_PENDING_TRANSFER
-_DMNEC = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-_CMNED = AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
+# plain ints: IntFlag arithmetic costs ~1 µs per operation on the hot path
+_LINKED = int(TransferFlags.LINKED)
+_PENDING = int(TransferFlags.PENDING)
+_POST = int(TransferFlags.POST_PENDING_TRANSFER)
+_VOID = int(TransferFlags.VOID_PENDING_TRANSFER)
+_DMNEC = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+_CMNED = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
 NS_PER_S = 1_000_000_000
 
 
@@ -79,7 +80,7 @@ class Engine:
         chain_start: int | None = None
         broken = False
         for i, t in enumerate(request):
-            linked = bool(t.flags & _LINKED)
+            linked = bool(int(t.flags) & _LINKED)
             if linked and chain_start is None:
                 chain_start, broken = i, False
                 self._undo = []
@@ -130,8 +131,9 @@ class Engine:
             return _exists(t, e)
         if t.id in self.failed:
             return R.ID_ALREADY_FAILED
-        if t.flags & (_POST | _VOID):
-            return self._post_or_void(t)
+        flags = int(t.flags)
+        if flags & (_POST | _VOID):
+            return self._post_or_void(t, flags)
         dr = self.accounts.get(t.debit_account_id)
         if dr is None:
             return R.DEBIT_ACCOUNT_NOT_FOUND
@@ -154,7 +156,7 @@ class Engine:
         self._touch(dr)
         self._touch(cr)
         ts = self._ts()
-        if t.flags & _PENDING:
+        if flags & _PENDING:
             dr.debits_pending += amount
             cr.credits_pending += amount
             expires = ts + t.timeout_s * NS_PER_S if t.timeout_s else None
@@ -164,10 +166,10 @@ class Engine:
             cr.credits_posted += amount
         self._add_transfer(StoredTransfer(
             t.id, t.debit_account_id, t.credit_account_id, amount, t.ledger, t.code,
-            int(t.flags), 0, t.timeout_s, ts))
+            flags, 0, t.timeout_s, ts))
         return R.CREATED
 
-    def _post_or_void(self, t: Transfer) -> R:
+    def _post_or_void(self, t: Transfer, flags: int) -> R:
         p = self.transfers.get(t.pending_id)
         if p is None:
             return R.PENDING_TRANSFER_NOT_FOUND
@@ -181,7 +183,7 @@ class Engine:
             return R.PENDING_TRANSFER_HAS_DIFFERENT_LEDGER
         if t.code and t.code != p.code:
             return R.PENDING_TRANSFER_HAS_DIFFERENT_CODE
-        post = bool(t.flags & _POST)
+        post = bool(flags & _POST)
         if post:
             amount = t.amount or p.amount
             if amount > p.amount:
@@ -209,7 +211,7 @@ class Engine:
         self._set_pending(p.id, PendingInfo("posted" if post else "voided", info.expires_at_ns))
         self._add_transfer(StoredTransfer(
             t.id, p.debit_account_id, p.credit_account_id, amount, p.ledger, p.code,
-            int(t.flags), p.id, 0, self._ts()))
+            flags, p.id, 0, self._ts()))
         return R.CREATED
 
     # -- mutation with undo (linked chains) ------------------------------------------------
@@ -271,8 +273,8 @@ def _shape(t: Transfer) -> R | None:
         return R.ID_MUST_NOT_BE_ZERO
     if t.id >= ID_MAX or t.id < 0:
         return R.ID_MUST_NOT_BE_INT_MAX
-    f = t.flags
-    if bin(int(f) & 14).count("1") > 1:
+    f = int(t.flags)
+    if bin(f & 14).count("1") > 1:
         return R.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if t.amount < 0 or t.amount > AMOUNT_MAX:
         return R.AMOUNT_OUT_OF_RANGE
@@ -311,9 +313,10 @@ def _shape(t: Transfer) -> R | None:
 
 
 def _exists(t: Transfer, e: StoredTransfer) -> R:
-    if int(t.flags) != e.flags:
+    f = int(t.flags)
+    if f != e.flags:
         return R.EXISTS_WITH_DIFFERENT_FLAGS
-    pv = bool(t.flags & (_POST | _VOID))  # zero fields of a post/void mean "as pending"
+    pv = bool(f & (_POST | _VOID))  # zero fields of a post/void mean "as pending"
     if (t.debit_account_id or not pv) and t.debit_account_id != e.debit_account_id:
         return R.EXISTS_WITH_DIFFERENT_DEBIT_ACCOUNT_ID
     if (t.credit_account_id or not pv) and t.credit_account_id != e.credit_account_id:

@@ -38,8 +38,28 @@ _U = uuid.UUID
 _POST_VOID = TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER
 
 
+_new = object.__new__
+_set = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
 def _u(i: int) -> uuid.UUID:
-    return _U(int=i)
+    """uuid.UUID(int=i) without its argument parsing (~4x faster; ids are range-checked
+    by the engine or the caller before they get here)."""
+    u = _new(_U)
+    _set(u, "int", i)
+    _set(u, "is_safe", _UNKNOWN)
+    return u
+
+
+def _ua(ids: Iterable[int | None]) -> str:
+    """A uuid[] literal built in one join: per-element dumpers cost ~10 µs per transfer."""
+    return "{" + ",".join([f"{i:032x}" if i else "NULL" for i in ids]) + "}"
+
+
+def _ia(xs: Iterable[int | None]) -> str:
+    """A bigint[]/int[] literal."""
+    return "{" + ",".join(["NULL" if x is None else str(int(x)) for x in xs]) + "}"
 
 
 def _i(u: uuid.UUID | None) -> int:
@@ -71,7 +91,7 @@ class Outcome:
 _SELECT_TRANSFERS = (
     "select id, debit_account_id, credit_account_id, amount, coalesce(pending_id, "
     "'00000000-0000-0000-0000-000000000000'::uuid), ledger, code, flags, timeout_s, ts "
-    "from transfers where id = any(%s)")
+    "from transfers where id = any(%s::uuid[])")
 
 
 def _stored(row) -> StoredTransfer:
@@ -141,12 +161,12 @@ class Ledger:
             with self._tx() as cur:
                 cur.execute(
                     "insert into accounts (id, ledger, code, flags) "
-                    "select * from unnest(%s::uuid[], %s::int[], %s::int[], %s::int[]) "
+                    "select * from unnest(%b::uuid[], %b::int[], %b::int[], %b::int[]) "
                     "on conflict (id) do nothing returning id",
                     ([_u(accounts[i].id) for i in todo], [accounts[i].ledger for i in todo],
                      [accounts[i].code for i in todo], [int(accounts[i].flags) for i in todo]))
                 inserted = {r[0].int for r in cur.fetchall()}
-                cur.execute("select id, ledger, code, flags from accounts where id = any(%s)",
+                cur.execute("select id, ledger, code, flags from accounts where id = any(%b)",
                             ([_u(accounts[i].id) for i in todo],))
                 stored = {r[0].int: r for r in cur.fetchall()}
             for i in todo:
@@ -167,17 +187,16 @@ class Ledger:
         return results  # type: ignore[return-value]
 
     def lookup_accounts(self, ids: Iterable[int]) -> list[AccountBalance]:
-        ids = list(ids)
+        ids = [i for i in ids if 0 < i < ID_MAX]
         rows = self.conn.execute(
             "select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
-            "credits_posted from accounts where id = any(%s)", ([_u(i) for i in ids],)).fetchall()
+            "credits_posted from accounts where id = any(%b)", ([_u(i) for i in ids],)).fetchall()
         by_id = {r[0].int: AccountBalance(r[0].int, *r[1:]) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
     def lookup_transfers(self, ids: Iterable[int]) -> list[StoredTransfer]:
-        ids = list(ids)
-        rows = self.conn.execute(_SELECT_TRANSFERS,
-                                 ([_u(i) for i in ids],)).fetchall()
+        ids = [i for i in ids if 0 < i < ID_MAX]
+        rows = self.conn.execute(_SELECT_TRANSFERS, (_ua(ids),)).fetchall()
         by_id = {r[0].int: _stored(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -230,8 +249,8 @@ class Ledger:
                 cur.execute(
                     "select id from pending_transfers where state = 'pending' and "
                     "expires_at_ns <= %s order by expires_at_ns limit %s", (now, limit))
-                due = [r[0] for r in cur.fetchall()]
-                cur.execute(_SELECT_TRANSFERS, (due,))
+                due = [r[0].int for r in cur.fetchall()]
+                cur.execute(_SELECT_TRANSFERS, (_ua(due),))
                 transfers = {r[0].int: _stored(r) for r in cur.fetchall()}
                 if not transfers:
                     return 0
@@ -255,14 +274,14 @@ class Ledger:
     def _lock_accounts(cur, ids) -> dict[int, AccountBalance]:
         cur.execute(
             "select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
-            "credits_posted from accounts where id = any(%s) order by id for update",
-            ([_u(i) for i in ids],))
+            "credits_posted from accounts where id = any(%s::uuid[]) order by id for update",
+            (_ua(ids),))
         return {r[0].int: AccountBalance(r[0].int, *r[1:]) for r in cur.fetchall()}
 
     @staticmethod
     def _lock_pending(cur, ids) -> dict[int, PendingInfo]:
-        cur.execute("select id, state, expires_at_ns from pending_transfers where id = any(%s) "
-                    "order by id for update", ([_u(i) for i in ids],))
+        cur.execute("select id, state, expires_at_ns from pending_transfers "
+                    "where id = any(%s::uuid[]) order by id for update", (_ua(ids),))
         return {r[0].int: PendingInfo(r[1], r[2]) for r in cur.fetchall()}
 
     def _submit(self, cur, requests: Sequence[Request], now: int):
@@ -275,11 +294,10 @@ class Ledger:
         accounts: dict[int, AccountBalance] = {}
         pending: dict[int, PendingInfo] = {}
         if all_t:
-            cur.execute(_SELECT_TRANSFERS,
-                        ([_u(i) for i in ids | pids],))
+            cur.execute(_SELECT_TRANSFERS, (_ua(ids | pids),))
             transfers = {r[0].int: _stored(r) for r in cur.fetchall()}
-            cur.execute("select id from failed_transfers where id = any(%s)",
-                        ([_u(i) for i in ids],))
+            cur.execute("select id from failed_transfers where id = any(%s::uuid[])",
+                        (_ua(ids),))
             failed = {r[0].int for r in cur.fetchall()}
             acct_ids = {a for t in all_t for a in (t.debit_account_id, t.credit_account_id)
                         if 0 < a < ID_MAX}
@@ -309,7 +327,7 @@ class Ledger:
     def _append(self, cur, chosen: list[tuple[int, Event]], written, now: int) -> None:
         if self.mac is None:
             raise LedgerError("this Ledger has no MAC function: cannot append events")
-        cur.execute("select id from events where id = any(%s)",
+        cur.execute("select id from events where id = any(%b)",
                     ([_u(e.id) for _, e in chosen],))
         seen = {r[0].int for r in cur.fetchall()}
         fresh = []
@@ -326,8 +344,8 @@ class Ledger:
                           now // 1000)
         cur.execute(
             "insert into events (seq, id, type, payment_id, transfer_id, occurred_at, payload, "
-            "prev_mac, mac) select * from unnest(%s::bigint[], %s::uuid[], %s::text[], "
-            "%s::uuid[], %s::uuid[], %s::timestamptz[], %s::text[], %s::bytea[], %s::bytea[])",
+            "prev_mac, mac) select * from unnest(%b::bigint[], %b::uuid[], %b::text[], "
+            "%b::uuid[], %b::uuid[], %b::timestamptz[], %b::text[], %b::bytea[], %b::bytea[])",
             ([s.seq for s in stored], [_u(s.id) for s in stored], [s.type for s in stored],
              [_u(s.payment_id) if s.payment_id else None for s in stored],
              [_u(s.transfer_id) if s.transfer_id else None for s in stored],
@@ -335,8 +353,8 @@ class Ledger:
              [s.payload for s in stored], [s.prev_mac for s in stored],
              [s.mac for s in stored]))
         cur.execute(
-            "insert into outbox (event_seq, topic) select * from unnest(%s::bigint[], "
-            "%s::text[])", ([s.seq for s in stored],
+            "insert into outbox (event_seq, topic) select * from unnest(%b::bigint[], "
+            "%b::text[])", ([s.seq for s in stored],
                             [ev.TOPIC_PREFIX + s.type for s in stored]))
         cur.execute("update event_chain_head set seq = %s, mac = %s where singleton",
                     (stored[-1].seq, stored[-1].mac))
@@ -353,20 +371,20 @@ class Ledger:
                 "pending_id, ledger, code, flags, timeout_s, ts) select * from unnest("
                 "%s::uuid[], %s::uuid[], %s::uuid[], %s::bigint[], %s::uuid[], %s::int[], "
                 "%s::int[], %s::int[], %s::int[], %s::bigint[])",
-                ([_u(t.id) for t in nt], [_u(t.debit_account_id) for t in nt],
-                 [_u(t.credit_account_id) for t in nt], [t.amount for t in nt],
-                 [_u(t.pending_id) if t.pending_id else None for t in nt],
-                 [t.ledger for t in nt], [t.code for t in nt], [t.flags for t in nt],
-                 [t.timeout_s for t in nt], [t.ts for t in nt]))
+                (_ua([t.id for t in nt]), _ua([t.debit_account_id for t in nt]),
+                 _ua([t.credit_account_id for t in nt]), _ia([t.amount for t in nt]),
+                 _ua([t.pending_id for t in nt]), _ia([t.ledger for t in nt]),
+                 _ia([t.code for t in nt]), _ia([t.flags for t in nt]),
+                 _ia([t.timeout_s for t in nt]), _ia([t.ts for t in nt])))
         pc = eng.pending_changes
         if pc:
             keys = list(pc)
             cur.execute(
                 "insert into pending_transfers (id, state, expires_at_ns) select * from "
-                "unnest(%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do update "
+                "unnest(%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do update "
                 "set state = excluded.state",
-                ([_u(k) for k in keys], [pc[k].state for k in keys],
-                 [pc[k].expires_at_ns for k in keys]))
+                (_ua(keys), [pc[k].state for k in keys],
+                 _ia([pc[k].expires_at_ns for k in keys])))
         if eng.touched_accounts:
             acc = [eng.accounts[i] for i in sorted(eng.touched_accounts)]
             cur.execute(
@@ -374,15 +392,15 @@ class Ledger:
                 "credits_pending = u.cp, credits_posted = u.cpo from unnest(%s::uuid[], "
                 "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
                 "as u(id, dp, dpo, cp, cpo) where a.id = u.id",
-                ([_u(a.id) for a in acc], [a.debits_pending for a in acc],
-                 [a.debits_posted for a in acc], [a.credits_pending for a in acc],
-                 [a.credits_posted for a in acc]))
+                (_ua([a.id for a in acc]), _ia([a.debits_pending for a in acc]),
+                 _ia([a.debits_posted for a in acc]), _ia([a.credits_pending for a in acc]),
+                 _ia([a.credits_posted for a in acc])))
         if eng.new_failed:
             nf = eng.new_failed
             cur.execute(
                 "insert into failed_transfers (id, result, ts) select * from unnest("
-                "%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do nothing",
-                ([_u(f[0]) for f in nf], [f[1] for f in nf], [f[2] for f in nf]))
+                "%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do nothing",
+                (_ua([f[0] for f in nf]), [f[1] for f in nf], _ia([f[2] for f in nf])))
 
 
 class _Tx:

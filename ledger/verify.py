@@ -39,6 +39,8 @@ class Report:
     account_mismatch_count: int = 0
     limit_breaches: list[dict] = field(default_factory=list)
     limit_breach_count: int = 0
+    orphan_transfers: list[str] = field(default_factory=list)
+    orphan_transfer_count: int = 0
     chain: ChainReport = field(default_factory=ChainReport)
     approvals_without_hold: list[str] = field(default_factory=list)
     approvals_without_hold_count: int = 0
@@ -48,7 +50,7 @@ class Report:
     @property
     def ledger_balanced(self) -> bool:
         return not (self.unbalanced_ledgers or self.account_mismatch_count
-                    or self.limit_breach_count)
+                    or self.limit_breach_count or self.orphan_transfer_count)
 
     @property
     def ok(self) -> bool:
@@ -84,6 +86,10 @@ class Report:
         out.append(_line(not self.limit_breach_count,
                          f"account limits ({self.limit_breach_count} broken)"))
         out.extend(f"      account {b['id']}: {b['limit']}" for b in self.limit_breaches)
+        out.append(_line(not self.orphan_transfer_count,
+                         f"transfers name existing accounts / pending transfers "
+                         f"({self.orphan_transfer_count} orphans)"))
+        out.extend(f"      transfer {t}" for t in self.orphan_transfers)
         c = self.chain
         if not c.mac_checked:
             out.append(f"[???] event chain: {c.events} events, links checked but MACs NOT "
@@ -170,6 +176,18 @@ def _balances(conn, r: Report, max_items: int) -> None:
          order by id""").fetchall()
     r.limit_breach_count = len(rows)
     r.limit_breaches = [dict(id=str(i), limit=lim) for i, lim in rows[:max_items]]
+    # transfers has no foreign keys (hot path); this is where a dangling reference shows
+    rows = conn.execute("""
+        select t.id from transfers t
+         where not exists (select 1 from accounts a where a.id = t.debit_account_id)
+            or not exists (select 1 from accounts a where a.id = t.credit_account_id)
+            or (t.pending_id is not null and not exists (
+                    select 1 from transfers p where p.id = t.pending_id and p.flags & 2 <> 0))
+            or (t.flags & 2 <> 0 and not exists (
+                    select 1 from pending_transfers s where s.id = t.id))
+         order by t.id""").fetchall()
+    r.orphan_transfer_count = len(rows)
+    r.orphan_transfers = [str(t) for (t,) in rows[:max_items]]
 
 
 def _chain(conn, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
