@@ -47,12 +47,12 @@ def _setup(dsn: str) -> None:
 
 
 def _run_writer(dsn: str, seconds: float, tasks: int, with_events: bool,
-                max_batch: int = 2000) -> dict:
+                max_batch: int = 2000, id_base: int = 10**9) -> dict:
     writer = BatchWriter(dsn, mac=hmac_sha256(b"bench-key-0123456789abcdef"),
                          config=WriterConfig(max_batch=max_batch, max_wait_ms=1.0))
     latencies: list[float] = []
     counts = {"ok": 0, "other": 0}
-    next_id = [10**9]
+    next_id = [id_base]
 
     async def client(rng: random.Random, deadline: float) -> None:
         while trio.current_time() < deadline:
@@ -99,6 +99,29 @@ def _run_writer(dsn: str, seconds: float, tasks: int, with_events: bool,
     }
 
 
+def _run_store(dsn: str, seconds: float, batch: int = 2000) -> dict:
+    """The database's share: Ledger.submit of ready-made batches, one caller, no trio."""
+    from payswitch.ledger.store import Request
+
+    rng = random.Random(7)
+    tid = 10**12
+    n = 0
+    with Ledger(dsn) as led:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            reqs = []
+            for _ in range(batch):
+                tid += 1
+                reqs.append(Request((Transfer(tid, CARD0 + rng.randrange(CARDS),
+                                              MERCHANT0 + rng.randrange(MERCHANTS),
+                                              rng.randrange(100, 10_000), USD, 1),)))
+            led.submit(reqs)
+            n += batch
+        elapsed = time.perf_counter() - t0
+    return {"transfers": n, "batch": batch, "seconds": round(elapsed, 2),
+            "transfers_per_s": round(n / elapsed, 1)}
+
+
 def _pgbench(admin_dsn: str, seconds: float) -> dict:
     exe = shutil.which("pgbench") or next(
         (p for p in sorted(os.popen("ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null")
@@ -132,13 +155,14 @@ def main(json: bool = False) -> int:
                         for k in ("fsync", "synchronous_commit", "server_version")}
         with realparts.scratch_database(admin, prefix="payswitch_bench_ledger") as dsn:
             _setup(dsn)
-            plain = _run_writer(dsn, seconds, tasks, with_events=False)
-            auth = _run_writer(dsn, seconds, tasks, with_events=True)
+            raw = _run_store(dsn, seconds)
+            plain = _run_writer(dsn, seconds, tasks, with_events=False, id_base=10**10)
+            auth = _run_writer(dsn, seconds, tasks, with_events=True, id_base=10**11)
         pgb = _pgbench(admin, seconds)
     ratio = round(plain["transfers_per_s"] / pgb["tps"], 2) if pgb.get("tps") else None
     result = {
         "benchmark": "ledger", "server": settings, "tasks": tasks,
-        "transfers": plain, "authorizations_with_events": auth,
+        "store_only": raw, "transfers": plain, "authorizations_with_events": auth,
         "pgbench_tpcb": pgb, "ratio_transfers_to_pgbench_tps": ratio,
     }
     if json:
@@ -147,6 +171,8 @@ def main(json: bool = False) -> int:
         print(f"ledger benchmark (PostgreSQL {settings['server_version']}, fsync="
               f"{settings['fsync']}, synchronous_commit={settings['synchronous_commit']}, "
               f"{tasks} trio tasks, {seconds:g} s per phase)")
+        print(f"  store only        {raw['transfers_per_s']:>10,.0f}/s   (Ledger.submit of "
+              f"{raw['batch']}-transfer batches, no trio; the database's share)")
         for name, r in (("transfers", plain), ("holds + 2 events", auth)):
             print(f"  {name:17} {r['transfers_per_s']:>10,.0f}/s   p50 {r['p50_ms']} ms   "
                   f"p99 {r['p99_ms']} ms   mean batch {r['mean_batch']}")
