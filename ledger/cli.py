@@ -106,7 +106,8 @@ def cmd_verify(args) -> int:
         return EXIT_ERROR
     print(report.to_json() if args.json else report.to_text())
     if not report.ledger_balanced or not report.chain.intact or \
-            report.approvals_without_hold_count or report.holds_without_approval_count:
+            report.approvals_without_hold_count or report.holds_without_approval_count \
+            or report.events_without_outbox_count:
         return EXIT_DISCREPANCY
     if mac is None and not args.no_mac:
         if not args.json:

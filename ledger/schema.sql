@@ -51,7 +51,7 @@ create index if not exists transfers_credit_idx on transfers (credit_account_id)
 
 -- The one mutable fact about a pending transfer: is it still pending?
 create table if not exists pending_transfers (
-    id uuid primary key references transfers (id),
+    id uuid primary key,                   -- a transfers.id (no FK: see transfers)
     state text not null check (state in ('pending', 'posted', 'voided', 'expired')),
     expires_at_ns bigint                   -- null: never expires
 );
@@ -92,7 +92,7 @@ insert into event_chain_head (singleton, seq, mac)
 
 -- Outbox: written with the events, drained by the MQTT relay.
 create table if not exists outbox (
-    event_seq bigint primary key references events (seq),
+    event_seq bigint primary key,          -- an events.seq (no FK: written in the same statement batch)
     topic text not null,
     sent_at timestamptz
 );

@@ -327,8 +327,8 @@ class Ledger:
     def _append(self, cur, chosen: list[tuple[int, Event]], written, now: int) -> None:
         if self.mac is None:
             raise LedgerError("this Ledger has no MAC function: cannot append events")
-        cur.execute("select id from events where id = any(%b)",
-                    ([_u(e.id) for _, e in chosen],))
+        cur.execute("select id from events where id = any(%s::uuid[])",
+                    (_ua([e.id for _, e in chosen]),))
         seen = {r[0].int for r in cur.fetchall()}
         fresh = []
         for k, e in chosen:
@@ -344,17 +344,19 @@ class Ledger:
                           now // 1000)
         cur.execute(
             "insert into events (seq, id, type, payment_id, transfer_id, occurred_at, payload, "
-            "prev_mac, mac) select * from unnest(%b::bigint[], %b::uuid[], %b::text[], "
-            "%b::uuid[], %b::uuid[], %b::timestamptz[], %b::text[], %b::bytea[], %b::bytea[])",
-            ([s.seq for s in stored], [_u(s.id) for s in stored], [s.type for s in stored],
-             [_u(s.payment_id) if s.payment_id else None for s in stored],
-             [_u(s.transfer_id) if s.transfer_id else None for s in stored],
-             [ev.datetime_from_us(s.occurred_at_us) for s in stored],
+            "prev_mac, mac) select s, i, t, p, tr, "
+            "timestamptz 'epoch' + us * interval '1 microsecond', pl, pm, m from "
+            "unnest(%s::bigint[], %s::uuid[], %b::text[], %s::uuid[], %s::uuid[], "
+            "%s::bigint[], %b::text[], %b::bytea[], %b::bytea[]) "
+            "as u(s, i, t, p, tr, us, pl, pm, m)",
+            (_ia([s.seq for s in stored]), _ua([s.id for s in stored]),
+             [s.type for s in stored], _ua([s.payment_id for s in stored]),
+             _ua([s.transfer_id for s in stored]), _ia([s.occurred_at_us for s in stored]),
              [s.payload for s in stored], [s.prev_mac for s in stored],
              [s.mac for s in stored]))
         cur.execute(
-            "insert into outbox (event_seq, topic) select * from unnest(%b::bigint[], "
-            "%b::text[])", ([s.seq for s in stored],
+            "insert into outbox (event_seq, topic) select * from unnest(%s::bigint[], "
+            "%b::text[])", (_ia([s.seq for s in stored]),
                             [ev.TOPIC_PREFIX + s.type for s in stored]))
         cur.execute("update event_chain_head set seq = %s, mac = %s where singleton",
                     (stored[-1].seq, stored[-1].mac))

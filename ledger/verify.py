@@ -46,6 +46,7 @@ class Report:
     approvals_without_hold_count: int = 0
     holds_without_approval: list[str] = field(default_factory=list)
     holds_without_approval_count: int = 0
+    events_without_outbox_count: int = 0  # would never be published
 
     @property
     def ledger_balanced(self) -> bool:
@@ -56,7 +57,8 @@ class Report:
     def ok(self) -> bool:
         return (self.ledger_balanced and self.chain.intact and self.chain.mac_checked
                 and not self.approvals_without_hold_count
-                and not self.holds_without_approval_count)
+                and not self.holds_without_approval_count
+                and not self.events_without_outbox_count)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -106,6 +108,9 @@ class Report:
                          f"holds with their approval ({self.holds_without_approval_count} "
                          "without)"))
         out.extend(f"      {x}" for x in self.holds_without_approval)
+        out.append(_line(not self.events_without_outbox_count,
+                         f"every event in the outbox ({self.events_without_outbox_count} "
+                         "missing)"))
         out.append("ledger verify: " + ("CLEAN" if self.ok else "DISCREPANCIES FOUND"
                                         if c.mac_checked or not c.intact else "INCOMPLETE"))
         return "\n".join(out)
@@ -246,5 +251,8 @@ def _approvals(conn, r: Report, max_items: int) -> None:
                                                      and a.payment_id = h.payment_id))
          order by t.id""").fetchall()
     r.holds_without_approval_count = len(rows)
+    r.events_without_outbox_count = conn.execute(
+        "select count(*) from events e where not exists "
+        "(select 1 from outbox o where o.event_seq = e.seq)").fetchone()[0]
     r.holds_without_approval = [
         f"hold {t} has no held event in an approved payment" for (t,) in rows[:max_items]]
