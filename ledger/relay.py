@@ -35,6 +35,7 @@ class RelayConfig:
     port: int = 1883
     topic_prefix: str = ""  # prepended to "payswitch/events/<type>" (tests isolate with it)
     batch_max: int = 500  # events per round
+    inflight_max: int = 100  # QoS 1 publishes awaiting PUBACK at once
     poll_interval_s: float = 0.05  # idle wait between rounds (a NOTIFY wakes it sooner)
     publish_timeout_s: float = 10.0
     reconnect_backoff_s: float = 0.5
@@ -85,7 +86,9 @@ class OutboxRelay:
                 if await self._idle(1.0):
                     return
             async with aiomqtt.Client(c.host, c.port, identifier=c.client_id,
-                                      timeout=c.publish_timeout_s) as client:
+                                      timeout=c.publish_timeout_s,
+                                      max_inflight_messages=c.inflight_max) as client:
+                client.pending_calls_threshold = c.inflight_max + 10  # we bound it ourselves
                 while not self._stop.is_set():
                     n = await self.publish_round(conn, client)
                     if n == 0 and await self._idle(c.poll_interval_s):
@@ -114,8 +117,10 @@ class OutboxRelay:
                                tid.int if tid else None, ev.us_from_datetime(at), payload,
                                bytes(pmac), bytes(mac))
             msgs.append((self.config.topic_prefix + topic, e.mqtt_payload()))
-        await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in msgs))
-        self.published += len(msgs)
+        window = self.config.inflight_max
+        for k in range(0, len(msgs), window):
+            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in msgs[k:k + window]))
+            self.published += len(msgs[k:k + window])
         await self._mark_sent(conn, [r[0] for r in rows])
         return len(rows)
 
