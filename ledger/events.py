@@ -38,14 +38,18 @@ def hmac_sha256(key: bytes) -> MacFunction:
         raise ValueError("event MAC key must be at least 16 bytes")
 
     def mac(data: bytes) -> bytes:
-        return hmac.new(key, data, hashlib.sha256).digest()
+        return hmac.digest(key, data, hashlib.sha256)  # one-shot, in C
 
     return mac
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                            allow_nan=False)  # built once: json.dumps(**kw) builds one per call
+_GOOD_TYPES: set[str] = set()
+
+
 def canonical_payload(payload: dict) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+    text = _ENCODER.encode(payload)
     if len(text) > EVENT_PAYLOAD_MAX:
         raise LedgerError(f"event payload over {EVENT_PAYLOAD_MAX} bytes")
     if _looks_like_pan(text):
@@ -70,8 +74,12 @@ def _looks_like_pan(text: str) -> bool:
 
 
 def check_type(event_type: str) -> None:
+    if event_type in _GOOD_TYPES:
+        return
     if not _TYPE_RE.match(event_type):
         raise LedgerError(f"bad event type {event_type!r}: [a-z][a-z0-9_]{{0,63}}")
+    if len(_GOOD_TYPES) < 1000:
+        _GOOD_TYPES.add(event_type)
 
 
 def us_from_datetime(t: dt.datetime) -> int:
@@ -85,19 +93,20 @@ def datetime_from_us(us: int) -> dt.datetime:
 def mac_input(seq: int, event_id: int, event_type: str, payment_id: int | None,
               transfer_id: int | None, occurred_at_us: int, payload: str,
               prev_mac: bytes) -> bytes:
-    """Length-prefixed, versioned encoding of everything an event says, plus the previous MAC."""
-    parts = [
-        b"payswitch.event.v1",
-        struct.pack(">Q", seq),
-        event_id.to_bytes(16, "big"),
-        event_type.encode("ascii"),
-        (payment_id or 0).to_bytes(16, "big"),
-        (transfer_id or 0).to_bytes(16, "big"),
-        struct.pack(">q", occurred_at_us),
-        payload.encode("utf-8"),
-        prev_mac,
-    ]
-    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+    """Length-prefixed, versioned encoding of everything an event says, plus the previous MAC:
+    each field as a 4-byte big-endian length and its bytes."""
+    t = event_type.encode("ascii")
+    p = payload.encode("utf-8")
+    return b"".join((
+        _FIXED_HEAD.pack(18, b"payswitch.event.v1", 8, seq, 16),
+        event_id.to_bytes(16, "big"), len(t).to_bytes(4, "big"), t,
+        _IDS_TIME.pack(16, (payment_id or 0).to_bytes(16, "big"),
+                       16, (transfer_id or 0).to_bytes(16, "big"), 8, occurred_at_us),
+        len(p).to_bytes(4, "big"), p, len(prev_mac).to_bytes(4, "big"), prev_mac))
+
+
+_FIXED_HEAD = struct.Struct(">I18sIQI")
+_IDS_TIME = struct.Struct(">I16sI16sIq")
 
 
 @dataclass(frozen=True, slots=True)
