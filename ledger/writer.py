@@ -15,6 +15,7 @@ for a batch to fill after its first request.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ import trio
 from . import events as ev
 from .store import Ledger, Outcome, Request
 from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
+
+log = logging.getLogger("payswitch.ledger.writer")
 
 
 @dataclass
@@ -131,9 +134,13 @@ class BatchWriter:
         try:
             outcomes = await trio.to_thread.run_sync(
                 ledger.submit, [s.request for s in batch], limiter=self._limiter)
-        except LedgerError as e:
+        except Exception as e:  # noqa: BLE001 - every caller must hear about it
+            err = e if isinstance(e, LedgerError) else LedgerError(
+                f"ledger batch failed: {type(e).__name__}: {e}")
+            if not isinstance(e, LedgerError):
+                log.error("ledger batch failed unexpectedly", exc_info=e)
             for s in batch:
-                s.error = e
+                s.error = err
                 s.done.set()
             return
         self.batches += 1
@@ -149,6 +156,12 @@ class BatchWriter:
         the batch did not commit (unknown outcome: retry with the same ids)."""
         if len(request.transfers) > BATCH_MAX:
             raise LedgerError(f"at most {BATCH_MAX} transfers per request")
+        # a bad event must fail its own caller here, not the whole batch in the writer
+        for e in (*request.on_success, *request.on_failure):
+            if self.mac is None:
+                raise LedgerError("this BatchWriter has no MAC function: cannot append events")
+            ev.check_type(e.type)
+            ev.canonical_payload(e.payload)
         slot = _Slot(request)
         try:
             await self._send.send(slot)

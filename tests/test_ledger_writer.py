@@ -8,7 +8,14 @@ from payswitch.ledger import money
 from payswitch.ledger.events import hmac_sha256
 from payswitch.ledger.schema import migrate
 from payswitch.ledger.store import Ledger, Request
-from payswitch.ledger.types import Account, AccountFlags, Event, Transfer, TransferFlags
+from payswitch.ledger.types import (
+    Account,
+    AccountFlags,
+    Event,
+    LedgerError,
+    Transfer,
+    TransferFlags,
+)
 from payswitch.ledger.writer import BatchWriter, WriterConfig
 
 MAC = hmac_sha256(b"test-key-0123456789abcdef")
@@ -165,3 +172,37 @@ def test_migrate_is_idempotent(pg_dsn):
         migrate(led.conn)
         assert led.conn.execute("select max(version) from ledger_schema_version").fetchone() == (
             1,)
+
+
+def test_a_bad_event_fails_only_its_caller(pg_dsn):
+    _setup(pg_dsn)
+    writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(max_wait_ms=20))
+    out = {}
+
+    async def good(i):
+        out[i] = (await writer.create_transfers(
+            [Transfer(600 + i, BANK, BOB, 1, USD, 1)],
+            on_success=[Event(700 + i, "posted", {"i": i})])).results
+
+    async def bad():
+        try:
+            await writer.create_transfers([Transfer(650, BANK, BOB, 1, USD, 1)],
+                                          on_success=[Event(750, "posted",
+                                                            {"pan": "4111111111111111"})])
+        except LedgerError as e:
+            out["bad"] = str(e)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            async with trio.open_nursery() as c:
+                for i in range(5):
+                    c.start_soon(good, i)
+                c.start_soon(bad)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert [out[i] for i in range(5)] == [("created",)] * 5
+    assert "PAN" in out["bad"]
+    with Ledger(pg_dsn) as led:
+        assert led.lookup_transfers([650]) == []
