@@ -158,11 +158,14 @@ def main(json: bool = False) -> int:
             raw = _run_store(dsn, seconds)
             plain = _run_writer(dsn, seconds, tasks, with_events=False, id_base=10**10)
             auth = _run_writer(dsn, seconds, tasks, with_events=True, id_base=10**11)
+            light = _run_writer(dsn, seconds / 2, 200, with_events=True, max_batch=2000,
+                                id_base=10**13)
         pgb = _pgbench(admin, seconds)
     ratio = round(plain["transfers_per_s"] / pgb["tps"], 2) if pgb.get("tps") else None
     result = {
         "benchmark": "ledger", "server": settings, "tasks": tasks,
         "store_only": raw, "transfers": plain, "authorizations_with_events": auth,
+        "authorizations_200_tasks": light,
         "pgbench_tpcb": pgb, "ratio_transfers_to_pgbench_tps": ratio,
     }
     if json:
@@ -173,7 +176,8 @@ def main(json: bool = False) -> int:
               f"{tasks} trio tasks, {seconds:g} s per phase)")
         print(f"  store only        {raw['transfers_per_s']:>10,.0f}/s   (Ledger.submit of "
               f"{raw['batch']}-transfer batches, no trio; the database's share)")
-        for name, r in (("transfers", plain), ("holds + 2 events", auth)):
+        for name, r in (("transfers", plain), ("holds + 2 events", auth),
+                        ("same, 200 tasks", light)):
             print(f"  {name:17} {r['transfers_per_s']:>10,.0f}/s   p50 {r['p50_ms']} ms   "
                   f"p99 {r['p99_ms']} ms   mean batch {r['mean_batch']}")
         print(f"  pgbench TPC-B s10 {pgb.get('tps') or 0:>10,.0f} tps ({pgb.get('clients')} "
