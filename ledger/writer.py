@@ -104,7 +104,8 @@ class BatchWriter:
                                    clock_ns=self.clock_ns,
                                    statement_timeout_ms=self.config.statement_timeout_ms),
                     limiter=self._limiter)
-            except LedgerError:
+            except LedgerError as e:
+                log.warning("ledger writer: %s; retrying", e)
                 await trio.sleep(self.config.reconnect_backoff_ms / 1000)
 
     async def _collect(self) -> list[_Slot]:
