@@ -76,9 +76,9 @@ def test_sigkill_under_load(pg_dsn, mqtt_broker, tmp_path):
         # the relay of the next start drains the outbox: nothing is lost
     relay = L.OutboxRelay(pg_dsn, L.RelayConfig(host=mqtt_broker[0], port=mqtt_broker[1],
                                                 topic_prefix=env["MQTT_PREFIX"],
-                                                batch_max=2000, inflight_max=500))
+                                                batch_max=2000))
     th = relay.start_thread()
-    deadline = time.monotonic() + 240  # the relay does ~2k events/s (see README)
+    deadline = time.monotonic() + 240  # generous: the shared machine is slow
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         while unsent_count(conn):
             assert time.monotonic() < deadline
