@@ -206,3 +206,35 @@ def test_a_bad_event_fails_only_its_caller(pg_dsn):
     assert "PAN" in out["bad"]
     with Ledger(pg_dsn) as led:
         assert led.lookup_transfers([650]) == []
+
+
+def test_duplicates_and_a_failing_chain_in_one_writer_batch(pg_dsn):
+    """Concurrent callers land in one batch (long max_wait): a duplicate id answers exists
+    to exactly one of them, a failing chain fails alone."""
+    _setup(pg_dsn)
+    writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(max_wait_ms=200))
+    out = {}
+
+    async def call(name, transfers):
+        out[name] = (await writer.create_transfers(transfers)).results
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            async with trio.open_nursery() as c:
+                c.start_soon(call, "a", [Transfer(30, ALICE, BOB, 5, USD, 1)])
+                c.start_soon(call, "b", [Transfer(30, ALICE, BOB, 5, USD, 1)])
+                c.start_soon(call, "chain", [
+                    Transfer(31, BANK, BOB, 5, USD, 1, TransferFlags.LINKED),
+                    Transfer(32, ALICE, BOB, 10_000, USD, 1)])
+                c.start_soon(call, "c", [Transfer(33, ALICE, BOB, 7, USD, 1)])
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert writer.batches == 1
+    assert sorted([out["a"][0], out["b"][0]]) == ["created", "exists"]
+    assert out["chain"] == ("linked_event_failed", "exceeds_credits")
+    assert out["c"] == ("created",)
+    with Ledger(pg_dsn) as led:
+        a, = led.lookup_accounts([ALICE])
+        assert a.debits_posted == 12
