@@ -85,7 +85,20 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return all(r in (R.CREATED, R.EXISTS) for r in self.results)
+        return _ok(self.results)
+
+
+_DONE = frozenset((R.CREATED, R.EXISTS))
+_OK_CODES = frozenset((R.CREATED, R.EXISTS, R.LINKED_EVENT_FAILED))
+
+
+def _ok(results) -> bool:
+    """Every transfer is there: created now or before. A retried linked chain answers
+    ``exists`` on its first transfer and ``linked_event_failed`` on the rest (``exists``
+    breaks a chain, as in TigerBeetle); chains are atomic, so that also means "all there"."""
+    if not results:  # events only
+        return True
+    return all(r in _OK_CODES for r in results) and any(r in _DONE for r in results)
 
 
 _SELECT_TRANSFERS = (
@@ -315,7 +328,7 @@ class Ledger:
         # events: chosen per request by its outcome
         chosen: list[tuple[int, Event]] = []
         for k, (req, res) in enumerate(zip(requests, results, strict=True)):
-            ok = all(x in (R.CREATED, R.EXISTS) for x in res)
+            ok = _ok(res)
             chosen.extend((k, e) for e in (req.on_success if ok else req.on_failure))
         written: list[list[int]] = [[] for _ in requests]
         if chosen:

@@ -238,3 +238,20 @@ def test_duplicates_and_a_failing_chain_in_one_writer_batch(pg_dsn):
     with Ledger(pg_dsn) as led:
         a, = led.lookup_accounts([ALICE])
         assert a.debits_posted == 12
+
+
+def test_retried_chain_counts_as_done(pg_dsn):
+    _setup(pg_dsn)
+    chain = (Transfer(40, BANK, BOB, 5, USD, 1, TransferFlags.LINKED),
+             Transfer(41, ALICE, BOB, 5, USD, 1))
+    with Ledger(pg_dsn, mac=MAC) as led:
+        def req():
+            return Request(chain, on_success=(Event(900, "posted", {}),),
+                           on_failure=(Event(901, "declined", {}),))
+        first, = led.submit([req()])
+        again, = led.submit([req()])
+        assert first.results == ("created", "created") and first.ok
+        assert again.results == ("exists", "linked_event_failed") and again.ok
+        assert again.events_written == ()  # nothing new, and no decline
+        types = [r[0] for r in led.conn.execute("select type from events order by seq")]
+        assert types == ["posted"]
