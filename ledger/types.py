@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 ID_MAX = (1 << 128) - 1
 AMOUNT_MAX = (1 << 63) - 1  # bigint columns
-TIMEOUT_MAX_S = 7 * 24 * 3600  # a hold lives at most a week (card-scheme auth validity)
+TIMEOUT_MAX_S = 31 * 24 * 3600  # longest card-scheme authorization validity (lodging, rental)
 BATCH_MAX = 8190  # transfers in one request (TigerBeetle's batch size)
 
 
