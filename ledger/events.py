@@ -1,0 +1,198 @@
+"""Event store helpers: canonical bytes, the MAC chain, PAN guard and replay.
+
+The chain is global (one sequence for the whole ledger), not per payment: a per-payment
+chain cannot notice that a whole payment's events, or the newest events of the store, were
+removed; a global chain with its head row (seq, mac) can. Appends are serialised on the head
+row only for the few milliseconds of a batch's commit, and one batch carries many events.
+
+The MAC is injected: ``MacFunction = Callable[[bytes], bytes]`` (32 bytes out). The switch
+passes one backed by an HSM key; tests and tools may pass ``hmac_sha256(key)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import struct
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .types import Event, LedgerError
+
+MacFunction = Callable[[bytes], bytes]
+GENESIS_MAC = bytes(32)
+EVENT_PAYLOAD_MAX = 16_384  # bytes of canonical JSON per event
+TOPIC_PREFIX = "payswitch/events/"
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_DIGITS_RE = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def hmac_sha256(key: bytes) -> MacFunction:
+    """A stdlib MAC function (tests, tools). The switch injects an HSM-backed one."""
+    if len(key) < 16:
+        raise ValueError("event MAC key must be at least 16 bytes")
+
+    def mac(data: bytes) -> bytes:
+        return hmac.digest(key, data, hashlib.sha256)  # one-shot, in C
+
+    return mac
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                            allow_nan=False)  # built once: json.dumps(**kw) builds one per call
+_GOOD_TYPES: set[str] = set()
+
+
+def canonical_payload(payload: dict) -> str:
+    text = _ENCODER.encode(payload)
+    if len(text) > EVENT_PAYLOAD_MAX:
+        raise LedgerError(f"event payload over {EVENT_PAYLOAD_MAX} bytes")
+    if _looks_like_pan(text):
+        raise LedgerError("event payload holds what looks like a clear PAN")
+    return text
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _looks_like_pan(text: str) -> bool:
+    return any(_luhn_ok(m.group()) for m in _DIGITS_RE.finditer(text))
+
+
+def check_type(event_type: str) -> None:
+    if event_type in _GOOD_TYPES:
+        return
+    if not _TYPE_RE.match(event_type):
+        raise LedgerError(f"bad event type {event_type!r}: [a-z][a-z0-9_]{{0,63}}")
+    if len(_GOOD_TYPES) < 1000:
+        _GOOD_TYPES.add(event_type)
+
+
+def us_from_datetime(t: dt.datetime) -> int:
+    return (t - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def datetime_from_us(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+def mac_input(seq: int, event_id: int, event_type: str, payment_id: int | None,
+              transfer_id: int | None, occurred_at_us: int, payload: str,
+              prev_mac: bytes) -> bytes:
+    """Length-prefixed, versioned encoding of everything an event says, plus the previous MAC:
+    each field as a 4-byte big-endian length and its bytes."""
+    t = event_type.encode("ascii")
+    p = payload.encode("utf-8")
+    return b"".join((
+        _FIXED_HEAD.pack(18, b"payswitch.event.v1", 8, seq, 16),
+        event_id.to_bytes(16, "big"), len(t).to_bytes(4, "big"), t,
+        _IDS_TIME.pack(16, (payment_id or 0).to_bytes(16, "big"),
+                       16, (transfer_id or 0).to_bytes(16, "big"), 8, occurred_at_us),
+        len(p).to_bytes(4, "big"), p, len(prev_mac).to_bytes(4, "big"), prev_mac))
+
+
+_FIXED_HEAD = struct.Struct(">I18sIQI")
+_IDS_TIME = struct.Struct(">I16sI16sIq")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    id: int
+    type: str
+    payment_id: int | None
+    transfer_id: int | None
+    occurred_at_us: int
+    payload: str
+    prev_mac: bytes
+    mac: bytes
+
+    @property
+    def data(self) -> dict:
+        return json.loads(self.payload)
+
+    def mqtt_payload(self) -> bytes:
+        """What the relay publishes: the event id first, so consumers can drop duplicates."""
+        return json.dumps({
+            "event_id": str(uuid.UUID(int=self.id)), "seq": self.seq, "type": self.type,
+            "payment_id": str(uuid.UUID(int=self.payment_id)) if self.payment_id else None,
+            "transfer_id": str(uuid.UUID(int=self.transfer_id)) if self.transfer_id else None,
+            "occurred_at": datetime_from_us(self.occurred_at_us).isoformat(),
+            "data": json.loads(self.payload), "mac": self.mac.hex(),
+        }, separators=(",", ":")).encode()
+
+
+def chain(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunction,
+          default_us: int) -> list[StoredEvent]:
+    """Numbers and MACs new events after (first_seq - 1, prev_mac)."""
+    out = []
+    seq = first_seq
+    for e in events:
+        check_type(e.type)
+        payload = canonical_payload(e.payload)
+        us = e.occurred_at_ns // 1000 if e.occurred_at_ns is not None else default_us
+        m = mac(mac_input(seq, e.id, e.type, e.payment_id, e.transfer_id, us, payload, prev_mac))
+        if len(m) != 32:
+            raise LedgerError("event MAC function must return 32 bytes")
+        out.append(StoredEvent(seq, e.id, e.type, e.payment_id, e.transfer_id, us, payload,
+                               prev_mac, m))
+        prev_mac = m
+        seq += 1
+    return out
+
+
+# -- replay ------------------------------------------------------------------------------
+
+# The status a payment is in after each event type; unknown types leave it as it was.
+STATUS_AFTER = {
+    "received": "received", "translated": "translated", "scored": "scored",
+    "routed": "routed", "approved": "approved", "declined": "declined", "held": "held",
+    "reversed": "reversed", "voided": "reversed", "expired": "expired", "posted": "posted",
+    "settled": "settled",
+}
+
+
+@dataclass
+class PaymentState:
+    payment_id: int
+    status: str = "unknown"
+    hold_id: int | None = None
+    held_minor: int = 0
+    posted_minor: int = 0
+    currency: str | None = None
+    response_code: str | None = None
+    events: list[str] = field(default_factory=list)
+
+
+def replay(payment_id: int, events: Iterable[StoredEvent]) -> PaymentState:
+    """Rebuilds one payment's state from its events, in seq order."""
+    s = PaymentState(payment_id)
+    for e in sorted(events, key=lambda e: e.seq):
+        data = e.data
+        s.events.append(e.type)
+        s.status = STATUS_AFTER.get(e.type, s.status)
+        s.currency = data.get("currency", s.currency)
+        s.response_code = data.get("response_code", s.response_code)
+        if e.type == "held":
+            s.hold_id = e.transfer_id
+            s.held_minor = int(data.get("amount_minor", 0))
+        elif e.type == "posted":
+            s.posted_minor += int(data.get("amount_minor", 0))
+            s.held_minor = 0
+        elif e.type in ("reversed", "voided", "expired"):
+            s.held_minor = 0
+    return s

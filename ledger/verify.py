@@ -1,0 +1,258 @@
+"""`ledger verify`: is every unit of money where the ledger says it is, and is the event
+history the one that was written?
+
+Checks (each bounded to ``max_items`` reported items, the counts are always exact):
+1. per ledger, total debits = total credits, pending and posted apart;
+2. each account's four balances = the sums of its transfers;
+3. no account breaks its limit flag;
+4. the event chain: seq 1..n without gaps, each prev_mac = the previous mac, each mac
+   recomputed with the injected MAC function, the head row = the last event;
+5. every ``approved`` event names a pending transfer (its hold), and every pending
+   transfer has a ``held`` event in a payment that has an ``approved`` event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+
+from . import events as ev
+
+MAX_ITEMS = 50
+
+
+@dataclass
+class ChainReport:
+    events: int = 0
+    mac_checked: bool = False
+    intact: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    ledgers: list[dict] = field(default_factory=list)
+    unbalanced_ledgers: list[int] = field(default_factory=list)
+    account_mismatches: list[dict] = field(default_factory=list)
+    account_mismatch_count: int = 0
+    limit_breaches: list[dict] = field(default_factory=list)
+    limit_breach_count: int = 0
+    orphan_transfers: list[str] = field(default_factory=list)
+    orphan_transfer_count: int = 0
+    chain: ChainReport = field(default_factory=ChainReport)
+    approvals_without_hold: list[str] = field(default_factory=list)
+    approvals_without_hold_count: int = 0
+    holds_without_approval: list[str] = field(default_factory=list)
+    holds_without_approval_count: int = 0
+    events_without_outbox_count: int = 0  # would never be published
+
+    @property
+    def ledger_balanced(self) -> bool:
+        return not (self.unbalanced_ledgers or self.account_mismatch_count
+                    or self.limit_breach_count or self.orphan_transfer_count)
+
+    @property
+    def ok(self) -> bool:
+        return (self.ledger_balanced and self.chain.intact and self.chain.mac_checked
+                and not self.approvals_without_hold_count
+                and not self.holds_without_approval_count
+                and not self.events_without_outbox_count)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ledger_balanced"] = self.ledger_balanced
+        d["event_chain_intact"] = self.chain.intact
+        d["ok"] = self.ok
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_text(self) -> str:
+        out = []
+        for lg in self.ledgers:
+            mark = "ok " if lg["balanced"] else "BAD"
+            out.append(f"[{mark}] ledger {lg['ledger']}: debits posted {lg['debits_posted']} "
+                       f"/ credits posted {lg['credits_posted']}, debits pending "
+                       f"{lg['debits_pending']} / credits pending {lg['credits_pending']} "
+                       f"({lg['accounts']} accounts)")
+        if not self.ledgers:
+            out.append("[ok ] no accounts yet")
+        out.append(_line(not self.account_mismatch_count,
+                         f"account balances = sums of transfers "
+                         f"({self.account_mismatch_count} mismatches)"))
+        out.extend(f"      account {m['id']}: stored {m['stored']} vs transfers {m['summed']}"
+                   for m in self.account_mismatches)
+        out.append(_line(not self.limit_breach_count,
+                         f"account limits ({self.limit_breach_count} broken)"))
+        out.extend(f"      account {b['id']}: {b['limit']}" for b in self.limit_breaches)
+        out.append(_line(not self.orphan_transfer_count,
+                         f"transfers name existing accounts / pending transfers "
+                         f"({self.orphan_transfer_count} orphans)"))
+        out.extend(f"      transfer {t}" for t in self.orphan_transfers)
+        c = self.chain
+        if not c.mac_checked:
+            out.append(f"[???] event chain: {c.events} events, links checked but MACs NOT "
+                       "checked (no MAC key given)")
+        else:
+            out.append(_line(c.intact, f"event chain: {c.events} events, MACs checked"))
+        if c.problems and not c.intact:
+            out.extend(f"      {p}" for p in c.problems)
+        out.append(_line(not self.approvals_without_hold_count,
+                         f"approvals with their hold ({self.approvals_without_hold_count} "
+                         "without)"))
+        out.extend(f"      {x}" for x in self.approvals_without_hold)
+        out.append(_line(not self.holds_without_approval_count,
+                         f"holds with their approval ({self.holds_without_approval_count} "
+                         "without)"))
+        out.extend(f"      {x}" for x in self.holds_without_approval)
+        out.append(_line(not self.events_without_outbox_count,
+                         f"every event in the outbox ({self.events_without_outbox_count} "
+                         "missing)"))
+        out.append("ledger verify: " + ("CLEAN" if self.ok else "DISCREPANCIES FOUND"
+                                        if c.mac_checked or not c.intact else "INCOMPLETE"))
+        return "\n".join(out)
+
+
+def _line(ok: bool, text: str) -> str:
+    return ("[ok ] " if ok else "[BAD] ") + text
+
+
+def verify(conn: psycopg.Connection, mac: ev.MacFunction | None,
+           max_items: int = MAX_ITEMS) -> Report:
+    """Runs every check in one REPEATABLE READ snapshot (consistent while writers run)."""
+    r = Report()
+    with conn.transaction():
+        conn.execute("set transaction isolation level repeatable read, read only")
+        _balances(conn, r, max_items)
+        _chain(conn, r, mac, max_items)
+        _approvals(conn, r, max_items)
+    return r
+
+
+def _balances(conn, r: Report, max_items: int) -> None:
+    for row in conn.execute(
+            "select ledger, count(*), coalesce(sum(debits_pending), 0), "
+            "coalesce(sum(credits_pending), 0), coalesce(sum(debits_posted), 0), "
+            "coalesce(sum(credits_posted), 0) from accounts group by ledger order by ledger"):
+        lg, n, dp, cp, dpo, cpo = (int(x) for x in row)
+        balanced = dp == cp and dpo == cpo
+        r.ledgers.append(dict(ledger=lg, accounts=n, debits_pending=dp, credits_pending=cp,
+                              debits_posted=dpo, credits_posted=cpo, balanced=balanced))
+        if not balanced:
+            r.unbalanced_ledgers.append(lg)
+    rows = conn.execute("""
+        with legs as (
+            select t.debit_account_id as acct, t.amount, t.flags, p.state, true as debit
+              from transfers t left join pending_transfers p on p.id = t.id
+            union all
+            select t.credit_account_id, t.amount, t.flags, p.state, false
+              from transfers t left join pending_transfers p on p.id = t.id
+        ), sums as (
+            select acct,
+              coalesce(sum(amount) filter (where debit and flags & 2 <> 0
+                                            and state = 'pending'), 0) as dp,
+              coalesce(sum(amount) filter (where debit and flags & 10 = 0), 0) as dpo,
+              coalesce(sum(amount) filter (where not debit and flags & 2 <> 0
+                                            and state = 'pending'), 0) as cp,
+              coalesce(sum(amount) filter (where not debit and flags & 10 = 0), 0) as cpo
+            from legs group by acct
+        )
+        select a.id, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted,
+               coalesce(s.dp, 0), coalesce(s.dpo, 0), coalesce(s.cp, 0), coalesce(s.cpo, 0)
+          from accounts a left join sums s on s.acct = a.id
+         where (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
+               is distinct from (coalesce(s.dp, 0), coalesce(s.dpo, 0), coalesce(s.cp, 0),
+                                 coalesce(s.cpo, 0))
+         order by a.id""").fetchall()
+    r.account_mismatch_count = len(rows)
+    for row in rows[:max_items]:
+        r.account_mismatches.append(dict(
+            id=str(row[0]), stored=[int(x) for x in row[1:5]],
+            summed=[int(x) for x in row[5:9]]))
+    rows = conn.execute("""
+        select id, case when flags & 1 <> 0 then 'debits_must_not_exceed_credits'
+                        else 'credits_must_not_exceed_debits' end
+          from accounts
+         where (flags & 1 <> 0 and debits_pending + debits_posted > credits_posted)
+            or (flags & 2 <> 0 and credits_pending + credits_posted > debits_posted)
+         order by id""").fetchall()
+    r.limit_breach_count = len(rows)
+    r.limit_breaches = [dict(id=str(i), limit=lim) for i, lim in rows[:max_items]]
+    # transfers has no foreign keys (hot path); this is where a dangling reference shows
+    rows = conn.execute("""
+        select t.id from transfers t
+         where not exists (select 1 from accounts a where a.id = t.debit_account_id)
+            or not exists (select 1 from accounts a where a.id = t.credit_account_id)
+            or (t.pending_id is not null and not exists (
+                    select 1 from transfers p where p.id = t.pending_id and p.flags & 2 <> 0))
+            or (t.flags & 2 <> 0 and not exists (
+                    select 1 from pending_transfers s where s.id = t.id))
+         order by t.id""").fetchall()
+    r.orphan_transfer_count = len(rows)
+    r.orphan_transfers = [str(t) for (t,) in rows[:max_items]]
+
+
+def _chain(conn, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
+    c = r.chain
+    c.mac_checked = mac is not None
+    problems = c.problems
+
+    def bad(msg: str) -> None:
+        c.intact = False
+        if len(problems) < max_items:
+            problems.append(msg)
+
+    prev_seq, prev_mac = 0, ev.GENESIS_MAC
+    with conn.cursor(name="ledger_verify_events") as cur:
+        cur.itersize = 2000
+        cur.execute("select seq, id, type, payment_id, transfer_id, occurred_at, payload, "
+                    "prev_mac, mac from events order by seq")
+        for seq, eid, etype, pid, tid, at, payload, pmac, emac in cur:
+            c.events += 1
+            pmac, emac = bytes(pmac), bytes(emac)
+            if seq != prev_seq + 1:
+                bad(f"events {prev_seq + 1}..{seq - 1} missing (gap before seq {seq})")
+            if pmac != prev_mac:
+                bad(f"event {seq}: prev_mac does not match event {prev_seq}'s mac "
+                    "(removed or reordered events)")
+            if mac is not None:
+                want = mac(ev.mac_input(seq, eid.int, etype, pid.int if pid else None,
+                                        tid.int if tid else None, ev.us_from_datetime(at),
+                                        payload, pmac))
+                if want != emac:
+                    bad(f"event {seq} ({etype}, id {eid}): MAC does not match its content "
+                        "(edited)")
+            prev_seq, prev_mac = seq, emac
+    head = conn.execute("select seq, mac from event_chain_head").fetchone()
+    if head is None:
+        bad("event chain head row missing")
+    elif head[0] != prev_seq or bytes(head[1]) != prev_mac:
+        bad(f"chain head says seq {head[0]} but the last event is seq {prev_seq} "
+            "(events removed from the end, or head edited)")
+
+
+def _approvals(conn, r: Report, max_items: int) -> None:
+    rows = conn.execute("""
+        select e.seq, e.payment_id, e.transfer_id from events e
+          left join transfers t on t.id = e.transfer_id and t.flags & 2 <> 0
+         where e.type = 'approved' and t.id is null order by e.seq""").fetchall()
+    r.approvals_without_hold_count = len(rows)
+    r.approvals_without_hold = [
+        f"approved event seq {s} (payment {p}) names hold {t}, which is not a pending transfer"
+        for s, p, t in rows[:max_items]]
+    rows = conn.execute("""
+        select t.id from transfers t
+         where t.flags & 2 <> 0 and not exists (
+             select 1 from events h where h.type = 'held' and h.transfer_id = t.id
+                and exists (select 1 from events a where a.type = 'approved'
+                                                     and a.payment_id = h.payment_id))
+         order by t.id""").fetchall()
+    r.holds_without_approval_count = len(rows)
+    r.events_without_outbox_count = conn.execute(
+        "select count(*) from events e where not exists "
+        "(select 1 from outbox o where o.event_seq = e.seq)").fetchone()[0]
+    r.holds_without_approval = [
+        f"hold {t} has no held event in an approved payment" for (t,) in rows[:max_items]]
