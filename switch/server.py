@@ -17,6 +17,7 @@ switch.drain_timeout_ms), sign off the links, return.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from datetime import UTC, datetime
@@ -28,8 +29,10 @@ from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
 from payswitch.codecs.iso8583 import Message, get
 from payswitch.codecs.iso8583.dialect import redact
+from payswitch.hsm import AsyncHsm, Hsm, TokenConfig
+from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
-from payswitch.switch.config import Config, ListenerSection
+from payswitch.switch.config import Config, ConfigError, ListenerSection, pin_key_of
 from payswitch.switch.errors import (
     IssuerTimeout,
     LinkBusy,
@@ -54,8 +57,11 @@ UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retr
 
 class Switch:
     def __init__(self, cfg: Config, store: Store | None = None,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, hsm: Hsm | None = None) -> None:
         self.cfg = cfg
+        # The HSM: given (tests), or opened by run() from [hsm] and closed at its end.
+        self._hsm_given = hsm
+        self.hsm: AsyncHsm | None = None
         db = cfg.database
         self.store = store or Store(db.resolve_dsn(), db.pool_size, db.connect_timeout_s,
                                     db.statement_timeout_ms)
@@ -78,7 +84,34 @@ class Switch:
         self._rrn_seq = random.randrange(1_000_000)
 
     # -- lifecycle --------------------------------------------------------------------
+    def _open_hsm(self) -> Hsm | None:
+        h = self.cfg.hsm
+        if self._hsm_given is not None:
+            return self._hsm_given
+        if not h.enabled:
+            log("hsm_disabled", logging.WARNING,
+                note="no [hsm] token (development only): PIN blocks pass untranslated")
+            return None
+        conf = os.environ.get(ENV_CONF)
+        if not conf:
+            raise ConfigError(f"hsm: ${ENV_CONF} is not set (the SoftHSM2 configuration)")
+        return Hsm(TokenConfig(module=module_path(), conf=conf, label=h.token,
+                               pin=h.resolve_pin()))
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        sync_hsm = self._open_hsm()
+        if sync_hsm is not None:
+            self.hsm = AsyncHsm(sync_hsm, max_pending=self.cfg.hsm.max_pending)
+            for link in self.links.values():
+                link.hsm = self.hsm
+            log("hsm_open", token=sync_hsm.config.label)
+        try:
+            await self._run(task_status=task_status)
+        finally:
+            if sync_hsm is not None and self._hsm_given is None:
+                sync_hsm.close()
+
+    async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.store.migrate()
         recovered = await self.store.recover(
             lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s)
@@ -142,6 +175,12 @@ class Switch:
         if mine and all(t.source for t in mine):
             return frozenset(t.source for t in mine)
         return None
+
+    def pin_key_of(self, ctx: Context) -> tuple[str, str]:
+        """(PIN key label, tpk | dukpt) of the terminal a request came from."""
+        term = self.terminals.get(ctx.request.terminal_id or "") if ctx.origin.kind == \
+            "terminal" else None
+        return pin_key_of(self.cfg, term, ctx.origin.listener)
 
     def new_rrn(self) -> str:
         """DE37: YDDDhh + 6-digit sequence (ISO 8583 convention)."""
