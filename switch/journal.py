@@ -56,6 +56,12 @@ class Claim:
     response: dict[str, Any] | None = None  # the original's response when completed
 
 
+def pan_aad(dup_key: str | None) -> bytes:
+    """AES-GCM associated data of a stored PAN: the identity of the payment its row
+    belongs to (its dup_key), so that a blob moved to another payment fails."""
+    return b"payswitch-pan|" + (dup_key or "").encode()
+
+
 @dataclass(frozen=True, slots=True)
 class SafRow:
     id: int
@@ -65,6 +71,8 @@ class SafRow:
     message: dict[str, Any]
     attempts: int
     expires_at: datetime
+    pan_token: str | None = None
+    pan_enc: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,8 @@ class SafItem:
     link: str
     mti: str
     message: dict[str, Any]  # safe fields; mti set at send time (repeat on retries)
+    pan_token: str | None = None  # HSM token of the PAN (see schema.sql)
+    pan_enc: bytes | None = None  # the PAN, AES-GCM under the DEK, aad = pan_aad(dup_key)
 
 
 class Store:
@@ -210,9 +220,10 @@ class Store:
     def _enqueue(self, conn: psycopg.Connection, item: SafItem, dup_key: str | None,
                  expiry_s: int) -> None:
         conn.execute(
-            "insert into switch_saf (link, mti, dup_key, message, expires_at)"
-            " values (%s, %s, %s, %s, now() + %s)",
-            (item.link, item.mti, dup_key, Jsonb(item.message), timedelta(seconds=expiry_s)),
+            "insert into switch_saf (link, mti, dup_key, message, expires_at, pan_token,"
+            " pan_enc) values (%s, %s, %s, %s, now() + %s, %s, %s)",
+            (item.link, item.mti, dup_key, Jsonb(item.message), timedelta(seconds=expiry_s),
+             item.pan_token, item.pan_enc),
         )
         self._append(conn, "saf_queued", {**item.message, "mti": item.mti}, link=item.link,
                      dup_key=dup_key)
@@ -226,7 +237,8 @@ class Store:
                 " select id from switch_saf where state = 'pending'"
                 " and next_attempt_at <= now() and link = any(%s)"
                 " order by id limit %s for update skip locked)"
-                " returning id, link, mti, dup_key, message, attempts, expires_at",
+                " returning id, link, mti, dup_key, message, attempts, expires_at, pan_token,"
+                " pan_enc",
                 (timedelta(milliseconds=lease_ms), links, limit),
             ).fetchall()
             return sorted((SafRow(*r) for r in rows), key=lambda r: r.id)

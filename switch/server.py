@@ -16,6 +16,7 @@ switch.drain_timeout_ms), sign off the links, return.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -29,7 +30,7 @@ from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
 from payswitch.codecs.iso8583 import Message, get
 from payswitch.codecs.iso8583.dialect import redact
-from payswitch.hsm import AsyncHsm, Hsm, TokenConfig
+from payswitch.hsm import AsyncHsm, Hsm, HsmError, TokenConfig
 from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
 from payswitch.switch.config import Config, ConfigError, ListenerSection, pin_key_of
@@ -43,11 +44,18 @@ from payswitch.switch.errors import (
     UnsupportedTransaction,
     response_code_for,
 )
-from payswitch.switch.journal import SafRow, Store, message_from_safe
+from payswitch.switch.journal import SafRow, Store, message_from_safe, pan_aad
 from payswitch.switch.links import IssuerLink, transmission_time
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import Metrics
-from payswitch.switch.pipeline import PIPELINES, Context, Origin, respond, reversal_item
+from payswitch.switch.pipeline import (
+    PIPELINES,
+    Context,
+    Origin,
+    pan_of,
+    respond,
+    reversal_item,
+)
 
 READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
@@ -304,8 +312,28 @@ class Switch:
         if ctx.owner:
             await self._complete(ctx)
 
+    async def _protect_pans(self, ctx: Context) -> None:
+        """Give each SAF item the PAN as token + AES-GCM blob (HSM), so that the resent
+        message carries DE2 again. No HSM, no PAN, or an HSM failure: sent without DE2
+        (logged), as before; the answer to the sender never waits on this failing."""
+        pan = pan_of(ctx.request)
+        if self.hsm is None or not pan or not any(i.pan_enc is None for i in ctx.saf):
+            return
+        h = self.cfg.hsm
+        try:
+            token = await self.hsm.pan_token(h.pan_tkn, pan)
+            blob = await self.hsm.encrypt_pan(h.pan_dek, pan, pan_aad(ctx.dup_key))
+        except HsmError as e:
+            self.metrics.hsm_errors.labels(type(e).__name__).inc()
+            log("pan_protect_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
+                note="stored without DE2")
+            return
+        ctx.saf = [i if i.pan_enc is not None else dataclasses.replace(
+            i, pan_token=token, pan_enc=blob) for i in ctx.saf]
+
     async def _complete(self, ctx: Context) -> None:
         key = ctx.dup_key
+        await self._protect_pans(ctx)
         try:
             await self.store.complete(key, ctx.source, ctx.response, ctx.events, ctx.saf,
                                       self.cfg.saf.expiry_s)
@@ -345,6 +373,7 @@ class Switch:
             while self._unwritten:
                 ctx = self._unwritten[0]
                 try:
+                    await self._protect_pans(ctx)
                     await self.store.complete(ctx.dup_key, ctx.source, ctx.response,
                                               ctx.events, ctx.saf, self.cfg.saf.expiry_s)
                 except StoreError:
@@ -395,7 +424,8 @@ class Switch:
             return
         msg = message_from_safe(
             row.message, mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat
-        ).replace(stan=link.next_stan(), transmission_time=transmission_time())
+        ).replace(stan=link.next_stan(), transmission_time=transmission_time(),
+                  pan=await self._stored_pan(row))
         self.metrics.saf_sent.labels(link.name).inc()
         try:
             try:
@@ -418,6 +448,20 @@ class Switch:
         self.metrics.saf_done.labels(link.name).inc()
         log("saf_acknowledged", link=link.name, saf_id=row.id, mti=msg.mti, rrn=msg.rrn,
             response_code=resp.response_code)
+
+
+    async def _stored_pan(self, row: SafRow) -> str | None:
+        """DE2 of a SAF row, decrypted in the HSM (None: not stored, or it fails)."""
+        if row.pan_enc is None or self.hsm is None:
+            return None
+        try:
+            return await self.hsm.decrypt_pan(self.cfg.hsm.pan_dek, bytes(row.pan_enc),
+                                              pan_aad(row.dup_key))
+        except HsmError as e:
+            self.metrics.hsm_errors.labels(type(e).__name__).inc()
+            log("pan_decrypt_failed", logging.ERROR, saf_id=row.id, error=str(e),
+                note="sent without DE2")
+            return None
 
 
 class _Connection:

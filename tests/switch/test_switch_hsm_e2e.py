@@ -16,12 +16,13 @@ from switchkit import config_dict, running_switch, trio_test
 
 from payswitch.codecs.pan import mask_pan
 from payswitch.codecs.tlv import decode_tlv
-from payswitch.hsm import devkeys, emv
+from payswitch.hsm import HsmError, devkeys, emv
 from payswitch.hsm.token import DEV_PIN
 from payswitch.simulators.cards import card
 from payswitch.simulators.network import Faults, NetworkSimulator
 from payswitch.simulators.terminal import CardCrypto, Terminal, open_link
 from payswitch.switch import logs
+from payswitch.switch.journal import pan_aad
 
 PIN_ENV = "PAYSWITCH_TEST_HSM_PIN"
 
@@ -124,3 +125,26 @@ async def test_tampered_link_mac_is_dropped_and_the_request_times_out(dsn, token
         assert sim.stats.bad_macs_sent >= 1
     assert r.response.response_code == "91"
     assert failures >= 1
+
+
+@trio_test
+async def test_saf_reversal_carries_de2_again_from_the_encrypted_pan(dsn, tokens):
+    hsm, issuer_hsm, terminal_hsm = tokens
+    silent = card("visa_no_answer")
+    t1 = Terminal("TERM0001", seed=4, crypto=CardCrypto(terminal_hsm))
+    async with topology(dsn, issuer_hsm) as (sim, sw, link):
+        r = await link.request(t1.withdrawal(silent, 2000), 10)
+        with trio.fail_after(10):
+            while not sim.requests("0420", "0421"):
+                await trio.sleep(0.05)
+    assert r.response.response_code == "91"
+    (rev, *_) = sim.requests("0420", "0421")
+    assert rev.pan == silent.pan  # DE2 rebuilt from the HSM-encrypted copy
+    with psycopg.connect(dsn) as conn:
+        dup_key, token, blob, text = conn.execute(
+            "select dup_key, pan_token, pan_enc, s::text from switch_saf s").fetchone()
+    assert silent.pan not in text and blob is not None
+    assert token == hsm.pan_token(devkeys.TKN, silent.pan)
+    assert hsm.decrypt_pan(devkeys.DEK, bytes(blob), pan_aad(dup_key)) == silent.pan
+    with pytest.raises(HsmError):  # bound to its payment: another row's identity fails
+        hsm.decrypt_pan(devkeys.DEK, bytes(blob), pan_aad(dup_key + "x"))
