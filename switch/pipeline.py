@@ -64,6 +64,7 @@ class Context:
     route: RouteDecision | None = None
     original: Original | None = None
     pin_block: bytes | None = None  # DE52 under the issuer link's ZPK (translate_pin)
+    pan_prot: tuple[str, bytes] | None = None  # (PAN token, AES-GCM PAN) for storage
     outbound: Message | None = None  # what went to the issuer
     issuer_response: Message | None = None
     response: Message | None = None
@@ -240,8 +241,10 @@ async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Messag
     """Journal ``out`` (before sending: after a crash, recovery knows the issuer may have
     it), send it, and on a timeout queue the 0420 that undoes it."""
     ctx.outbound = out
+    if ctx.pan_prot is None:
+        ctx.pan_prot = await sw.protect_pan(ctx)
     await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
-                          dup_key=ctx.dup_key)
+                          dup_key=ctx.dup_key, pan=ctx.pan_prot)
     try:
         resp = await link.request(out)
     except IssuerTimeout:

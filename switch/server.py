@@ -312,13 +312,13 @@ class Switch:
         if ctx.owner:
             await self._complete(ctx)
 
-    async def _protect_pans(self, ctx: Context) -> None:
-        """Give each SAF item the PAN as token + AES-GCM blob (HSM), so that the resent
-        message carries DE2 again. No HSM, no PAN, or an HSM failure: sent without DE2
-        (logged), as before; the answer to the sender never waits on this failing."""
+    async def protect_pan(self, ctx: Context) -> tuple[str, bytes] | None:
+        """(token, AES-GCM blob) of the request's PAN, made in the HSM, for the journal
+        and SAF rows; None without an HSM or a PAN, or when the HSM fails (logged: the
+        row is then stored without it, and a resent message goes without DE2)."""
         pan = pan_of(ctx.request)
-        if self.hsm is None or not pan or not any(i.pan_enc is None for i in ctx.saf):
-            return
+        if self.hsm is None or not pan:
+            return None
         h = self.cfg.hsm
         try:
             token = await self.hsm.pan_token(h.pan_tkn, pan)
@@ -327,7 +327,19 @@ class Switch:
             self.metrics.hsm_errors.labels(type(e).__name__).inc()
             log("pan_protect_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
                 note="stored without DE2")
+            return None
+        return token, blob
+
+    async def _protect_pans(self, ctx: Context) -> None:
+        """Give each SAF item the PAN as token + blob, so that the resent message
+        carries DE2 again (the answer to the sender never waits on this failing)."""
+        if not any(i.pan_enc is None for i in ctx.saf):
             return
+        if ctx.pan_prot is None:
+            ctx.pan_prot = await self.protect_pan(ctx)
+        if ctx.pan_prot is None:
+            return
+        token, blob = ctx.pan_prot
         ctx.saf = [i if i.pan_enc is not None else dataclasses.replace(
             i, pan_token=token, pan_enc=blob) for i in ctx.saf]
 

@@ -22,7 +22,8 @@ from payswitch.simulators.cards import card
 from payswitch.simulators.network import Faults, NetworkSimulator
 from payswitch.simulators.terminal import CardCrypto, Terminal, open_link
 from payswitch.switch import logs
-from payswitch.switch.journal import pan_aad
+from payswitch.switch.journal import Store, pan_aad
+from payswitch.switch.pipeline import reversal_item
 
 PIN_ENV = "PAYSWITCH_TEST_HSM_PIN"
 
@@ -148,3 +149,27 @@ async def test_saf_reversal_carries_de2_again_from_the_encrypted_pan(dsn, tokens
     assert hsm.decrypt_pan(devkeys.DEK, bytes(blob), pan_aad(dup_key)) == silent.pan
     with pytest.raises(HsmError):  # bound to its payment: another row's identity fails
         hsm.decrypt_pan(devkeys.DEK, bytes(blob), pan_aad(dup_key + "x"))
+
+
+@trio_test
+async def test_crash_recovery_0420_keeps_the_encrypted_pan_and_schema_is_idempotent(
+        dsn, tokens):
+    hsm = tokens[0]
+    store = Store(dsn, pool_size=1)
+    try:
+        await store.migrate()
+        await store.migrate()  # every start runs it: must be idempotent
+        req = card("visa_approve")
+        msg = Terminal("TERM0001", seed=5).purchase(req, 1000, chip=False)
+        key = "T:TERM0001|0200|" + msg.stan
+        assert (await store.claim(key, "T:TERM0001", msg)).owner
+        blob = hsm.encrypt_pan(devkeys.DEK, req.pan, pan_aad(key))
+        await store.append("issuer_request", msg, source="T:TERM0001", link="visa",
+                           dup_key=key, pan=("tok", blob))
+        assert await store.recover(reversal_item, 3600) == 1  # as after a kill -9
+    finally:
+        store.close()
+    with psycopg.connect(dsn) as conn:
+        (enc,) = conn.execute("select pan_enc from switch_saf where dup_key = %s",
+                              (key,)).fetchone()
+    assert hsm.decrypt_pan(devkeys.DEK, bytes(enc), pan_aad(key)) == req.pan
