@@ -19,6 +19,8 @@ from payswitch.codecs.tlv import decode_tlv
 from payswitch.hsm import HsmError, devkeys, emv
 from payswitch.hsm.token import DEV_PIN
 from payswitch.simulators.cards import card
+from payswitch.simulators.certify import Context as CertifyContext
+from payswitch.simulators.certify import run_scenarios
 from payswitch.simulators.network import Faults, NetworkSimulator
 from payswitch.simulators.terminal import CardCrypto, Terminal, open_link
 from payswitch.switch import logs
@@ -173,3 +175,14 @@ async def test_crash_recovery_0420_keeps_the_encrypted_pan_and_schema_is_idempot
         (enc,) = conn.execute("select pan_enc from switch_saf where dup_key = %s",
                               (key,)).fetchone()
     assert hsm.decrypt_pan(devkeys.DEK, bytes(enc), pan_aad(key)) == req.pan
+
+
+@trio_test
+async def test_certify_wrong_pin_scenario_with_real_pin_blocks(dsn, tokens):
+    _, issuer_hsm, terminal_hsm = tokens
+    names = ["approval_atm_withdrawal", "decline_55_wrong_pin", "approval_visa"]
+    async with topology(dsn, issuer_hsm) as (sim, sw, _link):
+        ctx = CertifyContext("127.0.0.1", sw.ports["pos"], terminal_id="TERM0001",
+                             timeout_s=5, hsm=terminal_hsm)
+        results = await run_scenarios(ctx, names)
+    assert [r["passed"] for r in results] == [True] * 3, results
