@@ -50,6 +50,31 @@ class DatabaseSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HsmSection:
+    """The switch's HSM token (PKCS#11, SoftHSM2). ``token`` empty = no HSM: PIN blocks
+    pass through untranslated and links cannot MAC (development only). The module and
+    ``SOFTHSM2_CONF`` come from the environment, the user PIN from ``$pin_env``."""
+    token: str = ""  # token label, e.g. "payswitch-switch"
+    pin_env: str = "PAYSWITCH_HSM_PIN"  # name of the env variable holding the user PIN
+    max_pending: int = 256  # HSM calls waiting at once; past it: DE39 96 at once
+    pan_dek: str = "dek.pan"  # DEK label: PAN encrypted at rest (AES-GCM)
+    pan_tkn: str = "tkn.pan"  # TKN label: PAN token (HMAC-SHA256)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token)
+
+    def resolve_pin(self) -> str:
+        pin = os.environ.get(self.pin_env)
+        if not pin:
+            raise ConfigError(f"hsm: no user PIN: set ${self.pin_env}")
+        return pin
+
+
+PIN_MODES = ("tpk", "dukpt")
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerSection:
     name: str
     kind: str = "terminal"  # terminal | acquirer
@@ -63,6 +88,8 @@ class ListenerSection:
     max_connections: int = 256
     max_in_flight_per_connection: int = 32
     allowed_sources: tuple[str, ...] = ()  # empty = any source address
+    pin_key: str = ""  # default PIN key of its terminals: TPK label, or BDK for dukpt
+    pin_mode: str = "tpk"  # tpk | dukpt (TDES DUKPT: KSN in DE53, 20 hex digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +97,8 @@ class TerminalSection:
     id: str  # DE41
     listener: str = ""  # empty = any terminal listener
     source: str = ""  # empty = any source address
+    pin_key: str = ""  # empty = the listener's pin_key
+    pin_mode: str = ""  # tpk | dukpt; empty = the listener's pin_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +127,9 @@ class LinkSection:
     write_timeout_ms: int = 5000
     max_in_flight: int = 256
     late_memory: int = 1024  # timed-out keys remembered to recognise late responses
+    zpk: str = ""  # ZPK label shared with this issuer: PIN blocks are translated to it
+    zak: str = ""  # ZAK label shared with this issuer, for mac = true
+    mac: bool = False  # every message on the link carries a MAC (DE64/DE128) under zak
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +152,7 @@ class SafSection:
 class Config:
     switch: SwitchSection = field(default_factory=SwitchSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
+    hsm: HsmSection = field(default_factory=HsmSection)
     saf: SafSection = field(default_factory=SafSection)
     listeners: tuple[ListenerSection, ...] = ()
     terminals: tuple[TerminalSection, ...] = ()
@@ -158,6 +191,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
             raise ConfigError(f"{where}.{f.name}: expected a non-negative integer")
         if isinstance(default, str) and not isinstance(v, str):
             raise ConfigError(f"{where}.{f.name}: expected a string")
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{f.name}: expected true or false")
     return obj
 
 
@@ -176,6 +211,7 @@ def parse(data: dict[str, Any]) -> Config:
     cfg = Config(
         switch=_build(SwitchSection, data.get("switch", {}), "switch"),
         database=_build(DatabaseSection, data.get("database", {}), "database"),
+        hsm=_build(HsmSection, data.get("hsm", {}), "hsm"),
         saf=_build(SafSection, data.get("saf", {}), "saf"),
         listeners=many("listeners", ListenerSection),
         terminals=many("terminals", TerminalSection),
@@ -211,6 +247,14 @@ def _check(cfg: Config) -> None:
     for x in cfg.listeners:
         if x.kind not in ("terminal", "acquirer"):
             raise ConfigError(f"listener {x.name}: kind must be terminal or acquirer")
+    for x in (*cfg.listeners, *cfg.terminals):
+        if x.pin_mode and x.pin_mode not in PIN_MODES:
+            raise ConfigError(f"{_name(x)}: pin_mode must be one of {', '.join(PIN_MODES)}")
+    for x in cfg.links:
+        if x.mac and not x.zak:
+            raise ConfigError(f"link {x.name}: mac = true needs a zak label")
+        if (x.mac or x.zpk) and not cfg.hsm.enabled:
+            raise ConfigError(f"link {x.name}: zpk / mac need an [hsm] token")
     for t in cfg.terminals:
         if len(t.id) > 8:
             raise ConfigError(f"terminal {t.id!r}: DE41 is at most 8 characters")
@@ -228,6 +272,19 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"link {x.name}: need 0 < reconnect_min_ms <= reconnect_max_ms")
         if x.max_in_flight == 0 or x.request_timeout_ms == 0:
             raise ConfigError(f"link {x.name}: max_in_flight and request_timeout_ms must be > 0")
+
+
+def _name(x: Any) -> str:
+    return f"terminal {x.id}" if isinstance(x, TerminalSection) else f"listener {x.name}"
+
+
+def pin_key_of(cfg: Config, terminal: TerminalSection | None, listener: str,
+               ) -> tuple[str, str]:
+    """(PIN key label, mode) for a terminal: its own keys, else its listener's."""
+    lst = next((x for x in cfg.listeners if x.name == listener), None)
+    key = (terminal.pin_key if terminal else "") or (lst.pin_key if lst else "")
+    mode = (terminal.pin_mode if terminal else "") or (lst.pin_mode if lst else "tpk")
+    return key, mode
 
 
 def load(path: str) -> Config:
