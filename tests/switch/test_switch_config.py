@@ -19,6 +19,8 @@ def test_example_config_parses_with_every_section():
     assert [x.name for x in cfg.links] == ["visa", "mastercard"]
     assert cfg.link("visa").framing == "vap" and cfg.link("mastercard").request_timeout_ms
     assert cfg.listeners[1].kind == "acquirer" and cfg.acquirers[0].institution_id == "123456"
+    assert cfg.ledger.enabled and cfg.ledger.currencies == ("USD", "EUR")
+    assert cfg.onus[0].prefix == "999001" and cfg.onus[0].opening_balance_minor == 10_000_000
 
 
 @pytest.mark.parametrize(("data", "needle"), [
@@ -29,6 +31,12 @@ def test_example_config_parses_with_every_section():
     ({"switch": {"drain_timeout_ms": -1}}, "non-negative"),
     ({"listeners": [{"name": "a", "max_frame_bytes": 10**6}]}, "max_frame_bytes"),
     ({"bogus": {}}, "unknown section"),
+    ({"ledger": {"enabled": "yes"}}, "true or false"),
+    ({"ledger": {"currencies": ["XXX"]}}, "unknown currency"),
+    ({"ledger": {"hold_timeout_s": 40 * 86400}}, "31 days"),
+    ({"onus": [{"prefix": "999"}]}, "needs \\[ledger\\] enabled"),
+    ({"ledger": {"enabled": True}, "onus": [{"prefix": "99x"}]}, "digits"),
+    ({"ledger": {"enabled": True, "relay_on": True}}, "unknown key"),
 ])
 def test_config_refuses_mistakes(data, needle):
     with pytest.raises(config.ConfigError, match=needle):
