@@ -293,11 +293,13 @@ class Store:
         return Original(link=out[0] if out else None, dup_key=dup_key,
                         issuer_request=out[1] if out else None, response=response)
 
-    async def recover(self, reversal_of: Any, expiry_s: int) -> int:
+    async def recover(self, reversal_of: Any, expiry_s: int,
+                      keys_out: list[str] | None = None) -> int:
         """After a crash: requests with no recorded answer have an unknown outcome.
 
         Each gets answer 91 recorded (a duplicate of it is told 91), and when it had
-        been sent to an issuer, a 0420 reversal advice is queued. Returns the count.
+        been sent to an issuer, a 0420 reversal advice is queued. Returns the count;
+        ``keys_out`` receives their duplicate keys (the ledger voids their holds).
         """
         def run(conn: psycopg.Connection) -> int:
             keys = [r[0] for r in conn.execute(
@@ -312,6 +314,8 @@ class Store:
                 self._append(conn, "recovered", response, dup_key=key)
                 conn.execute("update switch_dedup set response = %s, completed_at = now()"
                              " where dup_key = %s", (Jsonb(response), key))
+            if keys_out is not None:
+                keys_out.extend(keys)
             return len(keys)
         return await self.call(run)
 

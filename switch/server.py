@@ -54,11 +54,16 @@ UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retr
 
 class Switch:
     def __init__(self, cfg: Config, store: Store | None = None,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, ledger: Any = None) -> None:
         self.cfg = cfg
         db = cfg.database
         self.store = store or Store(db.resolve_dsn(), db.pool_size, db.connect_timeout_s,
                                     db.statement_timeout_ms)
+        if ledger is None and cfg.ledger.enabled:
+            from payswitch.switch.ledgerwire import LedgerWire
+
+            ledger = LedgerWire(cfg, db.resolve_dsn())
+        self.ledger = ledger  # LedgerWire | None
         self.router = router or BinTable((r.prefix, r.link) for r in cfg.routes)
         self.metrics = Metrics()
         self.links = {x.name: IssuerLink(x, self.metrics) for x in cfg.links}
@@ -80,13 +85,20 @@ class Switch:
     # -- lifecycle --------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.store.migrate()
+        recovered_keys: list[str] = []
         recovered = await self.store.recover(
-            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s)
+            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s,
+            recovered_keys)
         if recovered:
             log("recovered_in_flight", logging.WARNING, count=recovered,
                 note="answered 91; reversals queued for those sent to an issuer")
         try:
             async with trio.open_nursery() as root:
+                if self.ledger is not None:
+                    # before any listener: every approval needs its hold written
+                    await self.ledger.start(root)
+                    for key in recovered_keys:  # answered 91: a hold they left is voided
+                        self.ledger.void_later(key)
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
@@ -112,6 +124,8 @@ class Switch:
         finally:
             self.metrics.close()
             self.store.close()
+            if self.ledger is not None:
+                self.ledger.close()
         log("switch_stopped")
 
     def stop(self) -> None:
@@ -283,6 +297,8 @@ class Switch:
                                    rrn=ctx.response.rrn)
             if approved:
                 ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
+            if self.ledger is not None and ctx.outbound is None and ctx.onus is not None:
+                self.ledger.void_later(key)  # an on-us approval the sender never sees
             self._unwritten.append(ctx)
             if len(self._unwritten) > self.cfg.switch.journal_retry_max:
                 lost = self._unwritten.pop(0)
