@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import tomllib
 
 import pytest
 
@@ -63,3 +64,12 @@ def test_bin_table_longest_prefix_wins_and_unknown_is_15():
         table.route(Message(mti="0200"))
     with pytest.raises(ValueError, match="two links"):
         BinTable([("4", "a"), ("4", "b")])
+
+
+def test_demo_config_with_ledger_parses():
+    from payswitch.switch.demo import ONUS_PREFIX, demo_config
+
+    cfg = config.parse(tomllib.loads(demo_config(1, 2, ledger=True, pos_port=3,
+                                                 ledger_relay=("127.0.0.1", 1883, "p/"))))
+    assert cfg.ledger.enabled and cfg.ledger.relay and cfg.ledger.topic_prefix == "p/"
+    assert cfg.onus[0].prefix == ONUS_PREFIX and cfg.listeners[0].port == 3
