@@ -6,6 +6,8 @@ every test token, all made before the library loads:
 * ``hsm_token`` / ``hsm``: the switch side token ``switch-test`` and an ``Hsm`` on it.
 * ``issuer_hsm_token`` / ``issuer_hsm``: the issuer side token ``issuer-test`` (network
   simulators keep their keys apart from the switch, as a real issuer does).
+* ``terminal_hsm_token`` / ``terminal_hsm``: the terminal side token ``terminal-test``
+  (the PIN pads' TPK/BDK and the card personalisation keys of the terminal generator).
 * ``hsm_scratch``: an ``Hsm`` on the ``scratch-test`` token, for tests that create and
   delete keys freely (use unique labels: the token lives for the whole run).
 
@@ -25,6 +27,7 @@ from payswitch.hsm.token import DEV_PIN, TokenConfig, make_token
 SWITCH_TOKEN = "switch-test"
 ISSUER_TOKEN = "issuer-test"
 SCRATCH_TOKEN = "scratch-test"
+TERMINAL_TOKEN = "terminal-test"
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +35,7 @@ def hsm_tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TokenConfi
     d = tmp_path_factory.mktemp("softhsm")
     return {
         label: make_token(d, label, pin=DEV_PIN)
-        for label in (SWITCH_TOKEN, ISSUER_TOKEN, SCRATCH_TOKEN)
+        for label in (SWITCH_TOKEN, ISSUER_TOKEN, SCRATCH_TOKEN, TERMINAL_TOKEN)
     }
 
 
@@ -55,6 +58,17 @@ def hsm(hsm_token: TokenConfig) -> Iterator[Hsm]:
 @pytest.fixture(scope="session")
 def issuer_hsm(issuer_hsm_token: TokenConfig) -> Iterator[Hsm]:
     with Hsm(issuer_hsm_token) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def terminal_hsm_token(hsm_tokens: dict[str, TokenConfig]) -> TokenConfig:
+    return hsm_tokens[TERMINAL_TOKEN]
+
+
+@pytest.fixture(scope="session")
+def terminal_hsm(terminal_hsm_token: TokenConfig) -> Iterator[Hsm]:
+    with Hsm(terminal_hsm_token) as h:
         yield h
 
 

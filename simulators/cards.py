@@ -9,9 +9,20 @@ network the demo routes (a Discover-like 6011 BIN): the switch answers 15 for th
 Outcomes:
   ``00`` approve, ``05`` do not honour, ``51`` insufficient funds (balance 0),
   ``54`` expired (expiry in the past; the simulator checks the date, not the label),
-  ``55`` wrong PIN (a fixed answer until the HSM verifies PINs), ``14`` invalid card
+  ``55`` wrong PIN, ``75`` PIN tries exceeded, ``82`` CVV / iCVV / ARQC failure,
+  ``N7`` CVV2 failure, ``14`` invalid card
   (a PAN the issuer has no record of), ``no_answer`` (the simulator never replies: the
   switch must time out), ``15`` (no such issuer: never reaches a simulator).
+
+Card secrets. With HSMs (the demo, the e2e tests) the outcomes 55/75/82/N7 are not
+labels but real failures: every card has a PIN (``pin``) whose PVV its issuer keeps,
+and ``wrong`` says what the terminal gets wrong for it: the PIN it keys in
+(``entered_pin``), the CVV it reads from track 2, the CVV2 it keys, or the ARQC the
+chip computes. The terminal generator computes CVV/iCVV/CVV2 and ARQCs with the
+issuer keys in its own token (standing in for card personalisation: a real terminal
+reads them from the card, which the issuer personalised). Track 2 discretionary data
+starts with the 3-digit CVV (iCVV on chip track 2 equivalent data).
+Without HSMs the issuer falls back to the outcome labels.
 """
 
 from __future__ import annotations
@@ -65,6 +76,21 @@ def track2(pan: str, expiry: str, service_code: str = "201",
     return data[:37]
 
 
+def track2_with_cvv(pan: str, expiry: str, service_code: str, cvv: str) -> str:
+    """Track 2 whose discretionary data starts with the CVV (or iCVV), padded with 0."""
+    return track2(pan, expiry, service_code, (cvv + "0" * 11)[:11])
+
+
+def track2_cvv(data: str) -> str | None:
+    """The 3-digit CVV at the start of track 2 discretionary data, if there is one."""
+    sep = "=" if "=" in data else "D" if "D" in data else None
+    if sep is None:
+        return None
+    rest = data.partition(sep)[2]
+    cvv = rest[7:10]
+    return cvv if len(cvv) == 3 and cvv.isdigit() else None
+
+
 def parse_track2(data: str) -> tuple[str, str, str] | None:
     """(pan, expiry YYMM, service code), or None when it is not track 2."""
     sep = "=" if "=" in data else "D" if "D" in data else None
@@ -85,6 +111,13 @@ class Card:
     balance_minor: int = 10_000_000
     pin: str = "1234"
     service_code: str = "201"  # chip card
+    wrong: str = ""  # what the terminal gets wrong: "", pin, cvv, cvv2, arqc
+    pin_tries_max: int | None = 3  # wrong PINs in a row before 75; None = not counted
+
+    @property
+    def entered_pin(self) -> str:
+        """The PIN the cardholder keys in at the terminal."""
+        return "9999" if self.wrong == "pin" else self.pin
 
     @property
     def network(self) -> str | None:
@@ -109,7 +142,14 @@ def _cards() -> tuple[Card, ...]:
             Card(f"{net}_insufficient_funds", with_luhn(bin6 + "000000051"), "51",
                  balance_minor=0),
             Card(f"{net}_expired", with_luhn(bin6 + "000000054"), "54", expiry_years=-1),
-            Card(f"{net}_wrong_pin", with_luhn(bin6 + "000000055"), "55"),
+            # Every wrong PIN is 55: its issuer keeps no try counter for it, so the
+            # demo keeps showing 55s (the pin_tries card shows the counter).
+            Card(f"{net}_wrong_pin", with_luhn(bin6 + "000000055"), "55", wrong="pin",
+                 pin_tries_max=None),
+            Card(f"{net}_pin_tries", with_luhn(bin6 + "000000075"), "75", wrong="pin"),
+            Card(f"{net}_bad_cvv", with_luhn(bin6 + "000000082"), "82", wrong="cvv"),
+            Card(f"{net}_bad_cvv2", with_luhn(bin6 + "000000077"), "N7", wrong="cvv2"),
+            Card(f"{net}_bad_arqc", with_luhn(bin6 + "000000083"), "82", wrong="arqc"),
             # Luhn-valid and in the issuer's BIN, but the issuer has no such account.
             Card(f"{net}_invalid_card", with_luhn(bin6 + "000000014"), "14"),
             Card(f"{net}_no_answer", with_luhn(bin6 + "000000091"), NO_ANSWER),

@@ -7,6 +7,10 @@ what was expected and what came back, never a PAN in clear.
 The cards come from ``cards.py``: the host under test must route Visa (4...) and
 Mastercard (51-55, 2221-2720) test cards to issuers that follow that table, and
 must answer 15 for the ``unrouted`` BIN.
+
+With ``Context.hsm`` (the terminal token: ``payswitch certify --hsm-token``) the
+terminal builds real PIN blocks, CVVs and ARQCs; ``decline_55_wrong_pin`` then checks
+a real wrong PIN verified by the issuer (without it, the issuer's fixed answer).
 """
 
 from __future__ import annotations
@@ -14,13 +18,20 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import iso8583
 import trio
 
 from payswitch.codecs.iso8583 import Message
 from payswitch.simulators.cards import card
-from payswitch.simulators.terminal import DIALECT, Terminal, TransportError, open_link
+from payswitch.simulators.terminal import (
+    DIALECT,
+    CardCrypto,
+    Terminal,
+    TransportError,
+    open_link,
+)
 
 
 @dataclass
@@ -30,9 +41,11 @@ class Context:
     framing: str = "len2"
     terminal_id: str = "DEMO0001"
     timeout_s: float = 15.0  # per request; the no-answer scenario needs the host's timeout
+    hsm: Any = None  # Hsm on the terminal token: real PIN blocks, CVVs, ARQCs
 
     def terminal(self) -> Terminal:
-        return Terminal(self.terminal_id)
+        crypto = CardCrypto(self.hsm) if self.hsm is not None else None
+        return Terminal(self.terminal_id, crypto=crypto)
 
     def link(self):
         return open_link(self.host, self.port, framing=self.framing)
@@ -98,6 +111,12 @@ async def decline_51(ctx: Context) -> Outcome:
 @scenario("decline_54_expired_card")
 async def decline_54(ctx: Context) -> Outcome:
     return await _expect(ctx, "visa_expired", {"54"})
+
+
+@scenario("decline_55_wrong_pin")
+async def decline_55(ctx: Context) -> Outcome:
+    """ATM withdrawal with a PIN the card's issuer does not accept."""
+    return await _expect(ctx, "visa_wrong_pin", {"55"}, atm=True)
 
 
 @scenario("decline_14_invalid_card")

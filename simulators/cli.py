@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="per-request seconds")
     p.add_argument("--seed", type=int)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--hsm-token", help="terminal token label (SOFTHSM2_CONF, "
+                   "PAYSWITCH_HSM_PIN from the env): real PIN blocks, CVVs, ARQCs")
+    p.add_argument("--dukpt-every", type=int, default=0,
+                   help="terminals whose number is divisible by N use TDES DUKPT")
     p.set_defaults(func=_load)
 
     p = sub.add_parser("certify", help="certification scenarios against a host (iso87ascii)")
@@ -41,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", action="append", help="run only these (repeatable)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--hsm-token", help="terminal token label (SOFTHSM2_CONF, "
+                   "PAYSWITCH_HSM_PIN from the env): real PIN blocks, CVVs, ARQCs")
     p.set_defaults(func=_certify)
 
     p = sub.add_parser("simulate", help="run a network simulator (issuer) as a process")
@@ -54,7 +60,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--late-ms", type=int, default=0)
     p.add_argument("--link-drop-every", type=int, default=0)
     p.add_argument("--seed", type=int)
+    p.add_argument("--hsm-token", help="issuer token label (SOFTHSM2_CONF, "
+                   "PAYSWITCH_HSM_PIN from the env): verify PIN, CVV, CVV2, ARQC")
+    p.add_argument("--mac", action="store_true", help="MAC every message (needs --hsm-token)")
+    p.add_argument("--bad-mac-rate", type=float, default=0.0,
+                   help="share of answers sent with a corrupted MAC")
     p.set_defaults(func=_simulate)
+
+
+def _hsm(label: str | None):
+    """An Hsm on the token named by --hsm-token, from the environment; or None."""
+    if not label:
+        return None
+    from payswitch.hsm import Hsm, config_from_env
+
+    return Hsm(config_from_env(label))
 
 
 def _load(args) -> int:
@@ -63,7 +83,8 @@ def _load(args) -> int:
     cfg = LoadConfig(host=args.host, port=args.port, profile=args.profile,
                      terminals=args.terminals, rate=args.rate, duration_s=args.duration,
                      framing=args.framing, cards=args.cards, timeout_s=args.timeout,
-                     seed=args.seed, progress=sys.stderr.isatty() or not args.json)
+                     seed=args.seed, progress=sys.stderr.isatty() or not args.json,
+                     hsm=_hsm(args.hsm_token), dukpt_every=args.dukpt_every)
     report = trio.run(run_load, cfg)
     print(json.dumps(report) if args.json else format_report(report))
     return 0 if report["errors"] == 0 and report["sent"] > 0 else 1
@@ -79,7 +100,8 @@ def _certify(args) -> int:
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
-    ctx = Context(args.host, args.port, args.framing, args.terminal_id, args.timeout)
+    ctx = Context(args.host, args.port, args.framing, args.terminal_id, args.timeout,
+                  hsm=_hsm(args.hsm_token))
     results = trio.run(run_scenarios, ctx, args.scenario)
     passed = all(r["passed"] for r in results)
     if args.json:
@@ -96,9 +118,14 @@ def _simulate(args) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     faults = Faults(latency_ms=args.latency_ms, drop_rate=args.drop_rate,
                     late_rate=args.late_rate, late_ms=args.late_ms,
-                    link_drop_every=args.link_drop_every)
+                    link_drop_every=args.link_drop_every, bad_mac_rate=args.bad_mac_rate)
+    hsm = _hsm(args.hsm_token)
+    if args.mac and hsm is None:
+        print("payswitch simulate: --mac needs --hsm-token", file=sys.stderr)
+        return 2
     sim = NetworkSimulator(args.network, framing=args.framing, host=args.host,
-                           port=args.port, faults=faults, seed=args.seed)
+                           port=args.port, faults=faults, seed=args.seed, hsm=hsm,
+                           mac=args.mac)
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

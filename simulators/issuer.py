@@ -3,6 +3,24 @@
 ``Issuer.respond(msg)`` returns the response to send, or ``None`` when the issuer
 stays silent (the ``no_answer`` card, responses themselves, unknown MTIs). The
 network simulator (``network.py``) wraps this in sockets, framing, delays and faults.
+
+With an ``Hsm`` holding the issuer keys (``devkeys.load_issuer_keys``) the issuer
+checks the card for real, in this order, after "on file" and "in date":
+
+1. CVV from track 2 (DE35): the iCVV (service code 999) when the card was read by
+   chip (DE22 05x), else the CVV with the track's service code. Wrong: ``82``.
+2. CVV2, when DE48 carries subelement 92 (Mastercard layout ``R9203ddd``, used on
+   every network here; keyed entry). Wrong: ``N7``.
+3. PIN, when DE52 is present: the block (under the link's ZPK) against the card's
+   PVV (generated from its PIN with the PVK when the issuer starts, as at issuance).
+   Wrong: ``55``; the ``pin_tries_max``-th wrong PIN in a row and any PIN after it:
+   ``75`` (a right PIN before that resets the count).
+4. The usual outcome (05, 51, ...).
+5. ARQC, when DE55 carries one (9F26, ATC 9F36, PSN from DE23, CVN 10 or 18 from
+   the IAD 9F10 byte 3): verified with MK-AC; an ARPC (method 1, ARC = the answer's
+   DE39) is returned in DE55 tag 91 (ARPC || ARC). A wrong ARQC turns the answer
+   into ``82`` (Visa: "negative CAM / iCVV result"), with no ARPC: the issuer does not
+   authenticate itself to a card it could not authenticate.
 """
 
 from __future__ import annotations
@@ -12,9 +30,13 @@ import itertools
 import random
 from collections.abc import Mapping
 
+from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583 import Message
+from payswitch.codecs.iso8583.mastercard import parse_de48
 from payswitch.codecs.pan import luhn_ok
-from payswitch.simulators.cards import BY_PAN, NO_ANSWER, Card, parse_track2
+from payswitch.codecs.tlv import Tlv, as_tag, decode_tlv, encode_tlv
+from payswitch.hsm import Hsm, HsmError, devkeys, emv
+from payswitch.simulators.cards import BY_PAN, NO_ANSWER, Card, parse_track2, track2_cvv
 
 # Fields an issuer echoes from request to response (ISO 8583:1987 practice).
 ECHOED = (
@@ -36,13 +58,30 @@ def response_to(msg: Message, code: str) -> Message:
     return resp
 
 
+def cvv2_of(msg: Message) -> str | None:
+    """CVV2 from DE48 subelement 92 (Mastercard layout, used on every network here)."""
+    if not msg.additional_data:
+        return None
+    try:
+        _, subs = parse_de48(msg.additional_data)
+    except CodecError:
+        return None
+    return subs.get("92")
+
+
 class Issuer:
     def __init__(self, cards: Mapping[str, Card] | None = None, seed: int | None = None,
-                 today: dt.date | None = None) -> None:
+                 today: dt.date | None = None, hsm: Hsm | None = None) -> None:
         self.cards = dict(BY_PAN if cards is None else cards)
         self._rng = random.Random(seed)
         self._today = today
         self._auth_seq = itertools.count(1)
+        self.hsm = hsm
+        self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
+        # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
+        self.pvv = {} if hsm is None else {
+            c.pan: hsm.generate_pvv(devkeys.pvk(c.network), c.pan, c.pin)
+            for c in self.cards.values() if c.network}
 
     def today(self) -> dt.date:
         return self._today or dt.datetime.now(dt.UTC).date()
@@ -59,7 +98,11 @@ class Issuer:
         code = self.decide(msg)
         if code is None:
             return None
+        de55 = None
+        if self.hsm is not None and msg.emv and code not in ("14", "30"):
+            code, de55 = self.check_arqc(msg, code)
         resp = response_to(msg, code)
+        resp.emv = de55
         if code == "00":
             resp.auth_code = self.auth_code()
             if (msg.processing_code or "").startswith("31"):  # balance inquiry
@@ -100,12 +143,72 @@ class Issuer:
             return "54" if card.outcome == "54" else "30"
         if int(expiry) < (today.year % 100) * 100 + today.month:
             return "54"
+        if self.hsm is not None and card.network:
+            code = self.check_card(msg, card, pan, expiry)
+            if code is not None:
+                return code
+            if card.outcome in ("55", "75", "82", "N7"):  # labels only without an HSM
+                return "00" if (msg.amount_minor or 0) <= card.balance_minor else "51"
         if card.outcome not in ("00", "51"):
             return card.outcome
         amount = msg.amount_minor or 0
         if amount > card.balance_minor or card.outcome == "51":
             return "51"
         return "00"
+
+    # -- checks with the HSM ----------------------------------------------------------
+    def check_card(self, msg: Message, card: Card, pan: str, expiry: str) -> str | None:
+        """CVV/iCVV, CVV2, PIN (see the module docstring): a decline code, or None."""
+        hsm, net = self.hsm, card.network
+        if msg.track2:
+            t2 = parse_track2(msg.track2)
+            cvv = track2_cvv(msg.track2)
+            if t2 is None or cvv is None:
+                return "82"
+            chip = (msg.pos_entry_mode or "").startswith("05")
+            ok = (hsm.verify_icvv(devkeys.cvk(net), pan, t2[1], cvv) if chip else
+                  hsm.verify_cvv(devkeys.cvk(net), pan, t2[1], t2[2], cvv))
+            if not ok:
+                return "82"
+        cvv2 = cvv2_of(msg)
+        if cvv2 is not None and not hsm.verify_cvv2(devkeys.cvk(net), pan, expiry, cvv2):
+            return "N7"
+        if msg.pin_block is not None:
+            failures = self.pin_failures.get(pan, 0)
+            limit = card.pin_tries_max
+            if limit is not None and failures >= limit:
+                return "75"
+            try:
+                ok = hsm.verify_pin_pvv(msg.pin_block, pan, devkeys.zpk(net),
+                                        devkeys.pvk(net), self.pvv[pan])
+            except HsmError:  # a block that does not decrypt under our ZPK
+                ok = False
+            if not ok:
+                self.pin_failures[pan] = failures + 1
+                return "75" if limit is not None and failures + 1 >= limit else "55"
+            self.pin_failures.pop(pan, None)
+        return None
+
+    def check_arqc(self, msg: Message, code: str) -> tuple[str, bytes | None]:
+        """(DE39, response DE55 with tag 91) after verifying the ARQC in DE55."""
+        pan = self.pan_of(msg) or ""
+        card = self.cards.get(pan)
+        if card is None or not card.network:
+            return code, None
+        try:
+            tags = {t.tag_hex: t.value for t in decode_tlv(msg.emv)}
+            iad = tags.get("9F10", b"")
+            cvn = iad[2] if len(iad) > 2 and iad[2] in (10, 18) else 18
+            psn = (msg.card_sequence or "000")[-2:]
+            ok, arpc = self.hsm.verify_arqc(
+                devkeys.mkac(card.network), pan, psn, emv.atc_of(tags),
+                emv.arqc_input(tags, cvn), tags.get("9F26", b""), arc=code.encode()[:2],
+                padding=emv.CVNS[cvn].padding)
+        except (CodecError, HsmError):
+            return "82", None
+        if not ok:
+            return "82", None
+        return code, encode_tlv([Tlv(as_tag("91"), arpc + code.encode()[:2])])
 
     def auth_code(self) -> str:
         return f"{next(self._auth_seq) % 1_000_000:06d}"

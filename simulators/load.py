@@ -9,7 +9,14 @@ as ``overrun`` and not sent).
 The report counts responses by DE39 and gives latency percentiles. Its stable keys:
 ``sent``, ``approved``, ``declined``, ``timeouts`` (DE39 91/68 from the host),
 ``errors`` (transport failures, no response, format errors 30 and malfunctions 96:
-something is broken, not a cardholder's decline), ``p50_ms``, ``p99_ms``.
+something is broken, not a cardholder's decline), ``p50_ms``, ``p99_ms``; and
+``pin_declines`` (DE39 55, wrong PIN), ``pin_tries_exceeded`` (75),
+``card_check_declines`` (82 CVV/iCVV/ARQC, N7 CVV2), ``pin_crypto_errors`` (81).
+
+With ``LoadConfig.hsm`` (an ``Hsm`` on the terminal token) the terminals build real
+PIN blocks, CVVs and ARQCs (``terminal.CardCrypto``); every ``dukpt_every``-th
+terminal uses TDES DUKPT instead of the TPK (the switch must be configured to match:
+``switch.demo.demo_config`` does it for the same numbering).
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ from dataclasses import dataclass, field
 
 import trio
 
+from payswitch.hsm import Hsm
 from payswitch.simulators.cards import BY_NAME, Card
 from payswitch.simulators.terminal import (
+    CardCrypto,
     Result,
     Terminal,
     TerminalLink,
@@ -48,6 +57,9 @@ CARD_MIXES: dict[str, dict[str, float]] = {
         "mastercard_insufficient_funds": 2, "visa_expired": 1, "mastercard_expired": 1,
         "visa_invalid_card": 1, "mastercard_invalid_card": 1,
         "visa_no_answer": 0.5, "mastercard_no_answer": 0.5,
+        "visa_wrong_pin": 1.5, "mastercard_wrong_pin": 1.5,
+        "visa_bad_cvv": 0.5, "mastercard_bad_cvv": 0.5,
+        "visa_bad_arqc": 0.5, "mastercard_bad_arqc": 0.5,
     },
 }
 
@@ -68,6 +80,8 @@ class LoadConfig:
     first_terminal: int = 1
     seed: int | None = None
     progress: bool = True
+    hsm: Hsm | None = None  # the terminal token: real PIN blocks, CVVs, ARQCs
+    dukpt_every: int = 0  # terminal numbers divisible by it use DUKPT; 0 = none
 
 
 @dataclass
@@ -107,6 +121,10 @@ class Report:
             "declined": answered - approved - timeouts - code_errors,
             "timeouts": timeouts,
             "errors": code_errors + sum(self.errors_by_kind.values()),
+            "pin_declines": self.by_code.get("55", 0),
+            "pin_tries_exceeded": self.by_code.get("75", 0),
+            "card_check_declines": self.by_code.get("82", 0) + self.by_code.get("N7", 0),
+            "pin_crypto_errors": self.by_code.get("81", 0),
             "p50_ms": round(percentile(lat, 50) * 1000, 3),
             "p99_ms": round(percentile(lat, 99) * 1000, 3),
             "max_ms": round((lat[-1] if lat else 0) * 1000, 3),
@@ -126,6 +144,9 @@ def format_report(d: dict, title: str = "load") -> str:
         f"{title}: sent={d['sent']} approved={d['approved']} declined={d['declined']} "
         f"timeouts={d['timeouts']} errors={d['errors']} in {d['elapsed_s']} s "
         f"({d['tps']}/s)",
+        f"  wrong PIN (55)={d.get('pin_declines', 0)} PIN tries exceeded (75)="
+        f"{d.get('pin_tries_exceeded', 0)} CVV/ARQC (82, N7)={d.get('card_check_declines', 0)}"
+        f" PIN crypto (81)={d.get('pin_crypto_errors', 0)}",
         f"  latency p50={d['p50_ms']} ms p99={d['p99_ms']} ms max={d['max_ms']} ms",
         "  by response code: " + (", ".join(f"{c}={n}" for c, n in d["by_code"].items())
                                   or "none"),
@@ -220,8 +241,12 @@ class _Generator:
     def _terminal(self, idx: int) -> Terminal:
         n = self.cfg.first_terminal + idx
         width = 8 - len(self.cfg.terminal_prefix)
+        crypto = None
+        if self.cfg.hsm is not None:
+            dukpt = bool(self.cfg.dukpt_every) and n % self.cfg.dukpt_every == 0
+            crypto = CardCrypto(self.cfg.hsm, dukpt=dukpt, device_id=n)
         return Terminal(f"{self.cfg.terminal_prefix}{n:0{width}d}",
-                        seed=self.rng.randrange(2**32))
+                        seed=self.rng.randrange(2**32), crypto=crypto)
 
     async def progress(self, start: float, deadline: float) -> None:
         if not self.cfg.progress or deadline - start < 3:

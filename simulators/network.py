@@ -14,6 +14,13 @@ tests to assert on. In-process::
     port = await nursery.start(sim.serve)
 
 As a process: ``payswitch simulate --network visa --port P``.
+
+With ``hsm`` (an ``Hsm`` on the issuer's own token with ``devkeys.load_issuer_keys``)
+the issuer checks PINs, CVVs and ARQCs for real (``issuer.py``). With ``mac=True``
+too, every message both ways carries a MAC under ``devkeys.zak(network)``, as the
+switch does on a link with ``mac = true`` (``codecs.iso8583.macing``); a message with a
+missing or wrong MAC is counted (``mac_failures``) and dropped. ``Faults.bad_mac_rate``
+sends that share of answers (not network management) with a corrupted MAC.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import trio
 
 from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
-from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.iso8583 import Message, get, macing
+from payswitch.hsm import Hsm, devkeys
 from payswitch.simulators.issuer import Issuer
 
 log = logging.getLogger("payswitch.simulators.network")
@@ -51,6 +59,7 @@ class Faults:
     late_rate: float = 0.0
     late_ms: int = 0
     link_drop_every: int = 0  # 0 = never
+    bad_mac_rate: float = 0.0  # share of answers sent with a corrupted MAC (mac=True)
 
 
 @dataclass
@@ -63,6 +72,8 @@ class Stats:
     late: int = 0
     link_drops: int = 0
     format_errors: int = 0
+    mac_failures: int = 0
+    bad_macs_sent: int = 0
     by_mti: collections.Counter = field(default_factory=collections.Counter)
     by_code: collections.Counter = field(default_factory=collections.Counter)
 
@@ -87,7 +98,8 @@ class NetworkSimulator:
     def __init__(self, network: str = "visa", *, dialect: str | None = None,
                  framing: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: Faults | None = None, issuer: Issuer | None = None,
-                 seed: int | None = None, max_frame_bytes: int = 8192) -> None:
+                 seed: int | None = None, max_frame_bytes: int = 8192,
+                 hsm: Hsm | None = None, mac: bool = False) -> None:
         d, f = DEFAULTS.get(network, ("iso87ascii", "len2"))
         self.network = network
         self.dialect_name = dialect or d
@@ -96,7 +108,11 @@ class NetworkSimulator:
         self.host = host
         self.port = port
         self.faults = faults or Faults()
-        self.issuer = issuer or Issuer(seed=seed)
+        if mac and hsm is None:
+            raise ValueError("mac=True needs an hsm with the link's ZAK")
+        self.hsm = hsm
+        self.mac_key = devkeys.zak(network) if mac else None
+        self.issuer = issuer or Issuer(seed=seed, hsm=hsm)
         self.max_frame_bytes = max_frame_bytes
         self.stats = Stats()
         self.received: collections.deque[bytes] = collections.deque(maxlen=RECORD_LIMIT)
@@ -170,6 +186,13 @@ class NetworkSimulator:
 
     def _on_frame(self, conn: _Conn, frame, nursery: trio.Nursery) -> None:
         msg = self._record(frame.payload)
+        if self.mac_key and not isinstance(msg, CodecError):
+            body = macing.mac_input(frame.payload, msg)
+            if body is None or not self.hsm.verify_mac(self.mac_key, body, msg.mac):
+                self.stats.mac_failures += 1
+                log.warning("%s: missing or wrong MAC on %s STAN %s: dropped", self.network,
+                            msg.mti, msg.stan)
+                return
         if isinstance(msg, CodecError):
             log.warning("%s: undecodable message (%s)", self.network, msg)
             self.stats.format_errors += 1
@@ -197,7 +220,16 @@ class NetworkSimulator:
         if delay_ms:
             await trio.sleep(delay_ms / 1000)
         try:
-            payload = self.dialect.encode(resp)
+            if self.mac_key:
+                body, hex_form = macing.unsigned(self.dialect, resp)
+                mac = self.hsm.generate_mac(self.mac_key, body)
+                if (resp.mti[:2] != "08" and self.faults.bad_mac_rate
+                        and self._rng.random() < self.faults.bad_mac_rate):
+                    mac = bytes([mac[0] ^ 0x01]) + mac[1:]
+                    self.stats.bad_macs_sent += 1
+                payload = macing.signed(body, hex_form, mac)
+            else:
+                payload = self.dialect.encode(resp)
         except CodecError as e:
             log.error("%s: cannot encode %s: %s", self.network, resp.mti, e)
             return

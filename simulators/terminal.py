@@ -8,7 +8,17 @@ counter) and builds realistic messages for the two profiles:
 * POS purchase (0200, processing code 000000, MCC 5411): chip (DE22 051, DE23, DE55)
   or magnetic stripe (DE22 021), track 2 in DE35.
 * ATM cash withdrawal (0200, 011000, MCC 6011) and balance inquiry (311000), with a
-  PIN block in DE52: 8 random bytes until the HSM builds real ones.
+  PIN block in DE52.
+* Keyed (card not present) purchase: DE22 010, DE2 + DE14, CVV2 in DE48 ``R9203ddd``.
+
+With an ``Hsm`` on the terminal's own token (``devkeys.load_terminal_keys``) the
+crypto is real: the PIN block (format 0) is built under the PIN pad's TPK, or under
+TDES DUKPT from ``devkeys.BDK`` with the KSN in DE62 (20 hex digits) for a DUKPT
+terminal; every purchase and withdrawal carries online PIN (chip and PIN). Track 2
+carries the CVV (iCVV for chip), DE55 a real ARQC (CVN 10) from the card's ICC key,
+all computed with the issuer keys held by that token: they stand in for the card's
+personalisation (a real terminal reads CVV and ARQC from the card). Without an HSM
+the PIN block is 8 random bytes, the CVV 000 and the ARQC random (no checks possible).
 """
 
 from __future__ import annotations
@@ -26,8 +36,10 @@ import trio
 from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.iso8583.mastercard import build_de48
 from payswitch.codecs.tlv import Tlv, as_tag, encode_tlv
-from payswitch.simulators.cards import Card
+from payswitch.hsm import Hsm, devkeys, emv
+from payswitch.simulators.cards import Card, track2_with_cvv
 
 DIALECT = get("iso87ascii")
 DEFAULT_TPDU = bytes.fromhex("6000010000")
@@ -47,32 +59,106 @@ def now_fields(now: dt.datetime | None = None) -> dict[str, str]:
     }
 
 
-def placeholder_emv(amount_minor: int, rng: random.Random) -> bytes:
-    """A DE55 with the tags an ARQC request carries (BER-TLV via codecs.tlv); the
-    cryptogram (9F26) is random until the HSM computes real ones."""
+def emv_tags(amount_minor: int, rng: random.Random, atc: int = 1) -> dict[str, bytes]:
+    """The tags an ARQC request carries, the cryptogram (9F26) still random."""
     today = dt.datetime.now(dt.UTC).strftime("%y%m%d")
-    return encode_tlv(Tlv(as_tag(tag), value) for tag, value in (
-        ("9F26", rng.randbytes(8)),  # application cryptogram (placeholder)
-        ("9F27", b"\x80"),  # cryptogram information data: ARQC
-        ("9F10", bytes.fromhex("06010A03A00000")),  # issuer application data
-        ("9F37", rng.randbytes(4)),  # unpredictable number
-        ("9F36", b"\x00\x01"),  # ATC
-        ("95", bytes(5)),  # TVR
-        ("9A", bytes.fromhex(today)),  # transaction date
-        ("9C", b"\x00"),  # transaction type: purchase
-        ("9F02", bytes.fromhex(f"{amount_minor:012d}")),  # amount authorised
-        ("5F2A", bytes.fromhex("0840")),  # transaction currency
-        ("82", b"\x39\x00"),  # AIP
-        ("9F1A", bytes.fromhex("0840")),  # terminal country
-    ))
+    return {
+        "9F26": rng.randbytes(8),  # application cryptogram (set by the card)
+        "9F27": b"\x80",  # cryptogram information data: ARQC
+        "9F10": bytes.fromhex("06010A03A00000"),  # issuer application data, CVN 10 (0A)
+        "9F37": rng.randbytes(4),  # unpredictable number
+        "9F36": atc.to_bytes(2, "big"),  # ATC
+        "95": bytes(5),  # TVR
+        "9A": bytes.fromhex(today),  # transaction date
+        "9C": b"\x00",  # transaction type: purchase
+        "9F02": bytes.fromhex(f"{amount_minor:012d}"),  # amount authorised
+        "9F03": bytes(6),  # amount, other
+        "5F2A": bytes.fromhex("0840"),  # transaction currency
+        "82": b"\x39\x00",  # AIP
+        "9F1A": bytes.fromhex("0840"),  # terminal country
+    }
+
+
+def encode_emv(tags: dict[str, bytes]) -> bytes:
+    return encode_tlv(Tlv(as_tag(tag), value) for tag, value in tags.items())
+
+
+def placeholder_emv(amount_minor: int, rng: random.Random) -> bytes:
+    """A DE55 with the tags an ARQC request carries (BER-TLV via codecs.tlv) and a
+    random cryptogram: what a terminal without an HSM sends."""
+    return encode_emv(emv_tags(amount_minor, rng))
+
+
+CVN = 10  # the cryptogram version the simulated cards use (IAD byte 3 = 0A)
+DUKPT_KSN_DE = 62
+
+
+class CardCrypto:
+    """The card's and the PIN pad's cryptography, computed in the terminal's token."""
+
+    def __init__(self, hsm: Hsm, *, dukpt: bool = False, device_id: int = 0) -> None:
+        self.hsm = hsm
+        self.dukpt = dukpt
+        # KSN: the X9.24 test key set id + a device id, then a 21-bit counter.
+        self._ksn_prefix = bytes.fromhex("FFFF987654") + bytes(
+            [(device_id >> 8) & 0xFF, device_id & 0xFF])
+        self._ksn_counter = 0
+        self._cvv: dict[tuple[str, str, bool], str] = {}
+        self._atc: dict[str, int] = {}
+
+    def _net(self, card: Card) -> str:
+        return card.network or "visa"  # unrouted cards never reach an issuer
+
+    def pin_block(self, card: Card, msg: Message) -> None:
+        pin, pan = card.entered_pin, card.pan
+        if self.dukpt:
+            self._ksn_counter += 1
+            while bin(self._ksn_counter).count("1") > 10:  # X9.24: at most 10 one bits
+                self._ksn_counter += 1
+            counter = self._ksn_counter % 0x1FFFFF or 1
+            ksn = self._ksn_prefix + (0xE00000 | counter).to_bytes(3, "big")
+            msg.pin_block = self.hsm.dukpt_encrypt_pin(devkeys.BDK, ksn, pin, pan)
+            msg.other[DUKPT_KSN_DE] = ksn.hex().upper()
+        else:
+            msg.pin_block = self.hsm.encrypt_pin(devkeys.TPK, pin, pan)
+
+    def track2(self, card: Card, chip: bool) -> str:
+        key = (card.pan, card.expiry, chip)
+        cvv = self._cvv.get(key)
+        if cvv is None:
+            cvk = devkeys.cvk(self._net(card))
+            cvv = (self.hsm.generate_icvv(cvk, card.pan, card.expiry) if chip else
+                   self.hsm.generate_cvv(cvk, card.pan, card.expiry, card.service_code))
+            self._cvv[key] = cvv
+        if card.wrong == "cvv":
+            cvv = f"{(int(cvv) + 1) % 1000:03d}"
+        return track2_with_cvv(card.pan, card.expiry, card.service_code, cvv)
+
+    def cvv2(self, card: Card) -> str:
+        cvv2 = self.hsm.generate_cvv2(devkeys.cvk(self._net(card)), card.pan, card.expiry)
+        return f"{(int(cvv2) + 1) % 1000:03d}" if card.wrong == "cvv2" else cvv2
+
+    def arqc_emv(self, card: Card, psn: str, amount_minor: int, rng: random.Random) -> bytes:
+        atc = self._atc.get(card.pan, rng.randrange(1, 1000)) + 1
+        self._atc[card.pan] = atc
+        tags = emv_tags(amount_minor, rng, atc % 0x10000)
+        arqc = self.hsm.generate_arqc(devkeys.mkac(self._net(card)), card.pan, psn,
+                                      tags["9F36"], emv.arqc_input(tags, CVN),
+                                      padding=emv.CVNS[CVN].padding)
+        if card.wrong == "arqc":
+            arqc = bytes([arqc[0] ^ 0xFF]) + arqc[1:]
+        tags["9F26"] = arqc
+        return encode_emv(tags)
 
 
 class Terminal:
     """One terminal's identity and STAN counter; builds requests."""
 
     def __init__(self, terminal_id: str, *, merchant_id: str = "DEMOMERCHANT001",
-                 acquirer_id: str = "123456", seed: int | None = None) -> None:
+                 acquirer_id: str = "123456", seed: int | None = None,
+                 crypto: CardCrypto | None = None) -> None:
         self.terminal_id = terminal_id
+        self.crypto = crypto
         self.merchant_id = merchant_id[:15].ljust(15)
         self.acquirer_id = acquirer_id
         self.rng = random.Random(seed)
@@ -96,34 +182,53 @@ class Terminal:
             **f,
         )
 
+    def _card_data(self, msg: Message, card: Card, amount_minor: int, *, chip: bool,
+                   pin: bool) -> Message:
+        """Entry mode, track 2 (with its CVV), DE55 and the PIN block, as the card and
+        the PIN pad would give them."""
+        msg.pos_entry_mode = "051" if chip else "021"
+        if chip:
+            msg.card_sequence = "001"
+        if self.crypto is None:
+            if chip:
+                msg.emv = placeholder_emv(amount_minor, self.rng)
+            if pin:
+                msg.pin_block = self.rng.randbytes(8)
+            return msg
+        msg.track2 = self.crypto.track2(card, chip)
+        if chip:
+            msg.emv = self.crypto.arqc_emv(card, msg.card_sequence[-2:], amount_minor,
+                                           self.rng)
+        self.crypto.pin_block(card, msg)  # online PIN on every card-present request
+        return msg
+
     def purchase(self, card: Card, amount_minor: int, *, chip: bool = True,
                  mti: str = "0200") -> Message:
         msg = self._base(mti, card, amount_minor, "000000", "5411",
                          "PAYSWITCH DEMO STORE      SPRINGFIELD US")
-        if chip:
-            msg.pos_entry_mode = "051"
-            msg.card_sequence = "001"
-            msg.emv = placeholder_emv(amount_minor, self.rng)
-        else:
-            msg.pos_entry_mode = "021"
+        return self._card_data(msg, card, amount_minor, chip=chip, pin=False)
+
+    def keyed_purchase(self, card: Card, amount_minor: int, cvv2: str | None = None,
+                       ) -> Message:
+        """Card not present: PAN and expiry keyed, CVV2 in DE48 (``R9203ddd``)."""
+        msg = self._base("0100", card, amount_minor, "000000", "5999",
+                         "PAYSWITCH DEMO WEB SHOP   SPRINGFIELD US")
+        msg.track2 = None
+        msg.pos_entry_mode = "010"
+        if cvv2 is None:
+            cvv2 = self.crypto.cvv2(card) if self.crypto else "000"
+        msg.additional_data = build_de48("R", {"92": cvv2})
         return msg
 
     def withdrawal(self, card: Card, amount_minor: int, *, chip: bool = False) -> Message:
         msg = self._base("0200", card, amount_minor, "011000", "6011",
                          "PAYSWITCH DEMO ATM        SPRINGFIELD US")
-        msg.pos_entry_mode = "051" if chip else "021"
-        if chip:
-            msg.card_sequence = "001"
-            msg.emv = placeholder_emv(amount_minor, self.rng)
-        msg.pin_block = self.rng.randbytes(8)  # placeholder until the HSM lands
-        return msg
+        return self._card_data(msg, card, amount_minor, chip=chip, pin=True)
 
     def balance_inquiry(self, card: Card) -> Message:
         msg = self._base("0200", card, 0, "311000", "6011",
                          "PAYSWITCH DEMO ATM        SPRINGFIELD US")
-        msg.pos_entry_mode = "021"
-        msg.pin_block = self.rng.randbytes(8)
-        return msg
+        return self._card_data(msg, card, 0, chip=False, pin=True)
 
     def echo(self) -> Message:
         return Message(mti="0800", stan=self.next_stan(), network_code="301",

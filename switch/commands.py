@@ -16,6 +16,7 @@ import sys
 
 import trio
 
+from payswitch.hsm.errors import HsmError
 from payswitch.switch import logs
 from payswitch.switch.config import ConfigError, load
 from payswitch.switch.errors import StoreError
@@ -50,13 +51,13 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except (ConfigError, StoreError, OSError, BaseExceptionGroup) as e:
+    except (ConfigError, StoreError, HsmError, OSError, BaseExceptionGroup) as e:
         err = e
         while isinstance(err, BaseExceptionGroup) and len(err.exceptions) == 1:
             err = err.exceptions[0]
-        if not isinstance(err, (ConfigError, StoreError, OSError)):
+        if not isinstance(err, (ConfigError, StoreError, HsmError, OSError)):
             raise
-        # e.g. no DSN, database down, listener port in use
+        # e.g. no DSN, database down, HSM token or PIN wrong, listener port in use
         print(f"payswitch serve: {type(err).__name__}: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     return 0

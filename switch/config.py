@@ -50,6 +50,32 @@ class DatabaseSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HsmSection:
+    """The switch's HSM token (PKCS#11, SoftHSM2). ``token`` empty = no HSM: PIN blocks
+    pass through untranslated and links cannot MAC (development only). The module and
+    ``SOFTHSM2_CONF`` come from the environment, the user PIN from ``$pin_env``."""
+    token: str = ""  # token label, e.g. "payswitch-switch"
+    pin_env: str = "PAYSWITCH_HSM_PIN"  # name of the env variable holding the user PIN
+    max_pending: int = 256  # HSM calls waiting at once; past it: DE39 96 at once
+    pan_dek: str = "dek.pan"  # DEK label: PAN encrypted at rest (AES-GCM)
+    pan_tkn: str = "tkn.pan"  # TKN label: PAN token (HMAC-SHA256)
+    event_mac: str = "evk.ledger"  # EVK label: the ledger's event chain MAC (HMAC-SHA256)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token)
+
+    def resolve_pin(self) -> str:
+        pin = os.environ.get(self.pin_env)
+        if not pin:
+            raise ConfigError(f"hsm: no user PIN: set ${self.pin_env}")
+        return pin
+
+
+PIN_MODES = ("tpk", "dukpt")
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerSection:
     name: str
     kind: str = "terminal"  # terminal | acquirer
@@ -63,6 +89,8 @@ class ListenerSection:
     max_connections: int = 256
     max_in_flight_per_connection: int = 32
     allowed_sources: tuple[str, ...] = ()  # empty = any source address
+    pin_key: str = ""  # default PIN key of its terminals: TPK label, or BDK for dukpt
+    pin_mode: str = "tpk"  # tpk | dukpt (TDES DUKPT: KSN in DE53, 20 hex digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +98,8 @@ class TerminalSection:
     id: str  # DE41
     listener: str = ""  # empty = any terminal listener
     source: str = ""  # empty = any source address
+    pin_key: str = ""  # empty = the listener's pin_key
+    pin_mode: str = ""  # tpk | dukpt; empty = the listener's pin_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +128,9 @@ class LinkSection:
     write_timeout_ms: int = 5000
     max_in_flight: int = 256
     late_memory: int = 1024  # timed-out keys remembered to recognise late responses
+    zpk: str = ""  # ZPK label shared with this issuer: PIN blocks are translated to it
+    zak: str = ""  # ZAK label shared with this issuer, for mac = true
+    mac: bool = False  # every message on the link carries a MAC (DE64/DE128) under zak
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +183,7 @@ class OnusSection:
 class Config:
     switch: SwitchSection = field(default_factory=SwitchSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
+    hsm: HsmSection = field(default_factory=HsmSection)
     saf: SafSection = field(default_factory=SafSection)
     listeners: tuple[ListenerSection, ...] = ()
     terminals: tuple[TerminalSection, ...] = ()
@@ -210,6 +244,7 @@ def parse(data: dict[str, Any]) -> Config:
     cfg = Config(
         switch=_build(SwitchSection, data.get("switch", {}), "switch"),
         database=_build(DatabaseSection, data.get("database", {}), "database"),
+        hsm=_build(HsmSection, data.get("hsm", {}), "hsm"),
         saf=_build(SafSection, data.get("saf", {}), "saf"),
         listeners=many("listeners", ListenerSection),
         terminals=many("terminals", TerminalSection),
@@ -247,6 +282,14 @@ def _check(cfg: Config) -> None:
     for x in cfg.listeners:
         if x.kind not in ("terminal", "acquirer"):
             raise ConfigError(f"listener {x.name}: kind must be terminal or acquirer")
+    for x in (*cfg.listeners, *cfg.terminals):
+        if x.pin_mode and x.pin_mode not in PIN_MODES:
+            raise ConfigError(f"{_name(x)}: pin_mode must be one of {', '.join(PIN_MODES)}")
+    for x in cfg.links:
+        if x.mac and not x.zak:
+            raise ConfigError(f"link {x.name}: mac = true needs a zak label")
+        if (x.mac or x.zpk) and not cfg.hsm.enabled:
+            raise ConfigError(f"link {x.name}: zpk / mac need an [hsm] token")
     for t in cfg.terminals:
         if len(t.id) > 8:
             raise ConfigError(f"terminal {t.id!r}: DE41 is at most 8 characters")
@@ -288,6 +331,19 @@ def _check_ledger(cfg: Config) -> None:
     for o in cfg.onus:
         if not o.prefix.isdigit() or not 1 <= len(o.prefix) <= 19:
             raise ConfigError(f"onus {o.prefix!r}: prefix must be 1-19 digits")
+
+
+def _name(x: Any) -> str:
+    return f"terminal {x.id}" if isinstance(x, TerminalSection) else f"listener {x.name}"
+
+
+def pin_key_of(cfg: Config, terminal: TerminalSection | None, listener: str,
+               ) -> tuple[str, str]:
+    """(PIN key label, mode) for a terminal: its own keys, else its listener's."""
+    lst = next((x for x in cfg.listeners if x.name == listener), None)
+    key = (terminal.pin_key if terminal else "") or (lst.pin_key if lst else "")
+    mode = (terminal.pin_mode if terminal else "") or (lst.pin_mode if lst else "tpk")
+    return key, mode
 
 
 def load(path: str) -> Config:

@@ -6,6 +6,13 @@ switch (``payswitch serve --config``, config written to a temp dir) and, in this
 process, the terminal load generator with mixed POS/ATM traffic, some declines and
 some cards the issuer never answers. Then SIGTERM to everything and a report.
 
+HSMs: three SoftHSM tokens are made in the temp dir first (``devkeys.make_dev_tokens``:
+switch, issuer, terminal, TEST keys only); ``SOFTHSM2_CONF`` and the PIN reach the
+switch and simulator processes through their environment. The terminals build real
+PIN blocks (TPK; every 4th terminal TDES DUKPT), CVVs and ARQCs; the switch translates
+PINs to each link's ZPK and MACs the Visa link; the simulators verify PIN (PVV),
+CVV/iCVV and ARQC and answer ARPCs. Wrong-PIN cards get 55 (``pin_declines``).
+
 At the end, clearing posts every approved hold and ``ledger verify`` runs (report keys
 ``ledger_balanced``, ``ledger_verify_ok``, ``ledger``). Exit 0 only when something was
 approved, nothing broke (``errors == 0``) and the ledger verifies clean. Every
@@ -34,8 +41,11 @@ from dataclasses import dataclass
 
 import trio
 
+from payswitch.hsm import devkeys
 from payswitch.switch.realparts import free_port
 
+DUKPT_EVERY = 4  # DEMO0004, DEMO0008...: TDES DUKPT PIN pads; the others a TPK
+MAC_LINKS = ("visa",)  # links that MAC every message (DE64/DE128) in the demo
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 TERMINALS = 16
@@ -122,9 +132,9 @@ def payswitch_argv(*args: str) -> list[str]:
 
 
 def start_simulator(stack: contextlib.ExitStack, network: str, log_dir: str,
-                    *extra: str) -> tuple[Proc, int]:
+                    *extra: str, env: dict[str, str] | None = None) -> tuple[Proc, int]:
     proc = Proc(f"sim-{network}", payswitch_argv("simulate", "--network", network,
-                                                 "--port", "0", *extra), log_dir)
+                                                 "--port", "0", *extra), log_dir, env)
     stack.callback(proc.stop)
     line = proc.wait_for_line("payswitch-sim ready")
     return proc, int(line.rsplit("port=", 1)[1])
@@ -149,9 +159,9 @@ def parse_ready(line: str) -> dict[str, tuple[str, int]]:
 
 
 def start_switch(stack: contextlib.ExitStack, config_path: str, log_dir: str,
-                 dsn: str, extra_env: dict[str, str] | None = None,
+                 dsn: str, env: dict[str, str] | None = None,
                  ) -> tuple[Proc, dict[str, tuple[str, int]]]:
-    env = {**os.environ, "PAYSWITCH_PG_DSN": dsn, **(extra_env or {})}
+    env = {**os.environ, **(env or {}), "PAYSWITCH_PG_DSN": dsn}
     proc = Proc("switch", payswitch_argv("serve", "--config", config_path), log_dir, env)
     stack.callback(proc.stop)
     line = proc.wait_for_line("payswitch ready")
@@ -174,10 +184,16 @@ def _toml_str(value: str) -> str:
 def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMINALS,
                 issuer_timeout_ms: int = 2000, framing: str = "len2",
                 name: str = "payswitch-demo", echo_interval_ms: int = 30_000,
-                metrics_port: int = 0, ledger: bool = False, pos_port: int = 0,
+                metrics_port: int = 0, hsm_token: str | None = None,
+                dukpt_every: int = DUKPT_EVERY, mac_links: tuple[str, ...] = MAC_LINKS,
+                ledger: bool = False, pos_port: int = 0,
                 ledger_relay: tuple[str, int, str] | None = None) -> str:
-    """The switch config (keys as switch/config.py reads them) for this topology; with
-    ``ledger``, the [ledger] section and the demo's on-us range (ONUS_PREFIX)."""
+    """The switch config (keys as switch/config.py reads them) for this topology.
+
+    With ``hsm_token``: the [hsm] section, the terminals' PIN keys (TPK; DEMOnnnn with
+    nnnn divisible by ``dukpt_every``: TDES DUKPT), each link's ZPK, and a MAC on the
+    links in ``mac_links``. With ``ledger``: the [ledger] section and the demo's on-us
+    range (ONUS_PREFIX)."""
     lines = [
         "[switch]", f"name = {_toml_str(name)}", 'metrics_host = "127.0.0.1"',
         f"metrics_port = {metrics_port}", "drain_timeout_ms = 5000", "",
@@ -185,10 +201,18 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
         "[saf]", "retry_interval_ms = 1000", "max_attempts = 50", "expiry_s = 86400", "",
         "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', f"port = {pos_port}",
         'kind = "terminal"', 'dialect = "iso87ascii"', f"framing = {_toml_str(framing)}",
-        "max_frame_bytes = 4096", "",
+        "max_frame_bytes = 4096",
     ]
+    if hsm_token:
+        lines += [f"pin_key = {_toml_str(devkeys.TPK)}"]
+        lines[lines.index("[saf]"):lines.index("[saf]")] = [
+            "[hsm]", f"token = {_toml_str(hsm_token)}", 'pin_env = "PAYSWITCH_HSM_PIN"', ""]
+    lines.append("")
     for i in range(1, terminals + 1):
-        lines += ["[[terminals]]", f'id = "DEMO{i:04d}"', 'source = "127.0.0.1"', ""]
+        lines += ["[[terminals]]", f'id = "DEMO{i:04d}"', 'source = "127.0.0.1"']
+        if hsm_token and dukpt_every and i % dukpt_every == 0:
+            lines += [f"pin_key = {_toml_str(devkeys.BDK)}", 'pin_mode = "dukpt"']
+        lines.append("")
     for link, port, dialect, framing_ in (
         ("visa", visa_port, "visa", "vap"),
         ("mastercard", mastercard_port, "mastercard", "len2"),
@@ -197,7 +221,12 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
                   f'dialect = "{dialect}"', f'framing = "{framing_}"',
                   f"echo_interval_ms = {echo_interval_ms}",
                   f"request_timeout_ms = {issuer_timeout_ms}", "max_in_flight = 256",
-                  "reconnect_min_ms = 100", "reconnect_max_ms = 5000", ""]
+                  "reconnect_min_ms = 100", "reconnect_max_ms = 5000"]
+        if hsm_token:
+            lines += [f"zpk = {_toml_str(devkeys.zpk(link))}"]
+            if link in mac_links:
+                lines += [f"zak = {_toml_str(devkeys.zak(link))}", "mac = true"]
+        lines.append("")
     lines += ["[[routes]]", 'prefix = "4"', 'link = "visa"', ""]
     for prefix in MASTERCARD_PREFIXES:
         lines += ["[[routes]]", f'prefix = "{prefix}"', 'link = "mastercard"', ""]
@@ -298,23 +327,40 @@ def per_link(samples: dict[str, dict[tuple, float]], link: str) -> dict:
 def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                      sim_args: dict[str, list[str]] | None = None,
                      issuer_timeout_ms: int = 2000, dsn: str | None = None,
-                     metrics: bool = False, ledger: bool = False) -> Iterator[Topology]:
+                     metrics: bool = False, hsm: dict | None = None,
+                     ledger: bool = False) -> Iterator[Topology]:
     """Database, both simulators and the switch as processes; all stopped on exit.
-    With ``ledger``, the switch writes holds and events (keys made up for this run)."""
+
+    ``hsm``: the token configs of ``devkeys.make_dev_tokens`` (switch, issuer): the
+    processes get SOFTHSM2_CONF and the PIN in their environment, the switch its
+    [hsm] config, the simulators their issuer token (and a MAC on MAC_LINKS).
+    ``ledger``: the switch writes holds and events (event MAC key made up for this run;
+    the PAN token key too, used only without ``hsm``)."""
     sim_args = sim_args or {}
+    env = None
+    if hsm:
+        env = {**os.environ, "SOFTHSM2_CONF": hsm["switch"].conf,
+               "PAYSWITCH_HSM_PIN": hsm["switch"].pin}
     with demo_database(dsn) as dsn, contextlib.ExitStack() as stack:
         sims, ports = {}, {}
         for network in ("visa", "mastercard"):
+            extra = list(sim_args.get(network, []))
+            if hsm:
+                extra += ["--hsm-token", hsm["issuer"].label]
+                extra += ["--mac"] if network in MAC_LINKS else []
             sims[network], ports[network] = start_simulator(
-                stack, network, log_dir, *sim_args.get(network, []))
+                stack, network, log_dir, *extra, env=env)
         config_path = os.path.join(log_dir, "payswitch.toml")
         with open(config_path, "w") as f:
             f.write(demo_config(ports["visa"], ports["mastercard"], terminals=terminals,
                                 issuer_timeout_ms=issuer_timeout_ms,
-                                metrics_port=free_port() if metrics else 0, ledger=ledger))
+                                metrics_port=free_port() if metrics else 0,
+                                hsm_token=hsm["switch"].label if hsm else None,
+                                ledger=ledger))
         ledger_env = ({"PAYSWITCH_EVENT_MAC_KEY": secrets.token_hex(32),
                        "PAYSWITCH_PAN_TOKEN_KEY": secrets.token_hex(32)} if ledger else None)
-        switch, listeners = start_switch(stack, config_path, log_dir, dsn, ledger_env)
+        switch, listeners = start_switch(stack, config_path, log_dir, dsn,
+                                         {**(env or {}), **(ledger_env or {})})
         host, port = listeners["pos"]
         ready = switch.ready_line.removeprefix("payswitch ready").strip()
         metrics_port = json.loads(ready).get("metrics_port", 0) if ready.startswith("{") else 0
@@ -359,49 +405,68 @@ FAULTS = {"visa": ["--link-drop-every", "300", "--late-rate", "0.01", "--late-ms
 
 def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
              faults: bool = False) -> dict:
-    from payswitch.simulators.load import LoadConfig, run_load
+    from payswitch.hsm import Hsm
 
     sim_args = {"visa": ["--latency-ms", "3"], "mastercard": ["--latency-ms", "5"]}
     if faults:
         sim_args = {k: v + FAULTS[k] for k, v in sim_args.items()}
-    with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir, \
-            running_topology(log_dir, terminals=max(terminals, TERMINALS),
-                             sim_args=sim_args, metrics=True, ledger=True) as topo:
-        cfg = LoadConfig(topo.host, topo.port, profile="mixed", terminals=terminals,
-                         duration_s=duration_s, cards="mixed", timeout_s=10.0,
-                         progress=progress)
-        report = trio.run(run_load, cfg)
-        # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
-        switch_links = _settle_saf(topo, wait_s=15.0)
-        # Stop the switch first (drains, signs off), then the simulators report.
-        switch_rc = topo.switch.stop()
-        links = {}
-        for network, proc in topo.simulators.items():
-            proc.stop()
-            stats = _sim_stats(proc)
-            links[network] = {
-                "switch": switch_links.get(network, {}),
-                "simulator_connections": stats.get("connections", 0),
-                "simulator_received_by_mti": stats.get("by_mti", {}),
-                "simulator_answered_by_code": stats.get("by_code", {}),
-                "terminal_by_code": report["by_network"].get(network, {}),
-            }
-        # The day's end: clearing posts every approved hold, then `ledger verify`.
-        report.update(settle_ledger(topo.dsn, topo.ledger_env["PAYSWITCH_EVENT_MAC_KEY"]))
+    with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir:
+        # Tokens before anything loads the PKCS#11 library in this process.
+        tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"))
+        with running_topology(log_dir, terminals=max(terminals, TERMINALS),
+                              sim_args=sim_args, metrics=True, hsm=tokens,
+                              ledger=True) as topo, \
+                Hsm(tokens["terminal"]) as terminal_hsm, \
+                Hsm(tokens["switch"]) as switch_hsm:
+            # `ledger verify` checks the event chain with the switch's HSM key (EVK)
+            def mac(data: bytes) -> bytes:
+                return switch_hsm.event_mac(devkeys.EVK, data)
+            return _traffic(topo, terminals, duration_s, progress, terminal_hsm, mac)
+
+
+def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
+             terminal_hsm: object, ledger_mac: object) -> dict:
+    """The load, then the per-link figures once reversals have settled."""
+    from payswitch.simulators.load import LoadConfig, run_load
+
+    cfg = LoadConfig(topo.host, topo.port, profile="mixed", terminals=terminals,
+                     duration_s=duration_s, cards="mixed", timeout_s=10.0,
+                     progress=progress, hsm=terminal_hsm, dukpt_every=DUKPT_EVERY)
+    report = trio.run(run_load, cfg)
+    # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
+    switch_links = _settle_saf(topo, wait_s=15.0)
+    # Stop the switch first (drains, signs off), then the simulators report.
+    switch_rc = topo.switch.stop()
+    links = {}
+    for network, proc in topo.simulators.items():
+        proc.stop()
+        stats = _sim_stats(proc)
+        links[network] = {
+            "switch": switch_links.get(network, {}),
+            "simulator_connections": stats.get("connections", 0),
+            "simulator_received_by_mti": stats.get("by_mti", {}),
+            "simulator_answered_by_code": stats.get("by_code", {}),
+            "simulator_mac_failures": stats.get("mac_failures", 0),
+            "terminal_by_code": report["by_network"].get(network, {}),
+        }
+    # The day's end: clearing posts every approved hold, then `ledger verify`.
+    report.update(settle_ledger(topo.dsn, ledger_mac))
     report["links"] = links
     report["switch_exit_code"] = switch_rc
     return report
 
 
-def settle_ledger(dsn: str, mac_key_hex: str) -> dict:
+def settle_ledger(dsn: str, mac) -> dict:
     """Clearing (switch.ledgerwire.clear: every pending hold up to now is posted), then
-    ledger.verify with the switch's event MAC. Run after the switch stopped."""
+    ledger.verify with the switch's event MAC (a callable, or a hex key). Run after the
+    switch stopped."""
     import psycopg
 
     import payswitch.ledger as L
     from payswitch.switch.ledgerwire import clear
 
-    mac = L.hmac_sha256(bytes.fromhex(mac_key_hex))
+    if isinstance(mac, str):
+        mac = L.hmac_sha256(bytes.fromhex(mac))
     posted = clear(dsn, mac)
     with psycopg.connect(dsn) as conn:
         rep = L.verify(conn, mac)

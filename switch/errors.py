@@ -1,12 +1,13 @@
 """The switch's typed errors, and the ONE place where any error becomes a DE39 code.
 
 Every participant raises; ``response_code_for`` decides what the sender is told.
-HSM errors will be added to the table below when that package is wired in.
+HSM and ledger errors are in the table.
 """
 
 from __future__ import annotations
 
 from payswitch.codecs.errors import CodecError
+from payswitch.hsm.errors import HsmError, HsmInputError, PinBlockError
 from payswitch.ledger.types import LedgerError
 from payswitch.routing.bins import NoPan, RoutingError, UnknownBin
 
@@ -45,6 +46,11 @@ class OriginalNotFound(SwitchError):
 
 class DuplicateStillInFlight(SwitchError):
     """A duplicate waited for its original longer than duplicate_wait_ms."""
+
+
+class PinKeyMissing(SwitchError):
+    """A PIN block arrived but no terminal PIN key or link ZPK is configured for it (or
+    the switch has no [hsm]): it is refused, never forwarded untranslated."""
 
 
 class StoreError(SwitchError):
@@ -87,6 +93,14 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (CompletionRefused, "13"),  # invalid amount
     (LedgerUnavailable, "96"),
     (LedgerError, "96"),
+    # HSM. A PIN block that does not decrypt to a valid block under the terminal's key
+    # (wrong key, corrupted, bad KSN or length) is 81, "PIN cryptographic error"; the
+    # cardholder did nothing wrong, so not 55. Everything else from the HSM (device
+    # down, busy, key missing or misused) is ours: 96.
+    (PinBlockError, "81"),
+    (HsmInputError, "81"),
+    (PinKeyMissing, "96"),
+    (HsmError, "96"),
 )
 
 

@@ -10,6 +10,7 @@ Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +57,12 @@ class Claim:
     response: dict[str, Any] | None = None  # the original's response when completed
 
 
+def pan_aad(dup_key: str | None) -> bytes:
+    """AES-GCM associated data of a stored PAN: the identity of the payment its row
+    belongs to (its dup_key), so that a blob moved to another payment fails."""
+    return b"payswitch-pan|" + (dup_key or "").encode()
+
+
 @dataclass(frozen=True, slots=True)
 class SafRow:
     id: int
@@ -65,6 +72,8 @@ class SafRow:
     message: dict[str, Any]
     attempts: int
     expires_at: datetime
+    pan_token: str | None = None
+    pan_enc: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,8 @@ class Original:
     dup_key: str
     issuer_request: dict[str, Any] | None  # safe fields of the outbound request
     response: dict[str, Any] | None  # response sent to the terminal
+    pan_token: str | None = None  # of the outbound request (see schema.sql)
+    pan_enc: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,8 @@ class SafItem:
     link: str
     mti: str
     message: dict[str, Any]  # safe fields; mti set at send time (repeat on retries)
+    pan_token: str | None = None  # HSM token of the PAN (see schema.sql)
+    pan_enc: bytes | None = None  # the PAN, AES-GCM under the DEK, aad = pan_aad(dup_key)
 
 
 class Store:
@@ -141,17 +154,19 @@ class Store:
     @staticmethod
     def _append(conn: psycopg.Connection, event: str, msg: Message | dict | None, *,
                 source: str | None = None, link: str | None = None,
-                dup_key: str | None = None) -> None:
+                dup_key: str | None = None,
+                pan: tuple[str, bytes] | None = None) -> None:
         f = safe_fields(msg) if isinstance(msg, Message) else dict(msg or {})
+        token, blob = pan or (None, None)
         conn.execute(
             "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
             " transmission_time, amount_minor, currency, processing_code, pan_masked,"
-            " terminal_id, response_code, fields)"
-            " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            " terminal_id, response_code, fields, pan_token, pan_enc)"
+            " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (event, source, link, dup_key, f.get("mti"), f.get("stan"), f.get("rrn"),
              f.get("transmission_time"), f.get("amount_minor"), f.get("currency"),
              f.get("processing_code"), f.get("pan_masked"), f.get("terminal_id"),
-             f.get("response_code"), Jsonb(f)),
+             f.get("response_code"), Jsonb(f), token, blob),
         )
 
     async def append(self, event: str, msg: Message | dict | None, **kw: Any) -> None:
@@ -210,9 +225,10 @@ class Store:
     def _enqueue(self, conn: psycopg.Connection, item: SafItem, dup_key: str | None,
                  expiry_s: int) -> None:
         conn.execute(
-            "insert into switch_saf (link, mti, dup_key, message, expires_at)"
-            " values (%s, %s, %s, %s, now() + %s)",
-            (item.link, item.mti, dup_key, Jsonb(item.message), timedelta(seconds=expiry_s)),
+            "insert into switch_saf (link, mti, dup_key, message, expires_at, pan_token,"
+            " pan_enc) values (%s, %s, %s, %s, now() + %s, %s, %s)",
+            (item.link, item.mti, dup_key, Jsonb(item.message), timedelta(seconds=expiry_s),
+             item.pan_token, item.pan_enc),
         )
         self._append(conn, "saf_queued", {**item.message, "mti": item.mti}, link=item.link,
                      dup_key=dup_key)
@@ -226,7 +242,8 @@ class Store:
                 " select id from switch_saf where state = 'pending'"
                 " and next_attempt_at <= now() and link = any(%s)"
                 " order by id limit %s for update skip locked)"
-                " returning id, link, mti, dup_key, message, attempts, expires_at",
+                " returning id, link, mti, dup_key, message, attempts, expires_at, pan_token,"
+                " pan_enc",
                 (timedelta(milliseconds=lease_ms), links, limit),
             ).fetchall()
             return sorted((SafRow(*r) for r in rows), key=lambda r: r.id)
@@ -284,14 +301,16 @@ class Store:
     @staticmethod
     def _original(conn: psycopg.Connection, dup_key: str) -> Original:
         out = conn.execute(
-            "select link, fields from switch_journal where dup_key = %s"
+            "select link, fields, pan_token, pan_enc from switch_journal where dup_key = %s"
             " and event = 'issuer_request' order by id desc limit 1", (dup_key,),
         ).fetchone()
         (response,) = conn.execute(
             "select response from switch_dedup where dup_key = %s", (dup_key,)
         ).fetchone()
         return Original(link=out[0] if out else None, dup_key=dup_key,
-                        issuer_request=out[1] if out else None, response=response)
+                        issuer_request=out[1] if out else None, response=response,
+                        pan_token=out[2] if out else None,
+                        pan_enc=bytes(out[3]) if out and out[3] is not None else None)
 
     async def recover(self, reversal_of: Any, expiry_s: int,
                       keys_out: list[str] | None = None) -> int:
@@ -309,6 +328,9 @@ class Store:
                 orig = self._original(conn, key)
                 if orig.issuer_request is not None:
                     item = reversal_of(message_from_safe(orig.issuer_request), orig.link)
+                    if orig.pan_enc is not None:  # so that the 0420 carries DE2
+                        item = dataclasses.replace(item, pan_token=orig.pan_token,
+                                                   pan_enc=orig.pan_enc)
                     self._enqueue(conn, item, key, expiry_s)
                 response = {"response_code": "91", "recovered": True}
                 self._append(conn, "recovered", response, dup_key=key)

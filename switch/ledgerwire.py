@@ -11,7 +11,9 @@ Two things are injected, so that the HSM can take over without touching this mod
 ``mac`` (the event chain's MAC, ``Callable[[bytes], bytes]``) and ``pan_token``
 (``Callable[[str], str]``, the key of a cardholder account). Until the HSM is wired in
 (branch wire-hsm), both are HMAC-SHA256 with keys from the environment
-(``ledger.event_mac_key_env``, ``ledger.pan_token_key_env``, hex).
+(``ledger.event_mac_key_env``, ``ledger.pan_token_key_env``, hex). With an [hsm]
+section the switch calls ``use_hsm``: the PAN token is the HSM's (``hsm.pan_tkn``) and
+the event MAC is HMAC-SHA256 in the token with the EVK key ``hsm.event_mac``.
 
 Account model (ledger = ISO 4217 numeric, one per currency; codes below)::
 
@@ -33,7 +35,7 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -42,6 +44,7 @@ import trio
 
 import payswitch.ledger as L
 from payswitch.codecs.iso8583.message import Message
+from payswitch.hsm.errors import HsmError
 from payswitch.switch.config import Config, ConfigError, OnusSection
 from payswitch.switch.errors import (
     CompletionRefused,
@@ -91,6 +94,23 @@ def keyed_pan_token(key: bytes) -> PanToken:
     return token
 
 
+def hsm_mac_provider() -> L.MacFunction:
+    """For ``payswitch ledger verify --mac-provider
+    payswitch.switch.ledgerwire:hsm_mac_provider``: the switch's HSM event MAC. Token from
+    $SOFTHSM2_CONF, $PAYSWITCH_HSM_TOKEN (label), $PAYSWITCH_HSM_PIN; key label
+    $PAYSWITCH_EVENT_MAC_LABEL (default evk.ledger)."""
+    from payswitch.hsm import Hsm, TokenConfig
+    from payswitch.hsm.token import ENV_CONF, module_path
+
+    conf, label = os.environ.get(ENV_CONF), os.environ.get("PAYSWITCH_HSM_TOKEN")
+    if not conf or not label:
+        raise ConfigError(f"need ${ENV_CONF} and $PAYSWITCH_HSM_TOKEN")
+    hsm = Hsm(TokenConfig(module=module_path(), conf=conf, label=label,
+                          pin=os.environ.get("PAYSWITCH_HSM_PIN", "")))
+    key = os.environ.get("PAYSWITCH_EVENT_MAC_LABEL", "evk.ledger")
+    return lambda data: hsm.event_mac(key, data)
+
+
 def mac_provider() -> L.MacFunction:
     """For ``payswitch ledger verify --mac-provider payswitch.switch.ledgerwire:mac_provider``:
     the MAC the switch uses (today HMAC-SHA256 keyed from $PAYSWITCH_EVENT_MAC_KEY)."""
@@ -118,8 +138,10 @@ class LedgerWire:
         led = cfg.ledger
         self.cfg = cfg
         self.dsn = dsn
-        self.mac = mac or L.hmac_sha256(key_from_env(led.event_mac_key_env))
-        self.pan_token = pan_token or keyed_pan_token(key_from_env(led.pan_token_key_env))
+        self._mac_injected = mac is not None
+        self.mac = mac  # None: the HSM's (use_hsm) or keyed from the environment
+        self.pan_token = pan_token  # None: the HSM's (use_hsm_pan_token) or keyed from env
+        self._hsm_token: Callable[[str], Awaitable[str]] | None = None
         self.writer = L.BatchWriter(dsn, mac=self.mac, config=L.WriterConfig(
             max_batch=led.max_batch, max_wait_ms=float(led.max_wait_ms),
             queue_max=led.queue_max, expiry_interval_s=float(led.expiry_interval_s)))
@@ -173,8 +195,35 @@ class LedgerWire:
         return out
 
     # -- control plane --------------------------------------------------------------------
+    def use_hsm(self, async_hsm: Any, sync_hsm: Any, section: Any) -> None:
+        """The HSM's PAN token (``section.pan_tkn``) keys cardholder accounts, and its EVK
+        key (``section.event_mac``) MACs the event chain, instead of the
+        environment-keyed stand-ins (unless callables were injected). The MAC is the sync
+        call: the writer runs it in its worker thread (the library lock serialises it
+        with the switch's other HSM calls)."""
+        if self.pan_token is None:
+            label = section.pan_tkn
+            self._hsm_token = lambda pan: async_hsm.pan_token(label, pan)
+        if not self._mac_injected:
+            mac_label = section.event_mac
+            self.mac = lambda data: sync_hsm.event_mac(mac_label, data)
+            self.writer.mac = self.mac
+
+    async def _token(self, pan: str) -> str:
+        if self._hsm_token is not None:
+            try:
+                return await self._hsm_token(pan)
+            except HsmError as e:
+                raise LedgerUnavailable(f"PAN token: {type(e).__name__}") from e
+        return self.pan_token(pan)
+
     async def start(self, nursery: trio.Nursery) -> None:
         """Accounts (idempotent), then the writer, expiry job, void retries and relay."""
+        if self.pan_token is None and self._hsm_token is None:
+            self.pan_token = keyed_pan_token(key_from_env(self.cfg.ledger.pan_token_key_env))
+        if self.mac is None:
+            self.mac = L.hmac_sha256(key_from_env(self.cfg.ledger.event_mac_key_env))
+            self.writer.mac = self.mac
         def setup() -> L.Ledger:
             led = L.Ledger(self.dsn, migrate=True)
             results = led.create_accounts(self.startup_accounts())
@@ -296,7 +345,7 @@ class LedgerWire:
         bill_ccy = alpha(onus.currency)
         if txn_ccy not in self.currencies:
             raise UnsupportedTransaction(f"on-us: currency {txn_ccy} has no ledger")
-        token = self.pan_token(req.pan or "")
+        token = await self._token(req.pan or "")
         acct = await self._provision(token, onus)
         pid = self.payment_id(dup_key)
         hold_id = det_id("hold", dup_key)

@@ -6,6 +6,13 @@ connects with exponential backoff (reconnect_min_ms..reconnect_max_ms), signs on
 (0800 DE70 301) when the link has been idle for echo_interval_ms, and signs off
 (DE70 002) when the switch stops. Its state (down / connecting / signed_on) is in the
 ``link_state`` gauge and in the logs.
+
+With ``mac = true`` every message on the link, both ways and network management
+included, carries a MAC under the link's ZAK (``codecs.iso8583.macing`` says what it
+covers). A received message whose MAC is missing or wrong is dropped, logged and
+counted (``link_mac_failures_total``): a request waiting for it times out, so the
+terminal gets 91 and a 0420 reversal is queued, as for any unanswered request; the
+link stays up (one bad message is not a reason to drop the others in flight).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import trio
 
 from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame
-from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.iso8583 import Message, get, macing
+from payswitch.hsm.errors import HsmError
 from payswitch.switch.config import LinkSection
 from payswitch.switch.errors import IssuerTimeout, LinkUnavailable
 from payswitch.switch.logs import log
@@ -48,6 +56,7 @@ class IssuerLink:
         self._session_scope: trio.CancelScope | None = None
         self._last_activity = 0.0
         self._stopping = False
+        self.hsm = None  # AsyncHsm, set by the switch when it has one (MAC links need it)
         metrics.link_state.labels(self.name).set(0)
 
     # -- state ------------------------------------------------------------------------
@@ -104,7 +113,18 @@ class IssuerLink:
         stream = self._stream
         if stream is None:
             raise LinkUnavailable(f"link {self.name} is not connected")
-        data = encode_frame(self.cfg.framing, self.dialect.encode(msg),
+        if self.cfg.mac:
+            body, hex_form = macing.unsigned(self.dialect, msg)
+            try:
+                mac = await self.hsm.generate_mac(self.cfg.zak, body)
+            except HsmError as e:  # nothing was sent
+                log("link_mac_failed", logging.ERROR, link=self.name, error=str(e))
+                raise LinkUnavailable(f"link {self.name}: cannot MAC ({type(e).__name__})",
+                                      ) from None
+            payload = macing.signed(body, hex_form, mac)
+        else:
+            payload = self.dialect.encode(msg)
+        data = encode_frame(self.cfg.framing, payload,
                             max_frame_bytes=self.cfg.max_frame_bytes)
         async with self._send_lock:
             with trio.move_on_after(self.cfg.write_timeout_ms / 1000) as scope:
@@ -202,6 +222,12 @@ class IssuerLink:
             log("link_undecodable", logging.WARNING, link=self.name, error=str(e),
                 mti=e.mti, stan=e.stan, bytes=len(payload))
             return
+        if self.cfg.mac and not await self._mac_ok(payload, msg):
+            self.metrics.link_mac_failures.labels(self.name).inc()
+            log("link_mac_invalid", logging.WARNING, link=self.name, mti=msg.mti,
+                stan=msg.stan, rrn=msg.rrn, action="dropped",
+                missing=msg.mac is None)
+            return
         if msg.is_request:
             await self._on_request(msg)
             return
@@ -217,6 +243,16 @@ class IssuerLink:
             log("unmatched_response", logging.WARNING, link=self.name, mti=msg.mti,
                 stan=msg.stan, rrn=msg.rrn)
 
+    async def _mac_ok(self, payload: bytes, msg: Message) -> bool:
+        body = macing.mac_input(payload, msg)
+        if body is None:
+            return False
+        try:
+            return await self.hsm.verify_mac(self.cfg.zak, body, msg.mac)
+        except HsmError as e:  # HSM down or busy: the message cannot be trusted
+            log("link_mac_unchecked", logging.ERROR, link=self.name, error=str(e))
+            return False
+
     async def _on_request(self, msg: Message) -> None:
         """Network management from the issuer side (its echo tests): answered here."""
         if msg.mti[:2] != "08":
@@ -227,7 +263,7 @@ class IssuerLink:
                        stan=msg.stan, response_code="00", network_code=msg.network_code)
         try:
             await self._send(resp)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LinkUnavailable):
             self._drop("write failed")
 
     async def _echo_loop(self) -> None:
@@ -242,7 +278,7 @@ class IssuerLink:
             try:
                 resp = await self._exchange(self._network_request(ECHO),
                                             self.cfg.signon_timeout_ms)
-            except IssuerTimeout:
+            except (IssuerTimeout, LinkUnavailable):
                 self._drop("echo test unanswered")
                 return
             if resp.response_code != "00":
@@ -256,6 +292,6 @@ class IssuerLink:
         if self.state == "signed_on":
             self._set_state("connecting", reason="signing off")
             with trio.move_on_after(timeout_ms / 1000):
-                with contextlib.suppress(IssuerTimeout):
+                with contextlib.suppress(IssuerTimeout, LinkUnavailable):
                     await self._exchange(self._network_request(SIGNOFF), timeout_ms)
             self._drop("signed off")

@@ -35,6 +35,11 @@ class Metrics:
                                  ["link"], registry=r)
         self.link_unmatched = Counter("link_unmatched_responses_total", "Responses that "
                                       "match no request", ["link"], registry=r)
+        self.link_mac_failures = Counter("link_mac_failures_total", "Messages from an "
+                                         "issuer link dropped for a missing or wrong MAC",
+                                         ["link"], registry=r)
+        self.hsm_errors = Counter("hsm_errors_total", "HSM operations that failed, by "
+                                  "error type", ["error"], registry=r)
         self.link_in_flight = Gauge("link_in_flight", "Requests awaiting a response",
                                     ["link"], registry=r)
         self.link_state = Gauge("link_state", "0 down, 1 connecting, 2 signed on",

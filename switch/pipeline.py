@@ -5,16 +5,18 @@ A participant is ``async def step(switch, ctx) -> None``: it reads and fills the
 (a duplicate answered from the journal). Errors become DE39 codes in one place:
 ``payswitch.switch.errors.response_code_for``, called by ``Switch.handle``.
 
-Hook points for later issues, already in the lists below (no-ops today):
-``translate_pin`` (HSM: PIN block translation, CVV/ARQC checks), ``score_risk``
-(routing/ risk scoring).
+``translate_pin`` asks the HSM to translate the terminal's PIN block (TPK or TDES
+DUKPT) to the issuer link's ZPK; card checks (CVV, ARQC) are the issuer's, with its
+own keys. Hook point for later issues (no-op today): ``score_risk`` (routing/ risk
+scoring).
 
 Ledger steps (active when ``[ledger] enabled``, see switch/ledgerwire.py): ``check_onus``
 (an [[onus]] BIN: the switch is the issuer, ``forward`` authorizes against the
 cardholder's account instead of a link), ``post_ledger`` (an issuer's approval: pending
 hold network receivable -> merchant payable, written BEFORE the terminal is answered;
 if it fails: 96 and a 0420 to the issuer), ``void_ledger`` (reversal: void the hold),
-``post_completion`` (on-us 0220: post the hold, partly if smaller).
+``post_completion`` (on-us 0220: post the hold, partly if smaller). On-us cards skip
+``translate_pin``: their PIN is not verified yet (no issuer PVK in the switch's token).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from payswitch.codecs.iso8583.message import Message
+from payswitch.hsm.errors import HsmError, HsmInputError
 from payswitch.routing.bins import RouteDecision
 from payswitch.switch.errors import (
     DuplicateStillInFlight,
@@ -34,6 +37,7 @@ from payswitch.switch.errors import (
     LedgerUnavailable,
     LinkUnavailable,
     OriginalNotFound,
+    PinKeyMissing,
     UnsupportedTransaction,
 )
 from payswitch.switch.journal import Original, SafItem, message_from_safe, safe_fields
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 # Processing codes (DE3 positions 1-2) carried on 0100/0200: purchase, ATM cash
 # withdrawal, refund, balance inquiry.
 SUPPORTED_PROCESSING = frozenset({"00", "01", "20", "31"})
+# A DUKPT terminal sends its KSN here, as 20 hex characters: DE53 is n16 in ISO
+# 8583:1987 and cannot hold a 10-byte KSN. Private use, never forwarded to an issuer.
+KSN_DE = 62
 DUPLICATE_POLL_S = 0.05
 
 
@@ -67,6 +74,8 @@ class Context:
     route: RouteDecision | None = None
     onus: Any = None  # the [[onus]] section when the switch is this card's issuer
     original: Original | None = None
+    pin_block: bytes | None = None  # DE52 under the issuer link's ZPK (translate_pin)
+    pan_prot: tuple[str, bytes] | None = None  # (PAN token, AES-GCM PAN) for storage
     outbound: Message | None = None  # what went to the issuer
     issuer_response: Message | None = None
     response: Message | None = None
@@ -165,8 +174,52 @@ async def _wait_for_original(sw: Switch, key: str) -> dict[str, Any]:
     raise DuplicateStillInFlight("original still in flight")
 
 
+def pan_of(req: Message) -> str | None:
+    """DE2, else the PAN in track 2 (DE35): the PAN a format 0 PIN block is bound to."""
+    if req.pan:
+        return req.pan
+    if req.track2:
+        pan = req.track2.replace("D", "=").split("=", 1)[0]
+        return pan if pan.isdigit() else None
+    return None
+
+
 async def translate_pin(sw: Switch, ctx: Context) -> None:
-    """HSM hook: translate DE52 from the terminal's zone key to the issuer's. No-op."""
+    """DE52 from the terminal's key (TPK, or TDES DUKPT with the KSN in DE62) to the
+    issuer link's ZPK, inside the HSM path: the clear PIN never reaches this process's
+    code (see hsm/README), and no PIN block is logged or stored.
+
+    Needs the route (the link decides the ZPK), so it routes here when nothing has yet.
+    Without an [hsm] section (development only) the block passes as received.
+    """
+    req = ctx.request
+    if req.pin_block is None or ctx.onus is not None:
+        return
+    if sw.hsm is None:
+        ctx.pin_block = req.pin_block
+        return
+    if ctx.route is None:
+        ctx.route = sw.router.route(req)
+    zpk = sw.cfg.link(ctx.route.link).zpk
+    key, mode = sw.pin_key_of(ctx)
+    if not zpk or not key:
+        raise PinKeyMissing("no terminal PIN key" if not key else "no ZPK on the link")
+    pan = pan_of(req)
+    try:
+        if mode == "dukpt":
+            ksn_hex = req.other.get(KSN_DE)
+            try:
+                ksn = bytes.fromhex(ksn_hex) if isinstance(ksn_hex, str) else None
+            except ValueError:
+                ksn = None
+            if ksn is None or len(ksn) != 10:
+                raise HsmInputError(f"DUKPT terminal without a 20-hex-digit KSN in DE{KSN_DE}")
+            ctx.pin_block = await sw.hsm.translate_pin_dukpt(req.pin_block, ksn, pan, key, zpk)
+        else:
+            ctx.pin_block = await sw.hsm.translate_pin(req.pin_block, pan, key, zpk)
+    except HsmError as e:
+        sw.metrics.hsm_errors.labels(type(e).__name__).inc()
+        raise
 
 
 async def score_risk(sw: Switch, ctx: Context) -> None:
@@ -179,7 +232,7 @@ async def check_onus(sw: Switch, ctx: Context) -> None:
 
 
 async def route(sw: Switch, ctx: Context) -> None:
-    if ctx.onus is None:
+    if ctx.onus is None and ctx.route is None:  # translate_pin may have routed already
         ctx.route = sw.router.route(ctx.request)
 
 
@@ -205,7 +258,8 @@ async def forward(sw: Switch, ctx: Context) -> None:
     out = req.replace(mti=req.mti[:3] + "0", stan=link.next_stan(), rrn=req.rrn or sw.new_rrn(),
                       transmission_time=transmission_time(),
                       acquirer_id=req.acquirer_id or sw.cfg.switch.institution_id,
-                      header=None)
+                      header=None, pin_block=ctx.pin_block, mac=None,
+                      other={k: v for k, v in req.other.items() if k != KSN_DE})
     resp = await _exchange(sw, ctx, link, out)
     ctx.response = respond(req, resp.response_code or "96", rrn=out.rrn,
                            auth_code=resp.auth_code,
@@ -216,8 +270,10 @@ async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Messag
     """Journal ``out`` (before sending: after a crash, recovery knows the issuer may have
     it), send it, and on a timeout queue the 0420 that undoes it."""
     ctx.outbound = out
+    if ctx.pan_prot is None:
+        ctx.pan_prot = await sw.protect_pan(ctx)
     await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
-                          dup_key=ctx.dup_key)
+                          dup_key=ctx.dup_key, pan=ctx.pan_prot)
     try:
         resp = await link.request(out)
     except IssuerTimeout:
@@ -343,9 +399,9 @@ async def post_completion(sw: Switch, ctx: Context) -> None:
 
 # Message class (first three MTI digits) -> participants. Repeats (xx1) share them.
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "010": (check_transaction, check_duplicate, translate_pin, score_risk, check_onus, route,
+    "010": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
             forward, post_ledger),
-    "020": (check_transaction, check_duplicate, translate_pin, score_risk, check_onus, route,
+    "020": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
             forward, post_ledger),
     "012": (check_duplicate, check_onus, route, store_advice),
     "022": (check_duplicate, check_onus, route, store_advice, post_completion),

@@ -50,3 +50,14 @@ create table if not exists switch_saf (
     last_result text
 );
 create index if not exists switch_saf_due on switch_saf (next_attempt_at) where state = 'pending';
+
+-- PAN at rest for store-and-forward (so that a resent 0420 / advice carries DE2 again):
+-- a token (HMAC-SHA256 under the TKN key, for lookups) and the PAN encrypted under the
+-- DEK with AES-GCM inside the HSM, the payment's dup_key as associated data (a blob
+-- copied to another payment's row does not decrypt). Null without an HSM.
+-- The same pair on the journal's issuer_request rows: start-up recovery builds its
+-- 0420s from them, with DE2.
+alter table switch_saf add column if not exists pan_token text;
+alter table switch_saf add column if not exists pan_enc bytea;
+alter table switch_journal add column if not exists pan_token text;
+alter table switch_journal add column if not exists pan_enc bytea;

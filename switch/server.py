@@ -16,7 +16,9 @@ switch.drain_timeout_ms), sign off the links, return.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import random
 import time
 from datetime import UTC, datetime
@@ -28,8 +30,10 @@ from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
 from payswitch.codecs.iso8583 import Message, get
 from payswitch.codecs.iso8583.dialect import redact
+from payswitch.hsm import AsyncHsm, Hsm, HsmError, TokenConfig
+from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
-from payswitch.switch.config import Config, ListenerSection
+from payswitch.switch.config import Config, ConfigError, ListenerSection, pin_key_of
 from payswitch.switch.errors import (
     IssuerTimeout,
     LinkBusy,
@@ -40,11 +44,18 @@ from payswitch.switch.errors import (
     UnsupportedTransaction,
     response_code_for,
 )
-from payswitch.switch.journal import SafRow, Store, message_from_safe
+from payswitch.switch.journal import SafRow, Store, message_from_safe, pan_aad
 from payswitch.switch.links import IssuerLink, transmission_time
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import Metrics
-from payswitch.switch.pipeline import PIPELINES, Context, Origin, respond, reversal_item
+from payswitch.switch.pipeline import (
+    PIPELINES,
+    Context,
+    Origin,
+    pan_of,
+    respond,
+    reversal_item,
+)
 
 READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
@@ -54,8 +65,12 @@ UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retr
 
 class Switch:
     def __init__(self, cfg: Config, store: Store | None = None,
-                 router: Router | None = None, ledger: Any = None) -> None:
+                 router: Router | None = None, hsm: Hsm | None = None,
+                 ledger: Any = None) -> None:
         self.cfg = cfg
+        # The HSM: given (tests), or opened by run() from [hsm] and closed at its end.
+        self._hsm_given = hsm
+        self.hsm: AsyncHsm | None = None
         db = cfg.database
         self.store = store or Store(db.resolve_dsn(), db.pool_size, db.connect_timeout_s,
                                     db.statement_timeout_ms)
@@ -83,7 +98,36 @@ class Switch:
         self._rrn_seq = random.randrange(1_000_000)
 
     # -- lifecycle --------------------------------------------------------------------
+    def _open_hsm(self) -> Hsm | None:
+        h = self.cfg.hsm
+        if self._hsm_given is not None:
+            return self._hsm_given
+        if not h.enabled:
+            log("hsm_disabled", logging.WARNING,
+                note="no [hsm] token (development only): PIN blocks pass untranslated")
+            return None
+        conf = os.environ.get(ENV_CONF)
+        if not conf:
+            raise ConfigError(f"hsm: ${ENV_CONF} is not set (the SoftHSM2 configuration)")
+        return Hsm(TokenConfig(module=module_path(), conf=conf, label=h.token,
+                               pin=h.resolve_pin()))
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        sync_hsm = self._open_hsm()
+        if sync_hsm is not None:
+            self.hsm = AsyncHsm(sync_hsm, max_pending=self.cfg.hsm.max_pending)
+            for link in self.links.values():
+                link.hsm = self.hsm
+            if self.ledger is not None:  # PAN token and event chain MAC from the HSM
+                self.ledger.use_hsm(self.hsm, sync_hsm, self.cfg.hsm)
+            log("hsm_open", token=sync_hsm.config.label)
+        try:
+            await self._run(task_status=task_status)
+        finally:
+            if sync_hsm is not None and self._hsm_given is None:
+                sync_hsm.close()
+
+    async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.store.migrate()
         recovered_keys: list[str] = []
         recovered = await self.store.recover(
@@ -156,6 +200,12 @@ class Switch:
         if mine and all(t.source for t in mine):
             return frozenset(t.source for t in mine)
         return None
+
+    def pin_key_of(self, ctx: Context) -> tuple[str, str]:
+        """(PIN key label, tpk | dukpt) of the terminal a request came from."""
+        term = self.terminals.get(ctx.request.terminal_id or "") if ctx.origin.kind == \
+            "terminal" else None
+        return pin_key_of(self.cfg, term, ctx.origin.listener)
 
     def new_rrn(self) -> str:
         """DE37: YDDDhh + 6-digit sequence (ISO 8583 convention)."""
@@ -279,8 +329,40 @@ class Switch:
         if ctx.owner:
             await self._complete(ctx)
 
+    async def protect_pan(self, ctx: Context) -> tuple[str, bytes] | None:
+        """(token, AES-GCM blob) of the request's PAN, made in the HSM, for the journal
+        and SAF rows; None without an HSM or a PAN, or when the HSM fails (logged: the
+        row is then stored without it, and a resent message goes without DE2)."""
+        pan = pan_of(ctx.request)
+        if self.hsm is None or not pan:
+            return None
+        h = self.cfg.hsm
+        try:
+            token = await self.hsm.pan_token(h.pan_tkn, pan)
+            blob = await self.hsm.encrypt_pan(h.pan_dek, pan, pan_aad(ctx.dup_key))
+        except HsmError as e:
+            self.metrics.hsm_errors.labels(type(e).__name__).inc()
+            log("pan_protect_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
+                note="stored without DE2")
+            return None
+        return token, blob
+
+    async def _protect_pans(self, ctx: Context) -> None:
+        """Give each SAF item the PAN as token + blob, so that the resent message
+        carries DE2 again (the answer to the sender never waits on this failing)."""
+        if not any(i.pan_enc is None for i in ctx.saf):
+            return
+        if ctx.pan_prot is None:
+            ctx.pan_prot = await self.protect_pan(ctx)
+        if ctx.pan_prot is None:
+            return
+        token, blob = ctx.pan_prot
+        ctx.saf = [i if i.pan_enc is not None else dataclasses.replace(
+            i, pan_token=token, pan_enc=blob) for i in ctx.saf]
+
     async def _complete(self, ctx: Context) -> None:
         key = ctx.dup_key
+        await self._protect_pans(ctx)
         try:
             await self.store.complete(key, ctx.source, ctx.response, ctx.events, ctx.saf,
                                       self.cfg.saf.expiry_s)
@@ -322,6 +404,7 @@ class Switch:
             while self._unwritten:
                 ctx = self._unwritten[0]
                 try:
+                    await self._protect_pans(ctx)
                     await self.store.complete(ctx.dup_key, ctx.source, ctx.response,
                                               ctx.events, ctx.saf, self.cfg.saf.expiry_s)
                 except StoreError:
@@ -372,7 +455,8 @@ class Switch:
             return
         msg = message_from_safe(
             row.message, mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat
-        ).replace(stan=link.next_stan(), transmission_time=transmission_time())
+        ).replace(stan=link.next_stan(), transmission_time=transmission_time(),
+                  pan=await self._stored_pan(row))
         self.metrics.saf_sent.labels(link.name).inc()
         try:
             try:
@@ -395,6 +479,20 @@ class Switch:
         self.metrics.saf_done.labels(link.name).inc()
         log("saf_acknowledged", link=link.name, saf_id=row.id, mti=msg.mti, rrn=msg.rrn,
             response_code=resp.response_code)
+
+
+    async def _stored_pan(self, row: SafRow) -> str | None:
+        """DE2 of a SAF row, decrypted in the HSM (None: not stored, or it fails)."""
+        if row.pan_enc is None or self.hsm is None:
+            return None
+        try:
+            return await self.hsm.decrypt_pan(self.cfg.hsm.pan_dek, bytes(row.pan_enc),
+                                              pan_aad(row.dup_key))
+        except HsmError as e:
+            self.metrics.hsm_errors.labels(type(e).__name__).inc()
+            log("pan_decrypt_failed", logging.ERROR, saf_id=row.id, error=str(e),
+                note="sent without DE2")
+            return None
 
 
 class _Connection:

@@ -17,6 +17,8 @@ from payswitch.hsm.testing import (  # noqa: F401  SoftHSM token fixtures
     hsm_tokens,
     issuer_hsm,
     issuer_hsm_token,
+    terminal_hsm,
+    terminal_hsm_token,
 )
 from payswitch.switch import realparts
 
