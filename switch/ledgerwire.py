@@ -9,11 +9,11 @@ a duplicate or a restart after a crash answers ``exists`` and nothing is applied
 
 Two things are injected, so that the HSM can take over without touching this module:
 ``mac`` (the event chain's MAC, ``Callable[[bytes], bytes]``) and ``pan_token``
-(``Callable[[str], str]``, the key of a cardholder account). Until the HSM is wired in
-(branch wire-hsm), both are HMAC-SHA256 with keys from the environment
-(``ledger.event_mac_key_env``, ``ledger.pan_token_key_env``, hex). With an [hsm]
-section the switch calls ``use_hsm``: the PAN token is the HSM's (``hsm.pan_tkn``) and
-the event MAC is HMAC-SHA256 in the token with the EVK key ``hsm.event_mac``.
+(``Callable[[str], str]``, the key of a cardholder account). With an [hsm] section the
+switch calls ``use_hsm``: the PAN token is the HSM's (``hsm.pan_tkn``) and the event
+MAC is HMAC-SHA256 in the token with the EVK key ``hsm.event_mac``. Without one
+(development, tests), both are HMAC-SHA256 with keys from the environment
+(``ledger.event_mac_key_env``, ``ledger.pan_token_key_env``, hex).
 
 Account model (ledger = ISO 4217 numeric, one per currency; codes below)::
 
@@ -87,7 +87,7 @@ def key_from_env(var: str) -> bytes:
 
 def keyed_pan_token(key: bytes) -> PanToken:
     """PAN -> token: HMAC-SHA256(key, PAN), 20 bytes, base32 lowercase (digits 2-7 only,
-    so a token can never look like a PAN). Stand-in for hsm.pan_token until wire-hsm."""
+    so a token can never look like a PAN). Stand-in for hsm.pan_token without [hsm]."""
     def token(pan: str) -> str:
         d = hmac.new(key, pan.encode(), hashlib.sha256).digest()[:20]
         return "pt_" + base64.b32encode(d).decode().lower()
