@@ -168,3 +168,16 @@ async def test_ledger_events_macd_and_cardholders_keyed_by_the_hsm(dsn, keys, mo
         assert report.ok and report.ledger_balanced, report.to_text()
         other = L.verify(conn, L.hmac_sha256(b"not the hsm key 0123456789"))
         assert not other.ok  # the chain was MACed in the token, with evk.ledger
+    import json
+    import subprocess
+    import sys
+
+    tok = hsm.config
+    env = {**os.environ, "PAYSWITCH_PG_DSN": dsn, "SOFTHSM2_CONF": tok.conf,
+           "PAYSWITCH_HSM_TOKEN": tok.label, "PAYSWITCH_HSM_PIN": tok.pin}
+    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "ledger", "verify",
+                          "--json", "--mac-provider",
+                          "payswitch.switch.ledgerwire:hsm_mac_provider"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads(out.stdout)["ledger_balanced"] is True
