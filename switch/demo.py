@@ -463,23 +463,25 @@ def settle_ledger(dsn: str, mac) -> dict:
     import psycopg
 
     import payswitch.ledger as L
-    from payswitch.switch.ledgerwire import clear
+    from payswitch.switch.ledgerwire import AUTH_ONUS, clear
 
     if isinstance(mac, str):
         mac = L.hmac_sha256(bytes.fromhex(mac))
     posted = clear(dsn, mac)
     with psycopg.connect(dsn) as conn:
         rep = L.verify(conn, mac)
-        transfers, holds = conn.execute(
-            "select count(*), count(*) filter (where flags & 2 = 2) from transfers").fetchone()
+        transfers, holds, onus = conn.execute(
+            "select count(*), count(*) filter (where flags & 2 = 2),"
+            " count(*) filter (where flags & 2 = 2 and code = %s) from transfers",
+            (AUTH_ONUS,)).fetchone()
         events, unsent = conn.execute(
             "select (select count(*) from events),"
             " (select count(*) from outbox where sent_at is null)").fetchone()
         by_state = dict(conn.execute(
             "select state, count(*) from pending_transfers group by state").fetchall())
     return {"ledger_balanced": rep.ledger_balanced, "ledger_verify_ok": rep.ok,
-            "ledger": {"holds": int(holds), "holds_by_state": {k: int(v) for k, v in
-                                                               sorted(by_state.items())},
+            "ledger": {"holds": int(holds), "onus_holds": int(onus),
+                       "holds_by_state": {k: int(v) for k, v in sorted(by_state.items())},
                        "posted_at_clearing": posted, "transfers": int(transfers),
                        "events": int(events), "outbox_unsent": int(unsent),
                        "verify_text": rep.to_text()}}
@@ -501,7 +503,8 @@ def format_demo(report: dict) -> str:
     lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")
     led = report.get("ledger")
     if led:
-        lines.append(f"  ledger: {led['holds']} holds {led['holds_by_state']}, "
+        lines.append(f"  ledger: {led['holds']} holds ({led['onus_holds']} on-us, authorized "
+                     f"by the switch) {led['holds_by_state']}, "
                      f"{led['posted_at_clearing']} posted at clearing, {led['transfers']} "
                      f"transfers, {led['events']} events ({led['outbox_unsent']} not relayed:"
                      f" no relay in the demo)")
