@@ -82,7 +82,7 @@ class Message:
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:
-        # Never a clear PAN, track, PIN block or EMV data in a repr (it ends up in logs).
+        # Never a clear PAN, track, PIN block, CVV2 or EMV data in a repr (logs).
         parts = [f"mti={self.mti}"]
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -90,7 +90,8 @@ class Message:
                 continue
             if f.name == "pan":
                 v = mask_pan(v)
-            elif f.name in ("track2", "pin_block", "emv", "mac", "other"):
+            elif f.name in ("track2", "pin_block", "emv", "mac", "other", "additional_data"):
+                # additional_data: DE48 may carry a CVV2 (subelement 92)
                 v = "<redacted>"
             parts.append(f"{f.name}={v!r}")
         return f"Message({', '.join(parts)})"

@@ -157,6 +157,12 @@ def test_demo_json():
         figures = report["links"][link]
         assert figures["switch"]["requests"] > 0
         assert figures["simulator_received_by_mti"].get("0200", 0) > 0
+    # Real crypto: every PIN block translated (no 81), no MAC dropped on the Visa link,
+    # and wrong-PIN cards declined 55 by the issuer's PVV check (~2.6% of the mix).
+    assert report["pin_crypto_errors"] == 0 and report["by_code"].get("96", 0) == 0
+    assert report["links"]["visa"]["simulator_mac_failures"] == 0
+    if report["sent"] >= 300:
+        assert report["pin_declines"] > 0, report["by_code"]
 
 
 def test_timeout_gives_91_and_the_issuer_gets_a_0420(topology):

@@ -90,6 +90,7 @@ async def test_garbage_pin_block_is_81_and_missing_key_is_96(dsn, keys):
     issuer = FakeIssuer()
     cfg = hsm_config(dsn, 0)
     cfg["terminals"].append({"id": "TERM0002", "listener": "pos"})  # no PIN key
+    cfg["terminals"].append({"id": "TERM0003", "listener": "pos", "pin_key": "tpk.gone"})
     async with serving(issuer):
         cfg["links"][0]["port"] = issuer.port
         async with running_switch(cfg) as sw:
@@ -98,9 +99,20 @@ async def test_garbage_pin_block_is_81_and_missing_key_is_96(dsn, keys):
             good_block = keys[2].encrypt_pin(devkeys.TPK, PIN, PAN)
             nokey = await term.request(atm(good_block, stan="000002").replace(
                 terminal_id="TERM0002"))
+            gone = await term.request(atm(good_block, stan="000003").replace(
+                terminal_id="TERM0003"))  # KeyNotFoundError from the token
             await term.aclose()
-    assert (bad.response_code, nokey.response_code) == ("81", "96")
+    assert (bad.response_code, nokey.response_code, gone.response_code) == ("81", "96", "96")
     assert issuer.traffic("0200") == []
+
+
+def test_hsm_errors_map_to_response_codes():
+    from payswitch.hsm import HsmBusyError, HsmDeviceError, KeyUsageError, PinBlockError
+    from payswitch.switch.errors import response_code_for
+
+    assert response_code_for(PinBlockError("x")) == "81"
+    for e in (HsmBusyError("x"), HsmDeviceError("x"), KeyUsageError("x")):
+        assert response_code_for(e) == "96"
 
 
 def test_config_hsm_keys(dsn):
