@@ -312,6 +312,17 @@ class Store:
                         pan_token=out[2] if out else None,
                         pan_enc=bytes(out[3]) if out and out[3] is not None else None)
 
+    async def ledger_voids_due(self, within_s: int) -> list[str]:
+        """Payments answered 96 because the ledger's outcome was unknown (journal event
+        ``ledger_void_pending``, written with the answer) within ``within_s``: the
+        switch voids their holds again at start (idempotent: ``exists``)."""
+        def run(conn: psycopg.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "select distinct dup_key from switch_journal where event ="
+                " 'ledger_void_pending' and at > now() - make_interval(secs => %s)",
+                (within_s,))]
+        return await self.call(run)
+
     async def recover(self, reversal_of: Any, expiry_s: int,
                       keys_out: list[str] | None = None) -> int:
         """After a crash: requests with no recorded answer have an unknown outcome.

@@ -236,13 +236,25 @@ async def route(sw: Switch, ctx: Context) -> None:
         ctx.route = sw.router.route(ctx.request)
 
 
+LEDGER_VOID_EVENT = "ledger_void_pending"
+
+
+def void_unknown_hold(sw: Switch, ctx: Context) -> None:
+    """The hold's write failed or timed out but may have committed, and the sender is
+    told 96: void it (same deterministic ids) now in the background, and journal the
+    need with the answer, so that the next start voids it too if this process dies
+    first (``Store.ledger_voids_due``)."""
+    sw.ledger.void_later(ctx.dup_key)
+    ctx.events.append((LEDGER_VOID_EVENT, {"reason": "ledger outcome unknown"}, None))
+
+
 async def authorize_onus(sw: Switch, ctx: Context) -> None:
     """The switch as issuer: hold on the cardholder's account, or 51 / 05 / 96."""
     req = ctx.request
     try:
         auth_code = await sw.ledger.authorize_onus(ctx.dup_key, req, ctx.onus)
     except LedgerUnavailable:
-        sw.ledger.void_later(ctx.dup_key)  # it may have committed: undone, same ids
+        void_unknown_hold(sw, ctx)
         raise
     ctx.response = respond(req, "00", rrn=req.rrn or sw.new_rrn(), auth_code=auth_code)
 
@@ -305,7 +317,7 @@ async def post_ledger(sw: Switch, ctx: Context) -> None:
         await led.hold_offus(ctx.dup_key, req, link, ctx.response.auth_code)
     except LedgerUnavailable:
         ctx.saf.append(reversal_item(ctx.outbound, link))
-        led.void_later(ctx.dup_key)
+        void_unknown_hold(sw, ctx)
         raise
 
 

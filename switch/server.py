@@ -55,6 +55,7 @@ from payswitch.switch.pipeline import (
     pan_of,
     respond,
     reversal_item,
+    void_unknown_hold,
 )
 
 READ_CHUNK_BYTES = 65536
@@ -141,7 +142,10 @@ class Switch:
                 if self.ledger is not None:
                     # before any listener: every approval needs its hold written
                     await self.ledger.start(root)
-                    for key in recovered_keys:  # answered 91: a hold they left is voided
+                    # answered 91 (recovered) or 96 (ledger outcome unknown) before a
+                    # crash: a hold they may have left is voided (idempotent)
+                    due = await self.store.ledger_voids_due(self.cfg.ledger.hold_timeout_s)
+                    for key in dict.fromkeys(recovered_keys + due):
                         self.ledger.void_later(key)
                 for link in self.links.values():
                     root.start_soon(link.run)
@@ -375,12 +379,14 @@ class Switch:
             approved = (ctx.issuer_response is not None and ctx.outbound is not None
                         and ctx.outbound.mti[:2] in ("01", "02")
                         and ctx.response.response_code == "00")
+            approved_onus = ctx.response.response_code == "00"
             ctx.response = respond(ctx.request, response_code_for(e),
                                    rrn=ctx.response.rrn)
             if approved:
                 ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
-            if self.ledger is not None and ctx.outbound is None and ctx.onus is not None:
-                self.ledger.void_later(key)  # an on-us approval the sender never sees
+            if (self.ledger is not None and ctx.outbound is None and ctx.onus is not None
+                    and approved_onus):  # an on-us approval the sender never sees
+                void_unknown_hold(self, ctx)
             self._unwritten.append(ctx)
             if len(self._unwritten) > self.cfg.switch.journal_retry_max:
                 lost = self._unwritten.pop(0)

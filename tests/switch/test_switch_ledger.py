@@ -193,6 +193,32 @@ async def test_ledger_write_failure_answers_96_and_reverses_at_issuer(dsn):
 
 
 @trio_test
+async def test_hold_committed_but_answered_96_is_voided_after_a_restart(dsn):
+    """The write commits but the switch never learns it (timeout) and dies before the
+    background void: the journal's ledger_void_pending makes the next start void it."""
+    issuer = FakeIssuer()
+    m = purchase("000025", 600, pan=ONUS_USD).replace(currency="840")
+    async with serving(issuer):
+        async with running_switch(ledger_cfg(dsn, issuer.port)) as sw:
+            real = sw.ledger.writer.create_transfers
+
+            async def lost(*a, **kw):
+                await real(*a, **kw)  # committed...
+                raise L.LedgerError("ledger batch not committed: test")  # ...unknown
+            sw.ledger.writer.create_transfers = lost
+            sw.ledger.void_later = lambda key: None  # dies before the background void
+            term = await Terminal.connect(sw.ports["pos"])
+            assert (await term.request(m)).response_code == "96"
+            await term.aclose()
+        assert hold_state(dsn, m) == "pending"
+        async with running_switch(ledger_cfg(dsn, issuer.port)):
+            with trio.fail_after(10):
+                while hold_state(dsn, m) != "voided":
+                    await trio.sleep(0.1)
+    verify_ok(dsn)
+
+
+@trio_test
 async def test_expired_hold_is_voided_by_the_writer(dsn):
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(
