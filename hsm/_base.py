@@ -217,7 +217,7 @@ class HsmBase:
         elif key_type is KeyType.DEK:
             t[Attribute.ENCRYPT] = True
             t[Attribute.DECRYPT] = True
-        elif key_type is KeyType.TKN:
+        elif key_type in (KeyType.TKN, KeyType.EVK):
             t[Attribute.SIGN] = True
         return t
 

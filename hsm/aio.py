@@ -36,7 +36,7 @@ ASYNC_METHODS = frozenset(
         "generate_icvv", "verify_icvv",
         "generate_mac", "verify_mac",
         "generate_arqc", "verify_arqc", "generate_arpc",
-        "pan_token", "encrypt_pan", "decrypt_pan",
+        "pan_token", "encrypt_pan", "decrypt_pan", "event_mac",
     }
 )
 

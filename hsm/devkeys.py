@@ -11,7 +11,8 @@ function               keys (label: type)                                     wh
 load_switch_keys       tpk.terminals TPK, bdk.terminals BDK (TDES DUKPT),     the switch
                        bdk-aes.terminals BDK (AES DUKPT),
                        zpk.{visa,mastercard} ZPK, zak.{visa,mastercard} ZAK,
-                       zmk.{visa,mastercard} ZMK, dek.pan DEK, tkn.pan TKN
+                       zmk.{visa,mastercard} ZMK, dek.pan DEK, tkn.pan TKN,
+                       evk.ledger EVK (ledger event chain MAC)
 load_issuer_keys       zpk.N ZPK, zak.N ZAK, zmk.N ZMK, pvk.N PVK, cvk.N CVK,  a network
                        mkac.N MK-AC, for each network N in visa, mastercard   simulator
 load_terminal_keys     tpk.terminals TPK, bdk.terminals BDK,                  terminal /
@@ -40,6 +41,7 @@ BDK = "bdk.terminals"
 BDK_AES = "bdk-aes.terminals"  # AES-128 BDK for AES DUKPT (X9.24-3) terminals
 DEK = "dek.pan"
 TKN = "tkn.pan"
+EVK = "evk.ledger"  # the ledger's event chain MAC (switch/ledgerwire.py)
 
 
 def zpk(network: str) -> str:
@@ -125,10 +127,12 @@ TEST_KEYS: dict[str, DevKey] = {k.label: k for k in (
            (None,), None, "AES"),
     DevKey(TKN, "TKN", ("6979255931FB0861766872FBF557714856B1F2898675B0ECEA1A1C94B1944772",),
            (None,), None, "HMAC"),
+    DevKey(EVK, "EVK", ("6FDF9FA0A3840952F950FB09610645B88F74AC47BA864E927F7D4780B7210EC9",),
+           (None,), None, "HMAC"),
 )}
 # fmt: on
 
-SWITCH_LABELS = (TPK, BDK, BDK_AES, DEK, TKN) + tuple(
+SWITCH_LABELS = (TPK, BDK, BDK_AES, DEK, TKN, EVK) + tuple(
     f(n) for n in NETWORKS for f in (zpk, zak, zmk)
 )
 ISSUER_LABELS = tuple(f(n) for n in NETWORKS for f in (zpk, zak, zmk, pvk, cvk, mkac))

@@ -34,6 +34,7 @@ class KeyType(enum.StrEnum):
     ZAK = "ZAK"  # zone authentication (MAC) key for a network link
     DEK = "DEK"  # AES data key: PAN encryption at rest (AES-GCM)
     TKN = "TKN"  # HMAC-SHA256 key: stable PAN token
+    EVK = "EVK"  # HMAC-SHA256 key: the ledger's event chain MAC
 
 
 class Alg(enum.StrEnum):
@@ -53,6 +54,7 @@ class Op(enum.Enum):
     WRAP = "import/export keys"
     PAN_ENCRYPT = "PAN encryption"
     PAN_TOKEN = "PAN token"
+    EVENT_MAC = "event chain MAC"
 
 
 ALGS: dict[KeyType, tuple[Alg, ...]] = {
@@ -68,6 +70,7 @@ ALGS: dict[KeyType, tuple[Alg, ...]] = {
     KeyType.ZAK: (Alg.TDES, Alg.AES),
     KeyType.DEK: (Alg.AES,),
     KeyType.TKN: (Alg.HMAC,),
+    KeyType.EVK: (Alg.HMAC,),
 }
 
 USAGE: dict[KeyType, frozenset[Op]] = {
@@ -85,6 +88,7 @@ USAGE: dict[KeyType, frozenset[Op]] = {
     KeyType.ZAK: frozenset({Op.MAC}),
     KeyType.DEK: frozenset({Op.PAN_ENCRYPT}),
     KeyType.TKN: frozenset({Op.PAN_TOKEN}),
+    KeyType.EVK: frozenset({Op.EVENT_MAC}),
 }
 
 # Companion objects each (type, alg) needs: "L" (KL||KL) or "V" (BDK variant).

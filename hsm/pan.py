@@ -30,6 +30,13 @@ class PanOps(HsmBase):
         return k.main.sign(pan.encode(), mechanism=Mechanism.SHA256_HMAC).hex()
 
     @_locked
+    def event_mac(self, key: str, data: bytes) -> bytes:
+        """HMAC-SHA256 in the token with an EVK key: the ledger's event chain MAC (32 bytes).
+        Sync on purpose: the ledger's writer calls it from its worker thread."""
+        k = self._use(key, Op.EVENT_MAC)
+        return bytes(k.main.sign(bytes(data), mechanism=Mechanism.SHA256_HMAC))
+
+    @_locked
     def encrypt_pan(self, key: str, pan: str, aad: bytes = b"") -> bytes:
         """AES-GCM in the token: nonce (12, from the token RNG) || ciphertext || tag."""
         _check_digits(pan, "PAN", 12, 19)

@@ -59,6 +59,7 @@ class HsmSection:
     max_pending: int = 256  # HSM calls waiting at once; past it: DE39 96 at once
     pan_dek: str = "dek.pan"  # DEK label: PAN encrypted at rest (AES-GCM)
     pan_tkn: str = "tkn.pan"  # TKN label: PAN token (HMAC-SHA256)
+    event_mac: str = "evk.ledger"  # EVK label: the ledger's event chain MAC (HMAC-SHA256)
 
     @property
     def enabled(self) -> bool:
@@ -149,6 +150,36 @@ class SafSection:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerSection:
+    """[ledger]: the double-entry ledger the switch writes holds and events to (same
+    database as the journal). Off by default: without it the switch only forwards."""
+    enabled: bool = False
+    currencies: tuple[str, ...] = ("USD",)  # ledgers (ISO 4217) accounts are made for
+    max_batch: int = 2000  # transfers per ledger transaction (BatchWriter)
+    max_wait_ms: int = 1  # the writer waits this long for a batch to fill
+    queue_max: int = 20_000  # requests queued for the writer
+    expiry_interval_s: int = 1  # how often expired holds are voided
+    hold_timeout_s: int = 7 * 86_400  # an authorization hold expires after this
+    write_timeout_ms: int = 5000  # a hold not committed by then: DE39 96 (+ 0420)
+    relay: bool = False  # publish the outbox to MQTT
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    topic_prefix: str = ""  # prepended to payswitch/events/<type>
+    event_mac_key_env: str = "PAYSWITCH_EVENT_MAC_KEY"  # hex HMAC key of the event chain
+    pan_token_key_env: str = "PAYSWITCH_PAN_TOKEN_KEY"  # hex key of the PAN token
+
+
+@dataclass(frozen=True, slots=True)
+class OnusSection:
+    """[[onus]]: a BIN range whose cardholder accounts live in this ledger: the switch is
+    the issuer. Each card gets its account on first use, keyed by its PAN token, funded
+    with opening_balance_minor from the ledger's funding account."""
+    prefix: str
+    currency: str = "USD"  # the cardholder billing currency (the account's ledger)
+    opening_balance_minor: int = 100_000_00
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     switch: SwitchSection = field(default_factory=SwitchSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
@@ -159,6 +190,8 @@ class Config:
     acquirers: tuple[AcquirerSection, ...] = ()
     links: tuple[LinkSection, ...] = ()
     routes: tuple[RouteSection, ...] = ()
+    ledger: LedgerSection = field(default_factory=LedgerSection)
+    onus: tuple[OnusSection, ...] = ()
 
     def link(self, name: str) -> LinkSection:
         return next(x for x in self.links if x.name == name)
@@ -173,9 +206,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
     kwargs = {}
     for key, value in data.items():
-        if key == "allowed_sources":
+        if key in ("allowed_sources", "currencies"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where}.{key}: expected a list of addresses")
+                raise ConfigError(f"{where}.{key}: expected a list of strings")
             value = tuple(value)
         kwargs[key] = value
     try:
@@ -218,6 +251,8 @@ def parse(data: dict[str, Any]) -> Config:
         acquirers=many("acquirers", AcquirerSection),
         links=many("links", LinkSection),
         routes=many("routes", RouteSection),
+        ledger=_build(LedgerSection, data.get("ledger", {}), "ledger"),
+        onus=many("onus", OnusSection),
     )
     _check(cfg)
     return cfg
@@ -272,6 +307,30 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"link {x.name}: need 0 < reconnect_min_ms <= reconnect_max_ms")
         if x.max_in_flight == 0 or x.request_timeout_ms == 0:
             raise ConfigError(f"link {x.name}: max_in_flight and request_timeout_ms must be > 0")
+    _check_ledger(cfg)
+
+
+def _check_ledger(cfg: Config) -> None:
+    from payswitch.ledger import LedgerError, currency
+
+    led = cfg.ledger
+    for code in (*led.currencies, *(o.currency for o in cfg.onus)):
+        try:
+            currency(code)
+        except LedgerError:
+            raise ConfigError(f"ledger: unknown currency {code!r}") from None
+    if not led.currencies:
+        raise ConfigError("ledger.currencies: at least one currency")
+    if led.max_batch == 0 or led.queue_max == 0 or led.hold_timeout_s == 0:
+        raise ConfigError("ledger: max_batch, queue_max and hold_timeout_s must be > 0")
+    if led.hold_timeout_s > 31 * 86_400:
+        raise ConfigError("ledger.hold_timeout_s: at most 31 days")
+    if cfg.onus and not led.enabled:
+        raise ConfigError("[[onus]] needs [ledger] enabled = true")
+    _unique([o.prefix for o in cfg.onus], "onus prefix")
+    for o in cfg.onus:
+        if not o.prefix.isdigit() or not 1 <= len(o.prefix) <= 19:
+            raise ConfigError(f"onus {o.prefix!r}: prefix must be 1-19 digits")
 
 
 def _name(x: Any) -> str:

@@ -13,7 +13,9 @@ PIN blocks (TPK; every 4th terminal TDES DUKPT), CVVs and ARQCs; the switch tran
 PINs to each link's ZPK and MACs the Visa link; the simulators verify PIN (PVV),
 CVV/iCVV and ARQC and answer ARPCs. Wrong-PIN cards get 55 (``pin_declines``).
 
-Exit 0 only when something was approved and nothing broke (``errors == 0``). Every
+At the end, clearing posts every approved hold and ``ledger verify`` runs (report keys
+``ledger_balanced``, ``ledger_verify_ok``, ``ledger``). Exit 0 only when something was
+approved, nothing broke (``errors == 0``) and the ledger verifies clean. Every
 process, the temp dir and the scratch database are cleaned up, also on failure.
 
 The process helpers (``Proc``, ``start_simulator``, ``start_switch``, ``demo_config``)
@@ -27,6 +29,7 @@ import contextlib
 import json
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -183,18 +186,20 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
                 name: str = "payswitch-demo", echo_interval_ms: int = 30_000,
                 metrics_port: int = 0, hsm_token: str | None = None,
                 dukpt_every: int = DUKPT_EVERY, mac_links: tuple[str, ...] = MAC_LINKS,
-                ) -> str:
+                ledger: bool = False, pos_port: int = 0,
+                ledger_relay: tuple[str, int, str] | None = None) -> str:
     """The switch config (keys as switch/config.py reads them) for this topology.
 
     With ``hsm_token``: the [hsm] section, the terminals' PIN keys (TPK; DEMOnnnn with
     nnnn divisible by ``dukpt_every``: TDES DUKPT), each link's ZPK, and a MAC on the
-    links in ``mac_links``."""
+    links in ``mac_links``. With ``ledger``: the [ledger] section and the demo's on-us
+    range (ONUS_PREFIX)."""
     lines = [
         "[switch]", f"name = {_toml_str(name)}", 'metrics_host = "127.0.0.1"',
         f"metrics_port = {metrics_port}", "drain_timeout_ms = 5000", "",
         "[database]", 'dsn_env = "PAYSWITCH_PG_DSN"', "",
         "[saf]", "retry_interval_ms = 1000", "max_attempts = 50", "expiry_s = 86400", "",
-        "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', "port = 0",
+        "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', f"port = {pos_port}",
         'kind = "terminal"', 'dialect = "iso87ascii"', f"framing = {_toml_str(framing)}",
         "max_frame_bytes = 4096",
     ]
@@ -225,7 +230,21 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
     lines += ["[[routes]]", 'prefix = "4"', 'link = "visa"', ""]
     for prefix in MASTERCARD_PREFIXES:
         lines += ["[[routes]]", f'prefix = "{prefix}"', 'link = "mastercard"', ""]
+    if ledger:
+        lines += ["[ledger]", "enabled = true", 'currencies = ["USD"]', "max_wait_ms = 1"]
+        if ledger_relay:  # (MQTT host, port, topic prefix)
+            lines += ["relay = true", f"mqtt_host = {_toml_str(ledger_relay[0])}",
+                      f"mqtt_port = {ledger_relay[1]}",
+                      f"topic_prefix = {_toml_str(ledger_relay[2])}"]
+        lines += ["", "[[onus]]", f"prefix = {_toml_str(ONUS_PREFIX)}", 'currency = "USD"',
+                  f"opening_balance_minor = {ONUS_OPENING_MINOR}", ""]
     return "\n".join(lines)
+
+
+# The demo's on-us card: the simulators' mastercard_approve_2 (5413330000000191) is
+# issued by the switch itself: authorized against its ledger account, never sent out.
+ONUS_PREFIX = "541333000000019"
+ONUS_OPENING_MINOR = 50_000_000  # 500,000.00 USD: the demo never runs it dry
 
 
 @contextlib.contextmanager
@@ -250,6 +269,7 @@ class Topology:
     simulators: dict[str, Proc]
     metrics_port: int = 0
     dsn: str = ""
+    ledger_env: dict[str, str] | None = None  # the switch's ledger keys (event MAC, PAN)
 
     def saf_pending(self) -> dict[str, int] | None:
         """Reversals/advices not yet acknowledged, per link, from the switch's own
@@ -307,12 +327,15 @@ def per_link(samples: dict[str, dict[tuple, float]], link: str) -> dict:
 def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                      sim_args: dict[str, list[str]] | None = None,
                      issuer_timeout_ms: int = 2000, dsn: str | None = None,
-                     metrics: bool = False, hsm: dict | None = None) -> Iterator[Topology]:
+                     metrics: bool = False, hsm: dict | None = None,
+                     ledger: bool = False) -> Iterator[Topology]:
     """Database, both simulators and the switch as processes; all stopped on exit.
 
     ``hsm``: the token configs of ``devkeys.make_dev_tokens`` (switch, issuer): the
     processes get SOFTHSM2_CONF and the PIN in their environment, the switch its
-    [hsm] config, the simulators their issuer token (and a MAC on MAC_LINKS)."""
+    [hsm] config, the simulators their issuer token (and a MAC on MAC_LINKS).
+    ``ledger``: the switch writes holds and events (event MAC key made up for this run;
+    the PAN token key too, used only without ``hsm``)."""
     sim_args = sim_args or {}
     env = None
     if hsm:
@@ -332,12 +355,16 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
             f.write(demo_config(ports["visa"], ports["mastercard"], terminals=terminals,
                                 issuer_timeout_ms=issuer_timeout_ms,
                                 metrics_port=free_port() if metrics else 0,
-                                hsm_token=hsm["switch"].label if hsm else None))
-        switch, listeners = start_switch(stack, config_path, log_dir, dsn, env)
+                                hsm_token=hsm["switch"].label if hsm else None,
+                                ledger=ledger))
+        ledger_env = ({"PAYSWITCH_EVENT_MAC_KEY": secrets.token_hex(32),
+                       "PAYSWITCH_PAN_TOKEN_KEY": secrets.token_hex(32)} if ledger else None)
+        switch, listeners = start_switch(stack, config_path, log_dir, dsn,
+                                         {**(env or {}), **(ledger_env or {})})
         host, port = listeners["pos"]
         ready = switch.ready_line.removeprefix("payswitch ready").strip()
         metrics_port = json.loads(ready).get("metrics_port", 0) if ready.startswith("{") else 0
-        yield Topology(host, port, switch, sims, metrics_port, dsn)
+        yield Topology(host, port, switch, sims, metrics_port, dsn, ledger_env)
 
 
 def _sim_stats(proc: Proc) -> dict:
@@ -387,13 +414,18 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
         # Tokens before anything loads the PKCS#11 library in this process.
         tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"))
         with running_topology(log_dir, terminals=max(terminals, TERMINALS),
-                              sim_args=sim_args, metrics=True, hsm=tokens) as topo, \
-                Hsm(tokens["terminal"]) as terminal_hsm:
-            return _traffic(topo, terminals, duration_s, progress, terminal_hsm)
+                              sim_args=sim_args, metrics=True, hsm=tokens,
+                              ledger=True) as topo, \
+                Hsm(tokens["terminal"]) as terminal_hsm, \
+                Hsm(tokens["switch"]) as switch_hsm:
+            # `ledger verify` checks the event chain with the switch's HSM key (EVK)
+            def mac(data: bytes) -> bytes:
+                return switch_hsm.event_mac(devkeys.EVK, data)
+            return _traffic(topo, terminals, duration_s, progress, terminal_hsm, mac)
 
 
 def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
-             terminal_hsm: object) -> dict:
+             terminal_hsm: object, ledger_mac: object) -> dict:
     """The load, then the per-link figures once reversals have settled."""
     from payswitch.simulators.load import LoadConfig, run_load
 
@@ -417,9 +449,42 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
             "simulator_mac_failures": stats.get("mac_failures", 0),
             "terminal_by_code": report["by_network"].get(network, {}),
         }
+    # The day's end: clearing posts every approved hold, then `ledger verify`.
+    report.update(settle_ledger(topo.dsn, ledger_mac))
     report["links"] = links
     report["switch_exit_code"] = switch_rc
     return report
+
+
+def settle_ledger(dsn: str, mac) -> dict:
+    """Clearing (switch.ledgerwire.clear: every pending hold up to now is posted), then
+    ledger.verify with the switch's event MAC (a callable, or a hex key). Run after the
+    switch stopped."""
+    import psycopg
+
+    import payswitch.ledger as L
+    from payswitch.switch.ledgerwire import AUTH_ONUS, clear
+
+    if isinstance(mac, str):
+        mac = L.hmac_sha256(bytes.fromhex(mac))
+    posted = clear(dsn, mac)
+    with psycopg.connect(dsn) as conn:
+        rep = L.verify(conn, mac)
+        transfers, holds, onus = conn.execute(
+            "select count(*), count(*) filter (where flags & 2 = 2),"
+            " count(*) filter (where flags & 2 = 2 and code = %s) from transfers",
+            (AUTH_ONUS,)).fetchone()
+        events, unsent = conn.execute(
+            "select (select count(*) from events),"
+            " (select count(*) from outbox where sent_at is null)").fetchone()
+        by_state = dict(conn.execute(
+            "select state, count(*) from pending_transfers group by state").fetchall())
+    return {"ledger_balanced": rep.ledger_balanced, "ledger_verify_ok": rep.ok,
+            "ledger": {"holds": int(holds), "onus_holds": int(onus),
+                       "holds_by_state": {k: int(v) for k, v in sorted(by_state.items())},
+                       "posted_at_clearing": posted, "transfers": int(transfers),
+                       "events": int(events), "outbox_unsent": int(unsent),
+                       "verify_text": rep.to_text()}}
 
 
 def format_demo(report: dict) -> str:
@@ -436,6 +501,16 @@ def format_demo(report: dict) -> str:
         lines.append(f"    {network} simulator: connections "
                      f"{d['simulator_connections']}, received {d['simulator_received_by_mti']}")
     lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")
+    led = report.get("ledger")
+    if led:
+        lines.append(f"  ledger: {led['holds']} holds ({led['onus_holds']} on-us, authorized "
+                     f"by the switch) {led['holds_by_state']}, "
+                     f"{led['posted_at_clearing']} posted at clearing, {led['transfers']} "
+                     f"transfers, {led['events']} events ({led['outbox_unsent']} not relayed:"
+                     f" no relay in the demo)")
+        lines.append(f"  ledger verify: {'clean' if report['ledger_verify_ok'] else 'FAILED'}"
+                     f", balanced {report['ledger_balanced']}")
+        lines += ["    " + x for x in led["verify_text"].splitlines()]
     return "\n".join(lines)
 
 
@@ -463,4 +538,6 @@ def _demo(args) -> int:
             print(f"demo failed: {e}", file=sys.stderr)
         return 1
     print(json.dumps(report) if args.json else format_demo(report))
-    return 0 if report["approved"] > 0 and report["errors"] == 0 else 1
+    ok = (report["approved"] > 0 and report["errors"] == 0
+          and report.get("ledger_verify_ok", False) and report.get("ledger_balanced", False))
+    return 0 if ok else 1

@@ -1,13 +1,14 @@
 """The switch's typed errors, and the ONE place where any error becomes a DE39 code.
 
 Every participant raises; ``response_code_for`` decides what the sender is told.
-HSM errors are in the table; ledger errors will be added when that package lands.
+HSM and ledger errors are in the table.
 """
 
 from __future__ import annotations
 
 from payswitch.codecs.errors import CodecError
 from payswitch.hsm.errors import HsmError, HsmInputError, PinBlockError
+from payswitch.ledger.types import LedgerError
 from payswitch.routing.bins import NoPan, RoutingError, UnknownBin
 
 
@@ -56,6 +57,22 @@ class StoreError(SwitchError):
     """The journal / SAF store failed (database down, statement timeout)."""
 
 
+class InsufficientFunds(SwitchError):
+    """On-us: the hold exceeds the cardholder's available balance (ledger exceeds_credits)."""
+
+
+class LedgerDeclined(SwitchError):
+    """On-us: the ledger refused the hold for another reason (e.g. a burnt id)."""
+
+
+class LedgerUnavailable(SwitchError):
+    """The ledger write failed or timed out: its outcome is unknown (undone by a void)."""
+
+
+class CompletionRefused(SwitchError):
+    """A completion advice with no hold to post, or for more than was held."""
+
+
 # Order matters: the first matching class wins (subclasses before their bases).
 _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (CodecError, "30"),  # format error
@@ -71,6 +88,11 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (IssuerTimeout, "91"),
     (DuplicateStillInFlight, "91"),
     (StoreError, "96"),  # system malfunction
+    (InsufficientFunds, "51"),  # not sufficient funds
+    (LedgerDeclined, "05"),  # do not honour
+    (CompletionRefused, "13"),  # invalid amount
+    (LedgerUnavailable, "96"),
+    (LedgerError, "96"),
     # HSM. A PIN block that does not decrypt to a valid block under the terminal's key
     # (wrong key, corrupted, bad KSN or length) is 81, "PIN cryptographic error"; the
     # cardholder did nothing wrong, so not 55. Everything else from the HSM (device

@@ -312,11 +312,24 @@ class Store:
                         pan_token=out[2] if out else None,
                         pan_enc=bytes(out[3]) if out and out[3] is not None else None)
 
-    async def recover(self, reversal_of: Any, expiry_s: int) -> int:
+    async def ledger_voids_due(self, within_s: int) -> list[str]:
+        """Payments answered 96 because the ledger's outcome was unknown (journal event
+        ``ledger_void_pending``, written with the answer) within ``within_s``: the
+        switch voids their holds again at start (idempotent: ``exists``)."""
+        def run(conn: psycopg.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "select distinct dup_key from switch_journal where event ="
+                " 'ledger_void_pending' and at > now() - make_interval(secs => %s)",
+                (within_s,))]
+        return await self.call(run)
+
+    async def recover(self, reversal_of: Any, expiry_s: int,
+                      keys_out: list[str] | None = None) -> int:
         """After a crash: requests with no recorded answer have an unknown outcome.
 
         Each gets answer 91 recorded (a duplicate of it is told 91), and when it had
-        been sent to an issuer, a 0420 reversal advice is queued. Returns the count.
+        been sent to an issuer, a 0420 reversal advice is queued. Returns the count;
+        ``keys_out`` receives their duplicate keys (the ledger voids their holds).
         """
         def run(conn: psycopg.Connection) -> int:
             keys = [r[0] for r in conn.execute(
@@ -334,6 +347,8 @@ class Store:
                 self._append(conn, "recovered", response, dup_key=key)
                 conn.execute("update switch_dedup set response = %s, completed_at = now()"
                              " where dup_key = %s", (Jsonb(response), key))
+            if keys_out is not None:
+                keys_out.extend(keys)
             return len(keys)
         return await self.call(run)
 

@@ -7,13 +7,21 @@ A participant is ``async def step(switch, ctx) -> None``: it reads and fills the
 
 ``translate_pin`` asks the HSM to translate the terminal's PIN block (TPK or TDES
 DUKPT) to the issuer link's ZPK; card checks (CVV, ARQC) are the issuer's, with its
-own keys. Hook points for later issues (no-ops today): ``score_risk``
-(routing/ risk scoring), ``post_ledger`` (ledger: pending hold on approval),
-``void_ledger`` (ledger: void the hold on a reversal).
+own keys. Hook point for later issues (no-op today): ``score_risk`` (routing/ risk
+scoring).
+
+Ledger steps (active when ``[ledger] enabled``, see switch/ledgerwire.py): ``check_onus``
+(an [[onus]] BIN: the switch is the issuer, ``forward`` authorizes against the
+cardholder's account instead of a link), ``post_ledger`` (an issuer's approval: pending
+hold network receivable -> merchant payable, written BEFORE the terminal is answered;
+if it fails: 96 and a 0420 to the issuer), ``void_ledger`` (reversal: void the hold),
+``post_completion`` (on-us 0220: post the hold, partly if smaller). On-us cards skip
+``translate_pin``: their PIN is not verified yet (no issuer PVK in the switch's token).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +34,7 @@ from payswitch.routing.bins import RouteDecision
 from payswitch.switch.errors import (
     DuplicateStillInFlight,
     IssuerTimeout,
+    LedgerUnavailable,
     LinkUnavailable,
     OriginalNotFound,
     PinKeyMissing,
@@ -33,6 +42,7 @@ from payswitch.switch.errors import (
 )
 from payswitch.switch.journal import Original, SafItem, message_from_safe, safe_fields
 from payswitch.switch.links import transmission_time
+from payswitch.switch.logs import log
 
 if TYPE_CHECKING:
     from payswitch.switch.server import Switch
@@ -62,6 +72,7 @@ class Context:
     dup_key: str | None = None
     owner: bool = False  # this task owns the request's journal entry
     route: RouteDecision | None = None
+    onus: Any = None  # the [[onus]] section when the switch is this card's issuer
     original: Original | None = None
     pin_block: bytes | None = None  # DE52 under the issuer link's ZPK (translate_pin)
     pan_prot: tuple[str, bytes] | None = None  # (PAN token, AES-GCM PAN) for storage
@@ -182,7 +193,7 @@ async def translate_pin(sw: Switch, ctx: Context) -> None:
     Without an [hsm] section (development only) the block passes as received.
     """
     req = ctx.request
-    if req.pin_block is None:
+    if req.pin_block is None or ctx.onus is not None:
         return
     if sw.hsm is None:
         ctx.pin_block = req.pin_block
@@ -215,14 +226,44 @@ async def score_risk(sw: Switch, ctx: Context) -> None:
     """Risk hook: score the authorization, decline or flag. No-op."""
 
 
+async def check_onus(sw: Switch, ctx: Context) -> None:
+    if sw.ledger is not None:
+        ctx.onus = sw.ledger.onus_range(ctx.request.pan)
+
+
 async def route(sw: Switch, ctx: Context) -> None:
-    if ctx.route is None:  # translate_pin may have routed already
+    if ctx.onus is None and ctx.route is None:  # translate_pin may have routed already
         ctx.route = sw.router.route(ctx.request)
+
+
+LEDGER_VOID_EVENT = "ledger_void_pending"
+
+
+def void_unknown_hold(sw: Switch, ctx: Context) -> None:
+    """The hold's write failed or timed out but may have committed, and the sender is
+    told 96: void it (same deterministic ids) now in the background, and journal the
+    need with the answer, so that the next start voids it too if this process dies
+    first (``Store.ledger_voids_due``)."""
+    sw.ledger.void_later(ctx.dup_key)
+    ctx.events.append((LEDGER_VOID_EVENT, {"reason": "ledger outcome unknown"}, None))
+
+
+async def authorize_onus(sw: Switch, ctx: Context) -> None:
+    """The switch as issuer: hold on the cardholder's account, or 51 / 05 / 96."""
+    req = ctx.request
+    try:
+        auth_code = await sw.ledger.authorize_onus(ctx.dup_key, req, ctx.onus)
+    except LedgerUnavailable:
+        void_unknown_hold(sw, ctx)
+        raise
+    ctx.response = respond(req, "00", rrn=req.rrn or sw.new_rrn(), auth_code=auth_code)
 
 
 async def forward(sw: Switch, ctx: Context) -> None:
     """Send to the issuer link through its MUX; on timeout queue a 0420 and answer 91."""
     req = ctx.request
+    if ctx.onus is not None:
+        return await authorize_onus(sw, ctx)
     link = sw.links[ctx.route.link]
     if link.state != "signed_on":
         raise LinkUnavailable(f"link {link.name} is {link.state}")
@@ -256,7 +297,28 @@ async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Messag
 
 
 async def post_ledger(sw: Switch, ctx: Context) -> None:
-    """Ledger hook: pending hold on approval (ctx.response DE39 00). No-op."""
+    """An issuer's approval: pending hold network receivable -> merchant payable, committed
+    before the terminal hears the approval. If the write fails or times out, the terminal
+    is told 96, the issuer gets a 0420, and the hold (if it committed) is voided."""
+    led = sw.ledger
+    if led is None or ctx.onus is not None or ctx.outbound is None or ctx.response is None:
+        return
+    req = ctx.request
+    link = ctx.route.link
+    if ctx.response.response_code != "00":
+        try:
+            await led.declined(ctx.dup_key, req, link, ctx.response.response_code or "")
+        except LedgerUnavailable as e:  # events only: the answer stands
+            log("ledger_events_failed", logging.ERROR, error=str(e), stan=req.stan)
+        return
+    if not led.holds_money(req):
+        return
+    try:
+        await led.hold_offus(ctx.dup_key, req, link, ctx.response.auth_code)
+    except LedgerUnavailable:
+        ctx.saf.append(reversal_item(ctx.outbound, link))
+        void_unknown_hold(sw, ctx)
+        raise
 
 
 async def locate_original(sw: Switch, ctx: Context) -> None:
@@ -309,6 +371,9 @@ async def store_reversal(sw: Switch, ctx: Context) -> None:
 
 async def store_advice(sw: Switch, ctx: Context) -> None:
     """0120/0220: stored for forwarding (safe fields only: see README), then acked."""
+    if ctx.onus is not None:  # the switch is the issuer: nothing to forward
+        ctx.response = respond(ctx.request, "00")
+        return
     fields = safe_fields(ctx.request)
     for name in ("pan_masked", "mti", "stan", "transmission_time"):
         fields.pop(name, None)
@@ -319,17 +384,39 @@ async def store_advice(sw: Switch, ctx: Context) -> None:
 
 
 async def void_ledger(sw: Switch, ctx: Context) -> None:
-    """Ledger hook: void the pending hold of the reversed original. No-op."""
+    """Void the pending hold of the reversed original (on-us or off-us). A failed void is
+    retried in the background (same ids); the reversal's answer stands."""
+    led, orig = sw.ledger, ctx.original
+    if led is None or orig is None or (orig.response or {}).get("response_code") != "00":
+        return
+    try:
+        result = await led.void(orig.dup_key, "reversal")
+    except LedgerUnavailable as e:
+        log("ledger_void_failed", logging.ERROR, error=str(e), retry="in background")
+        led.void_later(orig.dup_key)
+        return
+    log("ledger_voided", result=result, stan=ctx.request.stan)
+
+
+async def post_completion(sw: Switch, ctx: Context) -> None:
+    """On-us completion advice (0220): post the original's hold for DE4 (partial allowed,
+    the rest released). Off-us completions go to the network as advices (store_advice)
+    and their holds are posted at clearing."""
+    if ctx.onus is None:
+        return
+    await locate_original(sw, ctx)
+    await sw.ledger.complete(ctx.original.dup_key, ctx.request.amount_minor or 0)
+    ctx.response = respond(ctx.request, "00")
 
 
 # Message class (first three MTI digits) -> participants. Repeats (xx1) share them.
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "010": (check_transaction, check_duplicate, translate_pin, score_risk, route, forward,
-            post_ledger),
-    "020": (check_transaction, check_duplicate, translate_pin, score_risk, route, forward,
-            post_ledger),
-    "012": (check_duplicate, route, store_advice),
-    "022": (check_duplicate, route, store_advice),
+    "010": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
+            forward, post_ledger),
+    "020": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
+            forward, post_ledger),
+    "012": (check_duplicate, check_onus, route, store_advice),
+    "022": (check_duplicate, check_onus, route, store_advice, post_completion),
     "040": (check_duplicate, locate_original, forward_reversal, void_ledger),
     "042": (check_duplicate, locate_original, store_reversal, void_ledger),
 }

@@ -6,7 +6,7 @@
 create table if not exists switch_journal (
     id bigserial primary key,
     at timestamptz not null default now(),
-    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | saf_queued | saf_acked | saf_expired | recovered
+    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | saf_queued | saf_acked | saf_expired | recovered | ledger_void_pending
     source text,              -- terminal id (DE41) or acquirer id the request came from
     link text,                -- issuer link name
     dup_key text,             -- duplicate-detection key of the originating request
@@ -23,6 +23,8 @@ create table if not exists switch_journal (
     fields jsonb not null default '{}'::jsonb
 );
 create index if not exists switch_journal_dup_key on switch_journal (dup_key);
+create index if not exists switch_journal_ledger_void
+    on switch_journal (at) where event = 'ledger_void_pending';
 create index if not exists switch_journal_original
     on switch_journal (source, stan, transmission_time) where event = 'request';
 

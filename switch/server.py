@@ -55,6 +55,7 @@ from payswitch.switch.pipeline import (
     pan_of,
     respond,
     reversal_item,
+    void_unknown_hold,
 )
 
 READ_CHUNK_BYTES = 65536
@@ -65,7 +66,8 @@ UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retr
 
 class Switch:
     def __init__(self, cfg: Config, store: Store | None = None,
-                 router: Router | None = None, hsm: Hsm | None = None) -> None:
+                 router: Router | None = None, hsm: Hsm | None = None,
+                 ledger: Any = None) -> None:
         self.cfg = cfg
         # The HSM: given (tests), or opened by run() from [hsm] and closed at its end.
         self._hsm_given = hsm
@@ -73,6 +75,11 @@ class Switch:
         db = cfg.database
         self.store = store or Store(db.resolve_dsn(), db.pool_size, db.connect_timeout_s,
                                     db.statement_timeout_ms)
+        if ledger is None and cfg.ledger.enabled:
+            from payswitch.switch.ledgerwire import LedgerWire
+
+            ledger = LedgerWire(cfg, db.resolve_dsn())
+        self.ledger = ledger  # LedgerWire | None
         self.router = router or BinTable((r.prefix, r.link) for r in cfg.routes)
         self.metrics = Metrics()
         self.links = {x.name: IssuerLink(x, self.metrics) for x in cfg.links}
@@ -112,6 +119,8 @@ class Switch:
             self.hsm = AsyncHsm(sync_hsm, max_pending=self.cfg.hsm.max_pending)
             for link in self.links.values():
                 link.hsm = self.hsm
+            if self.ledger is not None:  # PAN token and event chain MAC from the HSM
+                self.ledger.use_hsm(self.hsm, sync_hsm, self.cfg.hsm)
             log("hsm_open", token=sync_hsm.config.label)
         try:
             await self._run(task_status=task_status)
@@ -121,13 +130,23 @@ class Switch:
 
     async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.store.migrate()
+        recovered_keys: list[str] = []
         recovered = await self.store.recover(
-            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s)
+            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s,
+            recovered_keys)
         if recovered:
             log("recovered_in_flight", logging.WARNING, count=recovered,
                 note="answered 91; reversals queued for those sent to an issuer")
         try:
             async with trio.open_nursery() as root:
+                if self.ledger is not None:
+                    # before any listener: every approval needs its hold written
+                    await self.ledger.start(root)
+                    # answered 91 (recovered) or 96 (ledger outcome unknown) before a
+                    # crash: a hold they may have left is voided (idempotent)
+                    due = await self.store.ledger_voids_due(self.cfg.ledger.hold_timeout_s)
+                    for key in dict.fromkeys(recovered_keys + due):
+                        self.ledger.void_later(key)
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
@@ -153,6 +172,8 @@ class Switch:
         finally:
             self.metrics.close()
             self.store.close()
+            if self.ledger is not None:
+                self.ledger.close()
         log("switch_stopped")
 
     def stop(self) -> None:
@@ -358,10 +379,14 @@ class Switch:
             approved = (ctx.issuer_response is not None and ctx.outbound is not None
                         and ctx.outbound.mti[:2] in ("01", "02")
                         and ctx.response.response_code == "00")
+            approved_onus = ctx.response.response_code == "00"
             ctx.response = respond(ctx.request, response_code_for(e),
                                    rrn=ctx.response.rrn)
             if approved:
                 ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
+            if (self.ledger is not None and ctx.outbound is None and ctx.onus is not None
+                    and approved_onus):  # an on-us approval the sender never sees
+                void_unknown_hold(self, ctx)
             self._unwritten.append(ctx)
             if len(self._unwritten) > self.cfg.switch.journal_retry_max:
                 lost = self._unwritten.pop(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import tomllib
 
 import pytest
 
@@ -19,6 +20,8 @@ def test_example_config_parses_with_every_section():
     assert [x.name for x in cfg.links] == ["visa", "mastercard"]
     assert cfg.link("visa").framing == "vap" and cfg.link("mastercard").request_timeout_ms
     assert cfg.listeners[1].kind == "acquirer" and cfg.acquirers[0].institution_id == "123456"
+    assert cfg.ledger.enabled and cfg.ledger.currencies == ("USD", "EUR")
+    assert cfg.onus[0].prefix == "999001" and cfg.onus[0].opening_balance_minor == 10_000_000
 
 
 @pytest.mark.parametrize(("data", "needle"), [
@@ -29,6 +32,12 @@ def test_example_config_parses_with_every_section():
     ({"switch": {"drain_timeout_ms": -1}}, "non-negative"),
     ({"listeners": [{"name": "a", "max_frame_bytes": 10**6}]}, "max_frame_bytes"),
     ({"bogus": {}}, "unknown section"),
+    ({"ledger": {"enabled": "yes"}}, "true or false"),
+    ({"ledger": {"currencies": ["XXX"]}}, "unknown currency"),
+    ({"ledger": {"hold_timeout_s": 40 * 86400}}, "31 days"),
+    ({"onus": [{"prefix": "999"}]}, "needs \\[ledger\\] enabled"),
+    ({"ledger": {"enabled": True}, "onus": [{"prefix": "99x"}]}, "digits"),
+    ({"ledger": {"enabled": True, "relay_on": True}}, "unknown key"),
 ])
 def test_config_refuses_mistakes(data, needle):
     with pytest.raises(config.ConfigError, match=needle):
@@ -55,3 +64,12 @@ def test_bin_table_longest_prefix_wins_and_unknown_is_15():
         table.route(Message(mti="0200"))
     with pytest.raises(ValueError, match="two links"):
         BinTable([("4", "a"), ("4", "b")])
+
+
+def test_demo_config_with_ledger_parses():
+    from payswitch.switch.demo import ONUS_PREFIX, demo_config
+
+    cfg = config.parse(tomllib.loads(demo_config(1, 2, ledger=True, pos_port=3,
+                                                 ledger_relay=("127.0.0.1", 1883, "p/"))))
+    assert cfg.ledger.enabled and cfg.ledger.relay and cfg.ledger.topic_prefix == "p/"
+    assert cfg.onus[0].prefix == ONUS_PREFIX and cfg.listeners[0].port == 3

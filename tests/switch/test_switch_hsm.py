@@ -145,3 +145,51 @@ def test_switch_without_hsm_pin_in_env_refuses_to_start(dsn, monkeypatch, keys):
     with pytest.raises(ConfigError, match=PIN_ENV):
         sw._open_hsm()
 
+
+
+@trio_test
+async def test_ledger_events_macd_and_cardholders_keyed_by_the_hsm(dsn, keys, monkeypatch):
+    import psycopg
+    from switchkit import purchase
+
+    import payswitch.ledger as L
+    from payswitch.simulators.cards import with_luhn
+    from payswitch.switch.ledgerwire import LedgerWire
+
+    monkeypatch.delenv("PAYSWITCH_EVENT_MAC_KEY", raising=False)  # the HSM's, not env's
+    monkeypatch.delenv("PAYSWITCH_PAN_TOKEN_KEY", raising=False)
+    hsm = keys[0]
+    onus_pan = with_luhn("999001000000002")
+    issuer = FakeIssuer()
+    async with serving(issuer):
+        cfg = hsm_config(dsn, issuer.port)
+        cfg["ledger"] = {"enabled": True, "currencies": ["USD", "EUR"]}
+        cfg["onus"] = [{"prefix": "999001", "currency": "USD"}]
+        async with running_switch(cfg) as sw:
+            term = await Terminal.connect(sw.ports["pos"])
+            onus = purchase("000001", 700, pan=onus_pan).replace(currency="840")
+            assert (await term.request(onus)).response_code == "00"
+            assert (await term.request(purchase("000002", 900))).response_code == "00"
+            await term.aclose()
+    token = hsm.pan_token(devkeys.TKN, onus_pan)
+    with L.Ledger(dsn) as led:
+        (card,) = led.lookup_accounts([LedgerWire.cardholder(token, "USD")])
+    assert card.debits_pending == 700
+    with psycopg.connect(dsn) as conn:
+        report = L.verify(conn, lambda data: hsm.event_mac(devkeys.EVK, data))
+        assert report.ok and report.ledger_balanced, report.to_text()
+        other = L.verify(conn, L.hmac_sha256(b"not the hsm key 0123456789"))
+        assert not other.ok  # the chain was MACed in the token, with evk.ledger
+    import json
+    import subprocess
+    import sys
+
+    tok = hsm.config
+    env = {**os.environ, "PAYSWITCH_PG_DSN": dsn, "SOFTHSM2_CONF": tok.conf,
+           "PAYSWITCH_HSM_TOKEN": tok.label, "PAYSWITCH_HSM_PIN": tok.pin}
+    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "ledger", "verify",
+                          "--json", "--mac-provider",
+                          "payswitch.switch.ledgerwire:hsm_mac_provider"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads(out.stdout)["ledger_balanced"] is True
