@@ -17,9 +17,6 @@ from payswitch.simulators import cards
 from payswitch.simulators.certify import Context, run_scenarios
 from payswitch.simulators.terminal import Terminal
 
-from .conftest import needs_switch
-
-pytestmark = needs_switch
 ISO = get("iso87ascii")
 
 
@@ -40,7 +37,7 @@ def exchange(host: str, port: int, payload: bytes, timeout_s: float = 10) -> byt
     return trio.run(run)
 
 
-def wait_for(predicate, timeout_s: float = 5.0):
+def wait_for(predicate, timeout_s: float = 10.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = predicate()
@@ -202,17 +199,17 @@ def test_certify_over_tpdu_framing(pg_admin_dsn, tmp_path):
     from payswitch.switch import realparts
     from payswitch.switch.demo import demo_config, start_switch
 
-    from .conftest import start_sims
+    from .conftest import ISSUER_TIMEOUT_MS, start_sims
 
     with realparts.scratch_database(pg_admin_dsn) as dsn, contextlib.ExitStack() as stack:
         threads = start_sims(stack)
         config = os.path.join(tmp_path, "tpdu.toml")
         with open(config, "w") as f:
             f.write(demo_config(threads["visa"].sim.port, threads["mastercard"].sim.port,
-                                framing="tpdu", issuer_timeout_ms=1000))
+                                framing="tpdu", issuer_timeout_ms=ISSUER_TIMEOUT_MS))
         _, listeners = start_switch(stack, config, str(tmp_path), dsn)
         host, port = listeners["pos"]
-        ctx = Context(host, port, framing="tpdu", timeout_s=10)
+        ctx = Context(host, port, framing="tpdu", timeout_s=15)
         names = ["approval_visa", "decline_05_do_not_honour", "echo_0800_301",
                  "malformed_30_link_up", "timeout_91"]
         results = trio.run(run_scenarios, ctx, names)
