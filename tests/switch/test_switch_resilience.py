@@ -44,7 +44,9 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
         resp = await term.request(purchase())
         elapsed = trio.current_time() - t0
         assert resp.response_code == "91"
-        assert elapsed < 0.8 + 0.5  # within the link's request_timeout_ms
+        # Answered by the switch's own timeout (request_timeout_ms, 0.8 s), not left to
+        # the terminal's: the bound is wide for a loaded CI box.
+        assert elapsed < 5
         # The issuer stays silent: the 0420 is retried (0421), still pending.
         await issuer.wait_for(lambda: len(issuer.traffic("042")) >= 2)
         assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
@@ -70,8 +72,10 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
 
 @trio_test
 async def test_late_response_is_not_delivered_to_another_waiter(dsn):
-    # First purchase: answered after its timeout. Second: answered after the late one.
-    delays = {"000001": 1.2, "000002": 0.6}
+    # First purchase: answered after its timeout (3 s). Second, sent once the first got
+    # its 91: answered after the late one (same connection, so in that order) and well
+    # within its own timeout, however loaded the machine is.
+    delays = {"000001": 3.5, "000002": 1.0}
 
     def answer(m: Message) -> object:
         if m.mti.startswith("042"):
@@ -80,7 +84,8 @@ async def test_late_response_is_not_delivered_to_another_waiter(dsn):
             auth_code="AUTH" + m.additional_data[-2:]))
 
     issuer = FakeIssuer(answer)
-    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+    async with serving(issuer) as port, running_switch(
+            config_dict(dsn, port, request_timeout_ms=3000)) as sw:
         t1 = await Terminal.connect(sw.ports["pos"])
         t2 = await Terminal.connect(sw.ports["pos"])
         await t1.send(purchase(stan="000001").replace(additional_data="000001"))
@@ -221,7 +226,7 @@ async def test_link_drop_reconnects_signs_on_and_traffic_resumes(dsn):
 async def test_link_down_answers_91_quickly_without_reversal(dsn):
     async with running_switch(config_dict(dsn, 1), wait_signed_on=False) as sw:
         term = await Terminal.connect(sw.ports["pos"])
-        resp = await term.request(purchase(), timeout_s=2)
+        resp = await term.request(purchase(), timeout_s=5)
         await term.aclose()
     assert resp.response_code == "91"
     assert saf_rows(dsn) == []
@@ -261,17 +266,17 @@ async def test_link_drop_while_in_flight_answers_91_and_reverses_after_reconnect
     async with trio.open_nursery() as n:
         await n.start(issuer.serve)
         n.start_soon(dropper)
-        cfg = config_dict(dsn, issuer.port, request_timeout_ms=3000)
+        cfg = config_dict(dsn, issuer.port, request_timeout_ms=10_000)
         async with running_switch(cfg) as sw:
             term = await Terminal.connect(sw.ports["pos"])
             t0 = trio.current_time()
-            resp = await term.request(purchase())
+            resp = await term.request(purchase(), timeout_s=15)
             elapsed = trio.current_time() - t0
             await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "acked", 1)], 5)
             await term.aclose()
         n.cancel_scope.cancel()
     assert resp.response_code == "91"
-    assert elapsed < 2  # did not wait for the 3 s timeout: the drop woke the waiter
+    assert elapsed < 8  # did not wait for the 10 s timeout: the drop woke the waiter
     (orig,) = issuer.traffic("0200")
     (rev,) = issuer.traffic("042")
     assert rev.original_data[4:10] == orig.stan
