@@ -260,14 +260,21 @@ async def post_ledger(sw: Switch, ctx: Context) -> None:
 
 
 async def locate_original(sw: Switch, ctx: Context) -> None:
-    """Find the transaction a reversal refers to: DE90 when present, else same STAN/DE7."""
+    """Find the transaction a reversal refers to: DE90 when present, else same STAN/DE7.
+
+    An original still in flight is waited for (bounded, as a duplicate waits: 91 after
+    duplicate_wait_ms): answering 00 before its outcome is known would let an approval
+    that comes later stand, unreversed."""
     req = ctx.request
     od = req.original_data or ""
     stan, when = (od[4:10], od[10:20]) if len(od) >= 20 else (req.stan, req.transmission_time)
-    orig = await sw.store.find_original(ctx.source, stan or "", when or "",
-                                        ("0100", "0101", "0200", "0201"))
+    mtis = ("0100", "0101", "0200", "0201")
+    orig = await sw.store.find_original(ctx.source, stan or "", when or "", mtis)
     if orig is None:
         raise OriginalNotFound("no original for this reversal")
+    if orig.response is None:
+        await _wait_for_original(sw, orig.dup_key)
+        orig = await sw.store.find_original(ctx.source, stan or "", when or "", mtis)
     ctx.original = orig
 
 

@@ -133,3 +133,23 @@ async def test_unconfirmed_0400_becomes_a_0420_for_the_original_not_for_itself(d
     (orig,) = issuer.traffic("0200")
     (advice,) = issuer.traffic("042")
     assert advice.original_data[:20] == "0200" + orig.stan + orig.transmission_time
+
+
+@trio_test
+async def test_reversal_while_its_original_is_in_flight_waits_and_reaches_the_issuer(dsn):
+    # The purchase is approved 0.5 s after it reached the issuer; its 0400 arrives
+    # meanwhile. It must not be answered 00 with nothing sent (the approval would stand).
+    issuer = FakeIssuer(lambda m: (0.5, approve(m)) if m.mti == "0200" else approve(m))
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        await term.send(purchase(stan="000040"))
+        await issuer.wait_for(lambda: issuer.traffic("0200"))
+        await term.send(purchase(mti="0400", stan="000041").replace(
+            original_data="0200" + "000040" + "1125120000" + "0" * 22))
+        answers = {m.mti: m for m in [await term.recv(), await term.recv()]}
+        await term.aclose()
+    assert answers["0210"].response_code == "00"
+    assert answers["0410"].response_code == "00"
+    (orig,) = issuer.traffic("0200")
+    (out,) = issuer.traffic("04")
+    assert out.mti == "0400" and out.original_data[4:10] == orig.stan
