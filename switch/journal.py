@@ -169,8 +169,30 @@ class Store:
              f.get("response_code"), Jsonb(f), token, blob),
         )
 
-    async def append(self, event: str, msg: Message | dict | None, **kw: Any) -> None:
-        await self.call(lambda conn: self._append(conn, event, msg, **kw))
+    async def append(self, event: str, msg: Message | dict | None, *,
+                     reversal_of: str | None = None, **kw: Any) -> bool:
+        """Journal one row. With ``reversal_of`` (the original's dup_key), only if this
+        request (``dup_key``) is the original's one reversal, claimed in the same
+        transaction; returns False, having written nothing, when another one has it."""
+        def run(conn: psycopg.Connection) -> bool:
+            if reversal_of is not None and not self._claim_reversal(
+                    conn, reversal_of, kw.get("dup_key")):
+                return False
+            self._append(conn, event, msg, **kw)
+            return True
+        return await self.call(run)
+
+    @staticmethod
+    def _claim_reversal(conn: psycopg.Connection, original: str, reversal: str | None,
+                        ) -> bool:
+        """switch_reversal: whether ``reversal`` is (now, or already) the one reversal
+        of ``original``."""
+        conn.execute("insert into switch_reversal (original_dup_key, reversal_dup_key)"
+                     " values (%s, %s) on conflict (original_dup_key) do nothing",
+                     (original, reversal))
+        (owner,) = conn.execute("select reversal_dup_key from switch_reversal"
+                                " where original_dup_key = %s", (original,)).fetchone()
+        return owner == reversal
 
     async def claim(self, dup_key: str, source: str, request: Message) -> Claim:
         """Own a new request (journalled), or learn the original's state."""
@@ -198,12 +220,15 @@ class Store:
 
     async def complete(self, dup_key: str, source: str, response: Message,
                        events: list[tuple[str, Message, str | None]] = (),
-                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400) -> bool:
+                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400,
+                       reversal_of: str | None = None) -> bool:
         """Record the answer (and what led to it, and SAF items) in one transaction.
 
         Idempotent: when the answer is already recorded (a retry after a commit whose
         acknowledgement was lost) nothing is written again, so no reversal is queued
-        twice. Returns whether this call wrote it.
+        twice. Returns whether this call wrote it. With ``reversal_of`` (a reversal's
+        original), the SAF items are queued only if this request is, or becomes, the
+        original's one reversal (switch_reversal).
         """
         def run(conn: psycopg.Connection) -> bool:
             done = conn.execute(
@@ -213,9 +238,13 @@ class Store:
             ).fetchone()
             if done is None:
                 return False
+            queue = saf
+            if saf and reversal_of is not None and not self._claim_reversal(
+                    conn, reversal_of, dup_key):
+                queue = ()  # already reversed by another request: nothing to queue
             for event, msg, link in events:
                 self._append(conn, event, msg, source=source, link=link, dup_key=dup_key)
-            for item in saf:
+            for item in queue:
                 self._enqueue(conn, item, dup_key, saf_expiry_s)
             self._append(conn, "response", response, source=source, dup_key=dup_key)
             return True

@@ -69,6 +69,7 @@ class Context:
     issuer_response: Message | None = None
     response: Message | None = None
     done: bool = False  # answered early (a duplicate replayed)
+    reversal_of: str | None = None  # dup_key of the original this reversal reverses
     error: str | None = None  # the typed error that decided the answer, for the log
     events: list[tuple[str, Message, str | None]] = field(default_factory=list)
     saf: list[SafItem] = field(default_factory=list)
@@ -237,14 +238,20 @@ async def forward(sw: Switch, ctx: Context) -> None:
                            additional_amounts=resp.additional_amounts, emv=resp.emv)
 
 
-async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Message:
+async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Message | None:
     """Journal ``out`` (before sending: after a crash, recovery knows the issuer may have
-    it), send it, and on a timeout queue the 0420 that undoes it."""
+    it), send it, and on a timeout queue the 0420 that undoes it.
+
+    For a reversal (``ctx.reversal_of``) the journal row also claims the original's one
+    reversal; None, and nothing sent, when another reversal has it already."""
     ctx.outbound = out
     if ctx.pan_prot is None:
         ctx.pan_prot = await sw.protect_pan(ctx)
-    await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
-                          dup_key=ctx.dup_key, pan=ctx.pan_prot)
+    if not await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
+                                 dup_key=ctx.dup_key, pan=ctx.pan_prot,
+                                 reversal_of=ctx.reversal_of):
+        ctx.outbound = None
+        return None
     try:
         resp = await link.request(out)
     except IssuerTimeout:
@@ -292,6 +299,7 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
         return
     first = message_from_safe(orig.issuer_request)
     link = sw.links[orig.link]
+    ctx.reversal_of = orig.dup_key  # one reversal per original (switch_reversal)
     if link.state != "signed_on":
         # Not lost: the reversal goes out by store-and-forward when the link is back.
         ctx.saf.append(reversal_item(first, link.name))
@@ -302,6 +310,9 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
                         original_data=original_data(first), auth_code=None,
                         response_code=None, additional_amounts=None)
     resp = await _exchange(sw, ctx, link, out)
+    if resp is None:  # reversed already by another request: nothing sent
+        ctx.response = respond(ctx.request, "00", rrn=first.rrn)
+        return
     ctx.response = respond(ctx.request, resp.response_code or "96", rrn=first.rrn)
 
 
@@ -310,6 +321,7 @@ async def store_reversal(sw: Switch, ctx: Context) -> None:
     orig = ctx.original
     if _needs_reversal(orig):
         first = message_from_safe(orig.issuer_request)
+        ctx.reversal_of = orig.dup_key  # queued only if the first reversal (complete)
         ctx.saf.append(reversal_item(first, orig.link))
     ctx.response = respond(ctx.request, "00")
 

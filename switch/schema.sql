@@ -61,3 +61,13 @@ alter table switch_saf add column if not exists pan_token text;
 alter table switch_saf add column if not exists pan_enc bytea;
 alter table switch_journal add column if not exists pan_token text;
 alter table switch_journal add column if not exists pan_enc bytea;
+
+-- One reversal per original: the first reversal (0400 sent online, or a 0420 queued)
+-- claims the original's dup_key, in the same transaction as its issuer_request row
+-- or its SAF row; a later reversal of the same original (another STAN, 0400 or 0420)
+-- is answered 00 and sends nothing.
+create table if not exists switch_reversal (
+    original_dup_key text primary key,
+    reversal_dup_key text not null,
+    created_at timestamptz not null default now()
+);

@@ -348,7 +348,7 @@ class Switch:
         await self._protect_pans(ctx)
         try:
             await self.store.complete(key, ctx.source, ctx.response, ctx.events, ctx.saf,
-                                      self.cfg.saf.expiry_s)
+                                      self.cfg.saf.expiry_s, ctx.reversal_of)
         except StoreError as e:
             # The sender is told 96 now; what it was told, and the reversal of an
             # approval it will never see, are recorded when the database is back.
@@ -387,7 +387,8 @@ class Switch:
                 try:
                     await self._protect_pans(ctx)
                     await self.store.complete(ctx.dup_key, ctx.source, ctx.response,
-                                              ctx.events, ctx.saf, self.cfg.saf.expiry_s)
+                                              ctx.events, ctx.saf, self.cfg.saf.expiry_s,
+                                              ctx.reversal_of)
                 except StoreError:
                     break
                 self._unwritten.pop(0)

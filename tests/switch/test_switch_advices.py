@@ -153,3 +153,43 @@ async def test_reversal_while_its_original_is_in_flight_waits_and_reaches_the_is
     (orig,) = issuer.traffic("0200")
     (out,) = issuer.traffic("04")
     assert out.mti == "0400" and out.original_data[4:10] == orig.stan
+
+
+@trio_test
+async def test_an_original_is_reversed_once_whatever_the_reversals(dsn):
+    # 0400, 0420 and another 0400 (new STANs, same DE90): one reversal reaches the
+    # issuer; the later ones are answered 00 from the first and send nothing.
+    issuer = FakeIssuer()
+    od = "0200" + "000050" + "1125120000" + "0" * 22
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        assert (await term.request(purchase(stan="000050"))).response_code == "00"
+        r1 = await term.request(purchase(mti="0400", stan="000051").replace(original_data=od))
+        r2 = await term.request(purchase(mti="0420", stan="000052").replace(original_data=od))
+        r3 = await term.request(purchase(mti="0400", stan="000053").replace(original_data=od))
+        await trio.sleep(0.5)  # the SAF sender would have sent a 0420 by now
+        await term.aclose()
+    assert [r.response_code for r in (r1, r2, r3)] == ["00", "00", "00"]
+    assert [m.mti for m in issuer.traffic("04")] == ["0400"]
+    assert saf(dsn) == []
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("select original_dup_key, reversal_dup_key"
+                            " from switch_reversal").fetchall()
+    assert rows == [("T:TERM0001|0200|000050|1125120000|1250",
+                     "T:TERM0001|0400|000051|1125120000|1250")]
+
+
+@trio_test
+async def test_stored_reversals_of_one_original_queue_one_0420(dsn):
+    issuer = FakeIssuer()
+    od = "0200" + "000060" + "1125120000" + "0" * 22
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        await term.request(purchase(stan="000060"))
+        a = await term.request(purchase(mti="0420", stan="000061").replace(original_data=od))
+        b = await term.request(purchase(mti="0420", stan="000062").replace(original_data=od))
+        await issuer.wait_for(lambda: saf(dsn) == [("0420", "acked")], 5)
+        await trio.sleep(0.3)
+        await term.aclose()
+    assert (a.response_code, b.response_code) == ("00", "00")
+    assert len(issuer.traffic("042")) == 1 and saf(dsn) == [("0420", "acked")]
