@@ -250,6 +250,26 @@ class Store:
             return True
         return await self.call(run)
 
+    async def correct(self, dup_key: str, told: Message, saf: list[SafItem] = (),
+                      saf_expiry_s: int = 86_400) -> bool:
+        """The sender was told ``told`` although another answer is recorded (its COMMIT
+        succeeded but the acknowledgement was lost): record what it was told (so that a
+        duplicate is told the same) and queue ``saf`` (the reversal of an approval it
+        never saw), in one transaction. Idempotent: False when nothing differs."""
+        def run(conn: psycopg.Connection) -> bool:
+            row = conn.execute("select response from switch_dedup where dup_key = %s"
+                               " for update", (dup_key,)).fetchone()
+            stored = row[0] if row else None
+            if stored is not None and stored.get("response_code") == told.response_code:
+                return False
+            conn.execute("update switch_dedup set response = %s, completed_at = now()"
+                         " where dup_key = %s", (Jsonb(safe_fields(told)), dup_key))
+            self._append(conn, "response_corrected", told, dup_key=dup_key)
+            for item in saf:
+                self._enqueue(conn, item, dup_key, saf_expiry_s)
+            return True
+        return await self.call(run)
+
     # -- store and forward ------------------------------------------------------------
     def _enqueue(self, conn: psycopg.Connection, item: SafItem, dup_key: str | None,
                  expiry_s: int) -> None:

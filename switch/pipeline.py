@@ -73,6 +73,7 @@ class Context:
     error: str | None = None  # the typed error that decided the answer, for the log
     events: list[tuple[str, Message, str | None]] = field(default_factory=list)
     saf: list[SafItem] = field(default_factory=list)
+    owed: int = 0  # the last ``owed`` SAF items exist only because the sender was told 96
 
 
 Step = Callable[["Switch", Context], Awaitable[None]]

@@ -362,6 +362,7 @@ class Switch:
                                    rrn=ctx.response.rrn)
             if approved:
                 ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
+                ctx.owed += 1
             self._unwritten.append(ctx)
             if len(self._unwritten) > self.cfg.switch.journal_retry_max:
                 lost = self._unwritten.pop(0)
@@ -386,14 +387,21 @@ class Switch:
                 ctx = self._unwritten[0]
                 try:
                     await self._protect_pans(ctx)
-                    await self.store.complete(ctx.dup_key, ctx.source, ctx.response,
-                                              ctx.events, ctx.saf, self.cfg.saf.expiry_s,
-                                              ctx.reversal_of)
+                    written = await self.store.complete(
+                        ctx.dup_key, ctx.source, ctx.response, ctx.events, ctx.saf,
+                        self.cfg.saf.expiry_s, ctx.reversal_of)
+                    # Already recorded: the first COMMIT succeeded, its ack was lost.
+                    # The sender was told 96 all the same: record that, and queue the
+                    # reversal of the approval it never saw (one transaction).
+                    owed = ctx.saf[len(ctx.saf) - ctx.owed:] if ctx.owed else []
+                    corrected = not written and await self.store.correct(
+                        ctx.dup_key, ctx.response, owed, self.cfg.saf.expiry_s)
                 except StoreError:
                     break
                 self._unwritten.pop(0)
                 log("journal_retry_written", stan=ctx.request.stan,
-                    response_code=ctx.response.response_code, reversals=len(ctx.saf))
+                    response_code=ctx.response.response_code, reversals=len(ctx.saf),
+                    corrected=corrected)
                 if ctx.saf:
                     self._saf_wakeup.set()
 

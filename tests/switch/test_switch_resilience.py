@@ -364,3 +364,36 @@ async def test_journal_failure_after_approval_answers_96_then_records_and_revers
     (orig,) = issuer.traffic("0200")
     (rev,) = issuer.traffic("042")
     assert rev.original_data[4:10] == orig.stan
+
+
+@trio_test
+async def test_approval_committed_but_ack_lost_is_corrected_and_reversed(dsn):
+    # The COMMIT of the answer succeeds but its acknowledgement is lost (the connection
+    # drops right after): the terminal is told 96, so the issuer's approval must be
+    # reversed, although the retry finds the answer already recorded.
+    issuer = FakeIssuer()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        real_run = sw.store._run
+        lost = []
+
+        def run(fn, *args):
+            result = real_run(fn, *args)  # really committed
+            if "complete" in fn.__qualname__ and not lost:
+                lost.append(fn)
+                raise StoreError("database error OperationalError (sqlstate 08006)")
+            return result
+
+        sw.store._run = run
+        term = await Terminal.connect(sw.ports["pos"])
+        told = await term.request(purchase())
+        await issuer.wait_for(lambda: saf_rows(dsn)[:1] == [("0420", "acked", 1)], 10)
+        again = await term.request(purchase(mti="0201"))
+        key = "T:TERM0001|0200|000001|1125120000|1250"
+        events = [r["event"] for r in await sw.store.history(key)]
+        await term.aclose()
+    assert lost and told.response_code == "96"
+    assert again.response_code == "96"  # the repeat is told what the terminal was told
+    assert "response_corrected" in events and events.count("saf_queued") == 1
+    (orig,) = issuer.traffic("0200")
+    (rev,) = issuer.traffic("042")
+    assert rev.original_data[4:10] == orig.stan
