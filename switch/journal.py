@@ -306,21 +306,41 @@ class Store:
         await self.call(run)
 
     async def saf_failed(self, row: SafRow, reason: str, retry_in_ms: int,
-                         max_attempts: int) -> bool:
-        """Count a failed attempt; returns True when the row is given up (expired)."""
+                         max_attempts: int, counted: bool = True) -> bool:
+        """Record a failed attempt (``counted``: False when nothing was sent, e.g. the
+        link was busy or down); returns True when the row is given up (expired)."""
         def run(conn: psycopg.Connection) -> bool:
+            n = 1 if counted else 0
             (state,) = conn.execute(
-                "update switch_saf set attempts = attempts + 1, last_result = %s,"
+                "update switch_saf set attempts = attempts + %s, last_result = %s,"
                 " next_attempt_at = now() + %s,"
-                " state = case when attempts + 1 >= %s or expires_at <= now()"
+                " state = case when attempts + %s >= %s or expires_at <= now()"
                 "   then 'expired' else 'pending' end"
                 " where id = %s returning state",
-                (reason, timedelta(milliseconds=retry_in_ms), max_attempts, row.id),
+                (n, reason, timedelta(milliseconds=retry_in_ms), n, max_attempts, row.id),
             ).fetchone()
             if state == "expired":
                 self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
                              link=row.link, dup_key=row.dup_key)
             return state == "expired"
+        return await self.call(run)
+
+    async def saf_expire(self, limit: int) -> list[SafRow]:
+        """Give up pending rows past their expires_at, whatever their link's state (a
+        link that stays down must not keep them pending for ever); journalled."""
+        def run(conn: psycopg.Connection) -> list[SafRow]:
+            rows = conn.execute(
+                "update switch_saf set state = 'expired', last_result = 'expired' where id in ("
+                " select id from switch_saf where state = 'pending' and expires_at <= now()"
+                " order by id limit %s for update skip locked)"
+                " returning id, link, mti, dup_key, message, attempts, expires_at",
+                (limit,),
+            ).fetchall()
+            out = sorted((SafRow(*r) for r in rows), key=lambda r: r.id)
+            for row in out:
+                self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
+                             link=row.link, dup_key=row.dup_key)
+            return out
         return await self.call(run)
 
     async def history(self, dup_key: str) -> list[dict[str, Any]]:

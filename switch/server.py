@@ -61,6 +61,10 @@ READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
 SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
 UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retried
+# DE39 of a 0430 (0230) that acknowledge a SAF message: 00; 25, the issuer has no such
+# original (nothing to reverse); 94, duplicate (it has this one already). Any other
+# answer (96, 91, ...) is not an acknowledgement: the message is sent again.
+SAF_ACK_CODES = frozenset({"00", "25", "94"})
 
 
 class Switch:
@@ -411,6 +415,7 @@ class Switch:
         while True:
             self._saf_wakeup = trio.Event()
             rows: list[SafRow] = []
+            await self._saf_expire()
             up = [n for n, link in self.links.items() if link.state == "signed_on"]
             if up:
                 try:
@@ -427,6 +432,18 @@ class Switch:
             if len(rows) < saf.batch:
                 with trio.move_on_after(saf.retry_interval_ms / 1000):
                     await self._saf_wakeup.wait()
+
+    async def _saf_expire(self) -> None:
+        """Rows past saf.expiry_s are given up whether or not their link is up."""
+        try:
+            expired = await self.store.saf_expire(self.cfg.saf.batch)
+        except StoreError as e:
+            log("saf_store_failed", logging.ERROR, error=str(e))
+            return
+        for row in expired:
+            self.metrics.saf_expired.labels(row.link).inc()
+            log("saf_expired", logging.ERROR, link=row.link, saf_id=row.id, mti=row.mti,
+                attempts=row.attempts, reason="expiry_s passed")
 
     async def _saf_send_guarded(self, row: SafRow) -> None:
         try:
@@ -449,16 +466,22 @@ class Switch:
                   pan=await self._stored_pan(row))
         self.metrics.saf_sent.labels(link.name).inc()
         try:
+            resp = None
             try:
                 resp = await link.request(msg, saf.send_timeout_ms)
             except (IssuerTimeout, LinkUnavailable, LinkBusy) as e:
+                error, sent = type(e).__name__, isinstance(e, IssuerTimeout)
+            else:
+                error, sent = f"DE39 {resp.response_code}", True
+            if resp is None or resp.response_code not in SAF_ACK_CODES:
+                # Busy or down: nothing was sent, so no attempt is counted.
                 retry_ms = min(saf.retry_interval_ms * 2 ** min(row.attempts, 16),
                                saf.retry_max_ms)
-                expired = await self.store.saf_failed(row, type(e).__name__, retry_ms,
-                                                      saf.max_attempts)
+                expired = await self.store.saf_failed(row, error, retry_ms,
+                                                      saf.max_attempts, counted=sent)
                 log("saf_retry" if not expired else "saf_expired",
                     logging.WARNING if not expired else logging.ERROR, link=link.name,
-                    saf_id=row.id, mti=msg.mti, attempts=row.attempts + 1, error=str(e))
+                    saf_id=row.id, mti=msg.mti, attempts=row.attempts + sent, error=error)
                 if expired:
                     self.metrics.saf_expired.labels(link.name).inc()
                 return

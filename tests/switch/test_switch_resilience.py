@@ -328,8 +328,11 @@ async def test_saf_row_past_its_expiry_is_given_up_not_sent(dsn):
         async with running_switch(cfg) as sw:
             term = await Terminal.connect(sw.ports["pos"])
             assert (await term.request(purchase())).response_code == "91"
-            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "expired", 1)], 5)
-            expired = sw.metrics.saf_expired.labels("visa")._value.get()
+            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "expired", 0)], 5)
+            # The metric is counted once the row's commit is back in the switch's task.
+            metric = sw.metrics.saf_expired.labels("visa")
+            await issuer.wait_for(lambda: metric._value.get() >= 1, 5)
+            expired = metric._value.get()
             await term.aclose()
     assert issuer.traffic("042") == []
     assert expired == 1
@@ -397,3 +400,50 @@ async def test_approval_committed_but_ack_lost_is_corrected_and_reversed(dsn):
     (orig,) = issuer.traffic("0200")
     (rev,) = issuer.traffic("042")
     assert rev.original_data[4:10] == orig.stan
+
+
+@trio_test
+async def test_saf_0430_acks_only_agreed_codes_and_retries_others(dsn):
+    # The issuer answers the first 0420 with 96 (not an acknowledgement), then 00.
+    codes = ["96", "00"]
+
+    def answer(m: Message) -> Message | None:
+        if m.mti.startswith("042"):
+            return approve(m).replace(response_code=codes.pop(0) if codes else "00")
+        return None  # the purchase times out: a 0420 is queued
+
+    issuer = FakeIssuer(answer)
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        assert (await term.request(purchase())).response_code == "91"
+        await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "acked", 2)], 10)
+        await term.aclose()
+    assert [m.mti for m in issuer.traffic("042")] == ["0420", "0421"]
+
+
+@trio_test
+async def test_saf_attempt_not_counted_when_nothing_was_sent(dsn):
+    async with running_switch(config_dict(dsn, 1), wait_signed_on=False) as sw:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("insert into switch_saf (link, mti, message, expires_at)"
+                         " values ('visa', '0420', '{\"amount_minor\": 5}',"
+                         " now() + interval '1 hour')")
+        (row,) = await sw.store.saf_due(["visa"], 10, 0)
+        await sw._saf_send(row)  # the link is down: LinkUnavailable, nothing sent
+    [(mti, state, attempts)] = saf_rows(dsn)
+    assert (mti, state, attempts) == ("0420", "pending", 0)
+
+
+@trio_test
+async def test_saf_rows_expire_while_their_link_is_down(dsn):
+    async with running_switch(config_dict(dsn, 1), wait_signed_on=False) as sw:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("insert into switch_saf (link, mti, dup_key, message, expires_at)"
+                         " values ('visa', '0420', 'k1', '{}', now() - interval '1 second')")
+        expired = sw.metrics.saf_expired.labels("visa")
+        with trio.fail_after(10):
+            while expired._value.get() == 0:
+                await trio.sleep(0.05)
+        events = [r["event"] for r in await sw.store.history("k1")]
+        assert sw.links["visa"].state != "signed_on"
+    assert saf_rows(dsn) == [("0420", "expired", 0)] and events == ["saf_expired"]
