@@ -43,6 +43,9 @@ SUPPORTED_PROCESSING = frozenset({"00", "01", "20", "31"})
 # A DUKPT terminal sends its KSN here, as 20 hex characters: DE53 is n16 in ISO
 # 8583:1987 and cannot hold a 10-byte KSN. Private use, never forwarded to an issuer.
 KSN_DE = 62
+# DE39 codes that approve, and so hold funds at the issuer: 00 approved, 08 honour
+# with identification, 10 partial approval, 11 approved (VIP). Each needs reversing.
+APPROVAL_CODES = frozenset({"00", "08", "10", "11"})
 DUPLICATE_POLL_S = 0.05
 
 
@@ -290,7 +293,7 @@ def _needs_reversal(orig: Original) -> bool:
     """Only an approval the issuer gave needs reversing: a 91 (timeout) was reversed by
     the switch already, and a decline holds nothing."""
     return (orig.issuer_request is not None and orig.response is not None
-            and orig.response.get("response_code") == "00")
+            and orig.response.get("response_code") in APPROVAL_CODES)
 
 
 async def forward_reversal(sw: Switch, ctx: Context) -> None:

@@ -49,6 +49,7 @@ from payswitch.switch.links import IssuerLink, transmission_time
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import Metrics
 from payswitch.switch.pipeline import (
+    APPROVAL_CODES,
     PIPELINES,
     Context,
     Origin,
@@ -264,6 +265,13 @@ class Switch:
             raise UnknownTerminal("terminal not configured for this listener/source")
         return f"T:{term.id}"
 
+    def _is_known(self, req: Message, origin: Origin) -> bool:
+        try:
+            self._identify(req, origin)
+        except (UnknownTerminal, UnknownAcquirer):
+            return False
+        return True
+
     async def handle(self, req: Message, origin: Origin) -> Message:
         """Answer one request. Every error becomes a DE39 here (response_code_for)."""
         started = trio.current_time()
@@ -272,8 +280,9 @@ class Switch:
         self.metrics.attempts.labels(req.mti).inc()
         ctx = Context(request=req, origin=origin)
         try:
-            if req.mti[:2] == "08":
-                ctx.response = respond(req, "00")
+            if req.mti[:2] == "08":  # answered here, but only to a known terminal
+                known = origin.kind != "terminal" or self._is_known(req, origin)
+                ctx.response = respond(req, "00" if known else "58")
             else:
                 await self._run_pipeline(ctx)
             resp = ctx.response
@@ -361,7 +370,7 @@ class Switch:
             # An authorization or financial approval the sender will not see is undone.
             approved = (ctx.issuer_response is not None and ctx.outbound is not None
                         and ctx.outbound.mti[:2] in ("01", "02")
-                        and ctx.response.response_code == "00")
+                        and ctx.response.response_code in APPROVAL_CODES)
             ctx.response = respond(ctx.request, response_code_for(e),
                                    rrn=ctx.response.rrn)
             if approved:

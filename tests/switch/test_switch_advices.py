@@ -17,6 +17,7 @@ from switchkit import (
     trio_test,
 )
 
+from payswitch.codecs.iso8583 import Message
 from payswitch.switch.realparts import free_port
 
 
@@ -193,3 +194,26 @@ async def test_stored_reversals_of_one_original_queue_one_0420(dsn):
         await term.aclose()
     assert (a.response_code, b.response_code) == ("00", "00")
     assert len(issuer.traffic("042")) == 1 and saf(dsn) == [("0420", "acked")]
+
+
+@trio_test
+async def test_approvals_with_codes_08_10_11_are_reversed_too(dsn):
+    # 10 (partial approval), 08 (honour with identification), 11 (VIP approval) hold
+    # funds as 00 does: their reversals must reach the issuer.
+    codes = {"000071": "10", "000073": "08", "000075": "11"}
+
+    def answer(m: Message) -> Message:
+        code = codes.get(m.additional_data or "", "00") if m.mti == "0200" else "00"
+        return approve(m).replace(response_code=code)
+
+    issuer = FakeIssuer(answer)
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        for stan in codes:
+            ok = await term.request(purchase(stan=stan).replace(additional_data=stan))
+            assert ok.response_code == codes[stan]
+            rev = await term.request(purchase(mti="0400", stan=f"{int(stan) + 1:06d}").replace(
+                original_data="0200" + stan + "1125120000" + "0" * 22))
+            assert rev.response_code == "00"
+        await term.aclose()
+    assert len(issuer.traffic("040")) == 3

@@ -111,11 +111,17 @@ async def test_terminal_echo_answered_locally(dsn):
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
         term = await Terminal.connect(sw.ports["pos"])
-        resp = await term.request(Message(mti="0800", transmission_time="1125120000",
-                                          stan="000077", network_code="301"))
+        echo = Message(mti="0800", transmission_time="1125120000", stan="000077",
+                       network_code="301", terminal_id="TERM0001")
+        resp = await term.request(echo)
+        # A terminal that is not configured (or none in DE41) is not told 00.
+        unknown = await term.request(echo.replace(terminal_id="NOSUCH01", stan="000078"))
+        anonymous = await term.request(echo.replace(terminal_id=None, stan="000079"))
         await term.aclose()
     assert (resp.mti, resp.stan, resp.response_code, resp.network_code) == (
         "0810", "000077", "00", "301")
+    assert (unknown.mti, unknown.response_code) == ("0810", "58")
+    assert anonymous.response_code == "58"
     assert issuer.traffic() == []
 
 

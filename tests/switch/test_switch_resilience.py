@@ -447,3 +447,27 @@ async def test_saf_rows_expire_while_their_link_is_down(dsn):
         events = [r["event"] for r in await sw.store.history("k1")]
         assert sw.links["visa"].state != "signed_on"
     assert saf_rows(dsn) == [("0420", "expired", 0)] and events == ["saf_expired"]
+
+
+@trio_test
+async def test_echo_on_a_busy_link_does_not_stop_the_switch(dsn):
+    # max_in_flight 1, a purchase held by the issuer past the echo interval: the echo
+    # finds the link busy (LinkBusy). That is no reason to stop the switch (or drop
+    # the link): the purchase times out, and the next one is approved.
+    held = []
+
+    def answer(m: Message) -> Message | None:
+        if m.mti == "0200" and not held:
+            held.append(m)
+            return None
+        return approve(m)
+
+    issuer = FakeIssuer(answer)
+    async with serving(issuer) as port, running_switch(config_dict(
+            dsn, port, max_in_flight=1, echo_interval_ms=100,
+            request_timeout_ms=1500)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        first = await term.request(purchase(stan="000001"))
+        second = await term.request(purchase(stan="000002"))
+        await term.aclose()
+    assert (first.response_code, second.response_code) == ("91", "00")
