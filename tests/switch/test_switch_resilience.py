@@ -44,7 +44,7 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
         resp = await term.request(purchase())
         elapsed = trio.current_time() - t0
         assert resp.response_code == "91"
-        # Answered by the switch's own timeout (request_timeout_ms, 0.8 s), not left to
+        # Answered by the switch's own timeout (request_timeout_ms, 2 s), not left to
         # the terminal's: the bound is wide for a loaded CI box.
         assert elapsed < 5
         # The issuer stays silent: the 0420 is retried (0421), still pending.
