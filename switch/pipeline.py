@@ -26,6 +26,7 @@ from payswitch.routing.bins import RouteDecision
 from payswitch.switch.errors import (
     DuplicateStillInFlight,
     IssuerTimeout,
+    LinkBusy,
     LinkUnavailable,
     OriginalNotFound,
     PinKeyMissing,
@@ -313,7 +314,14 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
                         transmission_time=transmission_time(),
                         original_data=original_data(first), auth_code=None,
                         response_code=None, additional_amounts=None)
-    resp = await _exchange(sw, ctx, link, out)
+    try:
+        resp = await _exchange(sw, ctx, link, out)
+    except (LinkUnavailable, LinkBusy):
+        # Nothing sent, but this request holds the original's one reversal: it must not
+        # be lost, so it goes by store-and-forward, as when the link is down.
+        ctx.saf.append(reversal_item(first, link.name))
+        ctx.response = respond(ctx.request, "00", rrn=first.rrn)
+        return
     if resp is None:  # reversed already by another request: nothing sent
         ctx.response = respond(ctx.request, "00", rrn=first.rrn)
         return

@@ -217,3 +217,38 @@ async def test_approvals_with_codes_08_10_11_are_reversed_too(dsn):
             assert rev.response_code == "00"
         await term.aclose()
     assert len(issuer.traffic("040")) == 3
+
+
+@trio_test
+async def test_0400_that_cannot_be_sent_is_stored_and_forwarded_not_lost(dsn):
+    # The link is full (max_in_flight 1: a purchase held by the issuer) when the 0400
+    # comes: nothing can be sent, yet this 0400 is the original's one reversal, so it
+    # goes by store-and-forward (0420), and a later reversal sends nothing more.
+    held = []
+
+    def answer(m: Message) -> Message | None:
+        if m.mti == "0200" and m.additional_data == "HOLD":
+            held.append(m)
+            return None
+        return approve(m)
+
+    issuer = FakeIssuer(answer)
+    od = "0200" + "000080" + "1125120000" + "0" * 22
+    async with serving(issuer) as port, running_switch(
+            config_dict(dsn, port, max_in_flight=1)) as sw:
+        a = await Terminal.connect(sw.ports["pos"])
+        b = await Terminal.connect(sw.ports["pos"])
+        assert (await a.request(purchase(stan="000080"))).response_code == "00"
+        await a.send(purchase(stan="000090").replace(additional_data="HOLD"))
+        await issuer.wait_for(lambda: held)
+        rev = await b.request(purchase(mti="0400", stan="000081").replace(original_data=od))
+        again = await b.request(purchase(mti="0400", stan="000082").replace(original_data=od))
+        assert (await a.recv()).response_code == "91"
+        first_stan = issuer.traffic("0200")[0].stan
+        await issuer.wait_for(lambda: any(
+            m.original_data[4:10] == first_stan for m in issuer.traffic("042")), 10)
+        await a.aclose()
+        await b.aclose()
+    assert (rev.response_code, again.response_code) == ("00", "00")
+    assert issuer.traffic("040") == []
+    assert len([m for m in issuer.traffic("042") if m.original_data[4:10] == first_stan]) == 1
