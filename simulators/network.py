@@ -235,12 +235,14 @@ class NetworkSimulator:
             return
         data = encode_frame(self.framing, payload, reply_tpdu(tpdu) if tpdu else None,
                             max_frame_bytes=self.max_frame_bytes)
+        # Recorded before it leaves: a test that has the answer can then find it here
+        # (another thread reads ``sent``; appending after send_all was a race).
+        self.sent.append(payload)
         async with conn.lock:
             try:
                 await conn.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-        self.sent.append(payload)
         self.stats.answered += 1
         self.stats.by_code[resp.response_code] += 1
 

@@ -1,10 +1,14 @@
 """`payswitch serve --config FILE`: run the switch until SIGTERM/SIGINT, then drain.
 
-Once listening it prints one line on stdout::
+Once listening, and once every issuer link has signed on (or after at most
+``READY_LINK_WAIT_S``, so that a peer that is down does not keep the switch from
+starting), it prints one line on stdout::
 
-    payswitch ready {"listeners": {"pos": 40123}, "metrics_port": 0}
+    payswitch ready {"listeners": {"pos": 40123}, "metrics_port": 0, "links": {"visa": "signed_on"}}
 
-(ports as bound, so that port 0 in the config can be used by tests and scripts).
+(ports as bound, so that port 0 in the config can be used by tests and scripts; each
+link's state, so that a script can tell a ready switch from one whose issuers are still
+down: a request sent before its link is signed on gets 91).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from payswitch.hsm.errors import HsmError
 from payswitch.switch import logs
 from payswitch.switch.config import ConfigError, load
 from payswitch.switch.errors import StoreError
+
+READY_LINK_WAIT_S = 10.0  # bound on waiting for the links' first sign-on before "ready"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +48,11 @@ def serve(args: argparse.Namespace) -> int:
             sw = Switch(cfg)
             async with trio.open_nursery() as nursery:
                 await nursery.start(sw.run)
-                ready = {"listeners": sw.ports, "metrics_port": sw.metrics_port}
+                with trio.move_on_after(READY_LINK_WAIT_S):
+                    for link in sw.links.values():
+                        await link.signed_on.wait()
+                ready = {"listeners": sw.ports, "metrics_port": sw.metrics_port,
+                         "links": {name: link.state for name, link in sw.links.items()}}
                 print("payswitch ready " + json.dumps(ready), flush=True)
                 async for signum in signals:
                     logs.log("signal", signal=signal.Signals(signum).name)

@@ -169,8 +169,30 @@ class Store:
              f.get("response_code"), Jsonb(f), token, blob),
         )
 
-    async def append(self, event: str, msg: Message | dict | None, **kw: Any) -> None:
-        await self.call(lambda conn: self._append(conn, event, msg, **kw))
+    async def append(self, event: str, msg: Message | dict | None, *,
+                     reversal_of: str | None = None, **kw: Any) -> bool:
+        """Journal one row. With ``reversal_of`` (the original's dup_key), only if this
+        request (``dup_key``) is the original's one reversal, claimed in the same
+        transaction; returns False, having written nothing, when another one has it."""
+        def run(conn: psycopg.Connection) -> bool:
+            if reversal_of is not None and not self._claim_reversal(
+                    conn, reversal_of, kw.get("dup_key")):
+                return False
+            self._append(conn, event, msg, **kw)
+            return True
+        return await self.call(run)
+
+    @staticmethod
+    def _claim_reversal(conn: psycopg.Connection, original: str, reversal: str | None,
+                        ) -> bool:
+        """switch_reversal: whether ``reversal`` is (now, or already) the one reversal
+        of ``original``."""
+        conn.execute("insert into switch_reversal (original_dup_key, reversal_dup_key)"
+                     " values (%s, %s) on conflict (original_dup_key) do nothing",
+                     (original, reversal))
+        (owner,) = conn.execute("select reversal_dup_key from switch_reversal"
+                                " where original_dup_key = %s", (original,)).fetchone()
+        return owner == reversal
 
     async def claim(self, dup_key: str, source: str, request: Message) -> Claim:
         """Own a new request (journalled), or learn the original's state."""
@@ -198,12 +220,15 @@ class Store:
 
     async def complete(self, dup_key: str, source: str, response: Message,
                        events: list[tuple[str, Message, str | None]] = (),
-                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400) -> bool:
+                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400,
+                       reversal_of: str | None = None) -> bool:
         """Record the answer (and what led to it, and SAF items) in one transaction.
 
         Idempotent: when the answer is already recorded (a retry after a commit whose
         acknowledgement was lost) nothing is written again, so no reversal is queued
-        twice. Returns whether this call wrote it.
+        twice. Returns whether this call wrote it. With ``reversal_of`` (a reversal's
+        original), the SAF items are queued only if this request is, or becomes, the
+        original's one reversal (switch_reversal).
         """
         def run(conn: psycopg.Connection) -> bool:
             done = conn.execute(
@@ -213,11 +238,35 @@ class Store:
             ).fetchone()
             if done is None:
                 return False
+            queue = saf
+            if saf and reversal_of is not None and not self._claim_reversal(
+                    conn, reversal_of, dup_key):
+                queue = ()  # already reversed by another request: nothing to queue
             for event, msg, link in events:
                 self._append(conn, event, msg, source=source, link=link, dup_key=dup_key)
-            for item in saf:
+            for item in queue:
                 self._enqueue(conn, item, dup_key, saf_expiry_s)
             self._append(conn, "response", response, source=source, dup_key=dup_key)
+            return True
+        return await self.call(run)
+
+    async def correct(self, dup_key: str, told: Message, saf: list[SafItem] = (),
+                      saf_expiry_s: int = 86_400) -> bool:
+        """The sender was told ``told`` although another answer is recorded (its COMMIT
+        succeeded but the acknowledgement was lost): record what it was told (so that a
+        duplicate is told the same) and queue ``saf`` (the reversal of an approval it
+        never saw), in one transaction. Idempotent: False when nothing differs."""
+        def run(conn: psycopg.Connection) -> bool:
+            row = conn.execute("select response from switch_dedup where dup_key = %s"
+                               " for update", (dup_key,)).fetchone()
+            stored = row[0] if row else None
+            if stored is not None and stored.get("response_code") == told.response_code:
+                return False
+            conn.execute("update switch_dedup set response = %s, completed_at = now()"
+                         " where dup_key = %s", (Jsonb(safe_fields(told)), dup_key))
+            self._append(conn, "response_corrected", told, dup_key=dup_key)
+            for item in saf:
+                self._enqueue(conn, item, dup_key, saf_expiry_s)
             return True
         return await self.call(run)
 
@@ -257,21 +306,41 @@ class Store:
         await self.call(run)
 
     async def saf_failed(self, row: SafRow, reason: str, retry_in_ms: int,
-                         max_attempts: int) -> bool:
-        """Count a failed attempt; returns True when the row is given up (expired)."""
+                         max_attempts: int, counted: bool = True) -> bool:
+        """Record a failed attempt (``counted``: False when nothing was sent, e.g. the
+        link was busy or down); returns True when the row is given up (expired)."""
         def run(conn: psycopg.Connection) -> bool:
+            n = 1 if counted else 0
             (state,) = conn.execute(
-                "update switch_saf set attempts = attempts + 1, last_result = %s,"
+                "update switch_saf set attempts = attempts + %s, last_result = %s,"
                 " next_attempt_at = now() + %s,"
-                " state = case when attempts + 1 >= %s or expires_at <= now()"
+                " state = case when attempts + %s >= %s or expires_at <= now()"
                 "   then 'expired' else 'pending' end"
                 " where id = %s returning state",
-                (reason, timedelta(milliseconds=retry_in_ms), max_attempts, row.id),
+                (n, reason, timedelta(milliseconds=retry_in_ms), n, max_attempts, row.id),
             ).fetchone()
             if state == "expired":
                 self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
                              link=row.link, dup_key=row.dup_key)
             return state == "expired"
+        return await self.call(run)
+
+    async def saf_expire(self, limit: int) -> list[SafRow]:
+        """Give up pending rows past their expires_at, whatever their link's state (a
+        link that stays down must not keep them pending for ever); journalled."""
+        def run(conn: psycopg.Connection) -> list[SafRow]:
+            rows = conn.execute(
+                "update switch_saf set state = 'expired', last_result = 'expired' where id in ("
+                " select id from switch_saf where state = 'pending' and expires_at <= now()"
+                " order by id limit %s for update skip locked)"
+                " returning id, link, mti, dup_key, message, attempts, expires_at",
+                (limit,),
+            ).fetchall()
+            out = sorted((SafRow(*r) for r in rows), key=lambda r: r.id)
+            for row in out:
+                self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
+                             link=row.link, dup_key=row.dup_key)
+            return out
         return await self.call(run)
 
     async def history(self, dup_key: str) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import Message, get, macing
 from payswitch.hsm.errors import HsmError
 from payswitch.switch.config import LinkSection
-from payswitch.switch.errors import IssuerTimeout, LinkUnavailable
+from payswitch.switch.errors import IssuerTimeout, LinkBusy, LinkUnavailable, SwitchError
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import LINK_STATES, Metrics
 from payswitch.switch.mux import Mux
@@ -278,7 +278,10 @@ class IssuerLink:
             try:
                 resp = await self._exchange(self._network_request(ECHO),
                                             self.cfg.signon_timeout_ms)
-            except (IssuerTimeout, LinkUnavailable):
+            except LinkBusy:  # requests in flight: no room for the echo; try later
+                self._last_activity = trio.current_time()
+                continue
+            except SwitchError:  # any other (a crash here would stop the whole switch)
                 self._drop("echo test unanswered")
                 return
             if resp.response_code != "00":
@@ -292,6 +295,6 @@ class IssuerLink:
         if self.state == "signed_on":
             self._set_state("connecting", reason="signing off")
             with trio.move_on_after(timeout_ms / 1000):
-                with contextlib.suppress(IssuerTimeout, LinkUnavailable):
+                with contextlib.suppress(SwitchError):  # LinkBusy too: we stop anyway
                     await self._exchange(self._network_request(SIGNOFF), timeout_ms)
             self._drop("signed off")

@@ -35,6 +35,7 @@ from payswitch.switch.errors import (
     DuplicateStillInFlight,
     IssuerTimeout,
     LedgerUnavailable,
+    LinkBusy,
     LinkUnavailable,
     OriginalNotFound,
     PinKeyMissing,
@@ -53,6 +54,9 @@ SUPPORTED_PROCESSING = frozenset({"00", "01", "20", "31"})
 # A DUKPT terminal sends its KSN here, as 20 hex characters: DE53 is n16 in ISO
 # 8583:1987 and cannot hold a 10-byte KSN. Private use, never forwarded to an issuer.
 KSN_DE = 62
+# DE39 codes that approve, and so hold funds at the issuer: 00 approved, 08 honour
+# with identification, 10 partial approval, 11 approved (VIP). Each needs reversing.
+APPROVAL_CODES = frozenset({"00", "08", "10", "11"})
 DUPLICATE_POLL_S = 0.05
 
 
@@ -80,9 +84,11 @@ class Context:
     issuer_response: Message | None = None
     response: Message | None = None
     done: bool = False  # answered early (a duplicate replayed)
+    reversal_of: str | None = None  # dup_key of the original this reversal reverses
     error: str | None = None  # the typed error that decided the answer, for the log
     events: list[tuple[str, Message, str | None]] = field(default_factory=list)
     saf: list[SafItem] = field(default_factory=list)
+    owed: int = 0  # the last ``owed`` SAF items exist only because the sender was told 96
 
 
 Step = Callable[["Switch", Context], Awaitable[None]]
@@ -278,14 +284,20 @@ async def forward(sw: Switch, ctx: Context) -> None:
                            additional_amounts=resp.additional_amounts, emv=resp.emv)
 
 
-async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Message:
+async def _exchange(sw: Switch, ctx: Context, link: Any, out: Message) -> Message | None:
     """Journal ``out`` (before sending: after a crash, recovery knows the issuer may have
-    it), send it, and on a timeout queue the 0420 that undoes it."""
+    it), send it, and on a timeout queue the 0420 that undoes it.
+
+    For a reversal (``ctx.reversal_of``) the journal row also claims the original's one
+    reversal; None, and nothing sent, when another reversal has it already."""
     ctx.outbound = out
     if ctx.pan_prot is None:
         ctx.pan_prot = await sw.protect_pan(ctx)
-    await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
-                          dup_key=ctx.dup_key, pan=ctx.pan_prot)
+    if not await sw.store.append("issuer_request", out, source=ctx.source, link=link.name,
+                                 dup_key=ctx.dup_key, pan=ctx.pan_prot,
+                                 reversal_of=ctx.reversal_of):
+        ctx.outbound = None
+        return None
     try:
         resp = await link.request(out)
     except IssuerTimeout:
@@ -322,14 +334,21 @@ async def post_ledger(sw: Switch, ctx: Context) -> None:
 
 
 async def locate_original(sw: Switch, ctx: Context) -> None:
-    """Find the transaction a reversal refers to: DE90 when present, else same STAN/DE7."""
+    """Find the transaction a reversal refers to: DE90 when present, else same STAN/DE7.
+
+    An original still in flight is waited for (bounded, as a duplicate waits: 91 after
+    duplicate_wait_ms): answering 00 before its outcome is known would let an approval
+    that comes later stand, unreversed."""
     req = ctx.request
     od = req.original_data or ""
     stan, when = (od[4:10], od[10:20]) if len(od) >= 20 else (req.stan, req.transmission_time)
-    orig = await sw.store.find_original(ctx.source, stan or "", when or "",
-                                        ("0100", "0101", "0200", "0201"))
+    mtis = ("0100", "0101", "0200", "0201")
+    orig = await sw.store.find_original(ctx.source, stan or "", when or "", mtis)
     if orig is None:
         raise OriginalNotFound("no original for this reversal")
+    if orig.response is None:
+        await _wait_for_original(sw, orig.dup_key)
+        orig = await sw.store.find_original(ctx.source, stan or "", when or "", mtis)
     ctx.original = orig
 
 
@@ -337,7 +356,7 @@ def _needs_reversal(orig: Original) -> bool:
     """Only an approval the issuer gave needs reversing: a 91 (timeout) was reversed by
     the switch already, and a decline holds nothing."""
     return (orig.issuer_request is not None and orig.response is not None
-            and orig.response.get("response_code") == "00")
+            and orig.response.get("response_code") in APPROVAL_CODES)
 
 
 async def forward_reversal(sw: Switch, ctx: Context) -> None:
@@ -347,6 +366,7 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
         return
     first = message_from_safe(orig.issuer_request)
     link = sw.links[orig.link]
+    ctx.reversal_of = orig.dup_key  # one reversal per original (switch_reversal)
     if link.state != "signed_on":
         # Not lost: the reversal goes out by store-and-forward when the link is back.
         ctx.saf.append(reversal_item(first, link.name))
@@ -356,7 +376,17 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
                         transmission_time=transmission_time(),
                         original_data=original_data(first), auth_code=None,
                         response_code=None, additional_amounts=None)
-    resp = await _exchange(sw, ctx, link, out)
+    try:
+        resp = await _exchange(sw, ctx, link, out)
+    except (LinkUnavailable, LinkBusy):
+        # Nothing sent, but this request holds the original's one reversal: it must not
+        # be lost, so it goes by store-and-forward, as when the link is down.
+        ctx.saf.append(reversal_item(first, link.name))
+        ctx.response = respond(ctx.request, "00", rrn=first.rrn)
+        return
+    if resp is None:  # reversed already by another request: nothing sent
+        ctx.response = respond(ctx.request, "00", rrn=first.rrn)
+        return
     ctx.response = respond(ctx.request, resp.response_code or "96", rrn=first.rrn)
 
 
@@ -365,6 +395,7 @@ async def store_reversal(sw: Switch, ctx: Context) -> None:
     orig = ctx.original
     if _needs_reversal(orig):
         first = message_from_safe(orig.issuer_request)
+        ctx.reversal_of = orig.dup_key  # queued only if the first reversal (complete)
         ctx.saf.append(reversal_item(first, orig.link))
     ctx.response = respond(ctx.request, "00")
 

@@ -6,7 +6,7 @@
 create table if not exists switch_journal (
     id bigserial primary key,
     at timestamptz not null default now(),
-    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | saf_queued | saf_acked | saf_expired | recovered | ledger_void_pending
+    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | saf_queued | saf_acked | saf_expired | recovered | response_corrected | ledger_void_pending
     source text,              -- terminal id (DE41) or acquirer id the request came from
     link text,                -- issuer link name
     dup_key text,             -- duplicate-detection key of the originating request
@@ -63,3 +63,13 @@ alter table switch_saf add column if not exists pan_token text;
 alter table switch_saf add column if not exists pan_enc bytea;
 alter table switch_journal add column if not exists pan_token text;
 alter table switch_journal add column if not exists pan_enc bytea;
+
+-- One reversal per original: the first reversal (0400 sent online, or a 0420 queued)
+-- claims the original's dup_key, in the same transaction as its issuer_request row
+-- or its SAF row; a later reversal of the same original (another STAN, 0400 or 0420)
+-- is answered 00 and sends nothing.
+create table if not exists switch_reversal (
+    original_dup_key text primary key,
+    reversal_dup_key text not null,
+    created_at timestamptz not null default now()
+);

@@ -49,6 +49,7 @@ from payswitch.switch.links import IssuerLink, transmission_time
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import Metrics
 from payswitch.switch.pipeline import (
+    APPROVAL_CODES,
     PIPELINES,
     Context,
     Origin,
@@ -62,6 +63,10 @@ READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
 SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
 UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retried
+# DE39 of a 0430 (0230) that acknowledge a SAF message: 00; 25, the issuer has no such
+# original (nothing to reverse); 94, duplicate (it has this one already). Any other
+# answer (96, 91, ...) is not an acknowledgement: the message is sent again.
+SAF_ACK_CODES = frozenset({"00", "25", "94"})
 
 
 class Switch:
@@ -281,6 +286,13 @@ class Switch:
             raise UnknownTerminal("terminal not configured for this listener/source")
         return f"T:{term.id}"
 
+    def _is_known(self, req: Message, origin: Origin) -> bool:
+        try:
+            self._identify(req, origin)
+        except (UnknownTerminal, UnknownAcquirer):
+            return False
+        return True
+
     async def handle(self, req: Message, origin: Origin) -> Message:
         """Answer one request. Every error becomes a DE39 here (response_code_for)."""
         started = trio.current_time()
@@ -289,8 +301,9 @@ class Switch:
         self.metrics.attempts.labels(req.mti).inc()
         ctx = Context(request=req, origin=origin)
         try:
-            if req.mti[:2] == "08":
-                ctx.response = respond(req, "00")
+            if req.mti[:2] == "08":  # answered here, but only to a known terminal
+                known = origin.kind != "terminal" or self._is_known(req, origin)
+                ctx.response = respond(req, "00" if known else "58")
             else:
                 await self._run_pipeline(ctx)
             resp = ctx.response
@@ -369,7 +382,7 @@ class Switch:
         await self._protect_pans(ctx)
         try:
             await self.store.complete(key, ctx.source, ctx.response, ctx.events, ctx.saf,
-                                      self.cfg.saf.expiry_s)
+                                      self.cfg.saf.expiry_s, ctx.reversal_of)
         except StoreError as e:
             # The sender is told 96 now; what it was told, and the reversal of an
             # approval it will never see, are recorded when the database is back.
@@ -378,12 +391,13 @@ class Switch:
             # An authorization or financial approval the sender will not see is undone.
             approved = (ctx.issuer_response is not None and ctx.outbound is not None
                         and ctx.outbound.mti[:2] in ("01", "02")
-                        and ctx.response.response_code == "00")
-            approved_onus = ctx.response.response_code == "00"
+                        and ctx.response.response_code in APPROVAL_CODES)
+            approved_onus = ctx.response.response_code in APPROVAL_CODES
             ctx.response = respond(ctx.request, response_code_for(e),
                                    rrn=ctx.response.rrn)
             if approved:
                 ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
+                ctx.owed += 1
             if (self.ledger is not None and ctx.outbound is None and ctx.onus is not None
                     and approved_onus):  # an on-us approval the sender never sees
                 void_unknown_hold(self, ctx)
@@ -411,13 +425,21 @@ class Switch:
                 ctx = self._unwritten[0]
                 try:
                     await self._protect_pans(ctx)
-                    await self.store.complete(ctx.dup_key, ctx.source, ctx.response,
-                                              ctx.events, ctx.saf, self.cfg.saf.expiry_s)
+                    written = await self.store.complete(
+                        ctx.dup_key, ctx.source, ctx.response, ctx.events, ctx.saf,
+                        self.cfg.saf.expiry_s, ctx.reversal_of)
+                    # Already recorded: the first COMMIT succeeded, its ack was lost.
+                    # The sender was told 96 all the same: record that, and queue the
+                    # reversal of the approval it never saw (one transaction).
+                    owed = ctx.saf[len(ctx.saf) - ctx.owed:] if ctx.owed else []
+                    corrected = not written and await self.store.correct(
+                        ctx.dup_key, ctx.response, owed, self.cfg.saf.expiry_s)
                 except StoreError:
                     break
                 self._unwritten.pop(0)
                 log("journal_retry_written", stan=ctx.request.stan,
-                    response_code=ctx.response.response_code, reversals=len(ctx.saf))
+                    response_code=ctx.response.response_code, reversals=len(ctx.saf),
+                    corrected=corrected)
                 if ctx.saf:
                     self._saf_wakeup.set()
 
@@ -427,6 +449,7 @@ class Switch:
         while True:
             self._saf_wakeup = trio.Event()
             rows: list[SafRow] = []
+            await self._saf_expire()
             up = [n for n, link in self.links.items() if link.state == "signed_on"]
             if up:
                 try:
@@ -443,6 +466,18 @@ class Switch:
             if len(rows) < saf.batch:
                 with trio.move_on_after(saf.retry_interval_ms / 1000):
                     await self._saf_wakeup.wait()
+
+    async def _saf_expire(self) -> None:
+        """Rows past saf.expiry_s are given up whether or not their link is up."""
+        try:
+            expired = await self.store.saf_expire(self.cfg.saf.batch)
+        except StoreError as e:
+            log("saf_store_failed", logging.ERROR, error=str(e))
+            return
+        for row in expired:
+            self.metrics.saf_expired.labels(row.link).inc()
+            log("saf_expired", logging.ERROR, link=row.link, saf_id=row.id, mti=row.mti,
+                attempts=row.attempts, reason="expiry_s passed")
 
     async def _saf_send_guarded(self, row: SafRow) -> None:
         try:
@@ -465,16 +500,22 @@ class Switch:
                   pan=await self._stored_pan(row))
         self.metrics.saf_sent.labels(link.name).inc()
         try:
+            resp = None
             try:
                 resp = await link.request(msg, saf.send_timeout_ms)
             except (IssuerTimeout, LinkUnavailable, LinkBusy) as e:
+                error, sent = type(e).__name__, isinstance(e, IssuerTimeout)
+            else:
+                error, sent = f"DE39 {resp.response_code}", True
+            if resp is None or resp.response_code not in SAF_ACK_CODES:
+                # Busy or down: nothing was sent, so no attempt is counted.
                 retry_ms = min(saf.retry_interval_ms * 2 ** min(row.attempts, 16),
                                saf.retry_max_ms)
-                expired = await self.store.saf_failed(row, type(e).__name__, retry_ms,
-                                                      saf.max_attempts)
+                expired = await self.store.saf_failed(row, error, retry_ms,
+                                                      saf.max_attempts, counted=sent)
                 log("saf_retry" if not expired else "saf_expired",
                     logging.WARNING if not expired else logging.ERROR, link=link.name,
-                    saf_id=row.id, mti=msg.mti, attempts=row.attempts + 1, error=str(e))
+                    saf_id=row.id, mti=msg.mti, attempts=row.attempts + sent, error=error)
                 if expired:
                     self.metrics.saf_expired.labels(link.name).inc()
                 return

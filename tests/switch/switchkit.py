@@ -176,7 +176,7 @@ def config_dict(dsn: str, issuer_port: int, **link: Any) -> dict[str, Any]:
                        "idle_timeout_ms": 20_000}],
         "terminals": [{"id": TERMINAL, "listener": "pos"}],
         "links": [{"name": "visa", "host": "127.0.0.1", "port": issuer_port,
-                   "request_timeout_ms": 800, "reconnect_min_ms": 50,
+                   "request_timeout_ms": 2000, "reconnect_min_ms": 50,
                    "reconnect_max_ms": 200, "signon_timeout_ms": 1000, **link}],
         "routes": [{"prefix": "4", "link": "visa"}],
     }

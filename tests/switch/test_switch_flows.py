@@ -31,13 +31,17 @@ async def test_approval_round_trip(dsn):
         await term.send(purchase())
         raw = await term.recv_raw()
         await term.aclose()
+        history = await sw.store.history("T:TERM0001|0200|000001|1125120000|1250")
 
     # What the issuer received: the purchase, re-stamped by the switch.
     (got,) = issuer.traffic()
     assert issuer.received[0].network_code == "001"  # sign-on came first
     assert got.mti == "0200" and got.pan == PAN and got.amount_minor == 1250
     assert got.terminal_id == "TERM0001" and got.processing_code == "000000"
-    assert got.stan != "000001" or got.rrn  # the switch's own STAN space
+    # The switch's own STAN space: the STAN it journalled for the issuer, not the
+    # terminal's (the terminal gets its own back, below).
+    assert [r["stan"] for r in history if r["event"] == "issuer_request"] == [got.stan]
+    assert [r["stan"] for r in history if r["event"] == "request"] == ["000001"]
     assert got.rrn and len(got.rrn) == 12
     assert got.acquirer_id == "999999"
     assert DIALECT.decode(issuer.raw[issuer.received.index(got)]) == got
@@ -107,11 +111,17 @@ async def test_terminal_echo_answered_locally(dsn):
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
         term = await Terminal.connect(sw.ports["pos"])
-        resp = await term.request(Message(mti="0800", transmission_time="1125120000",
-                                          stan="000077", network_code="301"))
+        echo = Message(mti="0800", transmission_time="1125120000", stan="000077",
+                       network_code="301", terminal_id="TERM0001")
+        resp = await term.request(echo)
+        # A terminal that is not configured (or none in DE41) is not told 00.
+        unknown = await term.request(echo.replace(terminal_id="NOSUCH01", stan="000078"))
+        anonymous = await term.request(echo.replace(terminal_id=None, stan="000079"))
         await term.aclose()
     assert (resp.mti, resp.stan, resp.response_code, resp.network_code) == (
         "0810", "000077", "00", "301")
+    assert (unknown.mti, unknown.response_code) == ("0810", "58")
+    assert anonymous.response_code == "58"
     assert issuer.traffic() == []
 
 

@@ -183,6 +183,6 @@ async def test_certify_wrong_pin_scenario_with_real_pin_blocks(dsn, tokens):
     names = ["approval_atm_withdrawal", "decline_55_wrong_pin", "approval_visa"]
     async with topology(dsn, issuer_hsm) as (sim, sw, _link):
         ctx = CertifyContext("127.0.0.1", sw.ports["pos"], terminal_id="TERM0001",
-                             timeout_s=5, hsm=terminal_hsm)
+                             timeout_s=10, hsm=terminal_hsm)
         results = await run_scenarios(ctx, names)
     assert [r["passed"] for r in results] == [True] * 3, results

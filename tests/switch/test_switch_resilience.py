@@ -44,7 +44,9 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
         resp = await term.request(purchase())
         elapsed = trio.current_time() - t0
         assert resp.response_code == "91"
-        assert elapsed < 0.8 + 0.5  # within the link's request_timeout_ms
+        # Answered by the switch's own timeout (request_timeout_ms, 2 s), not left to
+        # the terminal's: the bound is wide for a loaded CI box.
+        assert elapsed < 5
         # The issuer stays silent: the 0420 is retried (0421), still pending.
         await issuer.wait_for(lambda: len(issuer.traffic("042")) >= 2)
         assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
@@ -70,8 +72,10 @@ async def test_timeout_answers_91_and_0420_is_delivered_when_issuer_is_back(dsn)
 
 @trio_test
 async def test_late_response_is_not_delivered_to_another_waiter(dsn):
-    # First purchase: answered after its timeout. Second: answered after the late one.
-    delays = {"000001": 1.2, "000002": 0.6}
+    # First purchase: answered after its timeout (3 s). Second, sent once the first got
+    # its 91: answered after the late one (same connection, so in that order) and well
+    # within its own timeout, however loaded the machine is.
+    delays = {"000001": 3.5, "000002": 1.0}
 
     def answer(m: Message) -> object:
         if m.mti.startswith("042"):
@@ -80,7 +84,8 @@ async def test_late_response_is_not_delivered_to_another_waiter(dsn):
             auth_code="AUTH" + m.additional_data[-2:]))
 
     issuer = FakeIssuer(answer)
-    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+    async with serving(issuer) as port, running_switch(
+            config_dict(dsn, port, request_timeout_ms=3000)) as sw:
         t1 = await Terminal.connect(sw.ports["pos"])
         t2 = await Terminal.connect(sw.ports["pos"])
         await t1.send(purchase(stan="000001").replace(additional_data="000001"))
@@ -221,7 +226,7 @@ async def test_link_drop_reconnects_signs_on_and_traffic_resumes(dsn):
 async def test_link_down_answers_91_quickly_without_reversal(dsn):
     async with running_switch(config_dict(dsn, 1), wait_signed_on=False) as sw:
         term = await Terminal.connect(sw.ports["pos"])
-        resp = await term.request(purchase(), timeout_s=2)
+        resp = await term.request(purchase(), timeout_s=5)
         await term.aclose()
     assert resp.response_code == "91"
     assert saf_rows(dsn) == []
@@ -261,17 +266,17 @@ async def test_link_drop_while_in_flight_answers_91_and_reverses_after_reconnect
     async with trio.open_nursery() as n:
         await n.start(issuer.serve)
         n.start_soon(dropper)
-        cfg = config_dict(dsn, issuer.port, request_timeout_ms=3000)
+        cfg = config_dict(dsn, issuer.port, request_timeout_ms=10_000)
         async with running_switch(cfg) as sw:
             term = await Terminal.connect(sw.ports["pos"])
             t0 = trio.current_time()
-            resp = await term.request(purchase())
+            resp = await term.request(purchase(), timeout_s=15)
             elapsed = trio.current_time() - t0
             await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "acked", 1)], 5)
             await term.aclose()
         n.cancel_scope.cancel()
     assert resp.response_code == "91"
-    assert elapsed < 2  # did not wait for the 3 s timeout: the drop woke the waiter
+    assert elapsed < 8  # did not wait for the 10 s timeout: the drop woke the waiter
     (orig,) = issuer.traffic("0200")
     (rev,) = issuer.traffic("042")
     assert rev.original_data[4:10] == orig.stan
@@ -323,8 +328,11 @@ async def test_saf_row_past_its_expiry_is_given_up_not_sent(dsn):
         async with running_switch(cfg) as sw:
             term = await Terminal.connect(sw.ports["pos"])
             assert (await term.request(purchase())).response_code == "91"
-            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "expired", 1)], 5)
-            expired = sw.metrics.saf_expired.labels("visa")._value.get()
+            await issuer.wait_for(lambda: saf_rows(dsn) == [("0420", "expired", 0)], 5)
+            # The metric is counted once the row's commit is back in the switch's task.
+            metric = sw.metrics.saf_expired.labels("visa")
+            await issuer.wait_for(lambda: metric._value.get() >= 1, 5)
+            expired = metric._value.get()
             await term.aclose()
     assert issuer.traffic("042") == []
     assert expired == 1
@@ -359,3 +367,115 @@ async def test_journal_failure_after_approval_answers_96_then_records_and_revers
     (orig,) = issuer.traffic("0200")
     (rev,) = issuer.traffic("042")
     assert rev.original_data[4:10] == orig.stan
+
+
+@trio_test
+async def test_approval_committed_but_ack_lost_is_corrected_and_reversed(dsn):
+    # The COMMIT of the answer succeeds but its acknowledgement is lost (the connection
+    # drops right after): the terminal is told 96, so the issuer's approval must be
+    # reversed, although the retry finds the answer already recorded.
+    issuer = FakeIssuer()
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        real_run = sw.store._run
+        lost = []
+
+        def run(fn, *args):
+            result = real_run(fn, *args)  # really committed
+            if "complete" in fn.__qualname__ and not lost:
+                lost.append(fn)
+                raise StoreError("database error OperationalError (sqlstate 08006)")
+            return result
+
+        sw.store._run = run
+        term = await Terminal.connect(sw.ports["pos"])
+        told = await term.request(purchase())
+        await issuer.wait_for(lambda: [r[:2] for r in saf_rows(dsn)] == [("0420", "acked")], 10)
+        again = await term.request(purchase(mti="0201"))
+        key = "T:TERM0001|0200|000001|1125120000|1250"
+        events = [r["event"] for r in await sw.store.history(key)]
+        await term.aclose()
+    assert lost and told.response_code == "96"
+    assert again.response_code == "96"  # the repeat is told what the terminal was told
+    assert "response_corrected" in events and events.count("saf_queued") == 1
+    (orig,) = issuer.traffic("0200")
+    assert {m.original_data[4:10] for m in issuer.traffic("042")} == {orig.stan}
+
+
+@trio_test
+async def test_saf_0430_acks_only_agreed_codes_and_retries_others(dsn):
+    # The issuer answers the first 0420 with 96 (not an acknowledgement), then 00.
+    codes = ["96", "00"]
+
+    def answer(m: Message) -> Message | None:
+        if m.mti.startswith("042"):
+            return approve(m).replace(response_code=codes.pop(0) if codes else "00")
+        return None  # the purchase times out: a 0420 is queued
+
+    issuer = FakeIssuer(answer)
+    async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        assert (await term.request(purchase())).response_code == "91"
+        await issuer.wait_for(lambda: saf_rows(dsn)[0][1] == "acked", 10)
+        await term.aclose()
+    # The 96 did not acknowledge it: resent (0421) until the 00.
+    assert not codes and saf_rows(dsn)[0][2] >= 2
+    assert [m.mti for m in issuer.traffic("042")][:2] == ["0420", "0421"]
+
+
+@trio_test
+async def test_saf_attempt_not_counted_when_nothing_was_sent(dsn):
+    async with running_switch(config_dict(dsn, 1), wait_signed_on=False) as sw:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("insert into switch_saf (link, mti, message, expires_at)"
+                         " values ('visa', '0420', '{\"amount_minor\": 5}',"
+                         " now() + interval '1 hour')")
+        (row,) = await sw.store.saf_due(["visa"], 10, 0)
+        await sw._saf_send(row)  # the link is down: LinkUnavailable, nothing sent
+    [(mti, state, attempts)] = saf_rows(dsn)
+    assert (mti, state, attempts) == ("0420", "pending", 0)
+
+
+@trio_test
+async def test_saf_rows_expire_while_their_link_is_down(dsn):
+    async with running_switch(config_dict(dsn, 1), wait_signed_on=False) as sw:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("insert into switch_saf (link, mti, dup_key, message, expires_at)"
+                         " values ('visa', '0420', 'k1', '{}', now() - interval '1 second')")
+        expired = sw.metrics.saf_expired.labels("visa")
+        with trio.fail_after(10):
+            while expired._value.get() == 0:
+                await trio.sleep(0.05)
+        events = [r["event"] for r in await sw.store.history("k1")]
+        assert sw.links["visa"].state != "signed_on"
+    assert saf_rows(dsn) == [("0420", "expired", 0)] and events == ["saf_expired"]
+
+
+@trio_test
+async def test_echo_on_a_busy_link_does_not_stop_the_switch(dsn):
+    # max_in_flight 1, a purchase held by the issuer past the echo interval: the echo
+    # finds the link busy (LinkBusy). That is no reason to stop the switch (or drop
+    # the link): the purchase times out, and the next one is approved.
+    held = []
+
+    def answer(m: Message) -> Message | None:
+        if m.mti == "0200" and not held:
+            held.append(m)
+            return None
+        return approve(m)
+
+    issuer = FakeIssuer(answer)
+    async with serving(issuer) as port, running_switch(config_dict(
+            dsn, port, max_in_flight=1, echo_interval_ms=100,
+            request_timeout_ms=1500)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        first = await term.request(purchase(stan="000001"))
+        # The one slot may be taken a moment by the first one's 0420 or an echo (91,
+        # LinkBusy): the switch is alive if a later purchase is approved.
+        codes = []
+        for i in range(2, 60):
+            codes.append((await term.request(purchase(stan=f"{i:06d}"))).response_code)
+            if codes[-1] == "00":
+                break
+            await trio.sleep(0.1)
+        await term.aclose()
+    assert first.response_code == "91" and codes[-1] == "00", codes
