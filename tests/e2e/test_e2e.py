@@ -160,6 +160,11 @@ def test_demo_json():
     assert report["links"]["visa"]["simulator_mac_failures"] == 0
     if report["sent"] >= 300:
         assert report["pin_declines"] > 0, report["by_code"]
+    # Issue 5's acceptance: the demo ends with `ledger verify` clean and balanced, and
+    # every approval became a hold that clearing posted.
+    assert report["ledger_balanced"] is True and report["ledger_verify_ok"] is True
+    assert report["ledger"]["holds"] > 0
+    assert report["ledger"]["posted_at_clearing"] == report["ledger"]["holds"]
 
 
 def test_timeout_gives_91_and_the_issuer_gets_a_0420(topology):
