@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("certify", help="certification scenarios against a host (iso87ascii)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int, help="the host's port (required unless --list)")
     p.add_argument("--framing", choices=("len2", "tpdu"), default="len2")
     p.add_argument("--terminal-id", default="DEMO0001")
     p.add_argument("--timeout", type=float, default=15.0, help="per-request seconds")
@@ -96,6 +96,9 @@ def _certify(args) -> int:
     if args.list:
         print("\n".join(SCENARIOS))
         return 0
+    if args.port is None:
+        print("payswitch certify: --port is required", file=sys.stderr)
+        return 2
     unknown = [s for s in args.scenario or [] if s not in SCENARIOS]
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)

@@ -310,6 +310,9 @@ def test_load_and_certify_commands_against_a_simulator_process(tmp_path):
         report = json.loads(out.stdout)
         assert out.returncode == 1 and not report["passed"]
         assert [s["passed"] for s in report["scenarios"]] == [True, False]
-    listed = subprocess.run(payswitch_argv("certify", "--port", "1", "--list"),
+    listed = subprocess.run(payswitch_argv("certify", "--list"),
                             capture_output=True, text=True, timeout=60)
     assert "link_drop_reconnect" in listed.stdout.split()
+    no_port = subprocess.run(payswitch_argv("certify"), capture_output=True, text=True,
+                             timeout=60)
+    assert no_port.returncode == 2 and "--port" in no_port.stderr
