@@ -96,6 +96,11 @@ class SafItem:
     pan_enc: bytes | None = None  # the PAN, AES-GCM under the DEK, aad = pan_aad(dup_key)
 
 
+# Added to statement_timeout_ms for the client-side TCP bounds (keepalives,
+# tcp_user_timeout): the server gets the first chance to cancel a slow statement.
+TCP_MARGIN_MS = 5000
+
+
 class Store:
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: int = 5,
                  statement_timeout_ms: int = 5000) -> None:
@@ -107,14 +112,29 @@ class Store:
         self.limiter = trio.CapacityLimiter(pool_size)
 
     # -- plumbing ---------------------------------------------------------------------
+    def connect_kwargs(self) -> dict[str, Any]:
+        """libpq settings of every connection. statement_timeout is enforced by the
+        server only: if the network to it is gone (partition, dead host) a thread would
+        sit in recv() for the kernel's ~15 min retransmission timeout, holding a pool
+        slot and blocking shutdown. TCP keepalives (idle socket waiting for a result)
+        and tcp_user_timeout (unacknowledged data) bound that wait to about the
+        statement timeout plus a margin (DESIGN: every wait bounded)."""
+        bound_ms = self._statement_timeout_ms + TCP_MARGIN_MS
+        idle_s = max(1, bound_ms // 2000)  # first probe after half the bound,
+        count = 3                          # then 3 probes over the other half
+        interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
+        return dict(
+            autocommit=True, connect_timeout=self._connect_timeout_s,
+            options=f"-c statement_timeout={self._statement_timeout_ms}",
+            keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
+            keepalives_count=count, tcp_user_timeout=bound_ms,
+        )
+
     def _connect(self) -> psycopg.Connection:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            return psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=self._connect_timeout_s,
-                options=f"-c statement_timeout={self._statement_timeout_ms}",
-            )
+            return psycopg.connect(self._dsn, **self.connect_kwargs())
 
     def _run(self, fn: Any, *args: Any) -> Any:
         try:
