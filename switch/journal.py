@@ -55,6 +55,7 @@ def message_from_safe(fields: dict[str, Any], mti: str | None = None) -> Message
 class Claim:
     owner: bool  # True: this request is new and the caller processes it
     response: dict[str, Any] | None = None  # the original's response when completed
+    same: bool = True  # False: the key's first request had another fingerprint
 
 
 def pan_aad(dup_key: str | None) -> bytes:
@@ -214,20 +215,30 @@ class Store:
                                 " where original_dup_key = %s", (original,)).fetchone()
         return owner == reversal
 
-    async def claim(self, dup_key: str, source: str, request: Message) -> Claim:
-        """Own a new request (journalled), or learn the original's state."""
+    async def claim(self, dup_key: str, source: str, request: Message,
+                    fingerprint: str | None = None) -> Claim:
+        """Own a new request (journalled), or learn the original's state. A request
+        whose key matches but whose ``fingerprint`` differs from the original's (another
+        card, processing code or currency) is journalled as ``duplicate_mismatch`` and
+        gets ``same=False`` and no response (a row without a fingerprint, written
+        before the column existed, matches any)."""
         def run(conn: psycopg.Connection) -> Claim:
             row = conn.execute(
-                "insert into switch_dedup (dup_key) values (%s)"
-                " on conflict (dup_key) do nothing returning dup_key", (dup_key,),
+                "insert into switch_dedup (dup_key, fingerprint) values (%s, %s)"
+                " on conflict (dup_key) do nothing returning dup_key",
+                (dup_key, fingerprint),
             ).fetchone()
             if row is not None:
                 self._append(conn, "request", request, source=source, dup_key=dup_key)
                 return Claim(owner=True)
+            response, stored = conn.execute(
+                "select response, fingerprint from switch_dedup where dup_key = %s",
+                (dup_key,)).fetchone()
+            if stored is not None and stored != fingerprint:
+                self._append(conn, "duplicate_mismatch", request, source=source,
+                             dup_key=dup_key)
+                return Claim(owner=False, same=False)
             self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
-            (response,) = conn.execute(
-                "select response from switch_dedup where dup_key = %s", (dup_key,)
-            ).fetchone()
             return Claim(owner=False, response=response)
         return await self.call(run)
 
