@@ -7,8 +7,10 @@ are configurable: a fixed latency, a drop rate (request read, never answered), l
 responses (answered after ``late_ms``, beyond the switch's timeout) and link drops
 (the connection is closed on every Nth request, without an answer).
 
-It records what it received, raw frame payloads and decoded messages, bounded, for
-tests to assert on. In-process::
+It records what it received, raw frame payloads and decoded messages, the last
+``record_limit`` of each, for tests to assert on. Answers pending at once (each a task
+that may sleep ``latency_ms`` / ``late_ms``) are capped at ``max_tasks``; past it the
+simulator stops reading until one is sent. In-process::
 
     sim = NetworkSimulator("visa")
     port = await nursery.start(sim.serve)
@@ -49,7 +51,8 @@ DEFAULTS = {
     "iso87ascii": ("iso87ascii", "len2"),
 }
 READ_BYTES = 65536
-RECORD_LIMIT = 100_000
+RECORD_LIMIT = 100_000  # frames kept in received / messages / sent (oldest dropped)
+MAX_TASKS = 256  # answers pending at once (latency, late); past it reading waits
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Stats:
     format_errors: int = 0
     mac_failures: int = 0
     bad_macs_sent: int = 0
+    tasks_peak: int = 0  # most answer tasks pending at once (<= max_tasks)
     by_mti: collections.Counter = field(default_factory=collections.Counter)
     by_code: collections.Counter = field(default_factory=collections.Counter)
 
@@ -99,7 +103,8 @@ class NetworkSimulator:
                  framing: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: Faults | None = None, issuer: Issuer | None = None,
                  seed: int | None = None, max_frame_bytes: int = 8192,
-                 hsm: Hsm | None = None, mac: bool = False) -> None:
+                 hsm: Hsm | None = None, mac: bool = False,
+                 record_limit: int = RECORD_LIMIT, max_tasks: int = MAX_TASKS) -> None:
         d, f = DEFAULTS.get(network, ("iso87ascii", "len2"))
         self.network = network
         self.dialect_name = dialect or d
@@ -115,11 +120,16 @@ class NetworkSimulator:
         self.issuer = issuer or Issuer(seed=seed, hsm=hsm)
         self.max_frame_bytes = max_frame_bytes
         self.stats = Stats()
-        self.received: collections.deque[bytes] = collections.deque(maxlen=RECORD_LIMIT)
-        self.messages: collections.deque[Message] = collections.deque(maxlen=RECORD_LIMIT)
-        self.sent: collections.deque[bytes] = collections.deque(maxlen=RECORD_LIMIT)
+        self.received: collections.deque[bytes] = collections.deque(maxlen=record_limit)
+        self.messages: collections.deque[Message] = collections.deque(maxlen=record_limit)
+        self.sent: collections.deque[bytes] = collections.deque(maxlen=record_limit)
         self._rng = random.Random(seed)
         self._streams: set[trio.SocketStream] = set()
+        # One task per answer (it may sleep latency_ms / late_ms): capped over all
+        # connections, so a flood or long late_ms cannot grow memory without bound;
+        # when full, reading waits (TCP back-pressure on the switch).
+        self.max_tasks = max_tasks
+        self._slots = trio.Semaphore(max_tasks)
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
@@ -165,7 +175,12 @@ class NetworkSimulator:
                             self.stats.link_drops += 1
                             up = False  # the Nth message is read, never answered
                             break
-                        self._on_frame(conn, frame, nursery)
+                        answer = self._on_frame(conn, frame)
+                        if answer is not None:
+                            await self._slots.acquire()
+                            self.stats.tasks_peak = max(
+                                self.stats.tasks_peak, self.max_tasks - self._slots.value)
+                            nursery.start_soon(self._send_slot, conn, *answer)
                 nursery.cancel_scope.cancel()
         finally:
             self._streams.discard(stream)
@@ -184,7 +199,8 @@ class NetworkSimulator:
         self.stats.by_mti[msg.mti] += 1
         return msg
 
-    def _on_frame(self, conn: _Conn, frame, nursery: trio.Nursery) -> None:
+    def _on_frame(self, conn: _Conn, frame) -> tuple | None:
+        """Record and check a frame; the (response, tpdu, delay_ms) to send, if any."""
         msg = self._record(frame.payload)
         if self.mac_key and not isinstance(msg, CodecError):
             body = macing.mac_input(frame.payload, msg)
@@ -192,29 +208,36 @@ class NetworkSimulator:
                 self.stats.mac_failures += 1
                 log.warning("%s: missing or wrong MAC on %s STAN %s: dropped", self.network,
                             msg.mti, msg.stan)
-                return
+                return None
         if isinstance(msg, CodecError):
             log.warning("%s: undecodable message (%s)", self.network, msg)
             self.stats.format_errors += 1
             if msg.mti and msg.stan and int(msg.mti[2]) % 2 == 0:
                 resp = Message(mti=msg.mti[:2] + str(int(msg.mti[2]) + 1) + "0",
                                stan=msg.stan, response_code="30")
-                nursery.start_soon(self._send, conn, resp, frame.tpdu, 0)
-            return
+                return resp, frame.tpdu, 0
+            return None
         resp = self.issuer.respond(msg)
         if resp is None:
             self.stats.silent += 1
-            return
+            return None
         delay_ms = self.faults.latency_ms
         if msg.mti not in ("0800", "0801"):
             if self.faults.drop_rate and self._rng.random() < self.faults.drop_rate:
                 self.stats.dropped += 1
-                return
+                return None
             if self.faults.late_rate and self._rng.random() < self.faults.late_rate:
                 self.stats.late += 1
                 delay_ms += self.faults.late_ms
         resp.header = reply_header(self.dialect_name, msg.header)
-        nursery.start_soon(self._send, conn, resp, frame.tpdu, delay_ms)
+        return resp, frame.tpdu, delay_ms
+
+    async def _send_slot(self, conn: _Conn, resp: Message, tpdu: bytes | None,
+                         delay_ms: int) -> None:
+        try:
+            await self._send(conn, resp, tpdu, delay_ms)
+        finally:
+            self._slots.release()
 
     async def _send(self, conn: _Conn, resp: Message, tpdu: bytes | None, delay_ms: int):
         if delay_ms:

@@ -31,6 +31,9 @@ class SwitchSection:
     metrics_port: int = 0  # 0 = no metrics HTTP endpoint
     log_level: str = "INFO"
     duplicate_wait_ms: int = 15000  # how long a duplicate waits for its original
+    # Without [hsm]: env variable holding the hex key (>= 16 bytes) of the duplicate
+    # fingerprint's PAN hash; unset = a random key per process (see README).
+    fingerprint_key_env: str = "PAYSWITCH_FINGERPRINT_KEY"
     journal_retry_max: int = 10_000  # answers kept in memory while the journal is down
 
 

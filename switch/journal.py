@@ -55,6 +55,7 @@ def message_from_safe(fields: dict[str, Any], mti: str | None = None) -> Message
 class Claim:
     owner: bool  # True: this request is new and the caller processes it
     response: dict[str, Any] | None = None  # the original's response when completed
+    same: bool = True  # False: the key's first request had another fingerprint
 
 
 def pan_aad(dup_key: str | None) -> bytes:
@@ -96,6 +97,11 @@ class SafItem:
     pan_enc: bytes | None = None  # the PAN, AES-GCM under the DEK, aad = pan_aad(dup_key)
 
 
+# Added to statement_timeout_ms for the client-side TCP bounds (keepalives,
+# tcp_user_timeout): the server gets the first chance to cancel a slow statement.
+TCP_MARGIN_MS = 5000
+
+
 class Store:
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: int = 5,
                  statement_timeout_ms: int = 5000) -> None:
@@ -107,14 +113,29 @@ class Store:
         self.limiter = trio.CapacityLimiter(pool_size)
 
     # -- plumbing ---------------------------------------------------------------------
+    def connect_kwargs(self) -> dict[str, Any]:
+        """libpq settings of every connection. statement_timeout is enforced by the
+        server only: if the network to it is gone (partition, dead host) a thread would
+        sit in recv() for the kernel's ~15 min retransmission timeout, holding a pool
+        slot and blocking shutdown. TCP keepalives (idle socket waiting for a result)
+        and tcp_user_timeout (unacknowledged data) bound that wait to about the
+        statement timeout plus a margin (DESIGN: every wait bounded)."""
+        bound_ms = self._statement_timeout_ms + TCP_MARGIN_MS
+        idle_s = max(1, bound_ms // 2000)  # first probe after half the bound,
+        count = 3                          # then 3 probes over the other half
+        interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
+        return dict(
+            autocommit=True, connect_timeout=self._connect_timeout_s,
+            options=f"-c statement_timeout={self._statement_timeout_ms}",
+            keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
+            keepalives_count=count, tcp_user_timeout=bound_ms,
+        )
+
     def _connect(self) -> psycopg.Connection:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            return psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=self._connect_timeout_s,
-                options=f"-c statement_timeout={self._statement_timeout_ms}",
-            )
+            return psycopg.connect(self._dsn, **self.connect_kwargs())
 
     def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -194,20 +215,30 @@ class Store:
                                 " where original_dup_key = %s", (original,)).fetchone()
         return owner == reversal
 
-    async def claim(self, dup_key: str, source: str, request: Message) -> Claim:
-        """Own a new request (journalled), or learn the original's state."""
+    async def claim(self, dup_key: str, source: str, request: Message,
+                    fingerprint: str | None = None) -> Claim:
+        """Own a new request (journalled), or learn the original's state. A request
+        whose key matches but whose ``fingerprint`` differs from the original's (another
+        card, processing code or currency) is journalled as ``duplicate_mismatch`` and
+        gets ``same=False`` and no response (a row without a fingerprint, written
+        before the column existed, matches any)."""
         def run(conn: psycopg.Connection) -> Claim:
             row = conn.execute(
-                "insert into switch_dedup (dup_key) values (%s)"
-                " on conflict (dup_key) do nothing returning dup_key", (dup_key,),
+                "insert into switch_dedup (dup_key, fingerprint) values (%s, %s)"
+                " on conflict (dup_key) do nothing returning dup_key",
+                (dup_key, fingerprint),
             ).fetchone()
             if row is not None:
                 self._append(conn, "request", request, source=source, dup_key=dup_key)
                 return Claim(owner=True)
+            response, stored = conn.execute(
+                "select response, fingerprint from switch_dedup where dup_key = %s",
+                (dup_key,)).fetchone()
+            if stored is not None and stored != fingerprint:
+                self._append(conn, "duplicate_mismatch", request, source=source,
+                             dup_key=dup_key)
+                return Claim(owner=False, same=False)
             self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
-            (response,) = conn.execute(
-                "select response from switch_dedup where dup_key = %s", (dup_key,)
-            ).fetchone()
             return Claim(owner=False, response=response)
         return await self.call(run)
 

@@ -153,12 +153,17 @@ async def check_transaction(sw: Switch, ctx: Context) -> None:
 
 async def check_duplicate(sw: Switch, ctx: Context) -> None:
     ctx.dup_key = duplicate_key(ctx.source, ctx.request)
-    claim = await sw.store.claim(ctx.dup_key, ctx.source, ctx.request)
+    fingerprint = await sw.fingerprint(ctx)
+    claim = await sw.store.claim(ctx.dup_key, ctx.source, ctx.request, fingerprint)
     if claim.owner:
         ctx.owner = True
         sw.in_flight_keys[ctx.dup_key] = trio.Event()
         return
     sw.metrics.duplicates.inc()
+    if not claim.same:  # same key, another card / transaction: not the original's answer
+        ctx.response = respond(ctx.request, "94")
+        ctx.done = True
+        return
     stored = claim.response
     if stored is None:
         stored = await _wait_for_original(sw, ctx.dup_key)

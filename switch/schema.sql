@@ -6,7 +6,7 @@
 create table if not exists switch_journal (
     id bigserial primary key,
     at timestamptz not null default now(),
-    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | saf_queued | saf_acked | saf_expired | recovered | response_corrected | ledger_void_pending
+    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | duplicate_mismatch | saf_queued | saf_acked | saf_expired | recovered | response_corrected | ledger_void_pending
     source text,              -- terminal id (DE41) or acquirer id the request came from
     link text,                -- issuer link name
     dup_key text,             -- duplicate-detection key of the originating request
@@ -36,6 +36,10 @@ create table if not exists switch_dedup (
     completed_at timestamptz,
     response jsonb
 );
+-- What the key does not cover: sha256 over the PAN's HSM token (else an HMAC of the
+-- PAN under a switch key; never a plain PAN hash), processing code and currency. A
+-- request with the same key and another fingerprint is answered 94, never replayed.
+alter table switch_dedup add column if not exists fingerprint text;
 
 -- Durable store-and-forward queue (reversal advices, advices to issuers).
 create table if not exists switch_saf (

@@ -17,6 +17,8 @@ switch.drain_timeout_ms), sign off the links, return.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import logging
 import os
 import random
@@ -77,6 +79,7 @@ class Switch:
         # The HSM: given (tests), or opened by run() from [hsm] and closed at its end.
         self._hsm_given = hsm
         self.hsm: AsyncHsm | None = None
+        self._fp_key = self._fingerprint_key()
         db = cfg.database
         self.store = store or Store(db.resolve_dsn(), db.pool_size, db.connect_timeout_s,
                                     db.statement_timeout_ms)
@@ -345,6 +348,43 @@ class Switch:
             ctx.response = respond(req, code, rrn=rrn)
         if ctx.owner:
             await self._complete(ctx)
+
+    def _fingerprint_key(self) -> bytes:
+        """Key of the PAN hash in a duplicate fingerprint when there is no HSM token:
+        from the env variable named by switch.fingerprint_key_env, else random (a
+        duplicate after a restart then gets 94, not the original's answer)."""
+        var = self.cfg.switch.fingerprint_key_env
+        value = os.environ.get(var, "")
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            raise ConfigError(f"${var} is not hex") from None
+        if value and len(key) < 16:
+            raise ConfigError(f"${var}: need a hex key of at least 16 bytes")
+        if key:
+            return key
+        if not self.cfg.hsm.token:
+            log("fingerprint_key_random", logging.WARNING, env=var,
+                note="a duplicate after a restart is answered 94, not replayed")
+        return os.urandom(32)
+
+    async def fingerprint(self, ctx: Context) -> str:
+        """What the duplicate key leaves out: the card (its HSM token, made once and
+        kept for the journal, else an HMAC under the switch's key; never a plain PAN
+        hash), processing code and currency."""
+        req = ctx.request
+        pan = pan_of(req) or ""
+        card = None
+        if pan and self.hsm is not None:
+            if ctx.pan_prot is None:
+                ctx.pan_prot = await self.protect_pan(ctx)
+            if ctx.pan_prot is not None:
+                card = "tkn:" + ctx.pan_prot[0]
+        if card is None:
+            card = "mac:" + hmac.new(self._fp_key, pan.encode(),
+                                     hashlib.sha256).hexdigest()
+        parts = (card, req.processing_code or "", req.currency or "")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     async def protect_pan(self, ctx: Context) -> tuple[str, bytes] | None:
         """(token, AES-GCM blob) of the request's PAN, made in the HSM, for the journal

@@ -27,6 +27,9 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# The switch's duplicate-fingerprint key without an HSM: fixed, so that a duplicate
+# sent to a restarted switch (process or in-process) is matched to its original.
+os.environ.setdefault("PAYSWITCH_FINGERPRINT_KEY", "5a" * 32)
 
 
 @pytest.fixture(scope="session")

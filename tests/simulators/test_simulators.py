@@ -316,3 +316,31 @@ def test_load_and_certify_commands_against_a_simulator_process(tmp_path):
     no_port = subprocess.run(payswitch_argv("certify"), capture_output=True, text=True,
                              timeout=60)
     assert no_port.returncode == 2 and "--port" in no_port.stderr
+
+
+def test_simulator_records_are_bounded_and_answer_tasks_capped():
+    sim = NetworkSimulator("iso87ascii", faults=Faults(latency_ms=150), record_limit=3,
+                           max_tasks=2)
+    term = Terminal("DEMO0001", seed=11)
+    reqs = [term.purchase(cards.card("visa_approve"), 100 + i) for i in range(6)]
+    results = []
+
+    async def body(port):
+        async with open_link("127.0.0.1", port) as link:
+            start = trio.current_time()
+
+            async def one(req):
+                results.append(await link.request(req, 10))
+
+            async with trio.open_nursery() as nursery:
+                for req in reqs:
+                    nursery.start_soon(one, req)
+            return trio.current_time() - start
+
+    elapsed = run_with_sim(sim, body)
+    assert [r.response.response_code for r in results] == ["00"] * 6
+    assert sim.stats.tasks_peak == 2  # never more than max_tasks answers pending
+    assert elapsed >= 3 * 0.15 - 0.02  # 6 answers, 2 at a time, 150 ms each
+    assert len(sim.received) == len(sim.messages) == len(sim.sent) == 3
+    assert sim.stats.received == 6 and sim.stats.answered == 6
+    assert {m.stan for m in sim.messages} <= {r.stan for r in reqs}

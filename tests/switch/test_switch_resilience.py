@@ -149,6 +149,34 @@ async def test_duplicate_and_repeat_get_the_original_answer_issuer_sees_one(dsn)
 
 
 @trio_test
+async def test_same_key_other_card_or_processing_code_gets_94_not_the_replay(dsn):
+    """The duplicate key (source, class, STAN, DE7, amount) leaves out the card, the
+    processing code and the currency: a request matching it with another of those is
+    not the original's retransmission and must not get its approval."""
+    issuer = FakeIssuer(approve)
+    async with serving(issuer):
+        cfg = config_dict(dsn, issuer.port)
+        async with running_switch(cfg) as sw:
+            t = await Terminal.connect(sw.ports["pos"])
+            first = await t.request(purchase())
+            again = await t.request(purchase())  # the same card: replayed
+            other_card = await t.request(purchase(pan="4111111111111111"))
+            refund = await t.request(purchase(processing="200000"))
+            await t.aclose()
+    assert first.response_code == again.response_code == "00"
+    assert again.auth_code == first.auth_code
+    assert other_card.response_code == "94" and not other_card.auth_code
+    assert refund.response_code == "94" and not refund.auth_code
+    assert len(issuer.traffic("02")) == 1  # the issuer saw the first only
+    with psycopg.connect(dsn) as conn:
+        events = [e for (e,) in conn.execute(
+            "select event from switch_journal where stan = '000001' order by id")]
+        (fingerprint,) = conn.execute("select fingerprint from switch_dedup").fetchone()
+    assert events.count("duplicate") == 1 and events.count("duplicate_mismatch") == 2
+    assert fingerprint and "4111111111111111" not in fingerprint
+
+
+@trio_test
 async def test_malformed_message_gets_30_and_link_stays_up(dsn):
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
