@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import trio
 
 from payswitch.hsm import devkeys
+from payswitch.simulators import cards
 from payswitch.switch.realparts import free_port
 
 DUKPT_EVERY = 4  # DEMO0004, DEMO0008...: TDES DUKPT PIN pads; the others a TPK
@@ -241,9 +242,10 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
     return "\n".join(lines)
 
 
-# The demo's on-us card: the simulators' mastercard_approve_2 (5413330000000191) is
-# issued by the switch itself: authorized against its ledger account, never sent out.
-ONUS_PREFIX = "541333000000019"
+# The demo's on-us card: the simulators' test card mastercard_approve_2 is issued by
+# the switch itself: authorized against its ledger account, never sent out. Its number
+# stays in the simulators' card table (no card numbers outside tests and simulators).
+ONUS_PREFIX = cards.card("mastercard_approve_2").pan[:-1]
 ONUS_OPENING_MINOR = 50_000_000  # 500,000.00 USD: the demo never runs it dry
 
 
