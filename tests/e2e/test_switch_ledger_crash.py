@@ -5,19 +5,17 @@ twice, and every event reached MQTT."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import random
 import secrets
 import threading
 import time
 import uuid
 
-import aiomqtt
 import psycopg
 import pytest
 import trio
+from mqttkit import Subscriber
 
 import payswitch.ledger as L
 from payswitch.simulators.cards import BY_NAME
@@ -63,37 +61,6 @@ class Load:
             except TransportError:
                 pass
             await trio.sleep(0.1)
-
-
-class Subscriber:
-    def __init__(self, host: str, port: int, prefix: str) -> None:
-        self.host, self.port, self.prefix = host, port, prefix
-        self.ids: set[str] = set()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with aiomqtt.Client(self.host, self.port) as client:
-            await client.subscribe(self.prefix + "payswitch/events/#", qos=1)
-            self.ready.set()
-
-            async def consume():
-                async for m in client.messages:
-                    self.ids.add(json.loads(m.payload)["event_id"])
-            task = asyncio.create_task(consume())
-            await self._stop.wait()
-            task.cancel()
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(10)
 
 
 def _unsent(dsn: str) -> int:

@@ -4,20 +4,18 @@ Real PostgreSQL, real sockets, real Mosquitto (mqtt_broker fixture)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from decimal import Decimal
 
-import aiomqtt
 import psycopg
 import pytest
 import trio
+from mqttkit import Subscriber
 from switchkit import (
     PAN,
     FakeIssuer,
@@ -268,37 +266,6 @@ async def test_multi_currency_onus_through_fx_positions(dsn):
     assert event_types(dsn, jpy).count("held") == 2
     report = verify_ok(dsn)
     assert report.ledger_balanced
-
-
-class Subscriber:
-    def __init__(self, host, port, prefix):
-        self.host, self.port, self.prefix = host, port, prefix
-        self.messages: list[dict] = []
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-
-    async def _main(self):
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with aiomqtt.Client(self.host, self.port) as client:
-            await client.subscribe(self.prefix + "payswitch/events/#", qos=1)
-            self.ready.set()
-
-            async def consume():
-                async for m in client.messages:
-                    self.messages.append(json.loads(m.payload))
-            task = asyncio.create_task(consume())
-            await self._stop.wait()
-            task.cancel()
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(10)
 
 
 def test_outbox_events_reach_mqtt_and_cli_verify_is_clean(dsn, mqtt_broker):
