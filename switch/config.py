@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import psycopg
+
 from payswitch.codecs.framing import KINDS as FRAMINGS
 from payswitch.codecs.iso8583 import DIALECTS
 
@@ -269,7 +271,21 @@ def _unique(names: list[str], what: str) -> None:
         seen.add(n)
 
 
+def _check_dsn_has_no_secret(dsn: str) -> None:
+    """Secrets come from the environment, never the file (DESIGN.md)."""
+    if not dsn:
+        return
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        raise ConfigError("database.dsn: not a valid connection string") from None
+    if params.get("password"):
+        raise ConfigError("database.dsn: a password does not belong in the config file; "
+                          "put the DSN in the environment variable named by dsn_env")
+
+
 def _check(cfg: Config) -> None:
+    _check_dsn_has_no_secret(cfg.database.dsn)
     _unique([x.name for x in cfg.listeners], "listener")
     _unique([x.name for x in cfg.links], "link")
     _unique([x.id for x in cfg.terminals], "terminal")
