@@ -76,26 +76,26 @@ _REFUSED = {"pos_entry_mode": "22", "pos_condition": "25", "settlement_date": "1
 _ORIGIN_CLASSES = "368"  # classes whose 1993 requests/responses carry origin 4
 
 
-def mti_to_1987(mti: str) -> str:
-    if len(mti) != 4 or not (mti.isascii() and mti.isdigit()) or mti[0] != "1":
-        raise CodecError("MTI is not an ISO 8583:1993 MTI")
+def _convert_mti(mti: str, version: str, to: str, origins: dict[str, str]) -> str:
+    """Swap the version digit; requests/responses of the origin classes also map their
+    origin digit (1987 0/1 = 1993 4/5, acquirer / acquirer repeat)."""
+    names = {"0": "ISO 8583:1987", "1": "ISO 8583:1993"}
+    if len(mti) != 4 or not (mti.isascii() and mti.isdigit()) or mti[0] != version:
+        raise CodecError(f"MTI is not an {names[version]} MTI")
     cls, fn, org = mti[1], mti[2], mti[3]
     if cls in _ORIGIN_CLASSES and fn in "01":
-        if org not in "45":
-            raise CodecError("1993 MTI has no ISO 8583:1987 equivalent")
-        org = "0" if org == "4" else "1"
-    return "0" + cls + fn + org
+        if org not in origins:
+            raise CodecError(f"MTI has no {names[to]} equivalent")
+        org = origins[org]
+    return to + cls + fn + org
+
+
+def mti_to_1987(mti: str) -> str:
+    return _convert_mti(mti, "1", "0", {"4": "0", "5": "1"})
 
 
 def mti_to_1993(mti: str) -> str:
-    if len(mti) != 4 or not (mti.isascii() and mti.isdigit()) or mti[0] != "0":
-        raise CodecError("MTI is not an ISO 8583:1987 MTI")
-    cls, fn, org = mti[1], mti[2], mti[3]
-    if cls in _ORIGIN_CLASSES and fn in "01":
-        if org not in "01":
-            raise CodecError("MTI has no ISO 8583:1993 equivalent")
-        org = "4" if org == "0" else "5"
-    return "1" + cls + fn + org
+    return _convert_mti(mti, "0", "1", {"0": "4", "1": "5"})
 
 
 def response_for_action(action: str, mti: str) -> str:
