@@ -412,15 +412,17 @@ class Store:
                         pan_token=out[2] if out else None,
                         pan_enc=bytes(out[3]) if out and out[3] is not None else None)
 
-    async def ledger_voids_due(self, within_s: int) -> list[str]:
-        """Payments answered 96 because the ledger's outcome was unknown (journal event
-        ``ledger_void_pending``, written with the answer) within ``within_s``: the
-        switch voids their holds again at start (idempotent: ``exists``)."""
+    async def ledger_voids_due(self) -> list[str]:
+        """Payments whose hold the switch owes a void and that is still pending (the
+        ``ledger_expected_voids`` view: reversed originals, answers 96 with the ledger
+        outcome unknown, requests recovered after a crash). Voided again at start, by
+        the original's key, so that a crash between deciding and voiding loses none;
+        a hold voided already is not listed. Needs the ledger's tables."""
         def run(conn: psycopg.Connection) -> list[str]:
             return [r[0] for r in conn.execute(
-                "select distinct dup_key from switch_journal where event ="
-                " 'ledger_void_pending' and at > now() - make_interval(secs => %s)",
-                (within_s,))]
+                "select distinct v.dup_key from ledger_expected_voids v"
+                " join pending_transfers p on p.id = v.transfer_id"
+                " where p.state = 'pending'")]
         return await self.call(run)
 
     async def recover(self, reversal_of: Any, expiry_s: int,

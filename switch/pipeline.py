@@ -40,6 +40,7 @@ from payswitch.switch.errors import (
     OriginalNotFound,
     PinKeyMissing,
     UnsupportedTransaction,
+    response_code_for,
 )
 from payswitch.switch.journal import Original, SafItem, message_from_safe, safe_fields
 from payswitch.switch.links import transmission_time
@@ -388,6 +389,14 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
         # be lost, so it goes by store-and-forward, as when the link is down.
         ctx.saf.append(reversal_item(first, link.name))
         ctx.response = respond(ctx.request, "00", rrn=first.rrn)
+        return
+    except IssuerTimeout as e:
+        # Sent, outcome unknown: _exchange queued the 0420 (DE90 = the original), so
+        # the reversal is decided and the switch owns its delivery. The terminal is
+        # told 91 as before (issuer did not answer), but the pipeline goes on:
+        # void_ledger voids the hold (it used to stay pending: issue 9).
+        ctx.error = f"{type(e).__name__}: {e}"
+        ctx.response = respond(ctx.request, response_code_for(e), rrn=first.rrn)
         return
     if resp is None:  # reversed already by another request: nothing sent
         ctx.response = respond(ctx.request, "00", rrn=first.rrn)

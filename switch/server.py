@@ -138,10 +138,10 @@ class Switch:
 
     async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.store.migrate()
-        recovered_keys: list[str] = []
+        # their holds are voided below (ledger_voids_due: the "recovered" journal rows,
+        # and for a recovered 0400, its original's switch_reversal row)
         recovered = await self.store.recover(
-            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s,
-            recovered_keys)
+            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s)
         if recovered:
             log("recovered_in_flight", logging.WARNING, count=recovered,
                 note="answered 91; reversals queued for those sent to an issuer")
@@ -150,10 +150,10 @@ class Switch:
                 if self.ledger is not None:
                     # before any listener: every approval needs its hold written
                     await self.ledger.start(root)
-                    # answered 91 (recovered) or 96 (ledger outcome unknown) before a
-                    # crash: a hold they may have left is voided (idempotent)
-                    due = await self.store.ledger_voids_due(self.cfg.ledger.hold_timeout_s)
-                    for key in dict.fromkeys(recovered_keys + due):
+                    # reversed originals, and requests answered 91 (recovered) or 96
+                    # (ledger outcome unknown) before a crash: a hold still pending is
+                    # voided, by the original's key (idempotent)
+                    for key in await self.store.ledger_voids_due():
                         self.ledger.void_later(key)
                 for link in self.links.values():
                     root.start_soon(link.run)
