@@ -86,6 +86,7 @@ class Original:
     response: dict[str, Any] | None  # response sent to the terminal
     pan_token: str | None = None  # of the outbound request (see schema.sql)
     pan_enc: bytes | None = None
+    request: dict[str, Any] | None = None  # safe fields of the request as received
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,10 +408,14 @@ class Store:
         (response,) = conn.execute(
             "select response from switch_dedup where dup_key = %s", (dup_key,)
         ).fetchone()
+        req = conn.execute(
+            "select fields from switch_journal where dup_key = %s and event = 'request'"
+            " order by id limit 1", (dup_key,)).fetchone()
         return Original(link=out[0] if out else None, dup_key=dup_key,
                         issuer_request=out[1] if out else None, response=response,
                         pan_token=out[2] if out else None,
-                        pan_enc=bytes(out[3]) if out and out[3] is not None else None)
+                        pan_enc=bytes(out[3]) if out and out[3] is not None else None,
+                        request=req[0] if req else None)
 
     async def ledger_voids_due(self) -> list[str]:
         """Payments whose hold the switch owes a void and that is still pending (the

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from payswitch.codecs.iso8583.message import Message
+from payswitch.codecs.pan import mask_pan
 from payswitch.hsm.errors import HsmError, HsmInputError
 from payswitch.routing.bins import RouteDecision
 from payswitch.switch.errors import (
@@ -39,6 +40,8 @@ from payswitch.switch.errors import (
     LinkUnavailable,
     OriginalNotFound,
     PinKeyMissing,
+    ReversalAmountMismatch,
+    ReversalCardMismatch,
     UnsupportedTransaction,
     response_code_for,
 )
@@ -79,6 +82,7 @@ class Context:
     route: RouteDecision | None = None
     onus: Any = None  # the [[onus]] section when the switch is this card's issuer
     original: Original | None = None
+    original_pan: str | None = None  # a reversal's: its original's PAN (match_original)
     pin_block: bytes | None = None  # DE52 under the issuer link's ZPK (translate_pin)
     pan_prot: tuple[str, bytes] | None = None  # (PAN token, AES-GCM PAN) for storage
     outbound: Message | None = None  # what went to the issuer
@@ -358,6 +362,32 @@ async def locate_original(sw: Switch, ctx: Context) -> None:
     ctx.original = orig
 
 
+async def match_original(sw: Switch, ctx: Context) -> None:
+    """A reversal is the original's, not what the terminal put in it: its DE4 must be
+    the original's amount (13 otherwise) and its card the original's (25 otherwise);
+    refused, nothing is reversed or voided. The card is compared with the original's
+    PAN decrypted from the journal (HSM); without a stored PAN (no [hsm], or an on-us
+    original) with the original's masked PAN. A reversal without DE2 goes out, and is
+    stored for SAF, with the original's PAN."""
+    req, orig = ctx.request, ctx.original
+    received = orig.request or orig.issuer_request or {}
+    amount = received.get("amount_minor")
+    if req.amount_minor is not None and amount is not None and req.amount_minor != amount:
+        raise ReversalAmountMismatch("reversal amount is not its original's")
+    theirs = pan_of(req)
+    pan = await sw.stored_pan(orig.pan_enc, orig.dup_key, stan=req.stan)
+    if pan is not None:
+        if theirs and theirs != pan:
+            raise ReversalCardMismatch("reversal card is not its original's")
+        ctx.original_pan = pan
+        if ctx.pan_prot is None:  # stored with the reversal's rows, for its 0420
+            ctx.pan_prot = await sw.protect_pan(ctx, pan)
+        return
+    masked = received.get("pan_masked")
+    if theirs and masked and mask_pan(theirs) != masked:
+        raise ReversalCardMismatch("reversal card is not its original's")
+
+
 def _needs_reversal(orig: Original) -> bool:
     """Only an approval the issuer gave needs reversing: a 91 (timeout) was reversed by
     the switch already, and a decline holds nothing."""
@@ -378,7 +408,8 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
         ctx.saf.append(reversal_item(first, link.name))
         ctx.response = respond(ctx.request, "00", rrn=first.rrn)
         return
-    out = first.replace(mti="0400", pan=ctx.request.pan, stan=link.next_stan(),
+    out = first.replace(mti="0400", pan=ctx.original_pan or ctx.request.pan,
+                        stan=link.next_stan(),
                         transmission_time=transmission_time(),
                         original_data=original_data(first), auth_code=None,
                         response_code=None, additional_amounts=None)
@@ -462,6 +493,6 @@ PIPELINES: dict[str, tuple[Step, ...]] = {
             forward, post_ledger),
     "012": (check_duplicate, check_onus, route, store_advice),
     "022": (check_duplicate, check_onus, route, store_advice, post_completion),
-    "040": (check_duplicate, locate_original, forward_reversal, void_ledger),
-    "042": (check_duplicate, locate_original, store_reversal, void_ledger),
+    "040": (check_duplicate, locate_original, match_original, forward_reversal, void_ledger),
+    "042": (check_duplicate, locate_original, match_original, store_reversal, void_ledger),
 }

@@ -386,11 +386,13 @@ class Switch:
         parts = (card, req.processing_code or "", req.currency or "")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
-    async def protect_pan(self, ctx: Context) -> tuple[str, bytes] | None:
-        """(token, AES-GCM blob) of the request's PAN, made in the HSM, for the journal
-        and SAF rows; None without an HSM or a PAN, or when the HSM fails (logged: the
-        row is then stored without it, and a resent message goes without DE2)."""
-        pan = pan_of(ctx.request)
+    async def protect_pan(self, ctx: Context, pan: str | None = None,
+                          ) -> tuple[str, bytes] | None:
+        """(token, AES-GCM blob) of the request's PAN (or ``pan``: a reversal's is its
+        original's), made in the HSM, for the journal and SAF rows; None without an HSM
+        or a PAN, or when the HSM fails (logged: the row is then stored without it, and
+        a resent message goes without DE2)."""
+        pan = pan or pan_of(ctx.request)
         if self.hsm is None or not pan:
             return None
         h = self.cfg.hsm
@@ -570,15 +572,21 @@ class Switch:
 
     async def _stored_pan(self, row: SafRow) -> str | None:
         """DE2 of a SAF row, decrypted in the HSM (None: not stored, or it fails)."""
-        if row.pan_enc is None or self.hsm is None:
+        return await self.stored_pan(row.pan_enc, row.dup_key, saf_id=row.id)
+
+    async def stored_pan(self, blob: bytes | None, dup_key: str | None,
+                         **where: Any) -> str | None:
+        """A PAN kept at rest (AES-GCM under the DEK, the payment's dup_key as
+        associated data), decrypted in the HSM; None: not stored, no HSM, or it fails
+        (logged)."""
+        if blob is None or self.hsm is None:
             return None
         try:
-            return await self.hsm.decrypt_pan(self.cfg.hsm.pan_dek, bytes(row.pan_enc),
-                                              pan_aad(row.dup_key))
+            return await self.hsm.decrypt_pan(self.cfg.hsm.pan_dek, bytes(blob),
+                                              pan_aad(dup_key))
         except HsmError as e:
             self.metrics.hsm_errors.labels(type(e).__name__).inc()
-            log("pan_decrypt_failed", logging.ERROR, saf_id=row.id, error=str(e),
-                note="sent without DE2")
+            log("pan_decrypt_failed", logging.ERROR, error=str(e), **where)
             return None
 
 
