@@ -54,6 +54,11 @@ class ReversalAmountMismatch(SwitchError):
     voided (DE39 13, invalid amount; partial reversals are not carried)."""
 
 
+class MacInvalid(SwitchError):
+    """A terminal configured with a TAK sent a request without a MAC, or with a wrong
+    one: refused before anything else (DE39 63, security violation)."""
+
+
 class DuplicateStillInFlight(SwitchError):
     """A duplicate waited for its original longer than duplicate_wait_ms."""
 
@@ -87,6 +92,7 @@ class CompletionRefused(SwitchError):
 _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (CodecError, "30"),  # format error
     (UnknownTerminal, "58"),  # transaction not permitted to terminal
+    (MacInvalid, "63"),  # security violation (ISO 8583:1987)
     (UnknownAcquirer, "58"),
     (UnsupportedTransaction, "12"),  # invalid transaction
     (UnknownBin, "15"),  # no such issuer

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from payswitch.codecs.iso8583 import macing
 from payswitch.codecs.iso8583.message import Message
 from payswitch.codecs.pan import mask_pan
 from payswitch.hsm.errors import HsmError, HsmInputError
@@ -38,6 +39,7 @@ from payswitch.switch.errors import (
     LedgerUnavailable,
     LinkBusy,
     LinkUnavailable,
+    MacInvalid,
     OriginalNotFound,
     PinKeyMissing,
     ReversalAmountMismatch,
@@ -76,6 +78,7 @@ class Origin:
 class Context:
     request: Message
     origin: Origin
+    payload: bytes | None = None  # the request's bytes as received (terminal MAC)
     source: str = ""  # "T:<DE41>" or "A:<acquirer id>": whose STANs these are
     dup_key: str | None = None
     owner: bool = False  # this task owns the request's journal entry
@@ -150,6 +153,33 @@ def duplicate_key(source: str, req: Message) -> str:
 
 
 # -- participants ---------------------------------------------------------------------
+async def check_mac(sw: Switch, ctx: Context) -> None:
+    """A terminal with a TAK (``terminals[].mac_key``) MACs every request: ISO 9797-1
+    alg. 3 (TDES TAK) or AES-CMAC (AES TAK) over the message as received up to the MAC,
+    in DE64 (DE128 with a secondary bitmap), the same rule as link MACs
+    (``codecs.iso8583.macing``), verified in the HSM. A missing or wrong MAC is refused
+    first, before the duplicate check claims anything: DE39 63, counted. A spoofed DE41
+    (another terminal's id behind the same address) cannot pass without its TAK."""
+    if ctx.origin.kind != "terminal":
+        return
+    term = sw.terminals.get(ctx.request.terminal_id or "")
+    if term is None or not term.mac_key:
+        return
+    body = macing.mac_input(ctx.payload, ctx.request) if ctx.payload is not None else None
+    ok = False
+    if body is not None:
+        try:
+            ok = await sw.hsm.verify_mac(term.mac_key, body, ctx.request.mac)
+        except HsmError as e:
+            sw.metrics.hsm_errors.labels(type(e).__name__).inc()
+            raise
+    if not ok:
+        sw.metrics.terminal_mac_failures.labels(term.id).inc()
+        log("terminal_mac_invalid", logging.WARNING, terminal=term.id,
+            mti=ctx.request.mti, stan=ctx.request.stan, missing=ctx.request.mac is None)
+        raise MacInvalid("missing or wrong terminal MAC")
+
+
 async def check_transaction(sw: Switch, ctx: Context) -> None:
     code = (ctx.request.processing_code or "")[:2]
     if code not in SUPPORTED_PROCESSING:
@@ -487,12 +517,14 @@ async def post_completion(sw: Switch, ctx: Context) -> None:
 
 # Message class (first three MTI digits) -> participants. Repeats (xx1) share them.
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "010": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
-            forward, post_ledger),
-    "020": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
-            forward, post_ledger),
-    "012": (check_duplicate, check_onus, route, store_advice),
-    "022": (check_duplicate, check_onus, route, store_advice, post_completion),
-    "040": (check_duplicate, locate_original, match_original, forward_reversal, void_ledger),
-    "042": (check_duplicate, locate_original, match_original, store_reversal, void_ledger),
+    "010": (check_mac, check_transaction, check_duplicate, check_onus, translate_pin,
+            score_risk, route, forward, post_ledger),
+    "020": (check_mac, check_transaction, check_duplicate, check_onus, translate_pin,
+            score_risk, route, forward, post_ledger),
+    "012": (check_mac, check_duplicate, check_onus, route, store_advice),
+    "022": (check_mac, check_duplicate, check_onus, route, store_advice, post_completion),
+    "040": (check_mac, check_duplicate, locate_original, match_original, forward_reversal,
+            void_ledger),
+    "042": (check_mac, check_duplicate, locate_original, match_original, store_reversal,
+            void_ledger),
 }

@@ -296,13 +296,15 @@ class Switch:
             return False
         return True
 
-    async def handle(self, req: Message, origin: Origin) -> Message:
-        """Answer one request. Every error becomes a DE39 here (response_code_for)."""
+    async def handle(self, req: Message, origin: Origin, payload: bytes | None = None,
+                     ) -> Message:
+        """Answer one request (``payload``: its bytes as received, for a terminal MAC).
+        Every error becomes a DE39 here (response_code_for)."""
         started = trio.current_time()
         self._in_flight += 1
         self.metrics.in_flight.inc()
         self.metrics.attempts.labels(req.mti).inc()
-        ctx = Context(request=req, origin=origin)
+        ctx = Context(request=req, origin=origin, payload=payload)
         try:
             if req.mti[:2] == "08":  # answered here, but only to a known terminal
                 known = origin.kind != "terminal" or self._is_known(req, origin)
@@ -650,7 +652,7 @@ class _Connection:
                     log("unexpected_response", logging.WARNING, listener=self.lst.name,
                         peer=self.origin.peer, mti=req.mti, stan=req.stan)
                     return
-                resp = await self.sw.handle(req, self.origin)
+                resp = await self.sw.handle(req, self.origin, frame.payload)
             if resp is not None:
                 await self._send(resp, frame.tpdu)
         finally:
