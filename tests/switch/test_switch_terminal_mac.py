@@ -7,6 +7,7 @@ and by the load generator's ``mac`` option (its own token)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pyemv
@@ -38,11 +39,9 @@ DIALECT = get("iso87ascii")
 
 
 def _import(hsm, key: devkeys.DevKey) -> None:
-    try:
+    with contextlib.suppress(KeyExistsError):  # the session's token has it already
         hsm.import_key_components(key.label, key.key_type,
                                   [bytes.fromhex(c) for c in key.components])
-    except KeyExistsError:
-        pass
 
 
 @pytest.fixture(scope="module")
