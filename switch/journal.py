@@ -147,7 +147,10 @@ class Store:
             with conn.transaction():
                 result = fn(conn, *args)
         except psycopg.Error as e:
+            lost = conn.broken  # the connection, not the statement, failed
             conn.close()
+            if lost:  # the server went away: the idle ones are dead too, drop them now
+                self.close()  # rather than fail one request each when it is back
             raise StoreError(f"database error {type(e).__name__} "
                              f"(sqlstate {getattr(e, 'sqlstate', None)})") from None
         except BaseException:
