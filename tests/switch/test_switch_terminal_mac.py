@@ -35,19 +35,22 @@ TAK_LABEL = "tak.term0001"
 # A TEST TAK in two components (devkeys style); never a production key.
 TAK = devkeys.DevKey(TAK_LABEL, "TAK", ("0123456789ABCDEFFEDCBA9876543210",
                                          "1F2E3D4C5B6A79880F1E2D3C4B5A6978"), (None, None), None)
+AES_TAK = devkeys.DevKey("tak.term0003", "TAK", ("8D2A1C0E4B6F7A3912C5D8E0F1A2B3C4",),
+                         (None,), None, "AES")
 DIALECT = get("iso87ascii")
 
 
 def _import(hsm, key: devkeys.DevKey) -> None:
     with contextlib.suppress(KeyExistsError):  # the session's token has it already
         hsm.import_key_components(key.label, key.key_type,
-                                  [bytes.fromhex(c) for c in key.components])
+                                  [bytes.fromhex(c) for c in key.components], alg=key.alg)
 
 
 @pytest.fixture(scope="module")
 def taks(hsm, terminal_hsm):
     devkeys.load_switch_keys(hsm)
     _import(hsm, TAK)
+    _import(hsm, AES_TAK)
     _import(terminal_hsm, TAK)
     os.environ[PIN_ENV] = DEV_PIN
     return terminal_hsm
@@ -57,7 +60,8 @@ def mac_cfg(dsn: str, port: int) -> dict:
     cfg = config_dict(dsn, port)
     cfg["hsm"] = {"token": "switch-test", "pin_env": PIN_ENV}
     cfg["terminals"] = [{"id": "TERM0001", "listener": "pos", "mac_key": TAK_LABEL},
-                        {"id": "TERM0002", "listener": "pos"}]
+                        {"id": "TERM0002", "listener": "pos"},
+                        {"id": "TERM0003", "listener": "pos", "mac_key": AES_TAK.label}]
     return cfg
 
 
@@ -100,3 +104,27 @@ async def test_terminal_mac_required_checked_and_counted(dsn, taks):
     assert failures == 3
     assert not issuer.traffic("04")  # nothing was reversed
     assert [m.pan for m in issuer.traffic("0200")] == [PAN] * 3
+
+
+@trio_test
+async def test_aes_tak_is_cmac(dsn, taks):
+    """An AES TAK: AES-CMAC (8 bytes) over the same input, here computed with the
+    cryptography package; a retail MAC under the TDES TAK is refused for it."""
+    from cryptography.hazmat.primitives.ciphers.algorithms import AES
+    from cryptography.hazmat.primitives.cmac import CMAC
+
+    def cmac(body: bytes) -> bytes:
+        c = CMAC(AES(AES_TAK.clear))
+        c.update(body)
+        return c.finalize()[:8]
+
+    issuer = FakeIssuer(approve)
+    async with serving(issuer), running_switch(mac_cfg(dsn, issuer.port)) as sw:
+        term = await Terminal.connect(sw.ports["pos"])
+        msg = purchase("000001").replace(terminal_id="TERM0003")
+        body, hex_form = macing.unsigned(DIALECT, msg)
+        await term.send_raw(macing.signed(body, hex_form, cmac(body)))
+        assert (await term.recv()).response_code == "00"
+        await term.send_raw(maced(purchase("000002").replace(terminal_id="TERM0003")))
+        assert (await term.recv()).response_code == "63"
+        await term.aclose()
