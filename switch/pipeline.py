@@ -5,6 +5,10 @@ A participant is ``async def step(switch, ctx) -> None``: it reads and fills the
 (a duplicate answered from the journal). Errors become DE39 codes in one place:
 ``payswitch.switch.errors.response_code_for``, called by ``Switch.handle``.
 
+``check_mac`` (first in every class) verifies a TAK terminal's request MAC in the HSM
+(63 when missing or wrong). ``match_original`` makes a reversal its original's: same
+amount (13), same card (25), DE2 from the original's encrypted PAN.
+
 ``translate_pin`` asks the HSM to translate the terminal's PIN block (TPK or TDES
 DUKPT) to the issuer link's ZPK; card checks (CVV, ARQC) are the issuer's, with its
 own keys. Hook point for later issues (no-op today): ``score_risk`` (routing/ risk
