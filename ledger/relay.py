@@ -25,7 +25,9 @@ import trio
 from . import events as ev
 from .types import LedgerError
 
+# event name as the message, values in extra={"fields": ...}: see writer.py
 log = logging.getLogger("payswitch.ledger.relay")
+RECONNECT_LOG_EVERY = 20  # while the database or broker is down: one line per this many
 RELAY_LOCK_KEY = 0x7061797377697463  # "payswitc": one relay per database
 
 
@@ -63,13 +65,24 @@ class OutboxRelay:
         """Runs until stop() (or cancellation); reconnects to DB and broker on failure."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        failures = 0
         while not self._stop.is_set():
             try:
                 await self._session()
+                failures = 0
+                continue
             except (psycopg.Error, aiomqtt.MqttError, OSError, LedgerError) as e:
-                log.warning("outbox relay: %s; reconnecting", type(e).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.config.reconnect_backoff_s)
+                error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            except Exception as e:  # a bug must not end publishing for good: logged, retried
+                log.error("outbox_relay_bug", exc_info=e)
+                error = type(e).__name__
+            # the first failure, then one line per RECONNECT_LOG_EVERY tries
+            if failures % RECONNECT_LOG_EVERY == 0:
+                log.warning("outbox_relay_reconnecting",
+                            extra={"fields": {"error": error, "failures": failures + 1}})
+            failures += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.reconnect_backoff_s)
 
     def stop(self) -> None:
         """Thread-safe: asks the relay to finish its current round and return."""

@@ -8,7 +8,12 @@ Checks (each bounded to ``max_items`` reported items, the counts are always exac
 4. the event chain: seq 1..n without gaps, each prev_mac = the previous mac, each mac
    recomputed with the injected MAC function, the head row = the last event;
 5. every ``approved`` event names a pending transfer (its hold), and every pending
-   transfer has a ``held`` event in a payment that has an ``approved`` event.
+   transfer has a ``held`` event in a payment that has an ``approved`` event;
+6. holds an application says must be released are: when a relation named
+   ``ledger_expected_voids`` (columns ``transfer_id uuid``, ``reason text``) exists,
+   every pending transfer it names is voided (or expired), never still pending or
+   posted. The ledger does not know why; the switch provides it as a view (a reversed
+   original, a request answered 96 or recovered after a crash: see switch/schema.sql).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ class Report:
     holds_without_approval: list[str] = field(default_factory=list)
     holds_without_approval_count: int = 0
     events_without_outbox_count: int = 0  # would never be published
+    expected_voids_checked: bool = False  # a ledger_expected_voids relation was found
+    expected_voids: int = 0  # holds it names that exist
+    unvoided: list[str] = field(default_factory=list)
+    unvoided_count: int = 0
 
     @property
     def ledger_balanced(self) -> bool:
@@ -58,7 +67,7 @@ class Report:
         return (self.ledger_balanced and self.chain.intact and self.chain.mac_checked
                 and not self.approvals_without_hold_count
                 and not self.holds_without_approval_count
-                and not self.events_without_outbox_count)
+                and not self.events_without_outbox_count and not self.unvoided_count)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -111,6 +120,11 @@ class Report:
         out.append(_line(not self.events_without_outbox_count,
                          f"every event in the outbox ({self.events_without_outbox_count} "
                          "missing)"))
+        if self.expected_voids_checked:
+            out.append(_line(not self.unvoided_count,
+                             f"holds that must be released are voided ({self.expected_voids} "
+                             f"named, {self.unvoided_count} still pending or posted)"))
+            out.extend(f"      {x}" for x in self.unvoided)
         out.append("ledger verify: " + ("CLEAN" if self.ok else "DISCREPANCIES FOUND"
                                         if c.mac_checked or not c.intact else "INCOMPLETE"))
         return "\n".join(out)
@@ -129,7 +143,23 @@ def verify(conn: psycopg.Connection, mac: ev.MacFunction | None,
         _balances(conn, r, max_items)
         _chain(conn, r, mac, max_items)
         _approvals(conn, r, max_items)
+        _expected_voids(conn, r, max_items)
     return r
+
+
+def _expected_voids(conn, r: Report, max_items: int) -> None:
+    if conn.execute("select to_regclass('ledger_expected_voids')").fetchone()[0] is None:
+        return
+    r.expected_voids_checked = True
+    rows = conn.execute("""
+        select v.transfer_id, p.state, string_agg(distinct v.reason, ',')
+          from ledger_expected_voids v join pending_transfers p on p.id = v.transfer_id
+         group by v.transfer_id, p.state order by v.transfer_id""").fetchall()
+    r.expected_voids = len(rows)
+    bad = [(t, state, why) for t, state, why in rows if state not in ("voided", "expired")]
+    r.unvoided_count = len(bad)
+    r.unvoided = [f"hold {t} is {state}, but must be released ({why})"
+                  for t, state, why in bad[:max_items]]
 
 
 def _balances(conn, r: Report, max_items: int) -> None:

@@ -21,13 +21,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 import trio
 
 from . import events as ev
 from .store import Ledger, Outcome, Request
 from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
 
+# Records carry an event name as the message and their values in ``extra={"fields":
+# ...}``: the switch's JSON log handler (on the "payswitch" logger) prints them as one
+# JSON object per line, like its own.
 log = logging.getLogger("payswitch.ledger.writer")
+RECONNECT_LOG_EVERY = 25  # while the database is down: one line per this many tries
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 @dataclass
@@ -46,6 +55,8 @@ class _Slot:
     done: trio.Event = field(default_factory=trio.Event)
     outcome: Outcome | None = None
     error: LedgerError | None = None
+    taken: bool = False  # in a batch being written: the outcome is the writer's now
+    abandoned: bool = False  # the caller gave up before that: skipped, never written
 
 
 class BatchWriter:
@@ -97,6 +108,7 @@ class BatchWriter:
                 self._ledger = None
 
     async def _connect(self) -> None:
+        failures = 0
         while self._ledger is None:
             try:
                 self._ledger = await trio.to_thread.run_sync(
@@ -105,11 +117,17 @@ class BatchWriter:
                                    statement_timeout_ms=self.config.statement_timeout_ms),
                     limiter=self._limiter)
             except LedgerError as e:
-                log.warning("ledger writer: %s; retrying", e)
+                # the first failure, then one line per RECONNECT_LOG_EVERY tries
+                if failures % RECONNECT_LOG_EVERY == 0:
+                    log.warning("ledger_writer_reconnecting", extra={"fields": {
+                        "error": _first_line(e), "failures": failures + 1}})
+                failures += 1
                 await trio.sleep(self.config.reconnect_backoff_ms / 1000)
+        if failures:
+            log.warning("ledger_writer_reconnected", extra={"fields": {"failures": failures}})
 
     async def _collect(self) -> list[_Slot]:
-        first = await self._recv.receive()
+        first = await self._receive_live()
         batch, n = [first], len(first.request.transfers)
         deadline = trio.current_time() + self.config.max_wait_ms / 1000
         while n < self.config.max_batch:
@@ -120,9 +138,22 @@ class BatchWriter:
                     slot = await self._recv.receive()
                 if scope.cancelled_caught:
                     break
+            if slot.abandoned:
+                continue
+            slot.taken = True
             batch.append(slot)
             n += len(slot.request.transfers)
         return batch
+
+    async def _receive_live(self) -> _Slot:
+        """The next request whose caller still waits. A caller that gave up (its own
+        timeout, e.g. while the database was down) treats the write as failed and may
+        already have undone it; writing it afterwards would leave it done."""
+        while True:
+            slot = await self._recv.receive()
+            if not slot.abandoned:
+                slot.taken = True
+                return slot
 
     async def _write(self, batch: list[_Slot]) -> None:
         if self._ledger is None or self._ledger.conn.closed or self._ledger.conn.broken:
@@ -139,7 +170,7 @@ class BatchWriter:
             err = e if isinstance(e, LedgerError) else LedgerError(
                 f"ledger batch failed: {type(e).__name__}: {e}")
             if not isinstance(e, LedgerError):
-                log.error("ledger batch failed unexpectedly", exc_info=e)
+                log.error("ledger_writer_batch_bug", exc_info=e)
             for s in batch:
                 s.error = err
                 s.done.set()
@@ -166,9 +197,12 @@ class BatchWriter:
         slot = _Slot(request)
         try:
             await self._send.send(slot)
+            await slot.done.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise LedgerError("ledger writer is not running") from e
-        await slot.done.wait()
+        finally:
+            if not slot.done.is_set() and not slot.taken:
+                slot.abandoned = True  # cancelled before the writer took it: never written
         if slot.error is not None:
             raise slot.error
         assert slot.outcome is not None
@@ -211,19 +245,34 @@ class BatchWriter:
         """The expiry job: every ``expiry_interval_s``, voids holds past their timeout.
         Runs on a connection of its own; accounts are locked in id order by both, so it
         never deadlocks with the writer."""
-        led = await trio.to_thread.run_sync(
-            lambda: Ledger(self.dsn, schema=self.schema, clock_ns=self.clock_ns))
+        def connect() -> Ledger:
+            return Ledger(self.dsn, schema=self.schema, clock_ns=self.clock_ns,
+                          statement_timeout_ms=self.config.statement_timeout_ms)
+
+        led: Ledger | None = await trio.to_thread.run_sync(connect)
         task_status.started()
+        failing = False
         try:
             while True:
                 try:
+                    if led is None:  # lost with the database: reconnect each round
+                        led = await trio.to_thread.run_sync(connect)
                     while await trio.to_thread.run_sync(led.expire_pending) > 0:
                         pass
-                except LedgerError:
-                    pass  # next round retries; holds only expire later, never twice
+                    failing = False
+                except (LedgerError, psycopg.Error) as e:
+                    # next round retries; holds only expire later, never twice
+                    if not failing:
+                        log.warning("ledger_expiry_failed", extra={"fields": {
+                            "error": _first_line(e)}})
+                    failing = True
+                    if led is not None and (led.conn.closed or led.conn.broken):
+                        led.close()
+                        led = None
                 await trio.sleep(self.config.expiry_interval_s)
         finally:
-            led.close()
+            if led is not None:
+                led.close()
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "PAYSWITCH_HSM_PIN from the env): real PIN blocks, CVVs, ARQCs")
     p.add_argument("--dukpt-every", type=int, default=0,
                    help="terminals whose number is divisible by N use TDES DUKPT")
+    p.add_argument("--mac-key", default="", metavar="LABEL",
+                   help="TAK in the terminal token: MAC every request in DE64 "
+                   "(retail MAC, or AES-CMAC for an AES TAK; needs --hsm-token)")
     p.set_defaults(func=_load)
 
     p = sub.add_parser("certify", help="certification scenarios against a host (iso87ascii)")
@@ -84,7 +87,8 @@ def _load(args) -> int:
                      terminals=args.terminals, rate=args.rate, duration_s=args.duration,
                      framing=args.framing, cards=args.cards, timeout_s=args.timeout,
                      seed=args.seed, progress=sys.stderr.isatty() or not args.json,
-                     hsm=_hsm(args.hsm_token), dukpt_every=args.dukpt_every)
+                     hsm=_hsm(args.hsm_token), dukpt_every=args.dukpt_every,
+                     mac_key=args.mac_key)
     report = trio.run(run_load, cfg)
     print(json.dumps(report) if args.json else format_report(report))
     return 0 if report["errors"] == 0 and report["sent"] > 0 else 1

@@ -82,6 +82,7 @@ class LoadConfig:
     progress: bool = True
     hsm: Hsm | None = None  # the terminal token: real PIN blocks, CVVs, ARQCs
     dukpt_every: int = 0  # terminal numbers divisible by it use DUKPT; 0 = none
+    mac_key: str = ""  # TAK label in the terminal token: every request MACed (DE64)
 
 
 @dataclass
@@ -194,7 +195,7 @@ class _Generator:
         term = self._terminal(idx)
         while trio.current_time() < deadline:
             try:
-                async with open_link(self.cfg.host, self.cfg.port,
+                async with open_link(self.cfg.host, self.cfg.port, mac=self.mac(),
                                      framing=self.cfg.framing) as link:
                     while trio.current_time() < deadline and not link.closed:
                         await self.one(link, term)
@@ -211,7 +212,8 @@ class _Generator:
             try:
                 for _ in terms:
                     links.append(await stack.enter_async_context(
-                        open_link(cfg.host, cfg.port, framing=cfg.framing)))
+                        open_link(cfg.host, cfg.port, framing=cfg.framing,
+                                  mac=self.mac())))
             except TransportError as e:
                 self.report.errors_by_kind[str(e).split(":")[0]] += 1
                 return
@@ -237,6 +239,15 @@ class _Generator:
             await self.one(link, term)
         finally:
             limiter.release_on_behalf_of(token)
+
+    def mac(self):
+        """The request MAC (retail MAC / AES-CMAC under the TAK ``mac_key``), or None."""
+        if not self.cfg.mac_key:
+            return None
+        if self.cfg.hsm is None:
+            raise ValueError("mac_key needs the terminal token (hsm)")
+        hsm, label = self.cfg.hsm, self.cfg.mac_key
+        return lambda body: hsm.generate_mac(label, body)
 
     def _terminal(self, idx: int) -> Terminal:
         n = self.cfg.first_terminal + idx

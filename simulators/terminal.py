@@ -29,13 +29,14 @@ import itertools
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame
-from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.iso8583 import Message, get, macing
 from payswitch.codecs.iso8583.mastercard import build_de48
 from payswitch.codecs.tlv import Tlv, as_tag, encode_tlv
 from payswitch.hsm import Hsm, devkeys, emv
@@ -247,8 +248,11 @@ class TerminalLink:
     """One TCP connection to a host; use ``open_link`` to get one."""
 
     def __init__(self, stream: trio.SocketStream, framing: str, tpdu: bytes,
-                 max_frame_bytes: int) -> None:
+                 max_frame_bytes: int, mac: Callable[[bytes], bytes] | None = None) -> None:
         self.stream = stream
+        # With a TAK: mac(body) -> 8 bytes over the message up to its MAC (DE64/DE128,
+        # codecs.iso8583.macing), e.g. lambda b: hsm.generate_mac("tak.x", b)
+        self.mac = mac
         self.framing = framing
         self.tpdu = tpdu
         self.max_frame_bytes = max_frame_bytes
@@ -269,7 +273,11 @@ class TerminalLink:
                 raise TransportError(f"send failed: {type(e).__name__}") from None
 
     async def request(self, msg: Message, timeout_s: float = 30.0) -> Result:
-        return await self.request_raw(DIALECT.encode(msg), msg.stan, timeout_s)
+        if self.mac is None:
+            return await self.request_raw(DIALECT.encode(msg), msg.stan, timeout_s)
+        body, hex_form = macing.unsigned(DIALECT, msg)
+        payload = macing.signed(body, hex_form, self.mac(body))
+        return await self.request_raw(payload, msg.stan, timeout_s)
 
     async def request_raw(self, payload: bytes, stan: str | None,
                           timeout_s: float = 30.0) -> Result:
@@ -351,7 +359,8 @@ class _Waiter:
 @contextlib.asynccontextmanager
 async def open_link(host: str, port: int, *, framing: str = "len2",
                     tpdu: bytes = DEFAULT_TPDU, max_frame_bytes: int = 8192,
-                    connect_timeout_s: float = 5.0):
+                    connect_timeout_s: float = 5.0,
+                    mac: Callable[[bytes], bytes] | None = None):
     """Connect and run the reader; the link is closed when the block exits."""
     with trio.move_on_after(connect_timeout_s) as scope:
         try:
@@ -360,7 +369,7 @@ async def open_link(host: str, port: int, *, framing: str = "len2",
             raise TransportError(f"cannot connect to {host}:{port}: {e.strerror}") from None
     if scope.cancelled_caught:
         raise TransportError(f"connect to {host}:{port} timed out")
-    link = TerminalLink(stream, framing, tpdu, max_frame_bytes)
+    link = TerminalLink(stream, framing, tpdu, max_frame_bytes, mac)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(link._read_loop)
         try:

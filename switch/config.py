@@ -105,6 +105,7 @@ class TerminalSection:
     source: str = ""  # empty = any source address
     pin_key: str = ""  # empty = the listener's pin_key
     pin_mode: str = ""  # tpk | dukpt; empty = the listener's pin_mode
+    mac_key: str = ""  # TAK label: every request must carry a valid DE64/DE128 MAC
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +315,8 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"terminal {t.id!r}: DE41 is at most 8 characters")
         if t.listener and listeners.get(t.listener) is None:
             raise ConfigError(f"terminal {t.id}: no listener {t.listener!r}")
+        if t.mac_key and not cfg.hsm.enabled:
+            raise ConfigError(f"terminal {t.id}: mac_key needs an [hsm] token")
     for a in cfg.acquirers:
         if a.listener not in listeners or listeners[a.listener].kind != "acquirer":
             raise ConfigError(f"acquirer {a.id}: {a.listener!r} is not an acquirer listener")

@@ -44,6 +44,21 @@ class OriginalNotFound(SwitchError):
     """A reversal whose original transaction is not in the journal."""
 
 
+class ReversalCardMismatch(SwitchError):
+    """A reversal whose card (DE2 / track 2) is not its original's: refused, nothing
+    reversed or voided (DE39 25: no original for this card)."""
+
+
+class ReversalAmountMismatch(SwitchError):
+    """A reversal whose DE4 is not its original's amount: refused, nothing reversed or
+    voided (DE39 13, invalid amount; partial reversals are not carried)."""
+
+
+class MacInvalid(SwitchError):
+    """A terminal configured with a TAK sent a request without a MAC, or with a wrong
+    one: refused before anything else (DE39 63, security violation)."""
+
+
 class DuplicateStillInFlight(SwitchError):
     """A duplicate waited for its original longer than duplicate_wait_ms."""
 
@@ -77,12 +92,15 @@ class CompletionRefused(SwitchError):
 _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (CodecError, "30"),  # format error
     (UnknownTerminal, "58"),  # transaction not permitted to terminal
+    (MacInvalid, "63"),  # security violation (ISO 8583:1987)
     (UnknownAcquirer, "58"),
     (UnsupportedTransaction, "12"),  # invalid transaction
     (UnknownBin, "15"),  # no such issuer
     (NoPan, "14"),  # invalid card number
     (RoutingError, "15"),
     (OriginalNotFound, "25"),  # unable to locate record
+    (ReversalCardMismatch, "25"),  # no such original for this card
+    (ReversalAmountMismatch, "13"),  # invalid amount
     (LinkUnavailable, "91"),  # issuer or switch inoperative
     (LinkBusy, "91"),
     (IssuerTimeout, "91"),

@@ -86,6 +86,7 @@ class Original:
     response: dict[str, Any] | None  # response sent to the terminal
     pan_token: str | None = None  # of the outbound request (see schema.sql)
     pan_enc: bytes | None = None
+    request: dict[str, Any] | None = None  # safe fields of the request as received
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,10 @@ class Store:
             with conn.transaction():
                 result = fn(conn, *args)
         except psycopg.Error as e:
+            lost = conn.broken  # the connection, not the statement, failed
             conn.close()
+            if lost:  # the server went away: the idle ones are dead too, drop them now
+                self.close()  # rather than fail one request each when it is back
             raise StoreError(f"database error {type(e).__name__} "
                              f"(sqlstate {getattr(e, 'sqlstate', None)})") from None
         except BaseException:
@@ -407,20 +411,26 @@ class Store:
         (response,) = conn.execute(
             "select response from switch_dedup where dup_key = %s", (dup_key,)
         ).fetchone()
+        req = conn.execute(
+            "select fields from switch_journal where dup_key = %s and event = 'request'"
+            " order by id limit 1", (dup_key,)).fetchone()
         return Original(link=out[0] if out else None, dup_key=dup_key,
                         issuer_request=out[1] if out else None, response=response,
                         pan_token=out[2] if out else None,
-                        pan_enc=bytes(out[3]) if out and out[3] is not None else None)
+                        pan_enc=bytes(out[3]) if out and out[3] is not None else None,
+                        request=req[0] if req else None)
 
-    async def ledger_voids_due(self, within_s: int) -> list[str]:
-        """Payments answered 96 because the ledger's outcome was unknown (journal event
-        ``ledger_void_pending``, written with the answer) within ``within_s``: the
-        switch voids their holds again at start (idempotent: ``exists``)."""
+    async def ledger_voids_due(self) -> list[str]:
+        """Payments whose hold the switch owes a void and that is still pending (the
+        ``ledger_expected_voids`` view: reversed originals, answers 96 with the ledger
+        outcome unknown, requests recovered after a crash). Voided again at start, by
+        the original's key, so that a crash between deciding and voiding loses none;
+        a hold voided already is not listed. Needs the ledger's tables."""
         def run(conn: psycopg.Connection) -> list[str]:
             return [r[0] for r in conn.execute(
-                "select distinct dup_key from switch_journal where event ="
-                " 'ledger_void_pending' and at > now() - make_interval(secs => %s)",
-                (within_s,))]
+                "select distinct v.dup_key from ledger_expected_voids v"
+                " join pending_transfers p on p.id = v.transfer_id"
+                " where p.state = 'pending'")]
         return await self.call(run)
 
     async def recover(self, reversal_of: Any, expiry_s: int,

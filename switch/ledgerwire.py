@@ -31,6 +31,7 @@ Account model (ledger = ISO 4217 numeric, one per currency; codes below)::
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -40,6 +41,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+import psycopg
 import trio
 
 import payswitch.ledger as L
@@ -63,6 +65,7 @@ AUTH_ONUS, AUTH_OFFUS, AUTH_FX, OPENING = 1, 2, 3, 4
 HOLD_PROCESSING = ("00", "01")  # purchase, cash: the ones that hold money
 VOID_RETRY_S = 1.0
 VOID_ATTEMPTS_MAX = 600
+NO_HOLD_RESULT = "pending_transfer_not_found"
 
 PanToken = Callable[[str], str]
 
@@ -250,15 +253,25 @@ class LedgerWire:
             self._control = None
 
     async def _control_call(self, fn: Callable[[L.Ledger], Any]) -> Any:
+        """``fn(ledger)`` on the control connection (reconnected when needed). Every
+        database failure, whether the ledger wrapped it (LedgerError) or not (a raw
+        psycopg error such as AdminShutdown from a read), becomes LedgerUnavailable: the
+        callers handle that one type (issue 9: a raw error used to stop the switch)."""
         async with self._control_lock:
-            if self._control is None:
-                self._control = await trio.to_thread.run_sync(lambda: L.Ledger(self.dsn))
             try:
+                if self._control is None:
+                    self._control = await trio.to_thread.run_sync(
+                        lambda: L.Ledger(self.dsn, statement_timeout_ms=self._timeout_ms()))
                 return await trio.to_thread.run_sync(fn, self._control)
-            except L.LedgerError:
+            except (L.LedgerError, psycopg.Error) as e:
                 ctl, self._control = self._control, None
-                ctl.close()
-                raise
+                if ctl is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        ctl.close()
+                raise LedgerUnavailable(f"ledger control call: {type(e).__name__}") from e
+
+    def _timeout_ms(self) -> int:
+        return max(1000, self.cfg.database.statement_timeout_ms)
 
     async def _provision(self, token: str, onus: OnusSection) -> int:
         """The card's account, created with its opening balance on first use."""
@@ -434,23 +447,30 @@ class LedgerWire:
         return [by_id[i] for i in ids if i in by_id]
 
     async def void(self, orig_dup_key: str, reason: str) -> str:
-        """Voids the original's hold (both legs of an FX pair, linked). Returns the result:
-        created, exists (voided before), or why there was nothing to void."""
-        legs = await self._legs(orig_dup_key)
-        if not legs:
-            return "no_hold"
+        """Voids the original's hold (and the second leg of an FX pair). Returns the
+        first leg's result: created, exists (voided before), no_hold, or why not.
+
+        The hold ids are derived from the key, so there is no lookup: each leg's void
+        goes through the writer, which is FIFO, so a void queued after a hold whose
+        write outcome was unknown is applied after that write (a lookup on another
+        connection could see no hold yet and leave one pending that commits later)."""
         pid = self.payment_id(orig_dup_key)
-        transfers = [L.Transfer(det_id("void", t.id), flags=L.TransferFlags.VOID_PENDING_TRANSFER
-                                | (L.TransferFlags.LINKED if i < len(legs) - 1 else 0),
-                                pending_id=t.id) for i, t in enumerate(legs)]
-        events = [L.Event(det_id("ev", "reversed", t.id), "reversed", {"reason": reason},
-                          payment_id=pid, transfer_id=t.id) for t in legs]
-        out = await self._submit(transfers, events)
-        return str(out.results[0])
+        results = []
+        for leg in (det_id("hold", orig_dup_key), det_id("hold2", orig_dup_key)):
+            t = L.Transfer(det_id("void", leg), flags=L.TransferFlags.VOID_PENDING_TRANSFER,
+                           pending_id=leg)
+            event = L.Event(det_id("ev", "reversed", leg), "reversed", {"reason": reason},
+                            payment_id=pid, transfer_id=leg)
+            out = await self._submit([t], [event])
+            results.append(str(out.results[0]))
+            if results[0] == NO_HOLD_RESULT:
+                break  # no first leg: there is no second one either
+        return "no_hold" if results[0] == NO_HOLD_RESULT else results[0]
 
     def void_later(self, orig_dup_key: str) -> None:
-        """Queue a void that must happen (an unknown ledger outcome answered 96, or a
-        request recovered after a crash); retried until done."""
+        """Queue a void that must happen (an unknown ledger outcome answered 96, a
+        request recovered after a crash, a reversal whose void failed); retried until
+        done."""
         try:
             self._voids_send.send_nowait((orig_dup_key, 0))
         except trio.WouldBlock:
@@ -461,13 +481,23 @@ class LedgerWire:
             try:
                 result = await self.void(key, "unknown_outcome")
                 log("ledger_void_done", result=result)
+                continue
             except LedgerUnavailable as e:
-                if attempts + 1 < VOID_ATTEMPTS_MAX:
-                    await trio.sleep(VOID_RETRY_S)
-                    self._voids_send.send_nowait((key, attempts + 1))
-                else:
-                    log("ledger_void_gave_up", logging.ERROR, error=str(e),
-                        note="the hold expires after ledger.hold_timeout_s")
+                error = str(e)
+            except Exception as e:  # a bug must not stop the switch: logged, retried
+                log("ledger_void_bug", logging.ERROR, exc_info=True)
+                error = type(e).__name__
+            if attempts + 1 >= VOID_ATTEMPTS_MAX:
+                log("ledger_void_gave_up", logging.ERROR, error=error,
+                    note="the hold expires after ledger.hold_timeout_s")
+                continue
+            if attempts == 0:
+                log("ledger_void_retrying", logging.WARNING, error=error)
+            await trio.sleep(VOID_RETRY_S)
+            try:
+                self._voids_send.send_nowait((key, attempts + 1))
+            except trio.WouldBlock:
+                log("ledger_void_dropped", logging.ERROR, note="queue full; hold expires")
 
     async def complete(self, orig_dup_key: str, amount_minor: int) -> str:
         """Completion advice / capture: posts the hold, partly if ``amount_minor`` is

@@ -26,18 +26,27 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "event": record.getMessage(),
         }
+        if not record.name.startswith(LOGGER.name):
+            out["logger"] = record.name
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
+# The ledger's writer, expiry job and outbox relay log through "payswitch.ledger.*"
+# (the ledger does not import the switch): the same handler makes them JSON lines too,
+# instead of Python's plain-text last-resort output on stderr.
+OTHER_LOGGERS = ("payswitch.ledger",)
+
+
 def setup(level: str = "INFO", stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(level.upper())
-    LOGGER.propagate = False
+    for logger in (LOGGER, *map(logging.getLogger, OTHER_LOGGERS)):
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
 
 def _safe(key: str, value: Any) -> Any:

@@ -38,6 +38,9 @@ class Metrics:
         self.link_mac_failures = Counter("link_mac_failures_total", "Messages from an "
                                          "issuer link dropped for a missing or wrong MAC",
                                          ["link"], registry=r)
+        self.terminal_mac_failures = Counter(
+            "terminal_mac_failures_total", "Requests from a terminal with a TAK refused "
+            "(DE39 63) for a missing or wrong MAC", ["terminal"], registry=r)
         self.hsm_errors = Counter("hsm_errors_total", "HSM operations that failed, by "
                                   "error type", ["error"], registry=r)
         self.link_in_flight = Gauge("link_in_flight", "Requests awaiting a response",

@@ -5,6 +5,10 @@ A participant is ``async def step(switch, ctx) -> None``: it reads and fills the
 (a duplicate answered from the journal). Errors become DE39 codes in one place:
 ``payswitch.switch.errors.response_code_for``, called by ``Switch.handle``.
 
+``check_mac`` (first in every class) verifies a TAK terminal's request MAC in the HSM
+(63 when missing or wrong). ``match_original`` makes a reversal its original's: same
+amount (13), same card (25), DE2 from the original's encrypted PAN.
+
 ``translate_pin`` asks the HSM to translate the terminal's PIN block (TPK or TDES
 DUKPT) to the issuer link's ZPK; card checks (CVV, ARQC) are the issuer's, with its
 own keys. Hook point for later issues (no-op today): ``score_risk`` (routing/ risk
@@ -28,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from payswitch.codecs.iso8583 import macing
 from payswitch.codecs.iso8583.message import Message
+from payswitch.codecs.pan import mask_pan
 from payswitch.hsm.errors import HsmError, HsmInputError
 from payswitch.routing.bins import RouteDecision
 from payswitch.switch.errors import (
@@ -37,9 +43,13 @@ from payswitch.switch.errors import (
     LedgerUnavailable,
     LinkBusy,
     LinkUnavailable,
+    MacInvalid,
     OriginalNotFound,
     PinKeyMissing,
+    ReversalAmountMismatch,
+    ReversalCardMismatch,
     UnsupportedTransaction,
+    response_code_for,
 )
 from payswitch.switch.journal import Original, SafItem, message_from_safe, safe_fields
 from payswitch.switch.links import transmission_time
@@ -72,12 +82,14 @@ class Origin:
 class Context:
     request: Message
     origin: Origin
+    payload: bytes | None = None  # the request's bytes as received (terminal MAC)
     source: str = ""  # "T:<DE41>" or "A:<acquirer id>": whose STANs these are
     dup_key: str | None = None
     owner: bool = False  # this task owns the request's journal entry
     route: RouteDecision | None = None
     onus: Any = None  # the [[onus]] section when the switch is this card's issuer
     original: Original | None = None
+    original_pan: str | None = None  # a reversal's: its original's PAN (match_original)
     pin_block: bytes | None = None  # DE52 under the issuer link's ZPK (translate_pin)
     pan_prot: tuple[str, bytes] | None = None  # (PAN token, AES-GCM PAN) for storage
     outbound: Message | None = None  # what went to the issuer
@@ -145,6 +157,33 @@ def duplicate_key(source: str, req: Message) -> str:
 
 
 # -- participants ---------------------------------------------------------------------
+async def check_mac(sw: Switch, ctx: Context) -> None:
+    """A terminal with a TAK (``terminals[].mac_key``) MACs every request: ISO 9797-1
+    alg. 3 (TDES TAK) or AES-CMAC (AES TAK) over the message as received up to the MAC,
+    in DE64 (DE128 with a secondary bitmap), the same rule as link MACs
+    (``codecs.iso8583.macing``), verified in the HSM. A missing or wrong MAC is refused
+    first, before the duplicate check claims anything: DE39 63, counted. A spoofed DE41
+    (another terminal's id behind the same address) cannot pass without its TAK."""
+    if ctx.origin.kind != "terminal":
+        return
+    term = sw.terminals.get(ctx.request.terminal_id or "")
+    if term is None or not term.mac_key:
+        return
+    body = macing.mac_input(ctx.payload, ctx.request) if ctx.payload is not None else None
+    ok = False
+    if body is not None:
+        try:
+            ok = await sw.hsm.verify_mac(term.mac_key, body, ctx.request.mac)
+        except HsmError as e:
+            sw.metrics.hsm_errors.labels(type(e).__name__).inc()
+            raise
+    if not ok:
+        sw.metrics.terminal_mac_failures.labels(term.id).inc()
+        log("terminal_mac_invalid", logging.WARNING, terminal=term.id,
+            mti=ctx.request.mti, stan=ctx.request.stan, missing=ctx.request.mac is None)
+        raise MacInvalid("missing or wrong terminal MAC")
+
+
 async def check_transaction(sw: Switch, ctx: Context) -> None:
     code = (ctx.request.processing_code or "")[:2]
     if code not in SUPPORTED_PROCESSING:
@@ -357,6 +396,32 @@ async def locate_original(sw: Switch, ctx: Context) -> None:
     ctx.original = orig
 
 
+async def match_original(sw: Switch, ctx: Context) -> None:
+    """A reversal is the original's, not what the terminal put in it: its DE4 must be
+    the original's amount (13 otherwise) and its card the original's (25 otherwise);
+    refused, nothing is reversed or voided. The card is compared with the original's
+    PAN decrypted from the journal (HSM); without a stored PAN (no [hsm], or an on-us
+    original) with the original's masked PAN. A reversal without DE2 goes out, and is
+    stored for SAF, with the original's PAN."""
+    req, orig = ctx.request, ctx.original
+    received = orig.request or orig.issuer_request or {}
+    amount = received.get("amount_minor")
+    if req.amount_minor is not None and amount is not None and req.amount_minor != amount:
+        raise ReversalAmountMismatch("reversal amount is not its original's")
+    theirs = pan_of(req)
+    pan = await sw.stored_pan(orig.pan_enc, orig.dup_key, stan=req.stan)
+    if pan is not None:
+        if theirs and theirs != pan:
+            raise ReversalCardMismatch("reversal card is not its original's")
+        ctx.original_pan = pan
+        if ctx.pan_prot is None:  # stored with the reversal's rows, for its 0420
+            ctx.pan_prot = await sw.protect_pan(ctx, pan)
+        return
+    masked = received.get("pan_masked")
+    if theirs and masked and mask_pan(theirs) != masked:
+        raise ReversalCardMismatch("reversal card is not its original's")
+
+
 def _needs_reversal(orig: Original) -> bool:
     """Only an approval the issuer gave needs reversing: a 91 (timeout) was reversed by
     the switch already, and a decline holds nothing."""
@@ -377,7 +442,8 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
         ctx.saf.append(reversal_item(first, link.name))
         ctx.response = respond(ctx.request, "00", rrn=first.rrn)
         return
-    out = first.replace(mti="0400", pan=ctx.request.pan, stan=link.next_stan(),
+    out = first.replace(mti="0400", pan=ctx.original_pan or ctx.request.pan,
+                        stan=link.next_stan(),
                         transmission_time=transmission_time(),
                         original_data=original_data(first), auth_code=None,
                         response_code=None, additional_amounts=None)
@@ -388,6 +454,14 @@ async def forward_reversal(sw: Switch, ctx: Context) -> None:
         # be lost, so it goes by store-and-forward, as when the link is down.
         ctx.saf.append(reversal_item(first, link.name))
         ctx.response = respond(ctx.request, "00", rrn=first.rrn)
+        return
+    except IssuerTimeout as e:
+        # Sent, outcome unknown: _exchange queued the 0420 (DE90 = the original), so
+        # the reversal is decided and the switch owns its delivery. The terminal is
+        # told 91 as before (issuer did not answer), but the pipeline goes on:
+        # void_ledger voids the hold (it used to stay pending: issue 9).
+        ctx.error = f"{type(e).__name__}: {e}"
+        ctx.response = respond(ctx.request, response_code_for(e), rrn=first.rrn)
         return
     if resp is None:  # reversed already by another request: nothing sent
         ctx.response = respond(ctx.request, "00", rrn=first.rrn)
@@ -447,12 +521,14 @@ async def post_completion(sw: Switch, ctx: Context) -> None:
 
 # Message class (first three MTI digits) -> participants. Repeats (xx1) share them.
 PIPELINES: dict[str, tuple[Step, ...]] = {
-    "010": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
-            forward, post_ledger),
-    "020": (check_transaction, check_duplicate, check_onus, translate_pin, score_risk, route,
-            forward, post_ledger),
-    "012": (check_duplicate, check_onus, route, store_advice),
-    "022": (check_duplicate, check_onus, route, store_advice, post_completion),
-    "040": (check_duplicate, locate_original, forward_reversal, void_ledger),
-    "042": (check_duplicate, locate_original, store_reversal, void_ledger),
+    "010": (check_mac, check_transaction, check_duplicate, check_onus, translate_pin,
+            score_risk, route, forward, post_ledger),
+    "020": (check_mac, check_transaction, check_duplicate, check_onus, translate_pin,
+            score_risk, route, forward, post_ledger),
+    "012": (check_mac, check_duplicate, check_onus, route, store_advice),
+    "022": (check_mac, check_duplicate, check_onus, route, store_advice, post_completion),
+    "040": (check_mac, check_duplicate, locate_original, match_original, forward_reversal,
+            void_ledger),
+    "042": (check_mac, check_duplicate, locate_original, match_original, store_reversal,
+            void_ledger),
 }

@@ -77,3 +77,23 @@ create table if not exists switch_reversal (
     reversal_dup_key text not null,
     created_at timestamptz not null default now()
 );
+
+-- Holds the switch owes a void (read by `ledger verify`, check 6, and by the start-up
+-- voids): the original of every decided reversal (switch_reversal), every request
+-- answered 96 with its ledger outcome unknown (ledger_void_pending) and every request
+-- recovered after a crash (its sender never heard an approval). Both legs of each:
+-- the ids are ledgerwire.det_id('hold' | 'hold2', dup_key), the first 16 bytes of
+-- sha256('payswitch|<leg>|<dup_key>') as a uuid. A named id that never became a
+-- transfer (a declined or unheld request) is simply not found by the join.
+create or replace view ledger_expected_voids as
+with owed as (
+    select original_dup_key as dup_key, 'reversal' as reason from switch_reversal
+    union all
+    select dup_key, case event when 'recovered' then 'recovered' else 'answered_96' end
+      from switch_journal
+     where event in ('recovered', 'ledger_void_pending') and dup_key is not null
+)
+select encode(substring(sha256(convert_to('payswitch|' || leg || '|' || dup_key, 'UTF8'))
+                        from 1 for 16), 'hex')::uuid as transfer_id,
+       reason, dup_key
+  from owed cross join (values ('hold'), ('hold2')) as legs(leg);

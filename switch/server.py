@@ -138,10 +138,10 @@ class Switch:
 
     async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.store.migrate()
-        recovered_keys: list[str] = []
+        # their holds are voided below (ledger_voids_due: the "recovered" journal rows,
+        # and for a recovered 0400, its original's switch_reversal row)
         recovered = await self.store.recover(
-            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s,
-            recovered_keys)
+            lambda out, link: reversal_item(out, link), self.cfg.saf.expiry_s)
         if recovered:
             log("recovered_in_flight", logging.WARNING, count=recovered,
                 note="answered 91; reversals queued for those sent to an issuer")
@@ -150,10 +150,10 @@ class Switch:
                 if self.ledger is not None:
                     # before any listener: every approval needs its hold written
                     await self.ledger.start(root)
-                    # answered 91 (recovered) or 96 (ledger outcome unknown) before a
-                    # crash: a hold they may have left is voided (idempotent)
-                    due = await self.store.ledger_voids_due(self.cfg.ledger.hold_timeout_s)
-                    for key in dict.fromkeys(recovered_keys + due):
+                    # reversed originals, and requests answered 91 (recovered) or 96
+                    # (ledger outcome unknown) before a crash: a hold still pending is
+                    # voided, by the original's key (idempotent)
+                    for key in await self.store.ledger_voids_due():
                         self.ledger.void_later(key)
                 for link in self.links.values():
                     root.start_soon(link.run)
@@ -296,13 +296,15 @@ class Switch:
             return False
         return True
 
-    async def handle(self, req: Message, origin: Origin) -> Message:
-        """Answer one request. Every error becomes a DE39 here (response_code_for)."""
+    async def handle(self, req: Message, origin: Origin, payload: bytes | None = None,
+                     ) -> Message:
+        """Answer one request (``payload``: its bytes as received, for a terminal MAC).
+        Every error becomes a DE39 here (response_code_for)."""
         started = trio.current_time()
         self._in_flight += 1
         self.metrics.in_flight.inc()
         self.metrics.attempts.labels(req.mti).inc()
-        ctx = Context(request=req, origin=origin)
+        ctx = Context(request=req, origin=origin, payload=payload)
         try:
             if req.mti[:2] == "08":  # answered here, but only to a known terminal
                 known = origin.kind != "terminal" or self._is_known(req, origin)
@@ -386,11 +388,13 @@ class Switch:
         parts = (card, req.processing_code or "", req.currency or "")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
-    async def protect_pan(self, ctx: Context) -> tuple[str, bytes] | None:
-        """(token, AES-GCM blob) of the request's PAN, made in the HSM, for the journal
-        and SAF rows; None without an HSM or a PAN, or when the HSM fails (logged: the
-        row is then stored without it, and a resent message goes without DE2)."""
-        pan = pan_of(ctx.request)
+    async def protect_pan(self, ctx: Context, pan: str | None = None,
+                          ) -> tuple[str, bytes] | None:
+        """(token, AES-GCM blob) of the request's PAN (or ``pan``: a reversal's is its
+        original's), made in the HSM, for the journal and SAF rows; None without an HSM
+        or a PAN, or when the HSM fails (logged: the row is then stored without it, and
+        a resent message goes without DE2)."""
+        pan = pan or pan_of(ctx.request)
         if self.hsm is None or not pan:
             return None
         h = self.cfg.hsm
@@ -570,15 +574,21 @@ class Switch:
 
     async def _stored_pan(self, row: SafRow) -> str | None:
         """DE2 of a SAF row, decrypted in the HSM (None: not stored, or it fails)."""
-        if row.pan_enc is None or self.hsm is None:
+        return await self.stored_pan(row.pan_enc, row.dup_key, saf_id=row.id)
+
+    async def stored_pan(self, blob: bytes | None, dup_key: str | None,
+                         **where: Any) -> str | None:
+        """A PAN kept at rest (AES-GCM under the DEK, the payment's dup_key as
+        associated data), decrypted in the HSM; None: not stored, no HSM, or it fails
+        (logged)."""
+        if blob is None or self.hsm is None:
             return None
         try:
-            return await self.hsm.decrypt_pan(self.cfg.hsm.pan_dek, bytes(row.pan_enc),
-                                              pan_aad(row.dup_key))
+            return await self.hsm.decrypt_pan(self.cfg.hsm.pan_dek, bytes(blob),
+                                              pan_aad(dup_key))
         except HsmError as e:
             self.metrics.hsm_errors.labels(type(e).__name__).inc()
-            log("pan_decrypt_failed", logging.ERROR, saf_id=row.id, error=str(e),
-                note="sent without DE2")
+            log("pan_decrypt_failed", logging.ERROR, error=str(e), **where)
             return None
 
 
@@ -642,7 +652,7 @@ class _Connection:
                     log("unexpected_response", logging.WARNING, listener=self.lst.name,
                         peer=self.origin.peer, mti=req.mti, stan=req.stan)
                     return
-                resp = await self.sw.handle(req, self.origin)
+                resp = await self.sw.handle(req, self.origin, frame.payload)
             if resp is not None:
                 await self._send(resp, frame.tpdu)
         finally:

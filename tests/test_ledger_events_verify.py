@@ -154,3 +154,30 @@ def _keyfile(dsn):
         f.close()
         _KEYFILES[dsn] = f.name
     return _KEYFILES[dsn]
+
+
+
+def test_verify_expected_voids(pg_dsn, capsys, monkeypatch):
+    """An application's ``ledger_expected_voids`` (e.g. the switch's reversed originals):
+    each named hold must be voided; one still pending or posted is a discrepancy."""
+    _payments(pg_dsn).close()
+    monkeypatch.setenv("PAYSWITCH_EVENT_MAC_KEY", KEY_HEX)
+
+    def report() -> dict:
+        _verify(pg_dsn)
+        return json.loads(capsys.readouterr().out)
+
+    assert report()["expected_voids_checked"] is False  # no such relation: not checked
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("create table ledger_expected_voids (transfer_id uuid, reason text)")
+        conn.execute("insert into ledger_expected_voids values (%s, 'reversal'),"
+                     " (%s, 'not a hold')", (uuid.UUID(int=2001), uuid.UUID(int=9)))
+    r = report()
+    assert r["ok"] and r["expected_voids"] == 1 and not r["unvoided_count"]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("insert into ledger_expected_voids values (%s, 'reversal'),"
+                     " (%s, 'recovered')", (uuid.UUID(int=2002), uuid.UUID(int=2000)))
+    r = report()
+    assert not r["ok"] and r["unvoided_count"] == 2, r["unvoided"]
+    assert any("pending" in x for x in r["unvoided"])
+    assert any("posted" in x for x in r["unvoided"])
