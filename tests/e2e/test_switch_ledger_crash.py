@@ -18,11 +18,11 @@ import trio
 from mqttkit import Subscriber
 
 import payswitch.ledger as L
+from payswitch.lab.demo import demo_config, start_simulator, start_switch
+from payswitch.lab.realparts import free_port
 from payswitch.simulators.cards import BY_NAME
 from payswitch.simulators.terminal import Terminal, TransportError, open_link
-from payswitch.switch.demo import demo_config, start_simulator, start_switch
 from payswitch.switch.ledgerwire import det_id
-from payswitch.switch.realparts import free_port
 
 KILLS = 5
 TERMINALS = 6
