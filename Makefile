@@ -9,6 +9,7 @@ setup:
 lint: setup
 	@.venv/bin/ruff check .
 	@$(PY) scripts/check_layers.py
+	@$(PY) scripts/typecheck.py
 
 test: setup lint
 	$(PY) -m pytest -q -m "not slow"

@@ -138,9 +138,9 @@ def cmd_balances(args) -> int:
           f"{'cr pending':>14} {'cr posted':>14} {'net (major)':>16}")
     for aid, lg, code, _flags, dp, dpo, cp, cpo in rows:
         c = BY_NUMERIC.get(lg)
-        e = c.exponent if c else 2
+        exp = c.exponent if c else 2
         net = cpo - dpo
-        net_s = f"{net / 10 ** e:,.{e}f}" if e else f"{net:,}"
+        net_s = f"{net / 10 ** exp:,.{exp}f}" if exp else f"{net:,}"
         print(f"{aid!s:36}  {c.alpha if c else lg:>4} {code:>5} {dp:>14,} {dpo:>14,} "
               f"{cp:>14,} {cpo:>14,} {net_s:>16}")
     if len(rows) == args.limit:
