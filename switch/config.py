@@ -355,7 +355,7 @@ def _check_ledger(cfg: Config) -> None:
             raise ConfigError(f"onus {o.prefix!r}: prefix must be 1-19 digits")
 
 
-def _name(x: Any) -> str:
+def _name(x: ListenerSection | TerminalSection) -> str:
     return f"terminal {x.id}" if isinstance(x, TerminalSection) else f"listener {x.name}"
 
 
