@@ -145,7 +145,8 @@ class OutboxRelay:
         th.start()
         return th
 
-    async def run_trio(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run_trio(self, *,
+                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """For the trio switch: ``nursery.start_soon(relay.run_trio)``. Cancelling the task
         stops the relay thread (it finishes its current round first)."""
         ready = threading.Event()

@@ -132,7 +132,7 @@ def verify(conn: psycopg.Connection, mac: ev.MacFunction | None,
     return r
 
 
-def _balances(conn, r: Report, max_items: int) -> None:
+def _balances(conn: psycopg.Connection, r: Report, max_items: int) -> None:
     for row in conn.execute(
             "select ledger, count(*), coalesce(sum(debits_pending), 0), "
             "coalesce(sum(credits_pending), 0), coalesce(sum(debits_posted), 0), "
@@ -195,7 +195,7 @@ def _balances(conn, r: Report, max_items: int) -> None:
     r.orphan_transfers = [str(t) for (t,) in rows[:max_items]]
 
 
-def _chain(conn, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
+def _chain(conn: psycopg.Connection, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
     c = r.chain
     c.mac_checked = mac is not None
     problems = c.problems
@@ -234,7 +234,7 @@ def _chain(conn, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
             "(events removed from the end, or head edited)")
 
 
-def _approvals(conn, r: Report, max_items: int) -> None:
+def _approvals(conn: psycopg.Connection, r: Report, max_items: int) -> None:
     rows = conn.execute("""
         select e.seq, e.payment_id, e.transfer_id from events e
           left join transfers t on t.id = e.transfer_id and t.flags & 2 <> 0
@@ -253,6 +253,6 @@ def _approvals(conn, r: Report, max_items: int) -> None:
     r.holds_without_approval_count = len(rows)
     r.events_without_outbox_count = conn.execute(
         "select count(*) from events e where not exists "
-        "(select 1 from outbox o where o.event_seq = e.seq)").fetchone()[0]
+        "(select 1 from outbox o where o.event_seq = e.seq)").fetchone()[0]  # type: ignore[index]
     r.holds_without_approval = [
         f"hold {t} has no held event in an approved payment" for (t,) in rows[:max_items]]
