@@ -5,8 +5,11 @@ PY := .venv/bin/python
 setup:
 	@bash scripts/setup.sh
 
+# ruff; who may import whom (ARCHITECTURE.md); the type checker over the runtime packages.
 lint: setup
 	@.venv/bin/ruff check .
+	@$(PY) scripts/check_layers.py
+	@$(PY) scripts/typecheck.py
 
 test: setup lint
 	$(PY) -m pytest -q -m "not slow"

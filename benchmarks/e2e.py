@@ -24,8 +24,8 @@ import tempfile
 
 import trio
 
+from payswitch.lab.demo import Proc, running_topology, start_simulator
 from payswitch.simulators.load import LoadConfig, run_load
-from payswitch.switch.demo import Proc, running_topology, start_simulator
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

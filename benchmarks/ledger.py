@@ -22,11 +22,11 @@ import time
 import psycopg
 import trio
 
+from payswitch.lab import realparts
 from payswitch.ledger.events import hmac_sha256
 from payswitch.ledger.store import Ledger
 from payswitch.ledger.types import Account, AccountFlags, Event, Transfer
 from payswitch.ledger.writer import BatchWriter, WriterConfig, percentile
-from payswitch.switch import realparts
 
 USD = 840
 CARDS, MERCHANTS = 10_000, 100

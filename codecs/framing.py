@@ -69,7 +69,7 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
-        frames = []
+        frames: list[Frame] = []
         while True:
             frame = self._next()
             if frame is None:

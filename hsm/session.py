@@ -15,14 +15,18 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from typing import TYPE_CHECKING
 
 import pkcs11
 
 from payswitch.hsm.errors import HsmConfigError
 
+if TYPE_CHECKING:  # the class; pkcs11.lib itself is a loader function
+    from pkcs11._pkcs11 import lib as Pkcs11Lib
+
 LIBRARY_LOCK = threading.RLock()
 
-_lib: pkcs11.lib | None = None
+_lib: Pkcs11Lib | None = None
 _lib_path: str | None = None
 _lib_conf: str | None = None
 
@@ -31,7 +35,7 @@ def library_loaded() -> bool:
     return _lib is not None
 
 
-def load_library(module: str, conf: str) -> pkcs11.lib:
+def load_library(module: str, conf: str) -> Pkcs11Lib:
     """Load the PKCS#11 module once per process, after pointing SoftHSM at ``conf``."""
     global _lib, _lib_path, _lib_conf
     with LIBRARY_LOCK:

@@ -5,6 +5,7 @@ event store and an MQTT outbox. See ledger/README.md for the contract with the s
 Imports nothing from payswitch but (at most) codecs.
 """
 
+from .clearing import post_pending_holds
 from .events import MacFunction, PaymentState, hmac_sha256, replay
 from .ids import new_id
 from .money import convert, currency, exponent, fx_legs, rate_from_de10
@@ -49,5 +50,5 @@ __all__ = [
     "OutboxRelay", "PaymentState", "RelayConfig", "Report", "Request", "StoredTransfer",
     "Transfer", "TransferFlags", "WriterConfig", "authorization_events", "convert",
     "currency", "exponent", "fx_legs", "hmac_sha256", "migrate", "new_account", "new_id",
-    "rate_from_de10", "replay", "verify",
+    "post_pending_holds", "rate_from_de10", "replay", "verify",
 ]

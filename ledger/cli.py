@@ -26,7 +26,7 @@ EXIT_OK, EXIT_DISCREPANCY, EXIT_INCOMPLETE, EXIT_ERROR = 0, 1, 2, 3
 DEFAULT_KEY_ENV = "PAYSWITCH_EVENT_MAC_KEY"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("ledger", help="double-entry ledger tools")
     sub = p.add_subparsers(dest="ledger_command", required=True)
 
@@ -59,7 +59,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schema", default=None, help="schema holding the ledger tables")
 
 
-def _connect(args) -> psycopg.Connection:
+def _connect(args: argparse.Namespace) -> psycopg.Connection:
     dsn = args.dsn or os.environ.get("PAYSWITCH_PG_DSN")
     if not dsn:
         raise LedgerError("no database: give --dsn or set PAYSWITCH_PG_DSN")
@@ -74,7 +74,7 @@ def _connect(args) -> psycopg.Connection:
         raise LedgerError(f"cannot connect: {e}") from e
 
 
-def mac_from_args(args) -> ev.MacFunction | None:
+def mac_from_args(args: argparse.Namespace) -> ev.MacFunction | None:
     if args.mac_provider:
         mod, _, name = args.mac_provider.partition(":")
         if not name:
@@ -96,7 +96,7 @@ def _hex_key(text: str) -> bytes:
         raise LedgerError("event MAC key must be hex") from e
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     try:
         mac = mac_from_args(args)
         with _connect(args) as conn:
@@ -117,7 +117,7 @@ def cmd_verify(args) -> int:
     return EXIT_OK
 
 
-def cmd_balances(args) -> int:
+def cmd_balances(args: argparse.Namespace) -> int:
     try:
         with _connect(args) as conn:
             rows = conn.execute(
@@ -138,9 +138,9 @@ def cmd_balances(args) -> int:
           f"{'cr pending':>14} {'cr posted':>14} {'net (major)':>16}")
     for aid, lg, code, _flags, dp, dpo, cp, cpo in rows:
         c = BY_NUMERIC.get(lg)
-        e = c.exponent if c else 2
+        exp = c.exponent if c else 2
         net = cpo - dpo
-        net_s = f"{net / 10 ** e:,.{e}f}" if e else f"{net:,}"
+        net_s = f"{net / 10 ** exp:,.{exp}f}" if exp else f"{net:,}"
         print(f"{aid!s:36}  {c.alpha if c else lg:>4} {code:>5} {dp:>14,} {dpo:>14,} "
               f"{cp:>14,} {cpo:>14,} {net_s:>16}")
     if len(rows) == args.limit:
@@ -148,7 +148,7 @@ def cmd_balances(args) -> int:
     return EXIT_OK
 
 
-def cmd_migrate(args) -> int:
+def cmd_migrate(args: argparse.Namespace) -> int:
     from .schema import migrate
     try:
         with _connect(args) as conn:

@@ -91,18 +91,19 @@ class OutboxRelay:
 
     async def _session(self) -> None:
         c = self.config
-        kw = {"options": f"-c search_path={c.schema}"} if c.schema else {}
+        options = f"-c search_path={c.schema}" if c.schema else None  # None: left out
         async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True,
-                                                         **kw) as conn:
+                                                         options=options) as conn:
             while not (await (await conn.execute(
-                    "select pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))).fetchone())[0]:
+                    "select pg_try_advisory_lock(%s)",
+                    (RELAY_LOCK_KEY,))).fetchone())[0]:  # type: ignore[index]  # one row
                 if await self._idle(1.0):
                     return
             async with aiomqtt.Client(c.host, c.port, identifier=c.client_id,
                                       timeout=c.publish_timeout_s,
                                       max_inflight_messages=c.inflight_max) as client:
                 client.pending_calls_threshold = c.inflight_max + 10  # we bound it ourselves
-                while not self._stop.is_set():
+                while not self._stop.is_set():  # type: ignore[union-attr]  # set by run()
                     n = await self.publish_round(conn, client)
                     if n == 0 and await self._idle(c.poll_interval_s):
                         return
@@ -157,7 +158,8 @@ class OutboxRelay:
         th.start()
         return th
 
-    async def run_trio(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run_trio(self, *,
+                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """For the trio switch: ``nursery.start_soon(relay.run_trio)``. Cancelling the task
         stops the relay thread (it finishes its current round first)."""
         ready = threading.Event()
@@ -186,4 +188,5 @@ class OutboxRelay:
 
 
 def unsent_count(conn: psycopg.Connection) -> int:
-    return conn.execute("select count(*) from outbox where sent_at is null").fetchone()[0]
+    row = conn.execute("select count(*) from outbox where sent_at is null").fetchone()
+    return row[0] if row else 0

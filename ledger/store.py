@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
 import psycopg
 
@@ -34,6 +36,8 @@ from .types import (
 )
 
 R = CreateTransferResult
+Row = tuple[Any, ...]  # a psycopg row: the columns' Python values
+Cursor = psycopg.Cursor[Row]
 _U = uuid.UUID
 _POST_VOID = TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER
 
@@ -92,7 +96,7 @@ _DONE = frozenset((R.CREATED, R.EXISTS))
 _OK_CODES = frozenset((R.CREATED, R.EXISTS, R.LINKED_EVENT_FAILED))
 
 
-def _ok(results) -> bool:
+def _ok(results: Sequence[CreateTransferResult]) -> bool:
     """Every transfer is there: created now or before. A retried linked chain answers
     ``exists`` on its first transfer and ``linked_event_failed`` on the rest (``exists``
     breaks a chain, as in TigerBeetle); chains are atomic, so that also means "all there"."""
@@ -107,7 +111,7 @@ _SELECT_TRANSFERS = (
     "from transfers where id = any(%s::uuid[])")
 
 
-def _stored(row) -> StoredTransfer:
+def _stored(row: Row) -> StoredTransfer:
     # columns as in _SELECT_TRANSFERS
     return StoredTransfer(row[0].int, row[1].int, row[2].int, row[3], row[5], row[6], row[7],
                           row[4].int, row[8], row[9])
@@ -121,7 +125,8 @@ class Ledger:
     """
 
     def __init__(self, dsn: str, *, mac: ev.MacFunction | None = None,
-                 clock_ns=time.time_ns, migrate: bool = False, schema: str | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns, migrate: bool = False,
+                 schema: str | None = None,
                  statement_timeout_ms: int = 30_000) -> None:
         options = (f"-c statement_timeout={int(statement_timeout_ms)}"
                    f" -c lock_timeout={int(statement_timeout_ms)}")
@@ -146,7 +151,7 @@ class Ledger:
     def __enter__(self) -> Ledger:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- accounts --------------------------------------------------------------------------
@@ -280,11 +285,11 @@ class Ledger:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _tx(self):
+    def _tx(self) -> _Tx:
         return _Tx(self.conn)
 
     @staticmethod
-    def _lock_accounts(cur, ids) -> dict[int, AccountBalance]:
+    def _lock_accounts(cur: Cursor, ids: Iterable[int]) -> dict[int, AccountBalance]:
         cur.execute(
             "select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
             "credits_posted from accounts where id = any(%s::uuid[]) order by id for update",
@@ -292,12 +297,13 @@ class Ledger:
         return {r[0].int: AccountBalance(r[0].int, *r[1:]) for r in cur.fetchall()}
 
     @staticmethod
-    def _lock_pending(cur, ids) -> dict[int, PendingInfo]:
+    def _lock_pending(cur: Cursor, ids: Iterable[int]) -> dict[int, PendingInfo]:
         cur.execute("select id, state, expires_at_ns from pending_transfers "
                     "where id = any(%s::uuid[]) order by id for update", (_ua(ids),))
         return {r[0].int: PendingInfo(r[1], r[2]) for r in cur.fetchall()}
 
-    def _submit(self, cur, requests: Sequence[Request], now: int):
+    def _submit(self, cur: Cursor, requests: Sequence[Request],
+                now: int) -> tuple[list[Outcome], int]:
         all_t = [t for r in requests for t in r.transfers]
         ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
         pids = {t.pending_id for t in all_t
@@ -337,7 +343,8 @@ class Ledger:
                                                                      strict=True)]
         return outcomes, eng._next_ts - now
 
-    def _append(self, cur, chosen: list[tuple[int, Event]], written, now: int) -> None:
+    def _append(self, cur: Cursor, chosen: list[tuple[int, Event]], written: list[list[int]],
+                now: int) -> None:
         if self.mac is None:
             raise LedgerError("this Ledger has no MAC function: cannot append events")
         cur.execute("select id from events where id = any(%s::uuid[])",
@@ -352,7 +359,7 @@ class Ledger:
         if not fresh:
             return
         cur.execute("select seq, mac from event_chain_head where singleton for update")
-        head_seq, head_mac = cur.fetchone()
+        head_seq, head_mac = cur.fetchone()  # type: ignore[misc]  # the schema's one row
         stored = ev.chain([e for _, e in fresh], head_seq + 1, bytes(head_mac), self.mac,
                           now // 1000)
         cur.execute(
@@ -378,7 +385,7 @@ class Ledger:
             written[k].append(s.seq)
 
     @staticmethod
-    def _write(cur, eng: Engine) -> None:
+    def _write(cur: Cursor, eng: Engine) -> None:
         nt = eng.new_transfers
         if nt:
             cur.execute(
@@ -423,21 +430,23 @@ class _Tx:
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        self.cur = None
+        self.cur: Cursor | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Cursor:
         self._tx = self.conn.transaction()
         self._tx.__enter__()
         self.cur = self.conn.cursor()
         return self.cur
 
-    def __exit__(self, et, e, tb):
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> bool | None:
+        assert self.cur is not None  # __enter__ made it
         self.cur.close()
         return self._tx.__exit__(et, e, tb)
 
 
-def new_account(id: int, ledger: int, code: int, *, debits_must_not_exceed_credits=False,
-                credits_must_not_exceed_debits=False) -> Account:
+def new_account(id: int, ledger: int, code: int, *, debits_must_not_exceed_credits: bool = False,
+                credits_must_not_exceed_debits: bool = False) -> Account:
     flags = AccountFlags.NONE
     if debits_must_not_exceed_credits:
         flags |= AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS

@@ -147,8 +147,9 @@ def verify(conn: psycopg.Connection, mac: ev.MacFunction | None,
     return r
 
 
-def _expected_voids(conn, r: Report, max_items: int) -> None:
-    if conn.execute("select to_regclass('ledger_expected_voids')").fetchone()[0] is None:
+def _expected_voids(conn: psycopg.Connection, r: Report, max_items: int) -> None:
+    row = conn.execute("select to_regclass('ledger_expected_voids')").fetchone()
+    if row is None or row[0] is None:
         return
     r.expected_voids_checked = True
     rows = conn.execute("""
@@ -162,7 +163,7 @@ def _expected_voids(conn, r: Report, max_items: int) -> None:
                   for t, state, why in bad[:max_items]]
 
 
-def _balances(conn, r: Report, max_items: int) -> None:
+def _balances(conn: psycopg.Connection, r: Report, max_items: int) -> None:
     for row in conn.execute(
             "select ledger, count(*), coalesce(sum(debits_pending), 0), "
             "coalesce(sum(credits_pending), 0), coalesce(sum(debits_posted), 0), "
@@ -225,7 +226,7 @@ def _balances(conn, r: Report, max_items: int) -> None:
     r.orphan_transfers = [str(t) for (t,) in rows[:max_items]]
 
 
-def _chain(conn, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
+def _chain(conn: psycopg.Connection, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
     c = r.chain
     c.mac_checked = mac is not None
     problems = c.problems
@@ -264,7 +265,7 @@ def _chain(conn, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
             "(events removed from the end, or head edited)")
 
 
-def _approvals(conn, r: Report, max_items: int) -> None:
+def _approvals(conn: psycopg.Connection, r: Report, max_items: int) -> None:
     rows = conn.execute("""
         select e.seq, e.payment_id, e.transfer_id from events e
           left join transfers t on t.id = e.transfer_id and t.flags & 2 <> 0
@@ -283,6 +284,6 @@ def _approvals(conn, r: Report, max_items: int) -> None:
     r.holds_without_approval_count = len(rows)
     r.events_without_outbox_count = conn.execute(
         "select count(*) from events e where not exists "
-        "(select 1 from outbox o where o.event_seq = e.seq)").fetchone()[0]
+        "(select 1 from outbox o where o.event_seq = e.seq)").fetchone()[0]  # type: ignore[index]
     r.holds_without_approval = [
         f"hold {t} has no held event in an approved payment" for (t,) in rows[:max_items]]

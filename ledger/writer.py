@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -71,7 +71,7 @@ class BatchWriter:
 
     def __init__(self, dsn: str, *, mac: ev.MacFunction | None = None,
                  config: WriterConfig | None = None, schema: str | None = None,
-                 clock_ns=time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.dsn = dsn
         self.mac = mac
         self.config = config or WriterConfig()
@@ -85,7 +85,8 @@ class BatchWriter:
 
     # -- the writer task -------------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._connect()
         task_status.started()
         try:
@@ -241,7 +242,8 @@ class BatchWriter:
         t = Transfer(void_id, flags=TransferFlags.VOID_PENDING_TRANSFER, pending_id=pending_id)
         return await self.create_transfers([t], on_success, on_failure)
 
-    async def run_expiry(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run_expiry(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                         ) -> None:
         """The expiry job: every ``expiry_interval_s``, voids holds past their timeout.
         Runs on a connection of its own; accounts are locked in id order by both, so it
         never deadlocks with the writer."""

@@ -16,7 +16,7 @@ something is broken, not a cardholder's decline), ``p50_ms``, ``p99_ms``; and
 With ``LoadConfig.hsm`` (an ``Hsm`` on the terminal token) the terminals build real
 PIN blocks, CVVs and ARQCs (``terminal.CardCrypto``); every ``dukpt_every``-th
 terminal uses TDES DUKPT instead of the TPK (the switch must be configured to match:
-``switch.demo.demo_config`` does it for the same numbering).
+``lab.demo.demo_config`` does it for the same numbering).
 """
 
 from __future__ import annotations

@@ -292,7 +292,8 @@ def _check(cfg: Config) -> None:
     _unique([x.id for x in cfg.terminals], "terminal")
     _unique([x.id for x in cfg.acquirers], "acquirer")
     listeners = {x.name: x for x in cfg.listeners}
-    for x in (*cfg.listeners, *cfg.links):
+    ends: tuple[ListenerSection | LinkSection, ...] = (*cfg.listeners, *cfg.links)
+    for x in ends:
         if x.dialect not in DIALECTS:
             raise ConfigError(f"{x.name}: unknown dialect {x.dialect!r}")
         if x.framing not in FRAMINGS:
@@ -302,9 +303,11 @@ def _check(cfg: Config) -> None:
     for x in cfg.listeners:
         if x.kind not in ("terminal", "acquirer"):
             raise ConfigError(f"listener {x.name}: kind must be terminal or acquirer")
-    for x in (*cfg.listeners, *cfg.terminals):
-        if x.pin_mode and x.pin_mode not in PIN_MODES:
-            raise ConfigError(f"{_name(x)}: pin_mode must be one of {', '.join(PIN_MODES)}")
+    pin_owners: tuple[ListenerSection | TerminalSection, ...] = (*cfg.listeners,
+                                                                  *cfg.terminals)
+    for owner in pin_owners:
+        if owner.pin_mode and owner.pin_mode not in PIN_MODES:
+            raise ConfigError(f"{_name(owner)}: pin_mode must be one of {', '.join(PIN_MODES)}")
     for x in cfg.links:
         if x.mac and not x.zak:
             raise ConfigError(f"link {x.name}: mac = true needs a zak label")
@@ -355,7 +358,7 @@ def _check_ledger(cfg: Config) -> None:
             raise ConfigError(f"onus {o.prefix!r}: prefix must be 1-19 digits")
 
 
-def _name(x: Any) -> str:
+def _name(x: ListenerSection | TerminalSection) -> str:
     return f"terminal {x.id}" if isinstance(x, TerminalSection) else f"listener {x.name}"
 
 

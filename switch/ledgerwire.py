@@ -533,45 +533,13 @@ def _half_even(x: Fraction) -> int:
 
 
 # -- clearing ------------------------------------------------------------------------------
-_OPEN_HOLDS = (
-    "select e.payment_id, array_agg(e.transfer_id order by e.seq) from events e"
-    " join pending_transfers p on p.id = e.transfer_id"
-    " join transfers t on t.id = e.transfer_id"
-    " where e.type = 'held' and p.state = 'pending' and t.ts <= %s"
-    " group by e.payment_id limit %s")
-
-
 def clear(dsn: str, mac: L.MacFunction, cutoff_ns: int | None = None,
           batch: int = 500) -> int:
     """Clearing: posts in full every hold still pending that was created up to
     ``cutoff_ns`` (default: now), an FX pair as a linked pair, each with a ``posted``
-    event. Idempotent (post ids derive from the hold ids). Returns holds posted."""
-    import time
-
-    import psycopg
-
-    cutoff = cutoff_ns if cutoff_ns is not None else time.time_ns()
-    posted = 0
-    with L.Ledger(dsn, mac=mac) as led, psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            rows = conn.execute(_OPEN_HOLDS, (cutoff, batch)).fetchall()
-            if not rows:
-                return posted
-            requests = []
-            for pid, tids in rows:
-                ids = [t.int for t in tids]
-                transfers = tuple(L.Transfer(det_id("post", i), flags=L.TransferFlags
-                                             .POST_PENDING_TRANSFER | (
-                                                 L.TransferFlags.LINKED if k < len(ids) - 1
-                                                 else 0), pending_id=i)
-                                  for k, i in enumerate(ids))
-                events = tuple(L.Event(det_id("ev", "posted", i), "posted",
-                                       {"clearing": True}, payment_id=pid.int, transfer_id=i)
-                               for i in ids)
-                requests.append(L.Request(transfers, events))
-            outcomes = led.submit(requests)
-            done = sum(len(r.transfers) for r, o in zip(requests, outcomes, strict=True)
-                       if o.ok)
-            posted += done
-            if done == 0:  # expired meanwhile, or refused: do not loop on them
-                return posted
+    event. Idempotent (post ids derive from the hold ids, as ``complete``'s do). The
+    query is the ledger's (``ledger.post_pending_holds``). Returns holds posted."""
+    with L.Ledger(dsn, mac=mac) as led:
+        return L.post_pending_holds(led, post_id=lambda h: det_id("post", h),
+                                    event_id=lambda h: det_id("ev", "posted", h),
+                                    cutoff_ns=cutoff_ns, batch=batch)

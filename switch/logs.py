@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from payswitch.codecs.pan import mask_pan
 
@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
 OTHER_LOGGERS = ("payswitch.ledger",)
 
 
-def setup(level: str = "INFO", stream: Any = None) -> None:
+def setup(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     for logger in (LOGGER, *map(logging.getLogger, OTHER_LOGGERS)):

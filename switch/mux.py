@@ -70,6 +70,7 @@ class Mux:
 
     def forget(self, waiter: Waiter, *, timed_out: bool) -> None:
         stan = waiter.request.stan
+        assert stan is not None  # register() refuses a request without one
         if self._pending.get(stan) is waiter:
             del self._pending[stan]
         if timed_out:
@@ -80,15 +81,16 @@ class Mux:
 
     def deliver(self, resp: Message) -> str:
         """Hand a response to its waiter: returns 'matched', 'late' or 'unmatched'."""
-        waiter = self._pending.get(resp.stan or "")
+        stan = resp.stan or ""
+        waiter = self._pending.get(stan)
         if waiter is not None and waiter.matches(resp):
-            del self._pending[resp.stan]
+            del self._pending[stan]
             waiter.response = resp
             waiter.done.set()
             return "matched"
-        old = self._expired.get(resp.stan or "")
+        old = self._expired.get(stan)
         if old is not None and Waiter(old).matches(resp):
-            del self._expired[resp.stan]
+            del self._expired[stan]
             return "late"
         return "unmatched"
 

@@ -1,6 +1,6 @@
 """Shared fixtures: the real parts (PostgreSQL, Mosquitto) for the whole run.
 
-Each run gets its own databases and drops them; see payswitch.switch.realparts.
+Each run gets its own databases and drops them; see payswitch.lab.realparts.
 """
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
-
-from payswitch.hsm.testing import (  # noqa: F401  SoftHSM token fixtures
+from hsmkit import (  # noqa: F401  SoftHSM token fixtures
     hsm,
     hsm_scratch,
     hsm_token,
@@ -20,7 +18,9 @@ from payswitch.hsm.testing import (  # noqa: F401  SoftHSM token fixtures
     terminal_hsm,
     terminal_hsm_token,
 )
-from payswitch.switch import realparts
+from hypothesis import HealthCheck, settings
+
+from payswitch.lab import realparts
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]

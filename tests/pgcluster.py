@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import psycopg
 
-from payswitch.switch.realparts import _as_pg_user, _pg_bin, free_port, port_open
+from payswitch.lab.realparts import _as_pg_user, _pg_bin, free_port, port_open
 
 START_TIMEOUT_S = 60
 

@@ -8,11 +8,11 @@ import uuid
 import psycopg
 import pytest
 
+from payswitch.lab.cli import main as cli
 from payswitch.ledger.events import hmac_sha256
 from payswitch.ledger.store import Ledger, Request
 from payswitch.ledger.types import Account, AccountFlags, Event, LedgerError, Transfer
 from payswitch.ledger.types import TransferFlags as F
-from payswitch.switch.cli import main as cli
 
 KEY_HEX = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 MAC = hmac_sha256(bytes.fromhex(KEY_HEX))

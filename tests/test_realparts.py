@@ -2,7 +2,7 @@
 
 import psycopg
 
-from payswitch.switch import realparts
+from payswitch.lab import realparts
 
 
 def test_private_postgres_starts_serves_and_is_removed():

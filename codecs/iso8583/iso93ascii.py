@@ -32,7 +32,7 @@ What changes at the edge (1993 wire <-> canonical ``Message``):
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from iso8583.specs import default_ascii
 
@@ -182,9 +182,10 @@ class Iso93Ascii(Dialect):
         for name, de in _REFUSED.items():
             if getattr(msg, name) is not None:
                 raise refuse(f"{name} has no ISO 8583:1993 form; map it to DE{de} first", de)
-        for de in (12, 39):
-            if de in msg.other:
-                raise refuse("other[] may not carry a field the dialect computes", str(de))
+        for computed in (12, 39):
+            if computed in msg.other:
+                raise refuse("other[] may not carry a field the dialect computes",
+                             str(computed))
         try:
             mti93 = mti_to_1993(msg.mti)
         except CodecError as e:
@@ -197,7 +198,7 @@ class Iso93Ascii(Dialect):
         if any(v is not None for v in dt):
             if any(v is None for v in dt):
                 raise refuse("1993 DE12 needs local_year, local_date and local_time", "12")
-            fields["12"] = "".join(dt)
+            fields["12"] = "".join(cast(tuple[str, str, str], dt))
         if msg.network_code is not None:
             function = FUNCTION_BY_NETWORK.get(msg.network_code)
             if msg.mti[1] != "8" or function is None:

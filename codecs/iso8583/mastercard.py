@@ -19,7 +19,7 @@ this dialect writes it can read back.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from iso8583.specs import default_ascii
 
@@ -89,7 +89,7 @@ def _mastercard_spec() -> dict[str, dict[str, Any]]:
             continue
         f = {**base, "len_enc": EBCDIC}
         if int(key) in BINARY:
-            f.update(data_enc="b", max_len=base["max_len"] // 2)
+            f.update(data_enc="b", max_len=cast(int, base["max_len"]) // 2)
         else:
             f.update(data_enc=EBCDIC)
         spec[key] = f

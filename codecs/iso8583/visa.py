@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from iso8583.specs import default_ascii
 
@@ -121,7 +121,7 @@ def _visa_spec() -> dict[str, dict[str, Any]]:
             continue
         de = int(key)
         fixed = base["len_type"] == 0
-        max_len = base["max_len"]
+        max_len = cast(int, base["max_len"])  # pyiso8583 types its spec values as object
         f: dict[str, Any] = {"desc": base["desc"], "len_enc": "b",
                              "len_type": 0 if fixed else 1}
         if de in BINARY:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pytest
 import trio
 
+from payswitch.lab import realparts
+from payswitch.lab.demo import demo_config, start_switch
 from payswitch.simulators.network import NetworkSimulator
-from payswitch.switch import realparts
-from payswitch.switch.demo import demo_config, start_switch
 
 # The switch's wait for an issuer's answer: wide, so that a loaded CI box (2 cores,
 # the whole suite at once) does not turn a slow approval into a 91. The "no answer"

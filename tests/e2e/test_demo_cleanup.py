@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from payswitch.switch import demo
+from payswitch.lab import demo
 
 
 def test_failed_switch_start_stops_the_simulators(monkeypatch, tmp_path):

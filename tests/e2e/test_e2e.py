@@ -131,7 +131,7 @@ def test_certify_passes_against_payswitch(topology):
 
 def test_certify_command_json(topology):
     out = subprocess.run(
-        [sys.executable, "-m", "payswitch.switch.cli", "certify", "--host", topology.host,
+        [sys.executable, "-m", "payswitch.lab.cli", "certify", "--host", topology.host,
          "--port", str(topology.port), "--terminal-id", "DEMO0005", "--json",
          "--scenario", "approval_visa", "--scenario", "echo_0800_301"],
         capture_output=True, text=True, timeout=60)
@@ -142,7 +142,7 @@ def test_certify_command_json(topology):
 
 def test_demo_json():
     """The acceptance check of `make demo`, short: about 8 s, so not marked slow."""
-    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "demo",
+    out = subprocess.run([sys.executable, "-m", "payswitch.lab.cli", "demo",
                           "--duration", "5", "--json"],
                          capture_output=True, text=True, timeout=180)
     report = json.loads(out.stdout)
@@ -202,8 +202,8 @@ def test_certify_over_tpdu_framing(pg_admin_dsn, tmp_path):
     import contextlib
     import os
 
-    from payswitch.switch import realparts
-    from payswitch.switch.demo import demo_config, start_switch
+    from payswitch.lab import realparts
+    from payswitch.lab.demo import demo_config, start_switch
 
     from .conftest import ISSUER_TIMEOUT_MS, start_sims
 
@@ -224,7 +224,7 @@ def test_certify_over_tpdu_framing(pg_admin_dsn, tmp_path):
 
 @pytest.mark.slow
 def test_demo_with_faults_still_has_no_errors():
-    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "demo",
+    out = subprocess.run([sys.executable, "-m", "payswitch.lab.cli", "demo",
                           "--duration", "10", "--faults", "--json"],
                          capture_output=True, text=True, timeout=240)
     report = json.loads(out.stdout)

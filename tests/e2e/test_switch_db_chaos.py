@@ -26,10 +26,10 @@ from mqttkit import Subscriber
 from pgcluster import pg_cluster
 
 import payswitch.ledger as L
+from payswitch.lab import realparts
+from payswitch.lab.demo import demo_config, start_simulator, start_switch
 from payswitch.simulators.cards import BY_NAME
 from payswitch.simulators.terminal import Terminal, TransportError, open_link
-from payswitch.switch import realparts
-from payswitch.switch.demo import demo_config, start_simulator, start_switch
 
 TERMINALS = 6
 OUTAGE_S = 10.0

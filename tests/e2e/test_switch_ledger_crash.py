@@ -18,11 +18,10 @@ import trio
 from mqttkit import Subscriber
 
 import payswitch.ledger as L
+from payswitch.lab.demo import demo_config, start_simulator, start_switch
 from payswitch.simulators.cards import BY_NAME
 from payswitch.simulators.terminal import Terminal, TransportError, open_link
-from payswitch.switch.demo import demo_config, start_simulator, start_switch
 from payswitch.switch.ledgerwire import det_id
-from payswitch.switch.realparts import free_port
 
 KILLS = 5
 TERMINALS = 6
@@ -73,20 +72,24 @@ def test_switch_sigkill_under_load_keeps_ledger_whole(pg_dsn, mqtt_broker, tmp_p
     mac_key = secrets.token_hex(32)
     env = {"PAYSWITCH_EVENT_MAC_KEY": mac_key, "PAYSWITCH_PAN_TOKEN_KEY": secrets.token_hex(32)}
     prefix = f"crash-{uuid.uuid4().hex[:8]}/"
-    pos_port = free_port()
     rng = random.Random(5)
     with contextlib.ExitStack() as stack, Subscriber(*mqtt_broker, prefix) as sub:
         ports = {net: start_simulator(stack, net, str(tmp_path), "--latency-ms", "2")[1]
                  for net in ("visa", "mastercard")}
         config = tmp_path / "switch.toml"
-        config.write_text(demo_config(ports["visa"], ports["mastercard"], ledger=True,
-                                      pos_port=pos_port, terminals=TERMINALS,
-                                      ledger_relay=(*mqtt_broker, prefix)))
-        load = Load(pos_port)
+
+        def write_config(pos_port: int) -> None:
+            config.write_text(demo_config(ports["visa"], ports["mastercard"], ledger=True,
+                                          pos_port=pos_port, terminals=TERMINALS,
+                                          ledger_relay=(*mqtt_broker, prefix)))
+
+        write_config(0)  # the first switch binds any free port; the ready line says which
         for round_ in range(KILLS + 1):
             with contextlib.ExitStack() as one:
-                proc, _ = start_switch(one, str(config), str(tmp_path), pg_dsn, env)
+                proc, listeners = start_switch(one, str(config), str(tmp_path), pg_dsn, env)
                 if round_ == 0:
+                    write_config(listeners["pos"][1])  # restarts take it back: terminals
+                    load = Load(listeners["pos"][1])  # reconnect to the same address
                     load.thread.start()
                 if round_ < KILLS:
                     time.sleep(1.5 + rng.random() * 2.0)

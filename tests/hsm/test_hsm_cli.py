@@ -16,7 +16,7 @@ K2 = "89ABCDEF0123456776543210FEDCBA98"
 
 
 def run(env, *args, ok=True):
-    res = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "hsm", *args],
+    res = subprocess.run([sys.executable, "-m", "payswitch.lab.cli", "hsm", *args],
                          env=env, capture_output=True, text=True, timeout=60, check=False)
     if ok:
         assert res.returncode == 0, res.stderr

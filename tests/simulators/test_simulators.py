@@ -209,7 +209,7 @@ def test_percentile():
 
 
 def test_simulate_command_prints_ready_line_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "payswitch.switch.cli", "simulate",
+    proc = subprocess.Popen([sys.executable, "-m", "payswitch.lab.cli", "simulate",
                              "--network", "iso87ascii"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -290,7 +290,7 @@ def test_drop_rate_reads_but_never_answers():
 def test_load_and_certify_commands_against_a_simulator_process(tmp_path):
     import contextlib
 
-    from payswitch.switch.demo import payswitch_argv, start_simulator
+    from payswitch.lab.demo import payswitch_argv, start_simulator
 
     with contextlib.ExitStack() as stack:
         _, port = start_simulator(stack, "iso87ascii", str(tmp_path))

@@ -18,7 +18,7 @@ from switchkit import (
 )
 
 from payswitch.codecs.iso8583 import Message
-from payswitch.switch.realparts import free_port
+from payswitch.lab.realparts import free_port
 
 
 def saf(dsn: str) -> list[tuple[str, str]]:

@@ -69,7 +69,7 @@ def test_bin_table_longest_prefix_wins_and_unknown_is_15():
 
 
 def test_demo_config_with_ledger_parses():
-    from payswitch.switch.demo import ONUS_PREFIX, demo_config
+    from payswitch.lab.demo import ONUS_PREFIX, demo_config
 
     cfg = config.parse(tomllib.loads(demo_config(1, 2, ledger=True, pos_port=3,
                                                  ledger_relay=("127.0.0.1", 1883, "p/"))))

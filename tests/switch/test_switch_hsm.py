@@ -187,7 +187,7 @@ async def test_ledger_events_macd_and_cardholders_keyed_by_the_hsm(dsn, keys, mo
     tok = hsm.config
     env = {**os.environ, "PAYSWITCH_PG_DSN": dsn, "SOFTHSM2_CONF": tok.conf,
            "PAYSWITCH_HSM_TOKEN": tok.label, "PAYSWITCH_HSM_PIN": tok.pin}
-    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "ledger", "verify",
+    out = subprocess.run([sys.executable, "-m", "payswitch.lab.cli", "ledger", "verify",
                           "--json", "--mac-provider",
                           "payswitch.switch.ledgerwire:hsm_mac_provider"],
                          env=env, capture_output=True, text=True, timeout=60)

@@ -297,7 +297,7 @@ def test_outbox_events_reach_mqtt_and_cli_verify_is_clean(dsn, mqtt_broker):
         trio.run(main)
     assert len({m["event_id"] for m in sub.messages}) == 6 * 4
     env = {**os.environ, "PAYSWITCH_PG_DSN": dsn}
-    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "ledger", "verify",
+    out = subprocess.run([sys.executable, "-m", "payswitch.lab.cli", "ledger", "verify",
                           "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout)["ledger_balanced"] is True

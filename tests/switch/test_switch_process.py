@@ -45,7 +45,7 @@ class SwitchProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("PAYSWITCH_TEST_UNSET_DSN", None)
         self.proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "payswitch.switch.cli", "serve", "--config",
+            [sys.executable, "-m", "payswitch.lab.cli", "serve", "--config",
              self.config_path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         buf = b""
         with trio.fail_after(15):

@@ -12,7 +12,7 @@ import sys
 
 COMMAND_MODULES = (
     "payswitch.switch.commands",  # serve
-    "payswitch.switch.demo",  # demo
+    "payswitch.lab.demo",  # demo
     "payswitch.simulators.cli",  # load, certify, simulate (network simulators)
     "payswitch.hsm.cli",  # hsm init | import-key | generate-key | list
     "payswitch.ledger.cli",  # ledger verify | balances

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import trio
 
 from payswitch.hsm import devkeys
+from payswitch.lab.realparts import free_port
 from payswitch.simulators import cards
-from payswitch.switch.realparts import free_port
 
 DUKPT_EVERY = 4  # DEMO0004, DEMO0008...: TDES DUKPT PIN pads; the others a TPK
 MAC_LINKS = ("visa",)  # links that MAC every message (DE64/DE128) in the demo
@@ -129,7 +129,7 @@ class Proc:
 
 
 def payswitch_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "payswitch.switch.cli", *args]
+    return [sys.executable, "-m", "payswitch.lab.cli", *args]
 
 
 def start_simulator(stack: contextlib.ExitStack, network: str, log_dir: str,
@@ -256,7 +256,7 @@ def demo_database(dsn: str | None = None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    from payswitch.switch import realparts
+    from payswitch.lab import realparts
 
     with realparts.postgres_server() as admin, \
             realparts.scratch_database(admin, prefix="payswitch_demo") as scratch:

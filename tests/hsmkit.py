@@ -1,4 +1,5 @@
-"""pytest fixtures for SoftHSM test tokens (imported by tests/conftest.py).
+"""pytest fixtures for SoftHSM test tokens (imported by tests/conftest.py; moved from
+hsm/testing.py so that the runtime package never imports pytest).
 
 SoftHSM reads its configuration once per process, so one session-wide directory holds
 every test token, all made before the library loads:
