@@ -6,9 +6,8 @@ import datetime as dt
 
 from lxml import etree
 
-from payswitch.codecs.iso20022 import build as builders
+from payswitch.codecs.iso20022 import builders, readers
 from payswitch.codecs.iso20022 import model as m
-from payswitch.codecs.iso20022 import parse as parsers
 from payswitch.codecs.iso20022.errors import Iso20022Error
 from payswitch.codecs.iso20022.safexml import (
     DEFAULT_MAX_BYTES,
@@ -75,7 +74,7 @@ def parse(data: bytes | str, store: SchemaStore, *, expect: str | None = None,
         raise Iso20022Error(f"expected {expect}, got {kind}", path="/Document",
                             message_type=version, msg_id=_msg_id(root))
     try:
-        return parsers.PARSERS[kind](root)
+        return readers.PARSERS[kind](root)
     except Iso20022Error as e:
         e.message_type, e.msg_id = version, _msg_id(root)
         raise

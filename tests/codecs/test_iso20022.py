@@ -260,6 +260,6 @@ def test_rjct_for_garbage_still_builds():
 def test_pacs028_round_trips_without_its_schema(msg):
     """pacs.028.001.03.xsd is not in the team's schema folder yet: the builder and
     parser still agree (the XSD check runs as soon as the file is there)."""
-    from payswitch.codecs.iso20022 import parse as parsers
+    from payswitch.codecs.iso20022 import readers
 
-    assert parsers.pacs028(x.to_element(msg)) == msg
+    assert readers.pacs028(x.to_element(msg)) == msg
