@@ -22,9 +22,13 @@ from payswitch.codecs.iso20022.safexml import element_path
 class _Reader:
     def __init__(self, root) -> None:
         self.ns = "{" + etree.QName(root).namespace + "}"
+        self._qualified: dict[str, str] = {}
 
     def _q(self, path: str) -> str:
-        return "/".join(self.ns + p for p in path.split("/"))
+        q = self._qualified.get(path)
+        if q is None:
+            q = self._qualified[path] = "/".join(self.ns + p for p in path.split("/"))
+        return q
 
     def el(self, parent, path: str):
         found = parent.find(self._q(path))

@@ -51,10 +51,10 @@ def parse_untrusted(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES,
         raise Iso20022Error("not an XML document") from None
     if root is None:
         raise Iso20022Error("empty document")
-    depth = 0
-    for event, el in etree.iterwalk(root, events=("start", "end")):
-        depth += 1 if event == "start" else -1
-        if depth > max_depth:
-            raise Iso20022Error(f"nested deeper than {max_depth} elements",
-                                path=element_path(el), line=el.sourceline)
+    # One XPath step per level: the first element below max_depth, found in C.
+    too_deep = root.xpath("/*" + "/*" * max_depth)
+    if too_deep:
+        el = too_deep[0]
+        raise Iso20022Error(f"nested deeper than {max_depth} elements",
+                            path=element_path(el), line=el.sourceline)
     return root

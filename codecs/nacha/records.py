@@ -99,38 +99,37 @@ def _printable(s: str) -> bool:
 
 def read_record(line: str, layout: tuple[Field, ...], lineno: int) -> dict:
     """The fields of one record as a dict; a NachaError naming line, type and field."""
-    rtype = line[:1]
     out: dict = {}
     for f in layout:
         raw = line[f.start - 1:f.start - 1 + f.width]
-
-        def bad(reason: str, f: Field = f) -> NachaError:
-            return NachaError(reason, line=lineno, record_type=rtype, field=f.name)
-
-        if f.kind == "const":
-            if raw != f.const:
-                raise bad(f"must be {f.const!r}")
-            continue
-        if f.kind == "blank":
-            if raw.strip():
-                raise bad("reserved, must be blank")
-            continue
-        if f.kind in ("num", "digits", "date") and not (raw.isascii() and raw.isdigit()):
-            raise bad("must be digits")
-        if f.kind == "num":
-            out[f.name] = int(raw)
-        elif f.kind == "digits":
-            out[f.name] = raw
-        elif f.kind == "date":
-            try:  # the century is implied: NACHA files are dated 2000-2099
-                out[f.name] = dt.date(2000 + int(raw[:2]), int(raw[2:4]), int(raw[4:]))
-            except ValueError:
-                raise bad("not a date YYMMDD") from None
-        elif f.kind == "text":
+        kind = f.kind
+        if kind == "text":
             out[f.name] = raw.rstrip(" ")
+        elif kind == "num" or kind == "digits" or kind == "date":
+            if not (raw.isascii() and raw.isdigit()):
+                raise _bad(line, lineno, f, "must be digits")
+            if kind == "num":
+                out[f.name] = int(raw)
+            elif kind == "digits":
+                out[f.name] = raw
+            else:
+                try:  # the century is implied: NACHA files are dated 2000-2099
+                    out[f.name] = dt.date(2000 + int(raw[:2]), int(raw[2:4]), int(raw[4:]))
+                except ValueError:
+                    raise _bad(line, lineno, f, "not a date YYMMDD") from None
+        elif kind == "const":
+            if raw != f.const:
+                raise _bad(line, lineno, f, f"must be {f.const!r}")
+        elif kind == "blank":
+            if raw.strip():
+                raise _bad(line, lineno, f, "reserved, must be blank")
         else:  # rtext
             out[f.name] = raw.lstrip(" ")
     return out
+
+
+def _bad(line: str, lineno: int, f: Field, reason: str) -> NachaError:
+    return NachaError(reason, line=lineno, record_type=line[:1], field=f.name)
 
 
 def write_record(values: dict, layout: tuple[Field, ...], what: str) -> str:
