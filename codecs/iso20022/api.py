@@ -29,8 +29,13 @@ def to_element(msg: m.Message):
 
 
 def build(msg: m.Message, store: SchemaStore, *, validate: bool = True) -> bytes:
-    """The message as UTF-8 XML; validated against its XSD unless told otherwise."""
-    root = to_element(msg)
+    """The message as UTF-8 XML; validated against its XSD unless told otherwise.
+    A model the XSD refuses, or one with a naive datetime or a negative amount, is an
+    Iso20022Error."""
+    try:
+        root = to_element(msg)
+    except ValueError as e:
+        raise Iso20022Error(f"model: {e}", message_type=type(msg).__name__) from None
     if validate:
         store.validate(root, VERSIONS[m.MESSAGE_TYPES[type(msg)]])
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -52,7 +52,7 @@ class _Maker:
 
 def _ts(t: dt.datetime) -> str:
     if t.tzinfo is None:
-        raise ValueError("datetimes must be timezone-aware")
+        raise ValueError("datetimes must be timezone-aware")  # UTC at rest: no guessing
     return t.isoformat()
 
 

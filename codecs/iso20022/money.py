@@ -18,6 +18,8 @@ def exponent(currency: str) -> int:
 
 
 def to_text(amount_minor: int, currency: str) -> str:
+    if not isinstance(amount_minor, int) or amount_minor < 0:
+        raise ValueError("amounts are non-negative int minor units")
     e = exponent(currency)
     if e == 0:
         return str(amount_minor)

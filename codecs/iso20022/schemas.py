@@ -68,6 +68,7 @@ class SchemaStore:
         self.directory = Path(directory)
         self._schemas: dict[str, etree.XMLSchema] = {}
         self._lock = threading.Lock()
+        self._validating = threading.Lock()
 
     def path(self, version: str) -> Path:
         return self.directory / f"{version}.xsd"
@@ -91,9 +92,12 @@ class SchemaStore:
         """Raise Iso20022Error for the first schema violation, naming its element."""
         version = version or version_of(root)
         schema = self.schema(version)
-        if schema.validate(root):
-            return
-        err = schema.error_log[0]
+        # One validation at a time per store: an XMLSchema's error log is shared, and
+        # two threads validating at once lose each other's errors (tested).
+        with self._validating:
+            if schema.validate(root):
+                return
+            err = schema.error_log[0]
         path = "/"
         try:
             found = root.getroottree().xpath(err.path) if err.path else []

@@ -263,3 +263,30 @@ def test_pacs028_round_trips_without_its_schema(msg):
     from payswitch.codecs.iso20022 import readers
 
     assert readers.pacs028(x.to_element(msg)) == msg
+
+
+def test_builder_refuses_naive_times_and_negative_amounts():
+    msg = x.parse(sample("pacs.008.xml"), STORE)
+    with pytest.raises(Iso20022Error, match="timezone-aware"):
+        x.build(dataclasses.replace(msg, created=dt.datetime(2026, 11, 28)), STORE)
+    tx = dataclasses.replace(msg.transactions[0], amount_minor=-1)
+    with pytest.raises(Iso20022Error, match="non-negative"):
+        x.build(dataclasses.replace(msg, transactions=(tx,)), STORE)
+
+
+def test_one_schema_validates_from_many_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = sample("pacs.008.xml")
+    bad = good.replace(b"<ChrgBr>SLEV</ChrgBr>", b"<ChrgBr>XXXX</ChrgBr>", 1)
+
+    def check(i: int) -> str:
+        try:
+            x.parse(bad if i % 2 else good, STORE)
+            return "ok"
+        except Iso20022Error as e:
+            return e.path
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(check, range(200)))
+    assert got == ["ok", "/Document/FIToFICstmrCdtTrf/CdtTrfTxInf[1]/ChrgBr"] * 100
