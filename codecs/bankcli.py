@@ -81,8 +81,10 @@ def _load_ach(args) -> tuple[int, nacha.NachaFile | None]:
 
 
 def _mask(account: str) -> str:
-    """Account numbers are shown as their last four characters only."""
-    return "*" * max(len(account) - 4, 0) + account[-4:]
+    """Account numbers show at most their last four characters, and never more than
+    half of them (a 4-digit account shows 2)."""
+    shown = min(4, len(account) // 2)
+    return "*" * (len(account) - shown) + account[len(account) - shown:]
 
 
 def _money(minor: int) -> str:

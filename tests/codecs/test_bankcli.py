@@ -52,6 +52,7 @@ def test_ach_show_returns_and_nocs_with_masked_accounts(capsys):
     assert "return R01 (insufficient funds) of trace 091000010000003" in out
     assert "return R03" in out and "debits 25.99, credits 1240.50" in out
     assert "000123456789" not in out and "********6789" in out
+    assert " 0072 " not in out and "**72" in out  # short accounts: never more than half
     assert run(["ach", "show", str(DATA / "nacha/noc.ach")]) == 0
     out = capsys.readouterr().out
     assert "change C01 (incorrect DFI account number)" in out and "8800112299" not in out
