@@ -255,3 +255,19 @@ def test_we_read_what_achkit_writes():
     assert [(e.transaction_code, e.routing, e.account, e.amount) for e in batch.entries] == \
         [(22, "011401533", "0072", 124050), (27, "091000019", "1899", 124050)]
     assert batch.entries[1].addenda == (nacha.PaymentAddenda("INVOICE 42"),)
+
+
+def test_entry_hash_keeps_the_low_ten_digits_like_achkit():
+    """120 entries at RDFI 99999999: the hash sum has 11 digits; both sides keep ten."""
+    routing = "99999999" + str(nacha.check_digit("99999999"))
+    entries = tuple(nacha.Entry(22, routing, f"A{i}", 100, "", "", f"09100001{i + 1:07d}")
+                    for i in range(120))
+    batch = nacha.Batch(220, "ACME", "1234567890", "PPD", "PAYROLL", dt.date(2026, 11, 30),
+                        "09100001", 1, entries)
+    text = nacha.write(nacha.NachaFile("091000019", "1234567890", dt.date(2026, 11, 28),
+                                       batches=(batch,)))
+    total = 120 * 99999999
+    assert len(str(total)) == 11
+    control = [ln for ln in text.splitlines() if ln.startswith("9") and ln != "9" * 94][0]
+    assert control[21:31] == str(total)[-10:]
+    assert achkit.validate(text) == {"ok": True, "errors": []}
