@@ -101,6 +101,7 @@ def test_crlf_and_unbroken_files_read_the_same():
     (7, 77, "X", "discretionary_data"),        # WEB payment type must be R or S
     (7, 2, "22", "transaction_code"),          # credit entry in a debits-only batch
     (4, 80, "091000020000002", "trace_number"),  # not the ODFI's prefix
+    (4, 80, "091000010000001", "trace_number"),  # not ascending within the batch
     (11, 88, "0000005", "entry_sequence"),     # addenda 05 sequence != trace
     (1, 4, " 091000018", "immediate_destination"),
     (9, 88, "0000002", "batch_number"),        # batch numbers must ascend
@@ -140,6 +141,9 @@ def test_return_and_noc_need_their_addenda():
     with pytest.raises(NachaError) as e:  # R01 entry without its 99 addenda
         nacha.read(replace(ls, 3, 79, "0"))
     assert (e.value.line, e.value.field) == (3, "addenda_indicator")
+    with pytest.raises(NachaError) as e:  # the 99 must echo its entry's trace number
+        nacha.read(replace(ls, 4, 80, "091000010000109"))
+    assert (e.value.line, e.value.field) == (4, "trace_number")
     noc = lines_of("noc.ach")
     with pytest.raises(NachaError) as e:
         nacha.read(replace(noc, 4, 4, "C99"))
