@@ -21,7 +21,7 @@ def schema_dir() -> Path:
 
 STORE = x.SchemaStore(schema_dir())
 
-_CHARS = st.characters(codec="ascii", categories=("L", "N", "Zs", "P"))
+_CHARS = st.characters(codec="utf-8", categories=("L", "N", "Zs", "P"))  # Müller, 東京
 
 
 def text(n: int):
