@@ -66,6 +66,31 @@ def test_camt053_sample_balances():
     assert s.entries[0].end_to_end_id == "INV-2026-118"
 
 
+def test_pacs002_sample_one_settled_one_rejected():
+    msg = x.parse(sample("pacs.002.xml"), STORE, expect="pacs.002")
+    assert (msg.original_msg_id, msg.original_msg_name, msg.group_status) == \
+        ("PSW20261128-0001", "pacs.008.001.08", "PART")
+    ok, rjct = msg.transactions
+    assert (ok.original_tx_id, ok.status, ok.reason) == ("PSW-TX-0001", "ACSC", None)
+    assert (rjct.status, rjct.reason) == ("RJCT", x.Reason("AC04", ("Account closed",)))
+
+
+def test_pacs004_sample_return():
+    msg = x.parse(sample("pacs.004.xml"), STORE, expect="pacs.004")
+    (r,) = msg.returns
+    assert (r.original_tx_id, r.amount_minor, r.currency, r.reason.code) == \
+        ("PSW-TX-0001", 125000, "EUR", "AC03")
+    assert msg.settlement_date == dt.date(2026, 11, 30)
+
+
+def test_camt056_sample_recall():
+    msg = x.parse(sample("camt.056.xml"), STORE, expect="camt.056")
+    assert (msg.assigner, msg.assignee) == ("PSWTDEFFXXX", "BNPAFRPP")
+    (r,) = msg.recalls
+    assert (r.original_end_to_end_id, r.amount_minor, r.reason) == \
+        ("INV-2026-118", 125000, x.Reason("DUPL", ("Sent twice by the merchant",)))
+
+
 # -- identity and an independent validator ----------------------------------------------
 
 @pytest.mark.parametrize("kind", ALL)
