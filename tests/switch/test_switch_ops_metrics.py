@@ -31,7 +31,8 @@ def ledger_keys(monkeypatch):
 
 def scrape(port: int) -> dict[str, dict[tuple, float]]:
     url = f"http://127.0.0.1:{port}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
+        text = resp.read().decode()
     out: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(text):
         out.setdefault(family.name, {})
