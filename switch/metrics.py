@@ -87,7 +87,8 @@ class Metrics:
 
     def watch(self, sw: Any) -> None:
         """Scrape-time gauges of a switch: its HSM queue, its ledger writer, and its SAF
-        and outbox backlog read from PostgreSQL (bounded by the statement timeout)."""
+        and outbox backlog read from PostgreSQL (bounded by the statement timeout). The
+        outbox only with a relay: without one nothing is meant to publish it."""
         if sw.hsm is not None:
             self.hsm_pending.set_function(lambda: sw.hsm.pending)
             self.hsm_max_pending.set(sw.hsm.max_pending)
@@ -95,7 +96,8 @@ class Metrics:
             self.watch_ledger(sw.ledger.writer)
         db = sw.cfg.database
         self.registry.register(BacklogCollector(db.resolve_dsn(), db.statement_timeout_ms,
-                                                outbox=sw.ledger is not None))
+                                                outbox=getattr(sw.ledger, "relay", None)
+                                                is not None))
 
     def watch_ledger(self, writer: Any) -> None:
         # trio's channel statistics are plain ints: safe to read from the HTTP thread

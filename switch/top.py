@@ -220,7 +220,8 @@ def render(view: View, urls: list[str]) -> Group:
     links = Table(title="links", show_header=True)
     for col in ("link", "state", "breaker", "in flight", "req/s", "timeouts",
                 "SAF pending", "SAF oldest"):
-        links.add_column(col, justify="left" if col in ("link", "state") else "right")
+        text = col in ("link", "state")
+        links.add_column(col, justify="left" if text else "right", no_wrap=text)
     for r in view.links:
         state = r.state if r.state == "signed_on" else f"[bold red]{r.state}[/]"
         links.add_row(r.name, state, "[bold red]open[/]" if r.breaker else "closed",

@@ -126,3 +126,16 @@ def test_quantile_matches_prometheus_histogram_quantile(tmp_path):
     cases.append((0.99, {"0.1": 0, "0.25": 0, "0.5": 100, "+Inf": 100}))  # 0.4975
     cases.append((0.99, {"0.1": 5, "+Inf": 100}))  # in +Inf: the highest finite bound
     _promtool_quantiles(cases, tmp_path)
+
+
+def test_top_live_redraws_each_interval(workers):
+    (a, _b), urls = workers
+    a.link_state.labels("visa").set(2)
+    traffic(a, approved=5, declined=0, code="05")
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    assert top.run(urls, 0.1, once=False, console=console, iterations=3) == 0
+    # a frame per interval, drawn in place (cursor moved up between them); rich draws
+    # the last one once more when the display stops
+    assert out.getvalue().count("payswitch top") >= 3
+    assert "\x1b[" in out.getvalue()
