@@ -9,13 +9,13 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
+from opskit import payswitch
 
 from payswitch.switch.report import FILENAME, histogram_bins, write_report
 
@@ -96,8 +96,8 @@ def chromium() -> str:
 
 @pytest.mark.slow
 def test_demo_report_opens_in_headless_chromium(tmp_path, chromium):
-    out = subprocess.run([sys.executable, "-m", "payswitch.switch.cli", "demo",
-                          "--duration", "4", "--json", "--report", str(tmp_path / "rep")],
+    out = subprocess.run(payswitch("demo", "--duration", "4", "--json",
+                                   "--report", str(tmp_path / "rep")),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     (line,) = [x for x in out.stderr.splitlines() if x.startswith("report: ")]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
+from opskit import payswitch
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -21,8 +21,8 @@ def samples(port: int) -> dict[tuple, float]:
 
 
 def test_simulator_serves_its_counts():
-    proc = subprocess.Popen([sys.executable, "-m", "payswitch.switch.cli", "simulate",
-                             "--network", "mastercard", "--port", "0", "--metrics-port", "0"],
+    proc = subprocess.Popen(payswitch("simulate", "--network", "mastercard", "--port", "0",
+                                      "--metrics-port", "0"),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         ports = {}

@@ -5,16 +5,17 @@ Its percentile interpolation is checked against Prometheus's own (promtool)."""
 from __future__ import annotations
 
 import io
+import os
 import random
 import shutil
 import subprocess
 
 import pytest
+from opskit import payswitch, unused_port
 from rich.console import Console
 
-from payswitch.switch import cli, top
+from payswitch.switch import top
 from payswitch.switch.metrics import Metrics
-from payswitch.switch.realparts import free_port
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def text(group, width: int = 160) -> str:
 
 def test_top_sums_workers_over_http_and_shows_a_dead_one_as_down(workers):
     (a, b), urls = workers
-    dead = f"http://127.0.0.1:{free_port()}/metrics"
+    dead = f"http://127.0.0.1:{unused_port()}/metrics"
     for m in (a, b):
         m.link_state.labels("visa").set(2)
     a.link_state.labels("mastercard").set(2)
@@ -72,20 +73,26 @@ def test_top_sums_workers_over_http_and_shows_a_dead_one_as_down(workers):
     assert view.p99_s is not None and 0.0025 < view.p50_s <= 0.005
 
 
-def test_top_once_from_the_command_line(workers, capsys):
+def run_top(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(payswitch("top", *args), capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "140"})
+
+
+def test_top_once_from_the_command_line(workers):
     (a, _b), urls = workers
     a.link_state.labels("visa").set(2)
     traffic(a, approved=3, declined=1, code="05")
-    assert cli.main(["top", "--once", "--interval", "0.1", *sum([["--url", u] for u in urls],
-                                                                [])]) == 0
-    out = capsys.readouterr().out
-    assert "payswitch top" in out and "2/2 up" in out and "visa" in out
+    out = run_top("--once", "--interval", "0.1", *sum([["--url", u] for u in urls], []))
+    assert out.returncode == 0, out.stderr
+    assert "payswitch top" in out.stdout and "2/2 up" in out.stdout
+    assert "signed_on" in out.stdout and "visa" in out.stdout
 
 
-def test_top_exits_1_when_no_endpoint_answers(capsys):
-    url = f"http://127.0.0.1:{free_port()}/metrics"
-    assert cli.main(["top", "--once", "--interval", "0.1", "--url", url]) == 1
-    assert "0/1 up" in capsys.readouterr().out
+def test_top_exits_1_when_no_endpoint_answers():
+    out = run_top("--once", "--interval", "0.1", "--url",
+                  f"http://127.0.0.1:{unused_port()}/metrics")
+    assert out.returncode == 1
+    assert "0/1 up" in out.stdout
 
 
 def _promtool_quantiles(cases: list[tuple[float, dict[str, float]]], tmp_path) -> None:

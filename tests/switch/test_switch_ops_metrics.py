@@ -4,6 +4,7 @@ with a real PostgreSQL (and an MQTT broker that is down, so the outbox backs up)
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 
 import pytest
@@ -20,13 +21,18 @@ from switchkit import (
     trio_test,
 )
 
-from payswitch.switch.realparts import free_port
-
 
 @pytest.fixture(autouse=True)
 def ledger_keys(monkeypatch):
     monkeypatch.setenv("PAYSWITCH_EVENT_MAC_KEY", "00112233445566778899aabbccddeeff")
     monkeypatch.setenv("PAYSWITCH_PAN_TOKEN_KEY", "ffeeddccbbaa99887766554433221100")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, read back, closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, dict[tuple, float]]:
