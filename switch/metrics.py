@@ -9,6 +9,7 @@ backlog) are hooked up by ``watch(switch)``.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -77,13 +78,16 @@ class Metrics:
         )
         # Exported now so that rules and dashboards can name them; driven by the
         # route-health (breakers) and risk-scoring work (issues still open).
+        # (routing/health.py Breaker: open and half-open both refuse requests; risk
+        # decisions as routing/risk_decision.py: approve / decline / refer, score 0-999)
         self.breaker_open = Gauge("link_breaker_open", "1 while the link's circuit "
-                                  "breaker is open (requests not sent)", ["link"], registry=r)
-        self.risk_decisions = Counter("risk_decisions_total", "Risk scoring outcomes: "
-                                      "approve, review, decline", ["decision"], registry=r)
+                                  "breaker is open or half-open (requests not sent)",
+                                  ["link"], registry=r)
+        self.risk_decisions = Counter("risk_decisions_total", "Risk decisions: approve, "
+                                      "decline, refer", ["decision"], registry=r)
         self.risk_score = Histogram("risk_score", "Risk score of each scored request "
-                                    "(0 good .. 1 fraud)", registry=r,
-                                    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1))
+                                    "(0 good .. 999 fraud)", registry=r,
+                                    buckets=(100, 200, 300, 400, 500, 600, 700, 800, 900, 999))
 
     def watch(self, sw: Any) -> None:
         """Scrape-time gauges of a switch: its HSM queue, its ledger writer, and its SAF
@@ -100,8 +104,7 @@ class Metrics:
                                                 is not None))
 
     def watch_ledger(self, writer: Any) -> None:
-        # trio's channel statistics are plain ints: safe to read from the HTTP thread
-        self.ledger_queue.set_function(lambda: writer._send.statistics().current_buffer_used)
+        self.ledger_queue.set_function(lambda: queue_depth(writer))
         self.ledger_queue_max.set(writer.config.queue_max)
         submit, hist = writer.submit, self.ledger_write
 
@@ -124,6 +127,14 @@ class Metrics:
         if server is not None:
             server.shutdown()
             server.server_close()
+
+
+def queue_depth(writer: Any) -> float:
+    """Requests queued in a ledger BatchWriter (trio's channel statistics are plain ints:
+    safe to read from the HTTP thread); NaN if the writer no longer has that channel,
+    so that a scrape never fails on it."""
+    send = getattr(writer, "_send", None)
+    return float(send.statistics().current_buffer_used) if send is not None else math.nan
 
 
 SAF_SQL = ("select link, count(*), extract(epoch from now() - min(created_at))"
