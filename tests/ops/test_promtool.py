@@ -59,3 +59,13 @@ def test_every_alert_has_a_test_that_fires_it():
              for c in t.get("alert_rule_test", [])]
     fired = {c["alertname"] for c in cases if c.get("exp_alerts")}
     assert _alerts() - fired == set()
+
+
+def test_scrape_config_passes_promtool_check():
+    out = promtool("check", "config", "scrape.yml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    config = yaml.safe_load((PROM / "scrape.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"payswitch", "simulators"}
+    targets = [t for sc in jobs["payswitch"]["static_configs"] for t in sc["targets"]]
+    assert len(targets) > 1  # one per worker
