@@ -18,8 +18,9 @@ test: setup lint
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# DEMO_ARGS: e.g. make demo DEMO_ARGS="--report /tmp/payswitch-report" (HTML with plots)
 demo: setup
-	.venv/bin/payswitch demo
+	.venv/bin/payswitch demo $(DEMO_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.run all

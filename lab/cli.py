@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "payswitch.hsm.cli",  # hsm init | import-key | generate-key | list
     "payswitch.ledger.cli",  # ledger verify | balances
     "payswitch.codecs.bankcli",  # ach show | validate, iso20022 validate
+    "payswitch.switch.top",  # top (live console over metrics endpoints)
 )
 
 

@@ -356,7 +356,9 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
         with open(config_path, "w") as f:
             f.write(demo_config(ports["visa"], ports["mastercard"], terminals=terminals,
                                 issuer_timeout_ms=issuer_timeout_ms,
-                                metrics_port=free_port() if metrics else 0,
+                                metrics_port=(int(os.environ.get(  # ops/README.md
+                                    "PAYSWITCH_DEMO_METRICS_PORT") or 0) or free_port())
+                                if metrics else 0,
                                 hsm_token=hsm["switch"].label if hsm else None,
                                 ledger=ledger))
         ledger_env = ({"PAYSWITCH_EVENT_MAC_KEY": secrets.token_hex(32),
@@ -433,7 +435,8 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
 
     cfg = LoadConfig(topo.host, topo.port, profile="mixed", terminals=terminals,
                      duration_s=duration_s, cards="mixed", timeout_s=10.0,
-                     progress=progress, hsm=terminal_hsm, dukpt_every=DUKPT_EVERY)
+                     progress=progress, hsm=terminal_hsm, dukpt_every=DUKPT_EVERY,
+                     keep_samples=True)  # report["samples"]: for --report, popped in _demo
     report = trio.run(run_load, cfg)
     # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
     switch_links = _settle_saf(topo, wait_s=15.0)
@@ -524,6 +527,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faults", action="store_true",
                    help="issuer link drops, late and lost answers (expect more 91s)")
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
+    p.add_argument("--report", metavar="DIR", help="also write an HTML report with plots there")
     p.set_defaults(func=_demo)
 
 
@@ -539,7 +543,12 @@ def _demo(args) -> int:
         else:
             print(f"demo failed: {e}", file=sys.stderr)
         return 1
+    samples = report.pop("samples", [])
     print(json.dumps(report) if args.json else format_demo(report))
+    if args.report:  # switch/report.py (ops): one self-contained HTML file
+        from payswitch.switch.report import write_report
+        print(f"report: {write_report(report, samples, args.report)}",
+              file=sys.stderr if args.json else sys.stdout)
     ok = (report["approved"] > 0 and report["errors"] == 0
           and report.get("ledger_verify_ok", False) and report.get("ledger_balanced", False))
     return 0 if ok else 1

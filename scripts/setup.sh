@@ -12,6 +12,9 @@ for p in softhsm2 mosquitto; do have_pkg "$p" || need+=("$p"); done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+# promtool (in Debian's prometheus package): `make test` checks and unit-tests the alert
+# rules in ops/prometheus with it.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

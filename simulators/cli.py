@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hsm-token", help="issuer token label (SOFTHSM2_CONF, "
                    "PAYSWITCH_HSM_PIN from the env): verify PIN, CVV, CVV2, ARQC")
     p.add_argument("--mac", action="store_true", help="MAC every message (needs --hsm-token)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics (0 = any)")
     p.add_argument("--bad-mac-rate", type=float, default=0.0,
                    help="share of answers sent with a corrupted MAC")
     p.set_defaults(func=_simulate)
@@ -138,6 +139,10 @@ def _simulate(args) -> int:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 port = await nursery.start(sim.serve)
+                if args.metrics_port is not None:
+                    from payswitch.simulators.metrics import serve as serve_metrics
+                    mport = serve_metrics(sim.stats, sim.network, args.host, args.metrics_port)
+                    print(f"payswitch-sim metrics port={mport}", flush=True)
                 print(f"payswitch-sim ready network={sim.network} dialect={sim.dialect_name} "
                       f"framing={sim.framing} port={port}", flush=True)
                 async for _ in signals:

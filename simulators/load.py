@@ -83,6 +83,9 @@ class LoadConfig:
     hsm: Hsm | None = None  # the terminal token: real PIN blocks, CVVs, ARQCs
     dukpt_every: int = 0  # terminal numbers divisible by it use DUKPT; 0 = none
     mac_key: str = ""  # TAK label in the terminal token: every request MACed (DE64)
+    # report["samples"]: one (t_s since start, latency_s, DE39 or "error", network) per
+    # request, for plots (switch/report.py); off by default: a long run makes many
+    keep_samples: bool = False
 
 
 @dataclass
@@ -95,9 +98,14 @@ class Report:
     overrun: int = 0
     elapsed_s: float = 0.0  # until the last answer (or timeout)
     window_s: float = 0.0  # the sending window: the configured duration
+    keep_samples: bool = False
+    samples: list[tuple[float, float, str, str]] = field(default_factory=list)
 
     def add(self, card: Card, result: Result) -> None:
         net = card.network or "unrouted"
+        if self.keep_samples:
+            code = (result.response.response_code or "??") if result.response else "error"
+            self.samples.append((trio.current_time(), result.latency_s, code, net))
         counter = self.by_network.setdefault(net, collections.Counter())
         if result.response is None:
             kind = result.error or "no response"
@@ -170,7 +178,7 @@ class _Generator:
         mix = CARD_MIXES[cfg.cards]
         self.cards = [BY_NAME[n] for n in mix]
         self.weights = list(mix.values())
-        self.report = Report()
+        self.report = Report(keep_samples=cfg.keep_samples)
 
     def next_request(self, term: Terminal):
         card = self.rng.choices(self.cards, self.weights)[0]
@@ -296,4 +304,8 @@ async def run_load(cfg: LoadConfig) -> dict:
         nursery.cancel_scope.cancel()
     if cfg.progress and cfg.duration_s >= 3:
         sys.stderr.write("\n")
-    return gen.report.as_dict()
+    out = gen.report.as_dict()
+    if cfg.keep_samples:  # answer time -> seconds since start
+        out["samples"] = [(round(t - start, 6), lat, code, net)
+                          for t, lat, code, net in gen.report.samples]
+    return out

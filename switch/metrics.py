@@ -1,9 +1,20 @@
 """Prometheus metrics of one switch instance (its own registry, so that tests can run
-several switches in one process). Served over HTTP when switch.metrics_port is set."""
+several switches in one process). Served over HTTP when switch.metrics_port is set.
+
+The alert rules and the dashboard in ops/ name these metrics; tests/ops checks that
+every metric here is documented in ops/README.md and that every query names one of
+them. Gauges read at scrape time (HSM queue, ledger writer queue, SAF and outbox
+backlog) are hooked up by ``watch(switch)``.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 LINK_STATES = {"down": 0, "connecting": 1, "signed_on": 2}
 
@@ -55,6 +66,59 @@ class Metrics:
                                    ["link"], registry=r)
         self.refused = Counter("connections_refused_total", "Connections refused",
                                ["listener", "reason"], registry=r)
+        # Read at scrape time, see watch().
+        self.hsm_pending = Gauge("hsm_pending", "HSM calls waiting or running", registry=r)
+        self.hsm_max_pending = Gauge("hsm_max_pending", "hsm.max_pending: past it a call "
+                                     "fails at once with HsmBusyError", registry=r)
+        self.ledger_queue = Gauge("ledger_writer_queue_depth", "Ledger write requests "
+                                  "queued for the batch writer", registry=r)
+        self.ledger_queue_max = Gauge("ledger_writer_queue_max", "ledger.queue_max",
+                                      registry=r)
+        self.ledger_write = Histogram(
+            "ledger_write_duration_seconds", "Time from a ledger write request to its "
+            "committed outcome (queue wait + batch COMMIT)", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        # Exported now so that rules and dashboards can name them; driven by the
+        # route-health (breakers) and risk-scoring work (issues still open).
+        # (routing/health.py Breaker: open and half-open both refuse requests; risk
+        # decisions as routing/risk_decision.py: approve / decline / refer, score 0-999)
+        self.breaker_open = Gauge("link_breaker_open", "1 while the link's circuit "
+                                  "breaker is open or half-open (requests not sent)",
+                                  ["link"], registry=r)
+        self.risk_decisions = Counter("risk_decisions_total", "Risk decisions: approve, "
+                                      "decline, refer", ["decision"], registry=r)
+        self.risk_score = Histogram("risk_score", "Risk score of each scored request "
+                                    "(0 good .. 999 fraud)", registry=r,
+                                    buckets=(100, 200, 300, 400, 500, 600, 700, 800, 900, 999))
+
+    def watch(self, sw: Any) -> None:
+        """Scrape-time gauges of a switch: its HSM queue, its ledger writer, and its SAF
+        and outbox backlog read from PostgreSQL (bounded by the statement timeout). The
+        outbox only with a relay: without one nothing is meant to publish it."""
+        if sw.hsm is not None:
+            self.hsm_pending.set_function(lambda: sw.hsm.pending)
+            self.hsm_max_pending.set(sw.hsm.max_pending)
+        if sw.ledger is not None:
+            self.watch_ledger(sw.ledger.writer)
+        db = sw.cfg.database
+        self.registry.register(BacklogCollector(db.resolve_dsn(), db.statement_timeout_ms,
+                                                outbox=getattr(sw.ledger, "relay", None)
+                                                is not None))
+
+    def watch_ledger(self, writer: Any) -> None:
+        self.ledger_queue.set_function(lambda: queue_depth(writer))
+        self.ledger_queue_max.set(writer.config.queue_max)
+        submit, hist = writer.submit, self.ledger_write
+
+        async def timed_submit(request: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return await submit(request)
+            finally:
+                hist.observe(time.monotonic() - started)
+
+        writer.submit = timed_submit
 
     def serve(self, host: str, port: int) -> int:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
@@ -66,3 +130,80 @@ class Metrics:
         if server is not None:
             server.shutdown()
             server.server_close()
+
+
+def queue_depth(writer: Any) -> float:
+    """Requests queued in a ledger BatchWriter (trio's channel statistics are plain ints:
+    safe to read from the HTTP thread); NaN if the writer no longer has that channel,
+    so that a scrape never fails on it."""
+    send = getattr(writer, "_send", None)
+    return float(send.statistics().current_buffer_used) if send is not None else math.nan
+
+
+SAF_SQL = ("select link, count(*), extract(epoch from now() - min(created_at))"
+           " from switch_saf where state = 'pending' group by link")
+OUTBOX_SQL = ("select count(*), coalesce(extract(epoch from now() - min(e.occurred_at)), 0)"
+              " from outbox o join events e on e.seq = o.event_seq where o.sent_at is null")
+
+
+class BacklogCollector:
+    """saf_pending / saf_oldest_age_seconds per link and the ledger outbox backlog, read
+    from PostgreSQL when scraped (two small queries, at most one round per second)."""
+
+    CACHE_S = 1.0
+
+    def __init__(self, dsn: str, statement_timeout_ms: int, outbox: bool) -> None:
+        self.dsn = dsn
+        self.timeout_ms = min(statement_timeout_ms, 2000)
+        self.outbox = outbox
+        self._cached: tuple[float, list] = (-self.CACHE_S, [])
+
+    @staticmethod
+    def describe() -> list[GaugeMetricFamily]:
+        """The families, empty: their names without a query."""
+        return [
+            GaugeMetricFamily("saf_pending", "Store-and-forward messages (reversals, "
+                              "advices) not yet acknowledged", labels=["link"]),
+            GaugeMetricFamily("saf_oldest_age_seconds", "Age of the oldest "
+                              "unacknowledged store-and-forward message", labels=["link"]),
+            GaugeMetricFamily("ledger_outbox_unsent", "Ledger events not yet published "
+                              "to MQTT", labels=[]),
+            GaugeMetricFamily("ledger_outbox_oldest_age_seconds", "Age of the oldest "
+                              "unpublished ledger event", labels=[]),
+            GaugeMetricFamily("backlog_query_up", "1 when the SAF/outbox backlog query "
+                              "succeeded at this scrape", labels=[]),
+        ]
+
+    def collect(self) -> list:
+        at, families = self._cached
+        if time.monotonic() - at >= self.CACHE_S:
+            families = self._query()
+            self._cached = (time.monotonic(), families)
+        return families
+
+    def _query(self) -> list:
+        import psycopg
+
+        pending, oldest, unsent, outbox_age, up = self.describe()
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=2, autocommit=True,
+                                 options=f"-c statement_timeout={self.timeout_ms}") as conn:
+                for link, n, age in conn.execute(SAF_SQL).fetchall():
+                    pending.add_metric([link], n)
+                    oldest.add_metric([link], float(age))
+                if self.outbox:
+                    n, age = conn.execute(OUTBOX_SQL).fetchone() or (0, 0)
+                    unsent.add_metric([], n)
+                    outbox_age.add_metric([], float(age))
+        except psycopg.Error:
+            up.add_metric([], 0)
+        else:
+            up.add_metric([], 1)
+        return [pending, oldest, unsent, outbox_age, up]
+
+
+def exported() -> dict[str, str]:
+    """{metric name as queried: type} of everything a switch exports (counters with
+    their _total), without a database: for the ops/ cross-checks."""
+    families = list(Metrics().registry.collect()) + BacklogCollector.describe()
+    return {f.name + ("_total" if f.type == "counter" else ""): f.type for f in families}

@@ -164,6 +164,7 @@ class Switch:
                         sockets = await trio.open_tcp_listeners(lst.port, host=lst.host)
                         self.ports[lst.name] = sockets[0].socket.getsockname()[1]
                         work.start_soon(self._accept_loop, lst, sockets)
+                    self.metrics.watch(self)  # scrape-time gauges: HSM, ledger, backlogs
                     if self.cfg.switch.metrics_port:
                         self.metrics_port = self.metrics.serve(self.cfg.switch.metrics_host,
                                                                self.cfg.switch.metrics_port)
