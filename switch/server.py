@@ -30,7 +30,7 @@ import trio
 
 from payswitch.codecs.errors import CodecError
 from payswitch.codecs.framing import Frame, reply_tpdu
-from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.iso8583 import BITMAP_TWINS, Dialect, Message, get
 from payswitch.codecs.iso8583.dialect import redact
 from payswitch.hsm import AsyncHsm, Hsm, HsmError, TokenConfig
 from payswitch.hsm.token import ENV_CONF, module_path
@@ -646,22 +646,40 @@ class _Connection:
             try:
                 req = self.dialect.decode(frame.payload)
             except CodecError as e:
-                resp = self._format_error(e, len(frame.payload))
-            else:
-                if not req.is_request:
-                    log("unexpected_response", logging.WARNING, listener=self.lst.name,
-                        peer=self.origin.peer, mti=req.mti, stan=req.stan)
-                    return
-                admission = self.sw._admission[self.lst.name]
-                if not admission.is_proven(self) and self.sw._is_known(req, self.origin):
-                    admission.prove(self)  # a configured terminal: never evicted
-                resp = await self.sw.handle(req, self.origin)
-            if resp is not None:
-                await self._send(resp, frame.tpdu)
+                resp, dialect = self._format_error(e, frame.payload)
+                if resp is not None:
+                    await self._send(resp, frame.tpdu, dialect)
+                return
+            if not req.is_request:
+                log("unexpected_response", logging.WARNING, listener=self.lst.name,
+                    peer=self.origin.peer, mti=req.mti, stan=req.stan)
+                return
+            admission = self.sw._admission[self.lst.name]
+            if not admission.is_proven(self) and self.sw._is_known(req, self.origin):
+                admission.prove(self)  # a configured terminal: never evicted
+            await self._send(await self.sw.handle(req, self.origin), frame.tpdu)
         finally:
             self.slots.release()
 
-    def _format_error(self, e: CodecError, size: int) -> Message | None:
+    def _twin_reads(self, e: CodecError, payload: bytes) -> tuple[CodecError, Dialect]:
+        """A frame whose STAN we cannot read may be the same message with the other
+        kind of bitmap (iso87ascii <-> iso87binbitmap): if that dialect decodes it
+        whole, its MTI and STAN are used, and the 30 goes back in the sender's form."""
+        twin = BITMAP_TWINS.get(self.dialect.name)
+        if twin is None or e.stan is not None:
+            return e, self.dialect
+        other = get(twin)
+        try:
+            msg = other.decode(payload)
+        except CodecError:
+            return e, self.dialect
+        return CodecError(f"{twin} message on a {self.dialect.name} listener",
+                          mti=msg.mti, stan=msg.stan), other
+
+    def _format_error(self, e: CodecError, payload: bytes,
+                      ) -> tuple[Message | None, Dialect]:
+        e, dialect = self._twin_reads(e, payload)
+        size = len(payload)
         readable = e.mti is not None and e.stan is not None and int(e.mti[2]) % 2 == 0
         too_many = self.malformed.hit(trio.current_time())
         action = "answered 30" if readable else "dropped"
@@ -676,16 +694,17 @@ class _Connection:
         if too_many:
             self.close(f"over {self.lst.max_malformed_frames} malformed frames "
                        f"in {self.lst.malformed_window_ms} ms")
-            return None
+            return None, dialect
         if not readable:
-            return None
+            return None, dialect
         self.sw.metrics.responses.labels(e.mti, "30").inc()
         return Message(mti=e.mti[:2] + str(int(e.mti[2]) + 1) + "0", stan=e.stan,
-                       response_code="30")
+                       response_code="30"), dialect
 
-    async def _send(self, resp: Message, tpdu: bytes | None) -> None:
+    async def _send(self, resp: Message, tpdu: bytes | None,
+                    dialect: Dialect | None = None) -> None:
         try:
-            payload = self.dialect.encode(resp)
+            payload = (dialect or self.dialect).encode(resp)
             await self.channel.send_frame(payload, reply_tpdu(tpdu) if tpdu else None)
         except ChannelClosed:
             self.reading.cancel()  # logged once, with the reason, when serve() ends

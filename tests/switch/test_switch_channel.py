@@ -11,12 +11,13 @@ import logging
 import socket
 from typing import Any
 
+import iso8583
 import trio
 import trio.testing
 from switchkit import DIALECT, TERMINAL, Terminal
 
-from payswitch.codecs.framing import encode_frame
-from payswitch.codecs.iso8583 import Message
+from payswitch.codecs.framing import FrameReader, encode_frame
+from payswitch.codecs.iso8583 import Message, get
 from payswitch.switch import logs
 from payswitch.switch.config import parse
 from payswitch.switch.server import Switch
@@ -239,3 +240,44 @@ async def test_junk_frames_close_the_connection_and_the_log_is_sampled():
         assert len(refused) == 6  # five flooders, then the good terminal at the end
     finally:
         logs.LOGGER.removeHandler(lines)
+
+
+# -- finding 8: binary bitmap, ASCII fields -------------------------------------------
+BINBITMAP = get("iso87binbitmap")
+
+
+async def exchange(stream: trio.SocketStream, payload: bytes) -> bytes:
+    await stream.send_all(encode_frame("len2", payload))
+    reader = FrameReader("len2", 4096)
+    while True:
+        data = await stream.receive_some(65536)
+        assert data, "switch closed the connection"
+        frames = reader.feed(data)
+        if frames:
+            return frames[0].payload
+
+
+@virtual
+async def test_binary_bitmap_listener_answers_in_kind_and_30_where_mti_stan_read():
+    """Today the dialect does not exist, and such frames get no answer at all."""
+    async with switch_running(dialect="iso87binbitmap") as sw:
+        stream = await connect(sw.ports["pos"])
+        resp = BINBITMAP.decode(await exchange(stream, BINBITMAP.encode(echo())))
+        assert (resp.mti, resp.stan, resp.response_code) == ("0810", "000001", "00")
+        # a processing code with a letter in it: a format error, MTI and STAN readable
+        bad, _ = iso8583.encode({"t": "0200", "3": "00A000", "11": "004711",
+                                 "41": TERMINAL}, BINBITMAP.spec)
+        bad = bytes(bad)
+        resp = BINBITMAP.decode(await exchange(stream, bad))
+        assert (resp.mti, resp.stan, resp.response_code) == ("0210", "004711", "30")
+        await stream.aclose()
+
+
+@virtual
+async def test_binary_bitmap_frame_on_an_ascii_listener_gets_30_it_can_read():
+    """Today: iso87ascii cannot read the STAN behind a binary bitmap: dropped silently."""
+    async with switch_running() as sw:  # dialect iso87ascii
+        stream = await connect(sw.ports["pos"])
+        resp = BINBITMAP.decode(await exchange(stream, BINBITMAP.encode(echo("000042"))))
+        assert (resp.mti, resp.stan, resp.response_code) == ("0810", "000042", "30")
+        await stream.aclose()
