@@ -64,7 +64,7 @@ class Channel:
         self._last_frame_at = now  # idle is counted from the last whole frame
         self._frame_started_at: float | None = None  # first byte of a partial frame
         self._recv_scope: trio.CancelScope | None = None
-        self._out: list[bytes] = []
+        self._out: list[tuple[int, bytes]] = []  # (frame number, bytes), not yet written
         self._queued = 0  # frames ever queued / ever written: a waiter's frame is out
         self._written = 0  # when _written >= its number
         self._writing = False
@@ -165,20 +165,27 @@ class Channel:
         if self.closed_reason is not None:
             raise ChannelClosed(self.closed_reason)
         data = encode_frame(self.limits.framing, payload, tpdu, self.limits.max_frame_bytes)
-        self._out.append(data)
         self._queued += 1
         mine = self._queued
-        while self._written < mine:
-            if self.closed_reason is not None:
-                raise ChannelClosed(self.closed_reason)
-            if self._writing:
-                await self._progress.wait()
-            else:
-                await self._flush()
+        self._out.append((mine, data))
+        try:
+            while self._written < mine:
+                if self.closed_reason is not None:
+                    raise ChannelClosed(self.closed_reason)
+                if self._writing:
+                    await self._progress.wait()
+                else:
+                    await self._flush()
+        except trio.Cancelled:
+            # given up before it was taken for writing: it is never sent (a request
+            # that timed out must not reach the peer later with someone else's batch)
+            self._out = [(n, d) for n, d in self._out if n != mine]
+            raise
 
     async def _flush(self) -> None:
         """Write everything queued so far in one send_all, bounded by write_timeout_ms."""
-        batch, count = b"".join(self._out), len(self._out)
+        batch = b"".join(d for _, d in self._out)
+        last, count = self._out[-1][0], len(self._out)
         self._out.clear()
         self._writing = True
         done = False
@@ -193,8 +200,8 @@ class Channel:
         finally:
             self._writing = False
             if done:
-                self._written += count
                 self.frames_out += count
+                self._written = last
             else:  # cancelled or failed mid-write: frame boundaries are lost
                 self.close(self.closed_reason or "write interrupted")
             progress, self._progress = self._progress, trio.Event()

@@ -23,17 +23,16 @@ import time
 
 import trio
 
-from payswitch.codecs.errors import CodecError, FramingError
-from payswitch.codecs.framing import FrameReader, encode_frame
+from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583 import Message, get, macing
 from payswitch.hsm.errors import HsmError
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
 from payswitch.switch.config import LinkSection
 from payswitch.switch.errors import IssuerTimeout, LinkBusy, LinkUnavailable, SwitchError
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import LINK_STATES, Metrics
 from payswitch.switch.mux import Mux
 
-READ_CHUNK_BYTES = 65536
 SIGNON, SIGNOFF, ECHO = "001", "002", "301"
 
 
@@ -51,8 +50,7 @@ class IssuerLink:
         self.mux = Mux(cfg.max_in_flight, cfg.late_memory)
         self.state = "down"
         self.signed_on = trio.Event()  # set while signed on; replaced when it drops
-        self._stream: trio.SocketStream | None = None
-        self._send_lock = trio.Lock()
+        self._channel: Channel | None = None
         self._session_scope: trio.CancelScope | None = None
         self._last_activity = 0.0
         self._stopping = False
@@ -110,8 +108,8 @@ class IssuerLink:
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
 
     async def _send(self, msg: Message) -> None:
-        stream = self._stream
-        if stream is None:
+        channel = self._channel
+        if channel is None:
             raise LinkUnavailable(f"link {self.name} is not connected")
         if self.cfg.mac:
             body, hex_form = macing.unsigned(self.dialect, msg)
@@ -124,14 +122,12 @@ class IssuerLink:
             payload = macing.signed(body, hex_form, mac)
         else:
             payload = self.dialect.encode(msg)
-        data = encode_frame(self.cfg.framing, payload,
-                            max_frame_bytes=self.cfg.max_frame_bytes)
-        async with self._send_lock:
-            with trio.move_on_after(self.cfg.write_timeout_ms / 1000) as scope:
-                await stream.send_all(data)
-            if scope.cancelled_caught:
-                self._drop("write timeout")
-                raise trio.BrokenResourceError("write timeout")
+        try:
+            # one write timeout closes the channel and fails every queued write at once
+            await channel.send_frame(payload)
+        except ChannelClosed as e:
+            self._drop(e.reason)
+            raise
         self._last_activity = trio.current_time()
         if msg.is_request:
             self.metrics.link_requests.labels(self.name, msg.mti).inc()
@@ -166,11 +162,13 @@ class IssuerLink:
     async def _session(self, stream: trio.SocketStream) -> bool:
         """One connection's life; returns whether it got signed on."""
         signed_on = False
-        self._stream = stream
+        cfg = self.cfg
+        self._channel = channel = Channel(stream, ChannelLimits(
+            cfg.framing, cfg.max_frame_bytes, cfg.frame_timeout_ms, 0, cfg.write_timeout_ms))
         try:
             async with stream, trio.open_nursery() as nursery:
                 self._session_scope = nursery.cancel_scope
-                nursery.start_soon(self._reader, stream)
+                nursery.start_soon(self._reader, channel)
                 try:
                     resp = await self._exchange(self._network_request(SIGNON),
                                                 self.cfg.signon_timeout_ms)
@@ -184,7 +182,7 @@ class IssuerLink:
                 self._set_state("signed_on")
                 nursery.start_soon(self._echo_loop)
         finally:
-            self._stream = None
+            self._channel = None
             self._session_scope = None
             self.mux.fail_all()
         return signed_on
@@ -195,25 +193,16 @@ class IssuerLink:
             log("link_dropped", logging.WARNING, link=self.name, reason=reason)
             self._session_scope.cancel()
 
-    async def _reader(self, stream: trio.SocketStream) -> None:
-        reader = FrameReader(self.cfg.framing, self.cfg.max_frame_bytes)
+    async def _reader(self, channel: Channel) -> None:
+        """Frames in order (size cap, frame deadline: ``Channel``); any end drops."""
         while True:
             try:
-                data = await stream.receive_some(READ_CHUNK_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                self._drop(f"read failed: {type(e).__name__}")
-                return
-            if not data:
-                self._drop("peer closed the connection")
+                frame = await channel.receive_frame()
+            except ChannelClosed as e:
+                self._drop(e.reason)
                 return
             self._last_activity = trio.current_time()
-            try:
-                frames = reader.feed(data)
-            except FramingError as e:
-                self._drop(f"framing: {e}")
-                return
-            for frame in frames:
-                await self._on_frame(frame.payload)
+            await self._on_frame(frame.payload)
 
     async def _on_frame(self, payload: bytes) -> None:
         try:
