@@ -114,10 +114,13 @@ class Channel:
         return "idle timeout"
 
     async def receive_frame(self) -> Frame:
-        """The next whole frame; ChannelClosed when there will be none."""
-        while not self._frames:
+        """The next whole frame; ChannelClosed when there will be none (frames read
+        before a close are dropped: after junk or a timeout the rest is not served)."""
+        while True:
             if self.closed_reason is not None:
                 raise ChannelClosed(self.closed_reason)
+            if self._frames:
+                break
             if self._eof:
                 raise ChannelClosed("peer closed")
             data = b""

@@ -618,7 +618,7 @@ class _Connection:
         self.reading.cancel()
 
     async def serve(self) -> None:
-        log("connection_open", listener=self.lst.name, peer=self.origin.peer)
+        log("connection_open", logging.DEBUG, listener=self.lst.name, peer=self.origin.peer)
         self.sw._reading.add(self.reading)
         reason = "drain"
         try:
@@ -628,9 +628,14 @@ class _Connection:
         finally:
             self.sw._reading.discard(self.reading)
             reason = self.channel.closed_reason or reason
-            log("connection_closed", listener=self.lst.name, peer=self.origin.peer,
-                reason=reason, frames_in=self.channel.frames_in,
-                frames_out=self.channel.frames_out, malformed=self.malformed.total)
+            # a junk sender that reconnects would be one line per connection: sampled
+            skipped = self.sw._log_samplers[self.lst.name, "malformed"].sample(
+                trio.current_time()) if self.malformed.total else 0
+            if skipped is not None:
+                log("connection_closed", listener=self.lst.name, peer=self.origin.peer,
+                    reason=reason, frames_in=self.channel.frames_in,
+                    frames_out=self.channel.frames_out, malformed=self.malformed.total,
+                    not_logged=skipped)
 
     async def _read_loop(self, tasks: trio.Nursery) -> str:
         while True:
@@ -643,6 +648,8 @@ class _Connection:
 
     async def _on_frame(self, frame: Frame) -> None:
         try:
+            if self.channel.closed:  # read before a close (junk, timeout): not served
+                return
             try:
                 req = self.dialect.decode(frame.payload)
             except CodecError as e:
@@ -666,7 +673,7 @@ class _Connection:
         kind of bitmap (iso87ascii <-> iso87binbitmap): if that dialect decodes it
         whole, its MTI and STAN are used, and the 30 goes back in the sender's form."""
         twin = BITMAP_TWINS.get(self.dialect.name)
-        if twin is None or e.stan is not None:
+        if twin is None or e.stan is not None or e.mti is None:
             return e, self.dialect
         other = get(twin)
         try:

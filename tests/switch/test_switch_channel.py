@@ -235,9 +235,10 @@ async def test_junk_frames_close_the_connection_and_the_log_is_sampled():
                 resp = await good.request(echo(f"{attempt + 1:06d}"))
                 assert resp.response_code == "00"
             await good.aclose()
-        assert lines.events.count("malformed_message") <= 2
-        refused = [e for e in lines.events if e == "connection_closed"]
-        assert len(refused) == 6  # five flooders, then the good terminal at the end
+        # 1000 junk frames on five connections within a second or so of virtual time:
+        # one sampled line per log_sample_ms for the frames and for the closes
+        assert 1 <= lines.events.count("malformed_message") <= 2
+        assert lines.events.count("connection_closed") <= 3  # incl. the good terminal
     finally:
         logs.LOGGER.removeHandler(lines)
 
