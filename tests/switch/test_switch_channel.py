@@ -143,6 +143,24 @@ async def test_300_idle_sockets_do_not_lock_a_terminal_out():
 
 
 @virtual
+async def test_per_source_cap_closes_that_sources_oldest_idle_socket():
+    lines = Lines()
+    logs.LOGGER.addHandler(lines)
+    async with switch_running(max_connections_per_source=8) as sw:
+        port = sw.ports["pos"]
+        idle = [await connect(port, "127.0.0.5") for _ in range(10)]
+        await until(lambda: lines.events.count("connection_open") >= 10)
+        logs.LOGGER.removeHandler(lines)
+        assert await closed_by_peer(idle[0]) and await closed_by_peer(idle[1])
+        assert sw._admission["pos"]._by_source == {"127.0.0.5": 8}
+        term = Terminal(await connect(port, "127.0.0.5"))  # same address: still gets in
+        assert (await term.request(echo())).response_code == "00"
+        assert await closed_by_peer(idle[2])
+        for s in [*idle, term.stream]:
+            await s.aclose()
+
+
+@virtual
 async def test_slowloris_is_closed_at_the_frame_deadline():
     """Today: the idle timer restarts on every byte, so one byte a second lives forever."""
     async with switch_running() as sw:  # defaults: frame 5 s, idle 300 s
