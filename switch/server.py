@@ -102,7 +102,8 @@ class Switch:
                                              x.max_unproven_connections)
                            for x in cfg.listeners}
         self._log_samplers = {(x.name, what): LogSampler(x.log_sample_ms / 1000)
-                              for x in cfg.listeners for what in ("refused", "malformed")}
+                              for x in cfg.listeners
+                              for what in ("refused", "malformed", "closed")}
         self._reading: set[trio.CancelScope] = set()
         self._accepting: list[trio.CancelScope] = []
         self._stop = trio.Event()
@@ -628,9 +629,11 @@ class _Connection:
         finally:
             self.sw._reading.discard(self.reading)
             reason = self.channel.closed_reason or reason
-            # a junk sender that reconnects would be one line per connection: sampled
-            skipped = self.sw._log_samplers[self.lst.name, "malformed"].sample(
-                trio.current_time()) if self.malformed.total else 0
+            # idle, slow or junk sockets (never proven by a configured terminal) would
+            # be one line per connection: sampled. A proven connection always logs.
+            proven = self.sw._admission[self.lst.name].is_proven(self)
+            skipped = 0 if proven else self.sw._log_samplers[self.lst.name, "closed"].sample(
+                trio.current_time())
             if skipped is not None:
                 log("connection_closed", listener=self.lst.name, peer=self.origin.peer,
                     reason=reason, frames_in=self.channel.frames_in,
