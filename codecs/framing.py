@@ -67,32 +67,36 @@ class FrameReader:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | bytearray) -> list[Frame]:
         self._buf += data
         frames: list[Frame] = []
-        while True:
-            frame = self._next()
-            if frame is None:
-                return frames
-            if frame.payload or frame.tpdu:
-                frames.append(frame)
+        start = 0  # frames are cut at an offset, the buffer compacted once per feed:
+        try:       # a 64 KiB chunk of small frames costs one memmove, not one each
+            while True:
+                frame, start = self._next(start)
+                if frame is None:
+                    return frames
+                if frame.payload or frame.tpdu:
+                    frames.append(frame)
+        finally:
+            del self._buf[:start]
 
-    def _next(self) -> Frame | None:
+    def _next(self, start: int) -> tuple[Frame | None, int]:
         prefix = _PREFIX_BYTES[self.kind]
-        if len(self._buf) < prefix:
-            return None
-        n = self._length(bytes(self._buf[:prefix]))
+        if len(self._buf) - start < prefix:
+            return None, start
+        n = self._length(bytes(self._buf[start:start + prefix]))
         if n > self.max_frame_bytes:
             raise FramingError(f"frame length {n} above the maximum {self.max_frame_bytes}")
         if self.kind == "tpdu" and 0 < n < TPDU_BYTES:
             raise FramingError("tpdu frame shorter than its TPDU")
-        if len(self._buf) < prefix + n:
-            return None
-        body = bytes(self._buf[prefix:prefix + n])
-        del self._buf[:prefix + n]
+        end = start + prefix + n
+        if len(self._buf) < end:
+            return None, start
+        body = bytes(self._buf[start + prefix:end])
         if self.kind == "tpdu" and n:
-            return Frame(body[TPDU_BYTES:], body[:TPDU_BYTES])
-        return Frame(body)
+            return Frame(body[TPDU_BYTES:], body[:TPDU_BYTES]), end
+        return Frame(body), end
 
     def _length(self, prefix: bytes) -> int:
         if self.kind == "ascii4":

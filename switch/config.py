@@ -89,10 +89,20 @@ class ListenerSection:
     dialect: str = "iso87ascii"
     framing: str = "len2"
     max_frame_bytes: int = 4096
-    idle_timeout_ms: int = 300_000  # a connection silent this long is closed
+    # no whole frame for this long: closed (chunks of a frame do not count)
+    idle_timeout_ms: int = 300_000
+    frame_timeout_ms: int = 5000  # a frame must be complete this long after its 1st byte
+    # first expiry closes the connection; every answer still queued on it fails at once
     write_timeout_ms: int = 5000
     max_connections: int = 256
+    max_connections_per_source: int = 64  # per source address; see max_unproven_...
+    # connections not yet proven by a request from a configured terminal; past this
+    # (or past either cap above) the oldest unproven connection is closed for the new one
+    max_unproven_connections: int = 64
     max_in_flight_per_connection: int = 32
+    max_malformed_frames: int = 10  # more than this many within malformed_window_ms:
+    malformed_window_ms: int = 10_000  # the connection is closed
+    log_sample_ms: int = 1000  # malformed / refused lines: at most one per this, counted
     allowed_sources: tuple[str, ...] = ()  # empty = any source address
     pin_key: str = ""  # default PIN key of its terminals: TPK label, or BDK for dukpt
     pin_mode: str = "tpk"  # tpk | dukpt (TDES DUKPT: KSN in DE53, 20 hex digits)
@@ -131,7 +141,8 @@ class LinkSection:
     signoff_timeout_ms: int = 1000
     echo_interval_ms: int = 30_000
     request_timeout_ms: int = 5000
-    write_timeout_ms: int = 5000
+    write_timeout_ms: int = 5000  # first expiry drops the link (the run loop reconnects)
+    frame_timeout_ms: int = 5000  # a frame must be complete this long after its 1st byte
     max_in_flight: int = 256
     late_memory: int = 1024  # timed-out keys remembered to recognise late responses
     zpk: str = ""  # ZPK label shared with this issuer: PIN blocks are translated to it
@@ -303,6 +314,11 @@ def _check(cfg: Config) -> None:
     for x in cfg.listeners:
         if x.kind not in ("terminal", "acquirer"):
             raise ConfigError(f"listener {x.name}: kind must be terminal or acquirer")
+        _check_listener_bounds(x)
+    for x in cfg.links:
+        if x.frame_timeout_ms == 0 or x.write_timeout_ms == 0:
+            raise ConfigError(f"link {x.name}: frame_timeout_ms and write_timeout_ms "
+                              "must be > 0")
     pin_owners: tuple[ListenerSection | TerminalSection, ...] = (*cfg.listeners,
                                                                   *cfg.terminals)
     for owner in pin_owners:
@@ -333,6 +349,19 @@ def _check(cfg: Config) -> None:
         if x.max_in_flight == 0 or x.request_timeout_ms == 0:
             raise ConfigError(f"link {x.name}: max_in_flight and request_timeout_ms must be > 0")
     _check_ledger(cfg)
+
+
+def _check_listener_bounds(x: ListenerSection) -> None:
+    """Every wait and cap of a listener is bounded: none of them may be 0 (= off)."""
+    for key in ("idle_timeout_ms", "frame_timeout_ms", "write_timeout_ms",
+                "max_connections", "max_connections_per_source",
+                "max_unproven_connections", "max_in_flight_per_connection",
+                "max_malformed_frames", "malformed_window_ms"):
+        if getattr(x, key) == 0:
+            raise ConfigError(f"listener {x.name}: {key} must be > 0")
+    if x.max_unproven_connections > x.max_connections:
+        raise ConfigError(f"listener {x.name}: max_unproven_connections must be "
+                          "<= max_connections")
 
 
 def _check_ledger(cfg: Config) -> None:

@@ -23,17 +23,17 @@ import time
 
 import trio
 
-from payswitch.codecs.errors import CodecError, FramingError
-from payswitch.codecs.framing import FrameReader, encode_frame
+from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583 import Message, get, macing
 from payswitch.hsm.errors import HsmError
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
 from payswitch.switch.config import LinkSection
 from payswitch.switch.errors import IssuerTimeout, LinkBusy, LinkUnavailable, SwitchError
+from payswitch.switch.linkstate import LinkEvent, LinkMachine, LinkState
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import LINK_STATES, Metrics
 from payswitch.switch.mux import Mux
 
-READ_CHUNK_BYTES = 65536
 SIGNON, SIGNOFF, ECHO = "001", "002", "301"
 
 
@@ -49,26 +49,33 @@ class IssuerLink:
         self.dialect = get(cfg.dialect)
         self.metrics = metrics
         self.mux = Mux(cfg.max_in_flight, cfg.late_memory)
-        self.state = "down"
+        # connect / sign-on / sign-off / backoff decisions: linkstate.py's table
+        self.machine = LinkMachine(cfg.reconnect_min_ms, cfg.reconnect_max_ms)
         self.signed_on = trio.Event()  # set while signed on; replaced when it drops
-        self._stream: trio.SocketStream | None = None
-        self._send_lock = trio.Lock()
+        self._channel: Channel | None = None
         self._session_scope: trio.CancelScope | None = None
         self._last_activity = 0.0
-        self._stopping = False
         self.hsm = None  # AsyncHsm, set by the switch when it has one (MAC links need it)
         metrics.link_state.labels(self.name).set(0)
 
     # -- state ------------------------------------------------------------------------
-    def _set_state(self, state: str, **why: object) -> None:
-        if state != self.state:
-            log("link_state", link=self.name, state=state, previous=self.state, **why)
-        self.state = state
-        self.metrics.link_state.labels(self.name).set(LINK_STATES[state])
-        if state == "signed_on":
+    @property
+    def state(self) -> str:
+        """down | connecting | signed_on (the public view of ``machine.state``)."""
+        return self.machine.public
+
+    def _event(self, event: LinkEvent, **why: object) -> LinkState:
+        before = self.machine.state
+        after = self.machine.handle(event)
+        if after is not before:
+            log("link_state", link=self.name, state=after.value, previous=before.value,
+                on=event.value, **why)
+        self.metrics.link_state.labels(self.name).set(LINK_STATES[self.state])
+        if after is LinkState.SIGNED_ON:
             self.signed_on.set()
         elif self.signed_on.is_set():
             self.signed_on = trio.Event()
+        return after
 
     # -- traffic ----------------------------------------------------------------------
     def next_stan(self) -> str:
@@ -80,7 +87,7 @@ class IssuerLink:
         Raises LinkUnavailable (not signed on: nothing sent), LinkBusy (in-flight limit:
         nothing sent) or IssuerTimeout (sent, outcome unknown).
         """
-        if self.state != "signed_on":
+        if not self.machine.carries_traffic:
             raise LinkUnavailable(f"link {self.name} is {self.state}")
         return await self._exchange(msg, timeout_ms or self.cfg.request_timeout_ms)
 
@@ -110,8 +117,8 @@ class IssuerLink:
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
 
     async def _send(self, msg: Message) -> None:
-        stream = self._stream
-        if stream is None:
+        channel = self._channel
+        if channel is None:
             raise LinkUnavailable(f"link {self.name} is not connected")
         if self.cfg.mac:
             body, hex_form = macing.unsigned(self.dialect, msg)
@@ -124,14 +131,12 @@ class IssuerLink:
             payload = macing.signed(body, hex_form, mac)
         else:
             payload = self.dialect.encode(msg)
-        data = encode_frame(self.cfg.framing, payload,
-                            max_frame_bytes=self.cfg.max_frame_bytes)
-        async with self._send_lock:
-            with trio.move_on_after(self.cfg.write_timeout_ms / 1000) as scope:
-                await stream.send_all(data)
-            if scope.cancelled_caught:
-                self._drop("write timeout")
-                raise trio.BrokenResourceError("write timeout")
+        try:
+            # one write timeout closes the channel and fails every queued write at once
+            await channel.send_frame(payload)
+        except ChannelClosed as e:
+            self._drop(e.reason)
+            raise
         self._last_activity = trio.current_time()
         if msg.is_request:
             self.metrics.link_requests.labels(self.name, msg.mti).inc()
@@ -142,52 +147,53 @@ class IssuerLink:
 
     # -- connection lifecycle ---------------------------------------------------------
     async def run(self) -> None:
-        """Connect, sign on, serve; on any drop, back off and do it again. Forever."""
-        backoff_ms = self.cfg.reconnect_min_ms
-        while not self._stopping:
-            self._set_state("connecting")
+        """Connect, sign on, serve; on any drop, back off and do it again, until stopped."""
+        while self._event(LinkEvent.START) is LinkState.CONNECTING:
             stream = None
             with trio.move_on_after(self.cfg.connect_timeout_ms / 1000):
                 try:
                     stream = await trio.open_tcp_stream(self.cfg.host, self.cfg.port)
                 except OSError as e:
                     log("link_connect_failed", logging.WARNING, link=self.name,
-                        error=type(e).__name__, detail=str(e), retry_in_ms=backoff_ms)
-            if stream is not None:
-                signed_on = await self._session(stream)
-                if signed_on:
-                    backoff_ms = self.cfg.reconnect_min_ms
-            self._set_state("down")
-            if self._stopping:
+                        error=type(e).__name__, detail=str(e),
+                        retry_in_ms=self.machine.backoff_ms)
+            if stream is None:
+                self._event(LinkEvent.CONNECT_FAILED)
+            elif self._event(LinkEvent.CONNECTED) is LinkState.SIGNING_ON:
+                await self._session(stream)
+                self._event(LinkEvent.DROPPED)
+            else:
+                await trio.aclose_forcefully(stream)  # stopped while connecting
+            if self.machine.state is LinkState.STOPPED:
                 return
-            await trio.sleep(backoff_ms / 1000)
-            backoff_ms = min(backoff_ms * 2, self.cfg.reconnect_max_ms)
+            await trio.sleep(self.machine.next_delay_ms() / 1000)
 
-    async def _session(self, stream: trio.SocketStream) -> bool:
-        """One connection's life; returns whether it got signed on."""
-        signed_on = False
-        self._stream = stream
+    async def _session(self, stream: trio.SocketStream) -> None:
+        """One connection's life: sign on, then serve until it drops."""
+        cfg = self.cfg
+        self._channel = channel = Channel(stream, ChannelLimits(
+            cfg.framing, cfg.max_frame_bytes, cfg.frame_timeout_ms, 0, cfg.write_timeout_ms))
         try:
             async with stream, trio.open_nursery() as nursery:
                 self._session_scope = nursery.cancel_scope
-                nursery.start_soon(self._reader, stream)
+                nursery.start_soon(self._reader, channel)
                 try:
                     resp = await self._exchange(self._network_request(SIGNON),
                                                 self.cfg.signon_timeout_ms)
                 except (IssuerTimeout, LinkUnavailable) as e:
                     self._drop(f"sign-on: {e}")
-                    return False
+                    return
                 if resp.response_code != "00":
                     self._drop(f"sign-on refused with DE39 {resp.response_code}")
-                    return False
-                signed_on = True
-                self._set_state("signed_on")
+                    return
+                if self._event(LinkEvent.SIGNON_OK) is not LinkState.SIGNED_ON:
+                    self._drop("stopped while signing on")
+                    return
                 nursery.start_soon(self._echo_loop)
         finally:
-            self._stream = None
+            self._channel = None
             self._session_scope = None
             self.mux.fail_all()
-        return signed_on
 
     def _drop(self, reason: str) -> None:
         """Close the current connection (the run loop reconnects)."""
@@ -195,25 +201,16 @@ class IssuerLink:
             log("link_dropped", logging.WARNING, link=self.name, reason=reason)
             self._session_scope.cancel()
 
-    async def _reader(self, stream: trio.SocketStream) -> None:
-        reader = FrameReader(self.cfg.framing, self.cfg.max_frame_bytes)
+    async def _reader(self, channel: Channel) -> None:
+        """Frames in order (size cap, frame deadline: ``Channel``); any end drops."""
         while True:
             try:
-                data = await stream.receive_some(READ_CHUNK_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                self._drop(f"read failed: {type(e).__name__}")
-                return
-            if not data:
-                self._drop("peer closed the connection")
+                frame = await channel.receive_frame()
+            except ChannelClosed as e:
+                self._drop(e.reason)
                 return
             self._last_activity = trio.current_time()
-            try:
-                frames = reader.feed(data)
-            except FramingError as e:
-                self._drop(f"framing: {e}")
-                return
-            for frame in frames:
-                await self._on_frame(frame.payload)
+            await self._on_frame(frame.payload)
 
     async def _on_frame(self, payload: bytes) -> None:
         try:
@@ -291,9 +288,7 @@ class IssuerLink:
     async def sign_off(self) -> None:
         """Tell the issuer we stop (bounded by signoff_timeout_ms); stop reconnecting."""
         timeout_ms = self.cfg.signoff_timeout_ms
-        self._stopping = True
-        if self.state == "signed_on":
-            self._set_state("connecting", reason="signing off")
+        if self._event(LinkEvent.STOP, reason="signing off") is LinkState.SIGNING_OFF:
             with trio.move_on_after(timeout_ms / 1000):
                 with contextlib.suppress(SwitchError):  # LinkBusy too: we stop anyway
                     await self._exchange(self._network_request(SIGNOFF), timeout_ms)

@@ -28,13 +28,15 @@ from typing import Any
 
 import trio
 
-from payswitch.codecs.errors import CodecError, FramingError
-from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
-from payswitch.codecs.iso8583 import Message, get
+from payswitch.codecs.errors import CodecError
+from payswitch.codecs.framing import Frame, reply_tpdu
+from payswitch.codecs.iso8583 import BITMAP_TWINS, Dialect, Message, get
 from payswitch.codecs.iso8583.dialect import redact
 from payswitch.hsm import AsyncHsm, Hsm, HsmError, TokenConfig
 from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
+from payswitch.switch.admission import Admission, LogSampler, MalformedWindow
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
 from payswitch.switch.config import Config, ConfigError, ListenerSection, pin_key_of
 from payswitch.switch.errors import (
     IssuerTimeout,
@@ -61,7 +63,6 @@ from payswitch.switch.pipeline import (
     void_unknown_hold,
 )
 
-READ_CHUNK_BYTES = 65536
 DRAIN_POLL_S = 0.01
 SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
 UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retried
@@ -97,7 +98,12 @@ class Switch:
         self.metrics_port = 0
         self.in_flight_keys: dict[str, trio.Event] = {}
         self._in_flight = 0
-        self._connections: dict[str, int] = {x.name: 0 for x in cfg.listeners}
+        self._admission = {x.name: Admission(x.max_connections, x.max_connections_per_source,
+                                             x.max_unproven_connections)
+                           for x in cfg.listeners}
+        self._log_samplers = {(x.name, what): LogSampler(x.log_sample_ms / 1000)
+                              for x in cfg.listeners
+                              for what in ("refused", "malformed", "closed")}
         self._reading: set[trio.CancelScope] = set()
         self._accepting: list[trio.CancelScope] = []
         self._stop = trio.Event()
@@ -164,8 +170,8 @@ class Switch:
                         sockets = await trio.open_tcp_listeners(lst.port, host=lst.host)
                         self.ports[lst.name] = sockets[0].socket.getsockname()[1]
                         work.start_soon(self._accept_loop, lst, sockets)
-                    self.metrics.watch(self)  # scrape-time gauges: HSM, ledger, backlogs
                     if self.cfg.switch.metrics_port:
+                        self.metrics.watch(self)  # scrape-time gauges: HSM, ledger, backlogs
                         self.metrics_port = self.metrics.serve(self.cfg.switch.metrics_host,
                                                                self.cfg.switch.metrics_port)
                     log("switch_ready", listeners=self.ports, metrics_port=self.metrics_port)
@@ -253,7 +259,10 @@ class Switch:
 
     def _refuse(self, lst: ListenerSection, peer: str, reason: str) -> None:
         self.metrics.refused.labels(lst.name, reason).inc()
-        log("connection_refused", logging.WARNING, listener=lst.name, peer=peer, reason=reason)
+        skipped = self._log_samplers[lst.name, "refused"].sample(trio.current_time())
+        if skipped is not None:  # a flood of refusals is one line per log_sample_ms
+            log("connection_refused", logging.WARNING, listener=lst.name, peer=peer,
+                reason=reason, not_logged=skipped)
 
     async def _serve_connection(self, lst: ListenerSection, stream: trio.SocketStream) -> None:
         peer = stream.socket.getpeername()[0]
@@ -267,14 +276,18 @@ class Switch:
                                  if a.listener == lst.name and a.source == peer), None)
                 if acquirer is None:
                     return self._refuse(lst, peer, "unknown acquirer host")
-            if self._connections[lst.name] >= lst.max_connections:
+            conn = _Connection(self, lst, stream, Origin(lst.kind, lst.name, peer, acquirer))
+            admission = self._admission[lst.name]
+            # an acquirer host is proven by its address; a terminal by its first request
+            admitted, evicted = admission.admit(conn, peer, proven=acquirer is not None)
+            for old in evicted:
+                old.close("evicted for a new connection (unproven, oldest)")
+            if not admitted:
                 return self._refuse(lst, peer, "too many connections")
-            self._connections[lst.name] += 1
             try:
-                conn = _Connection(self, lst, stream, Origin(lst.kind, lst.name, peer, acquirer))
                 await conn.serve()
             finally:
-                self._connections[lst.name] -= 1
+                admission.release(conn)
 
     # -- one request ------------------------------------------------------------------
     def _identify(self, req: Message, origin: Origin) -> str:
@@ -594,96 +607,128 @@ class Switch:
 
 
 class _Connection:
-    """One peer connection: framed reads with an idle timeout, one task per request."""
+    """One peer connection: a Channel (frame cap and deadline, idle timeout, write
+    timeout), one task per request, and the count of its malformed frames."""
 
     def __init__(self, sw: Switch, lst: ListenerSection, stream: trio.SocketStream,
                  origin: Origin) -> None:
         self.sw = sw
         self.lst = lst
-        self.stream = stream
         self.origin = origin
         self.dialect = get(lst.dialect)
-        self.send_lock = trio.Lock()
+        self.channel = Channel(stream, ChannelLimits(
+            lst.framing, lst.max_frame_bytes, lst.frame_timeout_ms, lst.idle_timeout_ms,
+            lst.write_timeout_ms))
         self.slots = trio.Semaphore(lst.max_in_flight_per_connection)
         self.reading = trio.CancelScope()
+        self.malformed = MalformedWindow(lst.max_malformed_frames,
+                                         lst.malformed_window_ms / 1000)
 
-    def _close(self, reason: str) -> None:
-        log("connection_closed", listener=self.lst.name, peer=self.origin.peer, reason=reason)
+    def close(self, reason: str) -> None:
+        """Close now: reading stops, answers still queued fail (see Channel)."""
+        self.channel.close(reason)
         self.reading.cancel()
 
     async def serve(self) -> None:
-        log("connection_open", listener=self.lst.name, peer=self.origin.peer)
-        reader = FrameReader(self.lst.framing, self.lst.max_frame_bytes)
+        log("connection_open", logging.DEBUG, listener=self.lst.name, peer=self.origin.peer)
         self.sw._reading.add(self.reading)
+        reason = "drain"
         try:
             async with trio.open_nursery() as tasks:
                 with self.reading:
-                    await self._read_loop(reader, tasks)
+                    reason = await self._read_loop(tasks)
         finally:
             self.sw._reading.discard(self.reading)
+            reason = self.channel.closed_reason or reason
+            # idle, slow or junk sockets (never proven by a configured terminal) would
+            # be one line per connection: sampled. A proven connection always logs.
+            proven = self.sw._admission[self.lst.name].is_proven(self)
+            skipped = 0 if proven else self.sw._log_samplers[self.lst.name, "closed"].sample(
+                trio.current_time())
+            if skipped is not None:
+                log("connection_closed", listener=self.lst.name, peer=self.origin.peer,
+                    reason=reason, frames_in=self.channel.frames_in,
+                    frames_out=self.channel.frames_out, malformed=self.malformed.total,
+                    not_logged=skipped)
 
-    async def _read_loop(self, reader: FrameReader, tasks: trio.Nursery) -> None:
+    async def _read_loop(self, tasks: trio.Nursery) -> str:
         while True:
-            data = b""
-            with trio.move_on_after(self.lst.idle_timeout_ms / 1000):
-                try:
-                    data = await self.stream.receive_some(READ_CHUNK_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return self._close("read failed")
-                if not data:
-                    return self._close("peer closed")
-            if not data:
-                return self._close("idle timeout")
             try:
-                frames = reader.feed(data)
-            except FramingError as e:
-                return self._close(f"framing: {e}")  # stream cannot be trusted any more
-            for frame in frames:
-                await self.slots.acquire()  # backpressure: stop reading when full
-                tasks.start_soon(self._on_frame, frame)
+                frame = await self.channel.receive_frame()
+            except ChannelClosed as e:
+                return e.reason
+            await self.slots.acquire()  # backpressure: stop reading when full
+            tasks.start_soon(self._on_frame, frame)
 
-    async def _on_frame(self, frame: Any) -> None:
+    async def _on_frame(self, frame: Frame) -> None:
         try:
+            if self.channel.closed:  # read before a close (junk, timeout): not served
+                return
             try:
                 req = self.dialect.decode(frame.payload)
             except CodecError as e:
-                resp = self._format_error(e, len(frame.payload))
-            else:
-                if not req.is_request:
-                    log("unexpected_response", logging.WARNING, listener=self.lst.name,
-                        peer=self.origin.peer, mti=req.mti, stan=req.stan)
-                    return
-                resp = await self.sw.handle(req, self.origin, frame.payload)
-            if resp is not None:
-                await self._send(resp, frame.tpdu)
+                resp, dialect = self._format_error(e, frame.payload)
+                if resp is not None:
+                    await self._send(resp, frame.tpdu, dialect)
+                return
+            if not req.is_request:
+                log("unexpected_response", logging.WARNING, listener=self.lst.name,
+                    peer=self.origin.peer, mti=req.mti, stan=req.stan)
+                return
+            admission = self.sw._admission[self.lst.name]
+            if not admission.is_proven(self) and self.sw._is_known(req, self.origin):
+                admission.prove(self)  # a configured terminal: never evicted
+            await self._send(await self.sw.handle(req, self.origin, frame.payload), frame.tpdu)
         finally:
             self.slots.release()
 
-    def _format_error(self, e: CodecError, size: int) -> Message | None:
+    def _twin_reads(self, e: CodecError, payload: bytes) -> tuple[CodecError, Dialect]:
+        """A frame whose STAN we cannot read may be the same message with the other
+        kind of bitmap (iso87ascii <-> iso87binbitmap): if that dialect decodes it
+        whole, its MTI and STAN are used, and the 30 goes back in the sender's form."""
+        twin = BITMAP_TWINS.get(self.dialect.name)
+        if twin is None or e.stan is not None or e.mti is None:
+            return e, self.dialect
+        other = get(twin)
+        try:
+            msg = other.decode(payload)
+        except CodecError:
+            return e, self.dialect
+        return CodecError(f"{twin} message on a {self.dialect.name} listener",
+                          mti=msg.mti, stan=msg.stan), other
+
+    def _format_error(self, e: CodecError, payload: bytes,
+                      ) -> tuple[Message | None, Dialect]:
+        e, dialect = self._twin_reads(e, payload)
+        size = len(payload)
         readable = e.mti is not None and e.stan is not None and int(e.mti[2]) % 2 == 0
-        log("malformed_message", logging.WARNING, listener=self.lst.name,
-            peer=self.origin.peer, error=str(e), mti=e.mti, stan=e.stan, bytes=size,
-            action="answered 30" if readable else "dropped")
+        too_many = self.malformed.hit(trio.current_time())
+        action = "answered 30" if readable else "dropped"
+        if too_many:
+            action = "connection closed: over max_malformed_frames"
+        skipped = self.sw._log_samplers[self.lst.name, "malformed"].sample(
+            trio.current_time())
+        if skipped is not None:  # sampled: one line per log_sample_ms per listener
+            log("malformed_message", logging.WARNING, listener=self.lst.name,
+                peer=self.origin.peer, error=str(e), mti=e.mti, stan=e.stan, bytes=size,
+                action=action, not_logged=skipped)
+        if too_many:
+            self.close(f"over {self.lst.max_malformed_frames} malformed frames "
+                       f"in {self.lst.malformed_window_ms} ms")
+            return None, dialect
         if not readable:
-            return None
+            return None, dialect
         self.sw.metrics.responses.labels(e.mti, "30").inc()
         return Message(mti=e.mti[:2] + str(int(e.mti[2]) + 1) + "0", stan=e.stan,
-                       response_code="30")
+                       response_code="30"), dialect
 
-    async def _send(self, resp: Message, tpdu: bytes | None) -> None:
+    async def _send(self, resp: Message, tpdu: bytes | None,
+                    dialect: Dialect | None = None) -> None:
         try:
-            data = encode_frame(self.lst.framing, self.dialect.encode(resp),
-                                reply_tpdu(tpdu) if tpdu else None, self.lst.max_frame_bytes)
+            payload = (dialect or self.dialect).encode(resp)
+            await self.channel.send_frame(payload, reply_tpdu(tpdu) if tpdu else None)
+        except ChannelClosed:
+            self.reading.cancel()  # logged once, with the reason, when serve() ends
         except CodecError as e:
             log("response_unencodable", logging.ERROR, error=str(e), mti=resp.mti,
                 stan=resp.stan)
-            return
-        async with self.send_lock:
-            with trio.move_on_after(self.lst.write_timeout_ms / 1000) as scope:
-                try:
-                    await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    self._close("write failed")
-                    return
-            if scope.cancelled_caught:
-                self._close("write timeout")

@@ -12,9 +12,12 @@ from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583.dialect import Dialect
 from payswitch.codecs.iso8583.message import Message
 
-DIALECTS = ("iso87ascii", "visa", "mastercard", "iso93ascii")
+DIALECTS = ("iso87ascii", "visa", "mastercard", "iso93ascii", "iso87binbitmap")
+# Dialects that differ only in how the bitmap is written: a frame one of them cannot
+# read may still show its MTI and STAN to the other (to answer it DE39 30).
+BITMAP_TWINS = {"iso87ascii": "iso87binbitmap", "iso87binbitmap": "iso87ascii"}
 
-__all__ = ["DIALECTS", "CodecError", "Dialect", "Message", "get"]
+__all__ = ["BITMAP_TWINS", "DIALECTS", "CodecError", "Dialect", "Message", "get"]
 
 
 def get(name: str) -> Dialect:

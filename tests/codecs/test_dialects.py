@@ -15,7 +15,8 @@ from payswitch.codecs.iso8583.visa import VisaHeader
 
 ASCII = get("iso87ascii")
 PAN = "4761739001010010123"  # 19 digits
-WIRE_MTI = {"iso87ascii": "0100", "visa": "0100", "mastercard": "0100", "iso93ascii": "1100"}
+WIRE_MTI = {"iso87ascii": "0100", "visa": "0100", "mastercard": "0100", "iso93ascii": "1100",
+            "iso87binbitmap": "0100"}
 
 
 def _raw(name, fields):

@@ -11,11 +11,11 @@ import time
 import pytest
 import trio
 
-from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import get
 from payswitch.simulators import cards
 from payswitch.simulators.certify import Context, run_scenarios
 from payswitch.simulators.terminal import Terminal
+from payswitch.switch.channel import Channel, ChannelLimits
 
 ISO = get("iso87ascii")
 
@@ -26,14 +26,9 @@ def exchange(host: str, port: int, payload: bytes, timeout_s: float = 10) -> byt
         with trio.fail_after(timeout_s):
             stream = await trio.open_tcp_stream(host, port)
             async with stream:
-                await stream.send_all(encode_frame("len2", payload))
-                reader = FrameReader("len2")
-                while True:
-                    data = await stream.receive_some(65536)
-                    assert data, "switch closed the terminal link"
-                    frames = reader.feed(data)
-                    if frames:
-                        return frames[0].payload
+                channel = Channel(stream, ChannelLimits("len2", 8192))
+                await channel.send_frame(payload)
+                return (await channel.receive_frame()).payload
     return trio.run(run)
 
 

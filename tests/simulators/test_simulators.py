@@ -10,7 +10,6 @@ import sys
 import pytest
 import trio
 
-from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import Message, get
 from payswitch.codecs.pan import luhn_ok
 from payswitch.simulators import cards
@@ -19,6 +18,7 @@ from payswitch.simulators.issuer import Issuer
 from payswitch.simulators.load import LoadConfig, run_load
 from payswitch.simulators.network import Faults, NetworkSimulator
 from payswitch.simulators.terminal import Terminal, open_link, percentile
+from payswitch.switch.channel import Channel, ChannelLimits
 
 ISO = get("iso87ascii")
 
@@ -128,14 +128,11 @@ def test_simulator_tpdu_framing_swaps_tpdu():
 
     async def body(port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        tpdu = bytes.fromhex("6000120034")
-        await stream.send_all(encode_frame("tpdu", ISO.encode(term.echo()), tpdu))
-        reader = FrameReader("tpdu")
-        frames = []
-        while not frames:
-            frames = reader.feed(await stream.receive_some(4096))
+        channel = Channel(stream, ChannelLimits("tpdu", 8192))
+        await channel.send_frame(ISO.encode(term.echo()), bytes.fromhex("6000120034"))
+        frame = await channel.receive_frame()
         await stream.aclose()
-        return frames[0]
+        return frame
 
     frame = run_with_sim(sim, body)
     assert frame.tpdu == bytes.fromhex("6000340012")
@@ -246,13 +243,11 @@ def test_network_simulators_speak_their_own_dialect(network, framing):
 
     async def body(port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(encode_frame(framing, dialect.encode(req)))
-        reader = FrameReader(framing)
-        frames = []
-        while not frames:
-            frames = reader.feed(await stream.receive_some(4096))
+        channel = Channel(stream, ChannelLimits(framing, 8192))
+        await channel.send_frame(dialect.encode(req))
+        frame = await channel.receive_frame()
         await stream.aclose()
-        return dialect.decode(frames[0].payload)
+        return dialect.decode(frame.payload)
 
     resp = run_with_sim(sim, body)
     assert (resp.mti, resp.response_code, resp.stan) == ("0210", "00", req.stan)

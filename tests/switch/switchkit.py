@@ -14,8 +14,8 @@ from typing import Any
 
 import trio
 
-from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import Message, get
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
 from payswitch.switch.config import parse
 from payswitch.switch.server import Switch
 
@@ -55,7 +55,6 @@ class FakeIssuer:
         self.port = 0
         self.connections = 0
         self.streams: set[trio.SocketStream] = set()
-        self._locks: dict[trio.SocketStream, trio.Lock] = {}
         self.signed_on = trio.Event()
 
     def traffic(self, prefix: str = "") -> list[Message]:
@@ -84,23 +83,19 @@ class FakeIssuer:
     async def _conn(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         self.streams.add(stream)
-        self._locks[stream] = trio.Lock()
-        reader = FrameReader(self.framing, 8192)
+        channel = Channel(stream, ChannelLimits(self.framing, 8192))
         try:
             async with trio.open_nursery() as n:
                 while True:
                     try:
-                        data = await stream.receive_some(65536)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        frame = await channel.receive_frame()
+                    except ChannelClosed:
                         return
-                    if not data:
-                        return
-                    for frame in reader.feed(data):
-                        n.start_soon(self._frame, stream, frame.payload)
+                    n.start_soon(self._frame, channel, frame.payload)
         finally:
             self.streams.discard(stream)
 
-    async def _frame(self, stream: trio.SocketStream, payload: bytes) -> None:
+    async def _frame(self, channel: Channel, payload: bytes) -> None:
         msg = self.dialect.decode(payload)
         self.received.append(msg)
         self.raw.append(payload)
@@ -115,23 +110,21 @@ class FakeIssuer:
                 await trio.sleep(resp[0])
                 resp = resp[1]
         if resp is not None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                async with self._locks[stream]:
-                    await stream.send_all(encode_frame(self.framing, self.dialect.encode(resp)))
+            with contextlib.suppress(ChannelClosed):
+                await channel.send_frame(self.dialect.encode(resp))
 
 
 class Terminal:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.reader = FrameReader("len2", 8192)
-        self.pending: list[bytes] = []
+        self.channel = Channel(stream, ChannelLimits("len2", 8192))
 
     @classmethod
     async def connect(cls, port: int) -> Terminal:
         return cls(await trio.open_tcp_stream("127.0.0.1", port))
 
     async def send_raw(self, payload: bytes) -> None:
-        await self.stream.send_all(encode_frame("len2", payload))
+        await self.channel.send_frame(payload)
 
     async def send(self, msg: Message) -> None:
         await self.send_raw(DIALECT.encode(msg))
@@ -139,12 +132,10 @@ class Terminal:
     async def recv_raw(self, timeout_s: float = 10) -> bytes:
         """Next frame; b'' when the switch closed the connection."""
         with trio.fail_after(timeout_s):
-            while not self.pending:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    return b""
-                self.pending.extend(f.payload for f in self.reader.feed(data))
-        return self.pending.pop(0)
+            try:
+                return (await self.channel.receive_frame()).payload
+            except ChannelClosed:
+                return b""
 
     async def recv(self, timeout_s: float = 10) -> Message:
         raw = await self.recv_raw(timeout_s)

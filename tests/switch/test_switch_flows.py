@@ -170,7 +170,7 @@ async def test_idle_link_sends_echo_and_unanswered_echo_drops_the_link(dsn):
 
 @trio_test
 async def test_tpdu_terminal_gets_the_tpdu_swapped_in_the_reply(dsn):
-    from payswitch.codecs.framing import FrameReader, encode_frame
+    from payswitch.switch.channel import Channel, ChannelLimits
 
     issuer = FakeIssuer()
     async with serving(issuer):
@@ -178,12 +178,11 @@ async def test_tpdu_terminal_gets_the_tpdu_swapped_in_the_reply(dsn):
         cfg["listeners"][0]["framing"] = "tpdu"
         async with running_switch(cfg) as sw:
             stream = await trio.open_tcp_stream("127.0.0.1", sw.ports["pos"])
+            channel = Channel(stream, ChannelLimits("tpdu", 8192))
             tpdu = b"\x60\x00\x01\x00\x02"
-            await stream.send_all(encode_frame("tpdu", DIALECT.encode(purchase()), tpdu))
-            reader, frames = FrameReader("tpdu", 8192), []
+            await channel.send_frame(DIALECT.encode(purchase()), tpdu)
             with trio.fail_after(5):
-                while not frames:
-                    frames = reader.feed(await stream.receive_some(4096))
+                frames = [await channel.receive_frame()]
             await stream.aclose()
     assert frames[0].tpdu == b"\x60\x00\x02\x00\x01"
     assert DIALECT.decode(frames[0].payload).response_code == "00"

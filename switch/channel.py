@@ -1,0 +1,213 @@
+"""One framed TCP connection, the one place the switch reads and writes frames.
+
+The framing itself is sans-I/O (``codecs.framing``); this is the few lines of trio
+around it, with every bound the design asks of a socket (``ChannelLimits``):
+
+* a frame longer than ``max_frame_bytes`` closes the channel before it is buffered;
+* **frame deadline**: a frame must be complete ``frame_timeout_ms`` after its first
+  byte, so a sender trickling one byte a second (slowloris) is closed;
+* **idle timeout** on whole frames: the channel closes when no *complete* frame
+  arrived for ``idle_timeout_ms`` (a chunk of a frame does not restart it);
+* writes go through one writer at a time; frames queued while it writes go out
+  together in the next ``send_all`` (one system call per wake-up, not per frame);
+* **write timeout**: the first ``send_all`` not done after ``write_timeout_ms`` closes
+  the channel, and every write still queued fails at once with ``ChannelClosed``
+  (a peer that never reads costs one write timeout, not one per pending answer).
+
+After any of these the channel is closed for good (the socket too): ``receive_frame``
+and ``send_frame`` raise ``ChannelClosed`` with the reason. End of stream from the peer
+ends reading only: answers in flight may still be written (a peer may half-close).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+
+from payswitch.codecs.errors import FramingError
+from payswitch.codecs.framing import Frame, FrameReader, encode_frame
+
+READ_CHUNK_BYTES = 65536
+
+
+class ChannelClosed(trio.BrokenResourceError):
+    """The channel is closed (timeout, peer gone, bad framing); ``reason`` says why.
+
+    A ``trio.BrokenResourceError``, so that code written against plain streams keeps
+    catching it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLimits:
+    framing: str
+    max_frame_bytes: int = 4096
+    frame_timeout_ms: int = 0  # 0 = no frame deadline
+    idle_timeout_ms: int = 0  # 0 = no idle timeout
+    write_timeout_ms: int = 5000
+
+
+class Channel:
+    """Frames over one ``trio`` stream: ``receive_frame`` / ``send_frame``."""
+
+    def __init__(self, stream: trio.abc.Stream, limits: ChannelLimits) -> None:
+        self.stream = stream
+        self.limits = limits
+        self._reader = FrameReader(limits.framing, limits.max_frame_bytes)
+        self._frames: deque[Frame] = deque()
+        now = trio.current_time()
+        self._last_frame_at = now  # idle is counted from the last whole frame
+        self._frame_started_at: float | None = None  # first byte of a partial frame
+        self._recv_scope: trio.CancelScope | None = None
+        self._out: list[tuple[int, bytes]] = []  # (frame number, bytes), not yet written
+        self._queued = 0  # frames ever queued / ever written: a waiter's frame is out
+        self._written = 0  # when _written >= its number
+        self._writing = False
+        self._progress = trio.Event()
+        self.closed_reason: str | None = None
+        self._eof = False
+        self.frames_in = 0
+        self.frames_out = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_reason is not None
+
+    def close(self, reason: str) -> None:
+        """Close now (idempotent): readers and queued writers get ChannelClosed."""
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        self._out.clear()
+        if self._recv_scope is not None:
+            self._recv_scope.cancel()
+        self._progress.set()
+        sock = getattr(self.stream, "socket", None)
+        if sock is not None:  # wakes a writer blocked in send_all (trio notifies it)
+            sock.close()
+
+    async def aclose(self, reason: str = "closed") -> None:
+        self.close(reason)
+        await trio.aclose_forcefully(self.stream)
+
+    # -- reading ----------------------------------------------------------------------
+    def _read_deadline(self) -> float:
+        lim = self.limits
+        deadline = float("inf")
+        if lim.idle_timeout_ms:
+            deadline = self._last_frame_at + lim.idle_timeout_ms / 1000
+        if lim.frame_timeout_ms and self._frame_started_at is not None:
+            deadline = min(deadline, self._frame_started_at + lim.frame_timeout_ms / 1000)
+        return deadline
+
+    def _expired(self) -> str:
+        lim = self.limits
+        started = self._frame_started_at
+        if lim.frame_timeout_ms and started is not None and \
+                trio.current_time() >= started + lim.frame_timeout_ms / 1000:
+            return "frame timeout"
+        return "idle timeout"
+
+    async def receive_frame(self) -> Frame:
+        """The next whole frame; ChannelClosed when there will be none (frames read
+        before a close are dropped: after junk or a timeout the rest is not served)."""
+        while True:
+            if self.closed_reason is not None:
+                raise ChannelClosed(self.closed_reason)
+            if self._frames:
+                break
+            if self._eof:
+                raise ChannelClosed("peer closed")
+            data: bytes | bytearray = b""
+            with trio.CancelScope(deadline=self._read_deadline()) as scope:
+                self._recv_scope = scope
+                try:
+                    data = await self.stream.receive_some(READ_CHUNK_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    self.close(f"read failed: {type(e).__name__}")
+                finally:
+                    self._recv_scope = None
+            if self.closed_reason is not None:
+                raise ChannelClosed(self.closed_reason)
+            if scope.cancelled_caught:
+                self.close(self._expired())
+            elif not data:
+                self._eof = True  # the peer may still read the answers in flight
+            else:
+                self._feed(data)
+        self.frames_in += 1
+        return self._frames.popleft()
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        was_partial = self._reader.buffered > 0
+        try:
+            frames = self._reader.feed(data)
+        except FramingError as e:
+            self.close(f"framing: {e}")  # the stream cannot be trusted any more
+            return
+        now = trio.current_time()
+        if frames:
+            self._last_frame_at = now
+        if not self._reader.buffered:
+            self._frame_started_at = None
+        elif frames or not was_partial:
+            self._frame_started_at = now  # a new frame began in this chunk
+        self._frames.extend(frames)
+
+    # -- writing ----------------------------------------------------------------------
+    async def send_frame(self, payload: bytes, tpdu: bytes | None = None) -> None:
+        """Queue one frame and return once it is written (or raise ChannelClosed).
+
+        ``FramingError`` (too long for the framing) is raised before anything is
+        queued, and leaves the channel open."""
+        if self.closed_reason is not None:
+            raise ChannelClosed(self.closed_reason)
+        data = encode_frame(self.limits.framing, payload, tpdu, self.limits.max_frame_bytes)
+        self._queued += 1
+        mine = self._queued
+        self._out.append((mine, data))
+        try:
+            while self._written < mine:
+                if self.closed_reason is not None:
+                    raise ChannelClosed(self.closed_reason)
+                if self._writing:
+                    await self._progress.wait()
+                else:
+                    await self._flush()
+        except trio.Cancelled:
+            # given up before it was taken for writing: it is never sent (a request
+            # that timed out must not reach the peer later with someone else's batch)
+            self._out = [(n, d) for n, d in self._out if n != mine]
+            raise
+
+    async def _flush(self) -> None:
+        """Write everything queued so far in one send_all, bounded by write_timeout_ms."""
+        batch = b"".join(d for _, d in self._out)
+        last, count = self._out[-1][0], len(self._out)
+        self._out.clear()
+        self._writing = True
+        done = False
+        try:
+            with trio.move_on_after(self.limits.write_timeout_ms / 1000):
+                await self.stream.send_all(batch)
+                done = True
+            if not done:
+                self.close("write timeout")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            self.close(f"write failed: {type(e).__name__}")
+        finally:
+            self._writing = False
+            if done:
+                self.frames_out += count
+                self._written = last
+            else:  # cancelled or failed mid-write: frame boundaries are lost
+                self.close(self.closed_reason or "write interrupted")
+            progress, self._progress = self._progress, trio.Event()
+            progress.set()
+        if not done:
+            raise ChannelClosed(self.closed_reason or "write interrupted")

@@ -1,0 +1,159 @@
+"""switch.channel.Channel without sockets: trio's in-memory streams, virtual time."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from payswitch.codecs.framing import FrameReader, encode_frame
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
+
+
+def virtual(fn):
+    def wrapper() -> None:
+        async def main() -> None:
+            with trio.fail_after(3600):
+                await fn()
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+class CountingStream(trio.abc.Stream):
+    """Wraps a stream and counts send_all calls (one per wake-up, not per frame)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.sends: list[bytes] = []
+
+    async def send_all(self, data) -> None:
+        self.sends.append(bytes(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@virtual
+async def test_frame_deadline_counts_from_the_first_byte():
+    left, right = trio.testing.memory_stream_pair()
+    ch = Channel(left, ChannelLimits("len2", frame_timeout_ms=2000, idle_timeout_ms=60_000))
+    await right.send_all(b"\x00\x05ab")
+    started = trio.current_time()
+    with pytest.raises(ChannelClosed) as e:
+        await ch.receive_frame()
+    assert e.value.reason == "frame timeout"
+    assert trio.current_time() - started == pytest.approx(2.0)
+
+
+@virtual
+async def test_idle_timeout_is_not_restarted_by_chunks():
+    left, right = trio.testing.memory_stream_pair()
+    ch = Channel(left, ChannelLimits("len2", frame_timeout_ms=60_000, idle_timeout_ms=3000))
+
+    async def trickle() -> None:
+        for byte in b"\x00\x10" + b"x" * 16:
+            await trio.sleep(0.5)
+            await right.send_all(bytes([byte]))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(trickle)
+        with pytest.raises(ChannelClosed) as e:
+            await ch.receive_frame()
+        n.cancel_scope.cancel()
+    assert e.value.reason == "idle timeout"
+    assert trio.current_time() == pytest.approx(3.0)
+
+
+@virtual
+async def test_whole_frames_keep_the_channel_open():
+    left, right = trio.testing.memory_stream_pair()
+    ch = Channel(left, ChannelLimits("len2", frame_timeout_ms=1000, idle_timeout_ms=3000))
+    for i in range(10):
+        await trio.sleep(2.5)
+        await right.send_all(encode_frame("len2", b"frame%d" % i))
+        assert (await ch.receive_frame()).payload == b"frame%d" % i
+
+
+@virtual
+async def test_first_write_timeout_fails_every_pending_write_at_once():
+    left, right = trio.testing.lockstep_stream_pair()  # nobody reads `right`
+    ch = Channel(left, ChannelLimits("len2", write_timeout_ms=5000))
+    failed_at: list[float] = []
+
+    async def send(i: int) -> None:
+        try:
+            await ch.send_frame(b"answer %d" % i)
+        except ChannelClosed as e:
+            assert e.reason == "write timeout"
+            failed_at.append(trio.current_time())
+
+    async with trio.open_nursery() as n:
+        for i in range(32):
+            n.start_soon(send, i)
+    assert failed_at == [pytest.approx(5.0)] * 32
+    with pytest.raises(ChannelClosed):
+        await ch.send_frame(b"later")
+
+
+@virtual
+async def test_frames_queued_during_a_write_go_out_in_one_batch():
+    left, right = trio.testing.lockstep_stream_pair()
+    stream = CountingStream(left)
+    ch = Channel(stream, ChannelLimits("len2", write_timeout_ms=5000))
+    got: list[bytes] = []
+
+    async def read() -> None:
+        reader = FrameReader("len2")
+        while len(got) < 21:
+            await trio.sleep(0.1)
+            got.extend(f.payload for f in reader.feed(await right.receive_some()))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(read)
+        for i in range(21):
+            n.start_soon(ch.send_frame, b"%d" % i)
+    assert sorted(got) == sorted(b"%d" % i for i in range(21))
+    assert len(stream.sends) < 21  # writes are batched per wake-up
+    assert ch.frames_out == 21
+
+
+@virtual
+async def test_a_write_given_up_before_it_went_out_is_never_sent():
+    left, right = trio.testing.lockstep_stream_pair()
+    ch = Channel(left, ChannelLimits("len2", write_timeout_ms=5000))
+    got: list[bytes] = []
+    reading = trio.Event()
+
+    async def read() -> None:
+        await reading.wait()
+        reader = FrameReader("len2")
+        while len(got) < 2:
+            got.extend(f.payload for f in reader.feed(await right.receive_some()))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(read)
+        n.start_soon(ch.send_frame, b"first")  # the writer, blocked until read
+        await trio.sleep(0.1)
+        with trio.move_on_after(1):
+            await ch.send_frame(b"stale")  # waits behind it, then gives up
+        reading.set()
+        await ch.send_frame(b"next")
+    assert got == [b"first", b"next"]
+
+
+@virtual
+async def test_oversize_frame_closes_before_it_is_buffered():
+    left, right = trio.testing.memory_stream_pair()
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=100))
+    await right.send_all(b"\x10\x00")
+    with pytest.raises(ChannelClosed) as e:
+        await ch.receive_frame()
+    assert e.value.reason.startswith("framing")
