@@ -3,7 +3,9 @@ session objects for one operation, and the TDES/AES derivation and retail-MAC st
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Self, TypeVar
@@ -42,6 +44,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_CACHED_KEYS = 4096
+# Derived keys kept as session-object handles (EMV UDKs, DUKPT keys): each entry is one
+# to three objects in the token; bounded so a flood of new cards cannot fill the token.
+MAX_DERIVED_KEYS = 1024
 # Session objects made for one operation; "/" keeps them apart from any user label.
 _TMP_LABEL = "tmp/payswitch"
 MAX_MAC_DATA_BYTES = 64 * 1024
@@ -81,6 +86,59 @@ class _Key:
     companion: Any | None  # /L or /V object, when the type needs one
 
 
+class DerivedCache:
+    """Bounded LRU of derived keys held as PKCS#11 session-object handles (sensitive,
+    non-extractable, ``CKA_TOKEN=false``): the values never leave the token. Evicted
+    entries are destroyed. Keys are tuples whose second item is the base key's label,
+    so deleting that key drops what was derived from it. Callers hold the library lock."""
+
+    def __init__(self, max_entries: int = MAX_DERIVED_KEYS) -> None:
+        if max_entries < 0:
+            raise HsmConfigError("derived key cache size >= 0")
+        self.max_entries = max_entries
+        self._d: OrderedDict[tuple, tuple[Any, ...]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: tuple) -> tuple[Any, ...] | None:
+        objs = self._d.get(key)
+        if objs is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._d.move_to_end(key)
+        return objs
+
+    def put(self, key: tuple, objs: tuple[Any, ...]) -> None:
+        if self.max_entries == 0:
+            # No cache: nothing would destroy these later, so callers must not rely on
+            # put() to own them; keep one entry at most.
+            self._drop_all()
+        self._d[key] = objs
+        while len(self._d) > max(self.max_entries, 1):
+            _, old = self._d.popitem(last=False)
+            self._destroy(old)
+
+    def invalidate(self, label: str) -> None:
+        for key in [k for k in self._d if k[1] == label]:
+            self._destroy(self._d.pop(key))
+
+    def _drop_all(self) -> None:
+        while self._d:
+            self._destroy(self._d.popitem()[1])
+
+    clear = _drop_all
+
+    @staticmethod
+    def _destroy(objs: tuple[Any, ...]) -> None:
+        for o in objs:
+            with contextlib.suppress(pkcs11.PKCS11Error):  # session closed: gone already
+                o.destroy()
+
+
 def _decimalize(hexstr: str, n: int) -> str:
     """Visa decimalisation: the decimal digits in order, then A-F as 0-5; first n."""
     digits = [c for c in hexstr if c.isdigit()]
@@ -112,6 +170,7 @@ class HsmBase:
         self.config = config
         self._session = session.open_session(config)
         self._keys: dict[str, _Key] = {}
+        self._derived = DerivedCache()
         self._closed = False
 
     def close(self) -> None:
@@ -119,6 +178,7 @@ class HsmBase:
             if not self._closed:
                 self._closed = True
                 self._keys.clear()
+                self._derived.clear()
                 session.release_session(self.config)
 
     def __enter__(self) -> Self:

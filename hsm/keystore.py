@@ -144,6 +144,7 @@ class KeyStoreOps(HsmBase):
     def delete_key(self, label: str) -> None:
         k = self._key(label)
         self._keys.pop(label, None)
+        self._derived.invalidate(label)
         for role in COMPANIONS.get((k.key_type, k.alg), ()):
             c = self._find(f"{label}/{role}")
             if c is not None:

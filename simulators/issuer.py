@@ -197,13 +197,12 @@ class Issuer:
             return code, None
         try:
             tags = {t.tag_hex: t.value for t in decode_tlv(msg.emv)}
-            iad = tags.get("9F10", b"")
-            cvn = iad[2] if len(iad) > 2 and iad[2] in (10, 18) else 18
+            cvn = emv.cvn_of(tags)
             psn = (msg.card_sequence or "000")[-2:]
             ok, arpc = self.hsm.verify_arqc(
                 devkeys.mkac(card.network), pan, psn, emv.atc_of(tags),
                 emv.arqc_input(tags, cvn), tags.get("9F26", b""), arc=code.encode()[:2],
-                padding=emv.CVNS[cvn].padding)
+                cvn=cvn, un=tags.get("9F37"))
         except (CodecError, HsmError):
             return "82", None
         if not ok:

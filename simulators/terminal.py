@@ -143,8 +143,8 @@ class CardCrypto:
         self._atc[card.pan] = atc
         tags = emv_tags(amount_minor, rng, atc % 0x10000)
         arqc = self.hsm.generate_arqc(devkeys.mkac(self._net(card)), card.pan, psn,
-                                      tags["9F36"], emv.arqc_input(tags, CVN),
-                                      padding=emv.CVNS[CVN].padding)
+                                      tags["9F36"], emv.arqc_input(tags, CVN), cvn=CVN,
+                                      un=tags["9F37"])
         if card.wrong == "arqc":
             arqc = bytes([arqc[0] ^ 0xFF]) + arqc[1:]
         tags["9F26"] = arqc

@@ -138,7 +138,7 @@ def test_cvv_cvv2_icvv_match_psec(hsm_scratch, k, pan, exp, svc):
 def test_arqc_arpc_match_pyemv(hsm_scratch, k, pan, psn, atc, data, arc, padding):
     with _Keys(hsm_scratch) as keys:
         mk = keys("MK-AC", k)
-        icc = _ref(emv_kd.derive_icc_mk_a, k, pan, psn)
+        icc = _ref(emv_kd.derive_icc_mk_b, k, pan, psn)  # CVN 18: option B
         sk = _ref(emv_kd.derive_common_sk, icc, atc + bytes(6))
         ptype = emv_ac.PaddingType.EMV if padding == 2 else emv_ac.PaddingType.VISA
         arqc = _ref(emv_ac.generate_ac, sk, data, ptype)
@@ -222,7 +222,7 @@ def test_format4_aes_matches_psec(hsm_scratch, k1, k2, pan, pin):
 def test_arpc_method2_matches_pyemv(hsm_scratch, k, pan, atc, data, csu, prop):
     with _Keys(hsm_scratch) as keys:
         mk = keys("MK-AC", k)
-        icc = _ref(emv_kd.derive_icc_mk_a, k, pan, "01")
+        icc = _ref(emv_kd.derive_icc_mk_b, k, pan, "01")  # CVN 18: option B
         sk = _ref(emv_kd.derive_common_sk, icc, atc + bytes(6))
         arqc = _ref(emv_ac.generate_ac, sk, data)
         ok, arpc = hsm_scratch.verify_arqc(mk, pan, "01", atc, data, arqc, csu=csu,

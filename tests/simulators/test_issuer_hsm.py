@@ -52,3 +52,34 @@ def test_cvv_icvv_cvv2(issuer_and_terminal):
     assert "additional_data='<redacted>'" in repr(keyed)  # DE48 holds the CVV2
     assert issuer.respond(term.keyed_purchase(card("visa_bad_cvv2"), 500)).response_code \
         == "N7"
+
+
+def test_card_arqc_and_issuer_arpc_match_pyemv(issuer_and_terminal):
+    """The simulated chip's ARQC and the issuer's ARPC, recomputed by pyemv's CVN class
+    from the TEST MK-AC: CVN 10 under the card's UDK, no session key (issue 13)."""
+    import warnings
+
+    from payswitch.codecs.tlv import decode_tlv
+    from payswitch.hsm import emv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pyemv import cvn as pyemv_cvn
+    issuer, term, ihsm = issuer_and_terminal
+    c = card("visa_approve")
+    msg = under_zpk(ihsm, term.purchase(c, 4000, chip=True), c.pin)
+    tags = {t.tag_hex: t.value for t in decode_tlv(msg.emv)}
+    assert emv.cvn_of(tags) == 10
+    mk = devkeys.TEST_KEYS[devkeys.mkac("visa")].clear
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = pyemv_cvn.VisaCVN10(mk, mk, mk, c.pan, msg.card_sequence[-2:])
+        want = ref.generate_ac(**{f"tag_{t.lower()}": tags[t] for t in (
+            "9F02", "9F03", "9F1A", "95", "5F2A", "9A", "9C", "9F37", "82", "9F36")},
+            cvr=tags["9F10"][3:7])
+        arpc = ref.generate_arpc(tag_9f26=want, arpc_rc=b"00")
+    assert tags["9F26"] == want
+    resp = issuer.respond(msg)
+    assert resp.response_code == "00"
+    resp_tags = {t.tag_hex: t.value for t in decode_tlv(resp.emv)}
+    assert resp_tags["91"] == arpc + b"00"
