@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Self, TypeVar
 
 import pkcs11
@@ -15,8 +20,9 @@ from pkcs11 import Attribute, Mechanism, ObjectClass
 from pkcs11 import KeyType as PK
 
 from payswitch.codecs import pinblock as pb
-from payswitch.hsm import session
+from payswitch.hsm import roles, session
 from payswitch.hsm.errors import (
+    CommandNotAllowedError,
     HsmConfigError,
     HsmDeviceError,
     HsmError,
@@ -25,16 +31,20 @@ from payswitch.hsm.errors import (
     KeyNotFoundError,
     KeyUsageError,
     PinBlockError,
+    PinVerifyLimitError,
 )
 from payswitch.hsm.keys import (
     BDK_VARIANT,
     COMPANIONS,
+    DEFAULT_DEC_TABLE,
+    DEFAULT_MAC_LENGTH,
     KEY_LENGTHS,
     Alg,
     KeyType,
     Op,
     check_label,
     decode_id,
+    decode_params,
     encode_id,
     require,
 )
@@ -59,10 +69,13 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 def _locked(fn: Callable[P, R]) -> Callable[P, R]:
-    """Hold the library lock for the whole operation and type every library error."""
+    """A command: check the token's role allows it (hsm/roles.py), hold the library lock
+    for the whole operation and type every library error."""
+    name = fn.__name__
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        args[0]._authorize(name)  # type: ignore[attr-defined]
         with session.LIBRARY_LOCK:
             try:
                 return fn(*args, **kwargs)
@@ -84,6 +97,15 @@ class _Key:
     alg: Alg
     main: Any  # pkcs11 SecretKey
     companion: Any | None  # /L or /V object, when the type needs one
+    params: dict[str, str] = field(default_factory=dict)  # keys.key_params
+
+    @property
+    def dec_table(self) -> str:
+        return self.params.get("dt", DEFAULT_DEC_TABLE)
+
+    @property
+    def mac_length(self) -> int:
+        return int(self.params.get("ml", DEFAULT_MAC_LENGTH))
 
 
 class DerivedCache:
@@ -139,6 +161,10 @@ class DerivedCache:
                 o.destroy()
 
 
+def _pin_hash(pin: str, salt: bytes) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, 200_000)
+
+
 def _decimalize(hexstr: str, n: int) -> str:
     """Visa decimalisation: the decimal digits in order, then A-F as 0-5; first n."""
     digits = [c for c in hexstr if c.isdigit()]
@@ -163,15 +189,130 @@ def _pad_method(data: bytes, method: int) -> bytes:
 
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Limits of one ``Hsm``: PIN verifications per card (switch role) and the derived
+    key cache. The switch sets them from its config; the defaults suit tests and demo."""
+
+    pin_verify_max: int = 10  # verifications of one card's PIN per window
+    pin_verify_window_s: float = 600.0
+    pin_verify_cards: int = 100_000  # cards tracked at most (oldest dropped)
+    derived_keys: int = MAX_DERIVED_KEYS
+    clock: Callable[[], float] = time.monotonic
+
+
+class PinVerifyLimiter:
+    """Sliding window of PIN verifications per card, keyed by a hash of the PAN (the
+    PAN itself is not kept). Bounded in cards and in attempts per card."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._seen: OrderedDict[bytes, list[float]] = OrderedDict()
+        self._salt = os.urandom(16)
+
+    def check(self, pan: str) -> None:
+        p = self.policy
+        key = hashlib.sha256(self._salt + pan.encode()).digest()
+        now = p.clock()
+        times = [t for t in self._seen.pop(key, []) if now - t < p.pin_verify_window_s]
+        if len(times) >= p.pin_verify_max:
+            self._seen[key] = times
+            raise PinVerifyLimitError(
+                f"more than {p.pin_verify_max} PIN verifications for one card "
+                f"in {p.pin_verify_window_s:g} s")
+        times.append(now)
+        self._seen[key] = times
+        while len(self._seen) > p.pin_verify_cards:
+            self._seen.popitem(last=False)
+
+
+ROLE_LABEL = "payswitch.role"
+
+
 class HsmBase:
     """One logged-in token, its key cache and the steps every operation shares."""
 
-    def __init__(self, config: TokenConfig) -> None:
+    def __init__(self, config: TokenConfig, *, policy: Policy | None = None) -> None:
+        if config.role not in roles.ROLES:
+            raise HsmConfigError(f"unknown HSM role {config.role!r}; one of "
+                                 f"{', '.join(roles.ROLES)}")
         self.config = config
+        self.policy = policy or Policy()
         self._session = session.open_session(config)
         self._keys: dict[str, _Key] = {}
-        self._derived = DerivedCache()
+        self._derived = DerivedCache(self.policy.derived_keys)
         self._closed = False
+        self._ceremony = False
+        self._pin_limiter = PinVerifyLimiter(self.policy)
+        self.refused: Counter[str] = Counter()  # refused commands by name (metrics)
+        try:
+            self._role_record = self._bind_role(config)
+        except BaseException:
+            session.release_session(config)
+            raise
+        self.role = config.role
+
+    # --- command authorization ------------------------------------------------------
+
+    def _bind_role(self, config: TokenConfig) -> dict[str, str]:
+        """The role written in the token; written now (setup) if the token has none."""
+        with session.LIBRARY_LOCK:
+            objs = list(self._session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: ROLE_LABEL}))
+            if len(objs) > 1:
+                raise HsmDeviceError("token holds more than one role object")
+            if objs:
+                record = json.loads(bytes(objs[0][Attribute.VALUE]))
+                if record.get("role") != config.role:
+                    raise HsmConfigError(
+                        f"token {config.label!r} was set up for role {record.get('role')!r}, "
+                        f"not {config.role!r}")
+                return record
+            record = {"role": config.role}
+            if config.so_pin:
+                salt = os.urandom(16)
+                record["salt"] = salt.hex()
+                record["so_pin_hash"] = _pin_hash(config.so_pin, salt).hex()
+            self._session.create_object({
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.LABEL: ROLE_LABEL,
+                Attribute.APPLICATION: "payswitch",
+                Attribute.VALUE: json.dumps(record).encode(),
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.MODIFIABLE: False,
+            })
+            return record
+
+    def _authorize(self, command: str) -> None:
+        allowed = roles.COMMANDS[self.role]
+        if command in allowed or (self._ceremony and command in roles.CEREMONY):
+            return
+        self.refused[command] += 1
+        raise CommandNotAllowedError(f"{command} is not allowed on a {self.role} token")
+
+    def _limit_pin_verify(self, pan: str) -> None:
+        if not isinstance(pan, str) or not pan.isdigit() or len(pan) > 19:
+            raise HsmInputError("PAN must be up to 19 decimal digits")
+        if self.role in roles.RATE_LIMITED:
+            self._pin_limiter.check(pan)
+
+    @contextlib.contextmanager
+    def ceremony(self, so_pin: str) -> Iterator[None]:
+        """Key ceremony: allow the clear-key commands (``roles.CEREMONY``) for the block,
+        after checking the SO PIN against the hash kept in the token at setup."""
+        rec = self._role_record
+        if "so_pin_hash" not in rec:
+            raise HsmConfigError("this token was set up without an SO PIN: no key ceremony")
+        got = _pin_hash(so_pin, bytes.fromhex(rec["salt"]))
+        if not hmac.compare_digest(got, bytes.fromhex(rec["so_pin_hash"])):
+            self.refused["ceremony"] += 1
+            raise CommandNotAllowedError("key ceremony refused: wrong SO PIN")
+        self._ceremony = True
+        try:
+            yield
+        finally:
+            self._ceremony = False
 
     def close(self) -> None:
         with session.LIBRARY_LOCK:
@@ -220,7 +361,7 @@ class HsmBase:
             companion = self._find(f"{label}/{roles[0]}")
             if companion is None:
                 raise HsmDeviceError(f"key {label!r} is missing its /{roles[0]} part")
-        k = _Key(label, key_type, alg, main, companion)
+        k = _Key(label, key_type, alg, main, companion, decode_params(bytes(main[Attribute.ID])))
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._keys.clear()
         self._keys[label] = k
@@ -306,7 +447,8 @@ class HsmBase:
         finally:
             obj.destroy()
 
-    def _store(self, label: str, key_type: KeyType, alg: Alg, value: bytes) -> str:
+    def _store(self, label: str, key_type: KeyType, alg: Alg, value: bytes,
+               params: dict[str, str] | None = None) -> str:
         """Create the key's object(s) from its clear value; return the KCV."""
         if len(value) not in KEY_LENGTHS[alg]:
             raise HsmInputError(f"a {alg} key is {'/'.join(map(str, KEY_LENGTHS[alg]))} bytes")
@@ -321,7 +463,7 @@ class HsmBase:
         created = []
         try:
             t = self._template(key_type, alg, "main", label)
-            t[Attribute.ID] = encode_id(key_type, alg, "main", kcv)
+            t[Attribute.ID] = encode_id(key_type, alg, "main", kcv, params)
             t[Attribute.VALUE] = value
             created.append(self._session.create_object(t))
             for role in COMPANIONS.get((key_type, alg), ()):

@@ -9,10 +9,12 @@ conf file), ``PAYSWITCH_HSM_TOKEN`` (token label, default ``payswitch``) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
 
+from payswitch.hsm import roles
 from payswitch.hsm.errors import HsmError
 from payswitch.hsm.keys import KeyType
 from payswitch.hsm.token import (
@@ -20,6 +22,7 @@ from payswitch.hsm.token import (
     DEV_PIN,
     ENV_CONF,
     ENV_PIN,
+    ENV_ROLE,
     ENV_SO_PIN,
     ENV_TOKEN,
     make_token,
@@ -43,6 +46,18 @@ def _open():
     return Hsm.from_env()
 
 
+@contextlib.contextmanager
+def _ceremony(h):
+    """Clear components are a key ceremony: on a switch/issuer token it needs the SO PIN
+    (``PAYSWITCH_HSM_SO_PIN``, else asked without echo)."""
+    if h.role == roles.PERSONALISATION:
+        yield
+        return
+    so_pin = h.config.so_pin or getpass.getpass("SO PIN (key ceremony): ")
+    with h.ceremony(so_pin):
+        yield
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     directory = args.dir or (
         os.path.dirname(os.environ[ENV_CONF]) if os.environ.get(ENV_CONF) else DEFAULT_DIR
@@ -51,10 +66,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not os.environ.get(ENV_PIN) or not os.environ.get(ENV_SO_PIN):
         print(f"hsm init: {ENV_PIN}/{ENV_SO_PIN} not set: using the DEV PINs "
               "(development tokens only)", file=sys.stderr)
-    cfg = make_token(directory, label)
+    from payswitch.hsm.core import Hsm
+
+    role = args.role or (roles.PERSONALISATION if args.devkeys in ("issuer", "terminal")
+                         else roles.SWITCH)
+    cfg = make_token(directory, label, role=role)
+    with Hsm(cfg):  # the first open binds the role (and the SO PIN's hash) to the token
+        pass
     if args.devkeys:
         from payswitch.hsm import devkeys
-        from payswitch.hsm.core import Hsm
 
         with Hsm(cfg) as h:
             loader = {"switch": devkeys.load_switch_keys, "issuer": devkeys.load_issuer_keys,
@@ -63,6 +83,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"# loaded {n} TEST keys ({args.devkeys} side)", file=sys.stderr)
     print(f"export {ENV_CONF}={cfg.conf}")
     print(f"export {ENV_TOKEN}={cfg.label}")
+    print(f"export {ENV_ROLE}={cfg.role}")
     if cfg.pin == DEV_PIN and not os.environ.get(ENV_PIN):
         print(f"export {ENV_PIN}={DEV_PIN}  # dev token only")
     return 0
@@ -86,8 +107,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             if len(kcvs) not in (len(comps), len(comps) + 1):
                 raise HsmError("one --kcv per component (and optionally one for the key)")
             whole = kcvs[len(comps)] if len(kcvs) > len(comps) else None
-            kcv = h.import_key_components(args.label, args.type, comps, kcvs[: len(comps)],
-                                          alg=args.alg, kcv=whole)
+            with _ceremony(h):
+                kcv = h.import_key_components(args.label, args.type, comps,
+                                              kcvs[: len(comps)], alg=args.alg, kcv=whole)
     print(f"{args.label} {args.type} KCV {kcv}")
     return 0
 
@@ -133,6 +155,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--label", help=f"token label (default ${ENV_TOKEN} or {DEFAULT_LABEL})")
     s.add_argument("--devkeys", choices=("switch", "issuer", "terminal"),
                    help="also load the documented TEST key set for that side")
+    s.add_argument("--role", choices=roles.ROLES,
+                   help="the token's role, fixed at setup (default: switch; personalisation "
+                        "with --devkeys issuer/terminal)")
     s.set_defaults(func=_guard(cmd_init))
 
     s = sub.add_parser("import-key", help="import a key from components or a cryptogram")

@@ -28,11 +28,13 @@ two real parties would after a key exchange. The labels are module constants
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from payswitch.hsm import roles
 from payswitch.hsm.core import Hsm
 from payswitch.hsm.errors import KeyExistsError
-from payswitch.hsm.token import TokenConfig, make_token
+from payswitch.hsm.token import DEV_SO_PIN, ENV_SO_PIN, TokenConfig, make_token
 
 NETWORKS = ("visa", "mastercard")
 
@@ -141,7 +143,17 @@ TERMINAL_LABELS = (TPK, BDK, BDK_AES) + tuple(f(n) for n in NETWORKS for f in (p
 
 def load(hsm: Hsm, labels: tuple[str, ...]) -> dict[str, str]:
     """Import the named TEST keys (each component checked by KCV); keys already there
-    are kept if their KCV matches. Returns label -> KCV."""
+    are kept if their KCV matches. Returns label -> KCV. On a switch or issuer token
+    this is a key ceremony: it needs the SO PIN the token was made with (the config's,
+    else ``PAYSWITCH_HSM_SO_PIN``, else the dev SO PIN)."""
+    if hsm.role == roles.PERSONALISATION:
+        return _load(hsm, labels)
+    so_pin = hsm.config.so_pin or os.environ.get(ENV_SO_PIN) or DEV_SO_PIN
+    with hsm.ceremony(so_pin):
+        return _load(hsm, labels)
+
+
+def _load(hsm: Hsm, labels: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for label in labels:
         dk = TEST_KEYS[label]
@@ -180,10 +192,12 @@ def load_terminal_keys(hsm: Hsm) -> dict[str, str]:
     return load(hsm, TERMINAL_LABELS)
 
 
+# side -> (token label, loader, role). The issuer simulator also plays the card
+# personalisation bureau (PVVs from the cards' clear PINs): personalisation role.
 SIDES = {
-    "switch": ("payswitch-switch", load_switch_keys),
-    "issuer": ("payswitch-issuer", load_issuer_keys),
-    "terminal": ("payswitch-terminal", load_terminal_keys),
+    "switch": ("payswitch-switch", load_switch_keys, roles.SWITCH),
+    "issuer": ("payswitch-issuer", load_issuer_keys, roles.PERSONALISATION),
+    "terminal": ("payswitch-terminal", load_terminal_keys, roles.PERSONALISATION),
 }
 
 
@@ -192,9 +206,9 @@ def make_dev_tokens(directory: str, pin: str | None = None) -> dict[str, TokenCo
     ``directory`` (all made before the library loads, as SoftHSM requires), each with
     its TEST keys. Returns side -> TokenConfig; open each with ``Hsm(config)``.
     Idempotent: existing tokens and keys are kept (KCVs checked)."""
-    configs = {side: make_token(directory, label, pin=pin)
-               for side, (label, _) in SIDES.items()}
-    for side, (_, loader) in SIDES.items():
+    configs = {side: make_token(directory, label, pin=pin, role=role)
+               for side, (label, _, role) in SIDES.items()}
+    for side, (_, loader, _) in SIDES.items():
         with Hsm(configs[side]) as h:
             loader(h)
     return configs

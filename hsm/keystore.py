@@ -26,6 +26,8 @@ from payswitch.hsm.keys import (
     Op,
     check_label,
     decode_id,
+    decode_params,
+    key_params,
     parse_alg,
     parse_type,
 )
@@ -44,6 +46,8 @@ class KeyStoreOps(HsmBase):
         *,
         alg: Alg | str | None = None,
         kcv: str | bytes | None = None,
+        dec_table: str | None = None,
+        mac_length: int | None = None,
     ) -> str:
         """Import a key as the XOR of clear components; each is checked by its KCV.
 
@@ -53,6 +57,7 @@ class KeyStoreOps(HsmBase):
         check_label(label)
         kt = parse_type(key_type)
         a = parse_alg(kt, alg)
+        params = key_params(kt, a, dec_table, mac_length)
         if not components:
             raise HsmInputError("at least one component")
         if kcvs is not None and len(kcvs) != len(components):
@@ -73,7 +78,7 @@ class KeyStoreOps(HsmBase):
             got = self._temp_kcv(value, a)
             if not got.startswith(want_all):
                 raise KcvMismatchError(f"key KCV {got} != expected {want_all}")
-        return self._store(label, kt, a, value)
+        return self._store(label, kt, a, value, params)
 
     @_locked
     def import_key_cryptogram(
@@ -85,6 +90,8 @@ class KeyStoreOps(HsmBase):
         kcv: str | bytes,
         *,
         alg: Alg | str | None = None,
+        dec_table: str | None = None,
+        mac_length: int | None = None,
     ) -> str:
         """Import a key received from a peer encrypted under a ZMK/KEK (ECB), check its KCV.
 
@@ -95,6 +102,7 @@ class KeyStoreOps(HsmBase):
         check_label(label)
         kt = parse_type(key_type)
         a = parse_alg(kt, alg)
+        params = key_params(kt, a, dec_table, mac_length)
         want = self._norm_kcv(kcv)
         k = self._use(under, Op.WRAP)
         mech = Mechanism.DES3_ECB if k.alg is Alg.TDES else Mechanism.AES_ECB
@@ -105,7 +113,7 @@ class KeyStoreOps(HsmBase):
         got = self._temp_kcv(value, a) if len(value) in KEY_LENGTHS[a] else "?"
         if want is None or not got.startswith(want):
             raise KcvMismatchError(f"imported key KCV {got} != expected {want}")
-        return self._store(label, kt, a, value)
+        return self._store(label, kt, a, value, params)
 
     @_locked
     def generate_key(
@@ -116,6 +124,8 @@ class KeyStoreOps(HsmBase):
         alg: Alg | str | None = None,
         length: int | None = None,
         export_under: str | None = None,
+        dec_table: str | None = None,
+        mac_length: int | None = None,
     ) -> tuple[str, bytes | None]:
         """Generate a key from the token's RNG; return (KCV, cryptogram under ZMK or None).
 
@@ -126,12 +136,13 @@ class KeyStoreOps(HsmBase):
         check_label(label)
         kt = parse_type(key_type)
         a = parse_alg(kt, alg)
+        params = key_params(kt, a, dec_table, mac_length)
         n = length or DEFAULT_LENGTH[a]
         zmk = self._use(export_under, Op.WRAP) if export_under else None
         value = self._session.generate_random(8 * n)
         if a is Alg.TDES:  # odd parity, as peers expect of a DES key
             value = bytes((b & 0xFE) | ((bin(b >> 1).count("1") + 1) & 1) for b in value)
-        kcv = self._store(label, kt, a, value)
+        kcv = self._store(label, kt, a, value, params)
         cryptogram = None
         if zmk is not None:
             mech = Mechanism.DES3_ECB if zmk.alg is Alg.TDES else Mechanism.AES_ECB
@@ -153,11 +164,14 @@ class KeyStoreOps(HsmBase):
 
     def _info(self, obj: Any, meta: tuple[KeyType, Alg, str, str]) -> KeyInfo:
         key_type, alg, _, stored = meta
+        params = decode_params(bytes(obj[Attribute.ID]))
         # Recompute in the token when the key may encrypt/sign; else the KCV computed
         # in the token when the key was created (kept in CKA_ID, not modifiable).
         can = obj[Attribute.SIGN] if alg is Alg.HMAC else obj[Attribute.ENCRYPT]
         kcv = self._kcv_of(obj, alg) if can else stored
-        return KeyInfo(obj[Attribute.LABEL], key_type, alg, kcv)
+        ml = params.get("ml")
+        return KeyInfo(obj[Attribute.LABEL], key_type, alg, kcv, params.get("dt"),
+                       int(ml) if ml else None)
 
     @_locked
     def key_info(self, label: str) -> KeyInfo:

@@ -80,7 +80,7 @@ class Issuer:
         self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
         # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
         self.pvv = {} if hsm is None else {
-            c.pan: hsm.generate_pvv(devkeys.pvk(c.network), c.pan, c.pin)
+            c.pan: hsm.generate_pvv_clear(devkeys.pvk(c.network), c.pan, c.pin)
             for c in self.cards.values() if c.network}
 
     def today(self) -> dt.date:

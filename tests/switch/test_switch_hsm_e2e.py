@@ -63,7 +63,7 @@ async def topology(dsn, issuer_hsm, faults: Faults | None = None):
 
 
 def issuer_sees_pin(issuer_hsm, block: bytes, pan: str, pin: str) -> bool:
-    pvv = issuer_hsm.generate_pvv(devkeys.pvk("visa"), pan, pin)
+    pvv = issuer_hsm.generate_pvv_clear(devkeys.pvk("visa"), pan, pin)
     return issuer_hsm.verify_pin_pvv(block, pan, devkeys.zpk("visa"), devkeys.pvk("visa"), pvv)
 
 
