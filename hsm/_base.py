@@ -488,15 +488,6 @@ class HsmBase:
             raise HsmInputError("a KCV is 4 to 6 hex digits")
         return s
 
-    def _with_temp_tdes(self, value: bytes, fn: Callable[[Any], bytes]) -> bytes:
-        t = self._template(KeyType.ZPK, Alg.TDES, "tmp", _TMP_LABEL, persistent=False)
-        t[Attribute.VALUE] = value
-        obj = self._session.create_object(t)
-        try:
-            return fn(obj)
-        finally:
-            obj.destroy()
-
     @staticmethod
     def _encrypt_tdes(obj: Any, clear: bytes) -> bytes:
         return obj.encrypt(clear, mechanism=Mechanism.DES3_ECB)

@@ -141,22 +141,28 @@ class PinOps(HsmBase):
         AES_ECB_ENCRYPT_DATA derivation of a session object (all destroyed after)."""
         if not isinstance(ksn, bytes | bytearray) or len(ksn) != 12:
             raise HsmInputError("an AES DUKPT KSN is 12 bytes")
-        made: list[Any] = []
+        ksn = bytes(ksn)
+        key = self._derived_aes(("aes-ik", bdk.label, ksn[:8]), bdk.main,
+                                dukpt.aes_initial_key_data(ksn))
+        for data in dukpt.aes_intermediate_data(ksn):
+            key = self._derived_aes(("aes-ik", bdk.label, ksn[:8], data), key, data)
+        final = self._derive_aes(key, dukpt.aes_working_key_data(ksn, dukpt.AES_USAGE_PIN),
+                                 final=True)
         try:
-            key = self._derive_aes(bdk.main, dukpt.aes_initial_key_data(bytes(ksn)),
-                                   final=False)
-            made.append(key)
-            for data in dukpt.aes_intermediate_data(bytes(ksn)):
-                key = self._derive_aes(key, data, final=False)
-                made.append(key)
-            key = self._derive_aes(key, dukpt.aes_working_key_data(bytes(ksn),
-                                                                   dukpt.AES_USAGE_PIN),
-                                   final=True)
-            made.append(key)
-            yield _Key("dukpt-pin-key", KeyType.ZPK, Alg.AES, key, None)
+            yield _Key("dukpt-pin-key", KeyType.ZPK, Alg.AES, final, None)
         finally:
-            for o in made:
-                o.destroy()
+            final.destroy()
+
+    def _derived_aes(self, cache_key: tuple, base: Any, data: bytes) -> Any:
+        """An AES DUKPT initial or intermediate key (derive-only session object), from the
+        bounded LRU of handles: consecutive KSNs of a device share the initial key and
+        the intermediate keys of their counter's high bits."""
+        hit = self._derived.get(cache_key)
+        if hit is not None:
+            return hit[0]
+        key = self._derive_aes(base, data, final=False)
+        self._derived.put(cache_key, (key,))
+        return key
 
     @_locked
     def dukpt_encrypt_pin(self, bdk: str, ksn: bytes, pin: str, pan: str | None,
@@ -169,8 +175,7 @@ class PinOps(HsmBase):
             with self._aes_dukpt_pin_key(k, ksn) as pin_key:
                 return self._encode_block(pin_key, pin, pan, 4)
         clear = pb.encode(pin, pan, fmt, self._fill(fmt))
-        key = self._dukpt_pin_key(k, ksn)
-        return self._with_temp_tdes(key, lambda o: self._encrypt_tdes(o, clear))
+        return dukpt.tdes_ecb(self._dukpt_pin_key(k, ksn), clear, decrypt=False)
 
     @_locked
     def translate_pin_dukpt(
@@ -199,11 +204,7 @@ class PinOps(HsmBase):
             return self._encode_block(dst, pin, pan, dst_format)
         if not isinstance(pin_block, bytes | bytearray) or len(pin_block) != 8:
             raise PinBlockError("a TDES PIN block is 8 bytes")
-        key = self._dukpt_pin_key(k, ksn)
-        clear = self._with_temp_tdes(
-            key, lambda o: o.decrypt(bytes(pin_block), mechanism=Mechanism.DES3_ECB)
-        )
-        del key
+        clear = dukpt.tdes_ecb(self._dukpt_pin_key(k, ksn), bytes(pin_block), decrypt=True)
         pin = pb.decode(clear, pan, src_format)
         return self._encode_block(dst, pin, pan, dst_format)
 
