@@ -400,7 +400,13 @@ class HsmBase:
         # The least each object needs for its operations.
         if role in ("L", "V"):
             t[Attribute.ENCRYPT] = True
-        elif key_type in (KeyType.ZMK, KeyType.KEK, KeyType.ZPK, KeyType.TPK):
+        elif key_type in (KeyType.ZMK, KeyType.KEK):
+            t[Attribute.ENCRYPT] = True
+            t[Attribute.DECRYPT] = True
+            # TR-31: the KBEK / KBAK are derived in the token (ECB_ENCRYPT_DATA: nothing
+            # an ENCRYPT right does not already give).
+            t[Attribute.DERIVE] = True
+        elif key_type in (KeyType.ZPK, KeyType.TPK):
             t[Attribute.ENCRYPT] = True
             t[Attribute.DECRYPT] = True
         elif key_type is KeyType.BDK and alg is Alg.AES:

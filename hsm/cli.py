@@ -1,4 +1,5 @@
-"""``payswitch hsm ...``: init a dev token, import/generate keys, list them.
+"""``payswitch hsm ...``: init a dev token, import/generate keys, TR-31 export/import,
+list them.
 
 Configuration comes from the environment: ``SOFTHSM2_CONF`` (the token directory's
 conf file), ``PAYSWITCH_HSM_TOKEN`` (token label, default ``payswitch``) and
@@ -124,6 +125,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    with _open() as h:
+        kcv, block = h.generate_key_tr31(args.label, args.type, args.kbpk, alg=args.alg,
+                                         exportability=args.exportability)
+    print(f"{args.label} {args.type} KCV {kcv}")
+    print(f"key block: {block}")
+    return 0
+
+
+def cmd_import_tr31(args: argparse.Namespace) -> int:
+    block = args.block
+    if block == "-":
+        block = sys.stdin.readline().strip()
+    with _open() as h:
+        kcv = h.import_key_tr31(args.label, args.type, args.kbpk, block, kcv=args.kcv)
+    print(f"{args.label} {args.type} KCV {kcv}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     with _open() as h:
         keys = h.list_keys()
@@ -176,6 +196,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--alg", choices=("TDES", "AES", "HMAC"))
     s.add_argument("--export-under", help="ZMK label: print the key's cryptogram under it")
     s.set_defaults(func=_guard(cmd_generate))
+
+    s = sub.add_parser("export", help="generate a key and print it as a TR-31 key block "
+                                      "under a KBPK (TDES: version B, AES: version D)")
+    s.add_argument("--label", required=True)
+    s.add_argument("--type", required=True, choices=types)
+    s.add_argument("--alg", choices=("TDES", "AES"))
+    s.add_argument("--kbpk", required=True, help="label of the ZMK/KEK protecting the block")
+    s.add_argument("--exportability", default="N", choices=("E", "N", "S"))
+    s.set_defaults(func=_guard(cmd_export))
+
+    s = sub.add_parser("import", help="import a key from a TR-31 key block (prints its KCV)")
+    s.add_argument("--label", required=True)
+    s.add_argument("--type", required=True, choices=types)
+    s.add_argument("--kbpk", required=True, help="label of the ZMK/KEK protecting the block")
+    s.add_argument("--block", required=True, help="the key block ('-': read from stdin)")
+    s.add_argument("--kcv", help="expected KCV (checked when given)")
+    s.set_defaults(func=_guard(cmd_import_tr31))
 
     s = sub.add_parser("list", help="labels, types, KCVs and usage (never values)")
     s.set_defaults(func=_guard(cmd_list))

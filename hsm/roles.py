@@ -34,7 +34,7 @@ ROLES = (SWITCH, ISSUER, PERSONALISATION)
 
 KEY_MANAGEMENT = frozenset({
     "key_info", "list_keys", "has_key", "random", "delete_key",
-    "import_key_cryptogram", "generate_key", "export_key_tr31", "import_key_tr31",
+    "import_key_cryptogram", "generate_key", "generate_key_tr31", "import_key_tr31",
 })
 # Commands whose input is a clear key (component): key ceremony only.
 CEREMONY = frozenset({"import_key_components"})
