@@ -158,11 +158,12 @@ def make_token(
                        so_pin=so_pin)
 
 
-def config_from_env(label: str | None = None) -> TokenConfig:
+def config_from_env(label: str | None = None, role: str | None = None) -> TokenConfig:
     """The token named by the environment: ``SOFTHSM2_CONF``, ``PAYSWITCH_HSM_TOKEN``
     (label, default ``payswitch``), ``PAYSWITCH_HSM_PIN`` (required),
     ``PAYSWITCH_HSM_ROLE`` (default ``switch``; must match the role the token was set
-    up with) and, for a key ceremony only, ``PAYSWITCH_HSM_SO_PIN``."""
+    up with; ``role`` overrides it: the simulators ask for ``personalisation``) and,
+    for a key ceremony only, ``PAYSWITCH_HSM_SO_PIN``."""
     conf = os.environ.get(ENV_CONF)
     if not conf:
         raise HsmConfigError(f"{ENV_CONF} is not set (run `payswitch hsm init`)")
@@ -174,6 +175,6 @@ def config_from_env(label: str | None = None) -> TokenConfig:
         conf=conf,
         label=label or os.environ.get(ENV_TOKEN, DEFAULT_LABEL),
         pin=pin,
-        role=os.environ.get(ENV_ROLE) or "switch",
+        role=role or os.environ.get(ENV_ROLE) or "switch",
         so_pin=os.environ.get(ENV_SO_PIN) or None,
     )
