@@ -148,3 +148,19 @@ def test_cli_export_import_show_kcv(tmp_path):
     out = run("import", "--label", "zpk.new", "--type", "ZPK", "--kbpk", "kbpk.net",
               "--block", block, "--kcv", kcv)
     assert f"KCV {kcv}" in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(
+    st.text(max_size=120),
+    st.builds(lambda v, body: v + f"{16 + len(body):04d}" + body,
+              st.sampled_from("BDAC"), st.text("0123456789ABCDEF", min_size=11, max_size=90))))
+def test_parse_never_crashes(text):
+    """Any string: a parsed header or HsmInputError, nothing else (no token involved)."""
+    from payswitch.hsm import tr31
+
+    try:
+        h, data, mac = tr31.parse(text)
+    except HsmInputError:
+        return
+    assert h.version in "BD" and len(mac) in (8, 16) and data
