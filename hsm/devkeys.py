@@ -28,7 +28,9 @@ two real parties would after a key exchange. The labels are module constants
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from payswitch.hsm import roles
@@ -146,33 +148,40 @@ def load(hsm: Hsm, labels: tuple[str, ...]) -> dict[str, str]:
     are kept if their KCV matches. Returns label -> KCV. On a switch or issuer token
     this is a key ceremony: it needs the SO PIN the token was made with (the config's,
     else ``PAYSWITCH_HSM_SO_PIN``, else the dev SO PIN)."""
+    return load_dev_keys(hsm, [TEST_KEYS[label] for label in labels])
+
+
+def load_dev_keys(hsm: Hsm, keys: list[DevKey]) -> dict[str, str]:
+    """Import TEST keys given as ``DevKey`` (a test's own as well as ``TEST_KEYS``),
+    as ``load`` does: a key ceremony on a switch or issuer token."""
+    with _ceremony(hsm):
+        return {dk.label: _load_one(hsm, dk) for dk in keys}
+
+
+@contextlib.contextmanager
+def _ceremony(hsm: Hsm) -> Iterator[None]:
     if hsm.role == roles.PERSONALISATION:
-        return _load(hsm, labels)
-    so_pin = hsm.config.so_pin or os.environ.get(ENV_SO_PIN) or DEV_SO_PIN
-    with hsm.ceremony(so_pin):
-        return _load(hsm, labels)
+        yield
+        return
+    with hsm.ceremony(hsm.config.so_pin or os.environ.get(ENV_SO_PIN) or DEV_SO_PIN):
+        yield
 
 
-def _load(hsm: Hsm, labels: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for label in labels:
-        dk = TEST_KEYS[label]
-        try:
-            kcv = hsm.import_key_components(
-                label,
-                dk.key_type,
-                [bytes.fromhex(c) for c in dk.components],
-                list(dk.component_kcvs),
-                alg=dk.alg,
-                kcv=dk.kcv,
-            )
-        except KeyExistsError:
-            info = hsm.key_info(label)
-            if info.key_type.value != dk.key_type or (dk.kcv and info.kcv != dk.kcv):
-                raise
-            kcv = info.kcv
-        out[label] = kcv
-    return out
+def _load_one(hsm: Hsm, dk: DevKey) -> str:
+    try:
+        return hsm.import_key_components(
+            dk.label,
+            dk.key_type,
+            [bytes.fromhex(c) for c in dk.components],
+            list(dk.component_kcvs),
+            alg=dk.alg,
+            kcv=dk.kcv,
+        )
+    except KeyExistsError:
+        info = hsm.key_info(dk.label)
+        if info.key_type.value != dk.key_type or (dk.kcv and info.kcv != dk.kcv):
+            raise
+        return info.kcv
 
 
 def load_switch_keys(hsm: Hsm) -> dict[str, str]:
