@@ -5,6 +5,7 @@ Start here: ``Hsm`` (sync, thread-safe), ``AsyncHsm`` (trio), ``make_token`` /
 """
 
 from payswitch.hsm import emv
+from payswitch.hsm._base import Policy
 from payswitch.hsm.aio import AsyncHsm
 from payswitch.hsm.core import CVV2_SERVICE_CODE, ICVV_SERVICE_CODE, Hsm
 from payswitch.hsm.errors import (
@@ -46,6 +47,7 @@ __all__ = [
     "KeyType",
     "KeyUsageError",
     "PinBlockError",
+    "Policy",
     "TokenConfig",
     "config_from_env",
     "emv",

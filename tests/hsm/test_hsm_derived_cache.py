@@ -9,8 +9,7 @@ import warnings
 
 from pkcs11 import Attribute, ObjectClass
 
-from payswitch.hsm import Hsm, emv
-from payswitch.hsm._base import Policy
+from payswitch.hsm import Hsm, Policy, emv
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -20,9 +20,9 @@ from payswitch.hsm import (
     MacLengthError,
     PinBlockError,
     PinVerifyLimitError,
+    Policy,
     devkeys,
 )
-from payswitch.hsm._base import Policy
 from payswitch.hsm.token import DEV_SO_PIN
 
 with warnings.catch_warnings():
