@@ -106,9 +106,11 @@ def encode_pin_field_4(pin: str, fill: bytes) -> bytes:
 
 
 def encode_pan_field_4(pan: str) -> bytes:
-    """Format 4 PAN field: M (PAN length - 12), the PAN, zero padded to 32 nibbles."""
-    _check_pan(pan, 12)
-    s = str(len(pan) - 12) + pan
+    """Format 4 PAN field: M (PAN length - 12, 0 for 12 digits or fewer), the PAN (right
+    justified in 12 digits, zero filled on the left, when shorter: ISO 9564-1:2017), zero
+    padded to 32 nibbles."""
+    _check_pan(pan, 1)
+    s = str(max(0, len(pan) - 12)) + pan.rjust(12, "0")
     return bytes.fromhex(s + "0" * (32 - len(s)))
 
 

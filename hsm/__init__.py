@@ -5,9 +5,11 @@ Start here: ``Hsm`` (sync, thread-safe), ``AsyncHsm`` (trio), ``make_token`` /
 """
 
 from payswitch.hsm import emv
+from payswitch.hsm._base import Policy
 from payswitch.hsm.aio import AsyncHsm
 from payswitch.hsm.core import CVV2_SERVICE_CODE, ICVV_SERVICE_CODE, Hsm
 from payswitch.hsm.errors import (
+    CommandNotAllowedError,
     HsmBusyError,
     HsmConfigError,
     HsmDeviceError,
@@ -17,13 +19,18 @@ from payswitch.hsm.errors import (
     KeyExistsError,
     KeyNotFoundError,
     KeyUsageError,
+    MacLengthError,
     PinBlockError,
+    PinVerifyLimitError,
 )
 from payswitch.hsm.keys import Alg, KeyInfo, KeyType
 from payswitch.hsm.token import TokenConfig, config_from_env, make_token
 
 __all__ = [
     "CVV2_SERVICE_CODE",
+    "CommandNotAllowedError",
+    "MacLengthError",
+    "PinVerifyLimitError",
     "ICVV_SERVICE_CODE",
     "Alg",
     "AsyncHsm",
@@ -40,6 +47,7 @@ __all__ = [
     "KeyType",
     "KeyUsageError",
     "PinBlockError",
+    "Policy",
     "TokenConfig",
     "config_from_env",
     "emv",

@@ -3,9 +3,16 @@ session objects for one operation, and the TDES/AES derivation and retail-MAC st
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Self, TypeVar
 
 import pkcs11
@@ -13,8 +20,9 @@ from pkcs11 import Attribute, Mechanism, ObjectClass
 from pkcs11 import KeyType as PK
 
 from payswitch.codecs import pinblock as pb
-from payswitch.hsm import session
+from payswitch.hsm import roles, session
 from payswitch.hsm.errors import (
+    CommandNotAllowedError,
     HsmConfigError,
     HsmDeviceError,
     HsmError,
@@ -23,16 +31,20 @@ from payswitch.hsm.errors import (
     KeyNotFoundError,
     KeyUsageError,
     PinBlockError,
+    PinVerifyLimitError,
 )
 from payswitch.hsm.keys import (
     BDK_VARIANT,
     COMPANIONS,
+    DEFAULT_DEC_TABLE,
+    DEFAULT_MAC_LENGTH,
     KEY_LENGTHS,
     Alg,
     KeyType,
     Op,
     check_label,
     decode_id,
+    decode_params,
     encode_id,
     require,
 )
@@ -42,6 +54,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_CACHED_KEYS = 4096
+# Derived keys kept as session-object handles (EMV UDKs, DUKPT keys): each entry is one
+# to three objects in the token; bounded so a flood of new cards cannot fill the token.
+MAX_DERIVED_KEYS = 1024
 # Session objects made for one operation; "/" keeps them apart from any user label.
 _TMP_LABEL = "tmp/payswitch"
 MAX_MAC_DATA_BYTES = 64 * 1024
@@ -54,10 +69,13 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 def _locked(fn: Callable[P, R]) -> Callable[P, R]:
-    """Hold the library lock for the whole operation and type every library error."""
+    """A command: check the token's role allows it (hsm/roles.py), hold the library lock
+    for the whole operation and type every library error."""
+    name = fn.__name__
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        args[0]._authorize(name)  # type: ignore[attr-defined]
         with session.LIBRARY_LOCK:
             try:
                 return fn(*args, **kwargs)
@@ -79,6 +97,72 @@ class _Key:
     alg: Alg
     main: Any  # pkcs11 SecretKey
     companion: Any | None  # /L or /V object, when the type needs one
+    params: dict[str, str] = field(default_factory=dict)  # keys.key_params
+
+    @property
+    def dec_table(self) -> str:
+        return self.params.get("dt", DEFAULT_DEC_TABLE)
+
+    @property
+    def mac_length(self) -> int:
+        return int(self.params.get("ml", DEFAULT_MAC_LENGTH))
+
+
+class DerivedCache:
+    """Bounded LRU of derived keys held as PKCS#11 session-object handles (sensitive,
+    non-extractable, ``CKA_TOKEN=false``): the values never leave the token. Evicted
+    entries are destroyed. Keys are tuples whose second item is the base key's label,
+    so deleting that key drops what was derived from it. Callers hold the library lock."""
+
+    def __init__(self, max_entries: int = MAX_DERIVED_KEYS) -> None:
+        if max_entries < 0:
+            raise HsmConfigError("derived key cache size >= 0")
+        self.max_entries = max_entries
+        self._d: OrderedDict[tuple, tuple[Any, ...]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: tuple) -> tuple[Any, ...] | None:
+        objs = self._d.get(key)
+        if objs is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._d.move_to_end(key)
+        return objs
+
+    def put(self, key: tuple, objs: tuple[Any, ...]) -> None:
+        if self.max_entries == 0:
+            # No cache: nothing would destroy these later, so callers must not rely on
+            # put() to own them; keep one entry at most.
+            self._drop_all()
+        self._d[key] = objs
+        while len(self._d) > max(self.max_entries, 1):
+            _, old = self._d.popitem(last=False)
+            self._destroy(old)
+
+    def invalidate(self, label: str) -> None:
+        for key in [k for k in self._d if k[1] == label]:
+            self._destroy(self._d.pop(key))
+
+    def _drop_all(self) -> None:
+        while self._d:
+            self._destroy(self._d.popitem()[1])
+
+    clear = _drop_all
+
+    @staticmethod
+    def _destroy(objs: tuple[Any, ...]) -> None:
+        for o in objs:
+            with contextlib.suppress(pkcs11.PKCS11Error):  # session closed: gone already
+                o.destroy()
+
+
+def _pin_hash(pin: str, salt: bytes) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, 200_000)
 
 
 def _decimalize(hexstr: str, n: int) -> str:
@@ -105,20 +189,137 @@ def _pad_method(data: bytes, method: int) -> bytes:
 
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Limits of one ``Hsm``: PIN verifications per card (switch role) and the derived
+    key cache. The switch sets them from its config; the defaults suit tests and demo."""
+
+    pin_verify_max: int = 10  # verifications of one card's PIN per window
+    pin_verify_window_s: float = 600.0
+    pin_verify_cards: int = 100_000  # cards tracked at most (oldest dropped)
+    derived_keys: int = MAX_DERIVED_KEYS
+    clock: Callable[[], float] = time.monotonic
+
+
+class PinVerifyLimiter:
+    """Sliding window of PIN verifications per card, keyed by a hash of the PAN (the
+    PAN itself is not kept). Bounded in cards and in attempts per card."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._seen: OrderedDict[bytes, list[float]] = OrderedDict()
+        self._salt = os.urandom(16)
+
+    def check(self, pan: str) -> None:
+        p = self.policy
+        key = hashlib.sha256(self._salt + pan.encode()).digest()
+        now = p.clock()
+        times = [t for t in self._seen.pop(key, []) if now - t < p.pin_verify_window_s]
+        if len(times) >= p.pin_verify_max:
+            self._seen[key] = times
+            raise PinVerifyLimitError(
+                f"more than {p.pin_verify_max} PIN verifications for one card "
+                f"in {p.pin_verify_window_s:g} s")
+        times.append(now)
+        self._seen[key] = times
+        while len(self._seen) > p.pin_verify_cards:
+            self._seen.popitem(last=False)
+
+
+ROLE_LABEL = "payswitch.role"
+
+
 class HsmBase:
     """One logged-in token, its key cache and the steps every operation shares."""
 
-    def __init__(self, config: TokenConfig) -> None:
+    def __init__(self, config: TokenConfig, *, policy: Policy | None = None) -> None:
+        if config.role not in roles.ROLES:
+            raise HsmConfigError(f"unknown HSM role {config.role!r}; one of "
+                                 f"{', '.join(roles.ROLES)}")
         self.config = config
+        self.policy = policy or Policy()
         self._session = session.open_session(config)
         self._keys: dict[str, _Key] = {}
+        self._derived = DerivedCache(self.policy.derived_keys)
         self._closed = False
+        self._ceremony = False
+        self._pin_limiter = PinVerifyLimiter(self.policy)
+        self.refused: Counter[str] = Counter()  # refused commands by name (metrics)
+        try:
+            self._role_record = self._bind_role(config)
+        except BaseException:
+            session.release_session(config)
+            raise
+        self.role = config.role
+
+    # --- command authorization ------------------------------------------------------
+
+    def _bind_role(self, config: TokenConfig) -> dict[str, str]:
+        """The role written in the token; written now (setup) if the token has none."""
+        with session.LIBRARY_LOCK:
+            objs = list(self._session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: ROLE_LABEL}))
+            if len(objs) > 1:
+                raise HsmDeviceError("token holds more than one role object")
+            if objs:
+                record = json.loads(bytes(objs[0][Attribute.VALUE]))
+                if record.get("role") != config.role:
+                    raise HsmConfigError(
+                        f"token {config.label!r} was set up for role {record.get('role')!r}, "
+                        f"not {config.role!r}")
+                return record
+            record = {"role": config.role}
+            if config.so_pin:
+                salt = os.urandom(16)
+                record["salt"] = salt.hex()
+                record["so_pin_hash"] = _pin_hash(config.so_pin, salt).hex()
+            self._session.create_object({
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.LABEL: ROLE_LABEL,
+                Attribute.APPLICATION: "payswitch",
+                Attribute.VALUE: json.dumps(record).encode(),
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.MODIFIABLE: False,
+            })
+            return record
+
+    def _authorize(self, command: str) -> None:
+        allowed = roles.COMMANDS[self.role]
+        if command in allowed or (self._ceremony and command in roles.CEREMONY):
+            return
+        self.refused[command] += 1
+        raise CommandNotAllowedError(f"{command} is not allowed on a {self.role} token")
+
+    def _limit_pin_verify(self, pan: str) -> None:
+        if not isinstance(pan, str) or not pan.isdigit() or len(pan) > 19:
+            raise HsmInputError("PAN must be up to 19 decimal digits")
+        if self.role in roles.RATE_LIMITED:
+            self._pin_limiter.check(pan)
+
+    @contextlib.contextmanager
+    def ceremony(self, so_pin: str) -> Iterator[None]:
+        """Key ceremony: allow the clear-key commands (``roles.CEREMONY``) for the block,
+        after checking the SO PIN against the hash kept in the token at setup."""
+        rec = self._role_record
+        if "so_pin_hash" not in rec:
+            raise HsmConfigError("this token was set up without an SO PIN: no key ceremony")
+        got = _pin_hash(so_pin, bytes.fromhex(rec["salt"]))
+        if not hmac.compare_digest(got, bytes.fromhex(rec["so_pin_hash"])):
+            self.refused["ceremony"] += 1
+            raise CommandNotAllowedError("key ceremony refused: wrong SO PIN")
+        self._ceremony = True
+        try:
+            yield
+        finally:
+            self._ceremony = False
 
     def close(self) -> None:
         with session.LIBRARY_LOCK:
             if not self._closed:
                 self._closed = True
                 self._keys.clear()
+                self._derived.clear()
                 session.release_session(self.config)
 
     def __enter__(self) -> Self:
@@ -160,7 +361,7 @@ class HsmBase:
             companion = self._find(f"{label}/{roles[0]}")
             if companion is None:
                 raise HsmDeviceError(f"key {label!r} is missing its /{roles[0]} part")
-        k = _Key(label, key_type, alg, main, companion)
+        k = _Key(label, key_type, alg, main, companion, decode_params(bytes(main[Attribute.ID])))
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._keys.clear()
         self._keys[label] = k
@@ -199,7 +400,13 @@ class HsmBase:
         # The least each object needs for its operations.
         if role in ("L", "V"):
             t[Attribute.ENCRYPT] = True
-        elif key_type in (KeyType.ZMK, KeyType.KEK, KeyType.ZPK, KeyType.TPK):
+        elif key_type in (KeyType.ZMK, KeyType.KEK):
+            t[Attribute.ENCRYPT] = True
+            t[Attribute.DECRYPT] = True
+            # TR-31: the KBEK / KBAK are derived in the token (ECB_ENCRYPT_DATA: nothing
+            # an ENCRYPT right does not already give).
+            t[Attribute.DERIVE] = True
+        elif key_type in (KeyType.ZPK, KeyType.TPK):
             t[Attribute.ENCRYPT] = True
             t[Attribute.DECRYPT] = True
         elif key_type is KeyType.BDK and alg is Alg.AES:
@@ -246,7 +453,8 @@ class HsmBase:
         finally:
             obj.destroy()
 
-    def _store(self, label: str, key_type: KeyType, alg: Alg, value: bytes) -> str:
+    def _store(self, label: str, key_type: KeyType, alg: Alg, value: bytes,
+               params: dict[str, str] | None = None) -> str:
         """Create the key's object(s) from its clear value; return the KCV."""
         if len(value) not in KEY_LENGTHS[alg]:
             raise HsmInputError(f"a {alg} key is {'/'.join(map(str, KEY_LENGTHS[alg]))} bytes")
@@ -261,7 +469,7 @@ class HsmBase:
         created = []
         try:
             t = self._template(key_type, alg, "main", label)
-            t[Attribute.ID] = encode_id(key_type, alg, "main", kcv)
+            t[Attribute.ID] = encode_id(key_type, alg, "main", kcv, params)
             t[Attribute.VALUE] = value
             created.append(self._session.create_object(t))
             for role in COMPANIONS.get((key_type, alg), ()):
@@ -285,15 +493,6 @@ class HsmBase:
         if len(s) < 4 or len(s) > 6 or any(c not in "0123456789ABCDEF" for c in s):
             raise HsmInputError("a KCV is 4 to 6 hex digits")
         return s
-
-    def _with_temp_tdes(self, value: bytes, fn: Callable[[Any], bytes]) -> bytes:
-        t = self._template(KeyType.ZPK, Alg.TDES, "tmp", _TMP_LABEL, persistent=False)
-        t[Attribute.VALUE] = value
-        obj = self._session.create_object(t)
-        try:
-            return fn(obj)
-        finally:
-            obj.destroy()
 
     @staticmethod
     def _encrypt_tdes(obj: Any, clear: bytes) -> bytes:

@@ -32,6 +32,8 @@ ASYNC_METHODS = frozenset(
         "key_info", "list_keys", "has_key", "random",
         "encrypt_pin", "translate_pin", "dukpt_encrypt_pin", "translate_pin_dukpt",
         "generate_pvv", "verify_pin_pvv", "generate_ibm3624_offset", "verify_pin_ibm3624",
+        "generate_pvv_clear", "generate_ibm3624_offset_clear",
+        "generate_key_tr31", "import_key_tr31",
         "generate_cvv", "verify_cvv", "generate_cvv2", "verify_cvv2",
         "generate_icvv", "verify_icvv",
         "generate_mac", "verify_mac",

@@ -1,4 +1,5 @@
-"""``payswitch hsm ...``: init a dev token, import/generate keys, list them.
+"""``payswitch hsm ...``: init a dev token, import/generate keys, TR-31 export/import,
+list them.
 
 Configuration comes from the environment: ``SOFTHSM2_CONF`` (the token directory's
 conf file), ``PAYSWITCH_HSM_TOKEN`` (token label, default ``payswitch``) and
@@ -9,10 +10,12 @@ conf file), ``PAYSWITCH_HSM_TOKEN`` (token label, default ``payswitch``) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
 
+from payswitch.hsm import roles
 from payswitch.hsm.errors import HsmError
 from payswitch.hsm.keys import KeyType
 from payswitch.hsm.token import (
@@ -20,6 +23,7 @@ from payswitch.hsm.token import (
     DEV_PIN,
     ENV_CONF,
     ENV_PIN,
+    ENV_ROLE,
     ENV_SO_PIN,
     ENV_TOKEN,
     make_token,
@@ -43,6 +47,18 @@ def _open():
     return Hsm.from_env()
 
 
+@contextlib.contextmanager
+def _ceremony(h):
+    """Clear components are a key ceremony: on a switch/issuer token it needs the SO PIN
+    (``PAYSWITCH_HSM_SO_PIN``, else asked without echo)."""
+    if h.role == roles.PERSONALISATION:
+        yield
+        return
+    so_pin = h.config.so_pin or getpass.getpass("SO PIN (key ceremony): ")
+    with h.ceremony(so_pin):
+        yield
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     directory = args.dir or (
         os.path.dirname(os.environ[ENV_CONF]) if os.environ.get(ENV_CONF) else DEFAULT_DIR
@@ -51,10 +67,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not os.environ.get(ENV_PIN) or not os.environ.get(ENV_SO_PIN):
         print(f"hsm init: {ENV_PIN}/{ENV_SO_PIN} not set: using the DEV PINs "
               "(development tokens only)", file=sys.stderr)
-    cfg = make_token(directory, label)
+    from payswitch.hsm.core import Hsm
+
+    role = args.role or (roles.PERSONALISATION if args.devkeys in ("issuer", "terminal")
+                         else roles.SWITCH)
+    cfg = make_token(directory, label, role=role)
+    with Hsm(cfg):  # the first open binds the role (and the SO PIN's hash) to the token
+        pass
     if args.devkeys:
         from payswitch.hsm import devkeys
-        from payswitch.hsm.core import Hsm
 
         with Hsm(cfg) as h:
             loader = {"switch": devkeys.load_switch_keys, "issuer": devkeys.load_issuer_keys,
@@ -63,6 +84,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"# loaded {n} TEST keys ({args.devkeys} side)", file=sys.stderr)
     print(f"export {ENV_CONF}={cfg.conf}")
     print(f"export {ENV_TOKEN}={cfg.label}")
+    print(f"export {ENV_ROLE}={cfg.role}")
     if cfg.pin == DEV_PIN and not os.environ.get(ENV_PIN):
         print(f"export {ENV_PIN}={DEV_PIN}  # dev token only")
     return 0
@@ -86,8 +108,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             if len(kcvs) not in (len(comps), len(comps) + 1):
                 raise HsmError("one --kcv per component (and optionally one for the key)")
             whole = kcvs[len(comps)] if len(kcvs) > len(comps) else None
-            kcv = h.import_key_components(args.label, args.type, comps, kcvs[: len(comps)],
-                                          alg=args.alg, kcv=whole)
+            with _ceremony(h):
+                kcv = h.import_key_components(args.label, args.type, comps,
+                                              kcvs[: len(comps)], alg=args.alg, kcv=whole)
     print(f"{args.label} {args.type} KCV {kcv}")
     return 0
 
@@ -99,6 +122,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"{args.label} {args.type} KCV {kcv}")
     if crypt is not None:
         print(f"cryptogram under {args.export_under}: {crypt.hex().upper()}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _open() as h:
+        kcv, block = h.generate_key_tr31(args.label, args.type, args.kbpk, alg=args.alg,
+                                         exportability=args.exportability)
+    print(f"{args.label} {args.type} KCV {kcv}")
+    print(f"key block: {block}")
+    return 0
+
+
+def cmd_import_tr31(args: argparse.Namespace) -> int:
+    block = args.block
+    if block == "-":
+        block = sys.stdin.readline().strip()
+    with _open() as h:
+        kcv = h.import_key_tr31(args.label, args.type, args.kbpk, block, kcv=args.kcv)
+    print(f"{args.label} {args.type} KCV {kcv}")
     return 0
 
 
@@ -133,6 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--label", help=f"token label (default ${ENV_TOKEN} or {DEFAULT_LABEL})")
     s.add_argument("--devkeys", choices=("switch", "issuer", "terminal"),
                    help="also load the documented TEST key set for that side")
+    s.add_argument("--role", choices=roles.ROLES,
+                   help="the token's role, fixed at setup (default: switch; personalisation "
+                        "with --devkeys issuer/terminal)")
     s.set_defaults(func=_guard(cmd_init))
 
     s = sub.add_parser("import-key", help="import a key from components or a cryptogram")
@@ -151,6 +196,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--alg", choices=("TDES", "AES", "HMAC"))
     s.add_argument("--export-under", help="ZMK label: print the key's cryptogram under it")
     s.set_defaults(func=_guard(cmd_generate))
+
+    s = sub.add_parser("export", help="generate a key and print it as a TR-31 key block "
+                                      "under a KBPK (TDES: version B, AES: version D)")
+    s.add_argument("--label", required=True)
+    s.add_argument("--type", required=True, choices=types)
+    s.add_argument("--alg", choices=("TDES", "AES"))
+    s.add_argument("--kbpk", required=True, help="label of the ZMK/KEK protecting the block")
+    s.add_argument("--exportability", default="N", choices=("E", "N", "S"))
+    s.set_defaults(func=_guard(cmd_export))
+
+    s = sub.add_parser("import", help="import a key from a TR-31 key block (prints its KCV)")
+    s.add_argument("--label", required=True)
+    s.add_argument("--type", required=True, choices=types)
+    s.add_argument("--kbpk", required=True, help="label of the ZMK/KEK protecting the block")
+    s.add_argument("--block", required=True, help="the key block ('-': read from stdin)")
+    s.add_argument("--kcv", help="expected KCV (checked when given)")
+    s.set_defaults(func=_guard(cmd_import_tr31))
 
     s = sub.add_parser("list", help="labels, types, KCVs and usage (never values)")
     s.set_defaults(func=_guard(cmd_list))

@@ -28,11 +28,15 @@ two real parties would after a key exchange. The labels are module constants
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from payswitch.hsm import roles
 from payswitch.hsm.core import Hsm
 from payswitch.hsm.errors import KeyExistsError
-from payswitch.hsm.token import TokenConfig, make_token
+from payswitch.hsm.token import DEV_SO_PIN, ENV_SO_PIN, TokenConfig, make_token
 
 NETWORKS = ("visa", "mastercard")
 
@@ -141,26 +145,43 @@ TERMINAL_LABELS = (TPK, BDK, BDK_AES) + tuple(f(n) for n in NETWORKS for f in (p
 
 def load(hsm: Hsm, labels: tuple[str, ...]) -> dict[str, str]:
     """Import the named TEST keys (each component checked by KCV); keys already there
-    are kept if their KCV matches. Returns label -> KCV."""
-    out = {}
-    for label in labels:
-        dk = TEST_KEYS[label]
-        try:
-            kcv = hsm.import_key_components(
-                label,
-                dk.key_type,
-                [bytes.fromhex(c) for c in dk.components],
-                list(dk.component_kcvs),
-                alg=dk.alg,
-                kcv=dk.kcv,
-            )
-        except KeyExistsError:
-            info = hsm.key_info(label)
-            if info.key_type.value != dk.key_type or (dk.kcv and info.kcv != dk.kcv):
-                raise
-            kcv = info.kcv
-        out[label] = kcv
-    return out
+    are kept if their KCV matches. Returns label -> KCV. On a switch or issuer token
+    this is a key ceremony: it needs the SO PIN the token was made with (the config's,
+    else ``PAYSWITCH_HSM_SO_PIN``, else the dev SO PIN)."""
+    return load_dev_keys(hsm, [TEST_KEYS[label] for label in labels])
+
+
+def load_dev_keys(hsm: Hsm, keys: list[DevKey]) -> dict[str, str]:
+    """Import TEST keys given as ``DevKey`` (a test's own as well as ``TEST_KEYS``),
+    as ``load`` does: a key ceremony on a switch or issuer token."""
+    with _ceremony(hsm):
+        return {dk.label: _load_one(hsm, dk) for dk in keys}
+
+
+@contextlib.contextmanager
+def _ceremony(hsm: Hsm) -> Iterator[None]:
+    if hsm.role == roles.PERSONALISATION:
+        yield
+        return
+    with hsm.ceremony(hsm.config.so_pin or os.environ.get(ENV_SO_PIN) or DEV_SO_PIN):
+        yield
+
+
+def _load_one(hsm: Hsm, dk: DevKey) -> str:
+    try:
+        return hsm.import_key_components(
+            dk.label,
+            dk.key_type,
+            [bytes.fromhex(c) for c in dk.components],
+            list(dk.component_kcvs),
+            alg=dk.alg,
+            kcv=dk.kcv,
+        )
+    except KeyExistsError:
+        info = hsm.key_info(dk.label)
+        if info.key_type.value != dk.key_type or (dk.kcv and info.kcv != dk.kcv):
+            raise
+        return info.kcv
 
 
 def load_switch_keys(hsm: Hsm) -> dict[str, str]:
@@ -180,10 +201,12 @@ def load_terminal_keys(hsm: Hsm) -> dict[str, str]:
     return load(hsm, TERMINAL_LABELS)
 
 
+# side -> (token label, loader, role). The issuer simulator also plays the card
+# personalisation bureau (PVVs from the cards' clear PINs): personalisation role.
 SIDES = {
-    "switch": ("payswitch-switch", load_switch_keys),
-    "issuer": ("payswitch-issuer", load_issuer_keys),
-    "terminal": ("payswitch-terminal", load_terminal_keys),
+    "switch": ("payswitch-switch", load_switch_keys, roles.SWITCH),
+    "issuer": ("payswitch-issuer", load_issuer_keys, roles.PERSONALISATION),
+    "terminal": ("payswitch-terminal", load_terminal_keys, roles.PERSONALISATION),
 }
 
 
@@ -192,9 +215,9 @@ def make_dev_tokens(directory: str, pin: str | None = None) -> dict[str, TokenCo
     ``directory`` (all made before the library loads, as SoftHSM requires), each with
     its TEST keys. Returns side -> TokenConfig; open each with ``Hsm(config)``.
     Idempotent: existing tokens and keys are kept (KCVs checked)."""
-    configs = {side: make_token(directory, label, pin=pin)
-               for side, (label, _) in SIDES.items()}
-    for side, (_, loader) in SIDES.items():
+    configs = {side: make_token(directory, label, pin=pin, role=role)
+               for side, (label, _, role) in SIDES.items()}
+    for side, (_, loader, _) in SIDES.items():
         with Hsm(configs[side]) as h:
             loader(h)
     return configs

@@ -41,3 +41,15 @@ class HsmBusyError(HsmError):
 
 class HsmDeviceError(HsmError):
     """The PKCS#11 library reported an error we did not expect."""
+
+
+class CommandNotAllowedError(HsmError):
+    """The token's role does not allow this command (e.g. encrypt_pin on the switch's)."""
+
+
+class PinVerifyLimitError(HsmError):
+    """Too many PIN verifications for one card in the window (switch role)."""
+
+
+class MacLengthError(HsmInputError):
+    """A MAC whose length is not the one fixed for its key."""

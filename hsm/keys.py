@@ -147,25 +147,80 @@ class KeyInfo:
     key_type: KeyType
     alg: Alg
     kcv: str  # 6 hex digits, computed in the token
+    dec_table: str | None = None  # PVK: the IBM 3624 decimalisation table
+    mac_length: int | None = None  # TAK/ZAK: the only MAC length generated / accepted
 
     @property
     def usage(self) -> str:
         return ", ".join(sorted(op.value for op in USAGE[self.key_type]))
 
 
-def encode_id(key_type: KeyType, alg: Alg, role: str, kcv: str = "") -> bytes:
-    """CKA_ID: ``ps1|TYPE|ALG|ROLE|KCV`` (the KCV computed in the token at creation)."""
-    return f"ps1|{key_type.value}|{alg.value}|{role}|{kcv}".encode()
+DEFAULT_DEC_TABLE = "0123456789012345"
+DEFAULT_MAC_LENGTH = 8
+
+
+def check_dec_table(table: str) -> str:
+    """16 decimal digits using every digit 0-9: a table that maps onto fewer digits
+    shrinks the natural PIN's space (and is the tool of the decimalisation attack)."""
+    if (not isinstance(table, str) or len(table) != 16 or not table.isdigit()
+            or not table.isascii() or len(set(table)) != 10):
+        raise HsmInputError("decimalisation table: 16 decimal digits using all of 0-9")
+    return table
+
+
+def key_params(key_type: KeyType, alg: Alg, dec_table: str | None,
+               mac_length: int | None) -> dict[str, str]:
+    """The per-key parameters kept with the key in the token (CKA_ID, not modifiable):
+    a PVK's decimalisation table, a TAK/ZAK's MAC length."""
+    out: dict[str, str] = {}
+    if dec_table is not None and key_type is not KeyType.PVK:
+        raise HsmInputError("only a PVK has a decimalisation table")
+    if mac_length is not None and key_type not in (KeyType.TAK, KeyType.ZAK):
+        raise HsmInputError("only a TAK or ZAK has a MAC length")
+    if key_type is KeyType.PVK:
+        out["dt"] = check_dec_table(dec_table or DEFAULT_DEC_TABLE)
+    if key_type in (KeyType.TAK, KeyType.ZAK):
+        n = DEFAULT_MAC_LENGTH if mac_length is None else mac_length
+        hi = 8 if alg is Alg.TDES else 16
+        if not isinstance(n, int) or not 4 <= n <= hi:
+            raise HsmInputError(f"MAC length is 4 to {hi} bytes")
+        out["ml"] = str(n)
+    return out
+
+
+def encode_id(key_type: KeyType, alg: Alg, role: str, kcv: str = "",
+              params: dict[str, str] | None = None) -> bytes:
+    """CKA_ID: ``ps1|TYPE|ALG|ROLE|KCV[|k=v;k=v]`` (the KCV computed in the token at
+    creation; the per-key parameters of ``key_params``)."""
+    base = f"ps1|{key_type.value}|{alg.value}|{role}|{kcv}"
+    if params:
+        base += "|" + ";".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return base.encode()
+
+
+def _split_id(raw: bytes) -> list[str] | None:
+    try:
+        parts = raw.decode().split("|")
+    except UnicodeDecodeError:
+        return None
+    return parts if len(parts) in (5, 6) and parts[0] == "ps1" else None
 
 
 def decode_id(raw: bytes) -> tuple[KeyType, Alg, str, str] | None:
-    try:
-        tag, t, a, role, kcv = raw.decode().split("|")
-        if tag != "ps1":
-            return None
-        return KeyType(t), Alg(a), role, kcv
-    except (UnicodeDecodeError, ValueError):
+    parts = _split_id(raw)
+    if parts is None:
         return None
+    try:
+        return KeyType(parts[1]), Alg(parts[2]), parts[3], parts[4]
+    except ValueError:
+        return None
+
+
+def decode_params(raw: bytes) -> dict[str, str]:
+    parts = _split_id(raw)
+    if parts is None or len(parts) < 6 or not parts[5]:
+        return {}
+    return dict(kv.split("=", 1) for kv in parts[5].split(";"))
 
 
 def require(key_type: KeyType, op: Op, label: str) -> None:

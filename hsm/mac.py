@@ -15,6 +15,7 @@ from payswitch.hsm._base import (
 )
 from payswitch.hsm.errors import (
     HsmInputError,
+    MacLengthError,
 )
 from payswitch.hsm.keys import (
     Alg,
@@ -40,15 +41,22 @@ class MacOps(HsmBase):
 
     @_locked
     def generate_mac(self, key: str, data: bytes, *, padding: int = 1,
-                     length: int = 8) -> bytes:
-        """TAK/ZAK: retail MAC (ISO 9797-1 alg 3, DES) for TDES keys, AES-CMAC for AES."""
-        return self._mac(self._use(key, Op.MAC), data, padding, length)
+                     length: int | None = None) -> bytes:
+        """TAK/ZAK: retail MAC (ISO 9797-1 alg 3, DES) for TDES keys, AES-CMAC for AES,
+        of the length fixed for the key when it was imported (``mac_length``, default 8);
+        ``length``, when given, must be that one."""
+        k = self._use(key, Op.MAC)
+        if length is not None and length != k.mac_length:
+            raise MacLengthError(f"key {key!r} makes {k.mac_length}-byte MACs")
+        return self._mac(k, data, padding, k.mac_length)
 
     @_locked
     def verify_mac(self, key: str, data: bytes, mac: bytes, *, padding: int = 1) -> bool:
-        if not isinstance(mac, bytes | bytearray) or not 4 <= len(mac) <= 16:
-            return False
+        """False for a MAC of any length but the key's (counted in ``refused`` as
+        ``verify_mac:length``): a peer or an attacker cannot choose a 4-byte MAC to make
+        a forgery 2^32 times easier. Callers keep their bool contract."""
         k = self._use(key, Op.MAC)
-        if k.alg is Alg.TDES and len(mac) > 8:
+        if not isinstance(mac, bytes | bytearray) or len(mac) != k.mac_length:
+            self.refused["verify_mac:length"] += 1
             return False
-        return hmac.compare_digest(self._mac(k, data, padding, len(mac)), bytes(mac))
+        return hmac.compare_digest(self._mac(k, data, padding, k.mac_length), bytes(mac))

@@ -78,6 +78,15 @@ class PinOps(HsmBase):
         Formats 0/1/3 under TDES keys, 4 under AES keys."""
         return self._encode_block(self._use(key, Op.PIN_OUT), pin, pan, fmt)
 
+    @staticmethod
+    def _check_no_downgrade(src_format: int, dst_format: int) -> None:
+        """ISO 9564-1: a block in a PAN-bound format (0, 3, 4) may not be translated to
+        format 1 or 2, which drop the PAN binding (the block could be replayed with
+        another card, and format 1 makes an encrypt-and-compare oracle easier)."""
+        if src_format in (0, 3, 4) and dst_format in (1, 2):
+            raise PinBlockError(
+                f"PIN block format {src_format} may not be translated to format {dst_format}")
+
     def _zpk_out(self, dst_key: str) -> _Key:
         dst = self._use(dst_key, Op.PIN_OUT)
         if dst.key_type is not KeyType.ZPK:
@@ -96,6 +105,7 @@ class PinOps(HsmBase):
     ) -> bytes:
         """PIN block under a TPK/ZPK -> under a ZPK, optionally changing ISO format
         (0/1/3 with TDES keys, 4 with AES keys; TDES <-> AES is allowed)."""
+        self._check_no_downgrade(src_format, dst_format)
         src = self._use(src_key, Op.PIN_IN)
         dst = self._zpk_out(dst_key)
         self._check_format(dst, dst_format)
@@ -131,22 +141,28 @@ class PinOps(HsmBase):
         AES_ECB_ENCRYPT_DATA derivation of a session object (all destroyed after)."""
         if not isinstance(ksn, bytes | bytearray) or len(ksn) != 12:
             raise HsmInputError("an AES DUKPT KSN is 12 bytes")
-        made: list[Any] = []
+        ksn = bytes(ksn)
+        key = self._derived_aes(("aes-ik", bdk.label, ksn[:8]), bdk.main,
+                                dukpt.aes_initial_key_data(ksn))
+        for data in dukpt.aes_intermediate_data(ksn):
+            key = self._derived_aes(("aes-ik", bdk.label, ksn[:8], data), key, data)
+        final = self._derive_aes(key, dukpt.aes_working_key_data(ksn, dukpt.AES_USAGE_PIN),
+                                 final=True)
         try:
-            key = self._derive_aes(bdk.main, dukpt.aes_initial_key_data(bytes(ksn)),
-                                   final=False)
-            made.append(key)
-            for data in dukpt.aes_intermediate_data(bytes(ksn)):
-                key = self._derive_aes(key, data, final=False)
-                made.append(key)
-            key = self._derive_aes(key, dukpt.aes_working_key_data(bytes(ksn),
-                                                                   dukpt.AES_USAGE_PIN),
-                                   final=True)
-            made.append(key)
-            yield _Key("dukpt-pin-key", KeyType.ZPK, Alg.AES, key, None)
+            yield _Key("dukpt-pin-key", KeyType.ZPK, Alg.AES, final, None)
         finally:
-            for o in made:
-                o.destroy()
+            final.destroy()
+
+    def _derived_aes(self, cache_key: tuple, base: Any, data: bytes) -> Any:
+        """An AES DUKPT initial or intermediate key (derive-only session object), from the
+        bounded LRU of handles: consecutive KSNs of a device share the initial key and
+        the intermediate keys of their counter's high bits."""
+        hit = self._derived.get(cache_key)
+        if hit is not None:
+            return hit[0]
+        key = self._derive_aes(base, data, final=False)
+        self._derived.put(cache_key, (key,))
+        return key
 
     @_locked
     def dukpt_encrypt_pin(self, bdk: str, ksn: bytes, pin: str, pan: str | None,
@@ -159,8 +175,7 @@ class PinOps(HsmBase):
             with self._aes_dukpt_pin_key(k, ksn) as pin_key:
                 return self._encode_block(pin_key, pin, pan, 4)
         clear = pb.encode(pin, pan, fmt, self._fill(fmt))
-        key = self._dukpt_pin_key(k, ksn)
-        return self._with_temp_tdes(key, lambda o: self._encrypt_tdes(o, clear))
+        return dukpt.tdes_ecb(self._dukpt_pin_key(k, ksn), clear, decrypt=False)
 
     @_locked
     def translate_pin_dukpt(
@@ -178,6 +193,7 @@ class PinOps(HsmBase):
         AES BDK (X9.24-3, AES-128): 12-byte KSN, 16-byte format 4 block."""
         k = self._use(bdk, Op.DUKPT)
         src_format = self._dukpt_format(k, src_format)
+        self._check_no_downgrade(src_format, dst_format)
         dst = self._zpk_out(dst_key)
         self._check_format(dst, dst_format)
         if k.alg is Alg.AES:
@@ -188,11 +204,7 @@ class PinOps(HsmBase):
             return self._encode_block(dst, pin, pan, dst_format)
         if not isinstance(pin_block, bytes | bytearray) or len(pin_block) != 8:
             raise PinBlockError("a TDES PIN block is 8 bytes")
-        key = self._dukpt_pin_key(k, ksn)
-        clear = self._with_temp_tdes(
-            key, lambda o: o.decrypt(bytes(pin_block), mechanism=Mechanism.DES3_ECB)
-        )
-        del key
+        clear = dukpt.tdes_ecb(self._dukpt_pin_key(k, ksn), bytes(pin_block), decrypt=True)
         pin = pb.decode(clear, pan, src_format)
         return self._encode_block(dst, pin, pan, dst_format)
 
@@ -205,8 +217,16 @@ class PinOps(HsmBase):
         return _decimalize(out.hex().upper(), 4)
 
     @_locked
-    def generate_pvv(self, pvk: str, pan: str, pin: str, pvki: int = 1) -> str:
-        """Visa PVV of a clear PIN (issuance: the PIN is chosen/printed by the issuer)."""
+    def generate_pvv(self, pvk: str, pan: str, pin_block: bytes, zpk: str, *,
+                     pvki: int = 1, fmt: int = 0) -> str:
+        """Visa PVV of the PIN in an encrypted PIN block (under a ZPK/TPK): issuing,
+        e.g. a PIN change or a PIN chosen at a branch. No clear PIN crosses the API."""
+        pv = self._use(pvk, Op.PIN_VERIFY)
+        return self._pvv(pv, pan, self._pin_from_block(pin_block, pan, zpk, fmt), pvki)
+
+    @_locked
+    def generate_pvv_clear(self, pvk: str, pan: str, pin: str, pvki: int = 1) -> str:
+        """Visa PVV of a clear PIN: card personalisation only (personalisation role)."""
         _check_digits(pin, "PIN", 4, 12)
         return self._pvv(self._use(pvk, Op.PIN_VERIFY), pan, pin, pvki)
 
@@ -218,40 +238,55 @@ class PinOps(HsmBase):
                        pvki: int = 1, fmt: int = 0) -> bool:
         """Verify an encrypted PIN block against a Visa PVV."""
         _check_digits(pvv, "PVV", 4, 4)
+        self._limit_pin_verify(pan)
         pv = self._use(pvk, Op.PIN_VERIFY)
         pin = self._pin_from_block(pin_block, pan, zpk, fmt)
         return hmac.compare_digest(self._pvv(pv, pan, pin, pvki), pvv)
 
-    def _natural_pin(self, pvk: _Key, validation_data: str, dec_table: str, n: int,
-                     pad: str) -> str:
-        if len(dec_table) != 16 or not dec_table.isdigit():
-            raise HsmInputError("decimalisation table is 16 decimal digits")
+    @staticmethod
+    def _natural_pin(pvk: _Key, validation_data: str, n: int, pad: str) -> str:
+        """Decimalised E_PVK(validation data), with the key's own decimalisation table
+        (kept with the key in the token: a caller cannot choose it)."""
         if len(validation_data) > 16 or any(
             c not in "0123456789ABCDEFabcdef" for c in validation_data + pad
         ) or len(pad) != 1:
             raise HsmInputError("validation data is up to 16 hex digits, pad one hex digit")
+        table = pvk.dec_table
         vd = (validation_data + pad * 16)[:16]
         out = pvk.main.encrypt(bytes.fromhex(vd), mechanism=Mechanism.DES3_ECB).hex()
-        return "".join(dec_table[int(c, 16)] for c in out[:n])
+        return "".join(table[int(c, 16)] for c in out[:n])
+
+    @staticmethod
+    def _offset(pin: str, natural: str) -> str:
+        return "".join(str((int(p) - int(q)) % 10) for p, q in zip(pin, natural, strict=True))
 
     @_locked
-    def generate_ibm3624_offset(self, pvk: str, pin: str, validation_data: str,
-                                dec_table: str = "0123456789012345", pad: str = "F") -> str:
+    def generate_ibm3624_offset(self, pvk: str, pin_block: bytes, pan: str, zpk: str,
+                                validation_data: str, *, pad: str = "F",
+                                fmt: int = 0) -> str:
+        """IBM 3624 offset of the PIN in an encrypted PIN block (issuing)."""
+        pv = self._use(pvk, Op.PIN_VERIFY)
+        pin = self._pin_from_block(pin_block, pan, zpk, fmt)
+        return self._offset(pin, self._natural_pin(pv, validation_data, len(pin), pad))
+
+    @_locked
+    def generate_ibm3624_offset_clear(self, pvk: str, pin: str, validation_data: str,
+                                      pad: str = "F") -> str:
+        """IBM 3624 offset of a clear PIN: card personalisation only."""
         _check_digits(pin, "PIN", 4, 12)
-        nat = self._natural_pin(self._use(pvk, Op.PIN_VERIFY), validation_data, dec_table,
-                                len(pin), pad)
-        return "".join(str((int(p) - int(q)) % 10) for p, q in zip(pin, nat, strict=True))
+        pv = self._use(pvk, Op.PIN_VERIFY)
+        return self._offset(pin, self._natural_pin(pv, validation_data, len(pin), pad))
 
     @_locked
     def verify_pin_ibm3624(self, pin_block: bytes, pan: str, zpk: str, pvk: str, offset: str,
-                           validation_data: str, dec_table: str = "0123456789012345",
-                           pad: str = "F", fmt: int = 0) -> bool:
-        """Verify an encrypted PIN block by IBM 3624 offset (PIN length = offset length)."""
+                           validation_data: str, pad: str = "F", fmt: int = 0) -> bool:
+        """Verify an encrypted PIN block by IBM 3624 offset (PIN length = offset length),
+        with the PVK's own decimalisation table."""
         _check_digits(offset, "offset", 4, 12)
+        self._limit_pin_verify(pan)
         pv = self._use(pvk, Op.PIN_VERIFY)
         pin = self._pin_from_block(pin_block, pan, zpk, fmt)
         if len(pin) != len(offset):
             return False
-        nat = self._natural_pin(pv, validation_data, dec_table, len(pin), pad)
-        got = "".join(str((int(p) - int(q)) % 10) for p, q in zip(pin, nat, strict=True))
+        got = self._offset(pin, self._natural_pin(pv, validation_data, len(pin), pad))
         return hmac.compare_digest(got, offset)

@@ -30,6 +30,7 @@ ENV_TOKEN = "PAYSWITCH_HSM_TOKEN"
 ENV_PIN = "PAYSWITCH_HSM_PIN"
 ENV_SO_PIN = "PAYSWITCH_HSM_SO_PIN"
 ENV_MODULE = "PAYSWITCH_HSM_MODULE"
+ENV_ROLE = "PAYSWITCH_HSM_ROLE"
 
 _MODULE_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -48,9 +49,16 @@ class TokenConfig:
     conf: str
     label: str
     pin: str
+    # The token's role (hsm/roles.py): bound into the token at its first open; a later
+    # open asking for another role is refused.
+    role: str = "switch"
+    # Known at setup only (make_token, or PAYSWITCH_HSM_SO_PIN for a key ceremony): its
+    # PBKDF2 hash is kept in the role object so `Hsm.ceremony(so_pin)` can check it.
+    so_pin: str | None = None
 
     def __repr__(self) -> str:
-        return f"TokenConfig(module={self.module!r}, conf={self.conf!r}, label={self.label!r})"
+        return (f"TokenConfig(module={self.module!r}, conf={self.conf!r}, "
+                f"label={self.label!r}, role={self.role!r})")
 
 
 def module_path() -> str:
@@ -121,8 +129,10 @@ def make_token(
     label: str = DEFAULT_LABEL,
     pin: str | None = None,
     so_pin: str | None = None,
+    role: str = "switch",
 ) -> TokenConfig:
     """Create (if missing) a token ``label`` in ``directory``; return how to open it.
+    ``role`` (hsm/roles.py) is bound into the token the first time it is opened.
 
     PINs: the arguments, else ``PAYSWITCH_HSM_PIN`` / ``PAYSWITCH_HSM_SO_PIN``, else the
     dev defaults (throwaway tokens only). Idempotent: an existing token is kept.
@@ -144,12 +154,16 @@ def make_token(
         if res.returncode != 0:
             # softhsm2-util does not echo PINs; its message is safe to show.
             raise HsmConfigError(f"softhsm2-util --init-token failed: {res.stderr.strip()}")
-    return TokenConfig(module=module_path(), conf=conf, label=label, pin=pin)
+    return TokenConfig(module=module_path(), conf=conf, label=label, pin=pin, role=role,
+                       so_pin=so_pin)
 
 
-def config_from_env(label: str | None = None) -> TokenConfig:
+def config_from_env(label: str | None = None, role: str | None = None) -> TokenConfig:
     """The token named by the environment: ``SOFTHSM2_CONF``, ``PAYSWITCH_HSM_TOKEN``
-    (label, default ``payswitch``) and ``PAYSWITCH_HSM_PIN`` (required)."""
+    (label, default ``payswitch``), ``PAYSWITCH_HSM_PIN`` (required),
+    ``PAYSWITCH_HSM_ROLE`` (default ``switch``; must match the role the token was set
+    up with; ``role`` overrides it: the simulators ask for ``personalisation``) and,
+    for a key ceremony only, ``PAYSWITCH_HSM_SO_PIN``."""
     conf = os.environ.get(ENV_CONF)
     if not conf:
         raise HsmConfigError(f"{ENV_CONF} is not set (run `payswitch hsm init`)")
@@ -161,4 +175,6 @@ def config_from_env(label: str | None = None) -> TokenConfig:
         conf=conf,
         label=label or os.environ.get(ENV_TOKEN, DEFAULT_LABEL),
         pin=pin,
+        role=role or os.environ.get(ENV_ROLE) or "switch",
+        so_pin=os.environ.get(ENV_SO_PIN) or None,
     )

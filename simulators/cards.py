@@ -113,6 +113,7 @@ class Card:
     service_code: str = "201"  # chip card
     wrong: str = ""  # what the terminal gets wrong: "", pin, cvv, cvv2, arqc
     pin_tries_max: int | None = 3  # wrong PINs in a row before 75; None = not counted
+    cvn_: int = 0  # the chip's cryptogram version; 0: the network's default (see cvn)
 
     @property
     def entered_pin(self) -> str:
@@ -122,6 +123,14 @@ class Card:
     @property
     def network(self) -> str | None:
         return network_of(self.pan)
+
+    @property
+    def cvn(self) -> int:
+        """The chip's cryptogram version (hsm/emv.py): Visa 18 (VIS 1.6) unless the card
+        says 10; Mastercard M/Chip 16 unless it says 17."""
+        if self.cvn_:
+            return self.cvn_
+        return 16 if self.network == "mastercard" else 18
 
     @property
     def expiry(self) -> str:
@@ -134,9 +143,10 @@ class Card:
 
 def _cards() -> tuple[Card, ...]:
     cards = []
-    for net, bin6 in (("visa", "476173"), ("mastercard", "541333")):
+    # A mix of cryptogram versions: Visa CVN 10 and 18, Mastercard CVN 16 and 17.
+    for net, bin6, alt in (("visa", "476173", 10), ("mastercard", "541333", 17)):
         cards += [
-            Card(f"{net}_approve", with_luhn(bin6 + "000000001"), "00"),
+            Card(f"{net}_approve", with_luhn(bin6 + "000000001"), "00", cvn_=alt),
             Card(f"{net}_approve_2", with_luhn(bin6 + "000000019"), "00"),
             Card(f"{net}_decline", with_luhn(bin6 + "000000050"), "05"),
             Card(f"{net}_insufficient_funds", with_luhn(bin6 + "000000051"), "51",
@@ -149,12 +159,14 @@ def _cards() -> tuple[Card, ...]:
             Card(f"{net}_pin_tries", with_luhn(bin6 + "000000075"), "75", wrong="pin"),
             Card(f"{net}_bad_cvv", with_luhn(bin6 + "000000082"), "82", wrong="cvv"),
             Card(f"{net}_bad_cvv2", with_luhn(bin6 + "000000077"), "N7", wrong="cvv2"),
-            Card(f"{net}_bad_arqc", with_luhn(bin6 + "000000083"), "82", wrong="arqc"),
+            Card(f"{net}_bad_arqc", with_luhn(bin6 + "000000083"), "82", wrong="arqc",
+                 cvn_=alt),
             # Luhn-valid and in the issuer's BIN, but the issuer has no such account.
             Card(f"{net}_invalid_card", with_luhn(bin6 + "000000014"), "14"),
             Card(f"{net}_no_answer", with_luhn(bin6 + "000000091"), NO_ANSWER),
         ]
-    cards.append(Card("mastercard_2series_approve", with_luhn("222100" + "000000001"), "00"))
+    cards.append(Card("mastercard_2series_approve", with_luhn("222100" + "000000001"), "00",
+                      cvn_=17))
     cards.append(Card("unrouted", with_luhn("601100" + "000000001"), "15"))
     return tuple(cards)
 

@@ -78,7 +78,9 @@ def _hsm(label: str | None):
         return None
     from payswitch.hsm import Hsm, config_from_env
 
-    return Hsm(config_from_env(label))
+    # Simulator tokens (PIN pads, chips, issuer + card bureau) are personalisation
+    # tokens (hsm/roles.py); a switch token is refused here.
+    return Hsm(config_from_env(label, role="personalisation"))
 
 
 def _load(args) -> int:

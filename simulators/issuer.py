@@ -16,9 +16,11 @@ checks the card for real, in this order, after "on file" and "in date":
    Wrong: ``55``; the ``pin_tries_max``-th wrong PIN in a row and any PIN after it:
    ``75`` (a right PIN before that resets the count).
 4. The usual outcome (05, 51, ...).
-5. ARQC, when DE55 carries one (9F26, ATC 9F36, PSN from DE23, CVN 10 or 18 from
-   the IAD 9F10 byte 3): verified with MK-AC; an ARPC (method 1, ARC = the answer's
-   DE39) is returned in DE55 tag 91 (ARPC || ARC). A wrong ARQC turns the answer
+5. ARQC, when DE55 carries one (9F26, ATC 9F36, UN 9F37, PSN from DE23, the CVN
+   named by the IAD 9F10: Visa 10 / 18, Mastercard 16 / 17, and it must be the card's
+   own, see ``cards.Card.cvn``): verified with MK-AC through the CVN's key path
+   (hsm/emv.py); an ARPC (method 1, ARC = the answer's DE39) is returned in DE55 tag
+   91 (ARPC || ARC). A wrong ARQC turns the answer
    into ``82`` (Visa: "negative CAM / iCVV result"), with no ARPC: the issuer does not
    authenticate itself to a card it could not authenticate.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
+from collections import Counter
 from collections.abc import Mapping
 
 from payswitch.codecs.errors import CodecError
@@ -73,6 +76,7 @@ class Issuer:
     def __init__(self, cards: Mapping[str, Card] | None = None, seed: int | None = None,
                  today: dt.date | None = None, hsm: Hsm | None = None) -> None:
         self.cards = dict(BY_PAN if cards is None else cards)
+        self.arqc_by_cvn: Counter[int] = Counter()  # ARQCs checked, by cryptogram version
         self._rng = random.Random(seed)
         self._today = today
         self._auth_seq = itertools.count(1)
@@ -80,7 +84,7 @@ class Issuer:
         self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
         # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
         self.pvv = {} if hsm is None else {
-            c.pan: hsm.generate_pvv(devkeys.pvk(c.network), c.pan, c.pin)
+            c.pan: hsm.generate_pvv_clear(devkeys.pvk(c.network), c.pan, c.pin)
             for c in self.cards.values() if c.network}
 
     def today(self) -> dt.date:
@@ -197,13 +201,15 @@ class Issuer:
             return code, None
         try:
             tags = {t.tag_hex: t.value for t in decode_tlv(msg.emv)}
-            iad = tags.get("9F10", b"")
-            cvn = iad[2] if len(iad) > 2 and iad[2] in (10, 18) else 18
+            cvn = emv.cvn_of(tags)
+            if cvn != card.cvn:  # the issuer knows the card's profile: no downgrade
+                return "82", None
             psn = (msg.card_sequence or "000")[-2:]
+            self.arqc_by_cvn[cvn] += 1
             ok, arpc = self.hsm.verify_arqc(
                 devkeys.mkac(card.network), pan, psn, emv.atc_of(tags),
                 emv.arqc_input(tags, cvn), tags.get("9F26", b""), arc=code.encode()[:2],
-                padding=emv.CVNS[cvn].padding)
+                cvn=cvn, un=tags.get("9F37"))
         except (CodecError, HsmError):
             return "82", None
         if not ok:

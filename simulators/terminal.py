@@ -15,7 +15,8 @@ With an ``Hsm`` on the terminal's own token (``devkeys.load_terminal_keys``) the
 crypto is real: the PIN block (format 0) is built under the PIN pad's TPK, or under
 TDES DUKPT from ``devkeys.BDK`` with the KSN in DE62 (20 hex digits) for a DUKPT
 terminal; every purchase and withdrawal carries online PIN (chip and PIN). Track 2
-carries the CVV (iCVV for chip), DE55 a real ARQC (CVN 10) from the card's ICC key,
+carries the CVV (iCVV for chip), DE55 a real ARQC from the card's UDK (the card's
+cryptogram version: Visa CVN 10 or 18, Mastercard M/Chip CVN 16 or 17),
 all computed with the issuer keys held by that token: they stand in for the card's
 personalisation (a real terminal reads CVV and ARQC from the card). Without an HSM
 the PIN block is 8 random bytes, the CVV 000 and the ARQC random (no checks possible).
@@ -60,13 +61,24 @@ def now_fields(now: dt.datetime | None = None) -> dict[str, str]:
     }
 
 
-def emv_tags(amount_minor: int, rng: random.Random, atc: int = 1) -> dict[str, bytes]:
+# Issuer application data (9F10) per cryptogram version: Visa format 0/1 (length 06,
+# CVN in byte 3) and Mastercard M/Chip 4 (CVN in byte 2, CVR, DAC, counters).
+IADS = {
+    10: "06010A03A00000",
+    18: "06011203A00000",
+    16: "0110A00003220000000000000000000000FF",
+    17: "0111A00003220000000000000000000322FF",
+}
+
+
+def emv_tags(amount_minor: int, rng: random.Random, atc: int = 1,
+             cvn: int = 18) -> dict[str, bytes]:
     """The tags an ARQC request carries, the cryptogram (9F26) still random."""
     today = dt.datetime.now(dt.UTC).strftime("%y%m%d")
     return {
         "9F26": rng.randbytes(8),  # application cryptogram (set by the card)
         "9F27": b"\x80",  # cryptogram information data: ARQC
-        "9F10": bytes.fromhex("06010A03A00000"),  # issuer application data, CVN 10 (0A)
+        "9F10": bytes.fromhex(IADS[cvn]),  # issuer application data, names the CVN
         "9F37": rng.randbytes(4),  # unpredictable number
         "9F36": atc.to_bytes(2, "big"),  # ATC
         "95": bytes(5),  # TVR
@@ -90,7 +102,6 @@ def placeholder_emv(amount_minor: int, rng: random.Random) -> bytes:
     return encode_emv(emv_tags(amount_minor, rng))
 
 
-CVN = 10  # the cryptogram version the simulated cards use (IAD byte 3 = 0A)
 DUKPT_KSN_DE = 62
 
 
@@ -142,10 +153,10 @@ class CardCrypto:
     def arqc_emv(self, card: Card, psn: str, amount_minor: int, rng: random.Random) -> bytes:
         atc = self._atc.get(card.pan, rng.randrange(1, 1000)) + 1
         self._atc[card.pan] = atc
-        tags = emv_tags(amount_minor, rng, atc % 0x10000)
+        tags = emv_tags(amount_minor, rng, atc % 0x10000, card.cvn)
         arqc = self.hsm.generate_arqc(devkeys.mkac(self._net(card)), card.pan, psn,
-                                      tags["9F36"], emv.arqc_input(tags, CVN),
-                                      padding=emv.CVNS[CVN].padding)
+                                      tags["9F36"], emv.arqc_input(tags, card.cvn),
+                                      cvn=card.cvn, un=tags["9F37"])
         if card.wrong == "arqc":
             arqc = bytes([arqc[0] ^ 0xFF]) + arqc[1:]
         tags["9F26"] = arqc

@@ -4,13 +4,16 @@ hsm/testing.py so that the runtime package never imports pytest).
 SoftHSM reads its configuration once per process, so one session-wide directory holds
 every test token, all made before the library loads:
 
-* ``hsm_token`` / ``hsm``: the switch side token ``switch-test`` and an ``Hsm`` on it.
+* ``hsm_token`` / ``hsm``: the switch side token ``switch-test`` (role ``switch``: no
+  clear-PIN, PIN-pad or card-side command) and an ``Hsm`` on it.
 * ``issuer_hsm_token`` / ``issuer_hsm``: the issuer side token ``issuer-test`` (network
-  simulators keep their keys apart from the switch, as a real issuer does).
+  simulators keep their keys apart from the switch, as a real issuer does; role
+  ``personalisation``, as the simulator also personalises the cards).
 * ``terminal_hsm_token`` / ``terminal_hsm``: the terminal side token ``terminal-test``
-  (the PIN pads' TPK/BDK and the card personalisation keys of the terminal generator).
-* ``hsm_scratch``: an ``Hsm`` on the ``scratch-test`` token, for tests that create and
-  delete keys freely (use unique labels: the token lives for the whole run).
+  (role ``personalisation``: the PIN pads' TPK/BDK and the card personalisation keys).
+* ``hsm_scratch``: an ``Hsm`` on the ``scratch-test`` token (role ``personalisation``),
+  for tests that create and delete keys freely (use unique labels: the token lives for
+  the whole run).
 
 No key is loaded by these fixtures; call ``payswitch.hsm.devkeys`` for the test set.
 Only for tests: this module imports pytest, which is a dev dependency.
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from payswitch.hsm import roles
 from payswitch.hsm.core import Hsm
 from payswitch.hsm.token import DEV_PIN, TokenConfig, make_token
 
@@ -35,8 +39,11 @@ TERMINAL_TOKEN = "terminal-test"
 def hsm_tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TokenConfig]:
     d = tmp_path_factory.mktemp("softhsm")
     return {
-        label: make_token(d, label, pin=DEV_PIN)
-        for label in (SWITCH_TOKEN, ISSUER_TOKEN, SCRATCH_TOKEN, TERMINAL_TOKEN)
+        label: make_token(d, label, pin=DEV_PIN, role=role)
+        for label, role in ((SWITCH_TOKEN, roles.SWITCH),
+                            (ISSUER_TOKEN, roles.PERSONALISATION),
+                            (SCRATCH_TOKEN, roles.PERSONALISATION),
+                            (TERMINAL_TOKEN, roles.PERSONALISATION))
     }
 
 

@@ -42,7 +42,7 @@ def test_switch_issuer_terminal_interoperate(hsm, issuer_hsm, hsm_scratch):
     assert {i.label for i in hsm.list_keys()} >= set(devkeys.SWITCH_LABELS)
 
     pan, pin = "4761739001010010", "1234"
-    pvv = hsm_scratch.generate_pvv(devkeys.pvk("visa"), pan, pin)
+    pvv = hsm_scratch.generate_pvv_clear(devkeys.pvk("visa"), pan, pin)
     # Terminal: PIN block under the TPK; switch: TPK -> link ZPK; issuer: PVV.
     block = hsm_scratch.encrypt_pin(devkeys.TPK, pin, pan)
     fwd = hsm.translate_pin(block, pan, devkeys.TPK, devkeys.zpk("visa"))
@@ -75,9 +75,11 @@ def test_make_dev_tokens_in_a_fresh_process(tmp_path):
         "from payswitch.hsm import Hsm, devkeys\n"
         "cfgs = devkeys.make_dev_tokens(sys.argv[1])\n"
         "cfgs = devkeys.make_dev_tokens(sys.argv[1])  # idempotent\n"
-        "with Hsm(cfgs['switch']) as s, Hsm(cfgs['issuer']) as i:\n"
-        "    b = s.encrypt_pin(devkeys.zpk('visa'), '1234', '4761739001010010')\n"
-        "    pvv = i.generate_pvv(devkeys.pvk('visa'), '4761739001010010', '1234')\n"
+        "with Hsm(cfgs['switch']) as s, Hsm(cfgs['issuer']) as i, \\\n"
+        "        Hsm(cfgs['terminal']) as t:\n"
+        "    b = t.encrypt_pin(devkeys.TPK, '1234', '4761739001010010')\n"
+        "    b = s.translate_pin(b, '4761739001010010', devkeys.TPK, devkeys.zpk('visa'))\n"
+        "    pvv = i.generate_pvv_clear(devkeys.pvk('visa'), '4761739001010010', '1234')\n"
         "    assert i.verify_pin_pvv(b, '4761739001010010', devkeys.zpk('visa'),\n"
         "                            devkeys.pvk('visa'), pvv)\n"
         "    print(sorted(k.label for k in s.list_keys()) == sorted(devkeys.SWITCH_LABELS))\n"

@@ -37,21 +37,22 @@ def test_arqc_for_cvn(hsm_scratch, cvn):
         assert len(data) == 33 + 4
     else:
         assert data.endswith(TAGS["9F10"])
-    arqc = hsm_scratch.generate_arqc(label, PAN, PSN, emv.atc_of(TAGS), data, padding=pad)
+    arqc = hsm_scratch.generate_arqc(label, PAN, PSN, emv.atc_of(TAGS), data, cvn=cvn)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sk = emv_kd.derive_common_sk(emv_kd.derive_icc_mk_a(MK, PAN, PSN),
-                                     TAGS["9F36"] + bytes(6))
+        icc = emv_kd.derive_icc_mk_a(MK, PAN, PSN)
+        # CVN 10 MACs under the card's UDK itself; CVN 18 under the common session key.
+        sk = icc if cvn == 10 else emv_kd.derive_common_sk(icc, TAGS["9F36"] + bytes(6))
         ptype = emv_ac.PaddingType.VISA if pad == 1 else emv_ac.PaddingType.EMV
         assert arqc == emv_ac.generate_ac(sk, data, ptype)
     ok, arpc = hsm_scratch.verify_arqc(label, PAN, PSN, emv.atc_of(TAGS), data, arqc,
-                                       arc=b"00", padding=pad)
+                                       arc=b"00", cvn=cvn)
     assert ok and arpc
     # Amount changed in flight: the ARQC no longer verifies.
     tampered = dict(TAGS, **{"9F02": bytes.fromhex("000000099999")})
     ok, arpc = hsm_scratch.verify_arqc(label, PAN, PSN, emv.atc_of(TAGS),
                                        emv.arqc_input(tampered, cvn), arqc, arc=b"00",
-                                       padding=pad)
+                                       cvn=cvn)
     assert (ok, arpc) == (False, None)
 
 

@@ -131,7 +131,7 @@ def test_generate_and_export_roundtrip(hsm_scratch, keys, issuer_hsm):
     block = hsm_scratch.encrypt_pin(label, "4321", PAN)
     pvk = lab("pvk")
     issuer_hsm.import_key_components(pvk, "PVK", [K1])
-    pvv = issuer_hsm.generate_pvv(pvk, PAN, "4321")
+    pvv = issuer_hsm.generate_pvv_clear(pvk, PAN, "4321")
     assert issuer_hsm.verify_pin_pvv(block, PAN, peer_label, pvk, pvv)
     for x in (zmk_peer, peer_label, pvk):
         issuer_hsm.delete_key(x)

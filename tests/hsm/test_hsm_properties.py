@@ -93,7 +93,7 @@ def test_pvv_matches_psec(hsm_scratch, k, pan, pin, pvki):
         pvk, zpk = keys("PVK", k), keys("ZPK", k[::-1])
         # Visa PVV takes the leftmost 4 PIN digits (psec accepts exactly 4).
         ref = _ref(psec.pin.generate_visa_pvv, k, str(pvki), pin[:4], pan)
-        assert hsm_scratch.generate_pvv(pvk, pan, pin, pvki) == ref
+        assert hsm_scratch.generate_pvv_clear(pvk, pan, pin, pvki) == ref
         block = hsm_scratch.encrypt_pin(zpk, pin, pan)
         assert hsm_scratch.verify_pin_pvv(block, pan, zpk, pvk, ref, pvki)
         wrong = f"{(int(ref) + 1) % 10000:04d}"
@@ -102,18 +102,22 @@ def test_pvv_matches_psec(hsm_scratch, k, pan, pin, pvki):
 
 @EXAMPLES
 @given(k=keys16, pan=pans, pin=pins.filter(lambda p: len(p) <= 12),
-       table=st.text("0123456789", min_size=16, max_size=16))
+       table=st.permutations("0123456789").flatmap(
+           lambda p: st.text("0123456789", min_size=6, max_size=6).map(
+               lambda t: "".join(p) + t)))
 def test_ibm3624_matches_psec(hsm_scratch, k, pan, pin, table):
     with _Keys(hsm_scratch) as keys:
-        pvk, zpk = keys("PVK", k), keys("ZPK", k[::-1])
+        pvk, zpk = _label("pvk"), keys("ZPK", k[::-1])
+        hsm_scratch.import_key_components(pvk, "PVK", [k], dec_table=table)
+        keys.made.append(pvk)
         vd = pan[:12]
         ref = _ref(psec.pin.generate_ibm3624_offset, k, table, pin, vd, 0, len(vd), "F")
-        assert hsm_scratch.generate_ibm3624_offset(pvk, pin, vd, table, "F") == ref
+        assert hsm_scratch.generate_ibm3624_offset_clear(pvk, pin, vd, "F") == ref
         block = hsm_scratch.encrypt_pin(zpk, pin, pan, 3)
-        assert hsm_scratch.verify_pin_ibm3624(block, pan, zpk, pvk, ref, vd, table, "F", 3)
+        assert hsm_scratch.generate_ibm3624_offset(pvk, block, pan, zpk, vd, fmt=3) == ref
+        assert hsm_scratch.verify_pin_ibm3624(block, pan, zpk, pvk, ref, vd, "F", 3)
         other = "".join(str((int(c) + 1) % 10) for c in ref)
-        assert not hsm_scratch.verify_pin_ibm3624(block, pan, zpk, pvk, other, vd, table,
-                                                  "F", 3)
+        assert not hsm_scratch.verify_pin_ibm3624(block, pan, zpk, pvk, other, vd, "F", 3)
 
 
 @EXAMPLES
@@ -138,7 +142,7 @@ def test_cvv_cvv2_icvv_match_psec(hsm_scratch, k, pan, exp, svc):
 def test_arqc_arpc_match_pyemv(hsm_scratch, k, pan, psn, atc, data, arc, padding):
     with _Keys(hsm_scratch) as keys:
         mk = keys("MK-AC", k)
-        icc = _ref(emv_kd.derive_icc_mk_a, k, pan, psn)
+        icc = _ref(emv_kd.derive_icc_mk_b, k, pan, psn)  # CVN 18: option B
         sk = _ref(emv_kd.derive_common_sk, icc, atc + bytes(6))
         ptype = emv_ac.PaddingType.EMV if padding == 2 else emv_ac.PaddingType.VISA
         arqc = _ref(emv_ac.generate_ac, sk, data, ptype)
@@ -172,11 +176,11 @@ def test_aes_cmac_matches_cryptography(hsm_scratch, k, data):
     from cryptography.hazmat.primitives.cmac import CMAC
 
     with _Keys(hsm_scratch) as keys:
-        zak = keys("ZAK", k, alg="AES")
+        zak = keys("ZAK", k, alg="AES")  # MAC length 8, the default
         c = CMAC(AES(k))
         c.update(data)
         ref = c.finalize()
-        assert hsm_scratch.generate_mac(zak, data, length=16) == ref
+        assert hsm_scratch.generate_mac(zak, data) == ref[:8]
         assert hsm_scratch.verify_mac(zak, data, ref[:8])
 
 
@@ -222,7 +226,7 @@ def test_format4_aes_matches_psec(hsm_scratch, k1, k2, pan, pin):
 def test_arpc_method2_matches_pyemv(hsm_scratch, k, pan, atc, data, csu, prop):
     with _Keys(hsm_scratch) as keys:
         mk = keys("MK-AC", k)
-        icc = _ref(emv_kd.derive_icc_mk_a, k, pan, "01")
+        icc = _ref(emv_kd.derive_icc_mk_b, k, pan, "01")  # CVN 18: option B
         sk = _ref(emv_kd.derive_common_sk, icc, atc + bytes(6))
         arqc = _ref(emv_ac.generate_ac, sk, data)
         ok, arpc = hsm_scratch.verify_arqc(mk, pan, "01", atc, data, arqc, csu=csu,

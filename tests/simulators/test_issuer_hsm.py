@@ -52,3 +52,70 @@ def test_cvv_icvv_cvv2(issuer_and_terminal):
     assert "additional_data='<redacted>'" in repr(keyed)  # DE48 holds the CVV2
     assert issuer.respond(term.keyed_purchase(card("visa_bad_cvv2"), 500)).response_code \
         == "N7"
+
+
+
+@pytest.mark.parametrize(("name", "cvn"), [("visa_approve", 10), ("visa_approve_2", 18),
+                                           ("mastercard_approve", 17),
+                                           ("mastercard_approve_2", 16)])
+def test_card_arqc_and_issuer_arpc_match_pyemv(issuer_and_terminal, name, cvn):
+    """The simulated chip's ARQC and the issuer's ARPC (method 1, ARC 00), recomputed by
+    pyemv's CVN classes from the TEST MK-AC: the cards use a mix of CVN 10 (the UDK,
+    no session key), 18 (common session key), M/Chip 16 and 17 (Mastercard SKD)."""
+    import warnings
+
+    from payswitch.codecs.tlv import decode_tlv
+    from payswitch.hsm import emv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pyemv import ac as pyemv_ac
+        from pyemv import cvn as pyemv_cvn
+    issuer, term, ihsm = issuer_and_terminal
+    c = card(name)
+    msg = term.purchase(c, 4000, chip=True)
+    msg.pin_block = ihsm.encrypt_pin(devkeys.zpk(c.network), c.pin, msg.pan)
+    tags = {t.tag_hex: t.value for t in decode_tlv(msg.emv)}
+    assert emv.cvn_of(tags) == cvn == c.cvn
+    mk = devkeys.TEST_KEYS[devkeys.mkac(c.network)].clear
+    base = {f"tag_{t.lower()}": tags[t] for t in (
+        "9F02", "9F03", "9F1A", "95", "5F2A", "9A", "9C", "9F37", "82", "9F36")}
+    iad, psn = tags["9F10"], msg.card_sequence[-2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cls = {10: pyemv_cvn.VisaCVN10, 18: pyemv_cvn.VisaCVN18,
+               16: pyemv_cvn.MasterCardCVN16, 17: pyemv_cvn.MasterCardCVN17}[cvn]
+        ref = cls(mk, mk, mk, c.pan, psn)
+        if cvn == 10:
+            want = ref.generate_ac(**base, cvr=iad[3:7])
+        elif cvn == 18:
+            want = ref.generate_ac(**base, tag_9f10=iad)
+        else:
+            extra = {"counters": iad[10:18]} if cvn == 17 else {}
+            want = ref.generate_ac(**base, cvr=iad[2:8], **extra)
+        if cvn == 18:  # ARPC method 1 under the session key
+            arpc = pyemv_ac.generate_arpc_1(ref._derive_sk_ac_common(tags["9F36"]), want,
+                                            b"00")
+        else:  # method 1 under the UDK
+            arpc = ref.generate_arpc(tag_9f26=want, arpc_rc=b"00")
+    assert tags["9F26"] == want
+    before = issuer.arqc_by_cvn[cvn]
+    resp = issuer.respond(msg)
+    assert resp.response_code == "00"
+    assert issuer.arqc_by_cvn[cvn] == before + 1
+    resp_tags = {t.tag_hex: t.value for t in decode_tlv(resp.emv)}
+    assert resp_tags["91"] == arpc + b"00"
+
+
+def test_issuer_refuses_a_cvn_the_card_does_not_have(issuer_and_terminal):
+    """A CVN 18 card whose DE55 claims CVN 10 (a weaker key path): 82, no ARPC."""
+    from payswitch.codecs.tlv import Tlv, as_tag, decode_tlv, encode_tlv
+
+    issuer, term, ihsm = issuer_and_terminal
+    c = card("visa_approve_2")
+    msg = under_zpk(ihsm, term.purchase(c, 4000, chip=True), c.pin)
+    tlvs = [Tlv(as_tag("9F10"), bytes.fromhex("06010A03A00000")) if t.tag_hex == "9F10"
+            else t for t in decode_tlv(msg.emv)]
+    msg.emv = encode_tlv(tlvs)
+    resp = issuer.respond(msg)
+    assert resp.response_code == "82" and not resp.emv

@@ -46,7 +46,7 @@ def atm(pin_block: bytes, stan: str = "000001", **kw) -> Message:
 
 def issuer_sees_pin(issuer_hsm, block: bytes, pin: str) -> bool:
     """The issuer's own check: the block under ITS ZPK verifies against a PVV of ``pin``."""
-    pvv = issuer_hsm.generate_pvv(devkeys.pvk("visa"), PAN, pin)
+    pvv = issuer_hsm.generate_pvv_clear(devkeys.pvk("visa"), PAN, pin)
     return issuer_hsm.verify_pin_pvv(block, PAN, devkeys.zpk("visa"), devkeys.pvk("visa"), pvv)
 
 

@@ -63,7 +63,7 @@ async def topology(dsn, issuer_hsm, faults: Faults | None = None):
 
 
 def issuer_sees_pin(issuer_hsm, block: bytes, pan: str, pin: str) -> bool:
-    pvv = issuer_hsm.generate_pvv(devkeys.pvk("visa"), pan, pin)
+    pvv = issuer_hsm.generate_pvv_clear(devkeys.pvk("visa"), pan, pin)
     return issuer_hsm.verify_pin_pvv(block, pan, devkeys.zpk("visa"), devkeys.pvk("visa"), pvv)
 
 
@@ -104,7 +104,8 @@ async def test_pin_cvv_arqc_checked_by_the_issuer_arpc_back(dsn, tokens):
     tags = {t.tag_hex: t.value for t in decode_tlv(resp_emv)}
     req_tags = {t.tag_hex: t.value for t in decode_tlv(atm.emv)}
     arpc = terminal_hsm.generate_arpc(devkeys.mkac("visa"), ok.pan, "01",
-                                      emv.atc_of(req_tags), req_tags["9F26"], b"00")
+                                      emv.atc_of(req_tags), req_tags["9F26"], b"00",
+                                      cvn=emv.cvn_of(req_tags), un=req_tags["9F37"])
     assert tags["91"] == arpc + b"00"
     # Nothing secret at rest or in the logs.
     with psycopg.connect(dsn) as conn:
