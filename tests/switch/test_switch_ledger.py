@@ -36,7 +36,7 @@ from payswitch.switch.ledgerwire import (
     det_id,
     keyed_pan_token,
 )
-from payswitch.switch.pipeline import duplicate_key
+from payswitch.switch.messages import duplicate_key
 
 MAC_KEY = "00112233445566778899aabbccddeeff"
 TOKEN_KEY = "ffeeddccbbaa99887766554433221100"
