@@ -1,14 +1,19 @@
-"""The switch runtime: listeners, connections, issuer links, SAF, drain.
+"""The switch runtime's lifecycle: HSM, listeners, connections, issuer links, SAF, drain.
+
+Each request is answered by the transaction manager (switch/txn.py) and its
+participants (switch/participants/), which see ``Services``, never this class.
 
 Task tree (trio structured concurrency)::
 
     Switch.run
     ├── IssuerLink.run            one per [[links]]: connect, sign on, MUX, echo
     ├── Switch._saf_loop          store-and-forward sender
+    ├── Recorder.retry_loop       answers whose journal write failed, written later
     └── work nursery
         ├── _accept_loop          one per [[listeners]] socket
         └── _serve_connection     one per peer connection
-            └── _on_frame         one per request (bounded per connection)
+            └── _on_frame         one per request (bounded per connection):
+                                  TransactionManager.handle
 
 ``stop()`` drains: stop accepting, stop reading, let requests in flight finish (up to
 switch.drain_timeout_ms), sign off the links, return.
