@@ -351,3 +351,20 @@ def test_every_authorization_path_starts_by_identifying_the_sender():
     for mti, path in PATHS.items():
         if mti != "080":
             assert path.head[0] is Identify, mti
+
+
+def test_the_manager_and_participants_never_import_the_server():
+    # the server <-> pipeline cycle must not come back: participants see Services only
+    import ast
+    from pathlib import Path as FsPath
+
+    import payswitch.switch as pkg
+
+    root = FsPath(pkg.__file__).parent
+    files = [root / "txn.py", root / "services.py", root / "record.py", root / "pans.py",
+             root / "messages.py", *sorted((root / "participants").glob("*.py"))]
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.endswith("switch.server") for n in names), f
