@@ -9,9 +9,11 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import os
 from typing import Any
 
 from payswitch.hsm.errors import HsmError
+from payswitch.switch.config import Config, ConfigError
 from payswitch.switch.journal import pan_aad
 from payswitch.switch.logs import log
 from payswitch.switch.messages import pan_of
@@ -84,3 +86,23 @@ async def fingerprint(svc: Services, ctx: Context) -> str:
                                  hashlib.sha256).hexdigest()
     parts = (card, req.processing_code or "", req.currency or "")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def fingerprint_key(cfg: Config) -> bytes:
+    """Key of the PAN hash in a duplicate fingerprint when there is no HSM token: from
+    the env variable named by switch.fingerprint_key_env, else random (a duplicate
+    after a restart then gets 94, not the original's answer)."""
+    var = cfg.switch.fingerprint_key_env
+    value = os.environ.get(var, "")
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        raise ConfigError(f"${var} is not hex") from None
+    if value and len(key) < 16:
+        raise ConfigError(f"${var}: need a hex key of at least 16 bytes")
+    if key:
+        return key
+    if not cfg.hsm.token:
+        log("fingerprint_key_random", logging.WARNING, env=var,
+            note="a duplicate after a restart is answered 94, not replayed")
+    return os.urandom(32)

@@ -80,7 +80,7 @@ class Switch:
         # what the participants see: never this object
         self.services = Services(cfg=cfg, store=self.store, router=self.router,
                                  links=self.links, metrics=self.metrics, ledger=ledger,
-                                 fingerprint_key=self._fingerprint_key(),
+                                 fingerprint_key=pans.fingerprint_key(cfg),
                                  wake_saf=self._wake_saf)
         self.txn = TransactionManager(self.services)
         self._connections: dict[str, int] = {x.name: 0 for x in cfg.listeners}
@@ -256,25 +256,6 @@ class Switch:
 
     def _wake_saf(self) -> None:
         self._saf_wakeup.set()
-
-    def _fingerprint_key(self) -> bytes:
-        """Key of the PAN hash in a duplicate fingerprint when there is no HSM token:
-        from the env variable named by switch.fingerprint_key_env, else random (a
-        duplicate after a restart then gets 94, not the original's answer)."""
-        var = self.cfg.switch.fingerprint_key_env
-        value = os.environ.get(var, "")
-        try:
-            key = bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(f"${var} is not hex") from None
-        if value and len(key) < 16:
-            raise ConfigError(f"${var}: need a hex key of at least 16 bytes")
-        if key:
-            return key
-        if not self.cfg.hsm.token:
-            log("fingerprint_key_random", logging.WARNING, env=var,
-                note="a duplicate after a restart is answered 94, not replayed")
-        return os.urandom(32)
 
     # -- store and forward ------------------------------------------------------------
     async def _saf_loop(self) -> None:

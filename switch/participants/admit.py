@@ -64,7 +64,6 @@ class NetworkManagement(Participant):
             except (UnknownTerminal, UnknownAcquirer):
                 known = False
         ctx.response = respond(ctx.request, "00" if known else "58")
-        ctx.done = True
 
 
 class CheckMac(Participant):
