@@ -73,7 +73,6 @@ class Switch:
         self.router = router or BinTable((r.prefix, r.link) for r in cfg.routes)
         self.metrics = Metrics()
         self.links = {x.name: IssuerLink(x, self.metrics) for x in cfg.links}
-        self.terminals = {t.id: t for t in cfg.terminals}
         self._sources = {x.name: self._known_sources(x) for x in cfg.listeners}
         self.ports: dict[str, int] = {}
         self.metrics_port = 0
