@@ -368,3 +368,18 @@ def test_the_manager_and_participants_never_import_the_server():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.endswith("switch.server") for n in names), f
+
+
+@virtual
+async def test_reversal_and_duplicate_refusals_keep_their_codes():
+    bench = Bench()
+    assert (await bench.send(request())).response_code == "00"
+    od = "0200" + "000001" + "1128091500" + "0" * 22
+    other_card = await bench.send(request("0201", pan=MC_PAN))  # same key, other card
+    unknown = await bench.send(request("0400", stan="000007").replace(
+        original_data="0200" + "000099" + "1128091500" + "0" * 22))
+    amount = await bench.send(request("0400", stan="000008", amount=999).replace(
+        original_data=od))
+    assert (other_card.response_code, unknown.response_code,
+            amount.response_code) == ("94", "25", "13")
+    assert [m.mti for m in bench.links["visa"].sent] == ["0200"]  # none reversed
