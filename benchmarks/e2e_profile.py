@@ -42,9 +42,10 @@ LOOP_STEPS = (
     ("issuer: read, decode the response, MUX match", ("IssuerLink._reader",)),
     ("request: read, frame, decode", ("_Connection._read_loop", "dialect.py")),
     ("participants: fingerprint, route, outbound message, MUX register",
-     ("(switch/pipeline.py", "(switch/mux.py", "(routing/")),
-    ("handle + complete: context, metrics, response, journal rows",
-     ("Switch.handle", "Switch._complete", "_Connection._on_frame")),
+     ("(switch/participants/", "(switch/pans.py", "(switch/messages.py", "(switch/mux.py",
+      "(routing/")),
+    ("handle + record: manager, context, metrics, response, journal rows",
+     ("Switch.handle", "(switch/txn.py", "(switch/record.py", "_Connection._on_frame")),
     ("trio: scheduler, epoll, socket wrappers", ("",)),
 )
 DB_STEPS = (

@@ -1,14 +1,19 @@
-"""The switch runtime: listeners, connections, issuer links, SAF, drain.
+"""The switch runtime's lifecycle: HSM, listeners, connections, issuer links, SAF, drain.
+
+Each request is answered by the transaction manager (switch/txn.py) and its
+participants (switch/participants/), which see ``Services``, never this class.
 
 Task tree (trio structured concurrency)::
 
     Switch.run
     ├── IssuerLink.run            one per [[links]]: connect, sign on, MUX, echo
     ├── Switch._saf_loop          store-and-forward sender
+    ├── Recorder.retry_loop       answers whose journal write failed, written later
     └── work nursery
         ├── _accept_loop          one per [[listeners]] socket
         └── _serve_connection     one per peer connection
-            └── _on_frame         one per request (bounded per connection)
+            └── _on_frame         one per request (bounded per connection):
+                                  TransactionManager.handle
 
 ``stop()`` drains: stop accepting, stop reading, let requests in flight finish (up to
 switch.drain_timeout_ms), sign off the links, return.
@@ -16,13 +21,8 @@ switch.drain_timeout_ms), sign off the links, return.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import hmac
 import logging
 import os
-import random
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,13 +31,13 @@ import trio
 from payswitch.codecs.errors import CodecError
 from payswitch.codecs.framing import Frame, reply_tpdu
 from payswitch.codecs.iso8583 import BITMAP_TWINS, Dialect, Message, get
-from payswitch.codecs.iso8583.dialect import redact
-from payswitch.hsm import AsyncHsm, Hsm, HsmError, TokenConfig
+from payswitch.hsm import AsyncHsm, Hsm, TokenConfig
 from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
+from payswitch.switch import pans
 from payswitch.switch.admission import Admission, LogSampler, MalformedWindow
 from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
-from payswitch.switch.config import Config, ConfigError, ListenerSection, pin_key_of
+from payswitch.switch.config import Config, ConfigError, ListenerSection
 from payswitch.switch.errors import (
     IssuerTimeout,
     LinkBusy,
@@ -45,27 +45,18 @@ from payswitch.switch.errors import (
     StoreError,
     UnknownAcquirer,
     UnknownTerminal,
-    UnsupportedTransaction,
-    response_code_for,
 )
-from payswitch.switch.journal import SafRow, Store, message_from_safe, pan_aad
+from payswitch.switch.journal import SafRow, Store, message_from_safe
 from payswitch.switch.links import IssuerLink, transmission_time
 from payswitch.switch.logs import log
+from payswitch.switch.messages import reversal_item
 from payswitch.switch.metrics import Metrics
-from payswitch.switch.pipeline import (
-    APPROVAL_CODES,
-    PIPELINES,
-    Context,
-    Origin,
-    pan_of,
-    respond,
-    reversal_item,
-    void_unknown_hold,
-)
+from payswitch.switch.participants.admit import identify
+from payswitch.switch.services import Origin, Services
+from payswitch.switch.txn import TransactionManager
 
 DRAIN_POLL_S = 0.01
 SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
-UNWRITTEN_RETRY_S = 1.0  # how often answers whose journal write failed are retried
 # DE39 of a 0430 (0230) that acknowledge a SAF message: 00; 25, the issuer has no such
 # original (nothing to reverse); 94, duplicate (it has this one already). Any other
 # answer (96, 91, ...) is not an acknowledgement: the message is sent again.
@@ -80,7 +71,6 @@ class Switch:
         # The HSM: given (tests), or opened by run() from [hsm] and closed at its end.
         self._hsm_given = hsm
         self.hsm: AsyncHsm | None = None
-        self._fp_key = self._fingerprint_key()
         db = cfg.database
         self.store = store or Store(db.resolve_dsn(), db.pool_size, db.connect_timeout_s,
                                     db.statement_timeout_ms)
@@ -92,25 +82,25 @@ class Switch:
         self.router = router or BinTable((r.prefix, r.link) for r in cfg.routes)
         self.metrics = Metrics()
         self.links = {x.name: IssuerLink(x, self.metrics) for x in cfg.links}
-        self.terminals = {t.id: t for t in cfg.terminals}
         self._sources = {x.name: self._known_sources(x) for x in cfg.listeners}
         self.ports: dict[str, int] = {}
         self.metrics_port = 0
-        self.in_flight_keys: dict[str, trio.Event] = {}
-        self._in_flight = 0
         self._admission = {x.name: Admission(x.max_connections, x.max_connections_per_source,
                                              x.max_unproven_connections)
                            for x in cfg.listeners}
         self._log_samplers = {(x.name, what): LogSampler(x.log_sample_ms / 1000)
                               for x in cfg.listeners
                               for what in ("refused", "malformed", "closed")}
+        # what the participants see: never this object
+        self.services = Services(cfg=cfg, store=self.store, router=self.router,
+                                 links=self.links, metrics=self.metrics, ledger=ledger,
+                                 fingerprint_key=pans.fingerprint_key(cfg),
+                                 wake_saf=self._wake_saf)
+        self.txn = TransactionManager(self.services)
         self._reading: set[trio.CancelScope] = set()
         self._accepting: list[trio.CancelScope] = []
         self._stop = trio.Event()
         self._saf_wakeup = trio.Event()
-        self._unwritten: list[Context] = []  # answers whose journal write failed
-        self._unwritten_wakeup = trio.Event()
-        self._rrn_seq = random.randrange(1_000_000)
 
     # -- lifecycle --------------------------------------------------------------------
     def _open_hsm(self) -> Hsm | None:
@@ -131,6 +121,7 @@ class Switch:
         sync_hsm = self._open_hsm()
         if sync_hsm is not None:
             self.hsm = AsyncHsm(sync_hsm, max_pending=self.cfg.hsm.max_pending)
+            self.services.hsm = self.hsm
             for link in self.links.values():
                 link.hsm = self.hsm
             if self.ledger is not None:  # PAN token and event chain MAC from the HSM
@@ -164,7 +155,7 @@ class Switch:
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
-                root.start_soon(self._retry_unwritten_loop)
+                root.start_soon(self.txn.recorder.retry_loop)
                 async with trio.open_nursery() as work:
                     for lst in self.cfg.listeners:
                         sockets = await trio.open_tcp_listeners(lst.port, host=lst.host)
@@ -195,15 +186,15 @@ class Switch:
         self._stop.set()
 
     async def _drain(self) -> None:
-        log("switch_draining", in_flight=self._in_flight)
+        log("switch_draining", in_flight=self.txn.in_flight)
         for scope in self._accepting:
             scope.cancel()
         for scope in list(self._reading):
             scope.cancel()
         with trio.move_on_after(self.cfg.switch.drain_timeout_ms / 1000) as scope:
-            while self._in_flight:
+            while self.txn.in_flight:
                 await trio.sleep(DRAIN_POLL_S)
-        log("switch_drained", complete=not scope.cancelled_caught, in_flight=self._in_flight)
+        log("switch_drained", complete=not scope.cancelled_caught, in_flight=self.txn.in_flight)
 
     def _known_sources(self, lst: ListenerSection) -> frozenset[str] | None:
         """Addresses a listener accepts connections from; None = any.
@@ -219,17 +210,6 @@ class Switch:
         if mine and all(t.source for t in mine):
             return frozenset(t.source for t in mine)
         return None
-
-    def pin_key_of(self, ctx: Context) -> tuple[str, str]:
-        """(PIN key label, tpk | dukpt) of the terminal a request came from."""
-        term = self.terminals.get(ctx.request.terminal_id or "") if ctx.origin.kind == \
-            "terminal" else None
-        return pin_key_of(self.cfg, term, ctx.origin.listener)
-
-    def new_rrn(self) -> str:
-        """DE37: YDDDhh + 6-digit sequence (ISO 8583 convention)."""
-        self._rrn_seq = (self._rrn_seq + 1) % 1_000_000
-        return time.strftime("%y%j%H", time.gmtime())[1:] + f"{self._rrn_seq:06d}"
 
     # -- listeners --------------------------------------------------------------------
     async def _accept_loop(self, lst: ListenerSection, sockets: list[trio.SocketListener],
@@ -290,216 +270,21 @@ class Switch:
                 admission.release(conn)
 
     # -- one request ------------------------------------------------------------------
-    def _identify(self, req: Message, origin: Origin) -> str:
-        """Whose request this is (the key of its STAN space), or refuse it."""
-        if origin.kind == "acquirer":
-            acq = origin.acquirer
-            if acq.institution_id and req.acquirer_id != acq.institution_id:
-                raise UnknownAcquirer("DE32 does not belong to this acquirer link")
-            return f"A:{acq.id}"
-        term = self.terminals.get(req.terminal_id or "")
-        if (term is None or (term.listener and term.listener != origin.listener)
-                or (term.source and term.source != origin.peer)):
-            raise UnknownTerminal("terminal not configured for this listener/source")
-        return f"T:{term.id}"
-
     def _is_known(self, req: Message, origin: Origin) -> bool:
+        """A configured terminal or acquirer (its connection is then never evicted)."""
         try:
-            self._identify(req, origin)
+            identify(self.services, req, origin)
         except (UnknownTerminal, UnknownAcquirer):
             return False
         return True
 
     async def handle(self, req: Message, origin: Origin, payload: bytes | None = None,
                      ) -> Message:
-        """Answer one request (``payload``: its bytes as received, for a terminal MAC).
-        Every error becomes a DE39 here (response_code_for)."""
-        started = trio.current_time()
-        self._in_flight += 1
-        self.metrics.in_flight.inc()
-        self.metrics.attempts.labels(req.mti).inc()
-        ctx = Context(request=req, origin=origin, payload=payload)
-        try:
-            if req.mti[:2] == "08":  # answered here, but only to a known terminal
-                known = origin.kind != "terminal" or self._is_known(req, origin)
-                ctx.response = respond(req, "00" if known else "58")
-            else:
-                await self._run_pipeline(ctx)
-            resp = ctx.response
-            code = resp.response_code or ""
-            self.metrics.responses.labels(req.mti, code).inc()
-            if code == "00":
-                self.metrics.success.labels(req.mti).inc()
-            log("request_done", level=logging.INFO if code == "00" else logging.WARNING,
-                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
-                amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
-                link=ctx.route.link if ctx.route else None, replayed=ctx.done,
-                error=ctx.error,
-                ms=round((trio.current_time() - started) * 1000, 1))
-            return resp
-        finally:
-            self._in_flight -= 1
-            self.metrics.in_flight.dec()
-            self.metrics.duration.labels(req.mti).observe(trio.current_time() - started)
+        """A connection's request: answered by the transaction manager (switch/txn.py)."""
+        return await self.txn.handle(req, origin, payload)
 
-    async def _run_pipeline(self, ctx: Context) -> None:
-        req = ctx.request
-        try:
-            ctx.source = self._identify(req, ctx.origin)
-            steps = PIPELINES.get(req.mti[:3])
-            if steps is None:
-                raise UnsupportedTransaction(f"MTI {req.mti} not carried")
-            for step in steps:
-                await step(self, ctx)
-                if ctx.done:
-                    break
-            assert ctx.response is not None, "pipeline ended without a response"
-        except Exception as e:  # the one place errors become response codes
-            code = response_code_for(e)
-            ctx.error = redact(f"{type(e).__name__}: {e}")  # no digit run of a PAN
-            if code == "96":  # a bug or the database: the traceback is wanted
-                log("request_failed", logging.ERROR, exc_info=True, mti=req.mti,
-                    stan=req.stan, terminal=req.terminal_id, error=ctx.error)
-            rrn = ctx.outbound.rrn if ctx.outbound else None
-            ctx.response = respond(req, code, rrn=rrn)
-        if ctx.owner:
-            await self._complete(ctx)
-
-    def _fingerprint_key(self) -> bytes:
-        """Key of the PAN hash in a duplicate fingerprint when there is no HSM token:
-        from the env variable named by switch.fingerprint_key_env, else random (a
-        duplicate after a restart then gets 94, not the original's answer)."""
-        var = self.cfg.switch.fingerprint_key_env
-        value = os.environ.get(var, "")
-        try:
-            key = bytes.fromhex(value)
-        except ValueError:
-            raise ConfigError(f"${var} is not hex") from None
-        if value and len(key) < 16:
-            raise ConfigError(f"${var}: need a hex key of at least 16 bytes")
-        if key:
-            return key
-        if not self.cfg.hsm.token:
-            log("fingerprint_key_random", logging.WARNING, env=var,
-                note="a duplicate after a restart is answered 94, not replayed")
-        return os.urandom(32)
-
-    async def fingerprint(self, ctx: Context) -> str:
-        """What the duplicate key leaves out: the card (its HSM token, made once and
-        kept for the journal, else an HMAC under the switch's key; never a plain PAN
-        hash), processing code and currency."""
-        req = ctx.request
-        pan = pan_of(req) or ""
-        card = None
-        if pan and self.hsm is not None:
-            if ctx.pan_prot is None:
-                ctx.pan_prot = await self.protect_pan(ctx)
-            if ctx.pan_prot is not None:
-                card = "tkn:" + ctx.pan_prot[0]
-        if card is None:
-            card = "mac:" + hmac.new(self._fp_key, pan.encode(),
-                                     hashlib.sha256).hexdigest()
-        parts = (card, req.processing_code or "", req.currency or "")
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()
-
-    async def protect_pan(self, ctx: Context, pan: str | None = None,
-                          ) -> tuple[str, bytes] | None:
-        """(token, AES-GCM blob) of the request's PAN (or ``pan``: a reversal's is its
-        original's), made in the HSM, for the journal and SAF rows; None without an HSM
-        or a PAN, or when the HSM fails (logged: the row is then stored without it, and
-        a resent message goes without DE2)."""
-        pan = pan or pan_of(ctx.request)
-        if self.hsm is None or not pan:
-            return None
-        h = self.cfg.hsm
-        try:
-            token = await self.hsm.pan_token(h.pan_tkn, pan)
-            blob = await self.hsm.encrypt_pan(h.pan_dek, pan, pan_aad(ctx.dup_key))
-        except HsmError as e:
-            self.metrics.hsm_errors.labels(type(e).__name__).inc()
-            log("pan_protect_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
-                note="stored without DE2")
-            return None
-        return token, blob
-
-    async def _protect_pans(self, ctx: Context) -> None:
-        """Give each SAF item the PAN as token + blob, so that the resent message
-        carries DE2 again (the answer to the sender never waits on this failing)."""
-        if not any(i.pan_enc is None for i in ctx.saf):
-            return
-        if ctx.pan_prot is None:
-            ctx.pan_prot = await self.protect_pan(ctx)
-        if ctx.pan_prot is None:
-            return
-        token, blob = ctx.pan_prot
-        ctx.saf = [i if i.pan_enc is not None else dataclasses.replace(
-            i, pan_token=token, pan_enc=blob) for i in ctx.saf]
-
-    async def _complete(self, ctx: Context) -> None:
-        key = ctx.dup_key
-        await self._protect_pans(ctx)
-        try:
-            await self.store.complete(key, ctx.source, ctx.response, ctx.events, ctx.saf,
-                                      self.cfg.saf.expiry_s, ctx.reversal_of)
-        except StoreError as e:
-            # The sender is told 96 now; what it was told, and the reversal of an
-            # approval it will never see, are recorded when the database is back.
-            log("journal_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
-                retry="in memory until written; recovery at the next start otherwise")
-            # An authorization or financial approval the sender will not see is undone.
-            approved = (ctx.issuer_response is not None and ctx.outbound is not None
-                        and ctx.outbound.mti[:2] in ("01", "02")
-                        and ctx.response.response_code in APPROVAL_CODES)
-            approved_onus = ctx.response.response_code in APPROVAL_CODES
-            ctx.response = respond(ctx.request, response_code_for(e),
-                                   rrn=ctx.response.rrn)
-            if approved:
-                ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))
-                ctx.owed += 1
-            if (self.ledger is not None and ctx.outbound is None and ctx.onus is not None
-                    and approved_onus):  # an on-us approval the sender never sees
-                void_unknown_hold(self, ctx)
-            self._unwritten.append(ctx)
-            if len(self._unwritten) > self.cfg.switch.journal_retry_max:
-                lost = self._unwritten.pop(0)
-                log("journal_retry_dropped", logging.ERROR, stan=lost.request.stan,
-                    note="left to start-up recovery")
-            self._unwritten_wakeup.set()
-        finally:
-            event = self.in_flight_keys.pop(key, None)
-            if event is not None:
-                event.set()
-        if ctx.saf:
-            self._saf_wakeup.set()
-
-    async def _retry_unwritten_loop(self) -> None:
-        """Write the answers whose journal write failed, oldest first, once a second."""
-        while True:
-            if not self._unwritten:
-                self._unwritten_wakeup = trio.Event()
-                await self._unwritten_wakeup.wait()
-            await trio.sleep(UNWRITTEN_RETRY_S)
-            while self._unwritten:
-                ctx = self._unwritten[0]
-                try:
-                    await self._protect_pans(ctx)
-                    written = await self.store.complete(
-                        ctx.dup_key, ctx.source, ctx.response, ctx.events, ctx.saf,
-                        self.cfg.saf.expiry_s, ctx.reversal_of)
-                    # Already recorded: the first COMMIT succeeded, its ack was lost.
-                    # The sender was told 96 all the same: record that, and queue the
-                    # reversal of the approval it never saw (one transaction).
-                    owed = ctx.saf[len(ctx.saf) - ctx.owed:] if ctx.owed else []
-                    corrected = not written and await self.store.correct(
-                        ctx.dup_key, ctx.response, owed, self.cfg.saf.expiry_s)
-                except StoreError:
-                    break
-                self._unwritten.pop(0)
-                log("journal_retry_written", stan=ctx.request.stan,
-                    response_code=ctx.response.response_code, reversals=len(ctx.saf),
-                    corrected=corrected)
-                if ctx.saf:
-                    self._saf_wakeup.set()
+    def _wake_saf(self) -> None:
+        self._saf_wakeup.set()
 
     # -- store and forward ------------------------------------------------------------
     async def _saf_loop(self) -> None:
@@ -555,7 +340,8 @@ class Switch:
         msg = message_from_safe(
             row.message, mti=row.mti if row.attempts == 0 else row.mti[:3] + "1",  # repeat
         ).replace(stan=link.next_stan(), transmission_time=transmission_time(),
-                  pan=await self._stored_pan(row))
+                  pan=await pans.stored(self.services, row.pan_enc, row.dup_key,
+                                        saf_id=row.id))
         self.metrics.saf_sent.labels(link.name).inc()
         try:
             resp = None
@@ -584,26 +370,6 @@ class Switch:
         self.metrics.saf_done.labels(link.name).inc()
         log("saf_acknowledged", link=link.name, saf_id=row.id, mti=msg.mti, rrn=msg.rrn,
             response_code=resp.response_code)
-
-
-    async def _stored_pan(self, row: SafRow) -> str | None:
-        """DE2 of a SAF row, decrypted in the HSM (None: not stored, or it fails)."""
-        return await self.stored_pan(row.pan_enc, row.dup_key, saf_id=row.id)
-
-    async def stored_pan(self, blob: bytes | None, dup_key: str | None,
-                         **where: Any) -> str | None:
-        """A PAN kept at rest (AES-GCM under the DEK, the payment's dup_key as
-        associated data), decrypted in the HSM; None: not stored, no HSM, or it fails
-        (logged)."""
-        if blob is None or self.hsm is None:
-            return None
-        try:
-            return await self.hsm.decrypt_pan(self.cfg.hsm.pan_dek, bytes(blob),
-                                              pan_aad(dup_key))
-        except HsmError as e:
-            self.metrics.hsm_errors.labels(type(e).__name__).inc()
-            log("pan_decrypt_failed", logging.ERROR, error=str(e), **where)
-            return None
 
 
 class _Connection:

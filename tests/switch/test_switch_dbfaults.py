@@ -31,7 +31,7 @@ from switchkit import (
 from payswitch.simulators.cards import with_luhn
 from payswitch.switch import logs
 from payswitch.switch.ledgerwire import det_id
-from payswitch.switch.pipeline import duplicate_key
+from payswitch.switch.messages import duplicate_key
 
 MAC_KEY = "00112233445566778899aabbccddeeff"
 TOKEN_KEY = "ffeeddccbbaa99887766554433221100"

@@ -25,7 +25,7 @@ from payswitch.simulators.network import Faults, NetworkSimulator
 from payswitch.simulators.terminal import CardCrypto, Terminal, open_link
 from payswitch.switch import logs
 from payswitch.switch.journal import Store, pan_aad
-from payswitch.switch.pipeline import reversal_item
+from payswitch.switch.messages import reversal_item
 
 PIN_ENV = "PAYSWITCH_TEST_HSM_PIN"
 

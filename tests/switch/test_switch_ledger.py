@@ -30,13 +30,14 @@ from switchkit import (
 
 import payswitch.ledger as L
 from payswitch.simulators.cards import with_luhn
+from payswitch.switch.errors import StoreError
 from payswitch.switch.ledgerwire import (
     LedgerWire,
     clear,
     det_id,
     keyed_pan_token,
 )
-from payswitch.switch.pipeline import duplicate_key
+from payswitch.switch.messages import duplicate_key
 
 MAC_KEY = "00112233445566778899aabbccddeeff"
 TOKEN_KEY = "ffeeddccbbaa99887766554433221100"
@@ -301,3 +302,32 @@ def test_outbox_events_reach_mqtt_and_cli_verify_is_clean(dsn, mqtt_broker):
                           "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout)["ledger_balanced"] is True
+
+
+@trio_test
+async def test_offus_approval_whose_answer_is_not_journalled_is_reversed_and_voided(dsn):
+    """The issuer approves and the hold commits, but the answer's journal write fails:
+    the terminal is told 96, so the issuer gets its 0420 and the hold is voided (it
+    used to stay pending, for clearing to post a payment its sender was told failed)."""
+    issuer = FakeIssuer()
+    async with serving(issuer), running_switch(ledger_cfg(dsn, issuer.port)) as sw:
+        real_complete = sw.store.complete
+        failures = 1
+
+        async def flaky_complete(*args, **kwargs):
+            nonlocal failures
+            if failures:
+                failures -= 1
+                raise StoreError("database error OperationalError (sqlstate 08006)")
+            return await real_complete(*args, **kwargs)
+
+        sw.store.complete = flaky_complete
+        term = await Terminal.connect(sw.ports["pos"])
+        m = purchase("000041", 700)
+        assert (await term.request(m)).response_code == "96"
+        await issuer.wait_for(lambda: issuer.traffic("042"))
+        with trio.fail_after(10):
+            while hold_state(dsn, m) != "voided":
+                await trio.sleep(0.1)
+        await term.aclose()
+    verify_ok(dsn)

@@ -18,7 +18,7 @@ from test_switch_process import SwitchProcess, write_toml
 import payswitch.ledger as L
 from payswitch.codecs.iso8583 import Message
 from payswitch.switch.ledgerwire import det_id
-from payswitch.switch.pipeline import duplicate_key
+from payswitch.switch.messages import duplicate_key
 
 MAC_KEY = "00112233445566778899aabbccddeeff"
 TOKEN_KEY = "ffeeddccbbaa99887766554433221100"

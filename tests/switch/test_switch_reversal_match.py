@@ -27,7 +27,7 @@ from payswitch.hsm import devkeys
 from payswitch.hsm.token import DEV_PIN
 from payswitch.simulators.cards import with_luhn
 from payswitch.switch.ledgerwire import det_id
-from payswitch.switch.pipeline import duplicate_key
+from payswitch.switch.messages import duplicate_key
 
 PIN_ENV = "PAYSWITCH_TEST_HSM_PIN"
 OTHER = with_luhn("476173900101002")  # another Visa card

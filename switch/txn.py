@@ -1,0 +1,128 @@
+"""The transaction manager: runs a request through its participants.
+
+Each participant ``prepare``s in turn (decides; may refuse with a typed error). When
+one refuses, the manager answers with the error's DE39 (``errors.response_code_for``,
+the one place errors become codes) and calls ``abort`` on the participants asked so
+far in reverse order, the refusing one first: each undoes what its own prepare did
+(``Forward`` queues the 0420, ``PostLedger`` / ``AuthorizeOnus`` void the hold). The
+answer is then journalled (``record.Recorder``); when that write fails the sender is
+told 96 and the participants are aborted the same way, since the sender will never see
+what they did.
+
+The paths (which participants, in which order, per message class) are in
+``switch/participants/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import trio
+
+from payswitch.codecs.iso8583 import Message
+from payswitch.codecs.iso8583.dialect import redact
+from payswitch.switch.errors import response_code_for
+from payswitch.switch.logs import log
+from payswitch.switch.messages import respond
+from payswitch.switch.participants import NOT_CARRIED, PATHS, Participant, Path
+from payswitch.switch.record import Recorder
+from payswitch.switch.services import Context, Origin, Services
+
+
+class _Bound:
+    """A path with its participants made (once per switch)."""
+
+    def __init__(self, path: Path, svc: Services) -> None:
+        self.head = [p(svc) for p in path.head]
+        self.onus = [p(svc) for p in path.onus]
+        self.offus = [p(svc) for p in path.offus]
+
+
+class TransactionManager:
+    def __init__(self, svc: Services, paths: Mapping[str, Path] = PATHS) -> None:
+        self.svc = svc
+        self.recorder = Recorder(svc)
+        self._paths = {mti: _Bound(p, svc) for mti, p in paths.items()}
+        self._not_carried = _Bound(NOT_CARRIED, svc)
+        self.in_flight = 0  # requests being answered (the drain waits for 0)
+
+    def _path(self, mti: str) -> _Bound:
+        if mti[:2] == "08":  # network management: 0800, 0820, ...
+            mti = "080"
+        return self._paths.get(mti[:3], self._not_carried)
+
+    async def handle(self, req: Message, origin: Origin, payload: bytes | None = None,
+                     ) -> Message:
+        """Answer one request (``payload``: its bytes as received, for a terminal MAC)."""
+        m = self.svc.metrics
+        started = trio.current_time()
+        self.in_flight += 1
+        m.in_flight.inc()
+        m.attempts.labels(req.mti).inc()
+        ctx = Context(request=req, origin=origin, payload=payload)
+        try:
+            await self.run(ctx)
+            resp = ctx.response
+            code = resp.response_code or ""
+            m.responses.labels(req.mti, code).inc()
+            if code == "00":
+                m.success.labels(req.mti).inc()
+            log("request_done", level=logging.INFO if code == "00" else logging.WARNING,
+                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
+                amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
+                link=ctx.route.link if ctx.route else None, replayed=ctx.done,
+                error=ctx.error, ms=round((trio.current_time() - started) * 1000, 1))
+            return resp
+        finally:
+            self.in_flight -= 1
+            m.in_flight.dec()
+            m.duration.labels(req.mti).observe(trio.current_time() - started)
+
+    async def run(self, ctx: Context) -> None:
+        """Prepare every participant of the request's path; on a refusal, answer it and
+        abort; then journal the answer (the request's owner only)."""
+        path = self._path(ctx.request.mti)
+        asked: list[Participant] = []
+        try:
+            await self._prepare(path.head, ctx, asked)
+            if not ctx.done:
+                await self._prepare(path.onus if ctx.onus is not None else path.offus,
+                                    ctx, asked)
+            assert ctx.response is not None, "path ended without a response"
+        except Exception as e:
+            self._refuse(ctx, e)
+            await self._abort(asked, ctx)
+            asked = []  # undone: a journal failure below has nothing more to undo
+        if ctx.owner:
+            await self.recorder.complete(ctx, lambda: self._abort(asked, ctx))
+
+    @staticmethod
+    async def _prepare(participants: list[Participant], ctx: Context,
+                       asked: list[Participant]) -> None:
+        for p in participants:
+            asked.append(p)  # a refusing participant is aborted too (it may be half done)
+            await p.prepare(ctx)
+            if ctx.done:
+                return
+
+    @staticmethod
+    async def _abort(asked: list[Participant], ctx: Context) -> None:
+        for p in reversed(asked):
+            try:
+                await p.abort(ctx)
+            except Exception:  # a bug: the other aborts must still run
+                log("abort_failed", logging.ERROR, exc_info=True, participant=p.name,
+                    stan=ctx.request.stan)
+
+    @staticmethod
+    def _refuse(ctx: Context, e: Exception) -> None:
+        """The one place an error becomes the answer's DE39."""
+        req = ctx.request
+        code = response_code_for(e)
+        ctx.error = redact(f"{type(e).__name__}: {e}")  # no digit run of a PAN
+        if code == "96":  # a bug or the database: the traceback is wanted
+            log("request_failed", logging.ERROR, exc_info=True, mti=req.mti,
+                stan=req.stan, terminal=req.terminal_id, error=ctx.error)
+        rrn = ctx.outbound.rrn if ctx.outbound else None
+        ctx.response = respond(req, code, rrn=rrn)
