@@ -3,7 +3,7 @@
 ``show`` reads a Visa Base II or Mastercard IPM file (format sniffed, or ``--format``),
 checks it whole (trailers, counts, amounts) and lists its presentments with masked
 PANs; exit 1 and the reader's error (naming the record) when the file is bad.
-``build`` is in ``ledger/clearing.py``.
+``build`` is in ``ledger/clearing_build.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from payswitch.codecs.clearing.errors import ClearingError
 from payswitch.codecs.clearing.model import ClearingFile
 from payswitch.codecs.clearing.vbs import BLOCK_BYTES, BLOCK_DATA, PAD
 from payswitch.codecs.pan import mask_pan
+from payswitch.ledger import clearing_build
 
 FORMATS = ("auto", "base2", "ipm", "ipm-blocked")
 MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse to read anything larger into memory
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
     s.add_argument("--format", choices=FORMATS, default="auto")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
+    clearing_build.register(sub)
 
 
 def sniff(data: bytes) -> str:
