@@ -44,7 +44,7 @@ def _blank(name: str, start: int, length: int) -> Fld:
 
 
 TCR0 = Layout("TCR0", RECORD_BYTES, [
-    Fld("tc", 1, 2, "n"), Fld("tcq", 2 + 1, 1, "c", "0"), Fld("tcsn", 4, 1, "c", "0"),
+    Fld("tc", 1, 2, "n"), Fld("tcq", 3, 1, "c", "0"), Fld("tcsn", 4, 1, "c", "0"),
     Fld("pan", 5, 19),  # account number 5-20 + extension 21-23, blank-filled
     _blank("floor_crb_pcas", 24, 3),
     Fld("arn", 27, 23, "n"),
