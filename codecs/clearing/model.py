@@ -80,7 +80,8 @@ def _digits(value: object, sizes: range | tuple[int, ...], name: str,
             record: int | None) -> None:
     if not (isinstance(value, str) and value.isascii() and value.isdigit()
             and len(value) in sizes):
-        raise ClearingError(f"{name} is not {sizes} digits", record=record, field=name)
+        want = f"{min(sizes)}-{max(sizes)}" if len(sizes) > 1 else f"{sizes[0]}"
+        raise ClearingError(f"{name} is not {want} digits", record=record, field=name)
 
 
 def _amount(value: object, name: str, record: int | None) -> None:
