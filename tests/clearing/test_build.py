@@ -8,9 +8,10 @@ import sys
 from datetime import date, datetime
 
 import psycopg
+import pytest
 
 from payswitch.codecs.clearing import base2, ipm
-from payswitch.ledger import Ledger
+from payswitch.ledger import Ledger, LedgerError
 from payswitch.ledger.clearing_build import Network, build
 from tests.clearing import ledgerkit as kit
 
@@ -82,13 +83,9 @@ def test_a_file_with_other_bytes_is_never_overwritten(pg_dsn, tmp_path):
         kit.setup_accounts(led)
         kit.authorize(led, 1, 1000)
     (tmp_path / "visa-20261127-001.ctf").write_bytes(b"something else")
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        try:
-            build(conn, NETS[:1], D, tmp_path, kit.details())
-        except Exception as e:  # noqa: BLE001
-            assert "not overwritten" in str(e)
-        else:
-            raise AssertionError("overwrote a file")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, \
+            pytest.raises(LedgerError, match="not overwritten"):
+        build(conn, NETS[:1], D, tmp_path, kit.details())
     assert (tmp_path / "visa-20261127-001.ctf").read_bytes() == b"something else"
 
 
