@@ -14,10 +14,19 @@ File::
     batch = (TCR0 [TCR1] [TCR5]) per presentment ... | TC91 batch trailer
 
 Records are ASCII, exactly 168 bytes, no line ends. Trailer figures: number of
-monetary transactions (presentments), number of TCRs (including the trailer itself;
-for TC92 every record of the file) and the source-amount hash total (the sum of all
-amounts, credits included, as Visa's hash totals are unsigned). ``read`` checks them
-all and names the record that disagrees.
+monetary transactions (presentments), number of transactions (transaction-level
+records in scope, the trailer included: for TC91 the batch's TCR0s + 1, for TC92 the
+TC90, every TCR0, every TC91 and itself), number of TCRs (every record in scope, the
+trailer included) and the source-amount hash total (the sum of all amounts, credits
+included, as Visa's hash totals are unsigned). ``read`` checks them all and names the
+record that disagrees.
+
+A third-party sample of real Base II records agrees with these TCR0 positions (PAN
+and extension ``000``, ARN with a valid Luhn digit, purchase date, destination and
+source amount and currency, merchant name, city, alpha-2 country, MCC, usage code,
+reason code, authorization code, POS entry mode, central processing date) and with
+the TC91/TC92 positions (BIN, YYDDD, amounts, counts, batch number, zeros and blanks
+in the reserved parts).
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from payswitch.codecs.clearing.fixed import Fld, Layout
 from payswitch.codecs.clearing.model import (
     ClearingFile,
     Presentment,
+    alpha2,
+    alpha3,
     check_file,
     check_presentment,
 )
@@ -45,7 +56,7 @@ def _blank(name: str, start: int, length: int) -> Fld:
 
 TCR0 = Layout("TCR0", RECORD_BYTES, [
     Fld("tc", 1, 2, "n"), Fld("tcq", 3, 1, "c", "0"), Fld("tcsn", 4, 1, "c", "0"),
-    Fld("pan", 5, 19),  # account number 5-20 + extension 21-23, blank-filled
+    Fld("account_number", 5, 16), Fld("account_extension", 21, 3),  # see _pan_out
     _blank("floor_crb_pcas", 24, 3),
     Fld("arn", 27, 23, "n"),
     Fld("acquirer_business_id", 50, 8, "c", "0" * 8),
@@ -54,7 +65,8 @@ TCR0 = Layout("TCR0", RECORD_BYTES, [
     _blank("destination_currency", 74, 3),
     Fld("source_amount", 77, 12, "n"), Fld("source_currency", 89, 3, "n"),
     Fld("merchant_name", 92, 25), Fld("merchant_city", 117, 13),
-    Fld("merchant_country", 130, 3), Fld("mcc", 133, 4, "n"),
+    Fld("merchant_country", 130, 3),  # ISO 3166 alpha-2, blank-filled
+    Fld("mcc", 133, 4, "n"),
     _blank("merchant_zip_state", 137, 8),
     _blank("payment_service_forms", 145, 2),
     Fld("usage_code", 147, 1, "c", "1"),  # first presentment
@@ -104,12 +116,13 @@ def _trailer(tc: str) -> Layout:
         Fld("monetary_transactions", 31, 12, "n"),
         Fld("batch_number", 43, 6, "n"),  # TC92: number of batches
         Fld("tcr_count", 49, 12, "n"),
-        _blank("reserved_61", 61, 6),
-        Fld("center_batch_id", 67, 8, "c", "0" * 8),
+        Fld("reserved_61", 61, 6, "c", "0" * 6),
+        _blank("center_batch_id", 67, 8),
         Fld("transactions", 75, 9, "n"),
-        _blank("reserved_84", 84, 18),
+        Fld("reserved_84", 84, 18, "c", "0" * 18),
         Fld("source_amount", 102, 15, "n"),
-        _blank("reserved_117", 117, 52),
+        Fld("reserved_117", 117, 45, "c", "0" * 45),
+        _blank("reserved_162", 162, 7),
     ])
 
 
@@ -127,13 +140,34 @@ def _ydddd(d: date) -> str:
 
 # -- writer ---------------------------------------------------------------------------
 
+def _pan_out(pan: str, record: int) -> tuple[str, str]:
+    """Account number (16) and extension (3): a 16-digit PAN has extension ``000`` (as
+    Visa writes it); other lengths are left-justified and blank-filled over the 19."""
+    if len(pan) == 16:
+        return pan, "000"
+    if len(pan) == 19 and pan.endswith("000"):
+        raise ClearingError("a 19-digit PAN ending in 000 reads back as 16 digits in Base II",
+                            record=record, field="pan")
+    wide = pan.ljust(19)
+    return wide[:16], wide[16:]
+
+
+def _pan_in(v: dict[str, str]) -> str:
+    if v["account_extension"] == "000" and len(v["account_number"]) == 16:
+        return v["account_number"]
+    return (v["account_number"].ljust(16) + v["account_extension"]).rstrip(" ")
+
+
 def presentment_records(p: Presentment, file_date: date, record: int) -> list[str]:
     tc = TC_BY_KIND[p.kind]
+    account, extension = _pan_out(p.pan, record)
     out = [TCR0.encode({
-        "tc": tc, "pan": p.pan, "arn": p.arn, "purchase_date": p.txn_date.strftime("%m%d"),
+        "tc": tc, "account_number": account, "account_extension": extension, "arn": p.arn,
+        "purchase_date": p.txn_date.strftime("%m%d"),
         "source_amount": p.amount_minor, "source_currency": p.currency,
         "merchant_name": p.merchant_name, "merchant_city": p.merchant_city,
-        "merchant_country": p.merchant_country, "mcc": p.mcc, "auth_code": p.auth_code,
+        "merchant_country": alpha2(p.merchant_country), "mcc": p.mcc,
+        "auth_code": p.auth_code,
         "central_processing_date": _ydddd(file_date),
     }, record)]
     if p.terminal_id or p.merchant_id:
@@ -172,12 +206,13 @@ def write(f: ClearingFile, batch_size: int = DEFAULT_BATCH_SIZE) -> bytes:
         lines.append(TC91.encode({**head, "monetary_transactions": len(batch),
                                   "batch_number": number,
                                   "tcr_count": len(lines) - first + 1,
-                                  "transactions": len(batch), "source_amount": amount},
+                                  "transactions": len(batch) + 1, "source_amount": amount},
                                  len(lines) + 1))
     n = len(f.presentments)
     lines.append(TC92.encode({**head, "monetary_transactions": n,
                               "batch_number": len(batches), "tcr_count": len(lines) + 1,
-                              "transactions": n, "source_amount": file_amount},
+                              "transactions": n + len(batches) + 2,
+                              "source_amount": file_amount},
                              len(lines) + 1))
     return "".join(lines).encode("ascii")
 
@@ -279,12 +314,12 @@ class _Reader:
             raise ClearingError("authorized amount is not digits", record=j,
                                 field="authorized_amount")
         p = Presentment(
-            kind=KIND_BY_TC[tc], pan=v["pan"], amount_minor=int(v["source_amount"]),
+            kind=KIND_BY_TC[tc], pan=_pan_in(v), amount_minor=int(v["source_amount"]),
             currency=v["source_currency"],
             txn_date=_purchase_date(v["purchase_date"], self.file_date, rec),
             arn=v["arn"], auth_code=v["auth_code"], mcc=v["mcc"],
             merchant_name=v["merchant_name"], merchant_city=v["merchant_city"],
-            merchant_country=v["merchant_country"],
+            merchant_country=alpha3(v["merchant_country"], rec),
             terminal_id=extra.get("terminal_id", ""),
             merchant_id=extra.get("merchant_id", ""),
             transaction_id=extra.get("transaction_id", ""),
@@ -294,12 +329,12 @@ class _Reader:
         self.batch.append(p)
         return j
 
-    def _check(self, v: dict[str, str], rec: int, *, count: int, tcrs: int,
-               amount: int, number: int) -> None:
+    def _check(self, v: dict[str, str], rec: int, *, count: int, transactions: int,
+               tcrs: int, amount: int, number: int) -> None:
         if v["processing_bin"] != self.head["processing_bin"] or \
                 v["processing_date"] != self.head["processing_date"]:
             raise ClearingError("trailer BIN or date differs from the header", record=rec)
-        for name, want in (("monetary_transactions", count), ("transactions", count),
+        for name, want in (("monetary_transactions", count), ("transactions", transactions),
                            ("tcr_count", tcrs), ("source_amount", amount),
                            ("batch_number", number)):
             if int(v[name]) != want:
@@ -309,7 +344,8 @@ class _Reader:
     def _batch_trailer(self, i: int) -> None:
         v = TC91.decode(self.lines[i], i + 1)
         self.batches += 1
-        self._check(v, i + 1, count=len(self.batch), tcrs=i - self.batch_start + 1,
+        self._check(v, i + 1, count=len(self.batch), transactions=len(self.batch) + 1,
+                    tcrs=i - self.batch_start + 1,
                     amount=sum(p.amount_minor for p in self.batch), number=self.batches)
         self.presentments.extend(self.batch)
         self.batch = []
@@ -322,7 +358,8 @@ class _Reader:
         if i != len(self.lines) - 1:
             raise ClearingError("records after the TC92 file trailer", record=i + 2)
         v = TC92.decode(self.lines[i], i + 1)
-        self._check(v, i + 1, count=len(self.presentments), tcrs=i + 1,
+        n = len(self.presentments)
+        self._check(v, i + 1, count=n, transactions=n + self.batches + 2, tcrs=i + 1,
                     amount=sum(p.amount_minor for p in self.presentments),
                     number=self.batches)
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from datetime import date
+from functools import cache
 from typing import Literal
+
+import pycountry
 
 from payswitch.codecs.clearing.arn import arn_ok
 from payswitch.codecs.clearing.errors import ClearingError
@@ -109,8 +112,7 @@ def check_presentment(p: Presentment, record: int | None = None) -> None:
     _digits(p.mcc, (4,), "mcc", record)
     _text(p.merchant_name, 22, "merchant_name", record)
     _text(p.merchant_city, 13, "merchant_city", record)
-    if not (isinstance(p.merchant_country, str)
-            and re.fullmatch(r"[A-Z]{3}", p.merchant_country)):
+    if not (isinstance(p.merchant_country, str) and _country(alpha_3=p.merchant_country)):
         raise ClearingError("merchant_country is not ISO 3166 alpha-3", record=record,
                             field="merchant_country")
     _text(p.terminal_id, 8, "terminal_id", record, required=False)
@@ -122,6 +124,24 @@ def check_presentment(p: Presentment, record: int | None = None) -> None:
     if not (isinstance(p.product_id, str) and re.fullmatch(r"[A-Z0-9]{0,3}", p.product_id)):
         raise ClearingError("product_id is not up to 3 characters A-Z 0-9", record=record,
                             field="product_id")
+
+
+@cache
+def _country(**code: str):
+    return pycountry.countries.get(**code)
+
+
+def alpha2(alpha_3: str) -> str:
+    """ISO 3166 alpha-3 -> alpha-2 (Visa's merchant country); checked before."""
+    return _country(alpha_3=alpha_3).alpha_2
+
+
+def alpha3(alpha_2: str, record: int | None = None) -> str:
+    c = _country(alpha_2=alpha_2) if re.fullmatch(r"[A-Z]{2}", alpha_2) else None
+    if c is None:
+        raise ClearingError("merchant country is not ISO 3166 alpha-2", record=record,
+                            field="merchant_country")
+    return c.alpha_3
 
 
 def check_file(f: ClearingFile) -> None:

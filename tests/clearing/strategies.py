@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 from datetime import date, timedelta
 
+import pycountry
 from hypothesis import strategies as st
 
 from payswitch.codecs.clearing.arn import make_arn
@@ -12,6 +13,7 @@ from payswitch.codecs.clearing.model import KINDS, MAX_AMOUNT_MINOR, ClearingFil
 
 TEXT = string.ascii_letters + string.digits + " .,&'/-"
 UPPER = string.ascii_uppercase + string.digits
+COUNTRIES = sorted(c.alpha_3 for c in pycountry.countries)
 
 
 def digits(lo: int, hi: int | None = None) -> st.SearchStrategy[str]:
@@ -28,14 +30,15 @@ def presentments(draw, file_date: date) -> Presentment:
     # Base II carries MMDD only: purchases lie within the year before the file date.
     txn = file_date - timedelta(days=draw(st.integers(0, 300)))
     return Presentment(
-        kind=draw(st.sampled_from(KINDS)), pan=draw(digits(13, 19)),
+        kind=draw(st.sampled_from(KINDS)),
+        pan=draw(digits(13, 19).filter(lambda p: not (len(p) == 19 and p.endswith("000")))),
         amount_minor=draw(st.integers(0, MAX_AMOUNT_MINOR)),
         currency=draw(digits(3)), txn_date=txn,
         arn=make_arn(draw(digits(6)), file_date, draw(st.integers(0, 10**11 - 1)),
                      draw(st.sampled_from("2745"))),
         auth_code=draw(st.text(UPPER, min_size=6, max_size=6)), mcc=draw(digits(4)),
         merchant_name=draw(text(1, 22)), merchant_city=draw(text(1, 13)),
-        merchant_country=draw(st.text(string.ascii_uppercase, min_size=3, max_size=3)),
+        merchant_country=draw(st.sampled_from(COUNTRIES)),
         terminal_id=draw(text(0, 8)), merchant_id=draw(text(0, 15)),
         transaction_id=draw(st.one_of(st.just(""), digits(15))),
         auth_amount_minor=draw(st.one_of(st.none(), st.integers(0, MAX_AMOUNT_MINOR))),

@@ -32,12 +32,12 @@ def test_positions_of_a_sale_with_tcr1_and_tcr5():
     recs = records(base2.write(f))
     assert [r[:4] for r in recs] == ["9000", "0500", "0501", "0505", "9100", "9200"]
     tcr0 = recs[1]
-    assert tcr0[4:23] == PAN + "   "  # account number + extension, 5-23
+    assert tcr0[4:23] == PAN + "000"  # account number 5-20, extension 21-23
     assert tcr0[26:49] == f.presentments[0].arn  # 27-49
     assert tcr0[57:61] == "1126"  # purchase date MMDD, 58-61
     assert tcr0[76:88] == "000000001234" and tcr0[88:91] == "840"  # source amount/currency
     assert tcr0[91:116] == "CORNER SHOP".ljust(25)
-    assert tcr0[129:132] == "USA" and tcr0[132:136] == "5411"
+    assert tcr0[129:132] == "US " and tcr0[132:136] == "5411"  # alpha-2 country
     assert tcr0[151:157] == "A1B2C3"
     assert tcr0[163:167] == "6331"  # central processing date YDDD (2026-11-27)
     assert recs[0][4:15] == "412345" + "26331"  # TC90 BIN + YYDDD
@@ -46,6 +46,23 @@ def test_positions_of_a_sale_with_tcr1_and_tcr5():
     assert trailer[30:42] == "1".zfill(12)  # monetary transactions
     assert trailer[48:60] == "4".zfill(12)  # TCRs: 3 + the trailer
     assert trailer[101:116] == "1234".zfill(15)
+    assert trailer[74:83] == "2".zfill(9)  # transactions: the TCR0 and the trailer
+    assert trailer[60:66] == "0" * 6 and trailer[66:74] == " " * 8  # reserved, batch id
+    assert trailer[116:161] == "0" * 45 and trailer[161:] == " " * 7
+    assert recs[5][74:83] == "4".zfill(9)  # TC92: TC90, TCR0, TC91, TC92
+    assert recs[5][42:48] == "000001"  # TC92: number of batches
+
+
+def test_pan_lengths_in_account_number_and_extension():
+    for pan, field in (("4761739001010", "4761739001010      "),
+                       ("4761739001010010123", "4761739001010010123"),
+                       ("47617390010100101", "47617390010100101  ")):
+        data = base2.write(sample_file(sample_presentment(pan=pan)))
+        assert records(data)[1][4:23] == field
+        assert base2.read(data).presentments[0].pan == pan
+    with pytest.raises(ClearingError, match="19-digit") as e:
+        base2.write(sample_file(sample_presentment(pan="4761739001010010000")))
+    assert e.value.record == 2 and "4761739001010010000" not in str(e.value)
 
 
 def test_kinds_have_their_transaction_codes():
