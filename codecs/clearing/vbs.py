@@ -36,30 +36,37 @@ def block(vbs: bytes) -> bytes:
                     for i in range(blocks))
 
 
-def unblock(data: bytes) -> bytes:
+def unblock(data: bytes) -> tuple[bytes, int | None]:
+    """The VBS bytes, and the number of a last block that is cut short (else None): its
+    bytes are kept so that the reader can name the record the cut falls in."""
     whole, rest = divmod(len(data), BLOCK_BYTES)
-    if rest or not whole:
-        raise ClearingError(f"truncated 1014-byte block {whole + 1}: {rest} bytes")
     out = bytearray()
     for i in range(whole):
         chunk = data[i * BLOCK_BYTES:(i + 1) * BLOCK_BYTES]
         if chunk[BLOCK_DATA:] != PAD * 2:
             raise ClearingError(f"1014-byte block {i + 1} does not end in two x'40' bytes")
         out += chunk[:BLOCK_DATA]
-    return bytes(out)
+    out += data[whole * BLOCK_BYTES:][:BLOCK_DATA]
+    return bytes(out), (whole + 1 if rest or not whole else None)
 
 
 def read_vbs(data: bytes, *, blocked: bool) -> list[bytes]:
     """The records, in order. The zero RDW must come; after it only block padding."""
     if not isinstance(data, (bytes, bytearray)):
         raise ClearingError("file is not bytes")
-    data = unblock(bytes(data)) if blocked else bytes(data)
+    cut_block = None
+    if blocked:
+        data, cut_block = unblock(bytes(data))
+    else:
+        data = bytes(data)
+    cut = f" (1014-byte block {cut_block} is cut short)" if cut_block else ""
     records: list[bytes] = []
     pos = 0
     while True:
         number = len(records) + 1
         if pos + 4 > len(data):
-            raise ClearingError("truncated: no record length (and no zero RDW)", record=number)
+            raise ClearingError(f"truncated: no record length (and no zero RDW){cut}",
+                                record=number)
         (length,) = struct.unpack_from(">I", data, pos)
         pos += 4
         if length == 0:
@@ -67,11 +74,14 @@ def read_vbs(data: bytes, *, blocked: bool) -> list[bytes]:
         if length > MAX_RECORD_BYTES:
             raise ClearingError(f"record length over {MAX_RECORD_BYTES}", record=number)
         if pos + length > len(data):
-            raise ClearingError(f"truncated: {len(data) - pos} of {length} bytes",
+            raise ClearingError(f"truncated: {len(data) - pos} of {length} bytes{cut}",
                                 record=number)
         records.append(data[pos:pos + length])
         pos += length
     tail = data[pos:]
     if tail.strip(PAD) if blocked else tail:
         raise ClearingError("bytes after the zero RDW that ends the file")
+    if cut_block:
+        raise ClearingError(f"truncated: 1014-byte block {cut_block} is cut short after "
+                            f"the file's last record", record=len(records))
     return records

@@ -104,7 +104,8 @@ def test_blocking_matches_cardutil_at_block_boundaries():
             b.write(data[i:min(i + 4, size)])
         b.finalise()
         assert vbs.block(data[:size]) == buf.getvalue()
-        assert vbs.unblock(buf.getvalue())[:size] == data[:size]
+        unblocked, cut = vbs.unblock(buf.getvalue())
+        assert unblocked[:size] == data[:size] and cut is None
 
 
 # -- hand-checked bytes -------------------------------------------------------------
@@ -146,8 +147,16 @@ def test_trailer_that_does_not_match_names_the_trailer(pds, what):
 
 def test_truncated_block_and_truncated_record():
     data = ipm.write(sample_file(n=3), blocked=True)
-    with pytest.raises(ClearingError, match="truncated 1014-byte block"):
-        ipm.read(data[:-1], blocked=True)
+    with pytest.raises(ClearingError, match="block 2 is cut short") as e:
+        ipm.read(data[:-1], blocked=True)  # only padding lost: named the last record
+    assert e.value.record == 5
+    # records of this file: 1 at VBS bytes 0-77, 2 at 78-358, 3 at 359-639, ...
+    for cut, record in ((600, 3), (200, 2), (30, 1)):
+        with pytest.raises(ClearingError, match="block 1 is cut short") as e:
+            ipm.read(data[:cut], blocked=True)
+        assert e.value.record == record, cut
+    with pytest.raises(ClearingError):
+        ipm.read(b"", blocked=True)
     plain = ipm.write(sample_file(n=3))
     with pytest.raises(ClearingError, match="truncated") as e:
         ipm.read(plain[:-30])
