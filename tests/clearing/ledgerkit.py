@@ -6,6 +6,7 @@ import os
 import time
 from datetime import UTC, datetime
 
+from payswitch.codecs.clearing.arn import luhn_digit
 from payswitch.ledger import Account, Event, Request, Transfer, TransferFlags
 from payswitch.ledger import authorization_events as auth_events
 from payswitch.ledger.clearing_build import CardDetails
@@ -73,8 +74,13 @@ def void(led, pid: int) -> None:
     assert led.create_transfers([t]) == ["created"]
 
 
-def card(pid: int) -> CardDetails:
-    return CardDetails(pan=f"4761{pid % 10**12:012d}", mcc="5411",
+def pan_for(pid: int, prefix: str = "4761") -> str:
+    body = f"{prefix}{pid % 10**11:011d}"
+    return body + luhn_digit(body)
+
+
+def card(pid: int, network: str = "visa") -> CardDetails:
+    return CardDetails(pan=pan_for(pid, "4761" if network == "visa" else "5413"), mcc="5411",
                        merchant_name="CORNER SHOP", merchant_city="SPRINGFIELD",
                        merchant_country="USA", merchant_id="MERCHANT0000001",
                        product_id="A")
@@ -90,6 +96,6 @@ def details():
         for r in rows:
             if delay:
                 time.sleep(delay / max(len(rows), 1))
-            out[r.payment_id] = card(r.payment_id)
+            out[r.payment_id] = card(r.payment_id, r.network)
         return out
     return source

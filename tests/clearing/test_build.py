@@ -13,6 +13,7 @@ import pytest
 from payswitch.codecs.clearing import base2, ipm
 from payswitch.ledger import Ledger, LedgerError
 from payswitch.ledger.clearing_build import Network, build
+from payswitch.simulators.clearing import settle
 from tests.clearing import ledgerkit as kit
 
 D = date(2026, 11, 27)
@@ -54,9 +55,19 @@ def test_each_approved_unreversed_authorization_is_presented_once(pg_dsn, tmp_pa
     assert visa.presentments[0].auth_code == "A00001" and visa.file_date == D
     assert all(p.terminal_id == "TERM0001" for p in visa.presentments)
     mc = ipm.read((tmp_path / "mastercard-20261127-001.ipm").read_bytes(), blocked=True)
-    assert [(p.pan, p.amount_minor) for p in mc.presentments] == [(kit.card(6).pan, 6000)]
+    assert [(p.pan, p.amount_minor) for p in mc.presentments] == [
+        (kit.card(6, "mastercard").pan, 6000)]
     arns = [p.arn for p in visa.presentments + mc.presentments]
     assert len(set(arns)) == len(arns)
+
+    # the networks take the files: every presentment accepted, net = sales - credit - fees
+    v = settle((tmp_path / "visa-20261127-001.ctf").read_bytes(), "visa")
+    assert not v.rejected and len(v.accepted) == 4 and v.file_error is None
+    fees = sum((-1 if a.kind == "credit" else 1) * a.interchange_minor for a in v.accepted)
+    assert v.net_minor == {"840": 1000 + 1500 - 700 + 1100 - fees}
+    m = settle((tmp_path / "mastercard-20261127-001.ipm").read_bytes(), "mastercard",
+               blocked=True)
+    assert not m.rejected and [a.amount_minor for a in m.accepted] == [6000]
 
     # a re-run of the same date: same bytes, nothing new
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -113,4 +124,4 @@ def test_cli_build_then_show(pg_dsn, tmp_path):
                             str(tmp_path / "mastercard-20261127-001.ipm")],
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "2500" in shown.stdout
-    assert kit.card(2).pan not in shown.stdout + r.stdout + r.stderr
+    assert kit.card(2, "mastercard").pan not in shown.stdout + r.stdout + r.stderr
