@@ -11,9 +11,10 @@ once, across restarts and re-runs; a re-run of a closed date selects nothing new
 re-writes the file from the same rows, byte for byte.
 
 The PAN and merchant data are not in the ledger (a PAN never is, in clear): a
-``DetailsSource`` supplies them per payment (the switch's: the journal's HSM-encrypted
-PAN, decrypted in the HSM, and its merchant table). The CLI takes it as
-``--details module:factory``, as ``ledger verify`` takes its MAC provider.
+``DetailsSource`` supplies them per payment (for the switch that would be the
+journal's HSM-encrypted PAN, decrypted in the HSM, and its merchant table; not
+written yet). The CLI takes it as ``--details module:factory`` or
+``$PAYSWITCH_CLEARING_DETAILS``, as ``ledger verify`` takes its MAC provider.
 
 Files are written atomically: ``.NAME.tmp``, fsync, rename, fsync of the directory.
 A file that exists with other bytes is an error, never overwritten.
@@ -245,6 +246,7 @@ def build(conn: psycopg.Connection, networks: Sequence[Network], cycle_date: dat
 # -- CLI ------------------------------------------------------------------------------
 
 DEFAULT_NETWORKS = ("visa=base2:400000", "mastercard=ipm-blocked:510000")
+DETAILS_ENV = "PAYSWITCH_CLEARING_DETAILS"
 
 
 def parse_network(text: str) -> Network:
@@ -272,8 +274,9 @@ def register(sub) -> None:
                         f"{' '.join(DEFAULT_NETWORKS)}; test BINs)")
     b.add_argument("--cutoff", type=time.fromisoformat, default=time(0),
                    help="cut-off time (UTC) on the day after --date; default 00:00")
-    b.add_argument("--details", required=True, metavar="MODULE:FACTORY",
-                   help="card and merchant details source (factory returns a callable)")
+    b.add_argument("--details", default=os.environ.get(DETAILS_ENV), metavar="MODULE:FACTORY",
+                   help=f"card and merchant details source (a factory returning the "
+                        f"callable); default ${DETAILS_ENV}")
     b.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: $PAYSWITCH_PG_DSN)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_build)
@@ -285,6 +288,8 @@ def cmd_build(args) -> int:
     try:
         if not dsn:
             raise LedgerError("no database: give --dsn or set PAYSWITCH_PG_DSN")
+        if not args.details:
+            raise LedgerError(f"no card details source: give --details or set {DETAILS_ENV}")
         details = load_details(args.details)
         with psycopg.connect(dsn, autocommit=True) as conn:
             cutoff = cutoff_ns(args.date, args.cutoff)
