@@ -5,8 +5,9 @@ summarised, TC05/06/07 TCR0 (positions below) and the TC90 / TC91 / TC92 header 
 trailers. No implementation of Base II exists on PyPI to check against (cardutil has
 none), so the positions are ours to keep honest: every layout is a table here, and
 ``Layout`` checks at import time that it tiles 168 positions. TCR1 and TCR5 carry only
-the fields we fill (terminal and card acceptor id; transaction id, authorized amount
-and product id) at the positions in their tables; the rest is reserved (blank).
+the fields we fill (terminal and card acceptor id; transaction id, authorized amount,
+response code and product id) at the positions in their tables; the rest is reserved
+(blank).
 
 File::
 
@@ -26,7 +27,9 @@ and extension ``000``, ARN with a valid Luhn digit, purchase date, destination a
 source amount and currency, merchant name, city, alpha-2 country, MCC, usage code,
 reason code, authorization code, POS entry mode, central processing date) and with
 the TC91/TC92 positions (BIN, YYDDD, amounts, counts, batch number, zeros and blanks
-in the reserved parts).
+in the reserved parts), and with TCR5's first fields (transaction identifier 5-19,
+authorized amount 20-31, its currency 32-34, response code 35-36). Where TCR1's
+terminal and card acceptor ids and TCR5's product id sit is our choice, unchecked.
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ TCR5 = Layout("TCR5", RECORD_BYTES, [
     Fld("transaction_id", 5, 15),
     Fld("authorized_amount", 20, 12),  # blank when not given
     Fld("authorization_currency", 32, 3),
-    _blank("response_and_validation", 35, 6),
+    Fld("authorization_response_code", 35, 2, "c", "00"),  # presentments are approvals
+    _blank("validation_code", 37, 4),
     Fld("product_id", 41, 3),
     _blank("reserved_44", 44, 125),
 ])

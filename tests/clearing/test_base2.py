@@ -42,6 +42,7 @@ def test_positions_of_a_sale_with_tcr1_and_tcr5():
     assert tcr0[163:167] == "6331"  # central processing date YDDD (2026-11-27)
     assert recs[0][4:15] == "412345" + "26331"  # TC90 BIN + YYDDD
     assert recs[3][4:19] == "123456789012345" and recs[3][19:31] == "000000001500"
+    assert recs[3][31:36] == "840" + "00"  # authorization currency, response code
     trailer = recs[4]
     assert trailer[30:42] == "1".zfill(12)  # monetary transactions
     assert trailer[48:60] == "4".zfill(12)  # TCRs: 3 + the trailer
