@@ -46,7 +46,6 @@ from .types import LedgerError
 FORMATS = {"base2": ".ctf", "ipm": ".ipm", "ipm-blocked": ".ipm"}
 CASH_CODES = ("01", "12", "17")
 CREDIT_CODES = ("20",)
-ARN_FORMAT = {"base2": "2", "ipm": "2", "ipm-blocked": "2"}
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ def close_cycle(conn: psycopg.Connection, net: Network, cycle_date: date,
                 held if final != held else None, ledger,
                 str(approved.get("auth_code") or "").upper(),
                 datetime.fromtimestamp(ts / 1e9, UTC).date(),
-                make_arn(net.acquirer_bin, cycle_date, i, ARN_FORMAT[net.fmt]),
+                make_arn(net.acquirer_bin, cycle_date, i),
                 str(received.get("terminal_id") or "")))
         with conn.cursor() as cur:
             cur.executemany(
