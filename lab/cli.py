@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "payswitch.ledger.cli",  # ledger verify | balances
     "payswitch.codecs.bankcli",  # ach show | validate, iso20022 validate
     "payswitch.switch.top",  # top (live console over metrics endpoints)
+    "payswitch.ledger.clearing_cli",  # clearing show | build
 )
 
 
