@@ -20,7 +20,7 @@ CASE = '[[case]]\nname = "a"\nrequest = "purchase"\ncard = "visa_approve"\n'
 def test_every_network_and_role_has_a_shipped_suite():
     names = set(shipped())
     for net in ("visa", "mastercard", "iso87ascii"):
-        for role in ("issuer-host",):
+        for role in ("issuer-host", "acquirer-host"):
             assert f"{net}-{role}" in names
             assert find_suite(None, role, net).network == net
 
