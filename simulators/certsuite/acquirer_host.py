@@ -15,6 +15,8 @@ reversals, a reversal after a timeout, sign-on before traffic, echo, MAC.
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 
 from payswitch.codecs.iso8583 import Message
@@ -66,10 +68,8 @@ class NetworkSide:
         if answer == "late":
             await trio.sleep(self.late_s)  # past the host's timeout, by design
         seen.answered = True
-        try:
+        with contextlib.suppress(wire.LinkError):
             await link.send(resp)
-        except wire.LinkError:
-            pass
 
 
 def find(seen: list[checks.Seen], pan: str, amount: int, mtis: set[str]) -> list:
@@ -209,9 +209,9 @@ def _session_checks(net: NetworkSide, case: Case) -> list:
         if first is None or (first.mti, first.network_code) != ("0800", "001"):
             got = "nothing" if first is None else f"{first.mti} DE70={first.network_code}"
             out.append(checks.Violation("sign_on", "first message", "0800 DE70=001", got))
-    if "echo" in case.checks:
-        if not any(s.msg.mti == "0800" and s.msg.network_code == "301" for s in net.seen):
-            out.append(checks.Violation("echo", "0800 DE70=301", "an echo test while idle "
+    echoed = any(s.msg.mti == "0800" and s.msg.network_code == "301" for s in net.seen)
+    if "echo" in case.checks and not echoed:
+        out.append(checks.Violation("echo", "0800 DE70=301", "an echo test while idle "
                                         f"{case.wait_ms} ms", "none"))
     for s in net.seen:
         if s.msg.mti in checks.NETWORK:
