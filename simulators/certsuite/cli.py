@@ -1,0 +1,80 @@
+"""`payswitch certify --role issuer-host|acquirer-host`: run a suite, write the reports.
+
+Reports go to ``--report-dir`` (default ``certify-reports/<suite>``): ``summary.txt``
+(also printed), ``junit.xml`` and ``messages.json`` (every exchanged message per case,
+PAN masked, with the broken rules). Exit 1 when a mandatory case failed, 2 on a usage
+or suite error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import trio
+
+from payswitch.simulators.certsuite import wire
+from payswitch.simulators.certsuite.acquirer_host import NetworkSide, run_acquirer_suite
+from payswitch.simulators.certsuite.issuer_host import run_issuer_suite
+from payswitch.simulators.certsuite.report import as_json, summary, write_reports
+from payswitch.simulators.certsuite.suite import SuiteError, find_suite
+
+SIGN_ON_WAIT_S = 60.0  # acquirer-host: how long to wait for the host to dial and sign on
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def run(args, hsm_for) -> int:
+    try:
+        suite = find_suite(args.suite, args.role, args.network)
+        target = host_port(args.target) if args.target else None
+        listen = host_port(args.listen)
+    except (SuiteError, ValueError, OSError) as e:
+        print(f"payswitch certify: {e}", file=sys.stderr)
+        return 2
+    if args.list:
+        print("\n".join(f"{c.name:<36} {'mandatory' if c.mandatory else 'optional '}  "
+                        f"{c.description}" for c in suite.cases))
+        return 0
+    if target is None:
+        print("payswitch certify: --target HOST:PORT is required", file=sys.stderr)
+        return 2
+    hsm = hsm_for(args.hsm_token)
+    try:
+        if args.role == "issuer-host":
+            result = trio.run(run_issuer_suite, suite, *target, hsm, args.case)
+        else:
+            result = trio.run(_acquirer, suite, listen, target, hsm,
+                              hsm_for(args.terminal_token), args.case)
+    except (wire.LinkError, trio.TooSlowError) as e:
+        print(f"payswitch certify: {e or 'the host did not sign on in time'}",
+              file=sys.stderr)
+        return 1
+    directory = args.report_dir or os.path.join("certify-reports", suite.name)
+    paths = write_reports(result, directory)
+    if args.json:
+        print(json.dumps({**as_json(result), "reports": paths}))
+    else:
+        print(summary(result))
+        print(f"reports: {paths['summary']}, {paths['junit']}, {paths['messages']}")
+    return 0 if result.passed else 1
+
+
+async def _acquirer(suite, listen, target, hsm, terminal_hsm, cases):
+    net = NetworkSide(suite, hsm, host=listen[0], port=listen[1])
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(net.serve)
+        print(f"payswitch-certify listening network={suite.network} host={listen[0]} "
+              f"port={port}: point the host's {suite.network} link here", flush=True)
+        with trio.fail_after(SIGN_ON_WAIT_S):
+            while not any(s.msg.mti == "0800" and s.answered for s in net.seen):
+                await trio.sleep(0.05)
+        result = await run_acquirer_suite(suite, net, target, terminal_hsm, cases)
+        nursery.cancel_scope.cancel()
+    return result
