@@ -12,6 +12,7 @@ import os
 import trio
 
 from payswitch.lab.demo import demo_config, start_switch
+from payswitch.lab.realparts import free_port
 from payswitch.simulators.certsuite import wire
 from payswitch.simulators.certsuite.acquirer_host import NetworkSide, run_acquirer_suite
 from payswitch.simulators.certsuite.report import SuiteResult
@@ -22,12 +23,17 @@ SIGN_ON_WAIT_S = 20.0  # the switch's links sign on within this, or the run stop
 
 def switch_config(suite: Suite, port: int, echo_interval_ms: int = 1000,
                   hsm_token: str | None = None) -> str:
-    """The demo's config with both issuer links dialling ``port`` in the suite's
-    network dialect and framing (the certifier is the network for every BIN)."""
+    """The demo's config with the link that carries the suite's cards dialling
+    ``port`` in the suite's network dialect and framing (MACed when the suite is).
+    The other link dials a closed port: it stays down and sends nothing."""
     dialect, framing = wire.WIRE[suite.network]
-    text = demo_config(port, port, issuer_timeout_ms=suite.host_timeout_ms,
+    link = "mastercard" if suite.network == "mastercard" else "visa"
+    closed = free_port()
+    text = demo_config(port if link == "visa" else closed,
+                       port if link == "mastercard" else closed,
+                       issuer_timeout_ms=suite.host_timeout_ms,
                        echo_interval_ms=echo_interval_ms, hsm_token=hsm_token,
-                       mac_links=("visa", "mastercard") if suite.mac else ())
+                       mac_links=(link,) if suite.mac else ())
     out = []
     in_link = False
     for line in text.splitlines():

@@ -8,6 +8,8 @@ import dataclasses
 
 import trio
 
+from payswitch.codecs.iso8583 import Message
+
 from payswitch.codecs.tlv import Tlv, as_tag, decode_tlv, encode_tlv
 from payswitch.simulators.certsuite import wire
 from payswitch.simulators.issuer import Issuer
@@ -56,3 +58,69 @@ class FaultyIssuerHost:
         if fin and amount in f.slow:
             await trio.sleep(f.slow[amount])
         await link.send(resp)
+
+
+class FaultyAcquirerHost:
+    """A small acquirer host with chosen faults: a terminal port (iso87ascii, len2)
+    and one link it dials to the network (signs on, forwards with its own STAN,
+    answers 91 and reverses with a 0420 when the network does not answer in time).
+
+    Faults: ``no_de90`` (reversals without DE90), ``bad_mac_pc`` (a corrupted MAC on
+    requests with these processing codes), ``reuse_stan_amounts`` (the request for
+    these amounts reuses the previous STAN)."""
+
+    def __init__(self, network: str, hsm, mac: bool, *, timeout_s: float = 2.0,
+                 no_de90: bool = False, bad_mac_pc: frozenset = frozenset(),
+                 reuse_stan_amounts: frozenset = frozenset()) -> None:
+        self.codec = wire.Codec(network, hsm, mac)
+        self.codec.corrupt_mac = lambda m: m.processing_code in bad_mac_pc
+        self.timeout_s = timeout_s
+        self.no_de90 = no_de90
+        self.reuse = reuse_stan_amounts
+        self.stan = 500000
+        self.last: dict = {}  # terminal (STAN, DE7) -> what was forwarded
+        self.link = None
+
+    def next_stan(self, amount=None) -> str:
+        if amount not in self.reuse:
+            self.stan += 1
+        return f"{self.stan:06d}"
+
+    async def run(self, network_port: int, task_status=trio.TASK_STATUS_IGNORED):
+        from payswitch.simulators.terminal import now_fields
+
+        async with wire.dial("127.0.0.1", network_port, self.codec) as link:
+            self.link = link
+            resp, _, _ = await link.request(Message(
+                mti="0800", stan=self.next_stan(), network_code="001",
+                transmission_time=now_fields()["transmission_time"]), 5)
+            assert resp is not None and resp.response_code == "00"
+            terminal = wire.Listener(wire.Codec("iso87ascii"), self.on_terminal)
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(terminal.serve)
+                task_status.started(port)
+
+    async def on_terminal(self, term_link, msg, payload, at_s):
+        from payswitch.simulators.certsuite.checks import original_data_of
+        from payswitch.simulators.terminal import now_fields
+
+        de7 = now_fields()["transmission_time"]
+        if msg.mti == "0400":
+            orig = self.last[msg.original_data[4:20]]
+            out = orig.replace(mti="0400", stan=self.next_stan(), transmission_time=de7,
+                               original_data=None if self.no_de90
+                               else original_data_of(orig), pin_block=None, emv=None)
+        else:
+            out = msg.replace(stan=self.next_stan(msg.amount_minor), transmission_time=de7)
+            self.last[msg.stan + msg.transmission_time] = out
+        resp, _, _ = await self.link.request(out, self.timeout_s)
+        code = resp.response_code if resp is not None else "91"
+        answer = msg.replace(mti=msg.response_mti, response_code=code, pin_block=None,
+                             emv=None, track2=None,
+                             auth_code=resp.auth_code if resp is not None else None)
+        await term_link.send(answer)
+        if resp is None and msg.mti != "0400":
+            rev = out.replace(mti="0420", stan=self.next_stan(), transmission_time=de7,
+                              original_data=None if self.no_de90 else original_data_of(out),
+                              pin_block=None, emv=None)
+            await self.link.send(rev)

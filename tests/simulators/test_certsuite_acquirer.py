@@ -6,12 +6,17 @@ fails exactly the reversal cases."""
 from __future__ import annotations
 
 import pytest
+import trio
 
 from payswitch.hsm import devkeys
 from payswitch.lab import realparts
 from payswitch.lab.certify import certify_payswitch
+from payswitch.simulators.certsuite.acquirer_host import NetworkSide, run_acquirer_suite
 from payswitch.simulators.certsuite.report import summary
 from payswitch.simulators.certsuite.suite import shipped
+from payswitch.simulators.issuer import Issuer
+
+from certsuite_faulty import FaultyAcquirerHost
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +37,37 @@ def test_payswitch_passes_the_acquirer_host_suite(pg_admin_dsn, tmp_path, networ
     failed = {c.name: [str(v) for v in c.violations] for c in result.cases if not c.passed}
     assert failed == {}, summary(result)
     assert result.passed and len(result.cases) == len(suite.cases)
+
+
+def test_faulty_acquirer_host_fails_exactly_its_faulty_cases(issuer_hsm, keys):
+    suite = shipped()["visa-acquirer-host"]
+    assert suite.mac
+    host = FaultyAcquirerHost("visa", issuer_hsm, True, timeout_s=suite.host_timeout_ms / 1000,
+                              no_de90=True, bad_mac_pc=frozenset({"011000"}),
+                              reuse_stan_amounts=frozenset({1002}))
+    # the driven terminal has no keys: the network's issuer decides by the card labels
+    net = NetworkSide(suite, issuer_hsm, issuer=Issuer())
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(net.serve)
+            term_port = await nursery.start(host.run, port)
+            cases = [c.name for c in suite.cases if c.name != "echo_when_idle"]
+            result = await run_acquirer_suite(suite, net, ("127.0.0.1", term_port),
+                                              case_names=cases)
+            nursery.cancel_scope.cancel()
+        return result
+    result = trio.run(main)
+    broken = {c.name: sorted({(v.rule, v.field.split(" ")[0]) for v in c.violations})
+              for c in result.cases if not c.passed}
+    no_de90 = [("mandatory_fields", "DE90"), ("reversal_de90", "DE90")]
+    assert broken == {
+        # the network drops the badly MACed request: 91 to the terminal, a reversal
+        "cash_withdrawal_approved": [("de39_allowed", "DE39"), ("mac", "DE64/DE128"),
+                                     ("mandatory_fields", "DE90")],
+        "decline_05_passed_on": [("stan_rrn_unique", "DE11")],
+        "terminal_reversal": no_de90,
+        "no_answer_reversal": no_de90,
+        "late_answer_reversal": no_de90,
+    }, summary(result)
+    assert not result.passed
