@@ -9,7 +9,6 @@ import dataclasses
 import trio
 
 from payswitch.codecs.iso8583 import Message
-
 from payswitch.codecs.tlv import Tlv, as_tag, decode_tlv, encode_tlv
 from payswitch.simulators.certsuite import wire
 from payswitch.simulators.issuer import Issuer

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from certsuite_faulty import FaultyAcquirerHost
 
 from payswitch.hsm import devkeys
 from payswitch.lab import realparts
@@ -15,8 +16,6 @@ from payswitch.simulators.certsuite.acquirer_host import NetworkSide, run_acquir
 from payswitch.simulators.certsuite.report import summary
 from payswitch.simulators.certsuite.suite import shipped
 from payswitch.simulators.issuer import Issuer
-
-from certsuite_faulty import FaultyAcquirerHost
 
 
 @pytest.fixture(scope="module")
