@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", help="a shipped suite name or a .toml file "
                    "(default: <network>-<role>)")
     p.add_argument("--case", action="append", help="run only these cases (repeatable)")
-    p.add_argument("--listen", default="127.0.0.1:0", help="acquirer-host: HOST:PORT the "
-                   "host's network link dials (0: a free port, printed)")
+    p.add_argument("--listen", help="HOST:PORT the host's network link dials (port 0: a "
+                   "free one, printed); acquirer-host default 127.0.0.1:0; issuer-host: "
+                   "instead of --target, for an issuer host that dials the network")
     p.add_argument("--report-dir", help="default certify-reports/<suite>")
     p.add_argument("--terminal-token", help="acquirer-host: terminal token label (PIN "
                    "blocks, CVVs, ARQCs of the driven terminal)")

@@ -16,7 +16,10 @@ import trio
 
 from payswitch.simulators.certsuite import wire
 from payswitch.simulators.certsuite.acquirer_host import NetworkSide, run_acquirer_suite
-from payswitch.simulators.certsuite.issuer_host import run_issuer_suite
+from payswitch.simulators.certsuite.issuer_host import (
+    run_issuer_suite,
+    run_issuer_suite_listening,
+)
 from payswitch.simulators.certsuite.report import as_json, summary, write_reports
 from payswitch.simulators.certsuite.suite import SuiteError, find_suite
 
@@ -34,7 +37,7 @@ def run(args, hsm_for) -> int:
     try:
         suite = find_suite(args.suite, args.role, args.network)
         target = host_port(args.target) if args.target else None
-        listen = host_port(args.listen)
+        listen = host_port(args.listen) if args.listen else None
     except (SuiteError, ValueError, OSError) as e:
         print(f"payswitch certify: {e}", file=sys.stderr)
         return 2
@@ -42,15 +45,18 @@ def run(args, hsm_for) -> int:
         print("\n".join(f"{c.name:<36} {'mandatory' if c.mandatory else 'optional '}  "
                         f"{c.description}" for c in suite.cases))
         return 0
-    if target is None:
-        print("payswitch certify: --target HOST:PORT is required", file=sys.stderr)
+    if target is None and not (args.role == "issuer-host" and listen):
+        print("payswitch certify: --target HOST:PORT is required (issuer-host: or "
+              "--listen HOST:PORT for a host that dials the network)", file=sys.stderr)
         return 2
     hsm = hsm_for(args.hsm_token)
     try:
-        if args.role == "issuer-host":
+        if args.role == "issuer-host" and target is None:
+            result = trio.run(_issuer_listening, suite, listen, hsm, args.case)
+        elif args.role == "issuer-host":
             result = trio.run(run_issuer_suite, suite, *target, hsm, args.case)
         else:
-            result = trio.run(_acquirer, suite, listen, target, hsm,
+            result = trio.run(_acquirer, suite, listen or ("127.0.0.1", 0), target, hsm,
                               hsm_for(args.terminal_token), args.case)
     except (wire.LinkError, trio.TooSlowError) as e:
         print(f"payswitch certify: {e or 'the host did not sign on in time'}",
@@ -64,6 +70,22 @@ def run(args, hsm_for) -> int:
         print(summary(result))
         print(f"reports: {paths['summary']}, {paths['junit']}, {paths['messages']}")
     return 0 if result.passed else 1
+
+
+async def _issuer_listening(suite, listen, hsm, cases):
+    async def ready(port):
+        print(f"payswitch-certify listening network={suite.network} host={listen[0]} "
+              f"port={port}: point the issuer host's network link here", flush=True)
+
+    async with trio.open_nursery() as nursery:
+        result = []
+
+        async def run_it(task_status=trio.TASK_STATUS_IGNORED):
+            result.append(await run_issuer_suite_listening(
+                suite, *listen, hsm, cases, SIGN_ON_WAIT_S, task_status=task_status))
+        port = await nursery.start(run_it)
+        await ready(port)
+    return result[0]
 
 
 async def _acquirer(suite, listen, target, hsm, terminal_hsm, cases):

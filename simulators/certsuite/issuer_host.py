@@ -11,6 +11,7 @@ test cards of ``simulators/cards.py``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import trio
@@ -166,30 +167,68 @@ async def run_case(link: wire.Link, builder: Builder, case: Case, suite: Suite,
                       (trio.current_time() - start) * 1000, case.description)
 
 
-async def run_issuer_suite(suite: Suite, host: str, port: int, hsm=None,
-                           case_names: list[str] | None = None) -> SuiteResult:
-    """Dial the issuer host at host:port and run the suite's cases in order (one link)."""
+def _codec(suite: Suite, hsm) -> wire.Codec:
     if suite.mac and hsm is None:
         raise wire.LinkError(f"suite {suite.name} MACs the link: it needs the network's "
                              "keys (--hsm-token)")
-    codec = wire.Codec(suite.network, hsm, suite.mac)
+    return wire.Codec(suite.network, hsm, suite.mac)
+
+
+async def run_issuer_suite(suite: Suite, host: str, port: int, hsm=None,
+                           case_names: list[str] | None = None) -> SuiteResult:
+    """Dial the issuer host at host:port and run the suite's cases in order (one link)."""
+    codec = _codec(suite, hsm)
+    async with wire.dial(host, port, codec, on_request=answer_network) as link:
+        return await run_cases(link, suite, hsm, case_names, f"{host}:{port}")
+
+
+async def answer_network(link: wire.Link, msg: Message, payload: bytes, at_s: float):
+    """The host's own sign-on / echo / sign-off toward the network: 0810 00."""
+    if msg.mti in ("0800", "0801"):
+        resp = msg.replace(mti="0810", response_code="00", mac=None)
+        with contextlib.suppress(wire.LinkError):
+            await link.send(resp)
+
+
+async def run_issuer_suite_listening(suite: Suite, host: str, port: int, hsm=None,
+                                     case_names: list[str] | None = None,
+                                     wait_s: float = 60.0,
+                                     task_status=trio.TASK_STATUS_IGNORED) -> SuiteResult:
+    """For issuer hosts that dial the network: listen on host:port (0: a free port,
+    given to ``task_status``), wait up to ``wait_s`` for the host to connect (and
+    sign on, if it does), then run the cases over that connection."""
+    listener = wire.Listener(_codec(suite, hsm), answer_network, host, port, max_links=1)
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(listener.serve)
+        task_status.started(bound)
+        with trio.fail_after(wait_s):
+            while not listener.links:
+                await trio.sleep(0.05)
+            await trio.sleep(0.2)  # room for the host's own sign-on first
+        link = listener.links[0]
+        result = await run_cases(link, suite, hsm, case_names, f"listening on {host}:{bound}")
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def run_cases(link: wire.Link, suite: Suite, hsm, case_names, target: str
+                    ) -> SuiteResult:
+    codec = link.codec
     crypto = HsmCrypto(codec, hsm)
     builder = Builder(suite, hsm)
     results: list[CaseResult] = []
     answers: dict[str, Message] = {}
-    target = f"{host}:{port}"
-    async with wire.dial(host, port, codec) as link:
-        for case in suite.cases:
-            if case_names and case.name not in case_names:
-                continue
-            mark = len(link.frames)
-            try:
-                res = await run_case(link, builder, case, suite, crypto, answers)
-            except wire.LinkError as e:
-                res = CaseResult(case.name, case.mandatory, [checks.Violation(
-                    "link", "connection", "open", str(e))], description=case.description)
-            t0 = link.frames[mark].at_s if len(link.frames) > mark else 0.0
-            res.messages = [describe(f.msg, f.direction, (f.at_s - t0) * 1000, f.error)
-                            for f in link.frames[mark:]]
-            results.append(res)
+    for case in suite.cases:
+        if case_names and case.name not in case_names:
+            continue
+        mark = len(link.frames)
+        try:
+            res = await run_case(link, builder, case, suite, crypto, answers)
+        except wire.LinkError as e:
+            res = CaseResult(case.name, case.mandatory, [checks.Violation(
+                "link", "connection", "open", str(e))], description=case.description)
+        t0 = link.frames[mark].at_s if len(link.frames) > mark else 0.0
+        res.messages = [describe(f.msg, f.direction, (f.at_s - t0) * 1000, f.error)
+                        for f in link.frames[mark:]]
+        results.append(res)
     return SuiteResult(suite.name, suite.role, suite.network, target, results)

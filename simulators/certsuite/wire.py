@@ -164,8 +164,10 @@ class Link:
 
 
 @contextlib.asynccontextmanager
-async def dial(host: str, port: int, codec: Codec, connect_timeout_s: float = 5.0):
-    """Connect to ``host:port`` and run the reader while the block runs."""
+async def dial(host: str, port: int, codec: Codec, connect_timeout_s: float = 5.0,
+               on_request=None):
+    """Connect to ``host:port`` and run the reader while the block runs (requests from
+    the other side go to ``on_request``, as in ``Listener``)."""
     with trio.move_on_after(connect_timeout_s) as scope:
         try:
             stream = await trio.open_tcp_stream(host, port)
@@ -175,12 +177,15 @@ async def dial(host: str, port: int, codec: Codec, connect_timeout_s: float = 5.
         raise LinkError(f"connect to {host}:{port} timed out")
     link = Link(stream, codec)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(link.read_loop)
+        nursery.start_soon(link.read_loop, on_request)
         try:
             yield link
         finally:
+            # Shielded: a checkpoint in a cancelled scope here would replace an error
+            # raised in the block with Cancelled, which the nursery then swallows.
+            with trio.CancelScope(shield=True):
+                await link.aclose()
             nursery.cancel_scope.cancel()
-            await link.aclose()
 
 
 class Listener:

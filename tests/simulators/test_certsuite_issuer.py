@@ -14,11 +14,17 @@ import pytest
 import trio
 from certsuite_faulty import Faults, FaultyIssuerHost
 
+from payswitch.codecs.iso8583 import Message
 from payswitch.hsm import devkeys
 from payswitch.simulators.cards import card
-from payswitch.simulators.certsuite.issuer_host import run_issuer_suite
+from payswitch.simulators.certsuite import wire
+from payswitch.simulators.certsuite.issuer_host import (
+    run_issuer_suite,
+    run_issuer_suite_listening,
+)
 from payswitch.simulators.certsuite.report import junit_xml, write_reports
 from payswitch.simulators.certsuite.suite import shipped
+from payswitch.simulators.issuer import Issuer
 from payswitch.simulators.network import NetworkSimulator
 
 
@@ -100,3 +106,41 @@ def test_faulty_issuer_host_fails_exactly_its_faulty_cases(keys, tmp_path):
     failed = {tc.get("name") for tc in suite_el.iter("testcase")
               if tc.find("failure") is not None}
     assert failed == set(broken)
+
+
+def test_listen_mode_for_an_issuer_host_that_dials_the_network(keys):
+    """The host connects to the certifier (and signs on itself); the suite runs over
+    that connection: the issuer simulator's decisions served on a dialled link."""
+    suite = shipped()["mastercard-issuer-host"]
+    issuer = Issuer(hsm=keys)
+    signed_on = []
+
+    async def serve_issuer(link, msg, payload, at_s):
+        resp = issuer.respond(msg)
+        if resp is not None:
+            await link.send(resp)
+
+    async def main():
+        results = []
+
+        async def certifier(task_status=trio.TASK_STATUS_IGNORED):
+            results.append(await run_issuer_suite_listening(
+                suite, "127.0.0.1", 0, keys, task_status=task_status))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(certifier)
+                async with wire.dial("127.0.0.1", port, wire.Codec("mastercard"),
+                                     on_request=serve_issuer) as link:
+                    resp, _, _ = await link.request(Message(
+                        mti="0800", stan="000001", network_code="001",
+                        transmission_time="1128100000"), 5)
+                    signed_on.append(resp.response_code)
+                    while not results:
+                        await trio.sleep(0.05)
+        return results[0]
+    result = trio.run(main)
+    assert signed_on == ["00"]
+    failed = {c.name: [str(v) for v in c.violations] for c in result.cases if not c.passed}
+    assert failed == {} and len(result.cases) == len(suite.cases)
+    assert result.target.startswith("listening on 127.0.0.1:")
