@@ -22,6 +22,7 @@ from payswitch.simulators.certsuite.issuer_host import (
 )
 from payswitch.simulators.certsuite.report import as_json, summary, write_reports
 from payswitch.simulators.certsuite.suite import SuiteError, find_suite
+from payswitch.simulators.issuer import Issuer
 
 SIGN_ON_WAIT_S = 60.0  # acquirer-host: how long to wait for the host to dial and sign on
 
@@ -89,7 +90,10 @@ async def _issuer_listening(suite, listen, hsm, cases):
 
 
 async def _acquirer(suite, listen, target, hsm, terminal_hsm, cases):
-    net = NetworkSide(suite, hsm, host=listen[0], port=listen[1])
+    # The network's issuer checks PIN, CVV and ARQC only when the driven terminal has
+    # the keys to make real ones; else it decides by the card table's labels.
+    issuer = Issuer(hsm=hsm if terminal_hsm is not None else None)
+    net = NetworkSide(suite, hsm, host=listen[0], port=listen[1], issuer=issuer)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(net.serve)
         print(f"payswitch-certify listening network={suite.network} host={listen[0]} "

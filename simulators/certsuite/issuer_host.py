@@ -231,4 +231,8 @@ async def run_cases(link: wire.Link, suite: Suite, hsm, case_names, target: str
         res.messages = [describe(f.msg, f.direction, (f.at_s - t0) * 1000, f.error)
                         for f in link.frames[mark:]]
         results.append(res)
-    return SuiteResult(suite.name, suite.role, suite.network, target, results)
+    notes = []
+    if hsm is None and any("arpc" in c.checks for c in suite.cases):
+        notes.append("ARPC not judged and cards carry no real PIN/CVV/ARQC: no network "
+                     "keys (--hsm-token)")
+    return SuiteResult(suite.name, suite.role, suite.network, target, results, notes)

@@ -35,6 +35,7 @@ class SuiteResult:
     network: str
     target: str
     cases: list[CaseResult]
+    notes: list[str] = field(default_factory=list)  # what was not judged, and why
 
     @property
     def passed(self) -> bool:
@@ -75,6 +76,7 @@ def summary(result: SuiteResult) -> str:
         lines.append(f"{status}  {c.name:<36} {c.ms:8.0f} ms")
         for v in c.violations:
             lines.append(f"      {v}")
+    lines += [f"note: {n}" for n in result.notes]
     failed = [c for c in result.cases if not c.passed]
     mand = [c for c in failed if c.mandatory]
     lines.append(f"{len(result.cases) - len(failed)}/{len(result.cases)} cases passed; "
@@ -107,7 +109,7 @@ def junit_xml(result: SuiteResult) -> str:
 def as_json(result: SuiteResult) -> dict:
     return {
         "suite": result.suite, "role": result.role, "network": result.network,
-        "target": result.target, "passed": result.passed,
+        "target": result.target, "passed": result.passed, "notes": result.notes,
         "cases": [{"name": c.name, "mandatory": c.mandatory, "passed": c.passed,
                    "ms": round(c.ms, 1),
                    "violations": [dataclasses.asdict(v) for v in c.violations],
