@@ -79,25 +79,35 @@ class FaultyAcquirerHost:
         self.stan = 500000
         self.last: dict = {}  # terminal (STAN, DE7) -> what was forwarded
         self.link = None
+        self.signed_on = trio.Event()
 
     def next_stan(self, amount=None) -> str:
         if amount not in self.reuse:
             self.stan += 1
         return f"{self.stan:06d}"
 
-    async def run(self, network_port: int, task_status=trio.TASK_STATUS_IGNORED):
+    async def run(self, network_port: int, task_status=trio.TASK_STATUS_IGNORED, *,
+                  dial_wait_s: float = 10.0):
+        """Open the terminal port (its number to ``task_status``), then dial the
+        network (retrying up to ``dial_wait_s``: it may not listen yet) and sign on."""
         from payswitch.simulators.terminal import now_fields
 
-        async with wire.dial("127.0.0.1", network_port, self.codec) as link:
-            self.link = link
-            resp, _, _ = await link.request(Message(
-                mti="0800", stan=self.next_stan(), network_code="001",
-                transmission_time=now_fields()["transmission_time"]), 5)
-            assert resp is not None and resp.response_code == "00"
-            terminal = wire.Listener(wire.Codec("iso87ascii"), self.on_terminal)
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(terminal.serve)
-                task_status.started(port)
+        terminal = wire.Listener(wire.Codec("iso87ascii"), self.on_terminal)
+        async with trio.open_nursery() as nursery:
+            task_status.started(await nursery.start(terminal.serve))
+            with trio.fail_after(dial_wait_s):
+                while True:
+                    try:
+                        async with wire.dial("127.0.0.1", network_port, self.codec) as link:
+                            self.link = link
+                            resp, _, _ = await link.request(Message(
+                                mti="0800", stan=self.next_stan(), network_code="001",
+                                transmission_time=now_fields()["transmission_time"]), 5)
+                            assert resp is not None and resp.response_code == "00"
+                            self.signed_on.set()
+                            await trio.sleep_forever()
+                    except wire.LinkError:
+                        await trio.sleep(0.1)
 
     async def on_terminal(self, term_link, msg, payload, at_s):
         from payswitch.simulators.certsuite.checks import original_data_of

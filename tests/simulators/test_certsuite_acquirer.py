@@ -5,6 +5,8 @@ fails exactly the reversal cases."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import trio
 from certsuite_faulty import FaultyAcquirerHost
@@ -12,6 +14,7 @@ from certsuite_faulty import FaultyAcquirerHost
 from payswitch.hsm import devkeys
 from payswitch.lab import realparts
 from payswitch.lab.certify import certify_payswitch
+from payswitch.lab.realparts import free_port
 from payswitch.simulators.certsuite.acquirer_host import NetworkSide, run_acquirer_suite
 from payswitch.simulators.certsuite.report import summary
 from payswitch.simulators.certsuite.suite import shipped
@@ -51,6 +54,7 @@ def test_faulty_acquirer_host_fails_exactly_its_faulty_cases(issuer_hsm, keys):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(net.serve)
             term_port = await nursery.start(host.run, port)
+            await host.signed_on.wait()
             cases = [c.name for c in suite.cases if c.name != "echo_when_idle"]
             result = await run_acquirer_suite(suite, net, ("127.0.0.1", term_port),
                                               case_names=cases)
@@ -70,3 +74,29 @@ def test_faulty_acquirer_host_fails_exactly_its_faulty_cases(issuer_hsm, keys):
         "late_answer_reversal": no_de90,
     }, summary(result)
     assert not result.passed
+
+
+def test_the_command_against_an_acquirer_host_that_dials_it(tmp_path):
+    """`payswitch certify --role acquirer-host` as a process: the host (no faults
+    but no echo either) dials its --listen port; exit 0, the optional echo case WARNs."""
+    net_port = free_port()
+    host = FaultyAcquirerHost("mastercard", None, False, timeout_s=2.0)
+
+    async def main():
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                term_port = await nursery.start(host.run, net_port)
+                proc = await trio.run_process(
+                    [sys.executable, "-m", "payswitch.lab.cli", "certify", "--role",
+                     "acquirer-host", "--network", "mastercard", "--listen",
+                     f"127.0.0.1:{net_port}", "--target", f"127.0.0.1:{term_port}",
+                     "--report-dir", str(tmp_path)], capture_stdout=True,
+                    capture_stderr=True, check=False)
+                nursery.cancel_scope.cancel()
+        return proc
+    proc = trio.run(main)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert f"listening network=mastercard host=127.0.0.1 port={net_port}" in out
+    assert "WARN  echo_when_idle" in out and "7/8 cases passed; 0 mandatory failed" in out
+    assert (tmp_path / "junit.xml").exists()
