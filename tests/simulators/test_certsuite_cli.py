@@ -74,3 +74,21 @@ def test_a_suite_with_a_typo_is_refused(tmp_path):
     out = certify(1, tmp_path, "--suite", str(suite))
     assert out.returncode == 2 and "unknown key 'expect_code'" in out.stderr
     assert Path(tmp_path / "r").exists() is False
+
+
+def test_terminal_role_is_the_default_and_takes_target():
+    out = subprocess.run(CLI + ["certify", "--list"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and len(out.stdout.split()) == 15
+    sim = subprocess.Popen(CLI + ["simulate", "--network", "iso87ascii", "--port", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(sim.stdout.readline().rsplit("port=", 1)[1])
+        out = subprocess.run(CLI + ["certify", "--role", "terminal", "--target",
+                                    f"127.0.0.1:{port}", "--scenario", "echo_0800_301"],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        sim.stdout.close()
+    assert out.returncode == 0 and "PASS  echo_0800_301" in out.stdout

@@ -9,9 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payswitch.codecs.iso8583 import Message
-from payswitch.simulators.cards import card
+from payswitch.simulators.cards import BY_NAME, card
 from payswitch.simulators.certsuite import checks
-from payswitch.simulators.certsuite.suite import SuiteError, find_suite, parse_suite, shipped
+from payswitch.simulators.certsuite.suite import (
+    CASE_KEYS,
+    CHECKS,
+    SuiteError,
+    find_suite,
+    parse_suite,
+    shipped,
+)
 
 HEAD = '[suite]\nname = "t"\nrole = "issuer-host"\nnetwork = "visa"\n'
 CASE = '[[case]]\nname = "a"\nrequest = "purchase"\ncard = "visa_approve"\n'
@@ -157,3 +164,55 @@ def test_de90_points_at_its_original(stan, de7):
     orig = request().replace(stan=stan, transmission_time=de7)
     de90 = checks.original_data_of(orig)
     assert len(de90) == 42 and de90[4:10] == stan and de90[10:20] == de7
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):  # a TOML basic string (written here, read by tomllib)
+        return '"' + "".join(f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F
+                             else "\\" + c if c in '"\\' else c for c in v) + '"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{toml_value(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    return "[" + ", ".join(toml_value(x) for x in v) + "]"
+
+
+cases = st.fixed_dictionaries({
+    "request": st.sampled_from(["purchase", "authorization", "cash", "refund", "echo"]),
+    "card": st.sampled_from(sorted(BY_NAME)),
+    "amount_minor": st.integers(0, 10**12 - 1),
+    "entry": st.sampled_from(["chip", "magstripe", "keyed"]),
+    "pin": st.booleans(),
+    "mandatory": st.booleans(),
+    "expect_codes": st.lists(st.text("0123456789NQ", min_size=2, max_size=2), max_size=3),
+    "checks": st.lists(st.sampled_from(CHECKS["issuer-host"]), unique=True),
+    "time_limit_ms": st.integers(1, 60_000),
+    "fields": st.dictionaries(st.integers(2, 128).map(str), st.text(
+        st.characters(codec="ascii", categories=["L", "N", "Zs"]), max_size=20), max_size=3),
+    "description": st.text(st.characters(exclude_categories=["Cs"]), max_size=40),
+})
+
+
+@given(st.lists(cases, min_size=1, max_size=5))
+def test_any_wellformed_suite_round_trips_through_toml(raw):
+    text = HEAD
+    for i, case in enumerate(raw):
+        text += f"\n[[case]]\nname = \"c{i}\"\n" + "".join(
+            f"{k} = {toml_value(v)}\n" for k, v in case.items())
+    suite = parse_suite(text)
+    for i, case in enumerate(raw):
+        got = suite.cases[i]
+        assert got.name == f"c{i}"
+        for k, v in case.items():
+            want = ({int(d): x for d, x in v.items()} if k == "fields"
+                    else tuple(v) if isinstance(v, list) else v)
+            assert getattr(got, k) == want, k
+
+
+@given(st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=20).filter(
+    lambda k: k not in CASE_KEYS))
+def test_any_unknown_case_key_is_refused_by_name(key):
+    with pytest.raises(SuiteError, match=f"unknown key '{key}'"):
+        parse_suite(HEAD + CASE + f"{key} = 1\n")
