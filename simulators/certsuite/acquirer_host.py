@@ -233,15 +233,18 @@ async def run_acquirer_suite(suite: Suite, net: NetworkSide, target: tuple[str, 
         if case_names and case.name not in case_names:
             continue
         start = trio.current_time()
-        mark = len(net.seen)
         violations = await run_case(net, driver, case, sent)
         msgs = []
         if case.name in sent:
             req, resp = sent[case.name]
             msgs.append(describe(req, "terminal->host"))
             msgs.append(describe(resp, "host->terminal", error="no answer"))
-        msgs += [describe(s.msg, "host->network", (s.at_s - start) * 1000)
-                 for s in net.seen[mark:]]
+        end = trio.current_time()
+        frames = sorted((f for link in net.listener.links for f in link.frames
+                         if start <= f.at_s <= end), key=lambda f: f.at_s)
+        msgs += [describe(f.msg, "host->network" if f.direction == "received"
+                          else "network->host", (f.at_s - start) * 1000, f.error)
+                 for f in frames]
         results.append(CaseResult(case.name, case.mandatory, violations, msgs,
                                   (trio.current_time() - start) * 1000, case.description))
     return SuiteResult(suite.name, suite.role, suite.network,

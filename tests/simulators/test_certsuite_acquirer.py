@@ -39,6 +39,17 @@ def test_payswitch_passes_the_acquirer_host_suite(pg_admin_dsn, tmp_path, networ
     failed = {c.name: [str(v) for v in c.violations] for c in result.cases if not c.passed}
     assert failed == {}, summary(result)
     assert result.passed and len(result.cases) == len(suite.cases)
+    # the per-case log: terminal request and answer, then both directions of the link
+    def flow(name):
+        case = next(c for c in result.cases if c.name == name)
+        return [(m["direction"], m.get("mti")) for m in case.messages
+                if not (m.get("mti") or "").startswith("08")]  # an echo may fall in
+    assert flow("purchase_chip_approved") == [
+        ("terminal->host", "0200"), ("host->terminal", "0210"),
+        ("host->network", "0200"), ("network->host", "0210")]
+    late = flow("late_answer_reversal")
+    assert ("host->network", "0200") in late
+    assert any(d == "host->network" and mti in ("0400", "0420") for d, mti in late)
 
 
 def test_faulty_acquirer_host_fails_exactly_its_faulty_cases(issuer_hsm, keys):
