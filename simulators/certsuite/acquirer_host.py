@@ -51,6 +51,8 @@ class NetworkSide:
                          at_s: float) -> None:
         seen = checks.Seen(msg, payload, at_s, self.codec.mac_ok(payload, msg))
         seen.extra["link"] = id(link)
+        if len(self.seen) >= wire.MAX_FRAMES:
+            return  # a host flooding the network: nothing more is recorded or answered
         self.seen.append(seen)
         if seen.mac_ok is False:
             return  # a network drops what it cannot authenticate

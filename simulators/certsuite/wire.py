@@ -26,6 +26,8 @@ WIRE = {"visa": ("visa", "vap"), "mastercard": ("mastercard", "len2"),
 READ_BYTES = 65536
 MAX_FRAME_BYTES = 8192
 TPDU = bytes.fromhex("6000010000")
+MAX_FRAMES = 20_000  # frames kept per link for the report; past it they are counted only
+MAX_LINKS_KEPT = 64  # connections a listener remembers (a host that reconnects in a loop)
 
 
 class LinkError(Exception):
@@ -86,10 +88,17 @@ class Link:
         self._waiters: dict[tuple[str, str], list] = {}
         self._lock = trio.Lock()
         self.closed = False
+        self.frames_dropped = 0
+
+    def _keep(self, frame: Frame) -> None:
+        if len(self.frames) < MAX_FRAMES:
+            self.frames.append(frame)
+        else:
+            self.frames_dropped += 1
 
     async def send(self, msg: Message, payload: bytes | None = None) -> None:
         payload = payload if payload is not None else self.codec.encode(msg)
-        self.frames.append(Frame("sent", trio.current_time(), payload, msg))
+        self._keep(Frame("sent", trio.current_time(), payload, msg))
         async with self._lock:
             try:
                 await self.stream.send_all(self.codec.frame(payload))
@@ -142,9 +151,9 @@ class Link:
         try:
             msg = self.codec.dialect.decode(payload)
         except CodecError as e:
-            self.frames.append(Frame("received", now, payload, None, str(e)))
+            self._keep(Frame("received", now, payload, None, str(e)))
             return
-        self.frames.append(Frame("received", now, payload, msg))
+        self._keep(Frame("received", now, payload, msg))
         if msg.is_request:
             if on_request is not None:
                 await on_request(self, msg, payload, now)
@@ -212,6 +221,10 @@ class Listener:
             await stream.aclose()
             return
         link = Link(stream, self.codec)
+        if len(self.links) >= MAX_LINKS_KEPT:  # forget the oldest closed one
+            closed = next((x for x in self.links if x.closed), None)
+            if closed is not None:
+                self.links.remove(closed)
         self.links.append(link)
         try:
             await link.read_loop(self.on_request)
