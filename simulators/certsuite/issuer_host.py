@@ -228,7 +228,8 @@ async def run_cases(link: wire.Link, suite: Suite, hsm, case_names, target: str
             res = CaseResult(case.name, case.mandatory, [checks.Violation(
                 "link", "connection", "open", str(e))], description=case.description)
         t0 = link.frames[mark].at_s if len(link.frames) > mark else 0.0
-        res.messages = [describe(f.msg, f.direction, (f.at_s - t0) * 1000, f.error)
+        res.messages = [describe(f.msg, "network->host" if f.direction == "sent"
+                                 else "host->network", (f.at_s - t0) * 1000, f.error)
                         for f in link.frames[mark:]]
         results.append(res)
     notes = []

@@ -58,7 +58,8 @@ def test_issuer_simulator_passes_its_suite(keys, network, tmp_path):
     assert card("visa_approve").pan not in text and card("mastercard_approve").pan not in text
     chip = json.loads(text)["cases"][2]
     assert chip["name"] == "purchase_chip_approved"
-    assert [m["mti"] for m in chip["messages"]] == ["0200", "0210"]
+    assert [(m["direction"], m["mti"]) for m in chip["messages"]] == [
+        ("network->host", "0200"), ("host->network", "0210")]
     assert chip["messages"][0]["fields"]["DE2"].count("*") == 6
 
 
