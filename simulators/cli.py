@@ -39,17 +39,36 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(retail MAC, or AES-CMAC for an AES TAK; needs --hsm-token)")
     p.set_defaults(func=_load)
 
-    p = sub.add_parser("certify", help="certification scenarios against a host (iso87ascii)")
+    p = sub.add_parser("certify", help="certification: terminal scenarios against a host, "
+                       "or a network's suite against an issuer or acquirer host")
+    p.add_argument("--role", choices=("terminal", "issuer-host", "acquirer-host"),
+                   default="terminal", help="terminal: the 15 iso87ascii scenarios; "
+                   "issuer-host / acquirer-host: a suite (simulators/certsuite)")
+    p.add_argument("--network", choices=("visa", "mastercard", "iso87ascii"),
+                   default="iso87ascii", help="the network's dialect, framing and suite")
+    p.add_argument("--target", help="HOST:PORT: the issuer host (issuer-host), the host's "
+                   "terminal port (acquirer-host, terminal)")
+    p.add_argument("--suite", help="a shipped suite name or a .toml file "
+                   "(default: <network>-<role>)")
+    p.add_argument("--case", action="append", help="run only these cases (repeatable)")
+    p.add_argument("--listen", help="HOST:PORT the host's network link dials (port 0: a "
+                   "free one, printed); acquirer-host default 127.0.0.1:0; issuer-host: "
+                   "instead of --target, for an issuer host that dials the network")
+    p.add_argument("--report-dir", help="default certify-reports/<suite>")
+    p.add_argument("--terminal-token", help="acquirer-host: terminal token label (PIN "
+                   "blocks, CVVs, ARQCs of the driven terminal)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, help="the host's port (required unless --list)")
+    p.add_argument("--port", type=int, help="the host's port (terminal role; or --target)")
     p.add_argument("--framing", choices=("len2", "tpdu"), default="len2")
     p.add_argument("--terminal-id", default="DEMO0001")
     p.add_argument("--timeout", type=float, default=15.0, help="per-request seconds")
     p.add_argument("--scenario", action="append", help="run only these (repeatable)")
-    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--list", action="store_true", help="list the scenarios (or the "
+                   "suite's cases) and exit")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--hsm-token", help="terminal token label (SOFTHSM2_CONF, "
-                   "PAYSWITCH_HSM_PIN from the env): real PIN blocks, CVVs, ARQCs")
+    p.add_argument("--hsm-token", help="token label (SOFTHSM2_CONF, PAYSWITCH_HSM_PIN from "
+                   "the env): terminal role: the terminal's keys; issuer-host and "
+                   "acquirer-host: the network's keys (ZPK, ZAK, CVK, MK-AC)")
     p.set_defaults(func=_certify)
 
     p = sub.add_parser("simulate", help="run a network simulator (issuer) as a process")
@@ -98,8 +117,15 @@ def _load(args) -> int:
 
 
 def _certify(args) -> int:
+    if args.role != "terminal":
+        from payswitch.simulators.certsuite.cli import run
+
+        return run(args, _hsm)
     from payswitch.simulators.certify import SCENARIOS, Context, format_results, run_scenarios
 
+    if args.target:
+        args.host, _, port = args.target.rpartition(":")
+        args.port = int(port) if port.isdigit() else None
     if args.list:
         print("\n".join(SCENARIOS))
         return 0

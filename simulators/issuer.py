@@ -27,6 +27,7 @@ checks the card for real, in this order, after "on file" and "in date":
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import itertools
 import random
@@ -51,6 +52,7 @@ AUTH_REQUESTS = {"0100", "0101", "0200", "0201"}
 REVERSALS = {"0400", "0401", "0420", "0421"}
 ADVICES = {"0120", "0121", "0220", "0221"}
 NETWORK = {"0800", "0801"}
+AUTH_CODES_KEPT = 10_000  # recent approvals remembered to answer duplicates the same
 
 
 def response_to(msg: Message, code: str) -> Message:
@@ -80,6 +82,8 @@ class Issuer:
         self._rng = random.Random(seed)
         self._today = today
         self._auth_seq = itertools.count(1)
+        # A duplicate or repeat (same PAN, STAN, DE7, amount) gets the same DE38 again.
+        self._auth_codes: collections.OrderedDict[tuple, str] = collections.OrderedDict()
         self.hsm = hsm
         self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
         # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
@@ -108,7 +112,7 @@ class Issuer:
         resp = response_to(msg, code)
         resp.emv = de55
         if code == "00":
-            resp.auth_code = self.auth_code()
+            resp.auth_code = self.auth_code_for(msg)
             if (msg.processing_code or "").startswith("31"):  # balance inquiry
                 card = self.cards.get(self.pan_of(msg) or "")
                 balance = card.balance_minor if card else 0
@@ -215,6 +219,15 @@ class Issuer:
         if not ok:
             return "82", None
         return code, encode_tlv([Tlv(as_tag("91"), arpc + code.encode()[:2])])
+
+    def auth_code_for(self, msg: Message) -> str:
+        key = (self.pan_of(msg), msg.stan, msg.transmission_time, msg.amount_minor)
+        code = self._auth_codes.get(key)
+        if code is None:
+            code = self._auth_codes[key] = self.auth_code()
+            if len(self._auth_codes) > AUTH_CODES_KEPT:
+                self._auth_codes.popitem(last=False)
+        return code
 
     def auth_code(self) -> str:
         return f"{next(self._auth_seq) % 1_000_000:06d}"
