@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "payswitch.simulators.cli",  # load, certify, simulate (network simulators)
     "payswitch.hsm.cli",  # hsm init | import-key | generate-key | list
     "payswitch.ledger.cli",  # ledger verify | balances
+    "payswitch.switch.risk_cli",  # risk train
 )
 
 
