@@ -40,6 +40,7 @@ FEATURES = (
     "card_n_1m", "card_n_1h", "card_n_24h", "card_amount_log_1h", "card_amount_log_24h",
     "card_merchants_1h", "card_merchants_24h", "card_countries_24h", "card_terminals_1h",
     "card_small_1h", "card_cnp_1h", "card_cash_1h", "card_magstripe_24h", "card_fast_24h",
+    "card_new_merchants_1h", "card_z_sum_1h",
     "card_history_n", "amount_z", "spend_1h_vs_habit", "merchant_known", "country_share",
     "hour_gap", "secs_since_prev", "km_from_prev", "kmh_from_prev",
     "merchant_n_1m", "merchant_n_1h", "merchant_cards_1h", "merchant_small_1h",
@@ -94,7 +95,8 @@ class Limits:
 @dataclass(slots=True)
 class CardState:
     # (at_ms, amount_minor, merchant_id, country, terminal_id, small, cnp, cash, magstripe,
-    #  fast: reached from the previous located authorization faster than FAST_KMH)
+    #  fast: reached from the previous located authorization faster than FAST_KMH,
+    #  new: a merchant the card had not used lately, z: how far above its habit, >= 0)
     events: deque = field(default_factory=deque)
     n: int = 0  # authorizations ever seen (capped counts are enough for the model)
     log_mean: float = 0.0  # mean / variance of log(amount): exact for the first 200,
@@ -174,15 +176,16 @@ class RiskState:
     def _card_part(self, card: CardState | None, a: AuthInput, now: int, amount_log: float,
                    hour: float) -> tuple[float, ...]:
         if card is None:
-            return (0.0,) * 14 + (0.0, NAN, NAN, 0.0, NAN, NAN, NAN, NAN, NAN)
+            return (0.0,) * 16 + (0.0, NAN, NAN, 0.0, NAN, NAN, NAN, NAN, NAN)
         n_1m = n_1h = n_24h = 0
         amt_1h = amt_24h = 0
         merch_1h: set = set()
         merch_24h: set = set()
         countries: set = set()
         terms_1h: set = set()
-        small_1h = cnp_1h = cash_1h = mag_24h = fast_24h = 0
-        for at, amt, merch, country, term, sm, cnp, cash, mag, fast in card.events:
+        small_1h = cnp_1h = cash_1h = mag_24h = fast_24h = new_1h = 0
+        z_1h = 0.0
+        for at, amt, merch, country, term, sm, cnp, cash, mag, fast, new, zp in card.events:
             age = now - at
             if age < 0 or age >= DAY_MS:
                 continue
@@ -200,6 +203,8 @@ class RiskState:
                 small_1h += sm
                 cnp_1h += cnp
                 cash_1h += cash
+                new_1h += new
+                z_1h += zp
                 if age < MINUTE_MS:
                     n_1m += 1
         var = card.log_var
@@ -215,7 +220,8 @@ class RiskState:
         return (float(n_1m), float(n_1h), float(n_24h), math.log1p(amt_1h),
                 math.log1p(amt_24h), float(len(merch_1h)), float(len(merch_24h)),
                 float(len(countries)), float(len(terms_1h)), float(small_1h), float(cnp_1h),
-                float(cash_1h), float(mag_24h), float(fast_24h), float(min(card.n, 1000)), z, spend,
+                float(cash_1h), float(mag_24h), float(fast_24h), float(new_1h), z_1h,
+                float(min(card.n, 1000)), z, spend,
                 float(a.merchant_id in card.merchants), share, min(gap, 24 - gap),
                 secs, km, kmh)
 
@@ -249,11 +255,15 @@ class RiskState:
         new_card = card.n == 0
         small = a.amount_minor <= SMALL_AMOUNT_MINOR
         fast = int(_travel(card, a)[1] > FAST_KMH)  # NaN compares False
+        new_merchant = int(card.n > 0 and a.merchant_id not in card.merchants)
+        x = math.log1p(a.amount_minor)
+        z_pos = max(0.0, (x - card.log_mean) / math.sqrt(card.log_var + 0.05)) if card.n > 1 \
+            else 0.0
         card.events.append((now, a.amount_minor, a.merchant_id, a.country, a.terminal_id,
                             int(small), int(a.entry_mode == CNP), int(a.is_cash),
-                            int(a.entry_mode in (FALLBACK, MAGSTRIPE)), fast))
+                            int(a.entry_mode in (FALLBACK, MAGSTRIPE)), fast, new_merchant,
+                            z_pos))
         _trim(card.events, now - DAY_MS + 1, lim.events_per_card)
-        x = math.log1p(a.amount_minor)
         card.n += 1
         weight = 1 / min(card.n, 200)  # a plain mean at first, then a slow EWMA
         delta = x - card.log_mean

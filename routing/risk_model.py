@@ -6,7 +6,9 @@ about 40-50 µs a row from Python (argument checks, numpy conversion, the C call
 against about 15-25 µs for the compiled walk on the same trees (``python -m
 benchmarks.run risk`` measures both in the same run; tests check that the two agree
 to 1e-9 on every row). The reasons of a decision that is not a plain approve come
-from LightGBM's ``pred_contrib`` (SHAP values): ~400 µs, so only for those.
+from path attribution over the same compiled trees (tens of µs); LightGBM's
+``pred_contrib`` (SHAP values) gives a similar ranking at ~400 µs a row, too slow for
+the authorization path (the benchmark reports both and how often they agree).
 
 The model file is LightGBM's text format, built by ``payswitch risk train``; it is
 not kept in git.
@@ -74,7 +76,11 @@ class RiskModel:
             raise ModelError(f"cannot load risk model {path}: {e}") from None
 
     def probability(self, row: Sequence[float]) -> float:
-        return 1.0 / (1.0 + math.exp(-self.trees.raw(row)))
+        raw = self.trees.raw(row)
+        if raw >= 0:  # the two halves keep exp() from overflowing
+            return 1.0 / (1.0 + math.exp(-raw))
+        e = math.exp(raw)
+        return e / (1.0 + e)
 
     def score(self, row: Sequence[float]) -> int:
         return score_of(self.probability(row))
@@ -85,11 +91,21 @@ class RiskModel:
         return score_of(float(self.booster.predict(x, num_threads=1)[0]))
 
     def top_contributions(self, row: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-        """The k features that pushed this score up most (SHAP values, log-odds)."""
+        """The k features that pushed this score up most (log-odds), by path attribution
+        over the compiled trees: each split on the row's path credits its feature with
+        the change of the node value (Saabas). Exact: they add up to the raw score."""
+        return _top(self.trees.contributions(row), k)
+
+    def shap_contributions(self, row: Sequence[float], k: int = 3) -> list[tuple[str, float]]:
+        """The same from LightGBM's ``pred_contrib`` (SHAP values): ~10x the cost; the
+        benchmark reports how often its top feature is the path attribution's."""
         x = np.asarray([row], dtype=np.float64)
-        contrib = self.booster.predict(x, pred_contrib=True, num_threads=1)[0][:-1]
-        order = sorted(range(len(FEATURES)), key=lambda i: -contrib[i])[:k]
-        return [(FEATURES[i], round(float(contrib[i]), 3)) for i in order if contrib[i] > 0]
+        return _top(list(self.booster.predict(x, pred_contrib=True, num_threads=1)[0]), k)
+
+
+def _top(contrib: list[float], k: int) -> list[tuple[str, float]]:
+    order = sorted(range(len(FEATURES)), key=lambda i: -contrib[i])[:k]
+    return [(FEATURES[i], round(float(contrib[i]), 3)) for i in order if contrib[i] > 0]
 
 
 class CompiledTrees:
@@ -102,21 +118,39 @@ class CompiledTrees:
     """
 
     def __init__(self, dump: dict) -> None:
-        lines = ["def raw(x):", "    s = 0.0"]
+        self.n_features = len(dump["feature_names"])
+        raw = ["def raw(x):", "    s = 0.0"]
+        contrib = ["def contrib(x, c):"]  # c: one slot per feature, then the bias
         for tree in dump["tree_info"]:
-            lines += _emit(tree["tree_structure"], 1)
-        lines.append("    return s")
-        env: dict = {"nan": math.nan}
+            root = tree["tree_structure"]
+            raw += _emit(root, 1)
+            bias = float(root.get("internal_value", root.get("leaf_value", 0.0)))
+            contrib += [f"    c[{self.n_features}] += {bias!r}"] + _emit(root, 1, True)
+        raw.append("    return s")
+        env: dict = {}
         # compiled from numbers only (see the class docstring): not user-supplied code
-        exec(compile("\n".join(lines), "<risk-trees>", "exec"), env)  # noqa: S102
+        exec(compile("\n".join(raw + contrib), "<risk-trees>", "exec"), env)  # noqa: S102
         self.raw = env["raw"]
+        self._contrib = env["contrib"]
         self.n_trees = len(dump["tree_info"])
 
+    def contributions(self, x) -> list[float]:
+        """Per feature contribution to ``raw(x)``, then the bias; they sum to ``raw(x)``."""
+        c = [0.0] * (self.n_features + 1)
+        self._contrib(x, c)
+        return c
 
-def _emit(node: dict, depth: int) -> list[str]:
+
+def _value(node: dict) -> float:
+    return float(node["leaf_value"] if "leaf_value" in node else node["internal_value"])
+
+
+def _emit(node: dict, depth: int, attribute: bool = False) -> list[str]:
+    """Nested if/else for one tree: adds the leaf value to ``s``, or (``attribute``)
+    each step's change of node value to ``c[feature]``."""
     pad = "    " * depth
     if "leaf_value" in node:
-        return [f"{pad}s += {float(node['leaf_value'])!r}"]
+        return [f"{pad}pass"] if attribute else [f"{pad}s += {float(node['leaf_value'])!r}"]
     f = int(node["split_feature"])
     v = f"x[{f}]"
     if node["decision_type"] == "==":
@@ -138,5 +172,8 @@ def _emit(node: dict, depth: int) -> list[str]:
                     else f"(not {zero} and {v} <= {thr!r})")
         else:  # None: NaN is read as 0.0
             cond = f"(({v} if {v} == {v} else 0.0) <= {thr!r})"
-    return ([f"{pad}if {cond}:"] + _emit(node["left_child"], depth + 1)
-            + [f"{pad}else:"] + _emit(node["right_child"], depth + 1))
+    here, left, right = _value(node), node["left_child"], node["right_child"]
+    credit_left = [f"{pad}    c[{f}] += {_value(left) - here!r}"] if attribute else []
+    credit_right = [f"{pad}    c[{f}] += {_value(right) - here!r}"] if attribute else []
+    return ([f"{pad}if {cond}:"] + credit_left + _emit(left, depth + 1, attribute)
+            + [f"{pad}else:"] + credit_right + _emit(right, depth + 1, attribute))

@@ -308,13 +308,14 @@ class _World:
         return out
 
     def burst(self, c: Cardholder, day: int, local: list[Merchant], tz: int) -> list[CardAuth]:
-        """A mall afternoon: several shops near each other within the hour."""
+        """A mall afternoon: several shops within the hour, many of them familiar."""
         rng = self.rng
         at = self.hour_ms(day, c.peak_hour, tz)
         out = []
+        usual = [u for u in c.usual if not u.online and u.country == local[0].country]
         for _ in range(rng.randint(3, 7)):
             at += rng.randint(2, 15) * MINUTE_MS
-            m = rng.choice(local)
+            m = rng.choice(usual if usual and rng.random() < 0.6 else local)
             out.append(self.auth(at, c.pan, m, self.amount(m.mcc, c.scale * 1.3),
                                  self.entry(c, m)))
         return out
