@@ -119,8 +119,10 @@ class CompiledTrees:
 
     def __init__(self, dump: dict) -> None:
         self.n_features = len(dump["feature_names"])
-        raw = ["def raw(x):", "    s = 0.0"]
-        contrib = ["def contrib(x, c):"]  # c: one slot per feature, then the bias
+        # locals x0, x1, ... are read faster than x[i]: about half the cost of a walk
+        unpack = "    " + "".join(f"x{i}, " for i in range(self.n_features)) + "= x"
+        raw = ["def raw(x):", unpack, "    s = 0.0"]
+        contrib = ["def contrib(x, c):", unpack]  # c: one slot per feature, then the bias
         for tree in dump["tree_info"]:
             root = tree["tree_structure"]
             raw += _emit(root, 1)
@@ -152,7 +154,7 @@ def _emit(node: dict, depth: int, attribute: bool = False) -> list[str]:
     if "leaf_value" in node:
         return [f"{pad}pass"] if attribute else [f"{pad}s += {float(node['leaf_value'])!r}"]
     f = int(node["split_feature"])
-    v = f"x[{f}]"
+    v = f"x{f}"
     if node["decision_type"] == "==":
         cats = sorted({int(c) for c in str(node["threshold"]).split("||")})
         nan_as_zero = node["missing_type"] != "NaN"

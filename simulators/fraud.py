@@ -331,7 +331,7 @@ class _World:
         for p in patterns:
             made = 0
             while made < budget[p]:
-                rows = makers[p](day)
+                rows = makers[p](day)[:budget[p] - made]  # the day's share, not more
                 out += [(a, p) for a in rows]
                 made += len(rows)
         return out
@@ -377,10 +377,11 @@ class _World:
         out = []
         for _ in range(rng.randint(4, 10)):
             at += rng.randint(2, 15) * MINUTE_MS
-            m = rng.choice(resale if rng.random() < 0.8 else shops)
+            m = rng.choice(resale if rng.random() < 0.85 else shops)
             entry = rng.choice((ENTRY_CONTACTLESS, ENTRY_CONTACTLESS, ENTRY_CHIP,
                                 ENTRY_FALLBACK))
-            out.append(self.auth(at, c.pan, m, self.amount(m.mcc, c.scale * 2.5), entry))
+            # the most the card will buy before it is blocked: the dear end of each shop
+            out.append(self.auth(at, c.pan, m, self.amount(m.mcc, c.scale * 4), entry))
         return out
 
     def cnp_takeover(self, day: int) -> list[CardAuth]:

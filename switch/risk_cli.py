@@ -51,9 +51,9 @@ def featurize(sim: Simulation, limits: Limits | None = None
 
 
 def train_on_simulation(seed: int, cards: int = TRAIN_CARDS, days: int = TRAIN_DAYS,
-                        params: TrainParams | None = None):
+                        params: TrainParams | None = None, fraud_rate: float = 0.01):
     """Simulate, featurize, train on every day but the warm-up day 0."""
-    sim = simulate(seed, cards=cards, days=days)
+    sim = simulate(seed, cards=cards, days=days, fraud_rate=fraud_rate)
     rows, _ = featurize(sim)
     keep = [i for i in range(len(rows)) if sim.day_of(i) >= 1]
     return train([rows[i] for i in keep], [int(bool(sim.labels[i])) for i in keep],

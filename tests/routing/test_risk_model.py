@@ -16,12 +16,13 @@ from payswitch.switch.risk_cli import featurize, train_on_simulation
 
 @pytest.fixture(scope="module")
 def model():
-    return RiskModel(train_on_simulation(7, cards=600, days=3, params=TrainParams(rounds=40)))
+    return RiskModel(train_on_simulation(7, cards=800, days=3, params=TrainParams(rounds=40),
+                                         fraud_rate=0.05))
 
 
 @pytest.fixture(scope="module")
 def held_out():
-    sim = simulate(8, cards=600, days=3)
+    sim = simulate(8, cards=800, days=3, fraud_rate=0.05)
     rows, _ = featurize(sim)
     return sim, rows
 
