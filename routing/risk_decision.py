@@ -60,7 +60,8 @@ class RiskScorer:
         t = cfg.thresholds(issuer, auth.mcc)
         would = DECLINE if score >= t.decline else REFER if score >= t.refer else APPROVE
         reasons = hits
-        if would != APPROVE and model_score is not None and cfg.reasons:
+        if model_score is not None and model_score >= t.refer and cfg.reasons:
+            # the model is a reason only when it alone would have stopped this one
             reasons += tuple(f"{name}:{value:+.2f}" for name, value
                              in self.model.top_contributions(row, cfg.reasons))
         action = APPROVE if cfg.shadow else would

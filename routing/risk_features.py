@@ -27,6 +27,8 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 SMALL_AMOUNT_MINOR = 300  # "probe" amounts: card testers try 0.99-3.00
 EARTH_KM = 6371.0
+# electronics, jewelry, department stores, clothing, misc retail: what stolen cards buy
+RESALE_MCCS = frozenset({"5732", "5944", "5311", "5651", "5999", "5945", "5094"})
 FAST_KMH = 1000.0  # faster than an airliner: the card cannot be in both places
 
 # DE22 positions 1-2 -> entry mode code (the model's categorical value)
@@ -40,7 +42,7 @@ FEATURES = (
     "card_n_1m", "card_n_1h", "card_n_24h", "card_amount_log_1h", "card_amount_log_24h",
     "card_merchants_1h", "card_merchants_24h", "card_countries_24h", "card_terminals_1h",
     "card_small_1h", "card_cnp_1h", "card_cash_1h", "card_magstripe_24h", "card_fast_24h",
-    "card_new_merchants_1h", "card_z_sum_1h",
+    "card_new_merchants_1h", "card_z_sum_1h", "card_resale_1h",
     "card_history_n", "amount_z", "spend_1h_vs_habit", "merchant_known", "country_share",
     "hour_gap", "secs_since_prev", "km_from_prev", "kmh_from_prev",
     "merchant_n_1m", "merchant_n_1h", "merchant_cards_1h", "merchant_small_1h",
@@ -96,7 +98,8 @@ class Limits:
 class CardState:
     # (at_ms, amount_minor, merchant_id, country, terminal_id, small, cnp, cash, magstripe,
     #  fast: reached from the previous located authorization faster than FAST_KMH,
-    #  new: a merchant the card had not used lately, z: how far above its habit, >= 0)
+    #  new: a merchant the card had not used lately, z: how far above its habit, >= 0,
+    #  resale: at a merchant whose goods thieves resell, RESALE_MCCS)
     events: deque = field(default_factory=deque)
     n: int = 0  # authorizations ever seen (capped counts are enough for the model)
     log_mean: float = 0.0  # mean / variance of log(amount): exact for the first 200,
@@ -176,16 +179,16 @@ class RiskState:
     def _card_part(self, card: CardState | None, a: AuthInput, now: int, amount_log: float,
                    hour: float) -> tuple[float, ...]:
         if card is None:
-            return (0.0,) * 16 + (0.0, NAN, NAN, 0.0, NAN, NAN, NAN, NAN, NAN)
+            return (0.0,) * 17 + (0.0, NAN, NAN, 0.0, NAN, NAN, NAN, NAN, NAN)
         n_1m = n_1h = n_24h = 0
         amt_1h = amt_24h = 0
         merch_1h: set = set()
         merch_24h: set = set()
         countries: set = set()
         terms_1h: set = set()
-        small_1h = cnp_1h = cash_1h = mag_24h = fast_24h = new_1h = 0
+        small_1h = cnp_1h = cash_1h = mag_24h = fast_24h = new_1h = resale_1h = 0
         z_1h = 0.0
-        for at, amt, merch, country, term, sm, cnp, cash, mag, fast, new, zp in card.events:
+        for at, amt, merch, country, term, sm, cnp, cash, mag, fast, new, zp, rs in card.events:
             age = now - at
             if age < 0 or age >= DAY_MS:
                 continue
@@ -204,6 +207,7 @@ class RiskState:
                 cnp_1h += cnp
                 cash_1h += cash
                 new_1h += new
+                resale_1h += rs
                 z_1h += zp
                 if age < MINUTE_MS:
                     n_1m += 1
@@ -221,7 +225,7 @@ class RiskState:
                 math.log1p(amt_24h), float(len(merch_1h)), float(len(merch_24h)),
                 float(len(countries)), float(len(terms_1h)), float(small_1h), float(cnp_1h),
                 float(cash_1h), float(mag_24h), float(fast_24h), float(new_1h), z_1h,
-                float(min(card.n, 1000)), z, spend,
+                float(resale_1h), float(min(card.n, 1000)), z, spend,
                 float(a.merchant_id in card.merchants), share, min(gap, 24 - gap),
                 secs, km, kmh)
 
@@ -262,7 +266,7 @@ class RiskState:
         card.events.append((now, a.amount_minor, a.merchant_id, a.country, a.terminal_id,
                             int(small), int(a.entry_mode == CNP), int(a.is_cash),
                             int(a.entry_mode in (FALLBACK, MAGSTRIPE)), fast, new_merchant,
-                            z_pos))
+                            z_pos, int(a.mcc in RESALE_MCCS)))
         _trim(card.events, now - DAY_MS + 1, lim.events_per_card)
         card.n += 1
         weight = 1 / min(card.n, 200)  # a plain mean at first, then a slow EWMA

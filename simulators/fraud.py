@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from payswitch.simulators.cards import with_luhn
 
@@ -297,6 +297,8 @@ class _World:
                                  ENTRY_CHIP, cash=True))
         if c.burster and rng.random() < 0.3:
             out += self.burst(c, day, local, tz)
+        if self.where(c, day - 1)[0] != country:
+            out = self.after_landing(out, day)
         if c.small_buyer and rng.random() < 0.5:
             app = rng.choice([m for m in self.online[c.home] if m.mcc == "5815"]
                              or self.online[c.home])
@@ -306,6 +308,13 @@ class _World:
                 out.append(self.auth(at, c.pan, app, rng.choice((99, 149, 199, 299)),
                                      ENTRY_CNP))
         return out
+
+    def after_landing(self, auths: list[CardAuth], day: int) -> list[CardAuth]:
+        """A day the cardholder flies (abroad or back): card-present use starts after
+        landing, 16-24 h into the day (no airliner beats that from anywhere)."""
+        landing = EPOCH_MS + day * DAY_MS + 16 * 3_600_000
+        return [a if a.lat is None or a.at_ms >= landing else
+                replace(a, at_ms=landing + self.rng.randrange(8 * 3_600_000)) for a in auths]
 
     def burst(self, c: Cardholder, day: int, local: list[Merchant], tz: int) -> list[CardAuth]:
         """A mall afternoon: several shops within the hour, many of them familiar."""
