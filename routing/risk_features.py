@@ -162,6 +162,8 @@ class RiskState:
         self.cards: OrderedDict[str, CardState] = OrderedDict()
         self.merchants: OrderedDict[str, PlaceState] = OrderedDict()
         self.terminals: OrderedDict[str, PlaceState] = OrderedDict()
+        # (auth, the card's last located time then, (km, km/h)): features(a) computed it
+        self._travel: tuple = (None, None, (NAN, NAN))
 
     # --- read ------------------------------------------------------------------
     def features(self, a: AuthInput) -> tuple[float, ...]:
@@ -221,6 +223,7 @@ class RiskState:
         gap = abs(hour - mean_hour)
         secs = NAN if card.last_at_ms is None else max(0.0, (now - card.last_at_ms) / 1000)
         km, kmh = _travel(card, a)
+        self._travel = (a, card.last_loc_at_ms, (km, kmh))  # observe(a) reuses it
         return (float(n_1m), float(n_1h), float(n_24h), math.log1p(amt_1h),
                 math.log1p(amt_24h), float(len(merch_1h)), float(len(merch_24h)),
                 float(len(countries)), float(len(terms_1h)), float(small_1h), float(cnp_1h),
@@ -258,7 +261,10 @@ class RiskState:
         card = _touch(self.cards, a.card_token, lim.max_cards, CardState)
         new_card = card.n == 0
         small = a.amount_minor <= SMALL_AMOUNT_MINOR
-        fast = int(_travel(card, a)[1] > FAST_KMH)  # NaN compares False
+        seen, loc_at, travel = self._travel
+        if seen is not a or loc_at != card.last_loc_at_ms:
+            travel = _travel(card, a)
+        fast = int(travel[1] > FAST_KMH)  # NaN compares False
         new_merchant = int(card.n > 0 and a.merchant_id not in card.merchants)
         x = math.log1p(a.amount_minor)
         z_pos = max(0.0, (x - card.log_mean) / math.sqrt(card.log_var + 0.05)) if card.n > 1 \

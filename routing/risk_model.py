@@ -159,24 +159,28 @@ def _emit(node: dict, depth: int, attribute: bool = False) -> list[str]:
     f = int(node["split_feature"])
     v = f"x{f}"
     if node["decision_type"] == "==":
-        cats = sorted({int(c) for c in str(node["threshold"]).split("||")})
-        nan_as_zero = node["missing_type"] != "NaN"
-        cond = (f"(({v} == {v} and {v} >= 0 and int({v}) in {set(cats)!r})"
-                + (f" or ({v} != {v} and 0 in {set(cats)!r}))" if nan_as_zero else ")"))
+        # categories are whole numbers; float membership is exact for them, and NaN or
+        # a negative value is never in the set (LightGBM sends those right), except that
+        # NaN reads as category 0 unless the node's missing type is NaN
+        cats = {float(int(c)) for c in str(node["threshold"]).split("||")}
+        cond = f"{v} in {cats!r}"
+        if node["missing_type"] != "NaN" and 0.0 in cats:
+            cond = f"({cond} or {v} != {v})"
     else:
         thr = float(node["threshold"])
-        left = bool(node["default_left"])
         missing = node["missing_type"]
+        # a comparison with NaN is False, so "not x > t" sends NaN left, "x <= t" right
         if missing == "NaN":
-            cond = f"({v} != {v})" if left else f"({v} == {v} and {v} <= {thr!r})"
-            if left:
-                cond = f"({cond} or {v} <= {thr!r})"
-        elif missing == "Zero":
+            nan_left = bool(node["default_left"])
+        elif missing == "None":  # NaN is read as 0.0
+            nan_left = thr >= 0.0
+        else:  # Zero: NaN and 0 follow the default direction
             zero = f"({v} != {v} or -1e-35 <= {v} <= 1e-35)"
-            cond = (f"({zero} or {v} <= {thr!r})" if left
+            nan_left = None
+            cond = (f"({zero} or {v} <= {thr!r})" if node["default_left"]
                     else f"(not {zero} and {v} <= {thr!r})")
-        else:  # None: NaN is read as 0.0
-            cond = f"(({v} if {v} == {v} else 0.0) <= {thr!r})"
+        if nan_left is not None:
+            cond = f"not {v} > {thr!r}" if nan_left else f"{v} <= {thr!r}"
     here, left, right = _value(node), node["left_child"], node["right_child"]
     credit_left = [f"{pad}    c[{f}] += {_value(left) - here!r}"] if attribute else []
     credit_right = [f"{pad}    c[{f}] += {_value(right) - here!r}"] if attribute else []

@@ -88,3 +88,18 @@ def test_path_contributions_add_up_to_the_raw_score(model, held_out):
     for r in rows[::50]:
         c = model.trees.contributions(r)
         assert math.isclose(sum(c), model.trees.raw(r), abs_tol=1e-9)
+
+
+def test_compiled_trees_equal_lightgbm_on_odd_values(model, held_out):
+    """NaN, zero and negative values in any feature, unseen and negative categories:
+    every missing-value rule of LightGBM's tree walk is exercised."""
+    _, rows = held_out
+    rng = np.random.default_rng(3)
+    odd = []
+    for r in rows[:400]:
+        r = list(r)
+        for i in rng.choice(len(r), size=6, replace=False):
+            r[i] = rng.choice([math.nan, 0.0, -1.0, 1e-40, 7777.0])
+        odd.append(r)
+    want = model.booster.predict(np.asarray(odd), raw_score=True, num_threads=1)
+    assert np.allclose([model.trees.raw(r) for r in odd], want, rtol=0, atol=1e-9)
