@@ -67,7 +67,7 @@ class HealthConfig:
     max_transitions: int = 256  # kept for metrics / reports
 
     def __post_init__(self) -> None:
-        checks = {"window_ms": self.window_ms >= self.buckets >= 1,
+        checks = {"buckets": self.buckets >= 1, "window_ms": self.window_ms >= self.buckets,
                   "ewma_alpha": 0 < self.ewma_alpha <= 1,
                   "min_requests": self.min_requests >= 1,
                   "failure_rate": 0 < self.failure_rate <= 1,
@@ -75,6 +75,21 @@ class HealthConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"health.{key}: out of range")
+
+
+def health_config(d: dict, prefix: str) -> HealthConfig:
+    """``HealthConfig`` from a TOML table; an unknown key or a bad value is refused with
+    the key named."""
+    known = set(HealthConfig.__dataclass_fields__)
+    for k, v in d.items():
+        if k not in known:
+            raise ValueError(f"{prefix}.{k}: unknown key")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"{prefix}.{k}: must be a number")
+    try:
+        return HealthConfig(**d)
+    except ValueError as e:
+        raise ValueError(str(e).replace("health.", f"{prefix}.", 1)) from None
 
 
 class LinkHealth:

@@ -1,5 +1,6 @@
 """Window counters against brute force; the breaker as a state machine (hypothesis)."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -15,6 +16,7 @@ from payswitch.routing.health import (
     HealthConfig,
     LinkHealth,
     WindowCounter,
+    health_config,
 )
 
 
@@ -132,3 +134,17 @@ class BreakerMachine(RuleBasedStateMachine):
 
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+
+
+@pytest.mark.parametrize(("d", "key"), [
+    ({"open_sec": 5}, "links.visa.health.open_sec"),
+    ({"failure_rate": 1.5}, "links.visa.health.failure_rate"),
+    ({"min_requests": "10"}, "links.visa.health.min_requests"),
+    ({"buckets": 0}, "links.visa.health.buckets"),
+    ({"window_ms": 5, "buckets": 10}, "links.visa.health.window_ms"),
+])
+def test_bad_health_config_is_refused_with_the_key_named(d, key):
+    with pytest.raises(ValueError) as e:
+        health_config(d, "links.visa.health")
+    assert str(e.value).startswith(key + ":")
+    assert health_config({"open_ms": 500}, "x").open_ms == 500

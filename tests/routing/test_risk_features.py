@@ -119,7 +119,7 @@ def test_snapshot_restores_the_same_features():
     back = RiskState.restore(snap)
     probe = auth(50 * 97_000, card="c3", merchant="m1", lat=51, lon=2)
     a, b = state.features(probe), back.features(probe)
-    assert len(a) == len(FEATURES)
+    assert len(a) == len(FEATURES) == len(state.features(auth(0, card="never-seen")))
     assert all((x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True))
 
 
