@@ -62,6 +62,12 @@ def _strings(key: str, value: object, digits: int | None) -> frozenset[str]:
     return frozenset(value)
 
 
+def _path(key: str, value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise RiskConfigError(f"{key}: must be a file path")
+    return value
+
+
 def _known(prefix: str, table: Mapping, allowed: set[str]) -> None:
     if not isinstance(table, Mapping):
         raise RiskConfigError(f"{prefix}: must be a table")
@@ -138,7 +144,8 @@ class RiskConfig:
     by_mcc: dict[str, Thresholds] = field(default_factory=dict)
     shadow: bool = False  # score and record, never decline or refer
     use_model: bool = True
-    reasons: int = 3  # top feature contributions kept with a non-approve decision
+    reasons: int = 3  # top feature contributions kept with a non-approve
+    model_file: str | None = None  # built by `payswitch risk train`; None: rules only decision
 
     @classmethod
     def from_dict(cls, d: Mapping, prefix: str = "risk") -> RiskConfig:
@@ -166,6 +173,7 @@ class RiskConfig:
                     for k, v in mccs.items()},
             shadow=mode == "shadow", use_model=d.get("use_model", True),
             reasons=int(_number(f"{prefix}.reasons", d.get("reasons", 3), 0, len(FEATURES))),
+            model_file=_path(f"{prefix}.model_file", d.get("model_file")),
         )
 
     def thresholds(self, issuer: str, mcc: str) -> Thresholds:

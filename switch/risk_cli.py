@@ -13,10 +13,13 @@ import argparse
 import hashlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from payswitch.routing.risk_features import AuthInput, Limits, RiskState, entry_mode_of
-from payswitch.routing.risk_model import TrainParams, train
 from payswitch.simulators.fraud import CardAuth, Simulation, simulate
+
+if TYPE_CHECKING:  # lightgbm is imported when training, not by every `payswitch` command
+    from payswitch.routing.risk_model import TrainParams
 
 TRAIN_CARDS = 8000
 TRAIN_DAYS = 6
@@ -57,6 +60,7 @@ def train_on_simulation(seed: int, cards: int = TRAIN_CARDS, days: int = TRAIN_D
                         params: TrainParams | None = None,
                         fraud_rate: float = TRAIN_FRAUD_RATE):
     """Simulate, featurize, train on every day but the warm-up day 0."""
+    from payswitch.routing.risk_model import train
     sim = simulate(seed, cards=cards, days=days, fraud_rate=fraud_rate)
     rows, _ = featurize(sim)
     keep = [i for i in range(len(rows)) if sim.day_of(i) >= 1]
@@ -72,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, required=True, help="model file to write")
     t.add_argument("--cards", type=int, default=TRAIN_CARDS)
     t.add_argument("--days", type=int, default=TRAIN_DAYS)
-    t.add_argument("--rounds", type=int, default=TrainParams().rounds)
+    t.add_argument("--rounds", type=int, default=150, help="boosting rounds (trees)")
     t.set_defaults(func=_train)
 
 
@@ -80,6 +84,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.cards < 10 or args.days < 2 or args.rounds < 1:
         print("risk train: need --cards >= 10, --days >= 2, --rounds >= 1", file=sys.stderr)
         return 2
+    from payswitch.routing.risk_model import TrainParams
     booster = train_on_simulation(args.seed, args.cards, args.days,
                                   TrainParams(rounds=args.rounds))
     args.out.parent.mkdir(parents=True, exist_ok=True)

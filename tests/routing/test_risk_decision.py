@@ -25,6 +25,7 @@ def auth(at_ms=0, card="c1", mcc="5411", country="840", amount=1000, merchant="m
     ({"mccs": {"79": {"decline": 5}}}, "risk.mccs.79"),
     ({"mode": "audit"}, "risk.mode"),
     ({"extra": 1}, "risk.extra"),
+    ({"model_file": 3}, "risk.model_file"),
 ])
 def test_bad_config_is_refused_with_the_key_named(cfg, key):
     with pytest.raises(RiskConfigError) as e:
