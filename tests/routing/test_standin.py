@@ -1,6 +1,8 @@
 """Stand-in decisions within the issuer's parameters; everything else is 91."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payswitch.routing.standin import (
     DAY_MS,
@@ -61,3 +63,23 @@ def test_bad_params_are_refused_with_the_key_named(d, key):
     with pytest.raises(StandInConfigError) as e:
         StandInParams.from_dict(d, "standin.x")
     assert str(e.value).startswith(key + ":")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3 * DAY_MS), st.integers(1, 500)),
+                max_size=60))
+def test_usage_matches_a_least_recently_used_model(adds):
+    """Per card today's count and amount; past max_cards the least recently used card is
+    forgotten (it starts its day again), checked against a plain list-based model."""
+    u = StandInUsage(max_cards=4)
+    model: dict[str, list[tuple[int, int]]] = {}  # insertion order = recency
+    for card, at, amount in sorted(adds, key=lambda t: t[1]):
+        key = f"c{card}"
+        u.add(key, at, amount)
+        model[key] = model.pop(key, []) + [(at, amount)]
+        if len(model) > 4:
+            del model[next(iter(model))]
+        assert len(u._by_card) <= 4
+        for k, rows in model.items():
+            today = [m for a, m in rows if a // DAY_MS == at // DAY_MS]
+            assert u.today(k, at) == (len(today), sum(today))
