@@ -16,7 +16,8 @@ the best recall at precision >= 0.90, and per fraud pattern how many were caught
 Latency, CPU µs of this process per authorization, p50/p99: ``score_us`` is the
 score and decision (features, state update, rules, model, thresholds); ``assess_us``
 adds the reasons a non-approve keeps (path attribution over the trees). Per-row model
-cost: LightGBM's predictor against the compiled trees on the same rows.
+cost: LightGBM's predictor against the compiled trees on the same rows (and
+treelite's GTIL when treelite is installed; it is not a dependency).
 Floors: recall >= 0.90 at precision >= 0.90; score p99 <= 200 µs.
 """
 
@@ -195,6 +196,14 @@ def _model_latency(model: RiskModel, rows: list) -> dict:
     predictor; then reasons: path attribution vs LightGBM's pred_contrib, and how often
     their top feature is the same on the 100 highest-scored rows."""
     targets = {"compiled": model.score, "lightgbm_predict": model.score_lightgbm}
+    try:  # optional, not a dependency: `pip install treelite` to include it
+        import treelite
+        import treelite.gtil
+        forest = treelite.frontend.from_lightgbm(model.booster)
+        targets["treelite_gtil"] = lambda r: treelite.gtil.predict(
+            forest, np.asarray([r], dtype=np.float64), pred_margin=True)
+    except ImportError:
+        pass
     samples: dict[str, list[float]] = {k: [] for k in targets}
     for _ in range(5):
         for k, fn in targets.items():
