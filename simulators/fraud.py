@@ -282,9 +282,7 @@ class _World:
         for _ in range(n):
             at = self.hour_ms(day, c.peak_hour, tz)
             if rng.random() < c.cnp_share:
-                m = (rng.choice([u for u in c.usual if u.online] or self.online[c.home])
-                     if rng.random() < 0.7 else rng.choice(self.online[
-                         c.home if rng.random() < 0.85 else rng.choice(list(COUNTRIES))]))
+                m = self.online_merchant(c)
             elif country == c.home and rng.random() < 0.75:
                 m = rng.choice([u for u in c.usual if not u.online])
             else:
@@ -308,6 +306,14 @@ class _World:
                 out.append(self.auth(at, c.pan, app, rng.choice((99, 149, 199, 299)),
                                      ENTRY_CNP))
         return out
+
+    def online_merchant(self, c: Cardholder) -> Merchant:
+        """A usual web shop mostly; else any, at home mostly, sometimes abroad."""
+        rng = self.rng
+        if rng.random() < 0.7:
+            return rng.choice([u for u in c.usual if u.online] or self.online[c.home])
+        country = c.home if rng.random() < 0.85 else rng.choice(list(COUNTRIES))
+        return rng.choice(self.online[country])
 
     def after_landing(self, auths: list[CardAuth], day: int) -> list[CardAuth]:
         """A day the cardholder flies (abroad or back): card-present use starts after
