@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "payswitch.codecs.bankcli",  # ach show | validate, iso20022 validate
     "payswitch.switch.top",  # top (live console over metrics endpoints)
     "payswitch.ledger.clearing_cli",  # clearing show | build
+    "payswitch.lab.risk_cli",  # risk train
 )
 
 

@@ -1,0 +1,105 @@
+"""The model: compiled trees agree with LightGBM, the CLI builds a loadable model
+deterministically, a model for other features is refused, the model separates fraud."""
+
+import math
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from payswitch.lab.risk_cli import featurize, train_on_simulation
+from payswitch.routing.risk_features import FEATURES
+from payswitch.routing.risk_model import ModelError, RiskModel, TrainParams, train
+from payswitch.simulators.fraud import simulate
+from payswitch.lab.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def model():
+    return RiskModel(train_on_simulation(7, cards=800, days=3, params=TrainParams(rounds=40),
+                                         fraud_rate=0.05))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    sim = simulate(8, cards=800, days=3, fraud_rate=0.05)
+    rows, _ = featurize(sim)
+    return sim, rows
+
+
+def test_compiled_trees_equal_lightgbm(model, held_out):
+    _, rows = held_out
+    x = np.asarray(rows, dtype=np.float64)
+    want = model.booster.predict(x, raw_score=True, num_threads=1)
+    got = [model.trees.raw(r) for r in rows]
+    assert np.allclose(got, want, rtol=0, atol=1e-9)
+    assert any(math.isnan(v) for r in rows for v in r)  # missing values were exercised
+
+
+def test_model_scores_fraud_above_good(model, held_out):
+    sim, rows = held_out
+    days = [sim.day_of(i) for i in range(len(rows))]
+    scores = [model.score(r) for r, d in zip(rows, days, strict=True) if d >= 1]
+    labels = [lab for lab, d in zip(sim.labels, days, strict=True) if d >= 1]
+    fraud = [s for s, lab in zip(scores, labels, strict=True) if lab]
+    good = [s for s, lab in zip(scores, labels, strict=True) if not lab]
+    assert np.median(fraud) > 500 > np.percentile(good, 99)
+
+
+def test_contributions_name_features(model, held_out):
+    sim, rows = held_out
+    i = max(range(len(rows)), key=lambda k: model.score(rows[k]))
+    top = model.top_contributions(rows[i], 3)
+    assert 1 <= len(top) <= 3 and all(name in FEATURES and v > 0 for name, v in top)
+    shap = model.shap_contributions(rows[i], 3)  # LightGBM's own pred_contrib
+    assert {n for n, _ in top} & {n for n, _ in shap}
+
+
+def test_model_for_other_features_is_refused(tmp_path):
+    x = np.random.default_rng(0).random((200, 3))
+    b = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1},
+                  lgb.Dataset(x, (x[:, 0] > 0.5).astype(int)), num_boost_round=2)
+    path = tmp_path / "other.txt"
+    b.save_model(str(path))
+    with pytest.raises(ModelError, match="other features"):
+        RiskModel.load(path)
+    with pytest.raises(ModelError):
+        RiskModel.load(tmp_path / "missing.txt")
+
+
+def test_risk_train_command_is_deterministic(tmp_path, capsys):
+    args = ["risk", "train", "--seed", "3", "--cards", "200", "--days", "2", "--rounds", "5"]
+    assert cli_main([*args, "--out", str(tmp_path / "a" / "m.txt")]) == 0
+    assert cli_main([*args, "--out", str(tmp_path / "b.txt")]) == 0
+    a, b = (tmp_path / "a" / "m.txt").read_text(), (tmp_path / "b.txt").read_text()
+    assert a == b
+    assert RiskModel.load(tmp_path / "b.txt").trees.n_trees == 5
+    assert cli_main(["risk", "train", "--seed", "3", "--cards", "1", "--out",
+                     str(tmp_path / "c.txt")]) == 2
+
+
+def test_train_is_single_feature_order():
+    with pytest.raises(Exception):  # noqa: B017 - lightgbm raises its own error type
+        train([[0.0] * 3], [0], seed=1, params=TrainParams(rounds=1))
+
+
+def test_path_contributions_add_up_to_the_raw_score(model, held_out):
+    _, rows = held_out
+    for r in rows[::50]:
+        c = model.trees.contributions(r)
+        assert math.isclose(sum(c), model.trees.raw(r), abs_tol=1e-9)
+
+
+def test_compiled_trees_equal_lightgbm_on_odd_values(model, held_out):
+    """NaN, zero and negative values in any feature, unseen and negative categories:
+    every missing-value rule of LightGBM's tree walk is exercised."""
+    _, rows = held_out
+    rng = np.random.default_rng(3)
+    odd = []
+    for r in rows[:400]:
+        r = list(r)
+        for i in rng.choice(len(r), size=6, replace=False):
+            r[i] = rng.choice([math.nan, 0.0, -1.0, 1e-40, 7777.0])
+        odd.append(r)
+    want = model.booster.predict(np.asarray(odd), raw_score=True, num_threads=1)
+    assert np.allclose([model.trees.raw(r) for r in odd], want, rtol=0, atol=1e-9)
