@@ -2,8 +2,16 @@
 
 psycopg 3 is used synchronously in worker threads (``trio.to_thread.run_sync``) under
 a ``CapacityLimiter`` the size of the connection pool, so at most ``pool_size`` threads
-and connections exist; each call is one transaction. Cost per authorization: three
-round trips (claim, issuer_request, complete), each a single small transaction.
+and connections exist.
+
+Group commit: the hot-path calls (claim, issuer_request, complete, ...) of many
+authorizations are run in ONE transaction on one thread hop: whoever finds a pool slot
+free takes every call queued so far (up to ``batch_max``), runs them in order and
+commits once; each caller is answered only after that COMMIT. While a batch is in
+flight the next one fills up, so the batch size follows the load with no timer. If a
+statement fails the whole batch is rolled back and its calls are run again one
+transaction each, so one bad call cannot fail its neighbours. Start-up and SAF-lease
+calls (``call_alone``) keep a transaction of their own.
 
 Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
 """
@@ -103,11 +111,30 @@ class SafItem:
 TCP_MARGIN_MS = 5000
 
 
+@dataclass(eq=False)
+class _Call:
+    """One queued ``fn(conn, *args)`` of a group commit, and its outcome."""
+    fn: Any
+    args: tuple[Any, ...]
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
 class Store:
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: int = 5,
-                 statement_timeout_ms: int = 5000) -> None:
-        assert pool_size > 0
+                 statement_timeout_ms: int = 5000, batch_max: int = 256,
+                 writers: int | None = None) -> None:
+        writers = pool_size if writers is None else writers
+        assert pool_size > 0 and batch_max > 0 and 0 < writers <= pool_size
         self._dsn = dsn
+        self._batch_max = batch_max
+        # Group commits in flight at once (default: the pool size). While they commit,
+        # the next batch fills; fewer writers make bigger batches but add latency.
+        self._writers = writers
+        self._writing = 0
+        self._queued: list[_Call] = []
+        self._batch_done = trio.Event()  # set (and replaced) when a pool slot frees
         self._connect_timeout_s = connect_timeout_s
         self._statement_timeout_ms = statement_timeout_ms
         self._idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
@@ -159,9 +186,82 @@ class Store:
         self._idle.put(conn)
         return result
 
+    async def call_alone(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` in a transaction of its own on a pool thread."""
+        try:
+            return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
+        finally:
+            self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        """Wake the callers waiting for a pool slot to run their queued calls."""
+        done, self._batch_done = self._batch_done, trio.Event()
+        done.set()
+
     async def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(conn, *args)`` in one transaction on a pool thread."""
-        return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
+        """Run ``fn(conn, *args)`` in the next group commit; return after its COMMIT.
+
+        ``fn`` must have no effect outside the database (it may run twice: once in a
+        batch that is rolled back, once alone). Like a thread call, the wait is not
+        cancellable: a caller cancelled meanwhile learns the outcome first."""
+        call = _Call(fn, args)
+        self._queued.append(call)
+        with trio.CancelScope(shield=True):
+            while not call.done.is_set():
+                if self._queued and self._writing < self._writers and \
+                        self.limiter.available_tokens > 0:
+                    batch = self._queued[:self._batch_max]
+                    del self._queued[:self._batch_max]
+                    self._writing += 1
+                    try:
+                        await trio.to_thread.run_sync(self._run_batch, batch,
+                                                      limiter=self.limiter)
+                    finally:
+                        self._writing -= 1
+                        self._slot_freed()
+                        for c in batch:
+                            c.done.set()
+                else:
+                    await self._batch_done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _run_batch(self, batch: list[_Call]) -> None:
+        if len(batch) > 1:
+            try:
+                conn = self._connect()
+            except psycopg.Error as e:
+                return self._fail(batch, f"database connect failed: {type(e).__name__}")
+            ran = False
+            try:
+                with conn.transaction():
+                    results = [c.fn(conn, *c.args) for c in batch]
+                    ran = True
+            except Exception as e:
+                lost = conn.broken
+                conn.close()
+                if lost:  # as in _run: the idle connections are dead too
+                    self.close()
+                if ran or lost or isinstance(e, psycopg.OperationalError):
+                    # COMMIT failed (outcome unknown) or the server is gone: the same
+                    # answer as a lone transaction would have had, for every call
+                    return self._fail(batch, f"database error {type(e).__name__}")
+            else:
+                self._idle.put(conn)
+                for c, r in zip(batch, results, strict=True):
+                    c.result = r
+                return
+        for c in batch:  # rolled back by one call's error: each in its own transaction
+            try:
+                c.result = self._run(c.fn, *c.args)
+            except Exception as e:  # delivered to its caller
+                c.error = e
+
+    @staticmethod
+    def _fail(batch: list[_Call], why: str) -> None:
+        for c in batch:
+            c.error = StoreError(why)
 
     def close(self) -> None:
         while True:
@@ -173,7 +273,7 @@ class Store:
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> None:
         sql = resources.files("payswitch.switch").joinpath("schema.sql").read_text()
-        await self.call(lambda conn: conn.execute(sql))
+        await self.call_alone(lambda conn: conn.execute(sql))
 
     # -- journal ----------------------------------------------------------------------
     @staticmethod
@@ -331,7 +431,7 @@ class Store:
                 (timedelta(milliseconds=lease_ms), links, limit),
             ).fetchall()
             return sorted((SafRow(*r) for r in rows), key=lambda r: r.id)
-        return await self.call(run)
+        return await self.call_alone(run)
 
     async def saf_acked(self, row: SafRow, response: Message) -> None:
         def run(conn: psycopg.Connection) -> None:
@@ -376,7 +476,7 @@ class Store:
                 self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
                              link=row.link, dup_key=row.dup_key)
             return out
-        return await self.call(run)
+        return await self.call_alone(run)
 
     async def history(self, dup_key: str) -> list[dict[str, Any]]:
         """Every journal row of one payment, in order (see replay.payment_state)."""
@@ -431,7 +531,7 @@ class Store:
                 "select distinct v.dup_key from ledger_expected_voids v"
                 " join pending_transfers p on p.id = v.transfer_id"
                 " where p.state = 'pending'")]
-        return await self.call(run)
+        return await self.call_alone(run)
 
     async def recover(self, reversal_of: Any, expiry_s: int,
                       keys_out: list[str] | None = None) -> int:
@@ -460,5 +560,5 @@ class Store:
             if keys_out is not None:
                 keys_out.extend(keys)
             return len(keys)
-        return await self.call(run)
+        return await self.call_alone(run)
 

@@ -7,11 +7,11 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from payswitch.lab.cli import main as cli_main
 from payswitch.lab.risk_cli import featurize, train_on_simulation
 from payswitch.routing.risk_features import FEATURES
 from payswitch.routing.risk_model import ModelError, RiskModel, TrainParams, train
 from payswitch.simulators.fraud import simulate
-from payswitch.lab.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")

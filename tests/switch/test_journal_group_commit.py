@@ -1,0 +1,137 @@
+"""Group commit of the switch journal, against a real PostgreSQL.
+
+Rows written by one transaction share their ``xmin``: counting distinct xmin values
+counts the transactions that wrote them, as the database saw it."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import trio
+import trio.testing
+from switchkit import trio_test
+
+from payswitch.codecs.iso8583 import Message
+from payswitch.switch.errors import StoreError
+from payswitch.switch.journal import Store
+
+CALLS = 60
+
+
+def _request(i: int) -> Message:
+    return Message(mti="0100", pan="4761739001010010", processing_code="000000",
+                   amount_minor=100 + i, stan=f"{i:06d}", terminal_id="TERM0001")
+
+
+def _transactions(dsn: str, table: str = "switch_dedup") -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(f"select count(distinct xmin::text) from {table}").fetchone()[0]
+
+
+async def _held(store: Store, nursery: trio.Nursery) -> threading.Event:
+    """Occupy the store's only pool slot until the returned event is set, so that the
+    calls started next queue up behind it (one batch)."""
+    release = threading.Event()
+    nursery.start_soon(store.call, lambda conn: release.wait(10))
+    await trio.testing.wait_all_tasks_blocked()
+    return release
+
+
+async def _claims(store: Store, n: int, results: dict[int, object]) -> None:
+    async def one(i: int) -> None:
+        try:
+            results[i] = await store.claim(f"k{i}", "acq", _request(i), "fp")
+        except StoreError as e:
+            results[i] = e
+    async with trio.open_nursery() as n_:
+        for i in range(n):
+            n_.start_soon(one, i)
+
+
+@trio_test
+async def test_concurrent_claims_share_few_transactions(dsn: str) -> None:
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    results: dict[int, object] = {}
+    await _claims(store, CALLS, results)
+    store.close()
+    assert all(getattr(r, "owner", False) for r in results.values()), results
+    # one slot: the first call alone, the others queued behind it in one or two batches
+    assert _transactions(dsn) <= 3
+
+
+@trio_test
+async def test_calls_queued_behind_a_busy_slot_commit_together(dsn: str) -> None:
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    results: dict[int, object] = {}
+    async with trio.open_nursery() as n:
+        release = await _held(store, n)
+        n.start_soon(_claims, store, CALLS, results)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    store.close()
+    assert len(results) == CALLS and all(r.owner for r in results.values())
+    assert _transactions(dsn) == 1
+
+
+@trio_test
+async def test_a_failing_call_does_not_fail_its_batch_neighbours(dsn: str) -> None:
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+
+    def broken(conn: psycopg.Connection) -> None:
+        conn.execute("select * from no_such_table")
+
+    results: dict[int, object] = {}
+
+    async def bad() -> None:
+        try:
+            await store.call(broken)
+        except StoreError as e:
+            results[-1] = e
+
+    async with trio.open_nursery() as n:
+        release = await _held(store, n)
+        n.start_soon(_claims, store, 20, results)
+        n.start_soon(bad)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    store.close()
+    assert isinstance(results.pop(-1), StoreError)
+    assert all(getattr(r, "owner", False) for r in results.values()), results
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select count(*) from switch_dedup").fetchone()[0] == 20
+
+
+@trio_test
+async def test_a_failed_commit_fails_every_call_of_its_batch(dsn: str) -> None:
+    """COMMIT itself fails (a deferred constraint): the outcome of a batch whose COMMIT
+    did not answer is unknown, so every caller gets StoreError, as a lone transaction's
+    caller would; none is quietly run again."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("create table gc_probe (k int, unique (k) deferrable initially deferred)")
+    store = Store(dsn, pool_size=1)
+
+    def insert(conn: psycopg.Connection, k: int) -> None:
+        conn.execute("insert into gc_probe values (%s)", (k,))
+
+    outcome: list[object] = []
+
+    async def one(k: int) -> None:
+        try:
+            outcome.append(await store.call(insert, k))
+        except StoreError as e:
+            outcome.append(e)
+
+    async with trio.open_nursery() as n:
+        release = await _held(store, n)
+        for k in (1, 1, 2, 3):  # queued behind it: one batch, 1 twice
+            n.start_soon(one, k)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    store.close()
+    assert len(outcome) == 4 and all(isinstance(o, StoreError) for o in outcome)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select count(*) from gc_probe").fetchone()[0] == 0
