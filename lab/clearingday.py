@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
+import time as clock
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,10 @@ import psycopg
 import payswitch.ledger as L
 from payswitch.codecs.clearing import chargeback as cbk
 from payswitch.codecs.clearing.model import ClearingFile
-from payswitch.ledger import chargebacks, recon, settlement
+from payswitch.ledger import chargebacks, payouts, recon, settlement
 from payswitch.ledger import clearing_build as cb
 from payswitch.ledger.clearing_build import DetailsSource, Network
+from payswitch.simulators.ach import AchOperator, OperatorConfig
 from payswitch.simulators.chargebacks import first_chargebacks, report_dict, settle_day
 from payswitch.switch.ledgerwire import AUTH_OFFUS, LedgerWire, alpha, clear, det_id
 
@@ -59,6 +60,7 @@ class Faults:
     chargebacks: int = 1  # first chargebacks on the first network's last sales
     unpresented_hold: int = 4_321  # an approval whose hold expires unpresented (0: none)
     chargeback_share: float = 0.0  # and this share of all presentments, at random
+    payout_return: bool = False  # the ACH operator returns the demo merchant's payout
 
 
 @dataclass
@@ -99,7 +101,7 @@ def _unpresented_hold(dsn: str, mac: L.MacFunction, link: str, amount: int) -> N
         led.create_accounts([L.Account(t.debit_account_id, 840, 3),
                              L.Account(t.credit_account_id, 840, 4)])
         led.submit([L.Request((t,), tuple(ok), tuple(ko))])
-    later = time.time_ns() + 5 * 10**9
+    later = clock.time_ns() + 5 * 10**9
     with L.Ledger(dsn, mac=mac, clock_ns=lambda: later) as led:
         led.expire_pending()
 
@@ -145,12 +147,14 @@ def run_day(dsn: str, mac: L.MacFunction, day: date, out: Path, *,
             result.reports[net.link] = _network(conn, led, net, day, out, datas[net.link],
                                                 sent[net.link][0],
                                                 faults if i == 0 else None, seed, result)
-        rec = recon.reconcile(conn, day, sent, result.reports, now_ns=time.time_ns())
+        rec = recon.reconcile(conn, day, sent, result.reports, now_ns=clock.time_ns())
         recon.record_events(led, rec)
         (out / "recon.json").write_text(json.dumps(rec.to_dict(), indent=1))
         (out / "recon.prom").write_text(recon.metrics_text(rec))
         result.recon = rec.to_dict()
-        result.payouts = _payouts(conn, led, day, out, sent)
+        result.payouts = _payouts(conn, led, day, out, sent, result.reports,
+                                  {MERCHANTS["DEMOMERCHANT001"].account: "R03"}
+                                  if faults and faults.payout_return else {})
     with psycopg.connect(dsn) as conn:
         rep = L.verify(conn, mac)
         result.verify_ok, result.ledger_balanced = rep.ok, rep.ledger_balanced
@@ -187,14 +191,59 @@ def _network(conn: psycopg.Connection, led: L.Ledger, net: Network, day: date, o
     return report
 
 
+# Who is paid how: the demo terminals' merchant by ACH, anyone else by ISO 20022.
+MERCHANTS = {
+    "DEMOMERCHANT001": payouts.Merchant("DEMOMERCHANT001", "PAYSWITCH DEMO STORE", "ach",
+                                        routing="091000019", account="000123456789"),
+}
+DEFAULT_MERCHANT = payouts.Merchant("", "MERCHANT", "iso20022",
+                                    account="GB29NWBK60161331926819", agent_bic="NWBKGB2L")
+
+
+def merchant_config(mid: str) -> payouts.Merchant:
+    return MERCHANTS.get(mid) or dataclasses.replace(DEFAULT_MERCHANT, merchant_id=mid,
+                                                     name=mid or "MERCHANT")
+
+
+def payout_items(sent: dict[str, list[ClearingFile]],
+                 reports: dict[str, dict[str, Any]]) -> list[payouts.Item]:
+    """The networks' accepted items, each with the merchant our record named and its
+    fee (interchange + the network's scheme fee + our markup)."""
+    out = []
+    for link, rep in reports.items():
+        ours = {p.arn: p for f in sent.get(link, []) for p in f.presentments}
+        for a in rep.get("accepted", ()):
+            p = ours.get(a["arn"])
+            if p is None:
+                continue
+            item = settlement.Item(a["arn"], a["kind"], a["amount_minor"], int(a["currency"]),
+                                   a["interchange_minor"])
+            scheme = settlement.markup(a["amount_minor"], SCHEME_FEE_BP)
+            fee = abs(settlement.merchant_fee(item, MARKUP_BP, scheme))
+            out.append(payouts.Item(p.merchant_id.strip() or "UNKNOWN", a["arn"], a["kind"],
+                                    a["amount_minor"], int(a["currency"]), fee))
+    return out
+
+
 def _payouts(conn: psycopg.Connection, led: L.Ledger, day: date, out: Path,
-             sent: dict[str, list[ClearingFile]]) -> dict[str, Any]:
-    try:
-        from payswitch.ledger import payouts
-    except ImportError:  # not there yet
-        return {}
-    return payouts.pay_day(conn, led, day, out, accounts=accounts, ids=det_id,
-                           markup_bp=MARKUP_BP)
+             sent: dict[str, list[ClearingFile]], reports: dict[str, dict[str, Any]],
+             returns: dict[str, str]) -> dict[str, Any]:
+    items = payout_items(sent, reports)
+    merchants = {i.merchant_id: merchant_config(i.merchant_id) for i in items}
+    rep = payouts.pay_day(conn, led, day, items, merchants, accounts=accounts, ids=det_id)
+    if rep["ach"]:
+        (out / f"payouts-{day:%Y%m%d}.ach").write_text(rep["ach"])
+        operator = AchOperator(OperatorConfig(outcomes=returns))
+        answer = operator.submit(rep["ach"], datetime.combine(day, time(12), tzinfo=UTC))
+        rep["ach_accepted"] = answer.ack.accepted
+        if answer.returns is not None:
+            rep["returned"] = payouts.apply_returns(conn, led, answer.returns,
+                                                    accounts=accounts, ids=det_id)
+    for name in ("pain001", "pacs008"):
+        if rep[name]:
+            (out / f"payouts-{day:%Y%m%d}.{name}.xml").write_bytes(rep[name])
+    return {"merchants": rep["merchants"], "returned": rep.get("returned", []),
+            "ach": bool(rep["ach"]), "iso20022": bool(rep["pain001"])}
 
 
 def summary(day: Day) -> dict[str, Any]:

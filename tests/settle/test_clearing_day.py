@@ -9,12 +9,14 @@ explained; `ledger verify` is clean."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 import trio
 
+from payswitch.codecs import nacha
 from payswitch.codecs.clearing import base2
 from payswitch.hsm import devkeys
 from payswitch.hsm.token import DEV_PIN
@@ -90,6 +92,19 @@ def test_a_faulty_day_reconciles_to_exactly_the_injected_faults(
     assert [r["reason"] for r in report["rejected"]] == ["invalid_account", "duplicate_arn"]
     assert out.chargebacks == {arns[5]: "open"}
 
+    # payouts: the merchant gets sales - fees - chargebacks, by ACH (its config)
+    accepted = {a["arn"]: a for a in report["accepted"]}
+    fees = sum(a["interchange_minor"] + round(a["amount_minor"] * 13 / 10_000)
+               + round(a["amount_minor"] * 30 / 10_000) for a in accepted.values())
+    sales = AMOUNTS[0] + AMOUNTS[2] + 137 + sum(AMOUNTS[3:])
+    assert sum(a["amount_minor"] for a in accepted.values()) == sales
+    paid = out.payouts["merchants"]["DEMOMERCHANT001"]
+    assert (paid["sales"], paid["fees"], paid["chargebacks"]) == (sales, fees, AMOUNTS[5])
+    assert paid["paid"] == sales - fees - AMOUNTS[5] > 0
+    ach = nacha.read((tmp_path / f"payouts-{day:%Y%m%d}.ach").read_text())
+    assert [(e.amount, e.account) for e in ach.entries()] == [(paid["paid"], "000123456789")]
+    assert ach.batches[0].sec_code == "CCD"
+
     # the CLI finds the same, exits 1 while any is unexplained, 0 once all are
     args = ["recon", "--date", day.isoformat(), "--dir", str(tmp_path), "--dsn", pg_dsn,
             "--json", "--metrics-file", str(tmp_path / "m.prom")]
@@ -107,3 +122,28 @@ def test_a_faulty_day_reconciles_to_exactly_the_injected_faults(
         (n,) = conn.execute("select count(*) from events where type = 'recon_mismatch'"
                             ).fetchone()
     assert n == 5  # recorded once by the day's run; the CLI runs had no MAC
+
+
+def test_a_returned_payout_restores_the_merchant_payable(pg_dsn, tokens, monkeypatch,
+                                                       tmp_path):
+    hsm, issuer_hsm, terminal_hsm = tokens
+    monkeypatch.setenv(PIN_ENV, DEV_PIN)
+    trio.run(traffic, pg_dsn, issuer_hsm, terminal_hsm)
+    day = datetime.now(UTC).date()
+
+    def mac(data: bytes) -> bytes:
+        return hsm.event_mac(devkeys.EVK, data)
+
+    out = clearingday.run_day(pg_dsn, mac, day, tmp_path,
+                              details=journal_details(pg_dsn, hsm_decrypt(hsm, devkeys.DEK)),
+                              faults=clearingday.Faults(payout_return=True))
+    paid = out.payouts["merchants"]["DEMOMERCHANT001"]["paid"]
+    assert out.payouts["returned"] == [{"merchant_id": "DEMOMERCHANT001", "amount_minor": paid,
+                                        "reason_code": "R03", "was": "sent"}]
+    clearing = clearingday.accounts("payout_clearing", "", 840)
+    with psycopg.connect(pg_dsn) as conn:
+        (dr, cr) = conn.execute("select debits_posted, credits_posted from accounts"
+                                " where id = %s", (uuid.UUID(int=clearing),)).fetchone()
+        (state,) = conn.execute("select state from payouts").fetchone()
+    assert dr == cr == paid and state == "returned"  # in and out again: back to the merchant
+    assert out.verify_ok
