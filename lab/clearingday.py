@@ -256,3 +256,36 @@ def summary(day: Day) -> dict[str, Any]:
                       "totals": day.recon.get("totals")},
             "payouts": day.payouts, "ledger_verify_ok": day.verify_ok,
             "ledger_balanced": day.ledger_balanced}
+
+
+def demo_day(dsn: str, mac: L.MacFunction, switch_hsm: Any, work_dir: str) -> dict[str, Any]:
+    """`payswitch demo`'s end of day: today's traffic through ``run_day`` with the
+    default faults, the PANs decrypted by the switch's HSM; files in ``work_dir``."""
+    from payswitch.hsm import devkeys
+    from payswitch.switch.clearing_details import hsm_decrypt, journal_details
+
+    day = datetime.now(UTC).date()
+    out = Path(work_dir) / "clearing"
+    try:
+        result = run_day(dsn, mac, day, out, faults=Faults(),
+                         details=journal_details(dsn, hsm_decrypt(switch_hsm, devkeys.DEK)))
+    except (L.LedgerError, psycopg.Error, OSError, ValueError) as e:
+        return {"error": str(e)}
+    return {"dir": str(out), **summary(result)}
+
+
+def format_lines(report: dict[str, Any]) -> list[str]:
+    """The demo report's lines for ``demo_day``'s result."""
+    if "error" in report:
+        return [f"  clearing day: FAILED: {report['error']}"]
+    rec = report["recon"]
+    paid = {m: r.get("paid", 0) for m, r in report["payouts"].get("merchants", {}).items()}
+    return [f"  clearing files: {', '.join(report['files'].values())} (in {report['dir']})",
+            f"  networks' settlement (net, minor units): {report['settlement_net_minor']}, "
+            f"rejected records {report['rejected']}, chargebacks {report['chargebacks']}",
+            f"  reconciliation (faults injected on purpose): {rec['counts']}, "
+            f"totals {rec['totals']}",
+            f"  payouts: {paid}, returned {len(report['payouts'].get('returned', []))}",
+            f"  ledger verify after the clearing day: "
+            f"{'clean' if report['ledger_verify_ok'] else 'FAILED'}, "
+            f"balanced {report['ledger_balanced']}"]
