@@ -108,3 +108,28 @@ def test_nets_are_sales_less_refunds_fees_and_chargebacks():
              P.Item("M", "c", "cash", 500, 840, 10)]
     n = P.nets(items, {"a": 1_000})[("M", 840)]
     assert (n.sales, n.refunds, n.fees, n.chargebacks, n.net) == (1_500, 200, 34, 1_000, 266)
+
+
+def test_a_record_without_authorization_and_a_later_post_for_less_are_found(pg_dsn,
+                                                                          tmp_path):
+    import dataclasses
+
+    from payswitch.codecs.clearing.arn import make_arn
+    clock = kit.Clock(datetime(2026, 11, 27, 10))
+    with Ledger(pg_dsn, mac=kit.MAC, clock_ns=clock, migrate=True) as led:
+        kit.setup_accounts(led)
+        kit.authorize(led, 1, 4_000)  # still pending when presented
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        build(conn, [VISA], D, tmp_path, kit.details())
+    f = base2.read((tmp_path / "visa-20261127-001.ctf").read_bytes())
+    stranger = dataclasses.replace(f.presentments[0], arn=make_arn("412345", D, 999),
+                                   amount_minor=1_234)
+    sent = dataclasses.replace(f, presentments=(*f.presentments, stranger))
+    with Ledger(pg_dsn, mac=kit.MAC, clock_ns=clock) as led:
+        kit.post(led, 1, 3_900)  # the ledger posts less than was presented
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        res = R.reconcile(conn, D, {"visa": [sent]}, {}, now_ns=0)
+    got = {(m.cls, m.arn, m.amount_minor, m.detail) for m in res.mismatches}
+    assert got == {("presented_without_authorization", stranger.arn, 1_234,
+                    "no presentment row"),
+                   ("amount_differs", f.presentments[0].arn, -100, "ledger posted")}
