@@ -289,3 +289,23 @@ def format_lines(report: dict[str, Any]) -> list[str]:
             f"  ledger verify after the clearing day: "
             f"{'clean' if report['ledger_verify_ok'] else 'FAILED'}, "
             f"balanced {report['ledger_balanced']}"]
+
+
+def represent(dsn: str, mac: L.MacFunction, day: date, out: Path, net: Network,
+              arns: set[str], evidence: str = "") -> str:
+    """The representment path: answers the day's chargebacks with these ARNs -- the
+    ledger moves the money back (``chargebacks.represent``) and a second-presentment
+    file (Visa usage code 2 / IPM 1240/205) goes to the network. Returns its name."""
+    blocked = net.fmt == "ipm-blocked"
+    ext = cb.FORMATS[net.fmt]
+    incoming = cbk.read((out / f"{net.link}-{day:%Y%m%d}-cb{ext}").read_bytes(), net.link,
+                        blocked=blocked)
+    picked = tuple(c for c in incoming.chargebacks if c.arn in arns)
+    with psycopg.connect(dsn, autocommit=True) as conn, L.Ledger(dsn, mac=mac) as led:
+        for c in picked:
+            chargebacks.represent(conn, led, c.arn, accounts=accounts, ids=det_id,
+                                  evidence=evidence)
+    name = f"{net.link}-{day:%Y%m%d}-rp{ext}"
+    second = cbk.ChargebackFile(net.acquirer_bin, day, 1, chargebacks=picked)
+    cb.write_atomic(out / name, cbk.write_representments(second, net.link, blocked=blocked))
+    return name

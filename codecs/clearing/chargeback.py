@@ -36,6 +36,8 @@ MASTERCARD_REASONS = frozenset({"4808", "4834", "4837", "4840", "4853", "4863"})
 FILE_TYPE_INCOMING = "001"  # PDS 0105 subfield 1: a file from GCMS to the customer
 FUNCTION_FIRST_CHARGEBACK = "450"
 _TCR0_REASON = slice(147, 149)  # positions 148-149
+_TCR0_USAGE = 146  # position 147: 1 first presentment or chargeback, 2 second
+FUNCTION_SECOND_PRESENTMENT = "205"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,11 @@ def write_ipm(f: ChargebackFile, *, blocked: bool = False) -> bytes:
 
 
 def read_ipm(data: bytes, *, blocked: bool = False) -> ChargebackFile:
+    return _read_ipm(data, blocked, "1442", FUNCTION_FIRST_CHARGEBACK)
+
+
+def _read_ipm(data: bytes, blocked: bool, mti: str, function: str) -> ChargebackFile:
+    incoming = mti == "1442"  # a chargeback file comes from GCMS; a representment goes to it
     records = vbs.read_vbs(data, blocked=blocked)
     if not records:
         raise ClearingError("empty file: no 1644/697 header")
@@ -148,20 +155,73 @@ def read_ipm(data: bytes, *, blocked: bool = False) -> ChargebackFile:
     for number, raw in enumerate(records, start=1):
         fields = ipm.decode_record(raw, number)
         if fields.get("t") == "1644":
-            fields = _incoming(fields, FILE_TYPE_INCOMING, ipm.FILE_TYPE_OUTGOING,
-                               number)
-        elif fields.get("t") == "1442" and fields.get("24") == FUNCTION_FIRST_CHARGEBACK:
+            if incoming:
+                fields = _incoming(fields, FILE_TYPE_INCOMING, ipm.FILE_TYPE_OUTGOING,
+                                   number)
+        elif fields.get("t") == mti and fields.get("24") == function:
             reason = fields.pop("25", "")
             _check_reason(reason, MASTERCARD_REASONS, number)
             reasons.append(reason)
             fields = {**fields, "t": "1240", "24": "200"}
         else:
-            raise ClearingError("not a 1442/450 chargeback or a 1644 header/trailer",
+            raise ClearingError(f"not a {mti}/{function} or a 1644 header/trailer",
                                 record=number, field="24")
         out.append(ipm._encode(fields, number))
     f = ipm.read(vbs.write_vbs(out))
     return ChargebackFile(f.sender_id, f.file_date, f.file_seq, test=f.test, chargebacks=tuple(
         Chargeback(p, r) for p, r in zip(f.presentments, reasons, strict=True)))
+
+
+# -- representments (second presentments) ----------------------------------------------
+# The acquirer's answer to a chargeback: the original presented again with the
+# chargeback's reason. Visa: TC05/06/07 with usage code 2 and the reason code in TCR0;
+# Mastercard: 1240 with function code 205 (second presentment, full) and DE25.
+
+def write_representments(f: ChargebackFile, network: str, *, blocked: bool = False) -> bytes:
+    if network != "visa":
+        return _ipm_second(f, blocked)
+    lines = base2.split_records(base2.write(f.as_clearing_file(), batch_size=999_999))
+    items = iter(f.chargebacks)
+    for i, line in enumerate(lines):
+        if line[:2] in base2.KIND_BY_TC and line[3] == "0":
+            cb = next(items)
+            _check_reason(cb.reason_code, VISA_REASONS, i + 1)
+            lines[i] = (line[:_TCR0_USAGE] + "2" + cb.reason_code
+                        + line[_TCR0_REASON.stop:])
+    return "".join(lines).encode("ascii")
+
+
+def read_representments(data: bytes, network: str, *, blocked: bool = False,
+                        ) -> ChargebackFile:
+    if network != "visa":
+        return _read_ipm(data, blocked, "1240", FUNCTION_SECOND_PRESENTMENT)
+    lines = base2.split_records(data)
+    reasons: list[str] = []
+    for i, line in enumerate(lines):
+        if line[:2] in base2.KIND_BY_TC and line[3] == "0":
+            if line[_TCR0_USAGE] != "2":
+                raise ClearingError("not a second presentment (usage code 2)", record=i + 1,
+                                    field="usage_code")
+            reasons.append(line[_TCR0_REASON])
+            _check_reason(reasons[-1], VISA_REASONS, i + 1)
+            lines[i] = line[:_TCR0_USAGE] + "100" + line[_TCR0_REASON.stop:]
+    f = base2.read("".join(lines).encode("ascii"))
+    return ChargebackFile(f.sender_id, f.file_date, f.file_seq, test=f.test, chargebacks=tuple(
+        Chargeback(p, r) for p, r in zip(f.presentments, reasons, strict=True)))
+
+
+def _ipm_second(f: ChargebackFile, blocked: bool) -> bytes:
+    records = ipm.write_records(f.as_clearing_file())
+    out: list[bytes] = []
+    for number, raw in enumerate(records, start=1):
+        fields = ipm.decode_record(raw, number)
+        if fields["t"] == "1240":
+            cb = f.chargebacks[number - 2]
+            _check_reason(cb.reason_code, MASTERCARD_REASONS, number)
+            fields = {**fields, "24": FUNCTION_SECOND_PRESENTMENT, "25": cb.reason_code}
+        out.append(ipm._encode(fields, number))
+    data = vbs.write_vbs(out)
+    return vbs.block(data) if blocked else data
 
 
 def write(f: ChargebackFile, network: str, *, blocked: bool = False) -> bytes:

@@ -105,3 +105,24 @@ def test_cardutil_reads_our_1442s(f, blocked):
         assert (rec["MTI"], rec["DE24"], str(rec["DE25"])) == ("1442", "450", c.reason_code)
         assert rec["DE2"] == c.original.pan and rec["DE4"] == c.original.amount_minor
         assert rec["DE31"] == c.arn
+
+
+@given(chargeback_files("visa"))
+def test_visa_representment_round_trip_usage_code_2(f):
+    data = cbk.write_representments(f, "visa")
+    assert cbk.read_representments(data, "visa") == f
+    tcr0s = [data[i:i + 168] for i in range(0, len(data), 168) if data[i + 3:i + 4] == b"0"
+             and data[i:i + 2] in (b"05", b"06", b"07")]
+    assert all(r[146:147] == b"2" for r in tcr0s)
+
+
+def test_a_first_presentment_is_not_a_representment():
+    with pytest.raises(ClearingError, match="usage code 2") as e:
+        cbk.read_representments(base2.write(one("visa").as_clearing_file()), "visa")
+    assert e.value.record == 2
+
+
+@given(chargeback_files("mastercard"), st.booleans())
+def test_mastercard_second_presentment_round_trip_function_205(f, blocked):
+    data = cbk.write_representments(f, "mastercard", blocked=blocked)
+    assert cbk.read_representments(data, "mastercard", blocked=blocked) == f

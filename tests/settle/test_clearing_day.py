@@ -16,8 +16,10 @@ import psycopg
 import pytest
 import trio
 
+import payswitch.ledger as L
 from payswitch.codecs import nacha
 from payswitch.codecs.clearing import base2
+from payswitch.codecs.clearing import chargeback as cbk
 from payswitch.hsm import devkeys
 from payswitch.hsm.token import DEV_PIN
 from payswitch.lab import clearingday
@@ -147,3 +149,18 @@ def test_a_returned_payout_restores_the_merchant_payable(pg_dsn, tokens, monkeyp
         (state,) = conn.execute("select state from payouts").fetchone()
     assert dr == cr == paid and state == "returned"  # in and out again: back to the merchant
     assert out.verify_ok
+
+    # the representment path: the chargeback answered, its money back on the merchant's side
+    [arn] = out.chargebacks
+    name = clearingday.represent(pg_dsn, mac, day, tmp_path, clearingday.NETWORKS[0], {arn},
+                                 evidence="signed receipt")
+    second = cbk.read_representments((tmp_path / name).read_bytes(), "visa")
+    assert [(c.arn, c.reason_code) for c in second.chargebacks] == [
+        (arn, next(iter(cbk.read_base2((tmp_path / f"visa-{day:%Y%m%d}-cb.ctf").read_bytes())
+                        .chargebacks)).reason_code)]
+    with psycopg.connect(pg_dsn) as conn:
+        (state,) = conn.execute("select state from chargebacks where arn = %s",
+                                (arn,)).fetchone()
+    assert state == "represented"
+    with psycopg.connect(pg_dsn) as conn:
+        assert L.verify(conn, mac).ok
