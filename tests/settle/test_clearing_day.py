@@ -150,6 +150,18 @@ def test_a_returned_payout_restores_the_merchant_payable(pg_dsn, tokens, monkeyp
     assert dr == cr == paid and state == "returned"  # in and out again: back to the merchant
     assert out.verify_ok
 
+    # the whole day again: nothing moves twice, the same findings
+    def balances():
+        with psycopg.connect(pg_dsn) as conn:
+            return conn.execute("select id, debits_posted, credits_posted from accounts"
+                                " order by id").fetchall()
+    before = balances()
+    again = clearingday.run_day(pg_dsn, mac, day, tmp_path,
+                                details=journal_details(pg_dsn, hsm_decrypt(hsm, devkeys.DEK)),
+                                faults=clearingday.Faults(payout_return=True))
+    assert balances() == before and again.recon["counts"] == out.recon["counts"]
+    assert again.verify_ok
+
     # the representment path: the chargeback answered, its money back on the merchant's side
     [arn] = out.chargebacks
     name = clearingday.represent(pg_dsn, mac, day, tmp_path, clearingday.NETWORKS[0], {arn},
