@@ -225,12 +225,24 @@ def payout_items(sent: dict[str, list[ClearingFile]],
     return out
 
 
+def _schemas() -> Any:
+    """The ISO 20022 XSDs when ``$PAYSWITCH_ISO20022_SCHEMAS`` names them: payout
+    messages are then validated before they are written."""
+    import os
+
+    from payswitch.codecs.iso20022 import SchemaStore
+    where = os.environ.get("PAYSWITCH_ISO20022_SCHEMAS")
+    return SchemaStore(Path(where)) if where and Path(where).is_dir() else None
+
+
 def _payouts(conn: psycopg.Connection, led: L.Ledger, day: date, out: Path,
              sent: dict[str, list[ClearingFile]], reports: dict[str, dict[str, Any]],
              returns: dict[str, str]) -> dict[str, Any]:
     items = payout_items(sent, reports)
     merchants = {i.merchant_id: merchant_config(i.merchant_id) for i in items}
-    rep = payouts.pay_day(conn, led, day, items, merchants, accounts=accounts, ids=det_id)
+    store = _schemas()
+    rep = payouts.pay_day(conn, led, day, items, merchants, accounts=accounts, ids=det_id,
+                          schemas=store, validate=store is not None)
     if rep["ach"]:
         (out / f"payouts-{day:%Y%m%d}.ach").write_text(rep["ach"])
         operator = AchOperator(OperatorConfig(outcomes=returns))
