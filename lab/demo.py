@@ -425,7 +425,10 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
             # `ledger verify` checks the event chain with the switch's HSM key (EVK)
             def mac(data: bytes) -> bytes:
                 return switch_hsm.event_mac(devkeys.EVK, data)
-            return _traffic(topo, terminals, duration_s, progress, terminal_hsm, mac)
+            report = _traffic(topo, terminals, duration_s, progress, terminal_hsm, mac)
+            from payswitch.lab.clearingday import demo_day  # files, settlement, recon, payouts
+            report["clearing_day"] = demo_day(topo.dsn, mac, switch_hsm, log_dir)
+            return report
 
 
 def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
@@ -516,6 +519,9 @@ def format_demo(report: dict) -> str:
         lines.append(f"  ledger verify: {'clean' if report['ledger_verify_ok'] else 'FAILED'}"
                      f", balanced {report['ledger_balanced']}")
         lines += ["    " + x for x in led["verify_text"].splitlines()]
+    if "clearing_day" in report:
+        from payswitch.lab.clearingday import format_lines
+        lines += format_lines(report["clearing_day"])
     return "\n".join(lines)
 
 

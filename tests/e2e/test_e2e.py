@@ -158,6 +158,17 @@ def test_demo_json():
     # Issue 5's acceptance: the demo ends with `ledger verify` clean and balanced, and
     # every approval became a hold that clearing posted.
     assert report["ledger_balanced"] is True and report["ledger_verify_ok"] is True
+    # Issue 11: the day ends with clearing files, the networks' settlement, a
+    # reconciliation that finds exactly the faults injected on purpose, payouts, and
+    # the ledger still clean.
+    day = report["clearing_day"]
+    assert set(day["files"]) == {"visa", "mastercard"}, day
+    assert day["recon"]["counts"] == {"duplicate_presentment": 1, "rejected_by_network": 1,
+                                      "amount_differs": 1, "authorized_never_presented": 1,
+                                      "chargeback": 1}
+    assert day["recon"]["totals"]["amount_differs"] == {"840": 137}
+    assert any(m["paid"] > 0 for m in day["payouts"]["merchants"].values())
+    assert day["ledger_verify_ok"] is True and day["ledger_balanced"] is True
     assert report["ledger"]["holds"] > 0
     assert report["ledger"]["posted_at_clearing"] == report["ledger"]["holds"]
 
