@@ -162,11 +162,15 @@ class InstantSwitch:
                                    instructed_agent=msg.instructing_agent))
 
     async def _on_recall(self, msg: m.Camt056) -> None:
-        returns, refusals = [], []
+        returns: list[m.PaymentReturn] = []
+        refusals: list[m.TxStatus] = []
         for r in msg.recalls:
             self.stats["recalls"] += 1
             out = await self._book(self.book.recall, r, msg.assigner)
-            (returns if isinstance(out, m.PaymentReturn) else refusals).append(out)
+            if isinstance(out, m.PaymentReturn):
+                returns.append(out)
+            else:
+                refusals.append(out)
         if returns:
             await self._send(m.Pacs004(ref("P", msg.assignment_id), now(), now().date(),
                                        self.cfg.bic, msg.assigner, tuple(returns)))

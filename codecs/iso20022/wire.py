@@ -40,7 +40,7 @@ class FrameBuffer:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
         self._buf += data
         out = []
         while len(self._buf) >= HEADER_BYTES:
@@ -90,6 +90,5 @@ class Codec:
             e.message_type = version
             raise
 
-    def reject(self, error: Iso20022Error, msg_id: str, created: dt.datetime,
-               **agents: str | None) -> bytes:
-        return self.build(api.rejection(error, msg_id=msg_id, created=created, **agents))
+    def reject(self, error: Iso20022Error, msg_id: str, created: dt.datetime) -> bytes:
+        return self.build(api.rejection(error, msg_id=msg_id, created=created))
