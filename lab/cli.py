@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "payswitch.switch.top",  # top (live console over metrics endpoints)
     "payswitch.ledger.clearing_cli",  # clearing show | build
     "payswitch.lab.risk_cli",  # risk train
+    "payswitch.lab.bank_cli",  # iso20022 submit, instant-peer, ach originate / returns
 )
 
 
