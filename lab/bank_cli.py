@@ -5,8 +5,15 @@ codecs/bankcli.py makes, so the user sees one group per format.
     payswitch iso20022 submit PAIN001 --peer HOST:PORT [--dsn DSN] [--schemas DIR]
         [--deadline-s 10] [--status-wait-s 5] [--status-tries 3] [--json]
 
-Connects to the participant bank, first asks (pacs.028) about every payment a previous
-run left pending, then sends each instruction of the file as a pacs.008 and waits for
+    payswitch ach originate --date YYYY-MM-DD --out DIR [--dsn DSN]
+    payswitch ach settle --date YYYY-MM-DD [--dsn DSN]
+    payswitch ach process FILE [--dsn DSN]          # the operator's returns / NOCs
+    payswitch instant-peer [--port 0] [--late-s 12] [--reject-share F] [--late-share F]
+        [--never-share F] [--seed N] [--schemas DIR]
+
+`iso20022 submit` connects to the participant bank, first asks (pacs.028) about every
+payment a previous run left pending, then sends each instruction of the file as a
+pacs.008 and waits for
 each to be settled or reversed; prints the states. Rerunning the same file sends
 nothing twice. Exit 0 when every payment is final, 1 if the file is invalid, 2 if it
 cannot run. Event MAC key: hex in $PAYSWITCH_EVENT_MAC_KEY.
@@ -15,17 +22,21 @@ cannot run. Event MAC key: hex in $PAYSWITCH_EVENT_MAC_KEY.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import json
 import os
 import sys
 
 import trio
 
-from payswitch.codecs import bankcli
+from payswitch.codecs import bankcli, nacha
 from payswitch.codecs.iso20022 import Iso20022Error, SchemaStore
 from payswitch.codecs.iso20022 import model as m
 from payswitch.codecs.iso20022.wire import Codec
 from payswitch.ledger.events import hmac_sha256
+from payswitch.simulators.instant import InstantPeer, PeerConfig
+from payswitch.switch.ach_desk import AchDesk
 from payswitch.switch.instant import InstantConfig, InstantSwitch
 from payswitch.switch.instant_book import InstantBook
 
@@ -57,6 +68,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-bic", default=InstantConfig.peer_bic)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=submit)
+    ach = _group(sub, "ach")
+    o = ach.add_parser("originate", help="cut-off: payables with money -> a NACHA payout file")
+    o.add_argument("--date", required=True, type=dt.date.fromisoformat)
+    o.add_argument("--out", required=True, metavar="DIR")
+    s = ach.add_parser("settle", help="move due batches from ACH clearing to settlement")
+    s.add_argument("--date", required=True, type=dt.date.fromisoformat)
+    r = ach.add_parser("process", help="apply an operator returns or NOC file")
+    r.add_argument("file")
+    for q, func in ((o, ach_originate), (s, ach_settle), (r, ach_process)):
+        q.add_argument("--dsn", help="PostgreSQL (else $PAYSWITCH_PG_DSN)")
+        q.set_defaults(func=func)
+    peer = sub.add_parser("instant-peer", help="run the instant-payments peer bank simulator")
+    peer.add_argument("--port", type=int, default=0)
+    peer.add_argument("--schemas", metavar="DIR")
+    peer.add_argument("--allow-missing-schemas", action="store_true")
+    for name, default in (("late-s", 12.0), ("reject-share", 0.0), ("late-share", 0.0),
+                          ("never-share", 0.0)):
+        peer.add_argument(f"--{name}", type=float, default=default)
+    peer.add_argument("--seed", type=int, default=0)
+    peer.set_defaults(func=instant_peer)
 
 
 def mac_from_env():
@@ -110,3 +141,72 @@ def submit(args) -> int:
     print(json.dumps(report) if args.json else
           " ".join(f"{k}={v}" for k, v in {**counts, "recovered": recovered}.items()))
     return 0 if all(s in ("settled", "reversed", "rejected") for s in result.values()) else 1
+
+
+def _dsn(args) -> str:
+    dsn = args.dsn or os.environ.get("PAYSWITCH_PG_DSN")
+    if not dsn:
+        raise SystemExit("need --dsn or $PAYSWITCH_PG_DSN")
+    return dsn
+
+
+def ach_originate(args) -> int:
+    desk = AchDesk(_dsn(args), mac_from_env())
+    try:
+        made = desk.originate(args.date)
+    finally:
+        desk.close()
+    if made is None:
+        print("nothing to pay out")
+        return 0
+    text, f = made
+    path = os.path.join(args.out, f"ACH-{args.date:%Y%m%d}-{f.file_id_modifier}.ach")
+    with open(path + ".tmp", "w") as out:  # whole or absent: renamed once flushed
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(path + ".tmp", path)
+    print(f"{path}: {len(f.entries())} entries, {sum(e.amount for e in f.entries())} cents")
+    return 0
+
+
+def ach_settle(args) -> int:
+    desk = AchDesk(_dsn(args), mac_from_env())
+    try:
+        print(f"settled {desk.settle(args.date)} cents due by {args.date}")
+    finally:
+        desk.close()
+    return 0
+
+
+def ach_process(args) -> int:
+    data = bankcli._read(args.file)
+    if data is None:
+        return 2
+    desk = AchDesk(_dsn(args), mac_from_env())
+    try:
+        got = desk.process(data)
+    except nacha.NachaError as e:
+        print(f"{args.file}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        desk.close()
+    print(json.dumps(got.__dict__))
+    return 0
+
+
+def instant_peer(args) -> int:
+    codec = Codec(SchemaStore(bankcli.schema_dir(args.schemas, None)),
+                  require_schemas=not args.allow_missing_schemas)
+    peer = InstantPeer(codec, PeerConfig(late_s=args.late_s, reject_share=args.reject_share,
+                                         late_share=args.late_share,
+                                         never_share=args.never_share, seed=args.seed))
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            port = await n.start(peer.serve, args.port)
+            print(f"ready instant-peer=127.0.0.1:{port}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(main)
+    return 0
