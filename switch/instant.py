@@ -33,7 +33,7 @@ from payswitch.codecs.iso20022 import model as m
 from payswitch.codecs.iso20022.api import rejection
 from payswitch.codecs.iso20022.errors import Iso20022Error
 from payswitch.codecs.iso20022.wire import Codec, FrameBuffer, encode
-from payswitch.switch.instant_book import FINAL, InstantBook, ref
+from payswitch.switch.instant_book import InstantBook, ref
 
 log = logging.getLogger("payswitch.instant")
 PACS008 = "pacs.008.001.08"
@@ -215,12 +215,8 @@ class InstantSwitch:
 
     async def pay(self, p: m.Pacs008) -> str:
         (ct,) = p.transactions
-        refused = await self._book(self.book.prepare, ct, p.msg_id)
-        if refused is not None:
-            return "rejected"
-        state = await self._book(self.book.state, ct.tx_id)
-        if state in FINAL:
-            return state
+        if await self._book(self.book.prepare, ct, p.msg_id) is not None:
+            return await self._book(self.book.state, ct.tx_id) or "rejected"
         waiter = self._waiting.setdefault(ct.tx_id, trio.Event())
         try:
             await self._send(p)

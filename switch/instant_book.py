@@ -124,8 +124,9 @@ class InstantBook:
     # -- outgoing ----------------------------------------------------------------------
 
     def prepare(self, ct: m.CreditTransfer, msg_id: str) -> str | None:
-        """Row + hold. None: pending, send it; else the reason code it was refused with
-        (AM04 no funds, AC01 unknown debtor account) and nothing was sent."""
+        """Row + hold. None: pending, send it. Otherwise nothing is sent: the reason
+        code it was refused with now (AM04 no funds, AC01 unknown debtor account), or
+        the final state a previous run left (settled, reversed, rejected)."""
         self.db.execute(
             "insert into instant_payments (tx_id, msg_id, end_to_end_id, debtor_iban,"
             " creditor_iban, amount_minor, currency, state) values"
@@ -134,7 +135,7 @@ class InstantBook:
              ct.creditor_account.id, ct.amount_minor, ct.currency))
         state = self.state(ct.tx_id)
         if state != "pending":
-            return None if state == "settled" else (state or "")
+            return state or "rejected"
         self.ensure_settlement(ct.currency)
         pid, hold = det_id("payment", ct.tx_id), det_id("hold", ct.tx_id)
         ok, ko = L.authorization_events(

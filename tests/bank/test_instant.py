@@ -76,15 +76,16 @@ def test_pain001_batch_settles_rejects_and_resolves_late_and_missing_answers(pg_
 def test_rerun_of_the_same_file_moves_nothing_twice(pg_dsn):
     async def main():
         async with trio.open_nursery() as n:
-            _, sw, book = await linked(pg_dsn, PeerConfig(), n)
+            _, sw, book = await linked(pg_dsn, PeerConfig(outcomes={creditor(2): "RJCT"}), n)
             book.open_customer(DEBTOR, "EUR", 10_000)
-            first = await sw.submit(pain001([1000, 2000]))
-            second = await sw.submit(pain001([1000, 2000]))
+            first = await sw.submit(pain001([1000, 2000, 500]))
+            second = await sw.submit(pain001([1000, 2000, 500]))
             n.cancel_scope.cancel()
         return book, first, second
 
     book, first, second = run(main)
-    assert first == second and set(first.values()) == {"settled"}
+    assert first == second
+    assert sorted(first.values()) == ["reversed", "settled", "settled"]
     assert book.balance(DEBTOR) == 7000
     book.close()
 
