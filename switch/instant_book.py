@@ -197,8 +197,10 @@ class InstantBook:
             new = "settled" if result is R.PENDING_TRANSFER_ALREADY_POSTED else "reversed"
             log.warning("instant_status_conflict",
                         extra={"fields": {"tx_id": tx_id, "status": status, "ledger": result}})
-        elif result is R.PENDING_TRANSFER_NOT_FOUND:
-            new = "rejected"  # a crash before the hold: the pacs.008 was never sent
+        elif result is R.PENDING_TRANSFER_NOT_FOUND and status != "ACSC":
+            # a crash between the row and the hold: nothing held, nothing sent, and
+            # the peer confirms it never received it; reversed with nothing to undo
+            new = "reversed"
         else:
             raise L.LedgerError(f"instant {tx_id}: ledger answered {result}")
         self._finish(tx_id, new, reason, by)
