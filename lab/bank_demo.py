@@ -25,7 +25,7 @@ from payswitch.codecs.iso20022 import SchemaStore
 from payswitch.codecs.iso20022 import model as m
 from payswitch.codecs.iso20022.wire import Codec
 from payswitch.ledger import new_account
-from payswitch.ledger.statements import camt053
+from payswitch.ledger.statements import camt053, camt054
 from payswitch.ledger.types import Transfer
 from payswitch.simulators.ach import AchOperator, OperatorConfig
 from payswitch.simulators.instant import InstantPeer, PeerConfig
@@ -34,6 +34,7 @@ from payswitch.switch.instant import InstantConfig, InstantSwitch
 from payswitch.switch.instant_book import (
     InstantBook,
     customer_account_id,
+    det_id,
     settlement_account_id,
 )
 
@@ -83,7 +84,9 @@ async def _instant(book: InstantBook, codec: Codec) -> dict:
             "timeouts": sw.stats["timeouts"], "peer_agrees": agree,
             "inbound_credit": answer.transactions[0].status
             if isinstance(answer, m.Pacs002) else None,
-            "recall_answer": type(recall).__name__ if recall else None}
+            "recall_answer": type(recall).__name__ if recall else None,
+            "inbound_transfer_id": det_id("in", credit.instructing_agent,
+                                          credit.transactions[0].tx_id)}
 
 
 def _ach(desk: AchDesk, day: dt.date) -> dict:
@@ -116,18 +119,24 @@ def _payable(payee: str) -> int:
     return 0xDE31 * 1000 + sorted(MERCHANTS).index(payee) * 10
 
 
-def _statement(dsn: str, codec: Codec, book: InstantBook, day: dt.date) -> dict:
+def _statement(dsn: str, codec: Codec, book: InstantBook, day: dt.date,
+               report_credit: int) -> dict:
     accounts = [(customer_account_id(DEBTOR), m.Account(DEBTOR), "EUR"),
                 (settlement_account_id("EUR"), m.Account("INSTANT-SETTLEMENT-EUR",
                                                          iban=False), "EUR")]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     with psycopg.connect(dsn) as conn:
-        doc = camt053(conn, accounts, day, dt.datetime.now(dt.UTC).replace(microsecond=0))
+        doc = camt053(conn, accounts, day, now)
+        note = camt054(conn, report_credit, accounts[0][0], accounts[0][1], "EUR", now)
     codec.build(doc)  # XSD-validated
+    if note is not None:
+        codec.build(note)
     balances = {b.id: b.credits_posted - b.debits_posted
                 for b in book.led.lookup_accounts([a for a, _, _ in accounts])}
     equal = all(s.closing_balance_minor == balances[a]
                 for s, (a, _, _) in zip(doc.statements, accounts, strict=True))
     return {"statements": len(doc.statements),
+            "camt054_for_inbound_credit": note is not None,
             "entries": sum(len(s.entries) for s in doc.statements),
             "customer_closing_minor": doc.statements[0].closing_balance_minor,
             "equals_ledger": equal}
@@ -140,13 +149,16 @@ def run(dsn: str, mac) -> dict:
     desk = AchDesk(dsn, mac)
     try:
         book.open_customer(DEBTOR, "EUR", 1_000_000)
-        report = {"instant": trio.run(_instant, book, codec), "ach": _ach(desk, day),
-                  "camt053": _statement(dsn, codec, book, day)}
+        instant = trio.run(_instant, book, codec)
+        report = {"instant": instant, "ach": _ach(desk, day),
+                  "camt053": _statement(dsn, codec, book, day,
+                                        instant.pop("inbound_transfer_id"))}
     finally:
         book.close()
         desk.close()
     report["unvalidated"] = sorted(codec.unvalidated)
     report["ok"] = (report["instant"]["peer_agrees"] and report["camt053"]["equals_ledger"]
+                    and report["camt053"]["camt054_for_inbound_credit"]
                     and report["ach"].get("ack_accepted", False))
     return report
 
@@ -163,6 +175,7 @@ def format_lines(r: dict) -> list[str]:
         f"{a.get('returns')} ({a.get('returned_minor', 0)} cents back to payables), "
         f"NOCs {a.get('nocs')}",
         f"    camt.053: {c['statements']} statements, {c['entries']} entries, closing "
-        f"balances equal the ledger: {c['equals_ledger']}",
+        f"balances equal the ledger: {c['equals_ledger']}; camt.054 for the inbound credit: "
+        f"{c['camt054_for_inbound_credit']}",
         f"    messages without an XSD here (model-checked only): "
         f"{', '.join(r['unvalidated']) or 'none'}"]

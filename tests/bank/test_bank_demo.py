@@ -18,6 +18,7 @@ def test_bank_phase_reports_every_part_and_the_ledger_verifies(pg_dsn):
     assert r["ach"]["returns"] == {"R03": 1} and r["ach"]["nocs"] == {"C01": 1}
     assert r["ach"]["payee_after_noc"] == "40000039"
     assert r["camt053"]["equals_ledger"] and r["camt053"]["entries"] > 0
+    assert r["camt053"]["camt054_for_inbound_credit"]
     with psycopg.connect(pg_dsn) as c:
         rep = verify(c, MAC)
     assert rep.ok, rep.to_text()
