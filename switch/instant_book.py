@@ -81,6 +81,14 @@ def settlement_account_id(currency: str) -> int:
     return det_id("settlement", currency)
 
 
+def known_currency(currency: str) -> bool:
+    try:
+        L.currency(currency)
+    except L.LedgerError:
+        return False
+    return True
+
+
 def _ledger_no(currency: str) -> int:
     return L.currency(currency).numeric
 
@@ -136,6 +144,9 @@ class InstantBook:
         state = self.state(ct.tx_id)
         if state != "pending":
             return state or "rejected"
+        if not known_currency(ct.currency):
+            self._finish(ct.tx_id, "rejected", "AM03", "local")  # not allowed currency
+            return "AM03"
         self.ensure_settlement(ct.currency)
         pid, hold = det_id("payment", ct.tx_id), det_id("hold", ct.tx_id)
         ok, ko = L.authorization_events(
@@ -219,6 +230,8 @@ class InstantBook:
 
     def credit(self, ct: m.CreditTransfer, instructing_agent: str, msg_id: str) -> m.TxStatus:
         """Post an inbound credit to the beneficiary (once per agent + tx id)."""
+        if not known_currency(ct.currency):
+            return m.TxStatus(ct.end_to_end_id, "RJCT", ct.tx_id, m.Reason("AM03"))
         self.ensure_settlement(ct.currency)
         t = Transfer(det_id("in", instructing_agent, ct.tx_id),
                      settlement_account_id(ct.currency),

@@ -166,3 +166,23 @@ def test_every_message_on_the_wire_is_schema_valid(pg_dsn):
 
     run(main)
     assert set(seen) <= {"ok", "SchemaMissing: pacs.028"} and "ok" in seen
+
+
+def test_an_instruction_in_a_currency_we_do_not_keep_is_refused_before_sending(pg_dsn):
+    import dataclasses
+    pain = pain001([500])
+    pi = pain.payments[0]
+    odd = dataclasses.replace(pain, payments=(dataclasses.replace(pi, transfers=(
+        dataclasses.replace(pi.transfers[0], currency="XTS"),)),))
+
+    async def main():
+        async with trio.open_nursery() as n:
+            peer, sw, book = await linked(pg_dsn, PeerConfig(), n)
+            result = await sw.submit(odd)
+            n.cancel_scope.cancel()
+        book.close()
+        return peer, result
+
+    peer, result = run(main)
+    assert list(result.values()) == ["rejected"] and peer.received == []
+    assert rows(pg_dsn, "select reason from instant_payments") == [("AM03",)]

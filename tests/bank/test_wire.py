@@ -68,3 +68,21 @@ def test_hostile_documents_get_a_pacs002_rjct_and_the_link_stays_up(pg_dsn):
     assert all(isinstance(g, m.Pacs002) and g.group_status == "RJCT" for g in got)
     assert len(got) == len(HOSTILE) == stats["rejected_inbound"]
     assert answer.transactions[0].status == "ACSC"  # still serving
+
+
+def test_a_credit_in_a_currency_we_do_not_keep_is_refused_not_a_crash(pg_dsn):
+    async def main():
+        async with trio.open_nursery() as n:
+            peer, sw, book = await linked(pg_dsn, PeerConfig(), n)
+            book.open_customer(DEBTOR, "EUR", 0)
+            _, odd = await peer.send_credit(amount_minor=100, currency="XTS",
+                                            creditor_iban=DEBTOR, debtor_iban=DEBTOR)
+            _, fine = await peer.send_credit(amount_minor=100, currency="EUR",
+                                             creditor_iban=DEBTOR, debtor_iban=DEBTOR)
+            n.cancel_scope.cancel()
+        book.close()
+        return odd, fine
+
+    odd, fine = trio.run(main)
+    assert odd is not None and odd.transactions[0].status == "RJCT"
+    assert fine.transactions[0].status == "ACSC"
