@@ -26,8 +26,10 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+import psycopg
 import trio
 
+import payswitch.ledger as L
 from payswitch.codecs.errors import FramingError
 from payswitch.codecs.iso20022 import model as m
 from payswitch.codecs.iso20022.api import rejection
@@ -93,7 +95,8 @@ class InstantSwitch:
         self._stream: trio.abc.Stream | None = None
         self._waiting: dict[str, trio.Event] = {}
         self.stats = {"sent": 0, "status_requests": 0, "late_answers": 0, "timeouts": 0,
-                      "inbound_credits": 0, "recalls": 0, "rejected_inbound": 0}
+                      "inbound_credits": 0, "recalls": 0, "rejected_inbound": 0,
+                      "store_errors": 0}
 
     async def _book(self, fn, *args):
         async with self._db:
@@ -135,6 +138,15 @@ class InstantSwitch:
             log.warning("instant_invalid_inbound", extra={"fields": {"path": e.path}})
             await self._send(self._rejection(e))
             return
+        try:
+            await self._dispatch(msg)
+        except (L.LedgerError, psycopg.Error) as e:
+            # no answer we could not stand behind: the sender's own timeout and status
+            # request cover it; our outgoing payments are recovered by recover()
+            self.stats["store_errors"] += 1
+            log.warning("instant_store_error", extra={"fields": {"error": type(e).__name__}})
+
+    async def _dispatch(self, msg: m.Message) -> None:
         if isinstance(msg, m.Pacs002):
             await self._on_status(msg)
         elif isinstance(msg, m.Pacs008):

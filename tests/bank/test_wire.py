@@ -86,3 +86,25 @@ def test_a_credit_in_a_currency_we_do_not_keep_is_refused_not_a_crash(pg_dsn):
     odd, fine = trio.run(main)
     assert odd is not None and odd.transactions[0].status == "RJCT"
     assert fine.transactions[0].status == "ACSC"
+
+
+def test_a_store_failure_on_an_inbound_message_does_not_take_the_link_down(pg_dsn):
+    async def main():
+        async with trio.open_nursery() as n:
+            peer, sw, book = await linked(pg_dsn, PeerConfig(answer_timeout_s=1.0), n)
+            book.open_customer(DEBTOR, "EUR", 0)
+            book.db.close()  # the table connection is gone (database restarted, say)
+            book.led.conn.close()
+            _, lost = await peer.send_credit(amount_minor=100, currency="EUR",
+                                             creditor_iban=DEBTOR, debtor_iban=DEBTOR)
+            send, recv = trio.open_memory_channel(1)
+            peer._answers["NOTPROVIDED"] = send
+            await peer.send_raw(b"not xml")
+            with trio.fail_after(5):
+                still_up = await recv.receive()
+            n.cancel_scope.cancel()
+        return lost, still_up, sw.stats
+
+    lost, still_up, stats = trio.run(main)
+    assert lost is None  # no answer we cannot stand behind: the sender asks again
+    assert still_up.group_status == "RJCT" and stats["store_errors"] == 1
