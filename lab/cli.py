@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "payswitch.ledger.clearing_cli",  # clearing show | build
     "payswitch.lab.risk_cli",  # risk train
     "payswitch.ledger.recon_cli",  # recon (clearing date reconciliation)
+    "payswitch.lab.bank_cli",  # iso20022 submit, instant-peer, ach originate / returns
 )
 
 

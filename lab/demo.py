@@ -457,6 +457,8 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
             "simulator_mac_failures": stats.get("mac_failures", 0),
             "terminal_by_code": report["by_network"].get(network, {}),
         }
+    from payswitch.lab import bank_demo  # bank payments: instant, ACH, camt.053
+    report["bank"] = bank_demo.run(topo.dsn, ledger_mac)
     # The day's end: clearing posts every approved hold, then `ledger verify`.
     report.update(settle_ledger(topo.dsn, ledger_mac))
     report["links"] = links
@@ -509,6 +511,9 @@ def format_demo(report: dict) -> str:
         lines.append(f"    {network} simulator: connections "
                      f"{d['simulator_connections']}, received {d['simulator_received_by_mti']}")
     lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")
+    if report.get("bank"):
+        from payswitch.lab import bank_demo
+        lines += bank_demo.format_lines(report["bank"])
     led = report.get("ledger")
     if led:
         lines.append(f"  ledger: {led['holds']} holds ({led['onus_holds']} on-us, authorized "
@@ -556,5 +561,6 @@ def _demo(args) -> int:
         print(f"report: {write_report(report, samples, args.report)}",
               file=sys.stderr if args.json else sys.stdout)
     ok = (report["approved"] > 0 and report["errors"] == 0
-          and report.get("ledger_verify_ok", False) and report.get("ledger_balanced", False))
+          and report.get("ledger_verify_ok", False) and report.get("ledger_balanced", False)
+          and report.get("bank", {}).get("ok", True))
     return 0 if ok else 1
