@@ -148,6 +148,8 @@ class LinkSection:
     zpk: str = ""  # ZPK label shared with this issuer: PIN blocks are translated to it
     zak: str = ""  # ZAK label shared with this issuer, for mac = true
     mac: bool = False  # every message on the link carries a MAC (DE64/DE128) under zak
+    zmk: str = ""  # ZMK label: new ZPK/ZAK from the network (0800 key change) come under it
+    key_grace_ms: int = 60_000  # after a key change the old ZPK/ZAK stays accepted this long
 
 
 @dataclass(frozen=True, slots=True)
