@@ -89,6 +89,9 @@ class Issuer:
         # network -> its ZPK versions (hsm.keyexchange.KeyRing), set by NetworkSimulator:
         # during a key change's grace period a PIN block under the old ZPK is accepted
         self.zpk_rings: dict[str, Any] = {}
+        # PIN checks: ok, ok_old_key (a replaced ZPK in its grace period), wrong_pin (the
+        # card keys a wrong PIN), failed (the right PIN did not verify: a key problem)
+        self.pin_checks: Counter[str] = Counter()
         self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
         # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
         self.pvv = {} if hsm is None else {
@@ -200,6 +203,9 @@ class Issuer:
                     ok = False
                 if ok:
                     break
+            if ring and ok and zpk != ring.current:
+                self.pin_checks["ok_old_key"] += 1
+            self.pin_checks["ok" if ok else "wrong_pin" if card.wrong == "pin" else "failed"] += 1
             if not ok:
                 self.pin_failures[pan] = failures + 1
                 return "75" if limit is not None and failures + 1 >= limit else "55"

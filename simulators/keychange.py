@@ -31,7 +31,7 @@ log = logging.getLogger("payswitch.simulators.keychange")
 
 
 async def change_key(sim: NetworkSimulator, key_type: str = "ZPK", *, bad_kcv: bool = False,
-                     timeout_s: float = 5.0) -> str:
+                     timeout_s: float = 5.0, attempts: int = 3) -> str:
     """Send a new key to the switch; the DE39 of its 0810 ("91" when none came)."""
     ring = sim.zpk_ring if key_type == "ZPK" else sim.zak_ring
     if sim.hsm is None or ring is None:
@@ -41,19 +41,19 @@ async def change_key(sim: NetworkSimulator, key_type: str = "ZPK", *, bad_kcv: b
     kcv, block = sim.hsm.generate_key_tr31(label, key_type, devkeys.zmk(sim.network),
                                            mac_length=_mac_length(sim, key_type))
     sent_kcv = f"{int(kcv, 16) ^ 1:06X}" if bad_kcv else kcv
-    stan = f"{900000 + sim.key_changes % 100000:06d}"
-    msg = kx.build(sim.dialect_name, key_type, sent_kcv, block, stan=stan,
-                   transmission_time=time.strftime("%m%d%H%M%S", time.gmtime()))
     ring.offer(label)
-    answered = sim.key_change_answers[stan] = trio.Event()
-    try:
-        for conn in list(sim.conns):
-            await _send(sim, conn, msg)
-        with trio.move_on_after(timeout_s):
-            await answered.wait()
-    finally:
-        code = sim.key_change_codes.pop(stan, "91")
-        sim.key_change_answers.pop(stan, None)
+    code = "91"
+    # No answer (the link dropped, or the 0810 was lost): the switch may have the key
+    # or not, so it stays offered and is sent again (the switch answers 00 to a key it
+    # already has), at most ``attempts`` times.
+    for attempt in range(attempts):
+        stan = f"{900000 + (sim.key_changes * 8 + attempt) % 100000:06d}"
+        msg = kx.build(sim.dialect_name, key_type, sent_kcv, block, stan=stan,
+                       transmission_time=time.strftime("%m%d%H%M%S", time.gmtime()))
+        code = await _exchange(sim, msg, timeout_s)
+        if code != "91":
+            break
+    sim.key_change_log.append({"key_type": key_type, "kcv": kcv, "code": code})
     if code == "00":
         retired = ring.rotate(label)
         if retired and retired not in (devkeys.zpk(sim.network), devkeys.zak(sim.network)):
@@ -65,6 +65,22 @@ async def change_key(sim: NetworkSimulator, key_type: str = "ZPK", *, bad_kcv: b
         log.warning("%s: %s change refused with DE39 %s; KCV %s withdrawn", sim.network,
                     key_type, code, kcv)
     return code
+
+
+async def _exchange(sim: NetworkSimulator, msg, timeout_s: float) -> str:
+    """Send on every open connection (waiting up to ``timeout_s`` for one); the DE39
+    of the 0810, "91" when none came."""
+    answered = sim.key_change_answers[msg.stan] = trio.Event()
+    try:
+        with trio.move_on_after(timeout_s):
+            while not sim.conns:
+                await trio.sleep(0.1)
+            for conn in list(sim.conns):
+                await _send(sim, conn, msg)
+            await answered.wait()
+    finally:
+        sim.key_change_answers.pop(msg.stan, None)
+    return sim.key_change_codes.pop(msg.stan, "91")
 
 
 async def _send(sim: NetworkSimulator, conn, msg) -> None:
@@ -82,6 +98,16 @@ async def _send(sim: NetworkSimulator, conn, msg) -> None:
     async with conn.lock:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await conn.stream.send_all(data)
+
+
+async def change_keys_after(sim: NetworkSimulator, requests: int) -> None:
+    """Once ``requests`` messages have arrived, change the ZPK (and the ZAK with
+    ``mac=True``): ``payswitch simulate --key-change-after N`` (the demo, mid-run)."""
+    while sim.stats.received < requests:
+        await trio.sleep(0.1)
+    await change_key(sim, "ZPK")
+    if sim.zak_ring is not None:
+        await change_key(sim, "ZAK")
 
 
 def _mac_length(sim: NetworkSimulator, key_type: str) -> int | None:

@@ -123,6 +123,7 @@ class NetworkSimulator:
         self.zak_ring = KeyRing(devkeys.zak(network), key_grace_s,
                                 trio.current_time) if mac else None
         self.key_changes = 0
+        self.key_change_log: list[dict] = []  # {key_type, kcv, code}: for reports
         self.key_change_answers: dict[str, trio.Event] = {}  # STAN -> 0810 came
         self.key_change_codes: dict[str, str] = {}  # STAN -> its DE39
         self.conns: set[_Conn] = set()

@@ -31,6 +31,7 @@ class LinkKeys:
         grace_s = cfg.key_grace_ms / 1000
         self.zpk = kx.KeyRing(cfg.zpk, grace_s, trio.current_time)
         self.zak = kx.KeyRing(cfg.zak, grace_s, trio.current_time)
+        self.kcvs: dict[str, str] = {}  # key type -> KCV of the key received last
 
     async def key_change(self, hsm: Any, dialect: str, msg: Message) -> str:
         """Handle an 0800 key change; the DE39 of the 0810."""
@@ -45,6 +46,10 @@ class LinkKeys:
                 key_type=change.key_type, kcv=change.kcv, reason="no zmk on the link")
             return kx.KCV_REFUSED
         ring = self.zpk if change.key_type == "ZPK" else self.zak
+        if self.kcvs.get(change.key_type) == change.kcv:  # resent: our 0810 was lost
+            log("link_key_change_repeated", link=name, key_type=change.key_type,
+                label=ring.current, kcv=change.kcv)
+            return "00"
         label = kx.new_label(ring.current or f"{change.key_type.lower()}.{name}", change.kcv)
         try:
             await hsm.import_key_tr31(label, change.key_type, self.cfg.zmk, change.block,
@@ -59,6 +64,7 @@ class LinkKeys:
                 key_type=change.key_type, error=type(e).__name__)
             return kx.HSM_FAILED
         previous = ring.current
+        self.kcvs[change.key_type] = change.kcv
         retired = ring.rotate(label)
         log("link_key_changed", link=name, key_type=change.key_type, label=label,
             kcv=change.kcv, previous=previous, grace_ms=self.cfg.key_grace_ms)

@@ -145,3 +145,25 @@ async def test_bad_kcv_is_refused_and_the_old_key_stays(dsn, tokens):
     assert r.response.response_code == "00"
     assert pvv_ok(issuer_hsm, received.pin_block, ok.pan, ok.pin, devkeys.zpk("visa"))
     assert {k.label for k in hsm.list_keys()} == before  # nothing imported
+
+
+@trio_test
+async def test_key_change_resent_after_a_lost_0810_is_not_a_second_rotation(
+        dsn, tokens, monkeypatch):
+    from payswitch.simulators import keychange
+    _, issuer_hsm, terminal_hsm = tokens
+    term = Terminal("TERM0001", seed=14, crypto=CardCrypto(terminal_hsm))
+    real, codes = keychange._exchange, []
+
+    async def first_answer_lost(sim, msg, timeout_s):
+        codes.append(await real(sim, msg, timeout_s))
+        return "91" if len(codes) == 1 else codes[-1]
+
+    monkeypatch.setattr(keychange, "_exchange", first_answer_lost)
+    async with topology(dsn, issuer_hsm) as (sim, sw, link):
+        assert await sim.change_key("ZAK") == "00"
+        ring = sw.links["visa"].keys.zak
+        r = await link.request(term.withdrawal(card("visa_approve"), 2000), 15)
+    assert codes == ["00", "00"]
+    assert ring.previous == devkeys.zak("visa")  # rotated once: the old key in grace
+    assert r.response.response_code == "00"
