@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from pkcs11 import Mechanism
 
 from payswitch.hsm import emv
@@ -25,6 +27,27 @@ from payswitch.hsm.errors import (
 from payswitch.hsm.keys import (
     Op,
 )
+
+
+class _SessionKey:
+    """An EMV session key (one card, one ATC) in host memory, with the two ``encrypt``
+    calls ``_retail_mac`` and ``_arpc`` make on token objects. It is computed in the
+    token (DES3-ECB of the derivation data under the UDK) and dropped after this one
+    verification: two ``C_DeriveKey`` per ATC (an object creation each) cost ~10x the
+    rest of the verification. See hsm/README.md, "Where a clear intermediate passes"."""
+
+    __slots__ = ("_k24",)
+
+    def __init__(self, key: bytes) -> None:  # 8 bytes (single DES, KL) or 16 (KL||KR)
+        self._k24 = key * 3 if len(key) == 8 else key + key[:8]
+
+    def encrypt(self, data: bytes, *, mechanism: Mechanism,
+                mechanism_param: bytes | None = None) -> bytes:
+        cbc = mechanism == Mechanism.DES3_CBC
+        # the retail MAC's CBC and the ARPC's one block: EMV's own constructions
+        mode = modes.CBC(bytes(mechanism_param or bytes(8))) if cbc else modes.ECB()  # noqa: S305
+        enc = Cipher(TripleDES(self._k24), mode).encryptor()
+        return enc.update(bytes(data)) + enc.finalize()
 
 
 class EmvOps(HsmBase):
@@ -65,9 +88,9 @@ class EmvOps(HsmBase):
     @contextmanager
     def _ac_keys(self, mk_ac: str, pan: str, psn: str, atc: bytes, prof: emv.Cvn,
                  un: bytes | None) -> Iterator[tuple[tuple[Any, Any], tuple[Any, Any]]]:
-        """((AC key L||L, AC key), (ARPC key L||L, ARPC key)) for the CVN, all in the
-        token: UDK from the cache; a session key (EMV CSK or Mastercard SKD) derived from
-        it for this ATC and destroyed after use."""
+        """((AC key L||L, AC key), (ARPC key L||L, ARPC key)) for the CVN: UDK from the
+        cache (token objects); a session key (EMV CSK or Mastercard SKD) computed under
+        the UDK in the token for this ATC, used in host and dropped (``_SessionKey``)."""
         r = self._session_key_input(prof, atc, un)
         udk = self._udk(mk_ac, pan, psn, prof.udk_option)
         if prof.session_key == "none":
@@ -75,16 +98,9 @@ class EmvOps(HsmBase):
             return
         left = r[:2] + b"\xf0" + r[3:]
         right = r[:2] + b"\x0f" + r[3:]
-        made = []
-        try:
-            sk = self._derive(udk[1], left + right, encrypt=True, derive=False)
-            made.append(sk)
-            skll = self._derive(udk[1], left + left, encrypt=True, derive=False)
-            made.append(skll)
-            yield (skll, sk), ((skll, sk) if prof.arpc_key == "session" else udk)
-        finally:
-            for o in made:
-                o.destroy()
+        sk = udk[1].encrypt(left + right, mechanism=Mechanism.DES3_ECB)
+        keys = (_SessionKey(sk[:8]), _SessionKey(sk))
+        yield keys, (keys if prof.arpc_key == "session" else udk)
 
     @staticmethod
     def _check_arc(arc: bytes) -> None:
