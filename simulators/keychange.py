@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from payswitch.codecs.framing import encode_frame
-from payswitch.codecs.iso8583 import macing
-from payswitch.hsm import devkeys
+from payswitch.codecs.iso8583 import Message, macing
+from payswitch.hsm import HsmError, devkeys
 from payswitch.hsm import keyexchange as kx
 
 if TYPE_CHECKING:
@@ -65,6 +65,32 @@ async def change_key(sim: NetworkSimulator, key_type: str = "ZPK", *, bad_kcv: b
         log.warning("%s: %s change refused with DE39 %s; KCV %s withdrawn", sim.network,
                     key_type, code, kcv)
     return code
+
+
+def receive_key_change(sim: NetworkSimulator, msg: Message) -> Message:
+    """The 0810 to a key change the switch sent (it rotates its own keys): import the
+    block under the ZMK with its KCV checked, switch over, keep the old key in grace."""
+    code = kx.UNPARSED
+    try:
+        change = kx.parse(sim.dialect_name, msg)
+        ring = sim.zpk_ring if change.key_type == "ZPK" else sim.zak_ring
+        if sim.hsm is None or ring is None:
+            code = kx.KCV_REFUSED
+        else:
+            sim.key_changes += 1
+            label = kx.new_label(ring.current, change.kcv)
+            code = kx.KCV_REFUSED
+            sim.hsm.import_key_tr31(label, change.key_type, devkeys.zmk(sim.network),
+                                    change.block, kcv=change.kcv)
+            code = "00"
+            ring.rotate(label)
+            sim.key_change_log.append({"key_type": change.key_type, "kcv": change.kcv,
+                                       "code": code, "by": "switch"})
+    except HsmError as e:
+        log.warning("%s: key change from the switch refused (%s)", sim.network,
+                    type(e).__name__)
+    return Message(mti="0810", transmission_time=msg.transmission_time, stan=msg.stan,
+                   response_code=code, network_code=msg.network_code)
 
 
 async def _exchange(sim: NetworkSimulator, msg, timeout_s: float) -> str:

@@ -40,7 +40,7 @@ from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
 from payswitch.codecs.iso8583 import Message, get, macing
 from payswitch.hsm import Hsm, devkeys
-from payswitch.hsm.keyexchange import KeyRing
+from payswitch.hsm.keyexchange import KEY_CHANGE, KeyRing
 from payswitch.simulators.issuer import Issuer
 
 log = logging.getLogger("payswitch.simulators.network")
@@ -244,7 +244,11 @@ class NetworkSimulator:
             self.key_change_codes[msg.stan] = msg.response_code or ""
             self.key_change_answers[msg.stan].set()
             return None
-        resp = self.issuer.respond(msg)
+        if msg.mti == "0800" and msg.network_code == KEY_CHANGE:  # from the switch
+            from payswitch.simulators.keychange import receive_key_change
+            resp = receive_key_change(self, msg)
+        else:
+            resp = self.issuer.respond(msg)
         if resp is None:
             self.stats.silent += 1
             return None

@@ -167,3 +167,56 @@ async def test_key_change_resent_after_a_lost_0810_is_not_a_second_rotation(
     assert codes == ["00", "00"]
     assert ring.previous == devkeys.zak("visa")  # rotated once: the old key in grace
     assert r.response.response_code == "00"
+
+
+@trio_test
+async def test_switch_rotates_its_keys_mid_stream_no_pin_transaction_fails(dsn, tokens):
+    from payswitch.switch.linkkeys import rotate_all
+    hsm, issuer_hsm, terminal_hsm = tokens
+    term = Terminal("TERM0001", seed=15, crypto=CardCrypto(terminal_hsm))
+    ok = card("visa_approve")
+    codes: list[str] = []
+
+    async def one() -> None:
+        r = await link.request(term.withdrawal(ok, 2000), 15)
+        codes.append(r.response.response_code)
+
+    async with topology(dsn, issuer_hsm, faults=Faults(latency_ms=150)) as (sim, sw, link):
+        async with trio.open_nursery() as n:
+            for i in range(16):
+                n.start_soon(one)
+                await trio.sleep(0.02)
+                if i == 8:
+                    rotated = await rotate_all(sw.links)
+        keys = sw.links["visa"].keys
+        after = term.withdrawal(ok, 1000)
+        last = (await link.request(after, 15)).response.response_code
+        received = sim.requests("0200")[-1]
+        mac_failures = sim.stats.mac_failures
+    assert rotated == {"visa": {"ZPK": "00", "ZAK": "00"}}
+    assert codes == ["00"] * 16 and (last, mac_failures) == ("00", 0)
+    assert hsm.key_info(keys.zpk.current).kcv == issuer_hsm.key_info(sim.zpk_ring.current).kcv
+    assert hsm.key_info(keys.zak.current).kcv == issuer_hsm.key_info(sim.zak_ring.current).kcv
+    assert pvv_ok(issuer_hsm, received.pin_block, ok.pan, ok.pin, sim.zpk_ring.current)
+    assert not pvv_ok(issuer_hsm, received.pin_block, ok.pan, ok.pin, devkeys.zpk("visa"))
+
+
+@trio_test
+async def test_switch_rotation_refused_by_the_network_keeps_the_old_key(dsn, tokens):
+    import dataclasses
+
+    from payswitch.switch.linkkeys import LinkKeys
+    hsm, issuer_hsm, terminal_hsm = tokens
+    term = Terminal("TERM0001", seed=16, crypto=CardCrypto(terminal_hsm))
+    before = {k.label for k in hsm.list_keys()}
+    async with topology(dsn, issuer_hsm) as (sim, sw, link):
+        swlink = sw.links["visa"]
+        # a block under another ZMK than the network's: its MAC does not verify there
+        wrong = LinkKeys(dataclasses.replace(swlink.cfg, zmk=devkeys.zmk("mastercard")))
+        code = await wrong.rotate(swlink, "ZPK")
+        r = await link.request(term.withdrawal(card("visa_approve"), 2000), 15)
+    assert code == "63"
+    assert wrong.zpk.current == swlink.keys.zpk.current == devkeys.zpk("visa")
+    assert sim.zpk_ring.current == devkeys.zpk("visa")
+    assert r.response.response_code == "00"
+    assert {k.label for k in hsm.list_keys()} == before  # the new key was deleted
