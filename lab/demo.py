@@ -50,7 +50,6 @@ MAC_LINKS = ("visa",)  # links that MAC every message (DE64/DE128) in the demo
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 TERMINALS = 16
-KEY_CHANGE_AFTER = 400  # messages a simulator receives before it sends a new ZPK / ZAK
 
 
 class DemoError(RuntimeError):
@@ -414,9 +413,8 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
     from payswitch.hsm import Hsm
 
     # each simulator sends a new ZPK (and ZAK on MAC links) mid-run: 0800 key change
-    sim_args = {"visa": ["--latency-ms", "3", "--key-change-after", str(KEY_CHANGE_AFTER)],
-                "mastercard": ["--latency-ms", "5", "--key-change-after",
-                               str(KEY_CHANGE_AFTER)]}
+    mid = ["--key-change-after", f"{duration_s / 2:.1f}"]
+    sim_args = {"visa": ["--latency-ms", "3", *mid], "mastercard": ["--latency-ms", "5", *mid]}
     if faults:
         sim_args = {k: v + FAULTS[k] for k, v in sim_args.items()}
     with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir:

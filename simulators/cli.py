@@ -88,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics (0 = any)")
     p.add_argument("--bad-mac-rate", type=float, default=0.0,
                    help="share of answers sent with a corrupted MAC")
-    p.add_argument("--key-change-after", type=int, default=0, metavar="N",
-                   help="after N messages, send a new ZPK (and ZAK with --mac) in an 0800 "
-                   "key change (needs --hsm-token)")
+    p.add_argument("--key-change-after", type=float, default=0.0, metavar="S",
+                   help="S seconds after the first authorization, send a new ZPK (and ZAK "
+                   "with --mac) in an 0800 key change (needs --hsm-token)")
     p.set_defaults(func=_simulate)
 
 

@@ -126,11 +126,13 @@ async def _send(sim: NetworkSimulator, conn, msg) -> None:
             await conn.stream.send_all(data)
 
 
-async def change_keys_after(sim: NetworkSimulator, requests: int) -> None:
-    """Once ``requests`` messages have arrived, change the ZPK (and the ZAK with
-    ``mac=True``): ``payswitch simulate --key-change-after N`` (the demo, mid-run)."""
-    while sim.stats.received < requests:
+async def change_keys_after(sim: NetworkSimulator, seconds: float) -> None:
+    """``seconds`` after the first authorization arrives, change the ZPK (and the ZAK
+    with ``mac=True``): ``payswitch simulate --key-change-after S`` (the demo: half
+    its traffic time, so mid-run whatever the duration)."""
+    while not (sim.stats.by_mti["0100"] or sim.stats.by_mti["0200"]):
         await trio.sleep(0.1)
+    await trio.sleep(seconds)
     await change_key(sim, "ZPK")
     if sim.zak_ring is not None:
         await change_key(sim, "ZAK")
