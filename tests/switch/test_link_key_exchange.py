@@ -15,6 +15,7 @@ import trio
 from switchkit import config_dict, running_switch, trio_test
 
 from payswitch.hsm import HsmError, devkeys
+from payswitch.hsm import keyexchange as kx
 from payswitch.hsm.token import DEV_PIN
 from payswitch.simulators.cards import card
 from payswitch.simulators.network import Faults, NetworkSimulator
@@ -88,6 +89,8 @@ async def test_key_change_mid_stream_no_pin_transaction_fails(dsn, tokens):
         last = (await link.request(after, 15)).response.response_code
         received = sim.requests("0200")[-1]  # the switch sends its own STAN
         mac_failures = sim.stats.mac_failures
+        blocks = [kx.parse("visa", m).block for m in map(sim.dialect.decode, sim.sent)
+                  if m.network_code == kx.KEY_CHANGE and m.mti == "0800"]
     assert changes == {"ZPK": "00", "ZAK": "00"}
     assert codes == ["00"] * 24
     assert (last, mac_failures) == ("00", 0)
@@ -100,6 +103,7 @@ async def test_key_change_mid_stream_no_pin_transaction_fails(dsn, tokens):
     assert not pvv_ok(issuer_hsm, received.pin_block, ok.pan, ok.pin, devkeys.zpk("visa"))
     text = log_lines.getvalue()
     assert "link_key_changed" in text and hsm.key_info(new_zpk).kcv in text
+    assert len(blocks) == 2 and not any(b in text for b in blocks)  # labels, KCVs only
 
 
 async def _answers_under_old_zak(dsn, issuer_hsm, terminal_hsm, grace_ms) -> str:
