@@ -41,9 +41,10 @@ def tdes_ecb(key16: bytes, block: bytes, *, decrypt: bool) -> bytes:
     """One TDES block under the clear DUKPT PIN key, in host: the key is already clear
     here (NRKGP), and a session object for it cost ~430 us in SoftHSM, more than the
     rest of the translation (hsm/README.md)."""
-    c = Cipher(TripleDES(key16 + key16[:8]), modes.ECB())  # noqa: S305 (one block)
-    op = c.decryptor() if decrypt else c.encryptor()
-    return op.update(block) + op.finalize()
+    if len(block) != 8:  # update() alone: a partial block would be held back silently
+        raise HsmInputError("a TDES block is 8 bytes")
+    c = Cipher(TripleDES(key16 + key16[:8]), _ECB)  # noqa: S305 (one block)
+    return (c.decryptor() if decrypt else c.encryptor()).update(block)  # whole block
 
 
 def ipek_input(ksn: bytes) -> bytes:
