@@ -14,6 +14,7 @@ import pytest
 import trio
 from switchkit import config_dict, running_switch, trio_test
 
+from payswitch.codecs.iso8583.mastercard import parse_de48
 from payswitch.hsm import HsmError, devkeys
 from payswitch.hsm import keyexchange as kx
 from payswitch.hsm.token import DEV_PIN
@@ -224,3 +225,35 @@ async def test_switch_rotation_refused_by_the_network_keeps_the_old_key(dsn, tok
     assert sim.zpk_ring.current == devkeys.zpk("visa")
     assert r.response.response_code == "00"
     assert {k.label for k in hsm.list_keys()} == before  # the new key was deleted
+
+
+@trio_test
+async def test_mastercard_key_change_in_de48_subelement_11(dsn, tokens):
+    hsm, issuer_hsm, terminal_hsm = tokens
+    term = Terminal("TERM0001", seed=17, crypto=CardCrypto(terminal_hsm))
+    mc = card("mastercard_approve")
+    sim = NetworkSimulator("mastercard", hsm=issuer_hsm, seed=8)
+    cfg = config_dict(dsn, 0, dialect="mastercard", framing="len2",
+                      zpk=devkeys.zpk("mastercard"), zmk=devkeys.zmk("mastercard"),
+                      request_timeout_ms=5000)
+    cfg["links"][0]["name"] = "mastercard"
+    cfg["routes"] = [{"prefix": mc.pan[:1], "link": "mastercard"}]
+    cfg["hsm"] = {"token": "switch-test", "pin_env": PIN_ENV}
+    cfg["listeners"][0]["pin_key"] = devkeys.TPK
+    cfg["terminals"] = [{"id": "TERM0001", "listener": "pos"}]
+    async with trio.open_nursery() as n:
+        cfg["links"][0]["port"] = await n.start(sim.serve)
+        async with running_switch(cfg) as sw, \
+                open_link("127.0.0.1", sw.ports["pos"]) as link:
+            code = await sim.change_key("ZPK")
+            r = await link.request(term.withdrawal(mc, 2000), 15)
+            received = sim.requests("0200")[-1]
+            zpk = sw.links["mastercard"].keys.zpk.current
+        n.cancel_scope.cancel()
+    (sent,) = [m for m in map(sim.dialect.decode, sim.sent) if m.mti == "0800"]
+    assert "11" in parse_de48(sent.additional_data)[1]  # DE48 subelement 11
+    (change,) = [m for m in sim.requests("0810")]
+    assert code == change.response_code == "00"
+    assert hsm.key_info(zpk).kcv == issuer_hsm.key_info(sim.zpk_ring.current).kcv
+    assert r.response.response_code == "00"
+    assert pvv_ok(issuer_hsm, received.pin_block, mc.pan, mc.pin, sim.zpk_ring.current)
