@@ -26,6 +26,9 @@ PIN = "1234"
 # Issue 13's floors, as ratios to the bare DES3-ECB of the same run.
 FLOORS = {
     "verify_arqc + ARPC CVN 10": 0.12,
+    "verify_arqc + ARPC CVN 18": 0.12,
+    "verify_arqc + ARPC CVN 16": 0.12,
+    "verify_arqc + ARPC CVN 17 (method 2)": 0.12,
     "translate_pin DUKPT->ZPK": 0.2,
 }
 
@@ -98,9 +101,10 @@ def measure(min_seconds: float = MIN_SECONDS) -> dict:
             data = bytes(range(37))  # CVN 10-sized AC data (tags + CVR)
             # One card, a new ATC per call: the card's UDK is a cached handle, each
             # ATC's session key (CVN 18) is derived and destroyed.
+            un = bytes.fromhex("1A2B3C4D")  # 9F37 (M/Chip session keys use it)
             arqcs = {cvn: [(i.to_bytes(2, "big"), h.generate_arqc(
-                mk, PAN, "00", i.to_bytes(2, "big"), data, cvn=cvn)) for i in range(1, 400)]
-                for cvn in (10, 18)}
+                mk, PAN, "00", i.to_bytes(2, "big"), data, cvn=cvn, un=un))
+                for i in range(1, 400)] for cvn in (10, 18, 16, 17)}
             # A new card per call: the UDK is derived too (two derivations).
             pans = [f"476173{i:09d}0" for i in range(3000)]
             new_cards = [(p, h.generate_arqc(mk, p, "00", b"\x00\x01", data, cvn=10))
@@ -127,6 +131,12 @@ def measure(min_seconds: float = MIN_SECONDS) -> dict:
                 "verify_arqc + ARPC CVN 18": _cycle([
                     functools.partial(h.verify_arqc, mk, PAN, "00", atc, data, a, arc=b"00",
                                       cvn=18) for atc, a in arqcs[18]]),
+                "verify_arqc + ARPC CVN 16": _cycle([
+                    functools.partial(h.verify_arqc, mk, PAN, "00", atc, data, a, arc=b"00",
+                                      cvn=16, un=un) for atc, a in arqcs[16]]),
+                "verify_arqc + ARPC CVN 17 (method 2)": _cycle([
+                    functools.partial(h.verify_arqc, mk, PAN, "00", atc, data, a,
+                                      csu=bytes(4), cvn=17, un=un) for atc, a in arqcs[17]]),
                 # ARQC of another card each call (all wrong but the first: the cost is
                 # the same, the UDK derivation is what is measured).
                 "verify_arqc + ARPC CVN 10, new card": _cycle([

@@ -67,7 +67,9 @@ class EmvOps(HsmBase):
                  un: bytes | None) -> Iterator[tuple[tuple[Any, Any], tuple[Any, Any]]]:
         """((AC key L||L, AC key), (ARPC key L||L, ARPC key)) for the CVN, all in the
         token: UDK from the cache; a session key (EMV CSK or Mastercard SKD) derived from
-        it for this ATC and destroyed after use."""
+        it for this ATC and destroyed after use. Two C_DeriveKey per ATC are most of the
+        cost of CVN 18/16/17, and a session key computed into host memory would remove
+        them; kept in the token anyway (hsm/README.md, "Speed")."""
         r = self._session_key_input(prof, atc, un)
         udk = self._udk(mk_ac, pan, psn, prof.udk_option)
         if prof.session_key == "none":
@@ -75,7 +77,7 @@ class EmvOps(HsmBase):
             return
         left = r[:2] + b"\xf0" + r[3:]
         right = r[:2] + b"\x0f" + r[3:]
-        made = []
+        made = []  # session keys stay token objects: never clear in host memory
         try:
             sk = self._derive(udk[1], left + right, encrypt=True, derive=False)
             made.append(sk)

@@ -18,6 +18,7 @@ KEY_MASK = bytes.fromhex("C0C0C0C000000000C0C0C0C000000000")
 PIN_VARIANT = bytes.fromhex("00000000000000FF00000000000000FF")
 COUNTER_BITS = 21
 COUNTER_MASK = (1 << COUNTER_BITS) - 1
+_ECB = modes.ECB()  # noqa: S305 (single DES blocks of the NRKGP, not data)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -31,17 +32,19 @@ def _xor(a: bytes, b: bytes) -> bytes:
 def _des(key8: bytes, block: bytes) -> bytes:
     # One DES block with a clear intermediate key (K||K||K is single DES): ECB is the
     # primitive here, not a mode applied to data.
-    enc = Cipher(TripleDES(key8 * 3), modes.ECB()).encryptor()  # noqa: S305
-    return enc.update(block) + enc.finalize()
+    # One shared ECB mode object and no finalize() (one whole block: update returns it,
+    # finalize adds nothing): 5.5 instead of 9 us a block, the NRKGP's main cost.
+    return Cipher(TripleDES(key8 * 3), _ECB).encryptor().update(block)  # noqa: S305
 
 
 def tdes_ecb(key16: bytes, block: bytes, *, decrypt: bool) -> bytes:
     """One TDES block under the clear DUKPT PIN key, in host: the key is already clear
     here (NRKGP), and a session object for it cost ~430 us in SoftHSM, more than the
     rest of the translation (hsm/README.md)."""
-    c = Cipher(TripleDES(key16 + key16[:8]), modes.ECB())  # noqa: S305 (one block)
-    op = c.decryptor() if decrypt else c.encryptor()
-    return op.update(block) + op.finalize()
+    if len(block) != 8:  # update() alone: a partial block would be held back silently
+        raise HsmInputError("a TDES block is 8 bytes")
+    c = Cipher(TripleDES(key16 + key16[:8]), _ECB)  # noqa: S305 (one block)
+    return (c.decryptor() if decrypt else c.encryptor()).update(block)  # whole block
 
 
 def ipek_input(ksn: bytes) -> bytes:
@@ -50,14 +53,22 @@ def ipek_input(ksn: bytes) -> bytes:
     return masked.to_bytes(10, "big")[:8]
 
 
+_KEY_MASK_INT = int.from_bytes(KEY_MASK, "big")
+_M64 = (1 << 64) - 1
+
+
 def _nrkgp(key: bytes, data: bytes) -> bytes:
-    """Non-reversible key generation process: a 16-byte key and 8-byte data -> new key."""
-    kl, kr = key[:8], key[8:]
-    right = _xor(_des(kl, _xor(data, kr)), kr)
-    key2 = _xor(key, KEY_MASK)
-    kl, kr = key2[:8], key2[8:]
-    left = _xor(_des(kl, _xor(data, kr)), kr)
-    return left + right
+    """Non-reversible key generation process: a 16-byte key and 8-byte data -> new key.
+    The XORs on integers: this runs 2x per counter bit, bytes juggling was a fifth of
+    the DUKPT translation's host time."""
+    k, d = int.from_bytes(key, "big"), int.from_bytes(data, "big")
+
+    def half(kk: int) -> int:
+        kr = kk & _M64
+        out = _des((kk >> 64).to_bytes(8, "big"), (d ^ kr).to_bytes(8, "big"))
+        return int.from_bytes(out, "big") ^ kr
+
+    return ((half(k ^ _KEY_MASK_INT) << 64) | half(k)).to_bytes(16, "big")
 
 
 def future_key(ipek: bytes, ksn: bytes) -> bytes:

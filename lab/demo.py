@@ -224,7 +224,8 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
                   f"request_timeout_ms = {issuer_timeout_ms}", "max_in_flight = 256",
                   "reconnect_min_ms = 100", "reconnect_max_ms = 5000"]
         if hsm_token:
-            lines += [f"zpk = {_toml_str(devkeys.zpk(link))}"]
+            lines += [f"zpk = {_toml_str(devkeys.zpk(link))}",  # zmk: 0800 key changes
+                      f"zmk = {_toml_str(devkeys.zmk(link))}", "key_grace_ms = 60000"]
             if link in mac_links:
                 lines += [f"zak = {_toml_str(devkeys.zak(link))}", "mac = true"]
         lines.append("")
@@ -411,7 +412,9 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
              faults: bool = False) -> dict:
     from payswitch.hsm import Hsm
 
-    sim_args = {"visa": ["--latency-ms", "3"], "mastercard": ["--latency-ms", "5"]}
+    # each simulator sends a new ZPK (and ZAK on MAC links) mid-run: 0800 key change
+    mid = ["--key-change-after", f"{duration_s / 2:.1f}"]
+    sim_args = {"visa": ["--latency-ms", "3", *mid], "mastercard": ["--latency-ms", "5", *mid]}
     if faults:
         sim_args = {k: v + FAULTS[k] for k, v in sim_args.items()}
     with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir:
@@ -455,6 +458,9 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
             "simulator_received_by_mti": stats.get("by_mti", {}),
             "simulator_answered_by_code": stats.get("by_code", {}),
             "simulator_mac_failures": stats.get("mac_failures", 0),
+            "key_changes": stats.get("key_changes", []),
+            "pin_checks": stats.get("pin_checks", {}),
+            "arqc_by_cvn": stats.get("arqc_by_cvn", {}),
             "terminal_by_code": report["by_network"].get(network, {}),
         }
     from payswitch.lab import bank_demo  # bank payments: instant, ACH, camt.053
@@ -497,6 +503,13 @@ def settle_ledger(dsn: str, mac) -> dict:
                        "verify_text": rep.to_text()}}
 
 
+def key_changes_ok(report: dict) -> bool:
+    """Every link's key changes were accepted and no right PIN failed to verify."""
+    return all(d.get("key_changes") and all(c["code"] == "00" for c in d["key_changes"])
+               and not d.get("pin_checks", {}).get("failed")
+               for d in report["links"].values())
+
+
 def format_demo(report: dict) -> str:
     from payswitch.simulators.load import format_report
 
@@ -510,6 +523,10 @@ def format_demo(report: dict) -> str:
                          f"pending {sw['saf_pending']}")
         lines.append(f"    {network} simulator: connections "
                      f"{d['simulator_connections']}, received {d['simulator_received_by_mti']}")
+        changes = ", ".join(f"{c['key_type']} KCV {c['kcv']} -> {c['code']}"
+                            for c in d.get("key_changes", []))
+        lines.append(f"    key changes: {changes or 'none'}; issuer PIN checks "
+                     f"{d.get('pin_checks', {})}; ARQCs by CVN {d.get('arqc_by_cvn', {})}")
     lines.append(f"  switch exit code after SIGTERM: {report['switch_exit_code']}")
     if report.get("bank"):
         from payswitch.lab import bank_demo
@@ -562,5 +579,5 @@ def _demo(args) -> int:
               file=sys.stderr if args.json else sys.stdout)
     ok = (report["approved"] > 0 and report["errors"] == 0
           and report.get("ledger_verify_ok", False) and report.get("ledger_balanced", False)
-          and report.get("bank", {}).get("ok", True))
+          and report.get("bank", {}).get("ok", True) and key_changes_ok(report))
     return 0 if ok else 1

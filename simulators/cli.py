@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics (0 = any)")
     p.add_argument("--bad-mac-rate", type=float, default=0.0,
                    help="share of answers sent with a corrupted MAC")
+    p.add_argument("--key-change-after", type=float, default=0.0, metavar="S",
+                   help="S seconds after the first authorization, send a new ZPK (and ZAK "
+                   "with --mac) in an 0800 key change (needs --hsm-token)")
     p.set_defaults(func=_simulate)
 
 
@@ -167,6 +170,9 @@ def _simulate(args) -> int:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 port = await nursery.start(sim.serve)
+                if args.key_change_after and hsm is not None:
+                    from payswitch.simulators.keychange import change_keys_after
+                    nursery.start_soon(change_keys_after, sim, args.key_change_after)
                 if args.metrics_port is not None:
                     from payswitch.simulators.metrics import serve as serve_metrics
                     mport = serve_metrics(sim.stats, sim.network, args.host, args.metrics_port)
@@ -178,5 +184,8 @@ def _simulate(args) -> int:
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
-    print(json.dumps({"network": sim.network, **sim.stats.as_dict()}), file=sys.stderr)
+    print(json.dumps({"network": sim.network, **sim.stats.as_dict(),
+                      "arqc_by_cvn": dict(sim.issuer.arqc_by_cvn),
+                      "pin_checks": dict(sim.issuer.pin_checks),
+                      "key_changes": sim.key_change_log}), file=sys.stderr)
     return 0

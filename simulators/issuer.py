@@ -33,6 +33,7 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583 import Message
@@ -85,6 +86,12 @@ class Issuer:
         # A duplicate or repeat (same PAN, STAN, DE7, amount) gets the same DE38 again.
         self._auth_codes: collections.OrderedDict[tuple, str] = collections.OrderedDict()
         self.hsm = hsm
+        # network -> its ZPK versions (hsm.keyexchange.KeyRing), set by NetworkSimulator:
+        # during a key change's grace period a PIN block under the old ZPK is accepted
+        self.zpk_rings: dict[str, Any] = {}
+        # PIN checks: ok, ok_old_key (a replaced ZPK in its grace period), wrong_pin (the
+        # card keys a wrong PIN), failed (the right PIN did not verify: a key problem)
+        self.pin_checks: Counter[str] = Counter()
         self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
         # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
         self.pvv = {} if hsm is None else {
@@ -186,11 +193,19 @@ class Issuer:
             limit = card.pin_tries_max
             if limit is not None and failures >= limit:
                 return "75"
-            try:
-                ok = hsm.verify_pin_pvv(msg.pin_block, pan, devkeys.zpk(net),
-                                        devkeys.pvk(net), self.pvv[pan])
-            except HsmError:  # a block that does not decrypt under our ZPK
-                ok = False
+            ring = self.zpk_rings.get(net)
+            ok = False
+            for zpk in ring.accepted() if ring else [devkeys.zpk(net)]:
+                try:
+                    ok = hsm.verify_pin_pvv(msg.pin_block, pan, zpk, devkeys.pvk(net),
+                                            self.pvv[pan])
+                except HsmError:  # a block that does not decrypt under this ZPK
+                    ok = False
+                if ok:
+                    break
+            if ring and ok and zpk != ring.current:
+                self.pin_checks["ok_old_key"] += 1
+            self.pin_checks["ok" if ok else "wrong_pin" if card.wrong == "pin" else "failed"] += 1
             if not ok:
                 self.pin_failures[pan] = failures + 1
                 return "75" if limit is not None and failures + 1 >= limit else "55"

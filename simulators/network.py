@@ -40,6 +40,7 @@ from payswitch.codecs.errors import CodecError, FramingError
 from payswitch.codecs.framing import FrameReader, encode_frame, reply_tpdu
 from payswitch.codecs.iso8583 import Message, get, macing
 from payswitch.hsm import Hsm, devkeys
+from payswitch.hsm.keyexchange import KEY_CHANGE, KeyRing
 from payswitch.simulators.issuer import Issuer
 
 log = logging.getLogger("payswitch.simulators.network")
@@ -104,7 +105,8 @@ class NetworkSimulator:
                  faults: Faults | None = None, issuer: Issuer | None = None,
                  seed: int | None = None, max_frame_bytes: int = 8192,
                  hsm: Hsm | None = None, mac: bool = False,
-                 record_limit: int = RECORD_LIMIT, max_tasks: int = MAX_TASKS) -> None:
+                 record_limit: int = RECORD_LIMIT, max_tasks: int = MAX_TASKS,
+                 key_grace_s: float = 60.0) -> None:
         d, f = DEFAULTS.get(network, ("iso87ascii", "len2"))
         self.network = network
         self.dialect_name = dialect or d
@@ -116,8 +118,17 @@ class NetworkSimulator:
         if mac and hsm is None:
             raise ValueError("mac=True needs an hsm with the link's ZAK")
         self.hsm = hsm
-        self.mac_key = devkeys.zak(network) if mac else None
+        # working keys, changed by change_key() (keychange.py); old ones kept key_grace_s
+        self.zpk_ring = KeyRing(devkeys.zpk(network), key_grace_s, trio.current_time)
+        self.zak_ring = KeyRing(devkeys.zak(network), key_grace_s,
+                                trio.current_time) if mac else None
+        self.key_changes = 0
+        self.key_change_log: list[dict] = []  # {key_type, kcv, code}: for reports
+        self.key_change_answers: dict[str, trio.Event] = {}  # STAN -> 0810 came
+        self.key_change_codes: dict[str, str] = {}  # STAN -> its DE39
+        self.conns: set[_Conn] = set()
         self.issuer = issuer or Issuer(seed=seed, hsm=hsm)
+        self.issuer.zpk_rings[network] = self.zpk_ring
         self.max_frame_bytes = max_frame_bytes
         self.stats = Stats()
         self.received: collections.deque[bytes] = collections.deque(maxlen=record_limit)
@@ -143,6 +154,15 @@ class NetworkSimulator:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.aclose()
 
+    @property
+    def mac_key(self) -> str | None:
+        return self.zak_ring.current if self.zak_ring else None
+
+    async def change_key(self, key_type: str = "ZPK", **kw) -> str:
+        """Send the switch a new ZPK / ZAK (0800 key change); its 0810's DE39."""
+        from payswitch.simulators.keychange import change_key
+        return await change_key(self, key_type, **kw)
+
     def requests(self, *mtis: str) -> list[Message]:
         return [m for m in self.messages if not mtis or m.mti in mtis]
 
@@ -150,6 +170,7 @@ class NetworkSimulator:
         self.stats.connections += 1
         self._streams.add(stream)
         conn = _Conn(stream)
+        self.conns.add(conn)
         reader = FrameReader(self.framing, self.max_frame_bytes)
         count = 0
         every = self.faults.link_drop_every
@@ -184,6 +205,7 @@ class NetworkSimulator:
                 nursery.cancel_scope.cancel()
         finally:
             self._streams.discard(stream)
+            self.conns.discard(conn)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.aclose()
 
@@ -204,7 +226,8 @@ class NetworkSimulator:
         msg = self._record(frame.payload)
         if self.mac_key and not isinstance(msg, CodecError):
             body = macing.mac_input(frame.payload, msg)
-            if body is None or not self.hsm.verify_mac(self.mac_key, body, msg.mac):
+            if body is None or not any(self.hsm.verify_mac(k, body, msg.mac)
+                                       for k in self.zak_ring.accepted()):
                 self.stats.mac_failures += 1
                 log.warning("%s: missing or wrong MAC on %s STAN %s: dropped", self.network,
                             msg.mti, msg.stan)
@@ -217,7 +240,15 @@ class NetworkSimulator:
                                stan=msg.stan, response_code="30")
                 return resp, frame.tpdu, 0
             return None
-        resp = self.issuer.respond(msg)
+        if msg.mti == "0810" and msg.stan in self.key_change_answers:
+            self.key_change_codes[msg.stan] = msg.response_code or ""
+            self.key_change_answers[msg.stan].set()
+            return None
+        if msg.mti == "0800" and msg.network_code == KEY_CHANGE:  # from the switch
+            from payswitch.simulators.keychange import receive_key_change
+            resp = receive_key_change(self, msg)
+        else:
+            resp = self.issuer.respond(msg)
         if resp is None:
             self.stats.silent += 1
             return None

@@ -44,7 +44,8 @@ def serve(args: argparse.Namespace) -> int:
     from payswitch.switch.server import Switch
 
     async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT,
+                                       signal.SIGUSR1) as signals:
             sw = Switch(cfg)
             async with trio.open_nursery() as nursery:
                 await nursery.start(sw.run)
@@ -56,6 +57,10 @@ def serve(args: argparse.Namespace) -> int:
                 print("payswitch ready " + json.dumps(ready), flush=True)
                 async for signum in signals:
                     logs.log("signal", signal=signal.Signals(signum).name)
+                    if signum == signal.SIGUSR1:  # new link keys (switch/linkkeys.py)
+                        from payswitch.switch.linkkeys import rotate_all
+                        nursery.start_soon(rotate_all, sw.links)
+                        continue
                     sw.stop()
                     break
 

@@ -65,6 +65,12 @@ class HsmSection:
     pan_dek: str = "dek.pan"  # DEK label: PAN encrypted at rest (AES-GCM)
     pan_tkn: str = "tkn.pan"  # TKN label: PAN token (HMAC-SHA256)
     event_mac: str = "evk.ledger"  # EVK label: the ledger's event chain MAC (HMAC-SHA256)
+    # hsm.Policy: PIN verifications per card in a sliding window (past it DE39 75), cards
+    # tracked at most, derived keys (EMV UDKs, AES DUKPT) kept in the token's LRU
+    pin_verify_max: int = 10
+    pin_verify_window_s: int = 600
+    pin_verify_cards: int = 100_000
+    derived_keys: int = 1024
 
     @property
     def enabled(self) -> bool:
@@ -148,6 +154,8 @@ class LinkSection:
     zpk: str = ""  # ZPK label shared with this issuer: PIN blocks are translated to it
     zak: str = ""  # ZAK label shared with this issuer, for mac = true
     mac: bool = False  # every message on the link carries a MAC (DE64/DE128) under zak
+    zmk: str = ""  # ZMK label: new ZPK/ZAK from the network (0800 key change) come under it
+    key_grace_ms: int = 60_000  # after a key change the old ZPK/ZAK stays accepted this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +357,12 @@ def _check(cfg: Config) -> None:
         if x.max_in_flight == 0 or x.request_timeout_ms == 0:
             raise ConfigError(f"link {x.name}: max_in_flight and request_timeout_ms must be > 0")
     _check_ledger(cfg)
+    h = cfg.hsm
+    if min(h.pin_verify_max, h.pin_verify_window_s, h.pin_verify_cards, h.derived_keys) < 1:
+        raise ConfigError("hsm: pin_verify_max, pin_verify_window_s, pin_verify_cards and "
+                          "derived_keys must be > 0")
+    if any(x.key_grace_ms < 0 for x in cfg.links):
+        raise ConfigError("links: key_grace_ms must be >= 0")
 
 
 def _check_listener_bounds(x: ListenerSection) -> None:

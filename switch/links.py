@@ -26,9 +26,11 @@ import trio
 from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583 import Message, get, macing
 from payswitch.hsm.errors import HsmError
+from payswitch.hsm.keyexchange import KEY_CHANGE
 from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
 from payswitch.switch.config import LinkSection
 from payswitch.switch.errors import IssuerTimeout, LinkBusy, LinkUnavailable, SwitchError
+from payswitch.switch.linkkeys import LinkKeys
 from payswitch.switch.linkstate import LinkEvent, LinkMachine, LinkState
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import LINK_STATES, Metrics
@@ -56,6 +58,7 @@ class IssuerLink:
         self._session_scope: trio.CancelScope | None = None
         self._last_activity = 0.0
         self.hsm = None  # AsyncHsm, set by the switch when it has one (MAC links need it)
+        self.keys = LinkKeys(cfg)  # current ZPK / ZAK labels, changed by 0800 key change
         metrics.link_state.labels(self.name).set(0)
 
     # -- state ------------------------------------------------------------------------
@@ -76,6 +79,11 @@ class IssuerLink:
         elif self.signed_on.is_set():
             self.signed_on = trio.Event()
         return after
+
+    @property
+    def zpk(self) -> str:
+        """The ZPK label PIN blocks are translated to now (``linkkeys.py``)."""
+        return self.keys.zpk.current
 
     # -- traffic ----------------------------------------------------------------------
     def next_stan(self) -> str:
@@ -123,7 +131,7 @@ class IssuerLink:
         if self.cfg.mac:
             body, hex_form = macing.unsigned(self.dialect, msg)
             try:
-                mac = await self.hsm.generate_mac(self.cfg.zak, body)
+                mac = await self.hsm.generate_mac(self.keys.zak.current, body)
             except HsmError as e:  # nothing was sent
                 log("link_mac_failed", logging.ERROR, link=self.name, error=str(e))
                 raise LinkUnavailable(f"link {self.name}: cannot MAC ({type(e).__name__})",
@@ -244,20 +252,26 @@ class IssuerLink:
         body = macing.mac_input(payload, msg)
         if body is None:
             return False
-        try:
-            return await self.hsm.verify_mac(self.cfg.zak, body, msg.mac)
+        try:  # during a key change's grace period the old ZAK is accepted too
+            for zak in self.keys.zak.accepted():
+                if await self.hsm.verify_mac(zak, body, msg.mac):
+                    return True
+            return False
         except HsmError as e:  # HSM down or busy: the message cannot be trusted
             log("link_mac_unchecked", logging.ERROR, link=self.name, error=str(e))
             return False
 
     async def _on_request(self, msg: Message) -> None:
-        """Network management from the issuer side (its echo tests): answered here."""
+        """Network management from the issuer side (echo tests, key changes: linkkeys.py)."""
         if msg.mti[:2] != "08":
             log("link_unsolicited_request", logging.WARNING, link=self.name, mti=msg.mti,
                 stan=msg.stan)
             return
+        code = "00"
+        if msg.network_code == KEY_CHANGE:
+            code = await self.keys.key_change(self.hsm, self.cfg.dialect, msg)
         resp = Message(mti=msg.response_mti, transmission_time=msg.transmission_time,
-                       stan=msg.stan, response_code="00", network_code=msg.network_code)
+                       stan=msg.stan, response_code=code, network_code=msg.network_code)
         try:
             await self._send(resp)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LinkUnavailable):

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LINK_STATES = {"down": 0, "connecting": 1, "signed_on": 2}
 
@@ -67,6 +67,8 @@ class Metrics:
         self.refused = Counter("connections_refused_total", "Connections refused",
                                ["listener", "reason"], registry=r)
         # Read at scrape time, see watch().
+        self.hsm_refused = HsmRefusedCollector()
+        r.register(self.hsm_refused)
         self.hsm_pending = Gauge("hsm_pending", "HSM calls waiting or running", registry=r)
         self.hsm_max_pending = Gauge("hsm_max_pending", "hsm.max_pending: past it a call "
                                      "fails at once with HsmBusyError", registry=r)
@@ -97,6 +99,7 @@ class Metrics:
         and outbox backlog read from PostgreSQL (bounded by the statement timeout). The
         outbox only with a relay: without one nothing is meant to publish it."""
         if sw.hsm is not None:
+            self.hsm_refused.source = getattr(sw.hsm, "hsm", None)
             self.hsm_pending.set_function(lambda: sw.hsm.pending)
             self.hsm_max_pending.set(sw.hsm.max_pending)
         if sw.ledger is not None:
@@ -144,6 +147,22 @@ SAF_SQL = ("select link, count(*), extract(epoch from now() - min(created_at))"
            " from switch_saf where state = 'pending' group by link")
 OUTBOX_SQL = ("select count(*), coalesce(extract(epoch from now() - min(e.occurred_at)), 0)"
               " from outbox o join events e on e.seq = o.event_seq where o.sent_at is null")
+
+
+class HsmRefusedCollector:
+    """hsm_refused_total{command}: commands the token's role refused (``Hsm.refused``,
+    a Counter by command name kept by the HSM API), read when scraped."""
+
+    def __init__(self) -> None:
+        self.source: Any = None  # the sync hsm.Hsm
+
+    def collect(self) -> list[CounterMetricFamily]:
+        fam = CounterMetricFamily("hsm_refused", "HSM commands refused by the token's "
+                                  "role (or a MAC of the wrong length), by command",
+                                  labels=["command"])
+        for command, n in sorted(dict(getattr(self.source, "refused", {})).items()):
+            fam.add_metric([command], n)
+        return [fam]
 
 
 class BacklogCollector:

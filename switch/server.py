@@ -31,7 +31,7 @@ import trio
 from payswitch.codecs.errors import CodecError
 from payswitch.codecs.framing import Frame, reply_tpdu
 from payswitch.codecs.iso8583 import BITMAP_TWINS, Dialect, Message, get
-from payswitch.hsm import AsyncHsm, Hsm, TokenConfig
+from payswitch.hsm import AsyncHsm, Hsm, Policy, TokenConfig
 from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
 from payswitch.switch import pans
@@ -114,8 +114,11 @@ class Switch:
         conf = os.environ.get(ENV_CONF)
         if not conf:
             raise ConfigError(f"hsm: ${ENV_CONF} is not set (the SoftHSM2 configuration)")
+        policy = Policy(pin_verify_max=h.pin_verify_max,
+                        pin_verify_window_s=h.pin_verify_window_s,
+                        pin_verify_cards=h.pin_verify_cards, derived_keys=h.derived_keys)
         return Hsm(TokenConfig(module=module_path(), conf=conf, label=h.token,
-                               pin=h.resolve_pin()))
+                               pin=h.resolve_pin()), policy=policy)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         sync_hsm = self._open_hsm()

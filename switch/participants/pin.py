@@ -23,7 +23,9 @@ class TranslatePin(Participant):
         if svc.hsm is None:
             ctx.pin_block = req.pin_block
             return
-        zpk = svc.cfg.link(ctx.route.link).zpk
+        # the link's current ZPK (changed by a key change), else the configured one
+        zpk = getattr(svc.links.get(ctx.route.link), "zpk", None) or svc.cfg.link(
+            ctx.route.link).zpk
         key, mode = svc.pin_key_of(ctx)
         if not zpk or not key:
             raise PinKeyMissing("no terminal PIN key" if not key else "no ZPK on the link")
