@@ -27,7 +27,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -46,6 +48,7 @@ DIALECT = get("iso87ascii")
 CARDS = ("visa_approve", "visa_approve_2", "mastercard_approve", "mastercard_2series_approve")
 APPROVED = {"00", "10", "11", "08"}
 MAX_RATE = 1500  # frames built per second of window: the client never runs dry below it
+WARM_FRAMES = 50  # per terminal, before the window
 TIMEOUT_S = 10.0  # one request's bound; a silent host fails the terminal, not the run
 READ_BYTES = 65536
 
@@ -70,8 +73,8 @@ def _children_stats(pid: int) -> list[str]:
     return out
 
 
-def build_frames(hsm: Hsm, terminals: int, per_terminal: int,
-                 first: int = 1) -> list[list[bytes]]:
+def build_frames(hsm: Hsm, terminals: int, per_terminal: int, first: int = 1,
+                 ) -> list[list[bytes]]:
     """Per terminal, ``per_terminal`` framed (len2) withdrawals with a PIN block made in
     the terminal token (TPK, or TDES DUKPT every DUKPT_EVERY-th terminal, as the demo
     config expects), each with its own STAN."""
@@ -171,21 +174,33 @@ def measure(host: str, port: int, pid: int, frames: list[list[bytes]],
     return figures
 
 
-def run(seconds: float, terminals: int, workers: int = 1) -> dict:
-    """Full mode, then the relay baseline on the same frames. ``workers``: processes of
-    ``payswitch serve`` (passed on to the topology when it is not 1)."""
+@contextlib.contextmanager
+def full_topology(log_dir: str, seconds: float, terminals: int, workers: int = 1,
+                  ) -> Iterator[tuple[Any, list[list[bytes]], list[list[bytes]], float]]:
+    """Tokens, frames (warm-up and measured), then the demo's topology with HSM and
+    ledger, warmed up. Yields (topology, frames, warm-up frames, build seconds).
+    ``workers``: processes of ``payswitch serve`` (passed on when it is not 1)."""
     per_terminal = math.ceil(MAX_RATE * seconds / terminals)
+    tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"))
+    topo_kwargs = {"workers": workers} if workers != 1 else {}
+    with Hsm(tokens["terminal"]) as terminal_hsm:
+        t0 = time.monotonic()
+        # One STAN sequence per terminal: warm-up frames are never duplicates of others.
+        built = build_frames(terminal_hsm, terminals, WARM_FRAMES + per_terminal)
+        build_s = time.monotonic() - t0
+    warm = [f[:WARM_FRAMES] for f in built]
+    frames = [f[WARM_FRAMES:] for f in built]
+    with running_topology(log_dir, terminals=max(terminals, 16), hsm=tokens,
+                          ledger=True, **topo_kwargs) as topo:
+        trio.run(closed_loop, topo.host, topo.port, warm, 2.0)  # sign-on, first trips
+        yield topo, frames, warm, build_s
+
+
+def run(seconds: float, terminals: int, workers: int = 1) -> dict:
+    """Full mode, then the relay baseline on the same frames."""
     with tempfile.TemporaryDirectory(prefix="payswitch-bench-full-") as log_dir:
-        tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"))
-        topo_kwargs = {"workers": workers} if workers != 1 else {}
-        with Hsm(tokens["terminal"]) as terminal_hsm:
-            warm = build_frames(terminal_hsm, terminals, 50, first=1)
-            t0 = time.monotonic()
-            frames = build_frames(terminal_hsm, terminals, per_terminal, first=1)
-            build_s = time.monotonic() - t0
-        with running_topology(log_dir, terminals=max(terminals, 16), hsm=tokens,
-                              ledger=True, **topo_kwargs) as topo:
-            trio.run(closed_loop, topo.host, topo.port, warm, 2.0)  # sign-on, first trips
+        with full_topology(log_dir, seconds, terminals, workers) as (topo, frames, warm,
+                                                                     build_s):
             switch = measure(topo.host, topo.port, topo.switch.pid, frames, seconds)
         with contextlib.ExitStack() as stack:
             _, sim_port = start_simulator(stack, "iso87ascii", log_dir)
@@ -198,7 +213,7 @@ def run(seconds: float, terminals: int, workers: int = 1) -> dict:
     cpu_ratio = (round(switch["cpu_us_per_auth"] / baseline["cpu_us_per_auth"], 2)
                  if switch["cpu_us_per_auth"] and baseline["cpu_us_per_auth"] else None)
     return {"benchmark": "e2e", "mode": "full", "seconds": seconds, "terminals": terminals,
-            "workers": workers, "frames_built": per_terminal * terminals,
+            "workers": workers, "frames_built": sum(map(len, frames)),
             "frames_build_s": round(build_s, 2), "load_average": os.getloadavg()[0],
             "switch": switch, "relay_baseline": baseline,
             "switch_over_relay_cpu_per_auth": cpu_ratio}
