@@ -13,7 +13,8 @@ routing, the database and re-encoding cost on top of moving the bytes.
 Knobs (environment): PAYSWITCH_BENCH_SECONDS (default 10), PAYSWITCH_BENCH_TERMINALS
 (default 8), PAYSWITCH_BENCH_MODE: ``full`` (default: HSM, link MACs, ledger, journal;
 ``benchmarks.e2e_full``), ``core`` (this module's switch core, no HSM or ledger) or
-``both``.
+``both``; PAYSWITCH_BENCH_WORKERS: worker counts of the full mode, one run each
+(default ``1``; ``1,2`` once ``payswitch serve --workers`` exists).
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def main(json: bool = False) -> None:
     terminals = int(os.environ.get("PAYSWITCH_BENCH_TERMINALS", "8"))
     mode = os.environ.get("PAYSWITCH_BENCH_MODE", "full")
     if mode in ("full", "both"):
-        full = e2e_full.run(seconds, terminals)
-        print(jsonlib.dumps(full) if json else e2e_full.format_result(full), flush=True)
+        for workers in (int(w) for w in os.environ.get("PAYSWITCH_BENCH_WORKERS",
+                                                        "1").split(",")):
+            full = e2e_full.run(seconds, terminals, workers)
+            print(jsonlib.dumps(full) if json else e2e_full.format_result(full),
+                  flush=True)
     if mode in ("core", "both"):
         _main_core(seconds, terminals, json)
 
