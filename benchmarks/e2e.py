@@ -11,7 +11,10 @@ routing, the database and re-encoding cost on top of moving the bytes.
     python -m benchmarks.run e2e [--json]
 
 Knobs (environment): PAYSWITCH_BENCH_SECONDS (default 10), PAYSWITCH_BENCH_TERMINALS
-(default 8).
+(default 8), PAYSWITCH_BENCH_MODE: ``full`` (default: HSM, link MACs, ledger, journal;
+``benchmarks.e2e_full``), ``core`` (this module's switch core, no HSM or ledger) or
+``both``; PAYSWITCH_BENCH_WORKERS: worker counts of the full mode, one run each
+(default ``1``; ``1,2`` once ``payswitch serve --workers`` exists).
 """
 
 from __future__ import annotations
@@ -83,8 +86,22 @@ def run(seconds: float, terminals: int) -> dict:
 
 
 def main(json: bool = False) -> None:
+    from benchmarks import e2e_full
+
     seconds = float(os.environ.get("PAYSWITCH_BENCH_SECONDS", "10"))
     terminals = int(os.environ.get("PAYSWITCH_BENCH_TERMINALS", "8"))
+    mode = os.environ.get("PAYSWITCH_BENCH_MODE", "full")
+    if mode in ("full", "both"):
+        for workers in (int(w) for w in os.environ.get("PAYSWITCH_BENCH_WORKERS",
+                                                        "1").split(",")):
+            full = e2e_full.run(seconds, terminals, workers)
+            print(jsonlib.dumps(full) if json else e2e_full.format_result(full),
+                  flush=True)
+    if mode in ("core", "both"):
+        _main_core(seconds, terminals, json)
+
+
+def _main_core(seconds: float, terminals: int, json: bool) -> None:
     result = run(seconds, terminals)
     if json:
         print(jsonlib.dumps(result))

@@ -276,23 +276,27 @@ class Store:
         await self.call_alone(lambda conn: conn.execute(sql))
 
     # -- journal ----------------------------------------------------------------------
+    _INSERT = (
+        "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
+        " transmission_time, amount_minor, currency, processing_code, pan_masked,"
+        " terminal_id, response_code, fields, pan_token, pan_enc)"
+        " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+
     @staticmethod
-    def _append(conn: psycopg.Connection, event: str, msg: Message | dict | None, *,
-                source: str | None = None, link: str | None = None,
-                dup_key: str | None = None,
-                pan: tuple[str, bytes] | None = None) -> None:
+    def _row(event: str, msg: Message | dict | None, *, source: str | None = None,
+             link: str | None = None, dup_key: str | None = None,
+             pan: tuple[str, bytes] | None = None) -> tuple[Any, ...]:
         f = safe_fields(msg) if isinstance(msg, Message) else dict(msg or {})
         token, blob = pan or (None, None)
-        conn.execute(
-            "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
-            " transmission_time, amount_minor, currency, processing_code, pan_masked,"
-            " terminal_id, response_code, fields, pan_token, pan_enc)"
-            " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (event, source, link, dup_key, f.get("mti"), f.get("stan"), f.get("rrn"),
-             f.get("transmission_time"), f.get("amount_minor"), f.get("currency"),
-             f.get("processing_code"), f.get("pan_masked"), f.get("terminal_id"),
-             f.get("response_code"), Jsonb(f), token, blob),
-        )
+        return (event, source, link, dup_key, f.get("mti"), f.get("stan"), f.get("rrn"),
+                f.get("transmission_time"), f.get("amount_minor"), f.get("currency"),
+                f.get("processing_code"), f.get("pan_masked"), f.get("terminal_id"),
+                f.get("response_code"), Jsonb(f), token, blob)
+
+    @classmethod
+    def _append(cls, conn: psycopg.Connection, event: str, msg: Message | dict | None,
+                **kw: Any) -> None:
+        conn.execute(cls._INSERT, cls._row(event, msg, **kw))
 
     async def append(self, event: str, msg: Message | dict | None, *,
                      reversal_of: str | None = None, **kw: Any) -> bool:
@@ -377,11 +381,19 @@ class Store:
             if saf and reversal_of is not None and not self._claim_reversal(
                     conn, reversal_of, dup_key):
                 queue = ()  # already reversed by another request: nothing to queue
-            for event, msg, link in events:
-                self._append(conn, event, msg, source=source, link=link, dup_key=dup_key)
-            for item in queue:
-                self._enqueue(conn, item, dup_key, saf_expiry_s)
-            self._append(conn, "response", response, source=source, dup_key=dup_key)
+            # The path's events, SAF items, the response, in this order; the journal
+            # rows in one executemany (psycopg pipelines it) where there was one round
+            # trip per row.
+            rows = [self._row(event, msg, source=source, link=link, dup_key=dup_key)
+                    for event, msg, link in events]
+            if queue:
+                if rows:
+                    conn.cursor().executemany(self._INSERT, rows)
+                rows = []
+                for item in queue:
+                    self._enqueue(conn, item, dup_key, saf_expiry_s)
+            rows.append(self._row("response", response, source=source, dup_key=dup_key))
+            conn.cursor().executemany(self._INSERT, rows)
             return True
         return await self.call(run)
 

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Any
 
+from payswitch.hsm import Hsm as SyncHsm
+from payswitch.hsm.aio import AsyncHsm
 from payswitch.hsm.errors import HsmError
 from payswitch.switch.config import Config, ConfigError
 from payswitch.switch.journal import pan_aad
@@ -31,14 +33,23 @@ async def protect(svc: Services, ctx: Context, pan: str | None = None,
         return None
     h = svc.cfg.hsm
     try:
-        token = await svc.hsm.pan_token(h.pan_tkn, pan)
-        blob = await svc.hsm.encrypt_pan(h.pan_dek, pan, pan_aad(ctx.dup_key))
+        if isinstance(svc.hsm, AsyncHsm):  # both in one trip to the HSM's thread
+            token, blob = await svc.hsm.call(_token_and_blob, svc.hsm.hsm, h.pan_tkn,
+                                             h.pan_dek, pan, pan_aad(ctx.dup_key))
+        else:
+            token = await svc.hsm.pan_token(h.pan_tkn, pan)
+            blob = await svc.hsm.encrypt_pan(h.pan_dek, pan, pan_aad(ctx.dup_key))
     except HsmError as e:
         svc.metrics.hsm_errors.labels(type(e).__name__).inc()
         log("pan_protect_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
             note="stored without DE2")
         return None
     return token, blob
+
+
+def _token_and_blob(hsm: SyncHsm, tkn: str, dek: str, pan: str, aad: bytes,
+                    ) -> tuple[str, bytes]:
+    return hsm.pan_token(tkn, pan), hsm.encrypt_pan(dek, pan, aad)
 
 
 async def protect_saf(svc: Services, ctx: Context) -> None:
