@@ -5,6 +5,7 @@ request carries (PAN and amount, or processing code), never by case name."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import trio
 
@@ -95,7 +96,7 @@ class FaultyAcquirerHost:
         terminal = wire.Listener(wire.Codec("iso87ascii"), self.on_terminal)
         async with trio.open_nursery() as nursery:
             task_status.started(await nursery.start(terminal.serve))
-            with trio.fail_after(dial_wait_s):
+            with trio.fail_after(dial_wait_s) as dialing:
                 while True:
                     try:
                         async with wire.dial("127.0.0.1", network_port, self.codec) as link:
@@ -105,6 +106,7 @@ class FaultyAcquirerHost:
                                 transmission_time=now_fields()["transmission_time"]), 5)
                             assert resp is not None and resp.response_code == "00"
                             self.signed_on.set()
+                            dialing.deadline = math.inf  # the bound was for dialing only
                             await trio.sleep_forever()
                     except wire.LinkError:
                         await trio.sleep(0.1)
