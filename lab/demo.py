@@ -160,10 +160,12 @@ def parse_ready(line: str) -> dict[str, tuple[str, int]]:
 
 
 def start_switch(stack: contextlib.ExitStack, config_path: str, log_dir: str,
-                 dsn: str, env: dict[str, str] | None = None,
+                 dsn: str, env: dict[str, str] | None = None, workers: int = 1,
                  ) -> tuple[Proc, dict[str, tuple[str, int]]]:
     env = {**os.environ, **(env or {}), "PAYSWITCH_PG_DSN": dsn}
-    proc = Proc("switch", payswitch_argv("serve", "--config", config_path), log_dir, env)
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    proc = Proc("switch", payswitch_argv("serve", "--config", config_path, *extra), log_dir,
+                env)
     stack.callback(proc.stop)
     line = proc.wait_for_line("payswitch ready")
     proc.ready_line = line
