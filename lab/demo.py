@@ -333,7 +333,8 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                      issuer_timeout_ms: int = 2000, dsn: str | None = None,
                      metrics: bool = False, hsm: dict | None = None,
                      ledger: bool = False,
-                     mqtt: tuple[str, int] | None = None) -> Iterator[Topology]:
+                     mqtt: tuple[str, int] | None = None,
+                     workers: int = 1) -> Iterator[Topology]:
     """Database, both simulators and the switch as processes; all stopped on exit.
 
     ``hsm``: the token configs of ``devkeys.make_dev_tokens`` (switch, issuer): the
@@ -370,7 +371,8 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
         ledger_env = ({"PAYSWITCH_EVENT_MAC_KEY": secrets.token_hex(32),
                        "PAYSWITCH_PAN_TOKEN_KEY": secrets.token_hex(32)} if ledger else None)
         switch, listeners = start_switch(stack, config_path, log_dir, dsn,
-                                         {**(env or {}), **(ledger_env or {})})
+                                         {**(env or {}), **(ledger_env or {})},
+                                         workers=workers)
         host, port = listeners["pos"]
         ready = switch.ready_line.removeprefix("payswitch ready").strip()
         metrics_port = json.loads(ready).get("metrics_port", 0) if ready.startswith("{") else 0
