@@ -113,3 +113,27 @@ async def test_two_workers_share_a_port_link_each_and_survive_a_kill(dsn, tmp_pa
                 await proc.wait()
     assert rc == 0
     assert len([m for m in issuer.received if m.network_code == "002"]) == 2  # sign-offs
+
+
+@trio_test
+async def test_workers_drain_when_their_parent_is_killed(dsn, tmp_path):
+    issuer = FakeIssuer()
+    async with serving(issuer):
+        proc, ready = await _start(write_toml(tmp_path / "switch.toml",
+                                              config_dict(dsn, issuer.port)))
+        pids = [w["pid"] for w in ready["workers"]]
+        proc.kill()  # SIGKILL: the parent cannot pass anything on
+        await proc.wait()
+        with trio.fail_after(20):  # each notices within a second and drains
+            while any(os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in pids):
+                await trio.sleep(0.1)
+    # both signed off on the way out, as on SIGTERM
+    assert len([m for m in issuer.received if m.network_code == "002"]) == 2
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "Z"
