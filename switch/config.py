@@ -37,6 +37,10 @@ class SwitchSection:
     # fingerprint's PAN hash; unset = a random key per process (see README).
     fingerprint_key_env: str = "PAYSWITCH_FINGERPRINT_KEY"
     journal_retry_max: int = 10_000  # answers kept in memory while the journal is down
+    # --workers: how often a live process takes over the open requests of a dead one
+    # (not only at start-up), and how old such a request must be (0 = never)
+    recovery_interval_s: int = 30
+    recovery_min_age_s: int = 60
 
 
 @dataclass(frozen=True, slots=True)

@@ -580,7 +580,7 @@ class Store:
         return await self.call_alone(run)
 
     async def recover(self, reversal_of: Any, expiry_s: int,
-                      keys_out: list[str] | None = None) -> int:
+                      keys_out: list[str] | None = None, min_age_s: int = 0) -> int:
         """After a crash: requests with no recorded answer have an unknown outcome.
 
         Each gets answer 91 recorded (a duplicate of it is told 91), and when it had
@@ -589,19 +589,24 @@ class Store:
 
         Only requests whose owner is gone (its owner lock free, or no owner recorded):
         another worker's, or a draining predecessor's, are still being answered. One
-        recovery at a time (RECOVERY_LOCK, held to the COMMIT).
+        recovery at a time (RECOVERY_LOCK, held to the COMMIT). ``min_age_s``: only
+        requests claimed at least that long ago (the periodic sweep's margin against an
+        owner that lost its lock's connection for a moment).
         """
         def run(conn: psycopg.Connection) -> int:
             conn.execute("select pg_advisory_xact_lock(%s, %s)", RECOVERY_LOCK)
+            age = timedelta(seconds=min_age_s)
             owners = [r[0] for r in conn.execute(
-                "select distinct owner from switch_dedup where completed_at is null")]
+                "select distinct owner from switch_dedup where completed_at is null"
+                " and created_at <= now() - %s", (age,))]
             # a free lock is taken until COMMIT, so the owner cannot be seen twice
             gone = [o for o in owners if o is not None and conn.execute(
                 "select pg_try_advisory_xact_lock(%s, hashtext(%s))",
                 (OWNER_LOCK_CLASS, o)).fetchone()[0]]
             keys = [r[0] for r in conn.execute(
                 "select dup_key from switch_dedup where completed_at is null"
-                " and (owner is null or owner = any(%s)) for update", (gone,)
+                " and created_at <= now() - %s"
+                " and (owner is null or owner = any(%s)) for update", (age, gone)
             ).fetchall()]
             for key in keys:
                 orig = self._original(conn, key)

@@ -165,6 +165,8 @@ class Switch:
                 root.start_soon(self._saf_loop)
                 root.start_soon(self.txn.recorder.retry_loop)
                 root.start_soon(self._owner_loop)
+                if self.cfg.switch.recovery_min_age_s:
+                    root.start_soon(self._recovery_loop)
                 async with trio.open_nursery() as work:
                     for lst in self.cfg.listeners:
                         sockets = await self._listen(lst)
@@ -201,6 +203,26 @@ class Switch:
             return await trio.open_tcp_listeners(lst.port, host=lst.host)
         # the parent reserved the port; every worker listens on it (SO_REUSEPORT)
         return [await reuseport_listener(lst.host, self.worker.ports[lst.name])]
+
+    async def _recovery_loop(self) -> None:
+        """Open requests of a process that died and was not started again (a worker
+        fewer, a drain that timed out): answered 91, 0420 queued, holds voided."""
+        sw = self.cfg.switch
+        while True:
+            await trio.sleep(sw.recovery_interval_s)
+            keys: list[str] = []
+            try:
+                count = await self.store.recover(reversal_item, self.cfg.saf.expiry_s, keys,
+                                                 min_age_s=sw.recovery_min_age_s)
+            except StoreError as e:
+                log("recovery_failed", logging.ERROR, error=str(e))
+                continue
+            if count:
+                log("recovered_in_flight", logging.WARNING, count=count,
+                    note="a gone process's requests: 91 recorded, reversals queued")
+                self._wake_saf()
+                for key in keys if self.ledger is not None else ():
+                    self.ledger.void_later(key)
 
     async def _owner_loop(self) -> None:
         """Keep the owner lock: if its connection died (database restart), take it again,

@@ -31,7 +31,7 @@ class NoJournal:
     async def migrate(self) -> None:
         pass
 
-    async def recover(self, *args: Any) -> int:
+    async def recover(self, *args: Any, **kw: Any) -> int:
         return 0
 
     async def hold_owner_lock(self) -> None:

@@ -72,3 +72,22 @@ async def test_rows_without_an_owner_are_recovered(dsn: str) -> None:
     assert await store.recover(reversal_item, 3600) == 1
     store.release_owner()
     store.close()
+
+
+@trio_test
+async def test_the_periodic_sweep_takes_over_only_requests_past_the_age(dsn: str) -> None:
+    dead = Store(dsn, pool_size=1)  # never held its lock: as good as gone
+    await dead.migrate()
+    await dead.claim("old", "acq", _request("000003"), "fp")
+    await dead.claim("young", "acq", _request("000004"), "fp")
+    dead.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("update switch_dedup set created_at = now() - interval '2 minutes'"
+                     " where dup_key = 'old'")
+    live = Store(dsn, pool_size=1)
+    await live.hold_owner_lock()
+    keys: list[str] = []
+    assert await live.recover(reversal_item, 3600, keys, min_age_s=60) == 1
+    assert keys == ["old"] and _answers(dsn) == {"old": "91", "young": None}
+    live.release_owner()
+    live.close()
