@@ -108,9 +108,11 @@ class SafItem:
 
 
 # Advisory lock keys (two int4 form): (OWNER_LOCK_CLASS, hashtext(boot id)) is held by
-# each live process for its lifetime; RECOVERY_LOCK serializes start-up recoveries.
+# each live process for its lifetime; RECOVERY_LOCK serializes recoveries, MIGRATE_LOCK
+# the schema migrations of processes starting together.
 OWNER_LOCK_CLASS = 0x70737721  # "psw!"
-RECOVERY_LOCK = (OWNER_LOCK_CLASS, 0)
+RECOVERY_LOCK = (OWNER_LOCK_CLASS + 1, 0)  # a class of its own: no boot id hashes here
+MIGRATE_LOCK = (OWNER_LOCK_CLASS + 1, 1)
 
 # Added to statement_timeout_ms for the client-side TCP bounds (keepalives,
 # tcp_user_timeout): the server gets the first chance to cancel a slow statement.
@@ -320,7 +322,13 @@ class Store:
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> None:
         sql = resources.files("payswitch.switch").joinpath("schema.sql").read_text()
-        await self.call_alone(lambda conn: conn.execute(sql))
+
+        def run(conn: psycopg.Connection) -> None:
+            # `create ... if not exists` run by two workers at once can both pass the
+            # check and one then fails on the catalog: one migration at a time
+            conn.execute("select pg_advisory_xact_lock(%s, %s)", MIGRATE_LOCK)
+            conn.execute(sql)
+        await self.call_alone(run)
 
     # -- journal ----------------------------------------------------------------------
     def _append(self, conn: psycopg.Connection, event: str, msg: Message | dict | None, *,

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -108,8 +109,10 @@ async def watch_parent(scope: trio.CancelScope) -> None:
 
 
 class _Worker:
-    def __init__(self, spec: WorkerSpec, config_path: str) -> None:
+    def __init__(self, spec: WorkerSpec, config_path: str, start_failed: trio.Event,
+                 ) -> None:
         self.spec = spec
+        self.start_failed = start_failed  # set when a first run ends before being ready
         self.config_path = config_path
         self.proc: trio.Process | None = None
         self.ready_info: dict | None = None
@@ -131,8 +134,12 @@ class _Worker:
                 restarts=self.restarts)
             await self._read_stdout()
             rc = await self.proc.wait()
-            if self.stopping:
+            if self.stopping or not self.ready_seen:
+                # never ready (config, database, HSM, port): as one process would, the
+                # whole command fails with the worker's exit code
                 self.exit_code = rc
+                if not self.stopping:
+                    self.start_failed.set()
                 return
             self.restarts += 1
             log("worker_exited", logging.ERROR, index=self.spec.index, pid=self.proc.pid,
@@ -150,7 +157,7 @@ class _Worker:
         return self.ready.is_set()
 
     async def _read_stdout(self) -> None:
-        """Until EOF: the ready line is kept, anything else is passed through."""
+        """Until EOF (so the pipe never fills): the ready line is kept, others ignored."""
         assert self.proc is not None and self.proc.stdout is not None
         buf = b""
         async for chunk in self.proc.stdout:
@@ -175,19 +182,20 @@ async def supervise(cfg: Config, config_path: str, count: int) -> int:
     """The parent of ``count`` workers: until SIGTERM/SIGINT, then drain them all."""
     reserved = {x.name: reserve_port(x.host, x.port) for x in cfg.listeners}
     ports = {name: s.getsockname()[1] for name, s in reserved.items()}
-    workers = [_Worker(WorkerSpec(i, count, ports), config_path) for i in range(count)]
+    failed = trio.Event()
+    workers = [_Worker(WorkerSpec(i, count, ports), config_path, failed)
+               for i in range(count)]
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 for w in workers:
                     nursery.start_soon(w.run)
                 with trio.move_on_after(READY_WAIT_S):
-                    for w in workers:
-                        await w.ready.wait()
-                print("payswitch ready " + json.dumps(_ready_line(workers, ports)), flush=True)
-                async for signum in signals:
-                    log("signal", signal=signal.Signals(signum).name, workers=count)
-                    break
+                    await _all_ready_or_one_failed(workers, failed)
+                if not failed.is_set():
+                    print("payswitch ready " + json.dumps(_ready_line(workers, ports)),
+                          flush=True)
+                    await _first_signal_or(signals, failed, count)
                 for w in workers:
                     w.stopping = True
                     w.signal(signal.SIGTERM)
@@ -202,7 +210,38 @@ async def supervise(cfg: Config, config_path: str, count: int) -> int:
             s.close()
     codes = [w.exit_code for w in workers]
     log("workers_stopped", exit_codes=codes, restarts=[w.restarts for w in workers])
+    if failed.is_set():  # the first worker that could not start says why (2: config)
+        return next(c for c in codes if c not in (0, None)) or 1
     return 0 if all(c == 0 for c in codes) else 1
+
+
+async def _all_ready_or_one_failed(workers: list[_Worker], failed: trio.Event) -> None:
+    async with trio.open_nursery() as n:
+        async def all_ready() -> None:
+            for w in workers:
+                await w.ready.wait()
+            n.cancel_scope.cancel()
+
+        async def one_failed() -> None:
+            await failed.wait()
+            n.cancel_scope.cancel()
+        n.start_soon(all_ready)
+        n.start_soon(one_failed)
+
+
+async def _first_signal_or(signals: Any, failed: trio.Event, count: int) -> None:
+    async with trio.open_nursery() as n:
+        async def on_signal() -> None:
+            async for signum in signals:
+                log("signal", signal=signal.Signals(signum).name, workers=count)
+                break
+            n.cancel_scope.cancel()
+
+        async def one_failed() -> None:  # one not ready within READY_WAIT_S, then dead
+            await failed.wait()
+            n.cancel_scope.cancel()
+        n.start_soon(on_signal)
+        n.start_soon(one_failed)
 
 
 def _ready_line(workers: list[_Worker], ports: dict[str, int]) -> dict:

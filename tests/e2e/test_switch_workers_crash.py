@@ -126,8 +126,10 @@ def test_two_workers_one_sigkilled_five_times_keep_ledger_and_reversals_whole(
             killed.add(victim)
             _wait_for(lambda: len(_workers(proc.pid) - killed) == 2, 30,  # noqa: B023
                       f"the parent restarts the worker{proc.tail()}")
-        # stop the load, let the restarted worker's recovery, reversals and relay finish
+        # enough traffic even on a loaded machine, then stop the load and let the
+        # restarted workers' recovery, reversals and relay finish
         time.sleep(3.0)
+        _wait_for(lambda: load.sent > 300, 90, f"300 requests sent ({load.sent})")
         load.stop.set()
         load.thread.join(15)
         _wait_for(lambda: _scalar(pg_dsn, "select count(*) from switch_saf"

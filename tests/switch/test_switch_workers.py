@@ -137,3 +137,15 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "Z"
+
+
+@trio_test
+async def test_workers_that_cannot_start_fail_the_command_as_one_process_would(tmp_path):
+    cfg = config_dict("host=127.0.0.1 port=1 dbname=none connect_timeout=2", 1)
+    path = write_toml(tmp_path / "switch.toml", cfg)
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-m", "payswitch.lab.cli", "serve", "--workers", "2",
+             "--config", path], capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 1  # database unreachable, as without --workers
+    assert b"payswitch ready" not in done.stdout
