@@ -121,6 +121,7 @@ class _Worker:
         self.restarts = 0
         self.exit_code: int | None = None
         self.ran_ready = False  # this run printed its ready line
+        self.failed_start = False  # its first run ended before it was ready
 
     async def run(self) -> None:
         backoff = RESTART_MIN_S
@@ -139,6 +140,7 @@ class _Worker:
                 # whole command fails with the worker's exit code
                 self.exit_code = rc
                 if not self.stopping:
+                    self.failed_start = True
                     self.start_failed.set()
                 return
             self.restarts += 1
@@ -211,7 +213,8 @@ async def supervise(cfg: Config, config_path: str, count: int) -> int:
     codes = [w.exit_code for w in workers]
     log("workers_stopped", exit_codes=codes, restarts=[w.restarts for w in workers])
     if failed.is_set():  # the first worker that could not start says why (2: config)
-        return next(c for c in codes if c not in (0, None)) or 1
+        code = next(w.exit_code for w in workers if w.failed_start)
+        return code if code and code > 0 else 1
     return 0 if all(c == 0 for c in codes) else 1
 
 
