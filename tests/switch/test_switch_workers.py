@@ -4,9 +4,11 @@ worker restarted by the parent, SIGTERM drains them all."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -37,6 +39,21 @@ def test_mux_stans_stay_in_the_workers_slice(count, data):
     mux.stans = (lo, hi)
     for _ in range(data.draw(st.integers(1, 50))):
         assert lo <= int(mux.next_stan()) <= hi
+
+
+def _two_free_ports() -> int:
+    """A port p with p + 1 also free just now (the workers bind them a moment later)."""
+    for _ in range(50):
+        base = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for p in (base, base + 1):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no two consecutive free ports")
 
 
 def _children(pid: int) -> set[int]:
@@ -79,7 +96,7 @@ async def test_two_workers_share_a_port_link_each_and_survive_a_kill(dsn, tmp_pa
     issuer = FakeIssuer()
     async with serving(issuer):
         cfg = config_dict(dsn, issuer.port)
-        base = free_port()
+        base = _two_free_ports()  # metrics_port + index: a fixed base is needed here
         cfg["switch"].update(metrics_port=base, metrics_host="127.0.0.1")
         proc, ready = await _start(write_toml(tmp_path / "switch.toml", cfg))
         try:
