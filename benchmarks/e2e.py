@@ -14,7 +14,8 @@ Knobs (environment): PAYSWITCH_BENCH_SECONDS (default 10), PAYSWITCH_BENCH_TERMI
 (default 8), PAYSWITCH_BENCH_MODE: ``full`` (default: HSM, link MACs, ledger, journal;
 ``benchmarks.e2e_full``), ``core`` (this module's switch core, no HSM or ledger) or
 ``both``; PAYSWITCH_BENCH_WORKERS: worker counts of the full mode, one run each
-(default ``1``; ``1,2`` once ``payswitch serve --workers`` exists).
+(default ``1``; ``1,2`` for one and two worker processes). The core mode also measures
+``serve --workers 2`` (``worker_scaling``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json as jsonlib
 import os
+import resource
 import sys
 import tempfile
 
@@ -41,16 +43,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of stat(5)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """cpu_seconds of a process and of its children (`serve --workers N`: the workers)."""
+    total = cpu_seconds(pid)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            total += sum(cpu_seconds(int(c)) for c in f.read().split())
+    return total
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat: is the machine the limit?"""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def _measure(host: str, port: int, pid: int, seconds: float, terminals: int) -> dict:
     # Warm-up: connections, sign-on, first database round trips, imports.
     trio.run(run_load, LoadConfig(host, port, profile="pos", terminals=terminals,
                                   duration_s=1.0, cards="approve", progress=False,
                                   first_terminal=1, timeout_s=10))
-    before = cpu_seconds(pid)
+    before, gen_before, busy_before = tree_cpu_seconds(pid), _own_cpu(), machine_busy()
     report = trio.run(run_load, LoadConfig(host, port, profile="pos", terminals=terminals,
                                            duration_s=seconds, cards="approve",
                                            progress=False, timeout_s=10))
-    cpu = cpu_seconds(pid) - before
+    cpu = tree_cpu_seconds(pid) - before
+    gen = _own_cpu() - gen_before
+    busy = [b - a for a, b in zip(busy_before, machine_busy(), strict=True)]
     answered = report["approved"] + report["declined"] + report["timeouts"]
     return {
         "authorizations": answered,
@@ -59,7 +80,33 @@ def _measure(host: str, port: int, pid: int, seconds: float, terminals: int) -> 
         "p99_ms": report["p99_ms"],
         "errors": report["errors"],
         "cpu_us_per_auth": round(cpu * 1e6 / answered, 1) if answered else None,
+        # the load generator (this process) and the whole machine over the same window
+        "loadgen_cpu_us_per_auth": round(gen * 1e6 / answered, 1) if answered else None,
+        "machine_cpu_busy": round(busy[0] / busy[1], 3) if busy[1] else None,
     }
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def worker_scaling(seconds: float, terminals: int, one: dict,
+                   counts: tuple[int, ...] = (2,), **topology: object) -> dict:
+    """The switch again as `serve --workers N` for each N in ``counts`` (``one``: the
+    figures already measured with one process, same topology). CPU is summed over the
+    workers; ``speedup`` is auth/s over one worker's."""
+    figures = {"1": one}
+    for n in counts:
+        with tempfile.TemporaryDirectory(prefix="payswitch-bench-") as log_dir, \
+                running_topology(log_dir, terminals=max(terminals, 16), workers=n,
+                                 **topology) as topo:  # type: ignore[arg-type]
+            figures[str(n)] = _measure(topo.host, topo.port, topo.switch.pid, seconds,
+                                       terminals)
+        if one["auth_per_s"]:
+            figures[str(n)]["speedup"] = round(figures[str(n)]["auth_per_s"]
+                                               / one["auth_per_s"], 2)
+    return figures
 
 
 def run(seconds: float, terminals: int) -> dict:
@@ -81,6 +128,7 @@ def run(seconds: float, terminals: int) -> dict:
     }
     return {"benchmark": "e2e", "seconds": seconds, "terminals": terminals,
             "switch": switch, "relay_baseline": baseline,
+            "switch_by_workers": worker_scaling(seconds, terminals, switch),
             "relay_over_switch_throughput": ratio["throughput"],
             "switch_over_relay_cpu_per_auth": ratio["cpu"]}
 
@@ -114,3 +162,8 @@ def _main_core(seconds: float, terminals: int, json: bool) -> None:
               f"errors {d['errors']}")
     print(f"  relay/switch throughput x{result['relay_over_switch_throughput']}, "
           f"switch/relay CPU per auth x{result['switch_over_relay_cpu_per_auth']}")
+    for n, d in result["switch_by_workers"].items():
+        print(f"  {n} worker(s)     {d['auth_per_s']:>8} auth/s  p50 {d['p50_ms']:>7} ms  "
+              f"p99 {d['p99_ms']:>7} ms  CPU {d['cpu_us_per_auth']} us/auth  load generator "
+              f"{d['loadgen_cpu_us_per_auth']} us/auth  machine busy {d['machine_cpu_busy']}"
+              f"  x{d.get('speedup', 1.0)}")

@@ -160,10 +160,12 @@ def parse_ready(line: str) -> dict[str, tuple[str, int]]:
 
 
 def start_switch(stack: contextlib.ExitStack, config_path: str, log_dir: str,
-                 dsn: str, env: dict[str, str] | None = None,
+                 dsn: str, env: dict[str, str] | None = None, workers: int = 1,
                  ) -> tuple[Proc, dict[str, tuple[str, int]]]:
     env = {**os.environ, **(env or {}), "PAYSWITCH_PG_DSN": dsn}
-    proc = Proc("switch", payswitch_argv("serve", "--config", config_path), log_dir, env)
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    proc = Proc("switch", payswitch_argv("serve", "--config", config_path, *extra), log_dir,
+                env)
     stack.callback(proc.stop)
     line = proc.wait_for_line("payswitch ready")
     proc.ready_line = line
@@ -331,14 +333,17 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                      sim_args: dict[str, list[str]] | None = None,
                      issuer_timeout_ms: int = 2000, dsn: str | None = None,
                      metrics: bool = False, hsm: dict | None = None,
-                     ledger: bool = False) -> Iterator[Topology]:
+                     ledger: bool = False,
+                     mqtt: tuple[str, int] | None = None,
+                     workers: int = 1) -> Iterator[Topology]:
     """Database, both simulators and the switch as processes; all stopped on exit.
 
     ``hsm``: the token configs of ``devkeys.make_dev_tokens`` (switch, issuer): the
     processes get SOFTHSM2_CONF and the PIN in their environment, the switch its
     [hsm] config, the simulators their issuer token (and a MAC on MAC_LINKS).
     ``ledger``: the switch writes holds and events (event MAC key made up for this run;
-    the PAN token key too, used only without ``hsm``)."""
+    the PAN token key too, used only without ``hsm``). ``mqtt``: (host, port) of a broker
+    the switch's outbox relay publishes the ledger events to (topic prefix per run)."""
     sim_args = sim_args or {}
     env = None
     if hsm:
@@ -361,11 +366,14 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                                     "PAYSWITCH_DEMO_METRICS_PORT") or 0) or free_port())
                                 if metrics else 0,
                                 hsm_token=hsm["switch"].label if hsm else None,
-                                ledger=ledger))
+                                ledger=ledger,
+                                ledger_relay=(*mqtt, f"demo-{secrets.token_hex(4)}/")
+                                if mqtt and ledger else None))
         ledger_env = ({"PAYSWITCH_EVENT_MAC_KEY": secrets.token_hex(32),
                        "PAYSWITCH_PAN_TOKEN_KEY": secrets.token_hex(32)} if ledger else None)
         switch, listeners = start_switch(stack, config_path, log_dir, dsn,
-                                         {**(env or {}), **(ledger_env or {})})
+                                         {**(env or {}), **(ledger_env or {})},
+                                         workers=workers)
         host, port = listeners["pos"]
         ready = switch.ready_line.removeprefix("payswitch ready").strip()
         metrics_port = json.loads(ready).get("metrics_port", 0) if ready.startswith("{") else 0
@@ -417,12 +425,15 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
     sim_args = {"visa": ["--latency-ms", "3", *mid], "mastercard": ["--latency-ms", "5", *mid]}
     if faults:
         sim_args = {k: v + FAULTS[k] for k, v in sim_args.items()}
+    from payswitch.lab import realparts
+
     with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir:
         # Tokens before anything loads the PKCS#11 library in this process.
         tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"))
-        with running_topology(log_dir, terminals=max(terminals, TERMINALS),
-                              sim_args=sim_args, metrics=True, hsm=tokens,
-                              ledger=True) as topo, \
+        with realparts.mosquitto_broker() as mqtt, \
+                running_topology(log_dir, terminals=max(terminals, TERMINALS),
+                                 sim_args=sim_args, metrics=True, hsm=tokens,
+                                 ledger=True, mqtt=mqtt) as topo, \
                 Hsm(tokens["terminal"]) as terminal_hsm, \
                 Hsm(tokens["switch"]) as switch_hsm:
             # `ledger verify` checks the event chain with the switch's HSM key (EVK)
@@ -446,6 +457,7 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
     report = trio.run(run_load, cfg)
     # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
     switch_links = _settle_saf(topo, wait_s=15.0)
+    _settle_outbox(topo.dsn, wait_s=15.0)  # the relay publishes the last events
     # Stop the switch first (drains, signs off), then the simulators report.
     switch_rc = topo.switch.stop()
     links = {}
@@ -472,6 +484,20 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
     return report
 
 
+def _outbox_unsent(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("select count(*) from outbox where sent_at is null").fetchone()[0]
+
+
+def _settle_outbox(dsn: str, wait_s: float) -> None:
+    """Until the switch's relay has published every event, or ``wait_s`` has passed."""
+    deadline = time.monotonic() + wait_s
+    while _outbox_unsent(dsn) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def settle_ledger(dsn: str, mac) -> dict:
     """Clearing (switch.ledgerwire.clear: every pending hold up to now is posted), then
     ledger.verify with the switch's event MAC (a callable, or a hex key). Run after the
@@ -493,6 +519,9 @@ def settle_ledger(dsn: str, mac) -> dict:
         events, unsent = conn.execute(
             "select (select count(*) from events),"
             " (select count(*) from outbox where sent_at is null)").fetchone()
+        # acknowledged by the broker (PUBACK, QoS 1) and marked sent by the relay
+        (published,) = conn.execute(
+            "select count(*) from outbox where sent_at is not null").fetchone()
         by_state = dict(conn.execute(
             "select state, count(*) from pending_transfers group by state").fetchall())
     return {"ledger_balanced": rep.ledger_balanced, "ledger_verify_ok": rep.ok,
@@ -500,6 +529,7 @@ def settle_ledger(dsn: str, mac) -> dict:
                        "holds_by_state": {k: int(v) for k, v in sorted(by_state.items())},
                        "posted_at_clearing": posted, "transfers": int(transfers),
                        "events": int(events), "outbox_unsent": int(unsent),
+                       "events_published": int(published),
                        "verify_text": rep.to_text()}}
 
 
@@ -536,8 +566,9 @@ def format_demo(report: dict) -> str:
         lines.append(f"  ledger: {led['holds']} holds ({led['onus_holds']} on-us, authorized "
                      f"by the switch) {led['holds_by_state']}, "
                      f"{led['posted_at_clearing']} posted at clearing, {led['transfers']} "
-                     f"transfers, {led['events']} events ({led['outbox_unsent']} not relayed:"
-                     f" no relay in the demo)")
+                     f"transfers, {led['events']} events, "
+                     f"{led.get('events_published', 0)} published to MQTT "
+                     f"({led['outbox_unsent']} not yet)")
         lines.append(f"  ledger verify: {'clean' if report['ledger_verify_ok'] else 'FAILED'}"
                      f", balanced {report['ledger_balanced']}")
         lines += ["    " + x for x in led["verify_text"].splitlines()]

@@ -26,11 +26,15 @@ from payswitch.switch.config import ConfigError, load
 from payswitch.switch.errors import StoreError
 
 READY_LINK_WAIT_S = 10.0  # bound on waiting for the links' first sign-on before "ready"
+MAX_WORKERS = 64
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the payment switch")
     p.add_argument("--config", required=True, help="TOML configuration file")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="N switch processes on one database (SO_REUSEPORT listeners, "
+                        "a link per worker; see switch/README.md)")
     p.set_defaults(func=serve)
 
 
@@ -41,14 +45,30 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"payswitch serve: {e}", file=sys.stderr)
         return 2
+    from payswitch.switch import workers
     from payswitch.switch.server import Switch
+
+    count = getattr(args, "workers", 1)
+    if count < 1 or count > MAX_WORKERS:
+        print(f"payswitch serve: --workers must be 1..{MAX_WORKERS}", file=sys.stderr)
+        return 2
+    if count > 1:
+        try:
+            return trio.run(workers.supervise, cfg, args.config, count)
+        except OSError as e:  # a listener port in use
+            print(f"payswitch serve: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+    worker = workers.WorkerSpec.from_env()  # set when this process is one of N
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT,
                                        signal.SIGUSR1) as signals:
-            sw = Switch(cfg)
+            sw = Switch(cfg, worker=worker)
             async with trio.open_nursery() as nursery:
                 await nursery.start(sw.run)
+                watching = trio.CancelScope()
+                if worker is not None:
+                    nursery.start_soon(workers.watch_parent, watching)
                 with trio.move_on_after(READY_LINK_WAIT_S):
                     for link in sw.links.values():
                         await link.signed_on.wait()
@@ -62,6 +82,7 @@ def serve(args: argparse.Namespace) -> int:
                         nursery.start_soon(rotate_all, sw.links)
                         continue
                     sw.stop()
+                    watching.cancel()
                     break
 
     try:

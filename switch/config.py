@@ -37,6 +37,10 @@ class SwitchSection:
     # fingerprint's PAN hash; unset = a random key per process (see README).
     fingerprint_key_env: str = "PAYSWITCH_FINGERPRINT_KEY"
     journal_retry_max: int = 10_000  # answers kept in memory while the journal is down
+    # --workers: how often a live process takes over the open requests of a dead one
+    # (not only at start-up), and how old such a request must be (0 = never)
+    recovery_interval_s: int = 30
+    recovery_min_age_s: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,9 @@ class LedgerSection:
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     topic_prefix: str = ""  # prepended to payswitch/events/<type>
+    relay_batch_max: int = 500  # outbox events per relay round
+    relay_inflight_max: int = 100  # QoS 1 publishes awaiting the broker's PUBACK at once
+    relay_publish_timeout_ms: int = 10_000  # broker silent this long: reconnect, resend
     event_mac_key_env: str = "PAYSWITCH_EVENT_MAC_KEY"  # hex HMAC key of the event chain
     pan_token_key_env: str = "PAYSWITCH_PAN_TOKEN_KEY"  # hex key of the PAN token
 
@@ -391,6 +398,11 @@ def _check_ledger(cfg: Config) -> None:
         raise ConfigError("ledger.currencies: at least one currency")
     if led.max_batch == 0 or led.queue_max == 0 or led.hold_timeout_s == 0:
         raise ConfigError("ledger: max_batch, queue_max and hold_timeout_s must be > 0")
+    if min(led.relay_batch_max, led.relay_inflight_max, led.relay_publish_timeout_ms) <= 0:
+        raise ConfigError("ledger: relay_batch_max, relay_inflight_max and"
+                          " relay_publish_timeout_ms must be > 0")
+    if not 0 < led.mqtt_port < 65536:
+        raise ConfigError(f"ledger.mqtt_port: {led.mqtt_port} is not a TCP port")
     if led.hold_timeout_s > 31 * 86_400:
         raise ConfigError("ledger.hold_timeout_s: at most 31 days")
     if cfg.onus and not led.enabled:

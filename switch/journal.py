@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -106,6 +107,13 @@ class SafItem:
     pan_enc: bytes | None = None  # the PAN, AES-GCM under the DEK, aad = pan_aad(dup_key)
 
 
+# Advisory lock keys (two int4 form): (OWNER_LOCK_CLASS, hashtext(boot id)) is held by
+# each live process for its lifetime; RECOVERY_LOCK serializes recoveries, MIGRATE_LOCK
+# the schema migrations of processes starting together.
+OWNER_LOCK_CLASS = 0x70737721  # "psw!"
+RECOVERY_LOCK = (OWNER_LOCK_CLASS + 1, 0)  # a class of its own: no boot id hashes here
+MIGRATE_LOCK = (OWNER_LOCK_CLASS + 1, 1)
+
 # Added to statement_timeout_ms for the client-side TCP bounds (keepalives,
 # tcp_user_timeout): the server gets the first chance to cancel a slow statement.
 TCP_MARGIN_MS = 5000
@@ -139,6 +147,9 @@ class Store:
         self._statement_timeout_ms = statement_timeout_ms
         self._idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
         self.limiter = trio.CapacityLimiter(pool_size)
+        # this process's boot id: written on every row, locked while we live
+        self.owner = uuid.uuid4().hex
+        self._owner_conn: psycopg.Connection | None = None
 
     # -- plumbing ---------------------------------------------------------------------
     def connect_kwargs(self) -> dict[str, Any]:
@@ -270,20 +281,63 @@ class Store:
             except queue.Empty:
                 return
 
+    # -- owner liveness ---------------------------------------------------------------
+    def _lock_owner(self) -> None:
+        if self._owner_conn is not None and not self._owner_conn.closed:
+            self._owner_conn.close()
+        conn = psycopg.connect(self._dsn, **self.connect_kwargs())
+        conn.execute("select pg_advisory_lock(%s, hashtext(%s))",
+                     (OWNER_LOCK_CLASS, self.owner))
+        self._owner_conn = conn
+
+    async def hold_owner_lock(self) -> None:
+        """Take this process's owner lock on a connection of its own (not the pool's):
+        while it is held, no other process recovers our open requests."""
+        try:
+            await trio.to_thread.run_sync(self._lock_owner)
+        except psycopg.Error as e:
+            raise StoreError(f"owner lock failed: {type(e).__name__}") from None
+
+    async def owner_lock_alive(self) -> bool:
+        """Probe the owner lock's connection; if it was lost (database restart), take
+        the lock again on a new one. False when that failed (retried next time)."""
+        def probe() -> bool:
+            try:
+                assert self._owner_conn is not None
+                self._owner_conn.execute("select 1")
+                return True
+            except (psycopg.Error, AssertionError):
+                try:
+                    self._lock_owner()
+                except psycopg.Error:
+                    return False
+                return True
+        return await trio.to_thread.run_sync(probe)
+
+    def release_owner(self) -> None:
+        if self._owner_conn is not None:
+            self._owner_conn.close()
+            self._owner_conn = None
+
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> None:
         sql = resources.files("payswitch.switch").joinpath("schema.sql").read_text()
-        await self.call_alone(lambda conn: conn.execute(sql))
+
+        def run(conn: psycopg.Connection) -> None:
+            # `create ... if not exists` run by two workers at once can both pass the
+            # check and one then fails on the catalog: one migration at a time
+            conn.execute("select pg_advisory_xact_lock(%s, %s)", MIGRATE_LOCK)
+            conn.execute(sql)
+        await self.call_alone(run)
 
     # -- journal ----------------------------------------------------------------------
     _INSERT = (
         "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
         " transmission_time, amount_minor, currency, processing_code, pan_masked,"
-        " terminal_id, response_code, fields, pan_token, pan_enc)"
-        " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+        " terminal_id, response_code, fields, pan_token, pan_enc, owner)"
+        " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
 
-    @staticmethod
-    def _row(event: str, msg: Message | dict | None, *, source: str | None = None,
+    def _row(self, event: str, msg: Message | dict | None, *, source: str | None = None,
              link: str | None = None, dup_key: str | None = None,
              pan: tuple[str, bytes] | None = None) -> tuple[Any, ...]:
         f = safe_fields(msg) if isinstance(msg, Message) else dict(msg or {})
@@ -291,12 +345,11 @@ class Store:
         return (event, source, link, dup_key, f.get("mti"), f.get("stan"), f.get("rrn"),
                 f.get("transmission_time"), f.get("amount_minor"), f.get("currency"),
                 f.get("processing_code"), f.get("pan_masked"), f.get("terminal_id"),
-                f.get("response_code"), Jsonb(f), token, blob)
+                f.get("response_code"), Jsonb(f), token, blob, self.owner)
 
-    @classmethod
-    def _append(cls, conn: psycopg.Connection, event: str, msg: Message | dict | None,
+    def _append(self, conn: psycopg.Connection, event: str, msg: Message | dict | None,
                 **kw: Any) -> None:
-        conn.execute(cls._INSERT, cls._row(event, msg, **kw))
+        conn.execute(self._INSERT, self._row(event, msg, **kw))
 
     async def append(self, event: str, msg: Message | dict | None, *,
                      reversal_of: str | None = None, **kw: Any) -> bool:
@@ -332,9 +385,9 @@ class Store:
         before the column existed, matches any)."""
         def run(conn: psycopg.Connection) -> Claim:
             row = conn.execute(
-                "insert into switch_dedup (dup_key, fingerprint) values (%s, %s)"
+                "insert into switch_dedup (dup_key, fingerprint, owner) values (%s, %s, %s)"
                 " on conflict (dup_key) do nothing returning dup_key",
-                (dup_key, fingerprint),
+                (dup_key, fingerprint, self.owner),
             ).fetchone()
             if row is not None:
                 self._append(conn, "request", request, source=source, dup_key=dup_key)
@@ -422,9 +475,9 @@ class Store:
                  expiry_s: int) -> None:
         conn.execute(
             "insert into switch_saf (link, mti, dup_key, message, expires_at, pan_token,"
-            " pan_enc) values (%s, %s, %s, %s, now() + %s, %s, %s)",
+            " pan_enc, owner) values (%s, %s, %s, %s, now() + %s, %s, %s, %s)",
             (item.link, item.mti, dup_key, Jsonb(item.message), timedelta(seconds=expiry_s),
-             item.pan_token, item.pan_enc),
+             item.pan_token, item.pan_enc, self.owner),
         )
         self._append(conn, "saf_queued", {**item.message, "mti": item.mti}, link=item.link,
                      dup_key=dup_key)
@@ -546,16 +599,33 @@ class Store:
         return await self.call_alone(run)
 
     async def recover(self, reversal_of: Any, expiry_s: int,
-                      keys_out: list[str] | None = None) -> int:
+                      keys_out: list[str] | None = None, min_age_s: int = 0) -> int:
         """After a crash: requests with no recorded answer have an unknown outcome.
 
         Each gets answer 91 recorded (a duplicate of it is told 91), and when it had
         been sent to an issuer, a 0420 reversal advice is queued. Returns the count;
         ``keys_out`` receives their duplicate keys (the ledger voids their holds).
+
+        Only requests whose owner is gone (its owner lock free, or no owner recorded):
+        another worker's, or a draining predecessor's, are still being answered. One
+        recovery at a time (RECOVERY_LOCK, held to the COMMIT). ``min_age_s``: only
+        requests claimed at least that long ago (the periodic sweep's margin against an
+        owner that lost its lock's connection for a moment).
         """
         def run(conn: psycopg.Connection) -> int:
+            conn.execute("select pg_advisory_xact_lock(%s, %s)", RECOVERY_LOCK)
+            age = timedelta(seconds=min_age_s)
+            owners = [r[0] for r in conn.execute(
+                "select distinct owner from switch_dedup where completed_at is null"
+                " and created_at <= now() - %s", (age,))]
+            # a free lock is taken until COMMIT, so the owner cannot be seen twice
+            gone = [o for o in owners if o is not None and conn.execute(
+                "select pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                (OWNER_LOCK_CLASS, o)).fetchone()[0]]
             keys = [r[0] for r in conn.execute(
-                "select dup_key from switch_dedup where completed_at is null for update"
+                "select dup_key from switch_dedup where completed_at is null"
+                " and created_at <= now() - %s"
+                " and (owner is null or owner = any(%s)) for update", (age, gone)
             ).fetchall()]
             for key in keys:
                 orig = self._original(conn, key)

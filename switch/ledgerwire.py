@@ -148,9 +148,10 @@ class LedgerWire:
         self.writer = L.BatchWriter(dsn, mac=self.mac, config=L.WriterConfig(
             max_batch=led.max_batch, max_wait_ms=float(led.max_wait_ms),
             queue_max=led.queue_max, expiry_interval_s=float(led.expiry_interval_s)))
-        self.relay = (L.OutboxRelay(dsn, L.RelayConfig(host=led.mqtt_host, port=led.mqtt_port,
-                                                        topic_prefix=led.topic_prefix))
-                      if led.relay else None)
+        self.relay = (L.OutboxRelay(dsn, L.RelayConfig(
+            host=led.mqtt_host, port=led.mqtt_port, topic_prefix=led.topic_prefix,
+            batch_max=led.relay_batch_max, inflight_max=led.relay_inflight_max,
+            publish_timeout_s=led.relay_publish_timeout_ms / 1000)) if led.relay else None)
         self.currencies = tuple(dict.fromkeys(
             [alpha(c) for c in led.currencies] + [alpha(o.currency) for o in cfg.onus]))
         self._onus = sorted(cfg.onus, key=lambda o: -len(o.prefix))

@@ -47,14 +47,17 @@ class Mux:
         self._pending: dict[str, Waiter] = {}
         self._expired: OrderedDict[str, Message] = OrderedDict()
         self._stan = random.randrange(1, STAN_MODULUS)
+        # the STANs this process may use (--workers: a slice per worker, disjoint)
+        self.stans = (1, STAN_MODULUS - 1)
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
     def next_stan(self) -> str:
+        lo, hi = self.stans
         for _ in range(self.max_in_flight + 1):
-            self._stan = self._stan % (STAN_MODULUS - 1) + 1  # 000001..999999
+            self._stan = lo + (self._stan + 1 - lo) % (hi - lo + 1)  # lo..hi, wrapping
             stan = f"{self._stan:06d}"
             if stan not in self._pending:
                 return stan

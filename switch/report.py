@@ -120,6 +120,7 @@ def _ledger(r: dict) -> str:
             *((f"holds {k}", v) for k, v in led.get("holds_by_state", {}).items()),
             ("posted at clearing", led.get("posted_at_clearing")),
             ("transfers", led.get("transfers")), ("events", led.get("events")),
+            ("events published to MQTT", led.get("events_published")),
             ("outbox not relayed", led.get("outbox_unsent"))]
     text = html.escape(led.get("verify_text", ""))
     return _table(rows) + (f"<pre>{text}</pre>" if text else "")

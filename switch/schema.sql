@@ -97,3 +97,15 @@ select encode(substring(sha256(convert_to('payswitch|' || leg || '|' || dup_key,
                         from 1 for 16), 'hex')::uuid as transfer_id,
        reason, dup_key
   from owed cross join (values ('hold'), ('hold2')) as legs(leg);
+
+-- Worker processes (`payswitch serve --workers N`): every row names the process that
+-- wrote it (its boot id, new at each start). A process holds a session advisory lock
+-- on its boot id while it lives (journal.OWNER_LOCK_CLASS, hashtext(owner)); start-up
+-- recovery answers 91 only for open requests whose owner's lock is free (the process
+-- is gone: PostgreSQL drops a session's locks when its connection closes). Rows from
+-- before this column (null) belong to no live process.
+alter table switch_dedup add column if not exists owner text;
+alter table switch_journal add column if not exists owner text;
+alter table switch_saf add column if not exists owner text;
+create index if not exists switch_dedup_open on switch_dedup (owner)
+    where completed_at is null;

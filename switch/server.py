@@ -54,8 +54,10 @@ from payswitch.switch.metrics import Metrics
 from payswitch.switch.participants.admit import identify
 from payswitch.switch.services import Origin, Services
 from payswitch.switch.txn import TransactionManager
+from payswitch.switch.workers import WorkerSpec, reuseport_listener
 
 DRAIN_POLL_S = 0.01
+OWNER_PROBE_S = 2.0  # how often the owner lock's connection is checked
 SAF_LEASE_MARGIN_MS = 2000  # beyond send_timeout_ms, for the DB writes after a send
 # DE39 of a 0430 (0230) that acknowledge a SAF message: 00; 25, the issuer has no such
 # original (nothing to reverse); 94, duplicate (it has this one already). Any other
@@ -66,8 +68,9 @@ SAF_ACK_CODES = frozenset({"00", "25", "94"})
 class Switch:
     def __init__(self, cfg: Config, store: Store | None = None,
                  router: Router | None = None, hsm: Hsm | None = None,
-                 ledger: Any = None) -> None:
+                 ledger: Any = None, worker: WorkerSpec | None = None) -> None:
         self.cfg = cfg
+        self.worker = worker  # one of `serve --workers N`; None: the only process
         # The HSM: given (tests), or opened by run() from [hsm] and closed at its end.
         self._hsm_given = hsm
         self.hsm: AsyncHsm | None = None
@@ -96,6 +99,10 @@ class Switch:
                                  links=self.links, metrics=self.metrics, ledger=ledger,
                                  fingerprint_key=pans.fingerprint_key(cfg),
                                  wake_saf=self._wake_saf)
+        if worker is not None:  # numbers this worker's issuers see: disjoint slices
+            self.services.rrn_range = worker.share(0, 999_999)
+            for link in self.links.values():
+                link.mux.stans = worker.share(1, 999_999)
         self.txn = TransactionManager(self.services)
         self._reading: set[trio.CancelScope] = set()
         self._accepting: list[trio.CancelScope] = []
@@ -138,6 +145,7 @@ class Switch:
 
     async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.store.migrate()
+        await self.store.hold_owner_lock()  # before recovery: our rows are not "gone"
         # their holds are voided below (ledger_voids_due: the "recovered" journal rows,
         # and for a recovered 0400, its original's switch_reversal row)
         recovered = await self.store.recover(
@@ -159,15 +167,19 @@ class Switch:
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
                 root.start_soon(self.txn.recorder.retry_loop)
+                root.start_soon(self._owner_loop)
+                if self.cfg.switch.recovery_min_age_s:
+                    root.start_soon(self._recovery_loop)
                 async with trio.open_nursery() as work:
                     for lst in self.cfg.listeners:
-                        sockets = await trio.open_tcp_listeners(lst.port, host=lst.host)
+                        sockets = await self._listen(lst)
                         self.ports[lst.name] = sockets[0].socket.getsockname()[1]
                         work.start_soon(self._accept_loop, lst, sockets)
                     if self.cfg.switch.metrics_port:
                         self.metrics.watch(self)  # scrape-time gauges: HSM, ledger, backlogs
-                        self.metrics_port = self.metrics.serve(self.cfg.switch.metrics_host,
-                                                               self.cfg.switch.metrics_port)
+                        self.metrics_port = self.metrics.serve(
+                            self.cfg.switch.metrics_host, self.cfg.switch.metrics_port
+                            + (self.worker.index if self.worker else 0))  # one per worker
                     log("switch_ready", listeners=self.ports, metrics_port=self.metrics_port)
                     task_status.started(self)
                     await self._stop.wait()
@@ -181,12 +193,47 @@ class Switch:
         finally:
             self.metrics.close()
             self.store.close()
+            self.store.release_owner()
             if self.ledger is not None:
                 self.ledger.close()
         log("switch_stopped")
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _listen(self, lst: ListenerSection) -> list[trio.SocketListener]:
+        if self.worker is None:
+            return await trio.open_tcp_listeners(lst.port, host=lst.host)
+        # the parent reserved the port; every worker listens on it (SO_REUSEPORT)
+        return [await reuseport_listener(lst.host, self.worker.ports[lst.name])]
+
+    async def _recovery_loop(self) -> None:
+        """Open requests of a process that died and was not started again (a worker
+        fewer, a drain that timed out): answered 91, 0420 queued, holds voided."""
+        sw = self.cfg.switch
+        while True:
+            await trio.sleep(sw.recovery_interval_s)
+            keys: list[str] = []
+            try:
+                count = await self.store.recover(reversal_item, self.cfg.saf.expiry_s, keys,
+                                                 min_age_s=sw.recovery_min_age_s)
+            except StoreError as e:
+                log("recovery_failed", logging.ERROR, error=str(e))
+                continue
+            if count:
+                log("recovered_in_flight", logging.WARNING, count=count,
+                    note="a gone process's requests: 91 recorded, reversals queued")
+                self._wake_saf()
+                for key in keys if self.ledger is not None else ():
+                    self.ledger.void_later(key)
+
+    async def _owner_loop(self) -> None:
+        """Keep the owner lock: if its connection died (database restart), take it again,
+        so that another worker's start-up does not take over our open requests."""
+        while True:
+            await trio.sleep(OWNER_PROBE_S)
+            if not await self.store.owner_lock_alive():
+                log("owner_lock_lost", logging.ERROR, owner=self.store.owner)
 
     async def _drain(self) -> None:
         log("switch_draining", in_flight=self.txn.in_flight)

@@ -126,6 +126,7 @@ class Services:
     # dup_key -> set when that request's answer is recorded (duplicates wait on it)
     in_flight_keys: dict[str, trio.Event] = field(default_factory=dict)
     wake_saf: Callable[[], None] = lambda: None  # new SAF rows were queued
+    rrn_range: tuple[int, int] = (0, 999_999)  # --workers: a disjoint slice per worker
     terminals: dict[str, TerminalSection] = field(init=False)
     _rrn_seq: int = field(init=False)
 
@@ -135,7 +136,8 @@ class Services:
 
     def new_rrn(self) -> str:
         """DE37: YDDDhh + 6-digit sequence (ISO 8583 convention)."""
-        self._rrn_seq = (self._rrn_seq + 1) % 1_000_000
+        lo, hi = self.rrn_range
+        self._rrn_seq = lo + (self._rrn_seq + 1 - lo) % (hi - lo + 1)
         return time.strftime("%y%j%H", time.gmtime())[1:] + f"{self._rrn_seq:06d}"
 
     def pin_key_of(self, ctx: Context) -> tuple[str, str]:

@@ -16,6 +16,8 @@ def test_e2e_benchmark_short_run():
         assert figures["p99_ms"] >= figures["p50_ms"] > 0
         assert figures["cpu_us_per_auth"] > 0
     assert result["relay_over_switch_throughput"] > 0
+    two = result["switch_by_workers"]["2"]
+    assert two["authorizations"] > 0 and two["errors"] == 0 and two["speedup"] > 0
 
 
 @pytest.mark.slow

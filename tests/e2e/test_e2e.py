@@ -171,6 +171,11 @@ def test_demo_json():
     assert day["ledger_verify_ok"] is True and day["ledger_balanced"] is True
     assert report["ledger"]["holds"] > 0
     assert report["ledger"]["posted_at_clearing"] == report["ledger"]["holds"]
+    # Issue 8: the switch's outbox relay ran in `payswitch serve`: its events reached
+    # the broker (the clearing run's, written after the switch stopped, are not yet).
+    led = report["ledger"]
+    assert led["events_published"] > 0
+    assert led["events_published"] + led["outbox_unsent"] == led["events"]
 
 
 def test_timeout_gives_91_and_the_issuer_gets_a_0420(topology):

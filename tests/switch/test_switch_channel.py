@@ -31,8 +31,17 @@ class NoJournal:
     async def migrate(self) -> None:
         pass
 
-    async def recover(self, *args: Any) -> int:
+    async def recover(self, *args: Any, **kw: Any) -> int:
         return 0
+
+    async def hold_owner_lock(self) -> None:
+        pass
+
+    async def owner_lock_alive(self) -> bool:
+        return True
+
+    def release_owner(self) -> None:
+        pass
 
     async def saf_expire(self, limit: int) -> list:
         return []

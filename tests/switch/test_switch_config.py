@@ -44,6 +44,8 @@ def test_example_config_parses_with_every_section():
     ({"onus": [{"prefix": "999"}]}, "needs \\[ledger\\] enabled"),
     ({"ledger": {"enabled": True}, "onus": [{"prefix": "99x"}]}, "digits"),
     ({"ledger": {"enabled": True, "relay_on": True}}, "unknown key"),
+    ({"ledger": {"relay_inflight_max": 0}}, "relay_inflight_max"),
+    ({"ledger": {"mqtt_port": 70000}}, "not a TCP port"),
     ({"database": {"dsn": "host=db user=app password=hunter2"}}, "password does not belong"),
     ({"database": {"dsn": "postgresql://app:hunter2@db/payswitch"}}, "password does not belong"),
 ])
