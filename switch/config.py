@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import psycopg
 
 from payswitch.codecs.framing import KINDS as FRAMINGS
 from payswitch.codecs.iso8583 import DIALECTS
+from payswitch.routing.risk_rules import RiskConfig, RiskConfigError
 
 
 class ConfigError(ValueError):
@@ -209,6 +210,8 @@ class Config:
     routes: tuple[RouteSection, ...] = ()
     ledger: LedgerSection = field(default_factory=LedgerSection)
     onus: tuple[OnusSection, ...] = ()
+    risk: RiskConfig | None = None  # [risk]: routing/risk_rules.py; None = no scoring
+    path: str = ""  # the file it was read from (risk rules reload from it); not a section
 
     def link(self, name: str) -> LinkSection:
         return next(x for x in self.links if x.name == name)
@@ -247,7 +250,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def parse(data: dict[str, Any]) -> Config:
-    top = {f.name for f in fields(Config)}
+    top = {f.name for f in fields(Config)} - {"path"}
     unknown = sorted(set(data) - top)
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(unknown)}")
@@ -270,9 +273,20 @@ def parse(data: dict[str, Any]) -> Config:
         routes=many("routes", RouteSection),
         ledger=_build(LedgerSection, data.get("ledger", {}), "ledger"),
         onus=many("onus", OnusSection),
+        risk=parse_risk(data["risk"]) if "risk" in data else None,
     )
     _check(cfg)
     return cfg
+
+
+def parse_risk(data: Any) -> RiskConfig:
+    """``[risk]`` through routing's own validation; its error names the key."""
+    if not isinstance(data, dict):
+        raise ConfigError("risk: expected a table")
+    try:
+        return RiskConfig.from_dict(data)
+    except RiskConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _unique(names: list[str], what: str) -> None:
@@ -408,4 +422,4 @@ def load(path: str) -> Config:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return parse(data)
+    return replace(parse(data), path=path)

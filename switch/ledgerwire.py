@@ -333,10 +333,12 @@ class LedgerWire:
         return L.Event(det_id("ev", dup_key, "declined"), "declined",
                        {"response_code": code, **extra}, payment_id=self.payment_id(dup_key))
 
-    async def declined(self, dup_key: str, req: Message, route: str, code: str) -> None:
-        """A declined authorization's events (no transfer)."""
+    async def declined(self, dup_key: str, req: Message, route: str, code: str,
+                       reasons: list[str] | None = None) -> None:
+        """A declined authorization's events (no transfer); a risk decline's reasons."""
+        extra = {"reasons": reasons} if reasons else {}
         await self._submit((), [*self._common_events(dup_key, req, route),
-                                self._declined(dup_key, code)])
+                                self._declined(dup_key, code, **extra)])
 
     @staticmethod
     def holds_money(req: Message) -> bool:

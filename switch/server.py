@@ -96,6 +96,10 @@ class Switch:
                                  links=self.links, metrics=self.metrics, ledger=ledger,
                                  fingerprint_key=pans.fingerprint_key(cfg),
                                  wake_saf=self._wake_saf)
+        if cfg.risk is not None:  # a missing model file is a ConfigError here
+            from payswitch.switch.risk import RiskEngine
+
+            self.services.risk = RiskEngine(cfg.risk, cfg.path)
         self.txn = TransactionManager(self.services)
         self._reading: set[trio.CancelScope] = set()
         self._accepting: list[trio.CancelScope] = []
@@ -142,6 +146,9 @@ class Switch:
         if recovered:
             log("recovered_in_flight", logging.WARNING, count=recovered,
                 note="answered 91; reversals queued for those sent to an issuer")
+        if self.services.risk is not None:  # before any listener: the windows are whole
+            n = await self.store.risk_inputs(self.services.risk.replay)
+            log("risk_state_rebuilt", authorizations=n)
         try:
             async with trio.open_nursery() as root:
                 if self.ledger is not None:

@@ -35,6 +35,7 @@ from payswitch.switch.participants.reversal import (
     StoreReversal,
     VoidLedger,
 )
+from payswitch.switch.participants.risk import ScoreRisk
 from payswitch.switch.participants.route import Route
 
 Step = type[Participant]
@@ -49,8 +50,8 @@ class Path:
 
 _AUTHORIZATION = Path(
     head=(Identify, CheckMac, CheckTransaction, CheckDuplicate, CheckOnus),
-    onus=(AuthorizeOnus,),
-    offus=(Route, TranslatePin, Forward, PostLedger),
+    onus=(ScoreRisk, AuthorizeOnus),
+    offus=(Route, ScoreRisk, TranslatePin, Forward, PostLedger),
 )
 
 PATHS: dict[str, Path] = {
