@@ -18,7 +18,10 @@ import psycopg
 
 from payswitch.codecs.framing import KINDS as FRAMINGS
 from payswitch.codecs.iso8583 import DIALECTS
+from payswitch.routing.health import HealthConfig, health_config
 from payswitch.routing.risk_rules import RiskConfig, RiskConfigError
+from payswitch.routing.routes import RouteConfigError, RouteTable
+from payswitch.routing.standin import StandInConfigError, StandInParams
 
 
 class ConfigError(ValueError):
@@ -198,6 +201,23 @@ class OnusSection:
 
 
 @dataclass(frozen=True, slots=True)
+class StandInSection:
+    """[routing.standin."<range prefix>"]: the issuer's stand-in limits
+    (routing/standin.py), and whether a timeout (not only every route down) stands in."""
+    params: StandInParams
+    on_timeout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSection:
+    """[routing]: several routes per BIN range with health, breakers and failover
+    (routing/routes.py, routing/health.py), and stand-in per range."""
+    table: RouteTable
+    health: HealthConfig = field(default_factory=HealthConfig)
+    standin: dict[str, StandInSection] = field(default_factory=dict)  # by range prefix
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     switch: SwitchSection = field(default_factory=SwitchSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
@@ -211,6 +231,7 @@ class Config:
     ledger: LedgerSection = field(default_factory=LedgerSection)
     onus: tuple[OnusSection, ...] = ()
     risk: RiskConfig | None = None  # [risk]: routing/risk_rules.py; None = no scoring
+    routing: RoutingSection | None = None  # [routing]: None = [[routes]] only
     path: str = ""  # the file it was read from (risk rules reload from it); not a section
 
     def link(self, name: str) -> LinkSection:
@@ -275,6 +296,9 @@ def parse(data: dict[str, Any]) -> Config:
         onus=many("onus", OnusSection),
         risk=parse_risk(data["risk"]) if "risk" in data else None,
     )
+    if "routing" in data:
+        cfg = replace(cfg, routing=parse_routing(data["routing"],
+                                                 {x.name for x in cfg.links}))
     _check(cfg)
     return cfg
 
@@ -287,6 +311,34 @@ def parse_risk(data: Any) -> RiskConfig:
         return RiskConfig.from_dict(data)
     except RiskConfigError as e:
         raise ConfigError(str(e)) from None
+
+
+def parse_routing(data: Any, links: set[str]) -> RoutingSection:
+    """``[routing]``: ranges (a route naming a missing link is refused), health and
+    stand-in, each through routing's own validation; the error names the key."""
+    if not isinstance(data, dict):
+        raise ConfigError("routing: expected a table")
+    unknown = sorted(set(data) - {"ranges", "health", "standin"})
+    if unknown:
+        raise ConfigError(f"routing.{unknown[0]}: unknown key")
+    try:
+        table = RouteTable(data.get("ranges", []), links)
+        health = health_config(data.get("health", {}), "routing.health")
+        standin = {}
+        for prefix, d in data.get("standin", {}).items():
+            key = f"routing.standin.{prefix}"
+            rng = table.eligible(prefix)
+            if rng is None or rng.prefix != prefix or not isinstance(d, dict):
+                raise ConfigError(f"{key}: no [[routing.ranges]] with that prefix")
+            on_timeout = d.get("on_timeout", False)
+            if not isinstance(on_timeout, bool):
+                raise ConfigError(f"{key}.on_timeout: true or false")
+            params = StandInParams.from_dict(
+                {k: v for k, v in d.items() if k != "on_timeout"}, key)
+            standin[prefix] = StandInSection(params, on_timeout)
+    except (RouteConfigError, StandInConfigError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    return RoutingSection(table, health, standin)
 
 
 def _unique(names: list[str], what: str) -> None:

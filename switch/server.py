@@ -34,6 +34,7 @@ from payswitch.codecs.iso8583 import BITMAP_TWINS, Dialect, Message, get
 from payswitch.hsm import AsyncHsm, Hsm, TokenConfig
 from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
+from payswitch.routing.health import HealthConfig
 from payswitch.switch import pans
 from payswitch.switch.admission import Admission, LogSampler, MalformedWindow
 from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
@@ -46,6 +47,7 @@ from payswitch.switch.errors import (
     UnknownAcquirer,
     UnknownTerminal,
 )
+from payswitch.switch.guards import make_guards, probe_loop
 from payswitch.switch.journal import SafRow, Store, message_from_safe
 from payswitch.switch.links import IssuerLink, transmission_time
 from payswitch.switch.logs import log
@@ -96,6 +98,8 @@ class Switch:
                                  links=self.links, metrics=self.metrics, ledger=ledger,
                                  fingerprint_key=pans.fingerprint_key(cfg),
                                  wake_saf=self._wake_saf)
+        self.services.guards = make_guards(
+            self.links, cfg.routing.health if cfg.routing else HealthConfig(), self.metrics)
         if cfg.risk is not None:  # a missing model file is a ConfigError here
             from payswitch.switch.risk import RiskEngine
 
@@ -162,6 +166,7 @@ class Switch:
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
+                root.start_soon(probe_loop, self.services.guards, self.links)
                 root.start_soon(self.txn.recorder.retry_loop)
                 async with trio.open_nursery() as work:
                     for lst in self.cfg.listeners:

@@ -42,6 +42,7 @@ class Context:
     dup_key: str | None = None
     owner: bool = False  # this task owns the request's journal entry
     route: RouteDecision | None = None
+    ranked: list[Any] | None = None  # [routing] range: its routes, best first (RankRoutes)
     onus: OnusSection | None = None  # the [[onus]] section when the switch is the issuer
     original: Original | None = None
     original_pan: str | None = None  # a reversal's: its original's PAN (match_original)
@@ -128,6 +129,7 @@ class Services:
     in_flight_keys: dict[str, trio.Event] = field(default_factory=dict)
     wake_saf: Callable[[], None] = lambda: None  # new SAF rows were queued
     risk: Any = None  # switch.risk.RiskEngine when [risk] is configured
+    guards: dict[str, Any] = field(default_factory=dict)  # link -> guards.LinkGuard
     terminals: dict[str, TerminalSection] = field(init=False)
     _rrn_seq: int = field(init=False)
 

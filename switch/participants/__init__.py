@@ -19,7 +19,7 @@ from payswitch.switch.participants.admit import (
 from payswitch.switch.participants.advice import StoreAdvice
 from payswitch.switch.participants.base import Participant
 from payswitch.switch.participants.duplicate import CheckDuplicate
-from payswitch.switch.participants.forward import Forward
+from payswitch.switch.participants.failover import ForwardFailover, RankRoutes
 from payswitch.switch.participants.hold import PostLedger
 from payswitch.switch.participants.onus import (
     AcknowledgeAdvice,
@@ -51,7 +51,7 @@ class Path:
 _AUTHORIZATION = Path(
     head=(Identify, CheckMac, CheckTransaction, CheckDuplicate, CheckOnus),
     onus=(ScoreRisk, AuthorizeOnus),
-    offus=(Route, ScoreRisk, TranslatePin, Forward, PostLedger),
+    offus=(RankRoutes, ScoreRisk, TranslatePin, ForwardFailover, PostLedger),
 )
 
 PATHS: dict[str, Path] = {

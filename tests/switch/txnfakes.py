@@ -236,6 +236,12 @@ class FakeLink:
         self._stan += 1
         return f"{self._stan:06d}"
 
+    async def echo(self) -> bool:
+        """A breaker's probe: answered when the link is up and ``answer`` answers."""
+        await trio.lowlevel.checkpoint()
+        self.echoes = getattr(self, "echoes", 0) + 1
+        return self.state == "signed_on" and self.answer(Message(mti="0800")) is not None
+
     async def request(self, msg: Message, timeout_ms: int | None = None) -> Message:
         if self.state != "signed_on":
             raise LinkUnavailable(f"link {self.name} is {self.state}")
