@@ -420,8 +420,9 @@ class LedgerWire:
         return billing
 
     async def hold_offus(self, dup_key: str, req: Message, link: str, auth_code: str | None,
-                         ) -> None:
-        """An issuer's approval: network receivable -> merchant payable, pending."""
+                         stand_in: bool = False) -> None:
+        """An issuer's approval (or the switch's, standing in for it: marked on the
+        ``approved`` event): network receivable -> merchant payable, pending."""
         ccy = alpha(req.currency or "840")
         if ccy not in self.currencies:
             raise LedgerUnavailable(f"no ledger for currency {ccy}")
@@ -432,7 +433,8 @@ class LedgerWire:
             held_event_id=det_id("ev", dup_key, "held"),
             declined_event_id=det_id("ev", dup_key, "declined"),
             amount_minor=req.amount_minor, currency=ccy,
-            approved={"auth_code": auth_code, "link": link},
+            approved={"auth_code": auth_code, "link": link,
+                      **({"stand_in": True} if stand_in else {})},
             declined={"response_code": "96", "reason": "ledger"})
         common = self._common_events(dup_key, req, link)
         t = L.Transfer(hold_id, self.network_receivable(link, ccy), self.merchant_payable(ccy),

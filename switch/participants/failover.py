@@ -20,6 +20,7 @@ from payswitch.switch.guards import now_ms
 from payswitch.switch.participants.forward import Forward
 from payswitch.switch.participants.pin import TranslatePin
 from payswitch.switch.participants.route import Route
+from payswitch.switch.participants.standin import StandIn
 from payswitch.switch.services import Context, Services
 
 DEBIT_ACCOUNTS = ("10", "20")  # DE3 positions 3-4: savings, checking
@@ -52,8 +53,16 @@ class ForwardFailover(Forward):
     def __init__(self, svc: Services) -> None:
         super().__init__(svc)
         self._pin = TranslatePin(svc)
+        self._stand_in = StandIn(svc)
 
     async def prepare(self, ctx: Context) -> None:
+        try:
+            await self._route(ctx)
+        except (LinkUnavailable, IssuerTimeout) as e:
+            if not await self._stand_in.try_approve(ctx, e):
+                raise
+
+    async def _route(self, ctx: Context) -> None:
         if ctx.ranked is None:  # a [[routes]] card: one link, its breaker obeyed
             await self._attempt(ctx)
             return

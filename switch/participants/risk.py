@@ -12,16 +12,15 @@ from payswitch.switch.errors import LedgerUnavailable, RiskDeclined, RiskDecline
 from payswitch.switch.logs import log
 from payswitch.switch.participants.base import Participant
 from payswitch.switch.risk import auth_input, journal_fields
-from payswitch.switch.services import Context
+from payswitch.switch.services import Context, Services
 
 RISK_EVENT = "risk_scored"
 ONUS_ISSUER = "onus"  # the issuer name of on-us cards in [risk.issuers]
 
 
-async def card_token(p: Participant, ctx: Context) -> str:
+async def card_token(svc: Services, ctx: Context) -> str:
     """The card as the risk state keys it: the HSM PAN token (the journal's), else an
     HMAC under the switch's fingerprint key. Never the PAN."""
-    svc = p.svc
     if svc.hsm is not None:
         if ctx.pan_prot is None:
             ctx.pan_prot = await pans.protect(svc, ctx)
@@ -44,7 +43,7 @@ class ScoreRisk(Participant):
             return
         req = ctx.request
         issuer = ctx.route.link if ctx.route is not None else ONUS_ISSUER
-        auth = auth_input(req, await card_token(self, ctx), engine.now_ms())
+        auth = auth_input(req, await card_token(self.svc, ctx), engine.now_ms())
         d = engine.assess(auth, issuer)
         m = self.svc.metrics
         m.risk_decisions.labels(d.action).inc()

@@ -174,6 +174,7 @@ class FakeLedger:
     voids_later: list[str] = field(default_factory=list)
     declines: list[str] = field(default_factory=list)
     decline_reasons: dict[str, list[str]] = field(default_factory=dict)
+    stand_in: list[str] = field(default_factory=list)  # holds marked stand-in
     posted: list[tuple[str, int]] = field(default_factory=list)
 
     def onus_range(self, pan: str | None) -> OnusSection | None:
@@ -195,8 +196,10 @@ class FakeLedger:
         return "123456"
 
     async def hold_offus(self, dup_key: str, req: Message, link: str,
-                         auth_code: str | None) -> None:
+                         auth_code: str | None, stand_in: bool = False) -> None:
         await self._hold(dup_key, req)
+        if stand_in:
+            self.stand_in.append(dup_key)
 
     async def declined(self, dup_key: str, req: Message, route: str, code: str,
                        reasons: list[str] | None = None) -> None:
