@@ -41,6 +41,10 @@ class SwitchSection:
     # fingerprint's PAN hash; unset = a random key per process (see README).
     fingerprint_key_env: str = "PAYSWITCH_FINGERPRINT_KEY"
     journal_retry_max: int = 10_000  # answers kept in memory while the journal is down
+    # The risk features' clock: "receive" (the switch's UTC receive time), or
+    # "transmission_time" (the request's DE7: only to replay simulated days, as the
+    # demo does -- the sender sets DE7)
+    risk_clock: str = "receive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class HsmSection:
 
 
 PIN_MODES = ("tpk", "dukpt")
+RISK_CLOCKS = ("receive", "transmission_time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +369,8 @@ def _check_dsn_has_no_secret(dsn: str) -> None:
 
 def _check(cfg: Config) -> None:
     _check_dsn_has_no_secret(cfg.database.dsn)
+    if cfg.switch.risk_clock not in RISK_CLOCKS:
+        raise ConfigError(f"switch.risk_clock: one of {', '.join(RISK_CLOCKS)}")
     _unique([x.name for x in cfg.listeners], "listener")
     _unique([x.name for x in cfg.links], "link")
     _unique([x.id for x in cfg.terminals], "terminal")

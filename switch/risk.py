@@ -18,6 +18,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from payswitch.codecs.iso8583.message import Message
@@ -62,8 +63,8 @@ class RiskEngine:
     features' hours are UTC); tests pass a fake."""
 
     def __init__(self, cfg: RiskConfig, path: str = "", limits: Limits | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.path, self.clock = path, clock
+                 clock: Callable[[], float] = time.time, use_de7: bool = False) -> None:
+        self.path, self.clock, self.use_de7 = path, clock, use_de7
         self.scorer = RiskScorer(cfg, RiskState(limits), _load_model(cfg))
         self._mtime = self._stat()
         self._checked = clock()
@@ -108,6 +109,14 @@ class RiskEngine:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    def at_ms(self, req: Message) -> int:
+        """The authorization's time for the features: now, or (``use_de7``) its DE7
+        in the year that puts it nearest to now."""
+        now = self.now_ms()
+        if not self.use_de7:
+            return now
+        return de7_ms(req.transmission_time, now) or now
+
     def replay(self, inputs: Iterable[Mapping[str, Any]]) -> int:
         """Feed journalled ``AuthInput`` dicts (oldest first) to the state; returns how
         many. Rows that do not fit (an older format) are skipped."""
@@ -119,6 +128,25 @@ class RiskEngine:
                 continue
             n += 1
         return n
+
+
+def de7_ms(de7: str | None, now_ms: int) -> int | None:
+    """DE7 (MMDDhhmmss, UTC) as ms since the epoch, in the year nearest ``now_ms``;
+    None when it is not a valid date and time."""
+    if not de7 or len(de7) != 10 or not de7.isdigit():
+        return None
+    year = datetime.fromtimestamp(now_ms / 1000, UTC).year
+    best = None
+    for y in (year - 1, year, year + 1):
+        try:
+            t = datetime(y, int(de7[:2]), int(de7[2:4]), int(de7[4:6]), int(de7[6:8]),
+                         int(de7[8:]), tzinfo=UTC)
+        except ValueError:
+            continue
+        ms = int(t.timestamp() * 1000)
+        if best is None or abs(ms - now_ms) < abs(best - now_ms):
+            best = ms
+    return best
 
 
 def journal_fields(d: RiskDecision, auth: AuthInput) -> dict[str, Any]:

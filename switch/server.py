@@ -103,7 +103,8 @@ class Switch:
         if cfg.risk is not None:  # a missing model file is a ConfigError here
             from payswitch.switch.risk import RiskEngine
 
-            self.services.risk = RiskEngine(cfg.risk, cfg.path)
+            self.services.risk = RiskEngine(
+                cfg.risk, cfg.path, use_de7=cfg.switch.risk_clock == "transmission_time")
         self.txn = TransactionManager(self.services)
         self._reading: set[trio.CancelScope] = set()
         self._accepting: list[trio.CancelScope] = []

@@ -43,7 +43,7 @@ class ScoreRisk(Participant):
             return
         req = ctx.request
         issuer = ctx.route.link if ctx.route is not None else ONUS_ISSUER
-        auth = auth_input(req, await card_token(self.svc, ctx), engine.now_ms())
+        auth = auth_input(req, await card_token(self.svc, ctx), engine.at_ms(req))
         d = engine.assess(auth, issuer)
         m = self.svc.metrics
         m.risk_decisions.labels(d.action).inc()

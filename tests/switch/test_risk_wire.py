@@ -238,3 +238,25 @@ def test_a_real_switch_scores_journals_and_keeps_card_windows_across_a_restart(
         with trio.fail_after(60):
             await main()
     trio.run(bounded)
+
+
+def test_de7_as_the_risk_clock_for_replayed_days():
+    from payswitch.switch.risk import de7_ms
+
+    now = 1_795_000_000_000  # 2026-11-18
+    assert de7_ms("1101000000", now) == 1_793_491_200_000  # 2026-11-01T00:00:00Z
+    assert de7_ms("1231235959", 1_767_312_000_000) == 1_767_225_599_000  # last year
+    assert de7_ms("1332000000", now) is None and de7_ms("11010000", now) is None
+    with pytest.raises(ConfigError, match="switch.risk_clock"):
+        parse({**BASE, "switch": {"risk_clock": "terminal"}})
+
+
+@virtual
+async def test_with_the_de7_clock_a_replayed_burst_counts_in_its_own_minute():
+    b = bench({"use_model": False, "rules": {"max_card_1m": 2}})
+    b.svc.risk.use_de7 = True
+    times = ["1101000000", "1101000010", "1101000020", "1101000030", "1101003000"]
+    codes = [(await b.send(request(stan=f"{i:06d}").replace(transmission_time=t))
+              ).response_code for i, t in enumerate(times, 1)]
+    # the 4th is the 4th within a DE7 minute; the 5th 30 DE7 minutes later
+    assert codes == ["00", "00", "00", "59", "00"]
