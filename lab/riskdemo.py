@@ -52,7 +52,7 @@ def ensure_model(argv_of, timeout_s: float = 900.0) -> Path | None:
     return path
 
 
-def config_lines(model: Path | None) -> list[str]:
+def config_lines(model: Path | None, standin: dict | None = None) -> list[str]:
     """[risk] (shadow), [routing] (breakers; stand-in for the Visa range) and the feed's
     terminals. ``risk_clock`` goes into [switch]: see ``switch_line``."""
     lines = ["[risk]", 'mode = "shadow"', f"use_model = {'true' if model else 'false'}"]
@@ -64,7 +64,7 @@ def config_lines(model: Path | None) -> list[str]:
               "[routing.health]", "min_requests = 10", "failure_rate = 0.5",
               "open_ms = 5000", "[[routing.ranges]]", 'prefix = "4"',
               'routes = [{ link = "visa" }]', '[routing.standin."4"]']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in STANDIN.items()] + [""]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (standin or STANDIN).items()] + [""]
     for i in range(1, FEED_TERMINALS + 1):
         lines += ["[[terminals]]", f'id = "{FEED_PREFIX}{i:04d}"', 'source = "127.0.0.1"', ""]
     return lines
