@@ -61,6 +61,8 @@ class ForwardFailover(Forward):
         except (LinkUnavailable, IssuerTimeout) as e:
             if not await self._stand_in.try_approve(ctx, e):
                 raise
+            return
+        await self._stand_in.observe(ctx)
 
     async def _route(self, ctx: Context) -> None:
         if ctx.ranked is None:  # a [[routes]] card: one link, its breaker obeyed

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from typing import Any
 
 from payswitch.codecs.iso8583.message import Message
-from payswitch.routing.standin import APPROVED, StandInRequest, StandInUsage, decide
+from payswitch.routing.standin import (
+    APPROVED,
+    ISSUER_UNAVAILABLE,
+    StandInDecision,
+    StandInRequest,
+    StandInUsage,
+    decide,
+)
 from payswitch.switch.errors import IssuerTimeout, LinkUnavailable
 from payswitch.switch.journal import SafItem, safe_fields
 from payswitch.switch.links import transmission_time
@@ -17,7 +25,9 @@ from payswitch.switch.participants.risk import RISK_EVENT, card_token
 from payswitch.switch.services import Context, Link, Services
 
 STANDIN_EVENT = "standin"
-USAGE_MAX_CARDS = 100_000  # cards whose stand-in use today is remembered
+USAGE_MAX_CARDS = 100_000  # cards whose stand-in use today (and last answer) is remembered
+# the issuer's answers that say nothing against the card (not a decline of it)
+NOT_AGAINST_CARD = frozenset({"00", "08", "10", "11", "91", "96"})
 
 
 def outbound(svc: Services, ctx: Context, link: Link) -> Message:
@@ -56,24 +66,45 @@ class StandIn:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.usage = StandInUsage(USAGE_MAX_CARDS)
+        # card token -> the issuer's last DE39 for it: a card it declined is not
+        # approved in its absence (an exception file built from its own answers)
+        self.last_answer: OrderedDict[str, str] = OrderedDict()
+
+    def _section(self, ctx: Context) -> Any:
+        routing = self.svc.cfg.routing
+        if routing is None or ctx.ranked is None or ctx.route is None:
+            return None
+        return routing.standin.get(ctx.route.prefix)
+
+    async def observe(self, ctx: Context) -> None:
+        """After the issuer answered a request of a stand-in range: keep its answer."""
+        if self._section(ctx) is None or ctx.issuer_response is None:
+            return
+        token = await card_token(self.svc, ctx)
+        self.last_answer[token] = ctx.issuer_response.response_code or ""
+        self.last_answer.move_to_end(token)
+        while len(self.last_answer) > USAGE_MAX_CARDS:
+            self.last_answer.popitem(last=False)
 
     async def try_approve(self, ctx: Context, error: Exception) -> bool:
         """True: ``ctx.response`` is a stand-in approval, the advice queued with it."""
         routing = self.svc.cfg.routing
-        if routing is None or ctx.ranked is None:
-            return False
-        section = routing.standin.get(ctx.route.prefix)
+        section = self._section(ctx)
         timed_out = isinstance(error, IssuerTimeout)
         if section is None or not (isinstance(error, LinkUnavailable)
                                    or (timed_out and section.on_timeout)):
             return False
         req = ctx.request
         token = await card_token(self.svc, ctx)
-        decision = decide(section.params, self.usage, StandInRequest(
-            card_token=token, amount_minor=req.amount_minor or 0,
-            processing_code=req.processing_code or "", mcc=req.mcc or "",
-            risk_score=_risk_score(ctx), card_checks_ok=None,
-            now_ms=int(time.time() * 1000)))
+        last = self.last_answer.get(token)
+        if last is not None and last not in NOT_AGAINST_CARD:
+            decision = StandInDecision(ISSUER_UNAVAILABLE, f"issuer_declined_{last}")
+        else:
+            decision = decide(section.params, self.usage, StandInRequest(
+                card_token=token, amount_minor=req.amount_minor or 0,
+                processing_code=req.processing_code or "", mcc=req.mcc or "",
+                risk_score=_risk_score(ctx), card_checks_ok=None,
+                now_ms=int(time.time() * 1000)))
         why: dict[str, Any] = {"prefix": ctx.route.prefix, "reason": decision.reason,
                                "after": "timeout" if timed_out else "unreachable"}
         if decision.response_code != APPROVED:

@@ -11,6 +11,7 @@ from test_failover import Answers, bench
 from test_txn import virtual
 from txnfakes import FakeLedger, key, request
 
+from payswitch.codecs.iso8583.message import Message
 from payswitch.routing.risk_rules import RiskConfig
 from payswitch.switch.risk import RiskEngine
 
@@ -173,3 +174,17 @@ async def _started(fn, issuer, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         while not issuer.port:
             await trio.sleep(0.01)
         task_status.started()
+
+
+@virtual
+async def test_a_card_its_issuer_just_declined_is_not_approved_in_its_absence():
+    answers = Answers()
+    b = standin_bench(answers)
+    declined = Message(mti="0210", response_code="51")
+    b.links["visa"].answer = lambda m: declined.replace(stan=m.stan, rrn=m.rrn)
+    assert (await b.send(request(stan="000001"))).response_code == "51"
+    b.links["visa"].state = b.links["visa2"].state = "down"
+    assert (await b.send(request(stan="000002"))).response_code == "91"
+    assert standin_rows(b)[0]["reason"] == "issuer_declined_51"
+    other = await b.send(request(stan="000003", pan="4761739001010028"))
+    assert other.response_code == "00"  # another card: stood in for
