@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from test_failover import Answers, bench
+from test_switch_failover import Answers, bench
 from test_txn import virtual
 from txnfakes import FakeLedger, key, request
 
