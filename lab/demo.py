@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import trio
 
 from payswitch.hsm import devkeys
+from payswitch.lab import riskdemo
 from payswitch.lab.realparts import free_port
 from payswitch.simulators import cards
 
@@ -190,7 +191,8 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
                 metrics_port: int = 0, hsm_token: str | None = None,
                 dukpt_every: int = DUKPT_EVERY, mac_links: tuple[str, ...] = MAC_LINKS,
                 ledger: bool = False, pos_port: int = 0,
-                ledger_relay: tuple[str, int, str] | None = None) -> str:
+                ledger_relay: tuple[str, int, str] | None = None,
+                risk: list[str] | None = None) -> str:
     """The switch config (keys as switch/config.py reads them) for this topology.
 
     With ``hsm_token``: the [hsm] section, the terminals' PIN keys (TPK; DEMOnnnn with
@@ -199,7 +201,8 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
     range (ONUS_PREFIX)."""
     lines = [
         "[switch]", f"name = {_toml_str(name)}", 'metrics_host = "127.0.0.1"',
-        f"metrics_port = {metrics_port}", "drain_timeout_ms = 5000", "",
+        f"metrics_port = {metrics_port}", "drain_timeout_ms = 5000",
+        *([riskdemo.SWITCH_LINE] if risk else []), "",
         "[database]", 'dsn_env = "PAYSWITCH_PG_DSN"', "",
         "[saf]", "retry_interval_ms = 1000", "max_attempts = 50", "expiry_s = 86400", "",
         "[[listeners]]", 'name = "pos"', 'host = "127.0.0.1"', f"port = {pos_port}",
@@ -234,6 +237,7 @@ def demo_config(visa_port: int, mastercard_port: int, *, terminals: int = TERMIN
     lines += ["[[routes]]", 'prefix = "4"', 'link = "visa"', ""]
     for prefix in MASTERCARD_PREFIXES:
         lines += ["[[routes]]", f'prefix = "{prefix}"', 'link = "mastercard"', ""]
+    lines += risk or []  # lab/riskdemo.py: [risk], [routing], the fraud feed's terminals
     if ledger:
         lines += ["[ledger]", "enabled = true", 'currencies = ["USD"]', "max_wait_ms = 1"]
         if ledger_relay:  # (MQTT host, port, topic prefix)
@@ -335,7 +339,8 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                      metrics: bool = False, hsm: dict | None = None,
                      ledger: bool = False,
                      mqtt: tuple[str, int] | None = None,
-                     workers: int = 1) -> Iterator[Topology]:
+                     workers: int = 1, risk: list[str] | None = None,
+                     ) -> Iterator[Topology]:
     """Database, both simulators and the switch as processes; all stopped on exit.
 
     ``hsm``: the token configs of ``devkeys.make_dev_tokens`` (switch, issuer): the
@@ -366,7 +371,7 @@ def running_topology(log_dir: str, *, terminals: int = TERMINALS,
                                     "PAYSWITCH_DEMO_METRICS_PORT") or 0) or free_port())
                                 if metrics else 0,
                                 hsm_token=hsm["switch"].label if hsm else None,
-                                ledger=ledger,
+                                ledger=ledger, risk=risk,
                                 ledger_relay=(*mqtt, f"demo-{secrets.token_hex(4)}/")
                                 if mqtt and ledger else None))
         ledger_env = ({"PAYSWITCH_EVENT_MAC_KEY": secrets.token_hex(32),
@@ -430,10 +435,12 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
     with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir:
         # Tokens before anything loads the PKCS#11 library in this process.
         tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"))
+        model = riskdemo.ensure_model(payswitch_argv)  # built once into the cache
         with realparts.mosquitto_broker() as mqtt, \
                 running_topology(log_dir, terminals=max(terminals, TERMINALS),
                                  sim_args=sim_args, metrics=True, hsm=tokens,
-                                 ledger=True, mqtt=mqtt) as topo, \
+                                 ledger=True, mqtt=mqtt,
+                                 risk=riskdemo.config_lines(model)) as topo, \
                 Hsm(tokens["terminal"]) as terminal_hsm, \
                 Hsm(tokens["switch"]) as switch_hsm:
             # `ledger verify` checks the event chain with the switch's HSM key (EVK)
@@ -448,13 +455,20 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
 def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
              terminal_hsm: object, ledger_mac: object) -> dict:
     """The load, then the per-link figures once reversals have settled."""
+    from payswitch.simulators.fraudfeed import build_feed, send_feed
     from payswitch.simulators.load import LoadConfig, run_load
 
     cfg = LoadConfig(topo.host, topo.port, profile="mixed", terminals=terminals,
                      duration_s=duration_s, cards="mixed", timeout_s=10.0,
                      progress=progress, hsm=terminal_hsm, dukpt_every=DUKPT_EVERY,
                      keep_samples=True)  # report["samples"]: for --report, popped in _demo
-    report = trio.run(run_load, cfg)
+    feed = build_feed(seed=7)  # labelled fraud; the labels stay in this process
+
+    async def load_and_feed() -> dict:
+        async with trio.open_nursery() as n:
+            n.start_soon(send_feed, topo.host, topo.port, feed)
+            return await run_load(cfg)
+    report = trio.run(load_and_feed)
     # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
     switch_links = _settle_saf(topo, wait_s=15.0)
     _settle_outbox(topo.dsn, wait_s=15.0)  # the relay publishes the last events
@@ -481,6 +495,7 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
     report.update(settle_ledger(topo.dsn, ledger_mac))
     report["links"] = links
     report["switch_exit_code"] = switch_rc
+    report.update(riskdemo.figures(topo.dsn, feed, topo.switch.stderr_text()))
     return report
 
 
@@ -561,6 +576,8 @@ def format_demo(report: dict) -> str:
     if report.get("bank"):
         from payswitch.lab import bank_demo
         lines += bank_demo.format_lines(report["bank"])
+    if "risk" in report:
+        lines += riskdemo.format_lines(report)
     led = report.get("ledger")
     if led:
         lines.append(f"  ledger: {led['holds']} holds ({led['onus_holds']} on-us, authorized "

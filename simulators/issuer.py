@@ -28,6 +28,7 @@ checks the card for real, in this order, after "on file" and "in date":
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import itertools
 import random
@@ -54,6 +55,7 @@ REVERSALS = {"0400", "0401", "0420", "0421"}
 ADVICES = {"0120", "0121", "0220", "0221"}
 NETWORK = {"0800", "0801"}
 AUTH_CODES_KEPT = 10_000  # recent approvals remembered to answer duplicates the same
+ADVICES_KEPT = 100_000  # stand-in advices remembered to apply each once
 
 
 def response_to(msg: Message, code: str) -> Message:
@@ -92,11 +94,32 @@ class Issuer:
         # PIN checks: ok, ok_old_key (a replaced ZPK in its grace period), wrong_pin (the
         # card keys a wrong PIN), failed (the right PIN did not verify: a key problem)
         self.pin_checks: Counter[str] = Counter()
+        # stand-in advices applied, by DE90 (bounded): a repeat is not applied twice
+        self.advices: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
         # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
         self.pvv = {} if hsm is None else {
             c.pan: hsm.generate_pvv_clear(devkeys.pvk(c.network), c.pan, c.pin)
             for c in self.cards.values() if c.network}
+
+    def apply_advice(self, msg: Message) -> str:
+        """An approval made for this issuer while it was away (a switch's stand-in
+        0120/0220 with DE39 00): taken off the card's balance once, however often it is
+        repeated (0121) -- keyed by DE90, the original's identifiers. Always 00: the
+        advice is acknowledged (0130), a repeat too."""
+        if msg.response_code != "00":
+            return "00"
+        key = msg.original_data or f"{msg.stan}|{msg.transmission_time}|{msg.acquirer_id}"
+        if key in self.advices:
+            return "00"
+        self.advices[key] = msg.amount_minor or 0
+        while len(self.advices) > ADVICES_KEPT:
+            self.advices.popitem(last=False)
+        card = self.cards.get(self.pan_of(msg) or "")
+        if card is not None:
+            self.cards[card.pan] = dataclasses.replace(
+                card, balance_minor=card.balance_minor - (msg.amount_minor or 0))
+        return "00"
 
     def today(self) -> dt.date:
         return self._today or dt.datetime.now(dt.UTC).date()
@@ -106,7 +129,9 @@ class Issuer:
             return None
         if msg.mti in NETWORK:
             return response_to(msg, "00")
-        if msg.mti in REVERSALS or msg.mti in ADVICES:
+        if msg.mti in ADVICES:
+            return response_to(msg, self.apply_advice(msg))
+        if msg.mti in REVERSALS:
             return response_to(msg, "00")
         if msg.mti not in AUTH_REQUESTS:
             return response_to(msg, "12")  # invalid transaction

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import psycopg
 
 from payswitch.codecs.framing import KINDS as FRAMINGS
 from payswitch.codecs.iso8583 import DIALECTS
+from payswitch.routing.health import HealthConfig, health_config
+from payswitch.routing.risk_rules import RiskConfig, RiskConfigError
+from payswitch.routing.routes import RouteConfigError, RouteTable
+from payswitch.routing.standin import StandInConfigError, StandInParams
 
 
 class ConfigError(ValueError):
@@ -41,6 +45,10 @@ class SwitchSection:
     # (not only at start-up), and how old such a request must be (0 = never)
     recovery_interval_s: int = 30
     recovery_min_age_s: int = 60
+    # The risk features' clock: "receive" (the switch's UTC receive time), or
+    # "transmission_time" (the request's DE7: only to replay simulated days, as the
+    # demo does -- the sender sets DE7)
+    risk_clock: str = "receive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,7 @@ class HsmSection:
 
 
 PIN_MODES = ("tpk", "dukpt")
+RISK_CLOCKS = ("receive", "transmission_time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +221,23 @@ class OnusSection:
 
 
 @dataclass(frozen=True, slots=True)
+class StandInSection:
+    """[routing.standin."<range prefix>"]: the issuer's stand-in limits
+    (routing/standin.py), and whether a timeout (not only every route down) stands in."""
+    params: StandInParams
+    on_timeout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSection:
+    """[routing]: several routes per BIN range with health, breakers and failover
+    (routing/routes.py, routing/health.py), and stand-in per range."""
+    table: RouteTable
+    health: HealthConfig = field(default_factory=HealthConfig)
+    standin: dict[str, StandInSection] = field(default_factory=dict)  # by range prefix
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     switch: SwitchSection = field(default_factory=SwitchSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
@@ -224,6 +250,9 @@ class Config:
     routes: tuple[RouteSection, ...] = ()
     ledger: LedgerSection = field(default_factory=LedgerSection)
     onus: tuple[OnusSection, ...] = ()
+    risk: RiskConfig | None = None  # [risk]: routing/risk_rules.py; None = no scoring
+    routing: RoutingSection | None = None  # [routing]: None = [[routes]] only
+    path: str = ""  # the file it was read from (risk rules reload from it); not a section
 
     def link(self, name: str) -> LinkSection:
         return next(x for x in self.links if x.name == name)
@@ -262,7 +291,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def parse(data: dict[str, Any]) -> Config:
-    top = {f.name for f in fields(Config)}
+    top = {f.name for f in fields(Config)} - {"path"}
     unknown = sorted(set(data) - top)
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(unknown)}")
@@ -285,9 +314,51 @@ def parse(data: dict[str, Any]) -> Config:
         routes=many("routes", RouteSection),
         ledger=_build(LedgerSection, data.get("ledger", {}), "ledger"),
         onus=many("onus", OnusSection),
+        risk=parse_risk(data["risk"]) if "risk" in data else None,
     )
+    if "routing" in data:
+        cfg = replace(cfg, routing=parse_routing(data["routing"],
+                                                 {x.name for x in cfg.links}))
     _check(cfg)
     return cfg
+
+
+def parse_risk(data: Any) -> RiskConfig:
+    """``[risk]`` through routing's own validation; its error names the key."""
+    if not isinstance(data, dict):
+        raise ConfigError("risk: expected a table")
+    try:
+        return RiskConfig.from_dict(data)
+    except RiskConfigError as e:
+        raise ConfigError(str(e)) from None
+
+
+def parse_routing(data: Any, links: set[str]) -> RoutingSection:
+    """``[routing]``: ranges (a route naming a missing link is refused), health and
+    stand-in, each through routing's own validation; the error names the key."""
+    if not isinstance(data, dict):
+        raise ConfigError("routing: expected a table")
+    unknown = sorted(set(data) - {"ranges", "health", "standin"})
+    if unknown:
+        raise ConfigError(f"routing.{unknown[0]}: unknown key")
+    try:
+        table = RouteTable(data.get("ranges", []), links)
+        health = health_config(data.get("health", {}), "routing.health")
+        standin = {}
+        for prefix, d in data.get("standin", {}).items():
+            key = f"routing.standin.{prefix}"
+            rng = table.eligible(prefix)
+            if rng is None or rng.prefix != prefix or not isinstance(d, dict):
+                raise ConfigError(f"{key}: no [[routing.ranges]] with that prefix")
+            on_timeout = d.get("on_timeout", False)
+            if not isinstance(on_timeout, bool):
+                raise ConfigError(f"{key}.on_timeout: true or false")
+            params = StandInParams.from_dict(
+                {k: v for k, v in d.items() if k != "on_timeout"}, key)
+            standin[prefix] = StandInSection(params, on_timeout)
+    except (RouteConfigError, StandInConfigError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    return RoutingSection(table, health, standin)
 
 
 def _unique(names: list[str], what: str) -> None:
@@ -313,6 +384,8 @@ def _check_dsn_has_no_secret(dsn: str) -> None:
 
 def _check(cfg: Config) -> None:
     _check_dsn_has_no_secret(cfg.database.dsn)
+    if cfg.switch.risk_clock not in RISK_CLOCKS:
+        raise ConfigError(f"switch.risk_clock: one of {', '.join(RISK_CLOCKS)}")
     _unique([x.name for x in cfg.listeners], "listener")
     _unique([x.name for x in cfg.links], "link")
     _unique([x.id for x in cfg.terminals], "terminal")
@@ -434,4 +507,4 @@ def load(path: str) -> Config:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return parse(data)
+    return replace(parse(data), path=path)

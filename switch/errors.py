@@ -88,6 +88,14 @@ class CompletionRefused(SwitchError):
     """A completion advice with no hold to post, or for more than was held."""
 
 
+class RiskDeclined(SwitchError):
+    """The risk score reached the decline threshold: 59 (suspected fraud)."""
+
+
+class RiskDeclinedDoNotHonour(RiskDeclined):
+    """A risk decline for an issuer whose ``decline_code`` is 05 (do not honour)."""
+
+
 # Order matters: the first matching class wins (subclasses before their bases).
 _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (CodecError, "30"),  # format error
@@ -105,6 +113,8 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (LinkBusy, "91"),
     (IssuerTimeout, "91"),
     (DuplicateStillInFlight, "91"),
+    (RiskDeclinedDoNotHonour, "05"),
+    (RiskDeclined, "59"),  # suspected fraud
     (StoreError, "96"),  # system malfunction
     (InsufficientFunds, "51"),  # not sufficient funds
     (LedgerDeclined, "05"),  # do not honour

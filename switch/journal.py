@@ -598,6 +598,20 @@ class Store:
                 " where p.state = 'pending'")]
         return await self.call_alone(run)
 
+    async def risk_inputs(self, feed: Any, hours: int = 24) -> int:
+        """Stream the ``AuthInput`` of every ``risk_scored`` row of the last ``hours``,
+        oldest first, to ``feed`` (an iterable consumer, e.g. ``RiskEngine.replay``):
+        the risk state is rebuilt from them at start. A server-side cursor keeps memory
+        flat however many rows a day holds."""
+        def run(conn: psycopg.Connection) -> int:
+            with conn.cursor(name="risk_replay") as cur:
+                cur.itersize = 2000
+                cur.execute("select fields->'input' from switch_journal where event ="
+                            " 'risk_scored' and at >= now() - make_interval(hours => %s)"
+                            " order by id", (hours,))
+                return feed(row[0] for row in cur if row[0] is not None)
+        return await self.call_alone(run)
+
     async def recover(self, reversal_of: Any, expiry_s: int,
                       keys_out: list[str] | None = None, min_age_s: int = 0) -> int:
         """After a crash: requests with no recorded answer have an unknown outcome.

@@ -334,10 +334,12 @@ class LedgerWire:
         return L.Event(det_id("ev", dup_key, "declined"), "declined",
                        {"response_code": code, **extra}, payment_id=self.payment_id(dup_key))
 
-    async def declined(self, dup_key: str, req: Message, route: str, code: str) -> None:
-        """A declined authorization's events (no transfer)."""
+    async def declined(self, dup_key: str, req: Message, route: str, code: str,
+                       reasons: list[str] | None = None) -> None:
+        """A declined authorization's events (no transfer); a risk decline's reasons."""
+        extra = {"reasons": reasons} if reasons else {}
         await self._submit((), [*self._common_events(dup_key, req, route),
-                                self._declined(dup_key, code)])
+                                self._declined(dup_key, code, **extra)])
 
     @staticmethod
     def holds_money(req: Message) -> bool:
@@ -419,8 +421,9 @@ class LedgerWire:
         return billing
 
     async def hold_offus(self, dup_key: str, req: Message, link: str, auth_code: str | None,
-                         ) -> None:
-        """An issuer's approval: network receivable -> merchant payable, pending."""
+                         stand_in: bool = False) -> None:
+        """An issuer's approval (or the switch's, standing in for it: marked on the
+        ``approved`` event): network receivable -> merchant payable, pending."""
         ccy = alpha(req.currency or "840")
         if ccy not in self.currencies:
             raise LedgerUnavailable(f"no ledger for currency {ccy}")
@@ -431,7 +434,8 @@ class LedgerWire:
             held_event_id=det_id("ev", dup_key, "held"),
             declined_event_id=det_id("ev", dup_key, "declined"),
             amount_minor=req.amount_minor, currency=ccy,
-            approved={"auth_code": auth_code, "link": link},
+            approved={"auth_code": auth_code, "link": link,
+                      **({"stand_in": True} if stand_in else {})},
             declined={"response_code": "96", "reason": "ledger"})
         common = self._common_events(dup_key, req, link)
         t = L.Transfer(hold_id, self.network_receivable(link, ccy), self.merchant_payable(ccy),

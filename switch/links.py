@@ -299,6 +299,15 @@ class IssuerLink:
                 log("echo_refused", logging.WARNING, link=self.name, code=resp.response_code)
             self._last_activity = trio.current_time()
 
+    async def echo(self) -> bool:
+        """One 0800 echo test (a breaker's half-open probe): answered 00 within
+        signon_timeout_ms. Never raises."""
+        try:
+            resp = await self._exchange(self._network_request(ECHO), self.cfg.signon_timeout_ms)
+        except SwitchError:
+            return False
+        return resp.response_code == "00"
+
     async def sign_off(self) -> None:
         """Tell the issuer we stop (bounded by signoff_timeout_ms); stop reconnecting."""
         timeout_ms = self.cfg.signoff_timeout_ms

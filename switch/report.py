@@ -56,8 +56,10 @@ def render_html(report: dict, samples: list[Sample]) -> str:
         _section("Response codes by network", codes_by_network(samples)),
         _section("Links", _links(report)),
         _section("Ledger", _ledger(report)),
-        _section("Risk scores", "<p>Risk scores of good and fraud traffic: not in this "
-                 "report yet (risk scoring is not wired into the switch).</p>"),
+        _section("Risk scores", risk_scores(report.get("risk") or {}),
+                 "the fraud feed's scored authorizations by the generator's labels, share "
+                 "of each class per score bin (log scale); the dashed line is the decline "
+                 "threshold"),
     ]
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>payswitch demo report</title>"
@@ -301,6 +303,38 @@ def approval_chart(samples: list[Sample]) -> str:
     if not secs:
         return _empty("answers")
     return _line_chart(secs, 1.0, "approved", "approval", yfmt=lambda v: f"{v:.0%}")
+
+
+RISK_BIN = 50  # score points per bin (0-999 in 20 bins)
+
+
+def risk_bins(scores: list[int]) -> list[float]:
+    """Share of ``scores`` in each RISK_BIN-wide bin of 0-999."""
+    counts = Counter(min(s, 999) // RISK_BIN for s in scores)
+    n = len(scores) or 1
+    return [counts.get(i, 0) / n for i in range(1000 // RISK_BIN)]
+
+
+def risk_scores(risk: dict, threshold: int | None = None) -> str:
+    """Good vs fraud score distributions (the demo's labelled feed)."""
+    good, fraud = risk.get("scores_good") or [], risk.get("scores_fraud") or []
+    if not good and not fraud:
+        return _empty("risk scores")
+    series = (("good", risk_bins(good), "#2b8a3e"), ("fraud", risk_bins(fraud), "#c92a2a"))
+    floor = 1e-4
+    p = Plot(0, 1000, floor, 1.0, xlabel="risk score", ylabel="share (log scale)", ylog=True)
+    for name, shares, color in series:
+        path = " ".join(f"{'M' if i == 0 else 'L'}{p.x(i * RISK_BIN + RISK_BIN / 2):.1f},"
+                        f"{p.y(max(v, floor)):.1f}" for i, v in enumerate(shares))
+        p.add(f'<path class="risk-{name}" d="{path}" fill="none" stroke="{color}" '
+              f'stroke-width="2"><title>{name}</title></path>')
+    t = threshold if threshold is not None else risk.get("decline_threshold")
+    if t:
+        p.add(f'<line x1="{p.x(t):.1f}" y1="{M_TOP}" x2="{p.x(t):.1f}" y2="{p.y(floor):.1f}" '
+              f'stroke="#495057" stroke-dasharray="4 3"/>')
+    legend = (f'<p class="note">good: {len(good)} (green), fraud: {len(fraud)} (red); '
+              f'precision {risk.get("precision")}, recall {risk.get("recall")}</p>')
+    return p.svg([0, 200, 400, 600, 800, 1000], _log_ticks(floor, 1.0)) + legend
 
 
 def codes_by_network(samples: list[Sample]) -> str:

@@ -6,7 +6,7 @@
 create table if not exists switch_journal (
     id bigserial primary key,
     at timestamptz not null default now(),
-    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | duplicate_mismatch | saf_queued | saf_acked | saf_expired | recovered | response_corrected | ledger_void_pending
+    event text not null,      -- request | response | issuer_request | issuer_response | duplicate | duplicate_mismatch | saf_queued | saf_acked | saf_expired | recovered | response_corrected | ledger_void_pending | risk_scored
     source text,              -- terminal id (DE41) or acquirer id the request came from
     link text,                -- issuer link name
     dup_key text,             -- duplicate-detection key of the originating request

@@ -34,6 +34,7 @@ from payswitch.codecs.iso8583 import BITMAP_TWINS, Dialect, Message, get
 from payswitch.hsm import AsyncHsm, Hsm, Policy, TokenConfig
 from payswitch.hsm.token import ENV_CONF, module_path
 from payswitch.routing.bins import BinTable, Router
+from payswitch.routing.health import HealthConfig
 from payswitch.switch import pans
 from payswitch.switch.admission import Admission, LogSampler, MalformedWindow
 from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
@@ -46,6 +47,7 @@ from payswitch.switch.errors import (
     UnknownAcquirer,
     UnknownTerminal,
 )
+from payswitch.switch.guards import make_guards, probe_loop
 from payswitch.switch.journal import SafRow, Store, message_from_safe
 from payswitch.switch.links import IssuerLink, transmission_time
 from payswitch.switch.logs import log
@@ -103,6 +105,13 @@ class Switch:
             self.services.rrn_range = worker.share(0, 999_999)
             for link in self.links.values():
                 link.mux.stans = worker.share(1, 999_999)
+        self.services.guards = make_guards(
+            self.links, cfg.routing.health if cfg.routing else HealthConfig(), self.metrics)
+        if cfg.risk is not None:  # a missing model file is a ConfigError here
+            from payswitch.switch.risk import RiskEngine
+
+            self.services.risk = RiskEngine(
+                cfg.risk, cfg.path, use_de7=cfg.switch.risk_clock == "transmission_time")
         self.txn = TransactionManager(self.services)
         self._reading: set[trio.CancelScope] = set()
         self._accepting: list[trio.CancelScope] = []
@@ -153,6 +162,9 @@ class Switch:
         if recovered:
             log("recovered_in_flight", logging.WARNING, count=recovered,
                 note="answered 91; reversals queued for those sent to an issuer")
+        if self.services.risk is not None:  # before any listener: the windows are whole
+            n = await self.store.risk_inputs(self.services.risk.replay)
+            log("risk_state_rebuilt", authorizations=n)
         try:
             async with trio.open_nursery() as root:
                 if self.ledger is not None:
@@ -166,6 +178,7 @@ class Switch:
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
+                root.start_soon(probe_loop, self.services.guards, self.links)
                 root.start_soon(self.txn.recorder.retry_loop)
                 root.start_soon(self._owner_loop)
                 if self.cfg.switch.recovery_min_age_s:

@@ -42,6 +42,7 @@ class Context:
     dup_key: str | None = None
     owner: bool = False  # this task owns the request's journal entry
     route: RouteDecision | None = None
+    ranked: list[Any] | None = None  # [routing] range: its routes, best first (RankRoutes)
     onus: OnusSection | None = None  # the [[onus]] section when the switch is the issuer
     original: Original | None = None
     original_pan: str | None = None  # a reversal's: its original's PAN (match_original)
@@ -51,6 +52,7 @@ class Context:
     sent: bool = False  # outbound may have reached the issuer (its outcome is ours)
     issuer_response: Message | None = None
     hold: str | None = None  # "held" | "unknown": a ledger hold this request may own
+    stand_in: str | None = None  # the switch approved for the issuer (participants/standin)
     response: Message | None = None
     done: bool = False  # answered early (a duplicate replayed): later participants skip
     reversal_of: str | None = None  # dup_key of the original this reversal reverses
@@ -83,8 +85,9 @@ class Ledger(Protocol):
     def holds_money(self, req: Message) -> bool: ...
     async def authorize_onus(self, dup_key: str, req: Message, onus: OnusSection) -> str: ...
     async def hold_offus(self, dup_key: str, req: Message, link: str,
-                         auth_code: str | None) -> Any: ...
-    async def declined(self, dup_key: str, req: Message, route: str, code: str) -> None: ...
+                         auth_code: str | None, stand_in: bool = False) -> Any: ...
+    async def declined(self, dup_key: str, req: Message, route: str, code: str,
+                       reasons: list[str] | None = None) -> None: ...
     async def void(self, orig_dup_key: str, reason: str) -> str: ...
     def void_later(self, orig_dup_key: str) -> None: ...
     async def complete(self, orig_dup_key: str, amount_minor: int) -> str: ...
@@ -127,6 +130,8 @@ class Services:
     in_flight_keys: dict[str, trio.Event] = field(default_factory=dict)
     wake_saf: Callable[[], None] = lambda: None  # new SAF rows were queued
     rrn_range: tuple[int, int] = (0, 999_999)  # --workers: a disjoint slice per worker
+    risk: Any = None  # switch.risk.RiskEngine when [risk] is configured
+    guards: dict[str, Any] = field(default_factory=dict)  # link -> guards.LinkGuard
     terminals: dict[str, TerminalSection] = field(init=False)
     _rrn_seq: int = field(init=False)
 

@@ -19,7 +19,7 @@ from payswitch.switch.participants.admit import (
 from payswitch.switch.participants.advice import StoreAdvice
 from payswitch.switch.participants.base import Participant
 from payswitch.switch.participants.duplicate import CheckDuplicate
-from payswitch.switch.participants.forward import Forward
+from payswitch.switch.participants.failover import ForwardFailover, RankRoutes
 from payswitch.switch.participants.hold import PostLedger
 from payswitch.switch.participants.onus import (
     AcknowledgeAdvice,
@@ -35,6 +35,7 @@ from payswitch.switch.participants.reversal import (
     StoreReversal,
     VoidLedger,
 )
+from payswitch.switch.participants.risk import ScoreRisk
 from payswitch.switch.participants.route import Route
 
 Step = type[Participant]
@@ -49,8 +50,8 @@ class Path:
 
 _AUTHORIZATION = Path(
     head=(Identify, CheckMac, CheckTransaction, CheckDuplicate, CheckOnus),
-    onus=(AuthorizeOnus,),
-    offus=(Route, TranslatePin, Forward, PostLedger),
+    onus=(ScoreRisk, AuthorizeOnus),
+    offus=(RankRoutes, ScoreRisk, TranslatePin, ForwardFailover, PostLedger),
 )
 
 PATHS: dict[str, Path] = {

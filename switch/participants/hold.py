@@ -44,7 +44,8 @@ class PostLedger(Participant):
         if not led.holds_money(req):
             return
         ctx.hold = "unknown"
-        await led.hold_offus(ctx.dup_key, req, link, ctx.response.auth_code)
+        await led.hold_offus(ctx.dup_key, req, link, ctx.response.auth_code,
+                             stand_in=ctx.stand_in is not None)
         ctx.hold = "held"
 
     async def abort(self, ctx: Context) -> None:

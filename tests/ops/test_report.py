@@ -116,3 +116,19 @@ def test_demo_report_opens_in_headless_chromium(tmp_path, chromium):
     keep = os.environ.get("PAYSWITCH_REPORT_SCREENSHOT")  # to look at it afterwards
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_risk_scores_of_good_and_fraud_are_plotted_when_the_demo_had_labels(tmp_path):
+    from payswitch.switch.report import risk_bins
+
+    risk = {"scores_good": [10] * 90 + [400] * 10, "scores_fraud": [20] * 5 + [900] * 15,
+            "precision": 0.6, "recall": 0.75, "decline_threshold": 349}
+    page = write_report({**REPORT, "risk": risk}, samples(), tmp_path).read_text()
+    plots = svgs(page)
+    assert len(plots) == 6  # the 5 above and the risk scores
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert len(plots[5].xpath("//s:path[@class='risk-good']", namespaces=ns)) == 1
+    assert len(plots[5].xpath("//s:path[@class='risk-fraud']", namespaces=ns)) == 1
+    assert "good: 100" in page and "fraud: 20" in page
+    assert risk_bins(risk["scores_fraud"])[18] == 0.75  # 900 // 50
+    assert abs(sum(risk_bins(risk["scores_good"])) - 1) < 1e-9

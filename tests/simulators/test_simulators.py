@@ -339,3 +339,24 @@ def test_simulator_records_are_bounded_and_answer_tasks_capped():
     assert len(sim.received) == len(sim.messages) == len(sim.sent) == 3
     assert sim.stats.received == 6 and sim.stats.answered == 6
     assert {m.stan for m in sim.messages} <= {r.stan for r in reqs}
+
+
+def test_issuer_applies_a_stand_in_advice_once_and_answers_0130():
+    """A switch's stand-in approval (0120, DE39 00, DE90 = the original's identifiers)
+    comes off the card's balance once; its repeat (0121) is acknowledged, not applied."""
+    issuer = Issuer()
+    card = cards.card("visa_approve")
+    before = issuer.cards[card.pan].balance_minor
+    req = Terminal("DEMO0001", seed=1).purchase(card, 700)
+    advice = req.replace(mti="0120", response_code="00", auth_code="S00001",
+                         original_data="0200" + req.stan + req.transmission_time + "0" * 22)
+    for mti in ("0120", "0121"):
+        resp = issuer.respond(advice.replace(mti=mti, stan="000777"))
+        assert (resp.mti, resp.response_code) == (mti[:2] + "30", "00")
+    assert issuer.cards[card.pan].balance_minor == before - 700
+    other = advice.replace(original_data="0200" + "000999" + req.transmission_time + "0" * 22)
+    issuer.respond(other)
+    assert issuer.cards[card.pan].balance_minor == before - 1400
+    declined = advice.replace(response_code="91", original_data="x" * 42)
+    assert issuer.respond(declined).response_code == "00"
+    assert issuer.cards[card.pan].balance_minor == before - 1400

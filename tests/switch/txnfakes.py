@@ -70,6 +70,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.payments: dict[str, _Payment] = {}
         self.events: list[tuple[str, str | None]] = []  # (event, dup_key), in order
+        self.rows: list[tuple[str, Any, str | None]] = []  # answers' events with payloads
         self.saf: list[tuple[str | None, SafItem]] = []  # (dup_key, item)
         self.reversals: dict[str, str] = {}  # original dup_key -> reversal dup_key
         self.fail_complete = 0  # the next N complete() calls raise StoreError
@@ -124,6 +125,7 @@ class FakeStore:
         if saf and reversal_of is not None and not self._claim_reversal(reversal_of, dup_key):
             queue = ()
         self.events.extend((event, dup_key) for event, _, _ in events)
+        self.rows.extend((event, msg, dup_key) for event, msg, _ in events)
         self.saf.extend((dup_key, item) for item in queue)
         self.events.append(("response", dup_key))
         if self.lose_ack:
@@ -171,6 +173,8 @@ class FakeLedger:
     voided: list[str] = field(default_factory=list)
     voids_later: list[str] = field(default_factory=list)
     declines: list[str] = field(default_factory=list)
+    decline_reasons: dict[str, list[str]] = field(default_factory=dict)
+    stand_in: list[str] = field(default_factory=list)  # holds marked stand-in
     posted: list[tuple[str, int]] = field(default_factory=list)
 
     def onus_range(self, pan: str | None) -> OnusSection | None:
@@ -192,11 +196,15 @@ class FakeLedger:
         return "123456"
 
     async def hold_offus(self, dup_key: str, req: Message, link: str,
-                         auth_code: str | None) -> None:
+                         auth_code: str | None, stand_in: bool = False) -> None:
         await self._hold(dup_key, req)
+        if stand_in:
+            self.stand_in.append(dup_key)
 
-    async def declined(self, dup_key: str, req: Message, route: str, code: str) -> None:
+    async def declined(self, dup_key: str, req: Message, route: str, code: str,
+                       reasons: list[str] | None = None) -> None:
         self.declines.append(dup_key)
+        self.decline_reasons[dup_key] = reasons or []
 
     async def void(self, orig_dup_key: str, reason: str) -> str:
         await trio.lowlevel.checkpoint()
@@ -230,6 +238,12 @@ class FakeLink:
     def next_stan(self) -> str:
         self._stan += 1
         return f"{self._stan:06d}"
+
+    async def echo(self) -> bool:
+        """A breaker's probe: answered when the link is up and ``answer`` answers."""
+        await trio.lowlevel.checkpoint()
+        self.echoes = getattr(self, "echoes", 0) + 1
+        return self.state == "signed_on" and self.answer(Message(mti="0800")) is not None
 
     async def request(self, msg: Message, timeout_ms: int | None = None) -> Message:
         if self.state != "signed_on":

@@ -1,0 +1,86 @@
+"""Per-link health and circuit breaker (routing/health.py) on the switch's clock, and
+the half-open probe: one 0800 echo on the link once the breaker's cool-down is over.
+
+Outcomes come from the authorizations that went out (``ForwardFailover``): answered
+(with its latency, approved or not), timed out, or a send failure. While a link's
+breaker is open or half-open, ``allow`` is False and no authorization is sent there,
+so none waits for that link's timeout; ``link_breaker_open`` follows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from payswitch.routing.health import CLOSED, Breaker, HealthConfig, LinkHealth
+from payswitch.switch.logs import log
+from payswitch.switch.metrics import Metrics
+
+PROBE_TICK_S = 0.25  # how often due probes are looked for
+
+
+def now_ms() -> int:
+    """The breakers' clock: trio's (monotonic; MockClock in tests)."""
+    return int(trio.current_time() * 1000)
+
+
+class LinkGuard:
+    def __init__(self, link: str, config: HealthConfig, metrics: Metrics) -> None:
+        self.link = link
+        self.health = LinkHealth(config)
+        self.breaker = Breaker(config)
+        self._gauge = metrics.breaker_open.labels(link)
+        self._gauge.set(0)
+
+    def allow(self) -> bool:
+        return self.breaker.allow(now_ms())
+
+    def record(self, outcome: str, latency_ms: float | None = None,
+               approved: bool = False) -> None:
+        t = now_ms()
+        self.health.record(t, outcome, latency_ms, approved)
+        before = self.breaker.state
+        self.breaker.after_result(t, self.health)
+        self._changed(before, outcome=outcome)
+
+    def _changed(self, before: str, **why: Any) -> None:
+        after = self.breaker.state
+        self._gauge.set(0 if after == CLOSED else 1)
+        if after != before:
+            log("breaker", logging.WARNING if after != CLOSED else logging.INFO,
+                link=self.link, state=after, previous=before, **why)
+
+    async def probe(self, link: Any) -> None:
+        """If the cool-down is over: one echo, its result closes or re-opens."""
+        before = self.breaker.state
+        if not self.breaker.probe_due(now_ms()):
+            return
+        self._changed(before)
+        ok = link.state == "signed_on" and await link.echo()
+        before = self.breaker.state
+        self.breaker.probe_result(now_ms(), ok, self.health)
+        self._changed(before, probe="ok" if ok else "failed")
+
+
+def make_guards(links: Mapping[str, Any], config: HealthConfig,
+                metrics: Metrics) -> dict[str, LinkGuard]:
+    return {name: LinkGuard(name, config, metrics) for name in links}
+
+
+async def probe_loop(guards: Mapping[str, LinkGuard], links: Mapping[str, Any]) -> None:
+    """Runs for the switch's life: each tick, the due probes, concurrently (each is
+    bounded by its link's echo timeout)."""
+    while True:
+        await trio.sleep(PROBE_TICK_S)
+        async with trio.open_nursery() as n:
+            for name, guard in guards.items():
+                if guard.breaker.state != CLOSED:
+                    n.start_soon(guard.probe, links[name])
+
+
+def transitions(guards: Mapping[str, LinkGuard]) -> dict[str, list[tuple[int, str, str]]]:
+    """Every link's kept breaker transitions (ms, from, to), for reports."""
+    return {name: list(g.breaker.transitions) for name, g in guards.items()}
