@@ -520,17 +520,19 @@ def settle_ledger(dsn: str, mac) -> dict:
     import psycopg
 
     import payswitch.ledger as L
-    from payswitch.switch.ledgerwire import AUTH_ONUS, clear
+    from payswitch.switch.ledgerwire import AUTH_FX, AUTH_OFFUS, AUTH_ONUS, clear
 
     if isinstance(mac, str):
         mac = L.hmac_sha256(bytes.fromhex(mac))
     posted = clear(dsn, mac)
     with psycopg.connect(dsn) as conn:
         rep = L.verify(conn, mac)
+        # holds of card authorizations (the bank phase's instant payments are pending
+        # transfers too, posted or voided by their own answers, not by clearing)
         transfers, holds, onus = conn.execute(
-            "select count(*), count(*) filter (where flags & 2 = 2),"
+            "select count(*), count(*) filter (where flags & 2 = 2 and code = any(%s)),"
             " count(*) filter (where flags & 2 = 2 and code = %s) from transfers",
-            (AUTH_ONUS,)).fetchone()
+            ([AUTH_ONUS, AUTH_OFFUS, AUTH_FX], AUTH_ONUS)).fetchone()
         events, unsent = conn.execute(
             "select (select count(*) from events),"
             " (select count(*) from outbox where sent_at is null)").fetchone()
