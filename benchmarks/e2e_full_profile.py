@@ -30,7 +30,12 @@ import tempfile
 import trio
 
 from benchmarks.e2e_full import closed_loop, full_topology, tree_cpu_seconds
-from benchmarks.e2e_profile import py_spy
+
+
+def py_spy() -> str | None:
+    found = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return found if os.path.exists(found) else None
+
 
 # (row, marks): the first row with a mark in the sample's stack takes it. Work done in
 # a worker thread (database, ledger writer, HSM) is named by what runs there, so it
