@@ -8,58 +8,25 @@ from __future__ import annotations
 import contextlib
 import random
 import secrets
-import threading
 import time
 import uuid
 
 import psycopg
 import pytest
-import trio
 from mqttkit import Subscriber
 
 import payswitch.ledger as L
 from payswitch.lab.demo import demo_config, start_simulator, start_switch
 from payswitch.simulators.cards import BY_NAME
-from payswitch.simulators.terminal import Terminal, TransportError, open_link
 from payswitch.switch.ledgerwire import det_id
+
+from .crashkit import Load
 
 KILLS = 5
 TERMINALS = 6
 CARDS = [BY_NAME[n] for n in ("visa_approve", "mastercard_approve", "mastercard_approve_2",
                               "mastercard_approve_2", "visa_insufficient_funds")]
 
-
-class Load:
-    """Closed-loop terminals in a thread; records every approval a terminal received."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.approved: list[tuple[str, str, str, int]] = []  # DE41, DE11, DE7, DE4
-        self.sent = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        async with trio.open_nursery() as n:
-            for i in range(TERMINALS):
-                n.start_soon(self._terminal, i)
-
-    async def _terminal(self, i: int) -> None:
-        rng = random.Random(i)
-        term = Terminal(f"DEMO{i + 1:04d}", seed=i)
-        while not self.stop.is_set():
-            try:
-                async with open_link("127.0.0.1", self.port) as link:
-                    while not self.stop.is_set() and not link.closed:
-                        msg = term.purchase(rng.choice(CARDS), rng.randrange(100, 5000))
-                        self.sent += 1
-                        r = await link.request(msg, 5.0)
-                        if r.response is not None and r.response.response_code == "00":
-                            self.approved.append((msg.terminal_id, msg.stan,
-                                                  msg.transmission_time, msg.amount_minor))
-            except TransportError:
-                pass
-            await trio.sleep(0.1)
 
 
 def _unsent(dsn: str) -> int:
@@ -89,7 +56,8 @@ def test_switch_sigkill_under_load_keeps_ledger_whole(pg_dsn, mqtt_broker, tmp_p
                 proc, listeners = start_switch(one, str(config), str(tmp_path), pg_dsn, env)
                 if round_ == 0:
                     write_config(listeners["pos"][1])  # restarts take it back: terminals
-                    load = Load(listeners["pos"][1])  # reconnect to the same address
+                    # terminals reconnect to the same address
+                    load = Load(listeners["pos"][1], TERMINALS, CARDS)
                     load.thread.start()
                 if round_ < KILLS:
                     time.sleep(1.5 + rng.random() * 2.0)
@@ -112,14 +80,14 @@ def test_switch_sigkill_under_load_keeps_ledger_whole(pg_dsn, mqtt_broker, tmp_p
         while not all_ids <= sub.ids and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    assert load.sent > 300 and len(load.approved) > 100, (load.sent, len(load.approved))
+    approved = load.with_code("00")
+    assert load.sent > 300 and len(approved) > 100, (load.sent, len(approved))
     mac = L.hmac_sha256(bytes.fromhex(mac_key))
     with psycopg.connect(pg_dsn) as conn:
         report = L.verify(conn, mac)
         assert report.ok and report.ledger_balanced, report.to_text()
         # every approval a terminal received has its hold, still pending (never voided)
-        holds = [uuid.UUID(int=det_id("hold", f"T:{t}|0200|{stan}|{when}|{amount}"))
-                 for t, stan, when, amount in load.approved]
+        holds = [uuid.UUID(int=det_id("hold", k)) for k in approved]
         states = dict(conn.execute("select id, state from pending_transfers"
                                    " where id = any(%s)", (holds,)).fetchall())
         missing = [h for h in holds if states.get(h) != "pending"]
@@ -145,7 +113,7 @@ def test_switch_sigkill_under_load_keeps_ledger_whole(pg_dsn, mqtt_broker, tmp_p
         assert left == 0, f"{left} holds of requests answered 91 after a crash not voided"
         voided = dict(conn.execute("select state, count(*) from pending_transfers"
                                    " group by state").fetchall())
-    print(f"crash test: sent {load.sent}, approvals seen {len(load.approved)}, recovered "
+    print(f"crash test: sent {load.sent}, approvals seen {len(approved)}, recovered "
           f"after kills {recovered}, holds {voided}, events {len(all_ids)}")
     lost = all_ids - sub.ids
     assert not lost, f"{len(lost)} events never reached MQTT"

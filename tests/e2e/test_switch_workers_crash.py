@@ -16,64 +16,25 @@ import os
 import random
 import secrets
 import signal
-import threading
 import time
 import uuid
 
 import psycopg
 import pytest
-import trio
 from mqttkit import Subscriber
 
 import payswitch.ledger as L
 from payswitch.lab.demo import demo_config, start_simulator, start_switch
 from payswitch.simulators.cards import BY_NAME
-from payswitch.simulators.terminal import Terminal, TransportError, open_link
 from payswitch.switch.ledgerwire import det_id
+
+from .crashkit import Load
 
 KILLS = 5
 TERMINALS = 6
 CARDS = [BY_NAME[n] for n in ("visa_approve", "mastercard_approve", "mastercard_approve_2",
                               "mastercard_approve_2", "visa_insufficient_funds")]
 
-
-class Load:
-    """Closed-loop terminals in a thread, each reconnecting after a reset; records every
-    answer a terminal received by its duplicate key's parts."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.answers: list[tuple[str, tuple[str, str, str, int]]] = []  # (DE39, key parts)
-        self.sent = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        async with trio.open_nursery() as n:
-            for i in range(TERMINALS):
-                n.start_soon(self._terminal, i)
-
-    async def _terminal(self, i: int) -> None:
-        rng = random.Random(i)
-        term = Terminal(f"DEMO{i + 1:04d}", seed=i)
-        while not self.stop.is_set():
-            try:
-                async with open_link("127.0.0.1", self.port) as link:
-                    while not self.stop.is_set() and not link.closed:
-                        msg = term.purchase(rng.choice(CARDS), rng.randrange(100, 5000))
-                        self.sent += 1
-                        r = await link.request(msg, 5.0)
-                        if r.response is not None:
-                            self.answers.append((r.response.response_code, (
-                                msg.terminal_id, msg.stan, msg.transmission_time,
-                                msg.amount_minor)))
-            except TransportError:
-                pass
-            await trio.sleep(0.1)
-
-    def with_code(self, code: str) -> list[str]:
-        return [f"T:{t}|0200|{stan}|{when}|{amount}"
-                for c, (t, stan, when, amount) in self.answers if c == code]
 
 
 def _workers(parent: int) -> set[int]:
@@ -115,7 +76,7 @@ def test_two_workers_one_sigkilled_five_times_keep_ledger_and_reversals_whole(
         proc, listeners = start_switch(stack, str(config), str(tmp_path), pg_dsn, env,
                                        workers=2)
         _wait_for(lambda: len(_workers(proc.pid)) == 2, 30, "two workers")
-        load = Load(listeners["pos"][1])
+        load = Load(listeners["pos"][1], TERMINALS, CARDS)
         load.thread.start()
         killed = set()
         for _ in range(KILLS):
