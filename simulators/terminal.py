@@ -381,13 +381,22 @@ async def open_link(host: str, port: int, *, framing: str = "len2",
     if scope.cancelled_caught:
         raise TransportError(f"connect to {host}:{port} timed out")
     link = TerminalLink(stream, framing, tpdu, max_frame_bytes, mac)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(link._read_loop)
-        try:
-            yield link
-        finally:
-            nursery.cancel_scope.cancel()
-            await link.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(link._read_loop)
+            try:
+                yield link
+            finally:
+                # Shielded, before the cancel: a checkpoint in a cancelled scope here
+                # would replace an error raised in the block with Cancelled, which the
+                # nursery then swallows, and the block would seem to have ended normally.
+                with trio.CancelScope(shield=True):
+                    await link.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # the block's own error, as the caller raised it
+            raise group.exceptions[0] from None
+        raise
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
