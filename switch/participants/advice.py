@@ -13,6 +13,7 @@ class StoreAdvice(Participant):
     answer in one transaction, then acknowledged 00."""
 
     async def prepare(self, ctx: Context) -> None:
+        assert ctx.route is not None
         fields = safe_fields(ctx.request)
         for name in ("pan_masked", "mti", "stan", "transmission_time"):
             fields.pop(name, None)

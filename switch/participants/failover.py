@@ -65,15 +65,17 @@ class ForwardFailover(Forward):
         await self._stand_in.observe(ctx)
 
     async def _route(self, ctx: Context) -> None:
+        route = ctx.route
+        assert route is not None  # Route ran
         if ctx.ranked is None:  # a [[routes]] card: one link, its breaker obeyed
             await self._attempt(ctx)
             return
         if not ctx.ranked:
-            raise LinkUnavailable(f"every route of {ctx.route.prefix}: breaker open")
+            raise LinkUnavailable(f"every route of {route.prefix}: breaker open")
         for i, scored in enumerate(ctx.ranked):
             link = scored.route.link
-            if link != ctx.route.link:
-                ctx.route = RouteDecision(link=link, prefix=ctx.route.prefix)
+            if link != route.link:
+                route = ctx.route = RouteDecision(link=link, prefix=route.prefix)
                 await self._pin.prepare(ctx)  # the PIN under this link's ZPK
             try:
                 await self._attempt(ctx)
@@ -87,6 +89,7 @@ class ForwardFailover(Forward):
                                    link))
 
     async def _attempt(self, ctx: Context) -> None:
+        assert ctx.route is not None
         guard = self.svc.guards.get(ctx.route.link)
         if guard is not None and not guard.allow():
             raise LinkUnavailable(f"link {ctx.route.link}: breaker open")
@@ -102,5 +105,6 @@ class ForwardFailover(Forward):
                 guard.record(ERROR)  # down or write failed: not reachable now
             raise
         if guard is not None:
+            assert ctx.response is not None  # Forward answered
             guard.record(OK, (trio.current_time() - started) * 1000,
                          approved=ctx.response.response_code == "00")

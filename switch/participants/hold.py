@@ -18,6 +18,7 @@ def void_unknown_hold(svc: Services, ctx: Context) -> None:
     deterministic ids) now in the background, and journal the need with the answer, so
     that the next start voids it too if this process dies first
     (``Store.ledger_voids_due``)."""
+    assert svc.ledger is not None and ctx.dup_key is not None  # a hold was attempted
     svc.ledger.void_later(ctx.dup_key)
     ctx.events.append((LEDGER_VOID_EVENT, {"reason": "ledger outcome unknown"}, None))
 
@@ -34,6 +35,7 @@ class PostLedger(Participant):
         led = self.svc.ledger
         if led is None or ctx.outbound is None or ctx.response is None:
             return
+        assert ctx.route is not None and ctx.dup_key is not None  # forwarded: routed, claimed
         req, link = ctx.request, ctx.route.link
         if ctx.response.response_code != "00":
             try:

@@ -25,10 +25,11 @@ class AuthorizeOnus(Participant):
     Abort: a hold written, or whose write failed with an unknown outcome, is voided."""
 
     async def prepare(self, ctx: Context) -> None:
-        req = ctx.request
+        req, led = ctx.request, self.svc.ledger
+        assert led is not None and ctx.dup_key is not None and ctx.onus is not None  # CheckOnus
         ctx.hold = "unknown"
         try:
-            auth_code = await self.svc.ledger.authorize_onus(ctx.dup_key, req, ctx.onus)
+            auth_code = await led.authorize_onus(ctx.dup_key, req, ctx.onus)
         except LedgerUnavailable:
             raise  # may have committed: ctx.hold stays "unknown", abort voids it
         except Exception:
@@ -56,5 +57,6 @@ class PostCompletion(Participant):
     network as advices (``StoreAdvice``) and their holds are posted at clearing."""
 
     async def prepare(self, ctx: Context) -> None:
+        assert self.svc.ledger is not None and ctx.original is not None  # LocateOriginal
         await self.svc.ledger.complete(ctx.original.dup_key, ctx.request.amount_minor or 0)
         ctx.response = respond(ctx.request, "00")

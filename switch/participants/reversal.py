@@ -66,6 +66,7 @@ class MatchOriginal(Participant):
 
     async def prepare(self, ctx: Context) -> None:
         svc, req, orig = self.svc, ctx.request, ctx.original
+        assert orig is not None  # LocateOriginal
         received = orig.request or orig.issuer_request or {}
         amount = received.get("amount_minor")
         if req.amount_minor is not None and amount is not None and req.amount_minor != amount:
@@ -99,9 +100,11 @@ class ForwardReversal(Participant):
 
     async def prepare(self, ctx: Context) -> None:
         svc, orig = self.svc, ctx.original
+        assert orig is not None  # LocateOriginal
         if not needs_reversal(orig):
             ctx.response = respond(ctx.request, "00")
             return
+        assert orig.issuer_request is not None and orig.link is not None  # it was sent
         first = message_from_safe(orig.issuer_request)
         link = svc.links[orig.link]
         ctx.reversal_of = orig.dup_key  # one reversal per original (switch_reversal)
@@ -140,7 +143,9 @@ class StoreReversal(Participant):
 
     async def prepare(self, ctx: Context) -> None:
         orig = ctx.original
+        assert orig is not None  # LocateOriginal
         if needs_reversal(orig):
+            assert orig.issuer_request is not None and orig.link is not None  # it was sent
             first = message_from_safe(orig.issuer_request)
             ctx.reversal_of = orig.dup_key
             ctx.saf.append(reversal_item(first, orig.link))
