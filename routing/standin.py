@@ -139,7 +139,8 @@ class StandInUsage:
             self._by_card.popitem(last=False)
 
 
-def decide(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> StandInDecision:
+def refusal(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> str | None:
+    """The first limit ``r`` is outside of, or None. Changes nothing."""
     count, amount = usage.today(r.card_token, r.now_ms)
     checks = (
         (r.processing_code[:2] in p.processing_codes, "processing_code"),
@@ -150,8 +151,12 @@ def decide(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> StandInD
         (r.risk_score <= p.max_risk_score, "risk_score"),
         (r.card_checks_ok is True or not p.require_card_checks, "card_checks"),
     )
-    for ok, what in checks:
-        if not ok:
-            return StandInDecision(ISSUER_UNAVAILABLE, what)
+    return next((what for ok, what in checks if not ok), None)
+
+
+def decide(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> StandInDecision:
+    what = refusal(p, usage, r)
+    if what is not None:
+        return StandInDecision(ISSUER_UNAVAILABLE, what)
     usage.add(r.card_token, r.now_ms, r.amount_minor)
     return StandInDecision(APPROVED, "approved")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from payswitch.codecs.iso8583.message import Message
@@ -16,6 +17,7 @@ from payswitch.routing.standin import (
     StandInRequest,
     StandInUsage,
     decide,
+    refusal,
 )
 from payswitch.switch.errors import CardCheckFailed, IssuerTimeout, LinkUnavailable
 from payswitch.switch.journal import SafItem, safe_fields
@@ -104,15 +106,23 @@ class StandIn:
         if last is not None and last not in NOT_AGAINST_CARD:
             decision = StandInDecision(ISSUER_UNAVAILABLE, f"issuer_declined_{last}")
         else:
-            checks = await check_card(self.svc, ctx, section.params)
-            why["checks"] = checks.done
-            if checks.decline is not None:
-                self._declined(ctx, why, checks)
-            decision = decide(section.params, self.usage, StandInRequest(
+            r = StandInRequest(
                 card_token=token, amount_minor=req.amount_minor or 0,
                 processing_code=req.processing_code or "", mcc=req.mcc or "",
-                risk_score=_risk_score(ctx), card_checks_ok=checks.verified,
-                now_ms=int(time.time() * 1000)))
+                risk_score=_risk_score(ctx), card_checks_ok=True,
+                now_ms=int(time.time() * 1000))
+            # the limits first: outside them, 91 without asking the HSM (a card that
+            # keeps coming back does not spend its PIN verifications on refusals)
+            limit = refusal(section.params, self.usage, r)
+            if limit is not None:
+                decision = StandInDecision(ISSUER_UNAVAILABLE, limit)
+            else:
+                checks = await check_card(self.svc, ctx, section.params)
+                why["checks"] = checks.done
+                if checks.decline is not None:
+                    self._declined(ctx, why, checks)
+                decision = decide(section.params, self.usage,
+                                  replace(r, card_checks_ok=checks.verified))
         why["reason"] = decision.reason
         if decision.response_code != APPROVED:
             ctx.events.append((STANDIN_EVENT, {**why, "response_code": "91"},

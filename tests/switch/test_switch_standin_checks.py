@@ -91,13 +91,17 @@ async def test_a_failed_check_declines_in_stand_in_with_its_code(dsn, tokens):
     resp = await answers(standin_config(dsn, **GRANT_ALL), {
         "pin": t.withdrawal(card("visa_wrong_pin"), 2000),
         "cvv": t.purchase(card("visa_bad_cvv"), 1000, chip=False),
-        "arqc": t.purchase(card("visa_bad_arqc"), 1000, chip=True)})
+        "arqc": t.purchase(card("visa_bad_arqc"), 1000, chip=True),
+        # outside the limits: 91 before any check (no PIN verification spent on it)
+        "over": t.withdrawal(card("visa_wrong_pin"), LIMITS["max_single_amount_minor"] + 1)})
     assert {k: r.response_code for k, r in resp.items()} == {
-        "pin": "55", "cvv": "82", "arqc": "82"}
+        "pin": "55", "cvv": "82", "arqc": "82", "over": "91"}
     assert all(r.auth_code is None for r in resp.values())
     rows = standin_rows(dsn)
     assert [(r["reason"], r["response_code"]) for r in rows] == [
-        ("card_check_pvv", "55"), ("card_check_cvv", "82"), ("card_check_arqc", "82")]
+        ("card_check_pvv", "55"), ("card_check_cvv", "82"), ("card_check_arqc", "82"),
+        ("max_single_amount", "91")]
+    assert "checks" not in rows[3]
     assert rows[2]["checks"] == {"pvv": "ok", "cvv": "ok", "arqc": "failed"}
     with psycopg.connect(dsn) as conn:  # nothing approved: no advice to send
         assert conn.execute("select count(*) from switch_saf").fetchone()[0] == 0
