@@ -7,6 +7,7 @@ says which checks were done."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -17,9 +18,12 @@ from payswitch.codecs.tlv import decode_tlv
 from payswitch.hsm import devkeys, emv
 from payswitch.hsm.token import DEV_PIN
 from payswitch.lab.realparts import free_port
+from payswitch.ledger.clearing_build import Selected
 from payswitch.simulators.cards import card
 from payswitch.simulators.terminal import CardCrypto, Terminal, open_link
+from payswitch.switch.clearing_details import journal_details
 from payswitch.switch.config import ConfigError, parse
+from payswitch.switch.ledgerwire import det_id
 from payswitch.switch.participants.cardchecks import check_standin_keys
 
 GRANT_ALL = {"card_checks": ["pvv", "cvv", "arqc"], "pvk": devkeys.pvk("visa"),
@@ -63,7 +67,7 @@ def standin_rows(dsn: str) -> list[dict]:
 @trio_test
 async def test_good_card_approved_in_stand_in_after_pin_cvv_and_arqc_with_issuer_keys(
         dsn, tokens):
-    _, terminal_hsm = tokens
+    hsm, terminal_hsm = tokens
     t = Terminal("TERM0001", seed=11, crypto=CardCrypto(terminal_hsm))
     ok = card("visa_approve")  # CVN 10
     atm = t.withdrawal(ok, 4000, chip=True)  # PIN, chip track 2 (iCVV), DE55
@@ -82,6 +86,16 @@ async def test_good_card_approved_in_stand_in_after_pin_cvv_and_arqc_with_issuer
                                       cvn=emv.cvn_of(req_tags), un=req_tags["9F37"])
     tags = {x.tag_hex: x.value for x in decode_tlv(resp["atm"].emv)}
     assert tags["91"] == arpc + b"00"
+    # never sent, yet presentable: clearing finds its PAN on the advice's SAF row
+    with psycopg.connect(dsn) as conn:
+        keys = [r[0] for r in conn.execute(
+            "select dup_key from switch_journal where event = 'standin' order by id")]
+    rows = [Selected(det_id("payment", k), 1, "visa", 1, "sale", 100, None, 840, "S1",
+                     datetime.now(UTC).date(), "7" * 23, "") for k in keys]
+    found = journal_details(dsn, lambda blob, aad: hsm.decrypt_pan(devkeys.DEK, blob, aad))(
+        rows)
+    assert sorted(d.pan for d in found.values()) == sorted([ok.pan, card("visa_approve_2").pan])
+    assert {d.mcc for d in found.values()} == {"6011", "5411"}
 
 
 @trio_test
