@@ -2,11 +2,12 @@
 
 A presentment needs the PAN, MCC and merchant name, city and country, none of which
 the ledger holds. The journal does: each forwarded authorization's ``issuer_request``
-row (a stand-in approval's advice row in ``switch_saf``) carries the PAN as an AES-GCM blob made in the HSM (aad = the payment's dup_key,
-``journal.pan_aad``) and the safe fields of the request (DE18 MCC, DE42 card acceptor
-id, DE43 name/location). The ledger's payment id is ``det_id("payment", dup_key)``, so
-this module maps the build's rows back to journal rows, decrypts each PAN in the HSM
-(the DEK never leaves it) and splits DE43 (name 25, city 13, country alpha-2; the
+row (a stand-in approval's advice row in ``switch_saf``) carries the PAN as an
+AES-GCM blob made in the HSM (aad = the payment's dup_key, ``journal.pan_aad``) and
+the safe fields of the request (DE18 MCC, DE42 card acceptor id, DE43 name/location).
+The ledger's payment id is ``det_id("payment", dup_key)``, so this module maps the
+build's rows back to journal rows, decrypts each PAN in the HSM (the DEK never leaves
+it) and splits DE43 (name 25, city 13, country alpha-2; the
 Visa/Mastercard layout) for the file.
 
 ``payswitch clearing build --details payswitch.switch.clearing_details:details``
