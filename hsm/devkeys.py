@@ -201,6 +201,14 @@ def load_terminal_keys(hsm: Hsm) -> dict[str, str]:
     return load(hsm, TERMINAL_LABELS)
 
 
+def load_standin_keys(hsm: Hsm, networks: tuple[str, ...]) -> dict[str, str]:
+    """The issuer keys a network grants the switch for stand-in card checks (PVK, CVK,
+    MK-AC of each network named), under the issuer's own labels: on the switch's token
+    a key ceremony, as two parties share a key by components. The switch's config then
+    names them by label (``[routing.standin."<prefix>"] pvk / cvk / mkac``)."""
+    return load(hsm, tuple(f(n) for n in networks for f in (pvk, cvk, mkac)))
+
+
 # side -> (token label, loader, role). The issuer simulator also plays the card
 # personalisation bureau (PVVs from the cards' clear PINs): personalisation role.
 SIDES = {
@@ -210,14 +218,18 @@ SIDES = {
 }
 
 
-def make_dev_tokens(directory: str, pin: str | None = None) -> dict[str, TokenConfig]:
+def make_dev_tokens(directory: str, pin: str | None = None,
+                    standin: tuple[str, ...] = ()) -> dict[str, TokenConfig]:
     """Demo/dev setup in one call: the switch, issuer and terminal tokens in
     ``directory`` (all made before the library loads, as SoftHSM requires), each with
-    its TEST keys. Returns side -> TokenConfig; open each with ``Hsm(config)``.
-    Idempotent: existing tokens and keys are kept (KCVs checked)."""
+    its TEST keys; the switch's also with the stand-in keys of the networks in
+    ``standin`` (``load_standin_keys``). Returns side -> TokenConfig; open each with
+    ``Hsm(config)``. Idempotent: existing tokens and keys are kept (KCVs checked)."""
     configs = {side: make_token(directory, label, pin=pin, role=role)
                for side, (label, _, role) in SIDES.items()}
     for side, (_, loader, _) in SIDES.items():
         with Hsm(configs[side]) as h:
             loader(h)
+            if side == "switch" and standin:
+                load_standin_keys(h, standin)
     return configs

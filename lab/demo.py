@@ -434,7 +434,10 @@ def run_demo(duration_s: float, terminals: int = 8, progress: bool = True,
 
     with tempfile.TemporaryDirectory(prefix="payswitch-demo-") as log_dir:
         # Tokens before anything loads the PKCS#11 library in this process.
-        tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"))
+        # the switch's token also gets the Visa issuer's PVK/CVK/MK-AC (key ceremony,
+        # by label): its stand-in checks the card as that issuer would
+        tokens = devkeys.make_dev_tokens(os.path.join(log_dir, "softhsm"),
+                                         standin=riskdemo.STANDIN_NETWORKS)
         model = riskdemo.ensure_model(payswitch_argv)  # built once into the cache
         with realparts.mosquitto_broker() as mqtt, \
                 running_topology(log_dir, terminals=max(terminals, TERMINALS),
@@ -464,9 +467,13 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
                      keep_samples=True)  # report["samples"]: for --report, popped in _demo
     feed = build_feed(seed=7)  # labelled fraud; the labels stay in this process
 
+    feed_codes: dict[str, str] = {}  # the DE39 each feed request got
+
     async def load_and_feed() -> dict:
+        async def feed_task() -> None:
+            feed_codes.update(await send_feed(topo.host, topo.port, feed))
         async with trio.open_nursery() as n:
-            n.start_soon(send_feed, topo.host, topo.port, feed)
+            n.start_soon(feed_task)
             return await run_load(cfg)
     report = trio.run(load_and_feed)
     # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
@@ -495,7 +502,7 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
     report.update(settle_ledger(topo.dsn, ledger_mac))
     report["links"] = links
     report["switch_exit_code"] = switch_rc
-    report.update(riskdemo.figures(topo.dsn, feed, topo.switch.stderr_text()))
+    report.update(riskdemo.figures(topo.dsn, feed, topo.switch.stderr_text(), feed_codes))
     return report
 
 

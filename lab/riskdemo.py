@@ -1,13 +1,19 @@
 """The demo's risk, routing and stand-in part (issue 10): its config lines, the model
 it builds when the cache has none, the labelled fraud feed, and the figures.
 
-The demo's own load uses a handful of test cards hundreds of times a minute: enforced
-risk rules would decline all of them. So the demo scores in **shadow mode**: every
-authorization is scored and journalled, nothing is declined for risk, and the figures
-are what enforcing would have declined (``would = "decline"`` on the ``risk_scored``
+Risk is **enforced on the fraud feed's terminals** (DE41 ``SIMT...``, a
+``[risk.terminal_groups]`` group) and **shadow for the rest**: the demo's own load uses
+a handful of test cards hundreds of times a minute, and enforced velocity rules would
+decline all of them. The feed's requests that risk declines get DE39 59 (Visa) or 05
+(Mastercard's ``decline_code``) and never reach an issuer; the load's are scored and
+journalled with what enforcing would have done (``would`` on the ``risk_scored``
 rows). The fraud feed (simulators/fraudfeed.py) sends a simulated population's days
-with DE7 on the simulated timeline (``switch.risk_clock = "transmission_time"``);
-its labels stay in this process and are compared with the journal afterwards.
+with DE7 on the simulated timeline (``switch.risk_clock = "transmission_time"``); its
+labels stay in this process and are compared with the journal afterwards.
+
+Stand-in for the Visa range checks PIN (PVV), CVV / iCVV and ARQC with the Visa
+issuer's keys, which the demo's key setup shares into the switch's token by label
+(``devkeys.make_dev_tokens(..., standin=STANDIN_NETWORKS)``).
 """
 
 from __future__ import annotations
@@ -17,13 +23,25 @@ import os
 import subprocess
 from pathlib import Path
 
-from payswitch.simulators.fraudfeed import FEED_PREFIX, FEED_TERMINALS, FeedItem, score
+from payswitch.simulators.fraudfeed import (
+    FEED_PREFIX,
+    FEED_TERMINALS,
+    FeedItem,
+    dup_key,
+    score,
+)
 
 MODEL_SEED = 1
 DECLINE, REFER = 349, 174  # routing/README.md: the benchmark's validation choice
+STANDIN_NETWORKS = ("visa",)  # the issuers whose keys the switch holds for stand-in
+# max_risk_score 999: the load's few test cards score high from sheer velocity (why
+# risk is shadow for them); the per-card limits and the card checks still apply
 STANDIN = {"max_daily_count": 3, "max_daily_amount_minor": 50_000,
            "max_single_amount_minor": 20_000, "processing_codes": ["00", "01"],
-           "max_risk_score": 500, "require_card_checks": False}
+           "max_risk_score": 999, "require_card_checks": True,
+           "card_checks": ["pvv", "cvv", "arqc"], "pvk": "pvk.visa", "cvk": "cvk.visa",
+           "mkac": "mkac.visa", "check_decline_code": "82"}
+RISK_DECLINES = ("59", "05")
 
 
 def cache_dir() -> Path:
@@ -53,12 +71,15 @@ def ensure_model(argv_of, timeout_s: float = 900.0) -> Path | None:
 
 
 def config_lines(model: Path | None, standin: dict | None = None) -> list[str]:
-    """[risk] (shadow), [routing] (breakers; stand-in for the Visa range) and the feed's
-    terminals. ``risk_clock`` goes into [switch]: see ``switch_line``."""
+    """[risk] (shadow; enforced for the feed's terminals), [routing] (breakers;
+    stand-in for the Visa range) and the feed's terminals. ``risk_clock`` goes into
+    [switch]: see ``SWITCH_LINE``."""
     lines = ["[risk]", 'mode = "shadow"', f"use_model = {'true' if model else 'false'}"]
     if model:
         lines.append(f"model_file = {json.dumps(str(model))}")
-    lines += ["[risk.thresholds]", f"decline = {DECLINE}", f"refer = {REFER}",
+    lines += ["[risk.terminal_groups.fraud_feed]", f"terminals = [{json.dumps(FEED_PREFIX)}]",
+              'mode = "enforce"', "[risk.issuers.mastercard]", 'decline_code = "05"',
+              "[risk.thresholds]", f"decline = {DECLINE}", f"refer = {REFER}",
               "[risk.rules]", "max_card_1m = 6", "max_card_small_1h = 8",
               "max_merchant_bin_cards_1h = 12", "", "[routing]",
               "[routing.health]", "min_requests = 10", "failure_rate = 0.5",
@@ -73,16 +94,18 @@ def config_lines(model: Path | None, standin: dict | None = None) -> list[str]:
 SWITCH_LINE = 'risk_clock = "transmission_time"'
 
 
-def figures(dsn: str, feed: list[FeedItem], switch_log: str) -> dict:
-    """Risk (shadow) decisions against the feed's labels, breaker transitions (the
-    switch's ``breaker`` log lines), failovers and stand-in from the journal, advices
-    from the SAF table."""
+def figures(dsn: str, feed: list[FeedItem], switch_log: str,
+            codes: dict[str, str] | None = None) -> dict:
+    """Risk decisions against the feed's labels (enforced: what was declined, and the
+    DE39 the feed got for it, ``codes`` by duplicate key), the load's shadow figures,
+    breaker transitions (the switch's ``breaker`` log lines), failovers and stand-in
+    from the journal, advices from the SAF table."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "select dup_key, fields->>'would', (fields->>'score')::int from switch_journal"
-            " where event = 'risk_scored'").fetchall()
+            "select dup_key, fields->>'action', fields->>'would', (fields->>'score')::int"
+            " from switch_journal where event = 'risk_scored'").fetchall()
         failovers = conn.execute("select count(*) from switch_journal"
                                  " where event = 'failover'").fetchone()[0]
         standin = dict(conn.execute(
@@ -91,14 +114,17 @@ def figures(dsn: str, feed: list[FeedItem], switch_log: str) -> dict:
         advices = dict(conn.execute(
             "select state, count(*) from switch_saf where mti in ('0120', '0220')"
             " group by state").fetchall())
-    flagged = {k: w == "decline" for k, w, _ in rows}
-    scores = {k: s for k, _, s in rows}
-    risk = score(feed, flagged)
+    feed_keys = {dup_key(i.message) for i in feed}
+    declined = {k: a == "decline" for k, a, _, _ in rows if k in feed_keys}
+    scores = {k: s for k, _, _, s in rows}
+    risk = score(feed, declined)
     risk["scores_good"] = [scores[k] for k in _keys(feed, good=True) if k in scores]
     risk["scores_fraud"] = [scores[k] for k in _keys(feed, good=False) if k in scores]
     risk["scored_all"] = len(rows)
     risk["decline_threshold"] = DECLINE
-    risk["would_decline_all"] = sum(flagged.values())
+    risk["declined_sent"] = _sent_by_pattern(feed, declined, codes or {})
+    load = [w for k, _, w, _ in rows if k not in feed_keys]
+    risk["load_shadow"] = {"scored": len(load), "would_decline": load.count("decline")}
     breaker = [json.loads(line) for line in switch_log.splitlines()
                if '"event":"breaker"' in line.replace(" ", "")]
     return {"risk": risk,
@@ -107,25 +133,43 @@ def figures(dsn: str, feed: list[FeedItem], switch_log: str) -> dict:
             "failovers": int(failovers),
             "standin": {"approved": int(standin.get("00", 0)),
                         "refused": int(standin.get("91", 0)),
+                        "declined_by_card_check": {k: int(v) for k, v in standin.items()
+                                                   if k not in ("00", "91")},
                         "advices": {k: int(v) for k, v in advices.items()}}}
 
 
-def _keys(feed: list[FeedItem], good: bool) -> list[str]:
-    from payswitch.simulators.fraudfeed import dup_key
+def _sent_by_pattern(feed: list[FeedItem], declined: dict[str, bool],
+                     codes: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per pattern ("good" too), the DE39 the feed received for its risk declines."""
+    out: dict[str, dict[str, int]] = {}
+    for item in feed:
+        key = dup_key(item.message)
+        if item.scored and declined.get(key):
+            code = codes.get(key, "none")
+            row = out.setdefault(item.label or "good", {})
+            row[code] = row.get(code, 0) + 1
+    return dict(sorted(out.items()))
 
+
+def _keys(feed: list[FeedItem], good: bool) -> list[str]:
     return [dup_key(i.message) for i in feed if i.scored and (not i.label) == good]
 
 
 def format_lines(f: dict) -> list[str]:
     r = f["risk"]
-    lines = [f"  risk (shadow: what enforcing would decline): {r['scored_all']} scored, "
-             f"{r['would_decline_all']} would be declined",
-             f"    fraud feed vs labels: {r['scored']} scored ({r['fraud']} fraud), "
+    sent = r.get("declined_sent", {})
+    lines = [f"  risk, enforced on the fraud feed: {r['scored']} scored ({r['fraud']} fraud), "
              f"precision {r['precision']}, recall {r['recall']}, "
-             f"FPR {r['false_positive_rate']}"]
-    lines += [f"      {k}: {v['declined']}/{v['n']}" for k, v in r["by_pattern"].items()]
+             f"FPR {r['false_positive_rate']}; declines by pattern (DE39 sent):"]
+    lines += [f"      {k}: {v['declined']}/{v['n']} {sent.get(k, {})}"
+              for k, v in r["by_pattern"].items()]
+    shadow = r.get("load_shadow", {})
+    lines.append(f"  risk, shadow on the load: {shadow.get('scored', 0)} scored, "
+                 f"{shadow.get('would_decline', 0)} would be declined")
     s = f["standin"]
     lines += [f"  breaker transitions: {f['breaker_transitions'] or 'none'}",
               f"  failovers: {f['failovers']}; stand-in: {s['approved']} approved, "
-              f"{s['refused']} refused (limits); advices {s['advices'] or 'none'}"]
+              f"{s['refused']} refused (limits, card not verified), declined by a card "
+              f"check {s.get('declined_by_card_check') or 'none'}; advices "
+              f"{s['advices'] or 'none'}"]
     return lines

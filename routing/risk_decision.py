@@ -65,9 +65,10 @@ class RiskScorer:
             # the model is a reason only when it alone would have stopped this one
             reasons += tuple(f"{name}:{value:+.2f}" for name, value
                              in self.model.top_contributions(row, cfg.reasons))
-        action = APPROVE if cfg.shadow else would
+        shadow = cfg.shadow_for(auth.terminal_id)
+        action = APPROVE if shadow else would
         return RiskDecision(
             score=score, action=action,
             response_code=t.decline_code if action == DECLINE else None,
-            reasons=reasons, would=would, shadow=cfg.shadow, rule_score=rule_score,
+            reasons=reasons, would=would, shadow=shadow, rule_score=rule_score,
             model_score=model_score)

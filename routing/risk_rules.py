@@ -76,6 +76,29 @@ def _known(prefix: str, table: Mapping, allowed: set[str]) -> None:
             raise RiskConfigError(f"{prefix}.{k}: unknown key")
 
 
+def _terminal_modes(groups: object, prefix: str) -> tuple[tuple[str, bool], ...]:
+    """``[risk.terminal_groups.<name>]``: ``terminals`` (DE41 prefixes, 1-8 characters)
+    and ``mode``. A prefix in two groups is refused (which mode would win?)."""
+    if not isinstance(groups, Mapping):
+        raise RiskConfigError(f"{prefix}: must be a table")
+    out: dict[str, bool] = {}
+    for name, g in groups.items():
+        where = f"{prefix}.{name}"
+        _known(where, g, {"terminals", "mode"})
+        terminals = g.get("terminals")
+        if (not isinstance(terminals, list) or not terminals or not all(
+                isinstance(t, str) and 1 <= len(t) <= 8 and t.isprintable() for t in terminals)):
+            raise RiskConfigError(f"{where}.terminals: a non-empty list of DE41 prefixes "
+                                  "(1-8 characters)")
+        if g.get("mode") not in ("enforce", "shadow"):
+            raise RiskConfigError(f"{where}.mode: must be \"enforce\" or \"shadow\"")
+        for t in terminals:
+            if t in out:
+                raise RiskConfigError(f"{where}.terminals: {t!r} is in another group")
+            out[t] = g["mode"] == "shadow"
+    return tuple(sorted(out.items(), key=lambda kv: -len(kv[0])))
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     limits: dict[str, float] = field(default_factory=dict)  # rule id -> limit
@@ -146,11 +169,14 @@ class RiskConfig:
     use_model: bool = True
     reasons: int = 3  # top feature contributions kept with a non-approve
     model_file: str | None = None  # built by `payswitch risk train`; None: rules only decision
+    # (DE41 prefix, shadow) per terminal group, longest prefix first: a group's mode
+    # overrides ``mode`` for its terminals' requests
+    terminal_modes: tuple[tuple[str, bool], ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping, prefix: str = "risk") -> RiskConfig:
         _known(prefix, d, {"rules", "thresholds", "issuers", "mccs", "mode", "use_model",
-                           "reasons", "model_file"})
+                           "reasons", "model_file", "terminal_groups"})
         mode = d.get("mode", "enforce")
         if mode not in ("enforce", "shadow"):
             raise RiskConfigError(f"{prefix}.mode: must be \"enforce\" or \"shadow\"")
@@ -174,7 +200,16 @@ class RiskConfig:
             shadow=mode == "shadow", use_model=d.get("use_model", True),
             reasons=int(_number(f"{prefix}.reasons", d.get("reasons", 3), 0, len(FEATURES))),
             model_file=_path(f"{prefix}.model_file", d.get("model_file")),
+            terminal_modes=_terminal_modes(d.get("terminal_groups", {}),
+                                           f"{prefix}.terminal_groups"),
         )
+
+    def shadow_for(self, terminal_id: str) -> bool:
+        """Shadow mode for this terminal: its group's mode, else ``mode``."""
+        for tid_prefix, shadow in self.terminal_modes:
+            if terminal_id.startswith(tid_prefix):
+                return shadow
+        return self.shadow
 
     def thresholds(self, issuer: str, mcc: str) -> Thresholds:
         """The strictest of the default, the issuer's and the MCC's thresholds; the

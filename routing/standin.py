@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 APPROVED, ISSUER_UNAVAILABLE = "00", "91"
 DAY_MS = 86_400_000
+# card check -> the config key of the issuer key it needs (a label in the switch's HSM)
+CHECK_KEYS = {"pvv": "pvk", "cvv": "cvk", "arqc": "mkac"}
 
 
 class StandInConfigError(ValueError):
@@ -32,6 +34,15 @@ class StandInParams:
     mccs: frozenset[str] | None = None  # None: any MCC
     max_risk_score: int = 500
     require_card_checks: bool = True  # PVV / CVV / ARQC verified with the issuer's keys
+    # The card checks the issuer grants the switch, with its keys' labels in the
+    # switch's HSM (shared by key ceremony): "pvv" (pvk), "cvv" (cvk), "arqc" (mkac).
+    card_checks: frozenset[str] = frozenset()
+    pvk: str = ""
+    cvk: str = ""
+    mkac: str = ""
+    # DE39 of a failed CVV / iCVV / ARQC: "82" (Visa: negative CAM, dCVV, iCVV or CVV
+    # results) or "05" (do not honour: what Mastercard answers). A wrong PIN is 55.
+    check_decline_code: str = "82"
 
     @classmethod
     def from_dict(cls, d: Mapping, prefix: str) -> StandInParams:
@@ -59,7 +70,33 @@ class StandInParams:
             if not isinstance(d["require_card_checks"], bool):
                 raise StandInConfigError(f"{prefix}.require_card_checks: true or false")
             kw["require_card_checks"] = d["require_card_checks"]
+        kw.update(_card_checks(d, prefix))
         return cls(**kw)
+
+
+def _card_checks(d: Mapping, prefix: str) -> dict:
+    """``card_checks`` (a subset of CHECK_KEYS), each with its key label;
+    ``check_decline_code`` "82" or "05"."""
+    kw: dict = {}
+    checks = d.get("card_checks", [])
+    if not isinstance(checks, list) or not all(c in CHECK_KEYS for c in checks):
+        raise StandInConfigError(
+            f"{prefix}.card_checks: a list of {', '.join(sorted(CHECK_KEYS))}")
+    kw["card_checks"] = frozenset(checks)
+    for check, key in CHECK_KEYS.items():
+        label = d.get(key, "")
+        if not isinstance(label, str) or len(label) > 64:
+            raise StandInConfigError(f"{prefix}.{key}: a key label (string)")
+        if check in checks and not label:
+            raise StandInConfigError(f"{prefix}.{key}: card check {check!r} needs its key label")
+        if label and check not in checks:
+            raise StandInConfigError(f"{prefix}.{key}: card check {check!r} is not granted")
+        kw[key] = label
+    code = d.get("check_decline_code", "82")
+    if code not in ("82", "05"):
+        raise StandInConfigError(f"{prefix}.check_decline_code: \"82\" or \"05\"")
+    kw["check_decline_code"] = code
+    return kw
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +139,8 @@ class StandInUsage:
             self._by_card.popitem(last=False)
 
 
-def decide(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> StandInDecision:
+def refusal(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> str | None:
+    """The first limit ``r`` is outside of, or None. Changes nothing."""
     count, amount = usage.today(r.card_token, r.now_ms)
     checks = (
         (r.processing_code[:2] in p.processing_codes, "processing_code"),
@@ -113,8 +151,12 @@ def decide(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> StandInD
         (r.risk_score <= p.max_risk_score, "risk_score"),
         (r.card_checks_ok is True or not p.require_card_checks, "card_checks"),
     )
-    for ok, what in checks:
-        if not ok:
-            return StandInDecision(ISSUER_UNAVAILABLE, what)
+    return next((what for ok, what in checks if not ok), None)
+
+
+def decide(p: StandInParams, usage: StandInUsage, r: StandInRequest) -> StandInDecision:
+    what = refusal(p, usage, r)
+    if what is not None:
+        return StandInDecision(ISSUER_UNAVAILABLE, what)
     usage.add(r.card_token, r.now_ms, r.amount_minor)
     return StandInDecision(APPROVED, "approved")

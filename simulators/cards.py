@@ -76,9 +76,12 @@ def track2(pan: str, expiry: str, service_code: str = "201",
     return data[:37]
 
 
-def track2_with_cvv(pan: str, expiry: str, service_code: str, cvv: str) -> str:
-    """Track 2 whose discretionary data starts with the CVV (or iCVV), padded with 0."""
-    return track2(pan, expiry, service_code, (cvv + "0" * 11)[:11])
+def track2_with_cvv(pan: str, expiry: str, service_code: str, cvv: str,
+                    pvv: str = "") -> str:
+    """Track 2 whose discretionary data starts with the CVV (or iCVV), then PVKI 1 and
+    the PVV when given (what a stand-in PIN check reads), padded with 0."""
+    dd = cvv + ("1" + pvv if pvv else "")
+    return track2(pan, expiry, service_code, (dd + "0" * 11)[:11])
 
 
 def track2_cvv(data: str) -> str | None:

@@ -116,6 +116,7 @@ class CardCrypto:
             [(device_id >> 8) & 0xFF, device_id & 0xFF])
         self._ksn_counter = 0
         self._cvv: dict[tuple[str, str, bool], str] = {}
+        self._pvv: dict[str, str] = {}  # PAN -> the PVV personalised on its track
         self._atc: dict[str, int] = {}
 
     def _net(self, card: Card) -> str:
@@ -144,7 +145,11 @@ class CardCrypto:
             self._cvv[key] = cvv
         if card.wrong == "cvv":
             cvv = f"{(int(cvv) + 1) % 1000:03d}"
-        return track2_with_cvv(card.pan, card.expiry, card.service_code, cvv)
+        pvv = self._pvv.get(card.pan)
+        if pvv is None:  # as personalised: the PVV of the card's own PIN, PVKI 1
+            pvv = self._pvv[card.pan] = self.hsm.generate_pvv_clear(
+                devkeys.pvk(self._net(card)), card.pan, card.pin)
+        return track2_with_cvv(card.pan, card.expiry, card.service_code, cvv, pvv)
 
     def cvv2(self, card: Card) -> str:
         cvv2 = self.hsm.generate_cvv2(devkeys.cvk(self._net(card)), card.pan, card.expiry)

@@ -2,11 +2,12 @@
 
 A presentment needs the PAN, MCC and merchant name, city and country, none of which
 the ledger holds. The journal does: each forwarded authorization's ``issuer_request``
-row carries the PAN as an AES-GCM blob made in the HSM (aad = the payment's dup_key,
-``journal.pan_aad``) and the safe fields of the request (DE18 MCC, DE42 card acceptor
-id, DE43 name/location). The ledger's payment id is ``det_id("payment", dup_key)``, so
-this module maps the build's rows back to journal rows, decrypts each PAN in the HSM
-(the DEK never leaves it) and splits DE43 (name 25, city 13, country alpha-2; the
+row (a stand-in approval's advice row in ``switch_saf``) carries the PAN as an
+AES-GCM blob made in the HSM (aad = the payment's dup_key, ``journal.pan_aad``) and
+the safe fields of the request (DE18 MCC, DE42 card acceptor id, DE43 name/location).
+The ledger's payment id is ``det_id("payment", dup_key)``, so this module maps the
+build's rows back to journal rows, decrypts each PAN in the HSM (the DEK never leaves
+it) and splits DE43 (name 25, city 13, country alpha-2; the
 Visa/Mastercard layout) for the file.
 
 ``payswitch clearing build --details payswitch.switch.clearing_details:details``
@@ -36,6 +37,8 @@ from payswitch.switch.ledgerwire import det_id
 Decrypt = Callable[[bytes, bytes], str]  # (blob, aad) -> PAN, in the HSM
 DEFAULT_MCC = "5999"  # "miscellaneous retail": a request without DE18
 
+# A stand-in approval was never sent: its PAN is on its 0120/0220 advice's SAF row
+# (same blob and aad), its merchant fields on the request row.
 _ROWS = """
 select j.dup_key, j.pan_enc, coalesce(r.fields, '{}'::jsonb) || j.fields
   from switch_journal j
@@ -43,6 +46,13 @@ select j.dup_key, j.pan_enc, coalesce(r.fields, '{}'::jsonb) || j.fields
                       where q.dup_key = j.dup_key and q.event = 'request'
                       order by q.id limit 1) r on true
  where j.event = 'issuer_request' and j.pan_enc is not null and j.link = any(%s)
+union all
+select s.dup_key, s.pan_enc, coalesce(r.fields, '{}'::jsonb)
+  from switch_saf s
+  left join lateral (select fields from switch_journal q
+                      where q.dup_key = s.dup_key and q.event = 'request'
+                      order by q.id limit 1) r on true
+ where s.mti in ('0120', '0220') and s.pan_enc is not null and s.link = any(%s)
 """
 
 
@@ -70,7 +80,7 @@ def journal_details(dsn: str, decrypt: Decrypt) -> DetailsSource:
         links = sorted({r.network for r in rows})
         found: dict[int, CardDetails] = {}
         with psycopg.connect(dsn) as conn:
-            for dup_key, blob, fields in conn.execute(_ROWS, (links,)):
+            for dup_key, blob, fields in conn.execute(_ROWS, (links, links)):
                 pid = det_id("payment", dup_key)
                 if pid in wanted and pid not in found:
                     found[pid] = card_details(_pan(decrypt, blob, dup_key, pid), fields)

@@ -443,6 +443,10 @@ def _check(cfg: Config) -> None:
                           "derived_keys must be > 0")
     if any(x.key_grace_ms < 0 for x in cfg.links):
         raise ConfigError("links: key_grace_ms must be >= 0")
+    for prefix, sec in (cfg.routing.standin.items() if cfg.routing else ()):
+        if sec.params.card_checks and not cfg.hsm.enabled:
+            raise ConfigError(f"routing.standin.{prefix}.card_checks: needs an [hsm] token "
+                              "holding the issuer's keys")
 
 
 def _check_listener_bounds(x: ListenerSection) -> None:

@@ -96,6 +96,15 @@ class RiskDeclinedDoNotHonour(RiskDeclined):
     """A risk decline for an issuer whose ``decline_code`` is 05 (do not honour)."""
 
 
+class CardCheckFailed(SwitchError):
+    """In stand-in, a card check the switch made with the issuer's keys failed
+    (switch/participants/cardchecks.py): DE39 as the check says (55, 75, 82 or 05)."""
+
+    def __init__(self, message: str, response_code: str) -> None:
+        super().__init__(message)
+        self.response_code = response_code
+
+
 # Order matters: the first matching class wins (subclasses before their bases).
 _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (CodecError, "30"),  # format error
@@ -134,6 +143,8 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
 
 def response_code_for(exc: BaseException) -> str:
     """DE39 for an error; anything unexpected (a bug) is 96, system malfunction."""
+    if isinstance(exc, CardCheckFailed):
+        return exc.response_code
     for cls, code in _CODES:
         if isinstance(exc, cls):
             return code

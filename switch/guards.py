@@ -34,6 +34,20 @@ class LinkGuard:
         self.breaker = Breaker(config)
         self._gauge = metrics.breaker_open.labels(link)
         self._gauge.set(0)
+        self._health = tuple(g.labels(link) for g in (
+            metrics.link_window_sent, metrics.link_timeout_rate, metrics.link_error_rate,
+            metrics.link_approval_rate))
+        self._latency = metrics.link_latency_ewma.labels(link)
+
+    def export(self) -> None:
+        """The health gauges, on the switch's clock (not readable from the scrape
+        thread, hence set here: after each result and each probe tick)."""
+        r = self.health.rates(now_ms())
+        for gauge, key in zip(self._health, ("sent", "timeout_rate", "error_rate",
+                                             "approval_rate"), strict=True):
+            gauge.set(r[key])
+        if self.health.latency_ewma_ms is not None:
+            self._latency.set(self.health.latency_ewma_ms / 1000)
 
     def allow(self) -> bool:
         return self.breaker.allow(now_ms())
@@ -45,6 +59,7 @@ class LinkGuard:
         before = self.breaker.state
         self.breaker.after_result(t, self.health)
         self._changed(before, outcome=outcome)
+        self.export()
 
     def _changed(self, before: str, **why: Any) -> None:
         after = self.breaker.state
@@ -77,6 +92,7 @@ async def probe_loop(guards: Mapping[str, LinkGuard], links: Mapping[str, Any]) 
         await trio.sleep(PROBE_TICK_S)
         async with trio.open_nursery() as n:
             for name, guard in guards.items():
+                guard.export()  # the window's rates move with time, not only results
                 if guard.breaker.state != CLOSED:
                     n.start_soon(guard.probe, links[name])
 

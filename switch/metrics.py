@@ -88,6 +88,20 @@ class Metrics:
         self.breaker_open = Gauge("link_breaker_open", "1 while the link's circuit "
                                   "breaker is open or half-open (requests not sent)",
                                   ["link"], registry=r)
+        # routing/health.py LinkHealth, refreshed on every result and every probe tick
+        # (rates over health.window_ms; they decay to 0 when nothing is sent)
+        self.link_latency_ewma = Gauge("link_latency_ewma_seconds", "EWMA of the link's "
+                                       "answer latency (health.ewma_alpha)", ["link"],
+                                       registry=r)
+        self.link_window_sent = Gauge("link_health_window_requests", "Requests sent on the "
+                                      "link in the health window", ["link"], registry=r)
+        self.link_timeout_rate = Gauge("link_timeout_rate", "Timeouts / sent in the health "
+                                       "window", ["link"], registry=r)
+        self.link_error_rate = Gauge("link_error_rate", "Errors (send failures, answers "
+                                     "coded 30) / sent in the health window", ["link"],
+                                     registry=r)
+        self.link_approval_rate = Gauge("link_approval_rate", "Answers coded 00 / sent in "
+                                        "the health window", ["link"], registry=r)
         self.risk_decisions = Counter("risk_decisions_total", "Risk decisions: approve, "
                                       "decline, refer", ["decision"], registry=r)
         self.risk_score = Histogram("risk_score", "Risk score of each scored request "

@@ -54,6 +54,7 @@ from payswitch.switch.logs import log
 from payswitch.switch.messages import reversal_item
 from payswitch.switch.metrics import Metrics
 from payswitch.switch.participants.admit import identify
+from payswitch.switch.participants.cardchecks import check_standin_keys
 from payswitch.switch.services import Origin, Services
 from payswitch.switch.txn import TransactionManager
 from payswitch.switch.workers import WorkerSpec, reuseport_listener
@@ -146,6 +147,7 @@ class Switch:
             if self.ledger is not None:  # PAN token and event chain MAC from the HSM
                 self.ledger.use_hsm(self.hsm, sync_hsm, self.cfg.hsm)
             log("hsm_open", token=sync_hsm.config.label)
+            check_standin_keys(self.cfg, sync_hsm)
         try:
             await self._run(task_status=task_status)
         finally:

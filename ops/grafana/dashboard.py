@@ -87,6 +87,15 @@ def rows() -> list[tuple[str, list[dict]]]:
                 target("min by (link) (link_state)", "{{link}}"),
             ]),
             panel("Breaker open", [target("max by (link) (link_breaker_open)", "{{link}}")]),
+            panel("Link health: timeout, error and approval rates (breaker window)", [
+                target("max by (link) (link_timeout_rate)", "timeouts {{link}}"),
+                target("max by (link) (link_error_rate)", "errors {{link}}"),
+                target("avg by (link) (link_approval_rate)", "approved {{link}}"),
+            ], unit="percentunit", width=12),
+            panel("Link latency (EWMA) and window requests", [
+                target("max by (link) (link_latency_ewma_seconds)", "EWMA {{link}}"),
+                target("sum by (link) (link_health_window_requests)", "sent {{link}}"),
+            ], width=12),
             panel("In flight per link", [
                 target("sum by (link) (link_in_flight)", "{{link}}")]),
             panel("Timeouts, late and unmatched answers", [

@@ -24,6 +24,7 @@ from payswitch.switch.participants.standin import StandIn
 from payswitch.switch.services import Context, Services
 
 DEBIT_ACCOUNTS = ("10", "20")  # DE3 positions 3-4: savings, checking
+FORMAT_ERROR = "30"
 
 
 class RankRoutes(Route):
@@ -106,5 +107,7 @@ class ForwardFailover(Forward):
             raise
         if guard is not None:
             assert ctx.response is not None  # Forward answered
-            guard.record(OK, (trio.current_time() - started) * 1000,
-                         approved=ctx.response.response_code == "00")
+            code = ctx.response.response_code
+            # an answer coded 30: the issuer could not read what we sent (format error)
+            guard.record(ERROR if code == FORMAT_ERROR else OK,
+                         (trio.current_time() - started) * 1000, approved=code == "00")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from payswitch.codecs.iso8583.message import Message
@@ -16,11 +17,13 @@ from payswitch.routing.standin import (
     StandInRequest,
     StandInUsage,
     decide,
+    refusal,
 )
-from payswitch.switch.errors import IssuerTimeout, LinkUnavailable
+from payswitch.switch.errors import CardCheckFailed, IssuerTimeout, LinkUnavailable
 from payswitch.switch.journal import SafItem, safe_fields
 from payswitch.switch.links import transmission_time
 from payswitch.switch.messages import KSN_DE, original_data, respond
+from payswitch.switch.participants.cardchecks import CheckResult, check_card
 from payswitch.switch.participants.risk import RISK_EVENT, card_token
 from payswitch.switch.services import Context, Link, Services
 
@@ -96,17 +99,31 @@ class StandIn:
             return False
         req = ctx.request
         token = await card_token(self.svc, ctx)
+        why: dict[str, Any] = {"prefix": ctx.route.prefix,
+                               "after": "timeout" if timed_out else "unreachable"}
         last = self.last_answer.get(token)
+        checks = CheckResult()
         if last is not None and last not in NOT_AGAINST_CARD:
             decision = StandInDecision(ISSUER_UNAVAILABLE, f"issuer_declined_{last}")
         else:
-            decision = decide(section.params, self.usage, StandInRequest(
+            r = StandInRequest(
                 card_token=token, amount_minor=req.amount_minor or 0,
                 processing_code=req.processing_code or "", mcc=req.mcc or "",
-                risk_score=_risk_score(ctx), card_checks_ok=None,
-                now_ms=int(time.time() * 1000)))
-        why: dict[str, Any] = {"prefix": ctx.route.prefix, "reason": decision.reason,
-                               "after": "timeout" if timed_out else "unreachable"}
+                risk_score=_risk_score(ctx), card_checks_ok=True,
+                now_ms=int(time.time() * 1000))
+            # the limits first: outside them, 91 without asking the HSM (a card that
+            # keeps coming back does not spend its PIN verifications on refusals)
+            limit = refusal(section.params, self.usage, r)
+            if limit is not None:
+                decision = StandInDecision(ISSUER_UNAVAILABLE, limit)
+            else:
+                checks = await check_card(self.svc, ctx, section.params)
+                why["checks"] = checks.done
+                if checks.decline is not None:
+                    self._declined(ctx, why, checks)
+                decision = decide(section.params, self.usage,
+                                  replace(r, card_checks_ok=checks.verified))
+        why["reason"] = decision.reason
         if decision.response_code != APPROVED:
             ctx.events.append((STANDIN_EVENT, {**why, "response_code": "91"},
                                ctx.route.link))
@@ -116,8 +133,18 @@ class StandIn:
         ctx.outbound = out  # PostLedger holds it
         auth = "S" + f"{int(hashlib.sha256(ctx.dup_key.encode()).hexdigest(), 16) % 10**5:05d}"
         ctx.stand_in = decision.reason
-        ctx.response = respond(req, "00", rrn=out.rrn, auth_code=auth)
+        # with DE55 tag 91: the ARPC the issuer's key makes, for the card to check
+        ctx.response = respond(req, "00", rrn=out.rrn, auth_code=auth, emv=checks.arpc_de55)
         ctx.saf.append(advice_item(out, primary, auth))
         ctx.events.append((STANDIN_EVENT, {**why, "response_code": "00", "auth_code": auth},
                            primary))
         return True
+
+    def _declined(self, ctx: Context, why: dict[str, Any], checks: CheckResult) -> None:
+        """A card check failed: declined in stand-in with its DE39, no advice (the
+        issuer would have declined it too; nothing was approved for it)."""
+        failed = next(k for k, v in checks.done.items() if v == "failed")
+        code = checks.decline or "05"
+        ctx.events.append((STANDIN_EVENT, {**why, "reason": f"card_check_{failed}",
+                                           "response_code": code}, ctx.route.link))
+        raise CardCheckFailed(f"stand-in: card check {failed} failed", code)

@@ -7,9 +7,10 @@ from payswitch.routing.risk_features import MINUTE_MS, AuthInput, RiskState
 from payswitch.routing.risk_rules import RiskConfig, RiskConfigError
 
 
-def auth(at_ms=0, card="c1", mcc="5411", country="840", amount=1000, merchant="m1"):
+def auth(at_ms=0, card="c1", mcc="5411", country="840", amount=1000, merchant="m1",
+         terminal="t1"):
     return AuthInput(at_ms=at_ms, card_token=card, bin6="476173", amount_minor=amount,
-                     mcc=mcc, merchant_id=merchant, terminal_id="t1", country=country,
+                     mcc=mcc, merchant_id=merchant, terminal_id=terminal, country=country,
                      lat=None, lon=None, entry_mode=1, is_cash=False)
 
 
@@ -26,6 +27,17 @@ def auth(at_ms=0, card="c1", mcc="5411", country="840", amount=1000, merchant="m
     ({"mode": "audit"}, "risk.mode"),
     ({"extra": 1}, "risk.extra"),
     ({"model_file": 3}, "risk.model_file"),
+    ({"terminal_groups": {"feed": {"terminals": ["SIMT"], "mode": "off"}}},
+     "risk.terminal_groups.feed.mode"),
+    ({"terminal_groups": {"feed": {"terminals": [], "mode": "enforce"}}},
+     "risk.terminal_groups.feed.terminals"),
+    ({"terminal_groups": {"feed": {"terminals": ["TOOLONG01"], "mode": "enforce"}}},
+     "risk.terminal_groups.feed.terminals"),
+    ({"terminal_groups": {"feed": {"terminals": ["S"], "mode": "shadow", "decline": 1}}},
+     "risk.terminal_groups.feed.decline"),
+    ({"terminal_groups": {"a": {"terminals": ["S"], "mode": "shadow"},
+                          "b": {"terminals": ["S"], "mode": "enforce"}}},
+     "risk.terminal_groups.b.terminals"),
 ])
 def test_bad_config_is_refused_with_the_key_named(cfg, key):
     with pytest.raises(RiskConfigError) as e:
@@ -65,6 +77,20 @@ def test_shadow_mode_records_but_never_declines():
     d = RiskScorer(cfg, RiskState()).assess(auth(mcc="7995"), "visa")
     assert (d.action, d.would, d.response_code, d.shadow) == (APPROVE, DECLINE, None, True)
     assert d.reasons == ("R20",)
+
+
+def test_a_terminal_group_enforces_while_the_rest_stays_in_shadow():
+    cfg = RiskConfig.from_dict({"mode": "shadow", "rules": {"blocked_mccs": ["7995"]},
+                                "terminal_groups": {
+                                    "feed": {"terminals": ["SIMT"], "mode": "enforce"},
+                                    "lab": {"terminals": ["SIMT9"], "mode": "shadow"}}})
+    s = RiskScorer(cfg, RiskState())
+    got = {t: s.assess(auth(mcc="7995", terminal=t), "visa")
+           for t in ("DEMO0001", "SIMT0001", "SIMT9001")}
+    assert {t: (d.action, d.would) for t, d in got.items()} == {
+        "DEMO0001": (APPROVE, DECLINE), "SIMT0001": (DECLINE, DECLINE),
+        "SIMT9001": (APPROVE, DECLINE)}  # the longest prefix decides
+    assert got["SIMT0001"].response_code == "59" and not got["SIMT0001"].shadow
 
 
 def test_reload_changes_rules_and_keeps_state():

@@ -29,3 +29,21 @@ def test_score_counts_declines_by_pattern_and_precision_recall():
     assert s["precision"] == round(tp / (tp + 1), 4)
     assert s["by_pattern"]["good"] == {"n": len(good), "declined": 1}
     assert sum(v["n"] for k, v in s["by_pattern"].items() if k != "good") == len(fraud)
+
+
+def test_no_feed_request_is_a_format_error_to_the_issuer_simulators():
+    """The demo's feed (seed 7) has cardholders whose PANs are test cards on file at the
+    issuers (e.g. visa_decline); without DE14 those were answered 30. Each network
+    simulator's issuer, as it answers (with its HSM checks off: no track, PIN or CVV2 in
+    the feed), answers none of them 30, and those cards get their own outcome."""
+    from payswitch.simulators.cards import BY_PAN
+    from payswitch.simulators.issuer import Issuer
+
+    issuer = Issuer(seed=1)
+    codes = {}
+    for item in build_feed(seed=7):
+        codes.setdefault(issuer.decide(item.message), set()).add(item.message.pan)
+    assert "30" not in codes
+    on_file = {BY_PAN[p].name for ps in codes.values() for p in ps if p in BY_PAN}
+    assert "visa_decline" in on_file and "visa_decline" in {
+        BY_PAN[p].name for p in codes["05"]}

@@ -4,6 +4,7 @@ virtual time: what the terminal gets, which link got the request, how long it wa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -165,3 +166,33 @@ def test_bad_routing_config_is_refused_with_the_key_named(routing, named):
                        .replace("]", r"\]")):
         parse({"links": [{"name": "visa", "host": "127.0.0.1", "port": 1}],
                "routing": routing})
+
+
+@virtual
+async def test_link_health_is_exported_per_link():
+    """Each link's window rates and latency EWMA reach its Prometheus gauges: a timeout,
+    an answer coded 30 (format error) and approvals; the rates fall back to 0 once the
+    window has passed with nothing sent."""
+    answers = Answers()
+    b = bench(answers, health={"min_requests": 10})
+    b.links["visa2"].state = "down"
+    coded = iter(["00", "30", "00"])
+    b.links["visa"].answer = lambda m: replace(approve(m), response_code=next(coded))
+    for i in (1, 2, 3):
+        await b.send(request(stan=f"{i:06d}"))
+    answers.silent.add("visa")
+    b.links["visa"].answer = answers.for_link("visa")
+    assert (await b.send(request(stan="000004"))).response_code == "91"
+
+    def sample(name: str, link: str = "visa") -> float:
+        return b.svc.metrics.registry.get_sample_value(name, {"link": link})
+    assert sample("link_health_window_requests") == 4
+    assert (sample("link_timeout_rate"), sample("link_error_rate"),
+            sample("link_approval_rate")) == (0.25, 0.25, 0.5)
+    assert sample("link_latency_ewma_seconds") >= 0
+    assert sample("link_health_window_requests", "mc") == 0
+    async with trio.open_nursery() as n:
+        n.start_soon(probe_loop, b.svc.guards, b.links)
+        await trio.sleep(61)  # the 60 s window is over: the probe tick refreshes them
+        n.cancel_scope.cancel()
+    assert sample("link_health_window_requests") == 0 and sample("link_timeout_rate") == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -59,6 +60,23 @@ async def test_a_blocked_mcc_is_declined_59_before_anything_reaches_the_issuer()
     assert b.store.answer(key(req)) == "59"
     assert sample(b, "risk_decisions_total", decision="decline") == 1
     assert sample(b, "risk_score_count") == 1
+
+
+@virtual
+async def test_a_terminal_group_is_enforced_while_the_rest_is_scored_in_shadow():
+    """The demo's split: its fraud feed's terminals (here TERMMAC1's group "TERMM")
+    get risk declines, every other terminal is only scored."""
+    b = bench({"use_model": False, "mode": "shadow", "rules": {"blocked_mccs": ["7995"]},
+               "terminal_groups": {"feed": {"terminals": ["TERMM"], "mode": "enforce"}}})
+    assert (await b.send(request(mcc="7995"))).response_code == "00"
+    assert len(b.links["visa"].sent) == 1
+    rows = risk_rows(b)
+    assert (rows[0]["action"], rows[0]["would"], rows[0]["shadow"]) == (
+        "approve", "decline", True)
+    b.svc.terminals["TERMMAC1"] = replace(b.svc.terminals["TERMMAC1"], mac_key="")
+    resp = await b.send(request(mcc="7995", terminal="TERMMAC1"))
+    assert resp.response_code == "59" and len(b.links["visa"].sent) == 1
+    assert risk_rows(b)[1]["action"] == "decline"
 
 
 @virtual
