@@ -107,7 +107,7 @@ async def _cvv(svc, ctx, p, pan, t2, out) -> bool | None:
 
 async def _arqc(svc, ctx, p, pan, t2, out) -> bool | None:
     req = ctx.request
-    tags = {t.tag_hex: t.value for t in decode_tlv(req.emv)}
+    tags = {t.tag_hex: t.value for t in decode_tlv(req.emv) if isinstance(t.value, bytes)}
     cvn = emv.cvn_of(tags)  # the CVN the card names in its IAD
     ok, arpc = await svc.hsm.verify_arqc(
         p.mkac, pan, (req.card_sequence or "000")[-2:], emv.atc_of(tags),
