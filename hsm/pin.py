@@ -10,7 +10,7 @@ from typing import Any
 from pkcs11 import Mechanism
 
 from payswitch.codecs import pinblock as pb
-from payswitch.hsm import dukpt
+from payswitch.hsm import _raw, dukpt
 from payswitch.hsm._base import (
     HsmBase,
     _check_digits,
@@ -117,9 +117,8 @@ class PinOps(HsmBase):
         if not isinstance(ksn, bytes | bytearray) or len(ksn) != 10:
             raise HsmInputError("a DUKPT KSN is 10 bytes")
         data = dukpt.ipek_input(bytes(ksn))
-        ipek = bdk.main.encrypt(data, mechanism=Mechanism.DES3_ECB) + bdk.companion.encrypt(
-            data, mechanism=Mechanism.DES3_ECB
-        )
+        ipek = (_raw.encrypt(bdk.main, data, Mechanism.DES3_ECB)
+                + _raw.encrypt(bdk.companion, data, Mechanism.DES3_ECB))
         return dukpt.pin_key(ipek, bytes(ksn))
 
     @staticmethod
