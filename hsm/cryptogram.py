@@ -67,9 +67,9 @@ class EmvOps(HsmBase):
                  un: bytes | None) -> Iterator[tuple[tuple[Any, Any], tuple[Any, Any]]]:
         """((AC key L||L, AC key), (ARPC key L||L, ARPC key)) for the CVN, all in the
         token: UDK from the cache; a session key (EMV CSK or Mastercard SKD) derived from
-        it for this ATC and destroyed after use. Two C_DeriveKey per ATC are most of the
-        cost of CVN 18/16/17, and a session key computed into host memory would remove
-        them; kept in the token anyway (hsm/README.md, "Speed")."""
+        it for this ATC and destroyed after use. Never computed into host memory, though
+        that was faster: a clear session key forges this ATC's cryptograms
+        (hsm/README.md, "Benchmark")."""
         r = self._session_key_input(prof, atc, un)
         udk = self._udk(mk_ac, pan, psn, prof.udk_option)
         if prof.session_key == "none":

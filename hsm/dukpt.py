@@ -119,6 +119,8 @@ def _nrkgp(host: _HostDes, key: bytes, data: bytes) -> bytes:
 
 
 def _future_key(host: _HostDes, ipek: bytes, ksn: bytes) -> bytes:
+    if len(ipek) != 16 or len(ksn) != 10:  # libcrypto reads 8-byte keys by pointer
+        raise HsmInputError("a DUKPT IPEK is 16 bytes and a KSN 10")
     reg = int.from_bytes(ksn[-8:], "big")
     counter = reg & COUNTER_MASK
     if counter == 0:
@@ -150,7 +152,7 @@ def pin_key(ipek: bytes, ksn: bytes) -> bytes:
 def crypt_pin_block(ipek: bytes, ksn: bytes, block: bytes, *, decrypt: bool) -> bytes:
     """Decrypt (or encrypt, for a simulated terminal) one PIN block under the KSN's PIN
     key, in host: that key is clear here anyway (NRKGP), and a session object for it
-    cost ~430 us in SoftHSM, more than the rest of the translation (hsm/README.md).
+    cost more than the rest of the translation (hsm/README.md).
     Future key, PIN variant and the TDES block share one set of wiped key schedules."""
     if len(block) != 8:
         raise HsmInputError("a TDES block is 8 bytes")
