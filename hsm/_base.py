@@ -82,8 +82,10 @@ def _locked(fn: Callable[P, R]) -> Callable[P, R]:
             except HsmError:
                 raise
             except pkcs11.PKCS11Error as e:
-                # The class name says what failed (e.g. KeyTypeInconsistent); no data.
-                raise HsmDeviceError(f"PKCS#11 error: {type(e).__name__}") from None
+                # The class name says what failed (e.g. KeyTypeInconsistent), or for a
+                # direct call its function and return code; no data.
+                what = str(e) if isinstance(e, _raw.CallError) else type(e).__name__
+                raise HsmDeviceError(f"PKCS#11 error: {what}") from None
             except pb.PinBlockFormatError as e:
                 raise PinBlockError(str(e)) from None
 

@@ -96,3 +96,32 @@ def test_session_keys_per_atc_stay_sensitive_and_are_destroyed(hsm_tokens, monke
         assert seen.count((False, True, False, True, False, False)) == len(seen) - len(h._derived)
         assert seen.count((False, True, False, True, False, True)) == len(h._derived)  # UDKs
         h.delete_key(label)
+
+
+def test_direct_call_errors_are_typed_and_name_the_call(hsm_tokens):
+    # A failing direct call is a PKCS11Error (so the derived cache's eviction and the
+    # command wrapper handle it like python-pkcs11's) and reaches the caller as an
+    # HsmDeviceError naming the function and return code, no data.
+    from payswitch.hsm import _raw
+    from payswitch.hsm._base import _locked
+    from payswitch.hsm.errors import HsmDeviceError
+
+    cfg = hsm_tokens["scratch-test"]
+    with Hsm(cfg) as h:
+        label = f"mk-{uuid.uuid4().hex[:8]}"
+        h.import_key_components(label, "MK-AC", [MK])
+        base = len(_session_keys(h))
+        key = _raw.derive_des2(h._key(label).main, bytes(16), encrypt=True, derive=False)
+        assert len(_session_keys(h)) == base + 1
+        key.destroy()
+        assert len(_session_keys(h)) == base
+        with pytest.raises(pkcs11.PKCS11Error, match="C_DestroyObject returned CKR 0x"):
+            key.destroy()
+
+        @_locked
+        def verify_arqc(self):  # a command name the role allows
+            key.encrypt(bytes(8), mechanism=pkcs11.Mechanism.DES3_ECB)
+
+        with pytest.raises(HsmDeviceError, match=r"C_EncryptInit returned CKR 0x\w{8}$"):
+            verify_arqc(h)
+        h.delete_key(label)
