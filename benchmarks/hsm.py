@@ -16,9 +16,11 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from pkcs11 import Mechanism
+import pkcs11
+from pkcs11 import Attribute, Mechanism
+from pkcs11 import KeyType as PK
 
-from payswitch.hsm import Hsm, devkeys, make_token
+from payswitch.hsm import Hsm, _raw, devkeys, dukpt, make_token, session
 
 MIN_SECONDS = 1.0
 PAN = "4761739001010010"
@@ -80,6 +82,34 @@ def _measure_all(ops: dict[str, Callable[[], object]],
     return rates, ratios
 
 
+def _py_derive(base: object, derive: bool = False) -> object:
+    """A session key derived through python-pkcs11, as hsm/ did before hsm/_raw.py."""
+    param, buf = session.derivation_param(bytes(16))
+    return base.derive_key(  # type: ignore[attr-defined]
+        PK.DES2, 128, mechanism=Mechanism.DES3_ECB_ENCRYPT_DATA, mechanism_param=param,
+        template={Attribute.VALUE_LEN: pkcs11.DEFAULT, Attribute.TOKEN: False,
+                  Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                  Attribute.ENCRYPT: True, Attribute.DERIVE: derive})
+
+
+def _steps(udk: object, sk: object, token_key: object, ipek: bytes, ksn: bytes,
+           block: bytes) -> dict[str, Callable[[], object]]:
+    """The parts ARQC + ARPC and TDES DUKPT are made of (hsm/README.md, "Benchmark")."""
+    return {
+        "step derive+destroy python-pkcs11": lambda: _py_derive(udk).destroy(),  # type: ignore[attr-defined]
+        "step derive+destroy direct, private": lambda: _raw.derive_des2(
+            udk, bytes(16), encrypt=True, derive=False).destroy(),
+        "step derive+destroy direct, public": lambda: _raw.derive_des2(
+            udk, bytes(16), encrypt=True, derive=False, private=False).destroy(),
+        "step encrypt direct, session object": lambda: _raw.encrypt(
+            sk, bytes(8), Mechanism.DES3_ECB),
+        "step encrypt direct, token object": lambda: _raw.encrypt(
+            token_key, bytes(8), Mechanism.DES3_ECB),
+        "step DUKPT host: NRKGP + block": lambda: dukpt.crypt_pin_block(
+            ipek, ksn, block, decrypt=True),
+    }
+
+
 def measure(min_seconds: float = MIN_SECONDS) -> dict:
     with tempfile.TemporaryDirectory() as d:
         cfg = make_token(d, "bench", role="personalisation")  # every command
@@ -113,6 +143,10 @@ def measure(min_seconds: float = MIN_SECONDS) -> dict:
             msg = bytes(range(64)) * 4  # a 256-byte ISO 8583 message
             mac = h.generate_mac(zak, msg)
             raw = h._key(zpk).main  # the bare PKCS#11 key object, for the baseline
+            # A session object to derive from, made by python-pkcs11 (so both ways can)
+            udk = _py_derive(h._key(mk).main, derive=True)
+            sk = _raw.derive_des2(udk, bytes(16), encrypt=True, derive=False)
+            ipek = bytes.fromhex("6AC292FAA1315B4D858AB3A3D7D5933A")
 
             ops: dict[str, Callable[[], object]] = {
                 BASELINE: lambda: raw.encrypt(
@@ -143,6 +177,7 @@ def measure(min_seconds: float = MIN_SECONDS) -> dict:
                     functools.partial(h.verify_arqc, mk, p, "00", b"\x00\x01", data,
                                       new_cards[0][1], arc=b"00", cvn=10) for p in pans]),
                 "verify_mac retail 256B": lambda: h.verify_mac(zak, msg, mac),
+                **_steps(udk, sk, raw, ipek, ksn, dukpt_block),
             }
             rates, ratios = _measure_all(ops, min_seconds)
     floors = {k: {"floor": f, "ratio": round(ratios[k], 3), "ok": ratios[k] >= f}
@@ -166,9 +201,9 @@ def main(json: bool = False) -> int:
         print(jsonlib.dumps(result, indent=2))
         return code
     print(f"HSM benchmark (SoftHSM2, one thread) on {result['machine']}")
-    print(f"{'operation':<36} {'ops/s':>10} {'us/op':>9} {'x baseline':>11}")
+    print(f"{'operation':<40} {'ops/s':>10} {'us/op':>9} {'x baseline':>11}")
     for name, rate in result["ops_per_s"].items():
-        print(f"{name:<36} {rate:>10.0f} {result['us_per_op'][name]:>9.1f} "
+        print(f"{name:<40} {rate:>10.0f} {result['us_per_op'][name]:>9.1f} "
               f"{result['ratio_to_baseline'][name]:>11.3f}")
     for name, f in result["floors"].items():
         print(f"floor {name}: {f['ratio']:.3f} >= {f['floor']}: {'ok' if f['ok'] else 'MISSED'}")

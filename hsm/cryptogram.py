@@ -10,7 +10,7 @@ from typing import Any
 
 from pkcs11 import Mechanism
 
-from payswitch.hsm import emv
+from payswitch.hsm import _raw, emv
 from payswitch.hsm._base import (
     MAX_MAC_DATA_BYTES,
     HsmBase,
@@ -67,9 +67,9 @@ class EmvOps(HsmBase):
                  un: bytes | None) -> Iterator[tuple[tuple[Any, Any], tuple[Any, Any]]]:
         """((AC key L||L, AC key), (ARPC key L||L, ARPC key)) for the CVN, all in the
         token: UDK from the cache; a session key (EMV CSK or Mastercard SKD) derived from
-        it for this ATC and destroyed after use. Two C_DeriveKey per ATC are most of the
-        cost of CVN 18/16/17, and a session key computed into host memory would remove
-        them; kept in the token anyway (hsm/README.md, "Speed")."""
+        it for this ATC and destroyed after use. Never computed into host memory, though
+        that was faster: a clear session key forges this ATC's cryptograms
+        (hsm/README.md, "Benchmark")."""
         r = self._session_key_input(prof, atc, un)
         udk = self._udk(mk_ac, pan, psn, prof.udk_option)
         if prof.session_key == "none":
@@ -79,9 +79,11 @@ class EmvOps(HsmBase):
         right = r[:2] + b"\x0f" + r[3:]
         made = []  # session keys stay token objects: never clear in host memory
         try:
-            sk = self._derive(udk[1], left + right, encrypt=True, derive=False)
+            # Not CKA_PRIVATE: SoftHSM then skips encrypting the value under its token
+            # key, a third of a derivation; why that weakens nothing: hsm/README.md.
+            sk = self._derive(udk[1], left + right, encrypt=True, derive=False, private=False)
             made.append(sk)
-            skll = self._derive(udk[1], left + left, encrypt=True, derive=False)
+            skll = self._derive(udk[1], left + left, encrypt=True, derive=False, private=False)
             made.append(skll)
             yield (skll, sk), ((skll, sk) if prof.arpc_key == "session" else udk)
         finally:
@@ -119,7 +121,7 @@ class EmvOps(HsmBase):
             return self._retail_mac(kll, key, _pad_method(arqc + csu + prop, 2))[:4]
         assert arc is not None
         # method 1: 3DES_K(ARQC xor ARC||00..)
-        return key.encrypt(_xor(arqc, bytes(arc) + bytes(6)), mechanism=Mechanism.DES3_ECB)
+        return _raw.encrypt(key, _xor(arqc, bytes(arc) + bytes(6)), Mechanism.DES3_ECB)
 
     @_locked
     def verify_arqc(

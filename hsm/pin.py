@@ -10,7 +10,7 @@ from typing import Any
 from pkcs11 import Mechanism
 
 from payswitch.codecs import pinblock as pb
-from payswitch.hsm import dukpt
+from payswitch.hsm import _raw, dukpt
 from payswitch.hsm._base import (
     HsmBase,
     _check_digits,
@@ -112,15 +112,13 @@ class PinOps(HsmBase):
         pin = self._decode_block(src, pin_block, pan, src_format)
         return self._encode_block(dst, pin, pan, dst_format)
 
-    def _dukpt_pin_key(self, bdk: _Key, ksn: bytes) -> bytes:
-        """Clear DUKPT PIN key for a KSN (IPEK halves computed in the token)."""
+    def _dukpt_ipek(self, bdk: _Key, ksn: bytes) -> bytes:
+        """Clear DUKPT IPEK for a KSN (its halves computed in the token)."""
         if not isinstance(ksn, bytes | bytearray) or len(ksn) != 10:
             raise HsmInputError("a DUKPT KSN is 10 bytes")
         data = dukpt.ipek_input(bytes(ksn))
-        ipek = bdk.main.encrypt(data, mechanism=Mechanism.DES3_ECB) + bdk.companion.encrypt(
-            data, mechanism=Mechanism.DES3_ECB
-        )
-        return dukpt.pin_key(ipek, bytes(ksn))
+        return (_raw.encrypt(bdk.main, data, Mechanism.DES3_ECB)
+                + _raw.encrypt(bdk.companion, data, Mechanism.DES3_ECB))
 
     @staticmethod
     def _dukpt_format(k: _Key, fmt: int | None) -> int:
@@ -175,7 +173,7 @@ class PinOps(HsmBase):
             with self._aes_dukpt_pin_key(k, ksn) as pin_key:
                 return self._encode_block(pin_key, pin, pan, 4)
         clear = pb.encode(pin, pan, fmt, self._fill(fmt))
-        return dukpt.tdes_ecb(self._dukpt_pin_key(k, ksn), clear, decrypt=False)
+        return dukpt.crypt_pin_block(self._dukpt_ipek(k, ksn), bytes(ksn), clear, decrypt=False)
 
     @_locked
     def translate_pin_dukpt(
@@ -204,7 +202,8 @@ class PinOps(HsmBase):
             return self._encode_block(dst, pin, pan, dst_format)
         if not isinstance(pin_block, bytes | bytearray) or len(pin_block) != 8:
             raise PinBlockError("a TDES PIN block is 8 bytes")
-        clear = dukpt.tdes_ecb(self._dukpt_pin_key(k, ksn), bytes(pin_block), decrypt=True)
+        clear = dukpt.crypt_pin_block(self._dukpt_ipek(k, ksn), bytes(ksn), bytes(pin_block),
+                                      decrypt=True)
         pin = pb.decode(clear, pan, src_format)
         return self._encode_block(dst, pin, pan, dst_format)
 

@@ -35,6 +35,13 @@ def library_loaded() -> bool:
     return _lib is not None
 
 
+def module_path() -> str:
+    """The path of the loaded PKCS#11 module (hsm/_raw.py calls it directly)."""
+    if _lib_path is None:
+        raise HsmConfigError("the PKCS#11 library is not loaded")
+    return _lib_path
+
+
 def load_library(module: str, conf: str) -> Pkcs11Lib:
     """Load the PKCS#11 module once per process, after pointing SoftHSM at ``conf``."""
     global _lib, _lib_path, _lib_conf
@@ -62,19 +69,21 @@ def reinitialize() -> None:
             _lib.reinitialize()
 
 
+class DerivationData(ctypes.Structure):
+    """CK_KEY_DERIVATION_STRING_DATA {pData, ulLen} (made once: a ctypes class built per
+    call cost ~20 us and garbage-collector work)."""
+
+    _fields_ = [("pData", ctypes.c_void_p), ("ulLen", ctypes.c_ulong)]
+
+
 def derivation_param(data: bytes) -> tuple[bytes, ctypes.Array]:
-    """A packed ``CK_KEY_DERIVATION_STRING_DATA`` {pData, ulLen} for *_ECB_ENCRYPT_DATA.
+    """A packed ``CK_KEY_DERIVATION_STRING_DATA`` for *_ECB_ENCRYPT_DATA.
 
     python-pkcs11 packs it only for AES_ECB_ENCRYPT_DATA; for DES3 it passes bytes as
     they are. Returns (packed struct, buffer): keep the buffer alive during the call.
     """
     buf = ctypes.create_string_buffer(data, len(data))
-
-    class _Param(ctypes.Structure):
-        _fields_ = [("pData", ctypes.c_void_p), ("ulLen", ctypes.c_ulong)]
-
-    p = _Param(ctypes.cast(buf, ctypes.c_void_p), len(data))
-    return bytes(p), buf
+    return bytes(DerivationData(ctypes.cast(buf, ctypes.c_void_p), len(data))), buf
 
 
 # One logged-in session per token, shared by every Hsm of the process on that token.

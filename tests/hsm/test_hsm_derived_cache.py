@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 import warnings
 
+import pkcs11
+import pytest
 from pkcs11 import Attribute, ObjectClass
 
 from payswitch.hsm import Hsm, Policy, emv
@@ -55,3 +57,71 @@ def test_udk_cache_is_bounded_sensitive_and_dropped_with_its_key(hsm_tokens):
         h.delete_key(label)
         assert len(h._derived) == 0
         assert len(_session_keys(h)) == base
+
+
+def test_session_keys_per_atc_stay_sensitive_and_are_destroyed(hsm_tokens, monkeypatch):
+    # CVN 18/16/17 derive SK and SK_L||SK_L per ATC by direct PKCS#11 calls (hsm/_raw.py):
+    # each is a sensitive, non-extractable, encrypt-only session object whose value the
+    # token refuses to give, and none is left once the call returns.
+    cfg = hsm_tokens["scratch-test"]
+    with Hsm(cfg) as h:
+        label = f"mk-{uuid.uuid4().hex[:8]}"
+        h.import_key_components(label, "MK-AC", [MK])
+        base = len(_session_keys(h))
+        seen = []
+        derive = h._derive
+
+        def spy(base_key, data, **kw):
+            key = derive(base_key, data, **kw)
+            obj = {o.handle: o for o in _session_keys(h)}[key.handle]
+            seen.append(tuple(obj[a] for a in (Attribute.TOKEN, Attribute.SENSITIVE,
+                                               Attribute.EXTRACTABLE, Attribute.ENCRYPT,
+                                               Attribute.DECRYPT, Attribute.DERIVE)))
+            with pytest.raises(pkcs11.AttributeSensitive):
+                obj[Attribute.VALUE]
+            return key
+
+        monkeypatch.setattr(h, "_derive", spy)
+        pan, un, data = "4761739001010010", b"\x01\x02\x03\x04", bytes(40)
+        for cvn in (18, 16, 17):
+            for atc in (b"\x00\x01", b"\x00\x02"):
+                arqc = h.generate_arqc(label, pan, "00", atc, data, cvn=cvn, un=un)
+                ok, arpc = h.verify_arqc(label, pan, "00", atc, data, arqc, cvn=cvn, un=un,
+                                         arc=b"00")
+                assert ok and len(arpc) == 8
+        udk_objects = 2 * len(h._derived)  # the cached UDK pairs (options A and B)
+        assert len(_session_keys(h)) - base == udk_objects
+        # CVNs x ATCs x (generate, verify) x (SK, SK_L||SK_L), and the UDK pairs
+        assert len(seen) == 3 * 2 * 2 * 2 + udk_objects
+        assert seen.count((False, True, False, True, False, False)) == len(seen) - len(h._derived)
+        assert seen.count((False, True, False, True, False, True)) == len(h._derived)  # UDKs
+        h.delete_key(label)
+
+
+def test_direct_call_errors_are_typed_and_name_the_call(hsm_tokens):
+    # A failing direct call is a PKCS11Error (so the derived cache's eviction and the
+    # command wrapper handle it like python-pkcs11's) and reaches the caller as an
+    # HsmDeviceError naming the function and return code, no data.
+    from payswitch.hsm import _raw
+    from payswitch.hsm._base import _locked
+    from payswitch.hsm.errors import HsmDeviceError
+
+    cfg = hsm_tokens["scratch-test"]
+    with Hsm(cfg) as h:
+        label = f"mk-{uuid.uuid4().hex[:8]}"
+        h.import_key_components(label, "MK-AC", [MK])
+        base = len(_session_keys(h))
+        key = _raw.derive_des2(h._key(label).main, bytes(16), encrypt=True, derive=False)
+        assert len(_session_keys(h)) == base + 1
+        key.destroy()
+        assert len(_session_keys(h)) == base
+        with pytest.raises(pkcs11.PKCS11Error, match="C_DestroyObject returned CKR 0x"):
+            key.destroy()
+
+        @_locked
+        def verify_arqc(self):  # a command name the role allows
+            key.encrypt(bytes(8), mechanism=pkcs11.Mechanism.DES3_ECB)
+
+        with pytest.raises(HsmDeviceError, match=r"C_EncryptInit returned CKR 0x\w{8}$"):
+            verify_arqc(h)
+        h.delete_key(label)

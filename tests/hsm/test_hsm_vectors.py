@@ -51,6 +51,23 @@ def test_dukpt_pin_key_first_transaction():
     assert pin_key.hex().upper() == "042666B49184CF5C68DE9628D0397B36"
 
 
+@pytest.mark.parametrize("host_des", ["libcrypto", "cryptography"])
+def test_dukpt_host_des_gives_published_blocks(monkeypatch, host_des):
+    # Both host DES paths (libcrypto's DES_*, and cryptography when libcrypto is
+    # missing) give the published blocks, both ways.
+    if host_des == "libcrypto":
+        assert dukpt._libcrypto is not None  # else this would test the fallback twice
+    else:
+        monkeypatch.setattr(dukpt, "_libcrypto", None)
+    ipek = bytes.fromhex("6AC292FAA1315B4D858AB3A3D7D5933A")
+    clear = pb.encode("1234", "4012345678909", 0)
+    for counter, expected in DUKPT_PIN_BLOCKS.items():
+        ksn = bytes.fromhex(f"FFFF9876543210E{counter:05X}")
+        block = dukpt.crypt_pin_block(ipek, ksn, clear, decrypt=False)
+        assert block.hex().upper() == expected
+        assert dukpt.crypt_pin_block(ipek, ksn, block, decrypt=True) == clear
+
+
 @pytest.mark.parametrize("counter,expected", sorted(DUKPT_PIN_BLOCKS.items()))
 def test_dukpt_pin_blocks_published(hsm_scratch, counter, expected):
     bdk = label("bdk")

@@ -1,0 +1,172 @@
+"""Direct PKCS#11 calls (ctypes) for the per-transaction steps: derive a TDES key,
+encrypt or decrypt a few blocks, destroy.
+
+python-pkcs11 adds ~25 us of Python to each encrypt (SoftHSM's own C_EncryptInit +
+C_Encrypt of a block is ~9 us of CPU) and ~150-250 us to each ``derive_key`` (SoftHSM's
+C_DeriveKey + C_DestroyObject is ~22-35 us): it resolves the mechanism, merges and
+packs a template, reads the new object's attributes back and builds a new Python class
+for it. An ARQC with a session key is two derivations and three encryptions, a TDES
+DUKPT translation three encryptions, so that wrapper was most of their cost
+(hsm/README.md, "Benchmark"). Here the same functions of the same library are called
+on the same session with the same templates: keys stay token objects, known by handle
+(``TokenKey``). Callers hold ``session.LIBRARY_LOCK``, as for every library call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11 import KeyType as PK
+
+from payswitch.hsm import session as _session
+from payswitch.hsm.session import DerivationData
+
+_UL = ctypes.c_ulong
+
+
+class _Mechanism(ctypes.Structure):
+    _fields_ = [("mechanism", _UL), ("pParameter", ctypes.c_void_p),
+                ("ulParameterLen", _UL)]
+
+
+class _Attr(ctypes.Structure):
+    _fields_ = [("type", _UL), ("pValue", ctypes.c_void_p), ("ulValueLen", _UL)]
+
+
+class CallError(pkcs11.PKCS11Error):
+    """A direct call returned an error code (named in the message, no data)."""
+
+
+_libs: dict[str, ctypes.CDLL] = {}
+_BLOCK = {Mechanism.DES3_ECB: 8, Mechanism.DES3_CBC: 8, Mechanism.AES_ECB: 16}
+
+
+def _library() -> ctypes.CDLL:
+    """The module python-pkcs11 loaded (dlopen of the same file gives the same copy,
+    with its sessions and objects)."""
+    path = _session.module_path()
+    lib = _libs.get(path)
+    if lib is None:
+        lib = ctypes.CDLL(path)
+        crypt = [_UL, ctypes.c_char_p, _UL, ctypes.c_char_p, ctypes.POINTER(_UL)]
+        for name, args in (
+            ("C_DeriveKey", [_UL, ctypes.POINTER(_Mechanism), _UL, ctypes.POINTER(_Attr),
+                             _UL, ctypes.POINTER(_UL)]),
+            ("C_DestroyObject", [_UL, _UL]),
+            ("C_EncryptInit", [_UL, ctypes.POINTER(_Mechanism), _UL]),
+            ("C_Encrypt", crypt),
+            ("C_DecryptInit", [_UL, ctypes.POINTER(_Mechanism), _UL]),
+            ("C_Decrypt", crypt),
+        ):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, _UL
+        _libs[path] = lib
+    return lib
+
+
+def _check(rv: int, call: str) -> None:
+    if rv != 0:
+        raise CallError(f"{call} returned CKR 0x{rv:08X}")
+
+
+def _crypt(key: Any, data: bytes, mechanism: Mechanism, iv: bytes | None,
+           decrypt: bool) -> bytes:
+    """One C_{En,De}cryptInit + C_{En,De}crypt of whole blocks (no padding mechanisms:
+    the output is as long as the input)."""
+    if _BLOCK.get(mechanism) is None or len(data) % _BLOCK[mechanism] or not data:
+        raise CallError("whole blocks of DES3 ECB/CBC or AES ECB only")
+    lib = _library()
+    sess = key.session.handle
+    mech = _Mechanism(int(mechanism), None, 0)
+    if iv is not None:
+        buf = ctypes.create_string_buffer(iv, len(iv))
+        mech.pParameter, mech.ulParameterLen = ctypes.cast(buf, ctypes.c_void_p), len(iv)
+    name = "C_Decrypt" if decrypt else "C_Encrypt"
+    _check(getattr(lib, name + "Init")(sess, mech, key.handle), name + "Init")
+    out = ctypes.create_string_buffer(len(data))
+    n = _UL(len(data))
+    _check(getattr(lib, name)(sess, data, len(data), out, n), name)
+    return out.raw[:n.value]
+
+
+def encrypt(key: Any, data: bytes, mechanism: Mechanism, iv: bytes | None = None) -> bytes:
+    """Encrypt under a python-pkcs11 key or a ``TokenKey``."""
+    return _crypt(key, data, mechanism, iv, decrypt=False)
+
+
+def decrypt(key: Any, data: bytes, mechanism: Mechanism, iv: bytes | None = None) -> bytes:
+    return _crypt(key, data, mechanism, iv, decrypt=True)
+
+
+_TRUE, _FALSE = ctypes.c_ubyte(1), ctypes.c_ubyte(0)
+
+
+def _des2_template(encrypt: bool, derive: bool, private: bool) -> ctypes.Array:
+    """The template ``HsmBase._derive`` gave python-pkcs11 (which added CLASS, KEY_TYPE
+    and PRIVATE): a DES2 session key, sensitive, not extractable, only the rights asked
+    for; private unless asked otherwise (hsm/README.md, "CKA_PRIVATE")."""
+    values: list[tuple[Attribute, Any]] = [
+        (Attribute.CLASS, _UL(ObjectClass.SECRET_KEY)),
+        (Attribute.KEY_TYPE, _UL(PK.DES2)),
+        (Attribute.TOKEN, _FALSE),
+        (Attribute.PRIVATE, _TRUE if private else _FALSE),
+        (Attribute.SENSITIVE, _TRUE),
+        (Attribute.EXTRACTABLE, _FALSE),
+        (Attribute.ENCRYPT, _TRUE if encrypt else _FALSE),
+        (Attribute.DECRYPT, _FALSE),
+        (Attribute.DERIVE, _TRUE if derive else _FALSE),
+        (Attribute.SIGN, _FALSE),
+        (Attribute.VERIFY, _FALSE),
+        (Attribute.WRAP, _FALSE),
+        (Attribute.UNWRAP, _FALSE),
+    ]
+    arr = (_Attr * len(values))()
+    for slot, (attr, value) in zip(arr, values, strict=True):
+        slot.type = int(attr)
+        slot.pValue = ctypes.cast(ctypes.pointer(value), ctypes.c_void_p)
+        slot.ulValueLen = ctypes.sizeof(value)
+    return arr
+
+
+# Built once: the values they point to are module constants, so they stay alive.
+_TEMPLATES = {(e, d, p): _des2_template(e, d, p)
+              for e in (False, True) for d in (False, True) for p in (False, True)}
+
+
+class TokenKey:
+    """A derived session object by handle, with the two methods the EMV steps call on
+    keys (``encrypt`` as python-pkcs11's, ``destroy``), so they take either kind."""
+
+    __slots__ = ("handle", "session")
+
+    def __init__(self, session: Any, handle: int) -> None:  # a pkcs11 Session
+        self.session, self.handle = session, handle
+
+    def encrypt(self, data: bytes, *, mechanism: Mechanism,
+                mechanism_param: bytes | None = None) -> bytes:
+        return _crypt(self, data, mechanism, mechanism_param, decrypt=False)
+
+    def destroy(self) -> None:
+        _check(_library().C_DestroyObject(self.session.handle, self.handle),
+               "C_DestroyObject")
+
+
+def derive_des2(base: Any, data: bytes, *, encrypt: bool, derive: bool,
+                private: bool = True) -> TokenKey:
+    """DES3_ECB_ENCRYPT_DATA of 16 bytes under ``base`` (a python-pkcs11 key or a
+    TokenKey): a DES2 session key in the token, returned by handle."""
+    if len(data) != 16:
+        raise CallError("DES2 derivation data is 16 bytes")
+    buf = ctypes.create_string_buffer(data, len(data))
+    param = DerivationData(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    mech = _Mechanism(int(Mechanism.DES3_ECB_ENCRYPT_DATA),
+                      ctypes.cast(ctypes.pointer(param), ctypes.c_void_p),
+                      ctypes.sizeof(param))
+    template = _TEMPLATES[(encrypt, derive, private)]
+    out = _UL()
+    _check(_library().C_DeriveKey(base.session.handle, mech, base.handle, template,
+                                  len(template), out), "C_DeriveKey")
+    return TokenKey(base.session, out.value)
