@@ -56,30 +56,46 @@ def encode_frame(kind: str, payload: bytes, tpdu: bytes | None = None,
 
 
 class FrameReader:
+    """``feed`` returns every whole frame at once; ``append`` + ``next_frame`` cut them
+    one at a time, so a reader that stops early (a stream of junk closed after a few
+    frames) never pays for cutting the rest of a 64 KiB chunk."""
+
     def __init__(self, kind: str, max_frame_bytes: int = 8192) -> None:
         if kind not in _PREFIX_BYTES:
             raise ValueError(f"unknown framing {kind!r}")
         self.kind = kind
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
+        self._start = 0  # frames before this offset are cut already
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._start
 
     def feed(self, data: bytes | bytearray) -> list[Frame]:
-        self._buf += data
+        self.append(data)
         frames: list[Frame] = []
-        start = 0  # frames are cut at an offset, the buffer compacted once per feed:
-        try:       # a 64 KiB chunk of small frames costs one memmove, not one each
-            while True:
-                frame, start = self._next(start)
-                if frame is None:
-                    return frames
-                if frame.payload or frame.tpdu:
-                    frames.append(frame)
-        finally:
-            del self._buf[:start]
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
+        return frames
+
+    def append(self, data: bytes | bytearray) -> None:
+        self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        """The next whole frame (keep-alives skipped), or None until more is appended.
+
+        Frames are cut at an offset and the buffer compacted once it holds no whole
+        frame: a 64 KiB chunk of small frames costs one memmove, not one per frame."""
+        while True:
+            frame, end = self._next(self._start)
+            if frame is None:
+                del self._buf[:self._start]
+                self._start = 0
+                return None
+            self._start = end
+            if frame.payload or frame.tpdu:
+                return frame
 
     def _next(self, start: int) -> tuple[Frame | None, int]:
         prefix = _PREFIX_BYTES[self.kind]

@@ -27,6 +27,7 @@ class Admission:
         self._peer: dict[Hashable, str] = {}  # every admitted connection -> its source
         self._by_source: dict[str, int] = {}
         self._unproven: OrderedDict[Hashable, str] = OrderedDict()  # oldest first
+        self.admitted_total = 0  # connections ever admitted
 
     def __len__(self) -> int:
         return len(self._peer)
@@ -53,6 +54,7 @@ class Admission:
             evict.append(old)
             self.release(old)
         self._peer[conn] = peer
+        self.admitted_total += 1
         self._by_source[peer] = self._by_source.get(peer, 0) + 1
         if not proven:
             self._unproven[conn] = peer

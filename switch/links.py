@@ -111,18 +111,24 @@ class IssuerLink:
                 await waiter.done.wait()
             if waiter.response is not None:
                 return waiter.response
-            self.metrics.link_timeouts.labels(self.name).inc()
             why = "link dropped" if waiter.failed else "timeout"
-            log("link_timeout", logging.WARNING, link=self.name, mti=msg.mti, stan=msg.stan,
-                rrn=msg.rrn, reason=why)
+            self._timed_out(msg, why)
             raise IssuerTimeout(f"{why} on link {self.name}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             if not sent:
                 raise LinkUnavailable(f"link {self.name} write failed") from None
+            self._timed_out(msg, "write failed")
             raise IssuerTimeout(f"link {self.name} write failed: {type(e).__name__}") from None
         finally:
             gauge.dec()
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
+
+    def _timed_out(self, msg: Message, why: str) -> None:
+        """Counted and logged for every IssuerTimeout (each one queues a 0420): a write
+        that failed once sent counts too, as a link drop does."""
+        self.metrics.link_timeouts.labels(self.name).inc()
+        log("link_timeout", logging.WARNING, link=self.name, mti=msg.mti, stan=msg.stan,
+            rrn=msg.rrn, reason=why)
 
     async def _send(self, msg: Message) -> None:
         channel = self._channel

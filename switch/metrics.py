@@ -40,7 +40,8 @@ class Metrics:
                                      ["link", "mti"], registry=r)
         self.link_responses = Counter("link_responses_total", "Responses from an issuer link, "
                                       "by DE39", ["link", "response_code"], registry=r)
-        self.link_timeouts = Counter("link_timeouts_total", "Requests that timed out",
+        self.link_timeouts = Counter("link_timeouts_total", "Requests sent that got no answer "
+                                     "(timeout, link dropped, write failed)",
                                      ["link"], registry=r)
         self.link_late = Counter("link_late_responses_total", "Responses after their timeout",
                                  ["link"], registry=r)

@@ -96,7 +96,7 @@ class Switch:
                            for x in cfg.listeners}
         self._log_samplers = {(x.name, what): LogSampler(x.log_sample_ms / 1000)
                               for x in cfg.listeners
-                              for what in ("refused", "malformed", "closed")}
+                              for what in ("refused", "malformed", "open", "closed")}
         # what the participants see: never this object
         self.services = Services(cfg=cfg, store=self.store, router=self.router,
                                  links=self.links, metrics=self.metrics, ledger=ledger,
@@ -461,7 +461,11 @@ class _Connection:
         self.reading.cancel()
 
     async def serve(self) -> None:
-        log("connection_open", logging.DEBUG, listener=self.lst.name, peer=self.origin.peer)
+        # every connection is unproven when it opens: sampled like the junk it may be
+        skipped = self.sw._log_samplers[self.lst.name, "open"].sample(trio.current_time())
+        if skipped is not None:
+            log("connection_open", logging.DEBUG, listener=self.lst.name,
+                peer=self.origin.peer, not_logged=skipped)
         self.sw._reading.add(self.reading)
         reason = "drain"
         try:
@@ -483,24 +487,34 @@ class _Connection:
                     not_logged=skipped)
 
     async def _read_loop(self, tasks: trio.Nursery) -> str:
+        """Frames are decoded here, and a task is started only for a request or a 30
+        to send: a junk frame that is dropped costs its decode and no task."""
         while True:
             try:
                 frame = await self.channel.receive_frame()
             except ChannelClosed as e:
                 return e.reason
             await self.slots.acquire()  # backpressure: stop reading when full
-            tasks.start_soon(self._on_frame, frame)
-
-    async def _on_frame(self, frame: Frame) -> None:
-        try:
-            if self.channel.closed:  # read before a close (junk, timeout): not served
-                return
             try:
                 req = self.dialect.decode(frame.payload)
             except CodecError as e:
                 resp, dialect = self._format_error(e, frame.payload)
-                if resp is not None:
-                    await self._send(resp, frame.tpdu, dialect)
+                if resp is None:
+                    self.slots.release()
+                else:
+                    tasks.start_soon(self._answer, resp, frame.tpdu, dialect)
+                continue
+            tasks.start_soon(self._on_request, req, frame)
+
+    async def _answer(self, resp: Message, tpdu: bytes | None, dialect: Dialect) -> None:
+        try:
+            await self._send(resp, tpdu, dialect)
+        finally:
+            self.slots.release()
+
+    async def _on_request(self, req: Message, frame: Frame) -> None:
+        try:
+            if self.channel.closed:  # read before a close (junk, timeout): not served
                 return
             if not req.is_request:
                 log("unexpected_response", logging.WARNING, listener=self.lst.name,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from payswitch.codecs.errors import CodecError
@@ -20,6 +21,7 @@ BITMAP_TWINS = {"iso87ascii": "iso87binbitmap", "iso87binbitmap": "iso87ascii"}
 __all__ = ["BITMAP_TWINS", "DIALECTS", "CodecError", "Dialect", "Message", "get"]
 
 
+@functools.cache  # a listener asks once per connection: a junk flood is ~200 a second
 def get(name: str) -> Dialect:
     if name not in DIALECTS:
         raise ValueError(f"unknown ISO 8583 dialect {name!r}; known: {', '.join(DIALECTS)}")

@@ -30,6 +30,20 @@ def test_any_chunking_yields_the_same_frames(kind, msgs, cuts):
         assert all(f.tpdu == TPDU for f in got)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@given(msgs=payloads, cuts=st.lists(st.integers(min_value=0), max_size=40))
+def test_frames_taken_one_at_a_time_are_the_same_frames(kind, msgs, cuts):
+    stream = b"".join(encode_frame(kind, m, tpdu=TPDU) for m in msgs)
+    reader = FrameReader(kind, max_frame_bytes=512)
+    got = []
+    for chunk in _chunks(stream, cuts):
+        reader.append(chunk)
+        while (frame := reader.next_frame()) is not None:
+            got.append(frame.payload)
+    assert got == msgs
+    assert reader.buffered == 0
+
+
 def test_prefix_bytes_are_as_specified():
     assert encode_frame("len2", b"AB") == b"\x00\x02AB"
     assert encode_frame("ascii4", b"AB") == b"0002AB"
