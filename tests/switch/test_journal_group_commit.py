@@ -5,8 +5,6 @@ counts the transactions that wrote them, as the database saw it."""
 
 from __future__ import annotations
 
-import threading
-
 import psycopg
 import trio
 import trio.testing
@@ -29,11 +27,15 @@ def _transactions(dsn: str, table: str = "switch_dedup") -> int:
         return conn.execute(f"select count(distinct xmin::text) from {table}").fetchone()[0]
 
 
-async def _held(store: Store, nursery: trio.Nursery) -> threading.Event:
+async def _held(store: Store, nursery: trio.Nursery) -> trio.Event:
     """Occupy the store's only pool slot until the returned event is set, so that the
     calls started next queue up behind it (one batch)."""
-    release = threading.Event()
-    nursery.start_soon(store.call, lambda conn: release.wait(10))
+    release = trio.Event()
+
+    async def hold(conn: object) -> None:
+        with trio.fail_after(10):
+            await release.wait()
+    nursery.start_soon(store.call, hold)
     await trio.testing.wait_all_tasks_blocked()
     return release
 
@@ -81,8 +83,8 @@ async def test_a_failing_call_does_not_fail_its_batch_neighbours(dsn: str) -> No
     store = Store(dsn, pool_size=1)
     await store.migrate()
 
-    def broken(conn: psycopg.Connection) -> None:
-        conn.execute("select * from no_such_table")
+    async def broken(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute("select * from no_such_table")
 
     results: dict[int, object] = {}
 
@@ -114,8 +116,8 @@ async def test_a_failed_commit_fails_every_call_of_its_batch(dsn: str) -> None:
         conn.execute("create table gc_probe (k int, unique (k) deferrable initially deferred)")
     store = Store(dsn, pool_size=1)
 
-    def insert(conn: psycopg.Connection, k: int) -> None:
-        conn.execute("insert into gc_probe values (%s)", (k,))
+    async def insert(conn: psycopg.AsyncConnection, k: int) -> None:
+        await conn.execute("insert into gc_probe values (%s)", (k,))
 
     outcome: list[object] = []
 
