@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -78,13 +79,24 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
         conninfo = make_conninfo(dsn, **kwargs)
         timeout = timeout_from_conninfo(conninfo_to_dict(conninfo)) or None
         gen = cls._connect_gen(conninfo)
-        with trio.fail_after(timeout) if timeout else contextlib.nullcontext():
-            try:
+        try:
+            with trio.fail_after(timeout) if timeout else contextlib.nullcontext():
                 conn = await _drive_conn(gen)
-            except trio.TooSlowError:
-                raise psycopg.errors.ConnectionTimeout("connection timeout expired") from None
+        except trio.TooSlowError:
+            raise psycopg.errors.ConnectionTimeout("connection timeout expired") from None
         conn._autocommit = autocommit
         return conn
+
+    @contextlib.asynccontextmanager
+    async def pipelined_transaction(self) -> AsyncIterator[None]:
+        """BEGIN ... COMMIT in pipeline mode: BEGIN leaves with the first statement, and
+        COMMIT with a single Sync at the end. (``transaction()`` in pipeline mode syncs
+        at BEGIN and twice at the end: three round trips more.) On an error the
+        transaction is left open and aborted: the caller must close the connection."""
+        async with self.pipeline():
+            await self.execute("begin")
+            yield
+            await self.execute("commit")
 
     def close_now(self) -> None:
         """``close`` without a checkpoint (it has none to make): for finally blocks

@@ -1,10 +1,11 @@
-"""The ledger on PostgreSQL: one batch = one transaction (sync; the trio writer calls it in a
-worker thread).
+"""The ledger on PostgreSQL: one batch = one transaction.
 
 Per batch, whatever its size: 4 reads (transfers, failed ids, accounts FOR UPDATE in id order,
 pending states FOR UPDATE) and up to 7 writes, each one statement over arrays (unnest), then
-COMMIT with synchronous_commit as the server has it (on). A 1,000-transfer batch is ~12 round
-trips and one WAL flush instead of 1,000 of each.
+COMMIT with synchronous_commit as the server has it (on). The statements are a plan
+(``submit_plan``) with no I/O of its own: ``Ledger`` runs it on a sync connection, one
+statement at a time (~12 round trips); the trio writer pipelines it in 4 round trips. Either
+way one WAL flush per batch instead of one per transfer.
 """
 
 from __future__ import annotations

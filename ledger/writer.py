@@ -194,9 +194,12 @@ class BatchWriter:
         try:
             # not cancellable half-way: a cancelled wait closes the connection, and the
             # callers are told the batch failed (unknown outcome, retried with same ids)
-            async with conn.pipeline(), conn.transaction():
+            async with conn.pipelined_transaction():
                 outcomes, used = await _run_plan(conn, submit_plan(requests, now, self.mac))
-        except psycopg.Error as e:
+        except BaseException as e:
+            self._drop()  # its transaction is left open: reconnect for the next batch
+            if not isinstance(e, psycopg.Error):
+                raise
             raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e
         self._last_ns = max(self._last_ns, now + used)
         return outcomes

@@ -6,13 +6,16 @@ connections are in use (a ``CapacityLimiter``).
 
 Group commit: the hot-path calls (claim, issuer_request, complete, ...) of many
 authorizations are run in ONE transaction: whoever finds a pool slot free takes every
-call queued so far (up to ``batch_max``), runs them in order in pipeline mode (a
-statement whose result is not read rides with the next round trip) and commits once;
-each caller is answered only after that COMMIT. While a batch is in
-flight the next one fills up, so the batch size follows the load with no timer. If a
-statement fails the whole batch is rolled back and its calls are run again one
-transaction each, so one bad call cannot fail its neighbours. Start-up and SAF-lease
-calls (``call_alone``) keep a transaction of their own.
+call queued so far (up to ``batch_max``), runs them in order in pipeline mode (BEGIN
+and a statement whose result is not read ride with the next round trip, the last ones
+with COMMIT) and commits once; each caller is answered only after that COMMIT. While a
+batch is in flight the next one fills up, so the batch size follows the load with no
+timer. If the server answers a statement or the COMMIT with an error, nothing was
+committed: the calls are run again one transaction each, so one bad call cannot fail
+its neighbours. If it does not answer (connection lost: outcome unknown) or a
+statement timed out, every call of the batch gets StoreError. Start-up and SAF-lease calls
+(``call_alone``) keep a transaction of their own, outside pipeline mode (the schema
+script and the risk replay's server-side cursor need that).
 
 Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
 """
@@ -250,32 +253,32 @@ class Store:
         return call.result
 
     async def _run_batch(self, batch: list[_Call]) -> None:
-        """The batch in one transaction, in pipeline mode: a statement whose result is
-        not read is sent with the next one that is, and BEGIN with the first."""
-        if len(batch) > 1:
-            try:
-                conn = await self._connect()
-            except StoreError as e:
-                return self._fail(batch, str(e))
-            ran = False
-            try:
-                async with conn.pipeline() as pipe, conn.transaction():
-                    results = [await c.fn(conn, *c.args) for c in batch]
-                    await pipe.sync()  # a statement's error surfaces here, not at COMMIT
-                    ran = True
-            except Exception as e:
-                lost = conn.broken
-                err = self._failed(conn, e)
-                if ran or lost or isinstance(e, psycopg.OperationalError):
-                    # COMMIT failed (outcome unknown) or the server is gone: the same
-                    # answer as a lone transaction would have had, for every call
-                    return self._fail(batch, str(err))
-            else:
-                self._idle.append(conn)
-                for c, r in zip(batch, results, strict=True):
-                    c.result = r
-                return
-        for c in batch:  # rolled back by one call's error: each in its own transaction
+        """The batch in one transaction, in pipeline mode: BEGIN goes with the first
+        statement, a statement whose result is not read with the next one that is, COMMIT
+        with the last (a lone ``append`` is one round trip)."""
+        try:
+            conn = await self._connect()
+        except StoreError as e:
+            return self._fail(batch, str(e))
+        try:
+            async with conn.pipelined_transaction():
+                results = [await c.fn(conn, *c.args) for c in batch]
+        except Exception as e:
+            lost = conn.broken
+            err = self._failed(conn, e)
+            if len(batch) == 1 or lost or isinstance(e, psycopg.OperationalError):
+                # no answer to COMMIT (outcome unknown: the server is gone) or a
+                # statement timed out: the same error as a lone transaction's
+                return self._fail(batch, str(err))
+        else:
+            self._idle.append(conn)
+            for c, r in zip(batch, results, strict=True):
+                c.result = r
+            return
+        # The server answered with an error, for a statement or for COMMIT: either way
+        # nothing was committed. Each call again in its own transaction, so that one
+        # bad call does not fail its neighbours.
+        for c in batch:
             try:
                 c.result = await self._run(c.fn, *c.args)
             except Exception as e:  # delivered to its caller
@@ -550,8 +553,9 @@ class Store:
         async def run(conn: Conn) -> list[dict[str, Any]]:
             cur = await conn.execute("select * from switch_journal where dup_key = %s"
                                      " order by id", (dup_key,))
+            rows = await cur.fetchall()  # in pipeline mode, description comes with them
             names = [c.name for c in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+            return [dict(zip(names, r, strict=True)) for r in rows]
         return await self.call(run)
 
     # -- originals and recovery -------------------------------------------------------

@@ -108,10 +108,10 @@ async def test_a_failing_call_does_not_fail_its_batch_neighbours(dsn: str) -> No
 
 
 @trio_test
-async def test_a_failed_commit_fails_every_call_of_its_batch(dsn: str) -> None:
-    """COMMIT itself fails (a deferred constraint): the outcome of a batch whose COMMIT
-    did not answer is unknown, so every caller gets StoreError, as a lone transaction's
-    caller would; none is quietly run again."""
+async def test_a_refused_commit_reruns_each_call_alone(dsn: str) -> None:
+    """COMMIT itself is refused (a deferred constraint). An error answer to COMMIT means
+    the batch was rolled back, so each call runs again in a transaction of its own: the
+    repeated key fails alone and its neighbours are committed, each once."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("create table gc_probe (k int, unique (k) deferrable initially deferred)")
     store = Store(dsn, pool_size=1)
@@ -134,6 +134,41 @@ async def test_a_failed_commit_fails_every_call_of_its_batch(dsn: str) -> None:
         await trio.testing.wait_all_tasks_blocked()
         release.set()
     store.close()
-    assert len(outcome) == 4 and all(isinstance(o, StoreError) for o in outcome)
+    assert len(outcome) == 4 and sum(isinstance(o, StoreError) for o in outcome) == 1
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("select k from gc_probe order by k").fetchall()
+    assert rows == [(1,), (2,), (3,)]
+
+
+@trio_test
+async def test_a_lost_connection_fails_every_call_of_its_batch(dsn: str) -> None:
+    """The connection dies before COMMIT is answered (the server ends the backend): the
+    outcome is unknown, so every caller of the batch gets StoreError, as a lone
+    transaction's caller would; none is quietly run again."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("create table gc_probe (k int)")
+    store = Store(dsn, pool_size=1)
+
+    async def insert(conn: psycopg.AsyncConnection, k: int) -> None:
+        await conn.execute("insert into gc_probe values (%s)", (k,))
+        if k == 3:  # the last of the batch: its own backend goes away mid-transaction
+            await conn.execute("select pg_terminate_backend(pg_backend_pid())")
+
+    outcome: list[object] = []
+
+    async def one(k: int) -> None:
+        try:
+            outcome.append(await store.call(insert, k))
+        except StoreError as e:
+            outcome.append(e)
+
+    async with trio.open_nursery() as n:
+        release = await _held(store, n)
+        for k in (1, 2, 3):
+            n.start_soon(one, k)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    store.close()
+    assert len(outcome) == 3 and all(isinstance(o, StoreError) for o in outcome)
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select count(*) from gc_probe").fetchone()[0] == 0
