@@ -29,6 +29,19 @@ from psycopg.waiting import Ready, Wait
 _R, _W = Ready.R, Ready.W
 
 
+def tcp_bounds(bound_ms: int) -> dict[str, Any]:
+    """libpq TCP settings that make a dead or partitioned server fail a wait within
+    about ``bound_ms``: statement_timeout is enforced by the server only, so without
+    them a wait lasts the kernel's ~15 min retransmission timeout. Keepalives cover an
+    idle socket waiting for a result (first probe after half the bound, then 3 over the
+    other half), tcp_user_timeout data sent and not acknowledged."""
+    idle_s = max(1, bound_ms // 2000)
+    count = 3
+    interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
+    return dict(keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
+                keepalives_count=count, tcp_user_timeout=bound_ms)
+
+
 def _ready_now(fileno: int, want: Wait) -> int:
     """What the socket is ready for right now (0: nothing); a zero-timeout poll."""
     poll = select.poll()

@@ -30,7 +30,7 @@ import psycopg
 import trio
 
 from . import events as ev
-from .pgtrio import TrioConnection
+from .pgtrio import TrioConnection, tcp_bounds
 from .store import Ledger, Outcome, Plan, Request, connect_options, submit_plan
 from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
 
@@ -39,6 +39,7 @@ from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
 # JSON object per line, like its own.
 log = logging.getLogger("payswitch.ledger.writer")
 RECONNECT_LOG_EVERY = 25  # while the database is down: one line per this many tries
+TCP_MARGIN_MS = 5000  # after statement_timeout: the server gets the first chance to cancel
 
 
 def _first_line(e: BaseException) -> str:
@@ -124,7 +125,8 @@ class BatchWriter:
             try:
                 self._conn = await TrioConnection.open(
                     self.dsn, options=connect_options(timeout_ms, self.schema),
-                    connect_timeout=max(1, timeout_ms // 1000))
+                    connect_timeout=max(1, timeout_ms // 1000),
+                    **tcp_bounds(timeout_ms + TCP_MARGIN_MS))
             except psycopg.Error as e:
                 # the first failure, then one line per RECONNECT_LOG_EVERY tries
                 if failures % RECONNECT_LOG_EVERY == 0:
@@ -169,7 +171,11 @@ class BatchWriter:
             self._drop()
             await self._connect()
         try:
-            outcomes = await self._submit([s.request for s in batch])
+            # not cancellable, as the worker thread it replaces was not: every caller
+            # of a batch taken hears its outcome (each statement is bounded by
+            # statement_timeout, a dead server by the TCP bounds)
+            with trio.CancelScope(shield=True):
+                outcomes = await self._submit([s.request for s in batch])
         except Exception as e:  # noqa: BLE001 - every caller must hear about it
             err = e if isinstance(e, LedgerError) else LedgerError(
                 f"ledger batch failed: {type(e).__name__}: {e}")
@@ -192,8 +198,6 @@ class BatchWriter:
         assert conn is not None
         now = max(self.clock_ns(), self._last_ns + 1)
         try:
-            # not cancellable half-way: a cancelled wait closes the connection, and the
-            # callers are told the batch failed (unknown outcome, retried with same ids)
             async with conn.pipelined_transaction():
                 outcomes, used = await _run_plan(conn, submit_plan(requests, now, self.mac))
         except BaseException as e:

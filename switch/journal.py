@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.codecs.pan import mask_pan
-from payswitch.ledger.pgtrio import TrioConnection
+from payswitch.ledger.pgtrio import TrioConnection, tcp_bounds
 from payswitch.switch.errors import StoreError
 
 # Canonical fields that may be written to a table. Everything else (PAN, track 2, PIN
@@ -160,22 +160,14 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------
     def connect_kwargs(self) -> dict[str, Any]:
-        """libpq settings of every connection. statement_timeout is enforced by the
-        server only: if the network to it is gone (partition, dead host) a task would
-        wait for the kernel's ~15 min retransmission timeout, holding a pool slot and
-        blocking shutdown. TCP keepalives (idle socket waiting for a result) and
-        tcp_user_timeout (unacknowledged data) bound that wait to about the statement
-        timeout plus a margin (DESIGN: every wait bounded)."""
-        bound_ms = self._statement_timeout_ms + TCP_MARGIN_MS
-        idle_s = max(1, bound_ms // 2000)  # first probe after half the bound,
-        count = 3                          # then 3 probes over the other half
-        interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
+        """libpq settings of every connection: the statement timeout, and TCP bounds so
+        that a dead or partitioned server fails a call (and frees its pool slot, and the
+        drain) at about the statement timeout plus a margin (DESIGN: every wait
+        bounded)."""
         return dict(
             autocommit=True, connect_timeout=self._connect_timeout_s,
             options=f"-c statement_timeout={self._statement_timeout_ms}",
-            keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
-            keepalives_count=count, tcp_user_timeout=bound_ms,
-        )
+            **tcp_bounds(self._statement_timeout_ms + TCP_MARGIN_MS))
 
     async def _connect(self) -> Conn:
         if self._idle:

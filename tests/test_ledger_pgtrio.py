@@ -125,3 +125,23 @@ def test_a_cancelled_query_closes_its_connection(pg_dsn) -> None:
         assert await again.one("select 1") == (1,)
         again.close_now()
     trio.run(main)
+
+
+def test_the_writer_connection_has_tcp_bounds(pg_dsn) -> None:
+    """statement_timeout is the server's: against a dead or partitioned server only
+    the client's TCP bounds end the writer's wait (it used to be the kernel's ~15 min)."""
+    writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(statement_timeout_ms=4000))
+    opts: dict[str, str] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            await n.start(writer.run)
+            assert writer._conn is not None
+            opts.update({o.keyword.decode(): (o.val or b"").decode()
+                         for o in writer._conn.pgconn.info})
+            n.cancel_scope.cancel()
+    trio.run(main)
+    assert opts["keepalives"] == "1" and opts["tcp_user_timeout"] == "9000"
+    idle, interval, count = (int(opts[k]) for k in
+                             ("keepalives_idle", "keepalives_interval", "keepalives_count"))
+    assert idle + interval * count <= 9 + 1
