@@ -50,8 +50,7 @@ HOP_MARKS = ("to_thread_run_sync", "start_thread_soon", "WakeupSocketpair",
 HOP_DEPTH = 3
 ROWS = (
     ("BEGIN / COMMIT: journal group commits and ledger batches",
-     ("Connection.transaction", "pipelined_transaction", "_commit_gen", "_enter_gen",
-      "_exit_gen")),
+     ("Connection.transaction", "_commit_gen", "_enter_gen", "_exit_gen")),
     ("CheckDuplicate: fingerprint + claim (journal)", ("Store.claim", "pans.py:fingerprint",
                                                        "CheckDuplicate.prepare")),
     ("Forward: journal issuer_request", ("Store.append",)),

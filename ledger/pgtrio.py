@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import select
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -99,17 +98,6 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
             raise psycopg.errors.ConnectionTimeout("connection timeout expired") from None
         conn._autocommit = autocommit
         return conn
-
-    @contextlib.asynccontextmanager
-    async def pipelined_transaction(self) -> AsyncIterator[None]:
-        """BEGIN ... COMMIT in pipeline mode: BEGIN leaves with the first statement, and
-        COMMIT with a single Sync at the end. (``transaction()`` in pipeline mode syncs
-        at BEGIN and twice at the end: three round trips more.) On an error the
-        transaction is left open and aborted: the caller must close the connection."""
-        async with self.pipeline():
-            await self.execute("begin")
-            yield
-            await self.execute("commit")
 
     def close_now(self) -> None:
         """``close`` without a checkpoint (it has none to make): for finally blocks

@@ -2,11 +2,10 @@
 outcome only after COMMIT.
 
 The writer task runs psycopg on trio (``pgtrio``): no thread hop per batch. A batch is
-``store.submit_plan`` run in pipeline mode: reads, locks, writes, events, each list of
-statements one round trip, COMMIT with the last (four round trips whatever its size).
+``store.submit_plan``: ~12 statements whatever its size, then COMMIT.
 
 Back of the envelope: a COMMIT with synchronous_commit on costs one WAL flush (~1-5 ms on
-this class of machine), a batch adds 4 round trips (~0.5 ms) and ~15 µs of Python per
+this class of machine), a batch adds ~12 round trips (~1 ms) and ~15 µs of Python per
 transfer. One transaction per transfer would top out near 1/flush = a few hundred per
 second; one per batch of 1,000 gives ~1,000/(5 ms + 1 ms + 15 ms) ≈ 50k/s of ledger work
 before Python's own overhead. While a batch commits, the next one fills, so batches grow
@@ -192,18 +191,15 @@ class BatchWriter:
             s.done.set()
 
     async def _submit(self, requests: list[Request]) -> list[Outcome]:
-        """``Ledger.submit`` on the writer's connection, one pipeline round trip per step
-        list of the plan. Raises LedgerError when the batch did not commit."""
+        """``Ledger.submit`` on the writer's connection. Raises LedgerError when the
+        batch did not commit."""
         conn = self._conn
         assert conn is not None
         now = max(self.clock_ns(), self._last_ns + 1)
         try:
-            async with conn.pipelined_transaction():
+            async with conn.transaction():
                 outcomes, used = await _run_plan(conn, submit_plan(requests, now, self.mac))
-        except BaseException as e:
-            self._drop()  # its transaction is left open: reconnect for the next batch
-            if not isinstance(e, psycopg.Error):
-                raise
+        except psycopg.Error as e:
             raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e
         self._last_ns = max(self._last_ns, now + used)
         return outcomes
@@ -304,13 +300,17 @@ class BatchWriter:
 
 
 async def _run_plan(conn: TrioConnection, plan: Plan) -> Any:
-    """``store.run_plan`` in pipeline mode: a step list is sent at once, then read."""
+    """``store.run_plan`` on trio: one statement after the other. (Pipeline mode, a step
+    list per round trip, made 4 round trips of ~14 but cost more CPU per statement than
+    it saved: switch/README.md, "Where the CPU goes".)"""
     try:
         steps = next(plan)
         while True:
-            curs = [await conn.execute(query, params) for query, params, _ in steps]
-            steps = plan.send([await cur.fetchall() if read else None
-                               for cur, (_, _, read) in zip(curs, steps, strict=True)])
+            rows: list[list[Any] | None] = []
+            for query, params, read in steps:
+                cur = await conn.execute(query, params)
+                rows.append(await cur.fetchall() if read else None)
+            steps = plan.send(rows)
     except StopIteration as stop:
         return stop.value
 

@@ -6,16 +6,14 @@ connections are in use (a ``CapacityLimiter``).
 
 Group commit: the hot-path calls (claim, issuer_request, complete, ...) of many
 authorizations are run in ONE transaction: whoever finds a pool slot free takes every
-call queued so far (up to ``batch_max``), runs them in order in pipeline mode (BEGIN
-and a statement whose result is not read ride with the next round trip, the last ones
-with COMMIT) and commits once; each caller is answered only after that COMMIT. While a
-batch is in flight the next one fills up, so the batch size follows the load with no
-timer. If the server answers a statement or the COMMIT with an error, nothing was
-committed: the calls are run again one transaction each, so one bad call cannot fail
-its neighbours. If it does not answer (connection lost: outcome unknown) or a
-statement timed out, every call of the batch gets StoreError. Start-up and SAF-lease calls
-(``call_alone``) keep a transaction of their own, outside pipeline mode (the schema
-script and the risk replay's server-side cursor need that).
+call queued so far (up to ``batch_max``), runs them in order and commits once; each
+caller is answered only after that COMMIT. While a batch is in flight the next one
+fills up, so the batch size follows the load with no timer. If the server answers a
+statement or the COMMIT with an error, nothing was committed: the calls are run again
+one transaction each, so one bad call cannot fail its neighbours. If it does not answer
+(connection lost: outcome unknown) or a statement timed out, every call of the batch
+gets StoreError. Start-up and SAF-lease calls (``call_alone``) keep a transaction of
+their own.
 
 Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
 """
@@ -245,15 +243,15 @@ class Store:
         return call.result
 
     async def _run_batch(self, batch: list[_Call]) -> None:
-        """The batch in one transaction, in pipeline mode: BEGIN goes with the first
-        statement, a statement whose result is not read with the next one that is, COMMIT
-        with the last (a lone ``append`` is one round trip)."""
+        """The batch in one transaction. Not in pipeline mode: that saves round trips,
+        but psycopg's pipeline costs more CPU per statement than they cost on loopback
+        (measured: switch/README.md, "Where the CPU goes")."""
         try:
             conn = await self._connect()
         except StoreError as e:
             return self._fail(batch, str(e))
         try:
-            async with conn.pipelined_transaction():
+            async with conn.transaction():
                 results = [await c.fn(conn, *c.args) for c in batch]
         except Exception as e:
             lost = conn.broken
@@ -545,7 +543,7 @@ class Store:
         async def run(conn: Conn) -> list[dict[str, Any]]:
             cur = await conn.execute("select * from switch_journal where dup_key = %s"
                                      " order by id", (dup_key,))
-            rows = await cur.fetchall()  # in pipeline mode, description comes with them
+            rows = await cur.fetchall()
             names = [c.name for c in cur.description]
             return [dict(zip(names, r, strict=True)) for r in rows]
         return await self.call(run)
