@@ -32,7 +32,7 @@ class PanOps(HsmBase):
     @_locked
     def event_mac(self, key: str, data: bytes) -> bytes:
         """HMAC-SHA256 in the token with an EVK key: the ledger's event chain MAC (32 bytes).
-        Sync on purpose: the ledger's writer calls it inside its batch (on its own task)."""
+        Sync on purpose: the ledger's writer calls it from its worker thread."""
         k = self._use(key, Op.EVENT_MAC)
         return bytes(k.main.sign(bytes(data), mechanism=Mechanism.SHA256_HMAC))
 

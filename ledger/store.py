@@ -1,18 +1,17 @@
-"""The ledger on PostgreSQL: one batch = one transaction.
+"""The ledger on PostgreSQL: one batch = one transaction (sync; the trio writer calls it in a
+worker thread).
 
 Per batch, whatever its size: 4 reads (transfers, failed ids, accounts FOR UPDATE in id order,
 pending states FOR UPDATE) and up to 7 writes, each one statement over arrays (unnest), then
-COMMIT with synchronous_commit as the server has it (on). The statements are a plan
-(``submit_plan``) with no I/O of its own: ``Ledger`` runs it on a sync connection, the trio
-writer on a ``pgtrio`` one. ~12 round trips and one WAL flush per batch instead of 1,000 of
-each for 1,000 transfers.
+COMMIT with synchronous_commit as the server has it (on). A 1,000-transfer batch is ~12 round
+trips and one WAL flush instead of 1,000 of each.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -118,18 +117,6 @@ def _stored(row: Row) -> StoredTransfer:
                           row[4].int, row[8], row[9])
 
 
-def connect_options(statement_timeout_ms: int, schema: str | None) -> str:
-    """libpq ``options`` of a ledger connection: every statement and lock wait bounded,
-    and the schema if not the default."""
-    options = (f"-c statement_timeout={int(statement_timeout_ms)}"
-               f" -c lock_timeout={int(statement_timeout_ms)}")
-    if schema is not None:
-        if not schema.isidentifier():
-            raise LedgerError(f"bad schema name {schema!r}")
-        options += f" -c search_path={schema}"
-    return options
-
-
 class Ledger:
     """Synchronous ledger API over one connection (not thread-safe: one user at a time).
 
@@ -141,7 +128,12 @@ class Ledger:
                  clock_ns: Callable[[], int] = time.time_ns, migrate: bool = False,
                  schema: str | None = None,
                  statement_timeout_ms: int = 30_000) -> None:
-        options = connect_options(statement_timeout_ms, schema)
+        options = (f"-c statement_timeout={int(statement_timeout_ms)}"
+                   f" -c lock_timeout={int(statement_timeout_ms)}")
+        if schema is not None:
+            if not schema.isidentifier():
+                raise LedgerError(f"bad schema name {schema!r}")
+            options += f" -c search_path={schema}"
         try:
             self.conn = psycopg.connect(dsn, autocommit=True, options=options)
         except psycopg.Error as e:
@@ -261,7 +253,7 @@ class Ledger:
         now = max(self.clock_ns(), self._last_ns + 1)
         try:
             with self._tx() as cur:
-                outcomes, used = run_plan(cur, submit_plan(requests, now, self.mac))
+                outcomes, used = self._submit(cur, requests, now)
         except psycopg.Error as e:
             raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e
         self._last_ns = max(self._last_ns, now + used)
@@ -272,216 +264,165 @@ class Ledger:
         now = max(self.clock_ns(), self._last_ns + 1)
         try:
             with self._tx() as cur:
-                return run_plan(cur, _expire_plan(now, limit))
+                cur.execute(
+                    "select id from pending_transfers where state = 'pending' and "
+                    "expires_at_ns <= %s order by expires_at_ns limit %s", (now, limit))
+                due = [r[0].int for r in cur.fetchall()]
+                cur.execute(_SELECT_TRANSFERS, (_ua(due),))
+                transfers = {r[0].int: _stored(r) for r in cur.fetchall()}
+                if not transfers:
+                    return 0
+                acct_ids = {t.debit_account_id for t in transfers.values()} | {
+                    t.credit_account_id for t in transfers.values()}
+                accounts = self._lock_accounts(cur, acct_ids)
+                pending = self._lock_pending(cur, transfers.keys())
+                eng = Engine(accounts, transfers, set(), pending, now)
+                n = sum(eng.expire(pid) for pid in sorted(transfers))
+                self._write(cur, eng)
         except psycopg.Error as e:
             raise LedgerError(f"expiry batch not committed: {e}") from e
+        return n
 
     # -- internals -------------------------------------------------------------------------
 
     def _tx(self) -> _Tx:
         return _Tx(self.conn)
 
-
-# A batch's work is a plan: a generator that yields a list of steps (statement,
-# parameters, whether its rows are read) and is sent back the rows of each (None when not
-# read). It does no I/O itself, so one plan serves two drivers: ``run_plan`` here on a
-# sync cursor, and the trio writer's on a ``pgtrio`` connection. Steps of one list do
-# not depend on each other's results (a driver may send them together: pipeline mode
-# was measured, and cost more CPU than it saved).
-Step = tuple[str, Any, bool]
-Plan = Generator[list[Step], list[list[Row] | None], Any]
-
-
-def run_plan(cur: Cursor, plan: Plan) -> Any:
-    """Drive ``plan`` on a synchronous cursor; returns the plan's value."""
-    try:
-        steps = next(plan)
-        while True:
-            rows: list[list[Row] | None] = []
-            for query, params, read in steps:
-                cur.execute(query, params)
-                rows.append(cur.fetchall() if read else None)
-            steps = plan.send(rows)
-    except StopIteration as stop:
-        return stop.value
-
-
-def _lock_accounts(ids: Iterable[int]) -> Step:
-    return ("select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
+    @staticmethod
+    def _lock_accounts(cur: Cursor, ids: Iterable[int]) -> dict[int, AccountBalance]:
+        cur.execute(
+            "select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
             "credits_posted from accounts where id = any(%s::uuid[]) order by id for update",
-            (_ua(ids),), True)
+            (_ua(ids),))
+        return {r[0].int: AccountBalance(r[0].int, *r[1:]) for r in cur.fetchall()}
 
+    @staticmethod
+    def _lock_pending(cur: Cursor, ids: Iterable[int]) -> dict[int, PendingInfo]:
+        cur.execute("select id, state, expires_at_ns from pending_transfers "
+                    "where id = any(%s::uuid[]) order by id for update", (_ua(ids),))
+        return {r[0].int: PendingInfo(r[1], r[2]) for r in cur.fetchall()}
 
-def _accounts(rows: list[Row] | None) -> dict[int, AccountBalance]:
-    return {r[0].int: AccountBalance(r[0].int, *r[1:]) for r in rows or ()}
+    def _submit(self, cur: Cursor, requests: Sequence[Request],
+                now: int) -> tuple[list[Outcome], int]:
+        all_t = [t for r in requests for t in r.transfers]
+        ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
+        pids = {t.pending_id for t in all_t
+                if t.flags & _POST_VOID and 0 < t.pending_id < ID_MAX}
+        transfers: dict[int, StoredTransfer] = {}
+        failed: set[int] = set()
+        accounts: dict[int, AccountBalance] = {}
+        pending: dict[int, PendingInfo] = {}
+        if all_t:
+            cur.execute(_SELECT_TRANSFERS, (_ua(ids | pids),))
+            transfers = {r[0].int: _stored(r) for r in cur.fetchall()}
+            cur.execute("select id from failed_transfers where id = any(%s::uuid[])",
+                        (_ua(ids),))
+            failed = {r[0].int for r in cur.fetchall()}
+            acct_ids = {a for t in all_t for a in (t.debit_account_id, t.credit_account_id)
+                        if 0 < a < ID_MAX}
+            pend_loaded = [t for t in transfers.values()
+                           if t.flags & TransferFlags.PENDING and t.id in pids]
+            for p in pend_loaded:
+                acct_ids.add(p.debit_account_id)
+                acct_ids.add(p.credit_account_id)
+            accounts = self._lock_accounts(cur, acct_ids)
+            if pend_loaded:
+                pending = self._lock_pending(cur, [p.id for p in pend_loaded])
+        eng = Engine(accounts, transfers, failed, pending, now)
+        results = [eng.apply(list(r.transfers)) for r in requests]
+        self._write(cur, eng)
+        # events: chosen per request by its outcome
+        chosen: list[tuple[int, Event]] = []
+        for k, (req, res) in enumerate(zip(requests, results, strict=True)):
+            ok = _ok(res)
+            chosen.extend((k, e) for e in (req.on_success if ok else req.on_failure))
+        written: list[list[int]] = [[] for _ in requests]
+        if chosen:
+            self._append(cur, chosen, written, now)
+        outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
+                                                                     strict=True)]
+        return outcomes, eng._next_ts - now
 
-
-def _lock_pending(ids: Iterable[int]) -> Step:
-    return ("select id, state, expires_at_ns from pending_transfers "
-            "where id = any(%s::uuid[]) order by id for update", (_ua(ids),), True)
-
-
-def _pending(rows: list[Row] | None) -> dict[int, PendingInfo]:
-    return {r[0].int: PendingInfo(r[1], r[2]) for r in rows or ()}
-
-
-def _expire_plan(now: int, limit: int) -> Plan:
-    (rows,) = yield [("select id from pending_transfers where state = 'pending' and "
-                      "expires_at_ns <= %s order by expires_at_ns limit %s", (now, limit), True)]
-    due = [r[0].int for r in rows or ()]
-    (rows,) = yield [(_SELECT_TRANSFERS, (_ua(due),), True)]
-    transfers = {r[0].int: _stored(r) for r in rows or ()}
-    if not transfers:
-        return 0
-    acct_ids = {t.debit_account_id for t in transfers.values()} | {
-        t.credit_account_id for t in transfers.values()}
-    accounts, pending = yield [_lock_accounts(acct_ids), _lock_pending(transfers.keys())]
-    eng = Engine(_accounts(accounts), transfers, set(), _pending(pending), now)
-    n = sum(eng.expire(pid) for pid in sorted(transfers))
-    yield _write_steps(eng)
-    return n
-
-
-def submit_plan(requests: Sequence[Request], now: int,
-                mac: ev.MacFunction | None) -> Plan:
-    """Many callers' requests as one plan of four round trips whatever the batch size:
-    reads; locks; writes and the event chain head; events and outbox. Its value:
-    (outcomes, timestamps used)."""
-    all_t = [t for r in requests for t in r.transfers]
-    ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
-    pids = {t.pending_id for t in all_t
-            if t.flags & _POST_VOID and 0 < t.pending_id < ID_MAX}
-    event_ids = [e.id for r in requests for e in (*r.on_success, *r.on_failure)]
-    reads: list[Step] = []
-    if all_t:
-        reads += [(_SELECT_TRANSFERS, (_ua(ids | pids),), True),
-                  ("select id from failed_transfers where id = any(%s::uuid[])",
-                   (_ua(ids),), True)]
-    got = (yield reads) if reads else []
-    transfers: dict[int, StoredTransfer] = {}
-    failed: set[int] = set()
-    accounts: dict[int, AccountBalance] = {}
-    pending: dict[int, PendingInfo] = {}
-    acct_ids: set[int] = set()
-    pend_loaded: list[StoredTransfer] = []
-    if all_t:
-        transfers = {r[0].int: _stored(r) for r in got[0] or ()}
-        failed = {r[0].int for r in got[1] or ()}
-        acct_ids = {a for t in all_t for a in (t.debit_account_id, t.credit_account_id)
-                    if 0 < a < ID_MAX}
-        pend_loaded = [t for t in transfers.values()
-                       if t.flags & TransferFlags.PENDING and t.id in pids]
-        for p in pend_loaded:
-            acct_ids.add(p.debit_account_id)
-            acct_ids.add(p.credit_account_id)
-    locks = [_lock_accounts(acct_ids)] if all_t else []
-    if pend_loaded:
-        locks.append(_lock_pending([p.id for p in pend_loaded]))
-    if event_ids:  # after the account locks: a batch on the same accounts has committed
-        locks.append(("select id from events where id = any(%s::uuid[])",
-                      (_ua(event_ids),), True))
-    locked = (yield locks) if locks else []
-    if all_t:
-        accounts = _accounts(locked[0])
-    if pend_loaded:
-        pending = _pending(locked[1])
-    seen = {r[0].int for r in locked[-1] or ()} if event_ids else set()
-    eng = Engine(accounts, transfers, failed, pending, now)
-    results = [eng.apply(list(r.transfers)) for r in requests]
-    writes = _write_steps(eng)
-    # events: chosen per request by its outcome; ids already stored are skipped
-    chosen: list[tuple[int, Event]] = []
-    for k, (req, res) in enumerate(zip(requests, results, strict=True)):
-        chosen.extend((k, e) for e in (req.on_success if _ok(res) else req.on_failure))
-    if chosen and mac is None:
-        raise LedgerError("this Ledger has no MAC function: cannot append events")
-    fresh = []
-    for k, e in chosen:
-        if e.id not in seen:
+    def _append(self, cur: Cursor, chosen: list[tuple[int, Event]], written: list[list[int]],
+                now: int) -> None:
+        if self.mac is None:
+            raise LedgerError("this Ledger has no MAC function: cannot append events")
+        cur.execute("select id from events where id = any(%s::uuid[])",
+                    (_ua([e.id for _, e in chosen]),))
+        seen = {r[0].int for r in cur.fetchall()}
+        fresh = []
+        for k, e in chosen:
+            if e.id in seen:
+                continue
             seen.add(e.id)
             fresh.append((k, e))
-    written: list[list[int]] = [[] for _ in requests]
-    if fresh:
-        assert mac is not None
-        got = yield [*writes, ("select seq, mac from event_chain_head where singleton"
-                               " for update", None, True)]
-        head = got[-1]
-        assert head  # the schema's one row
-        ((head_seq, head_mac),) = head
-        stored = ev.chain([e for _, e in fresh], head_seq + 1, bytes(head_mac), mac,
+        if not fresh:
+            return
+        cur.execute("select seq, mac from event_chain_head where singleton for update")
+        head_seq, head_mac = cur.fetchone()  # type: ignore[misc]  # the schema's one row
+        stored = ev.chain([e for _, e in fresh], head_seq + 1, bytes(head_mac), self.mac,
                           now // 1000)
-        yield _event_steps(stored)
+        cur.execute(
+            "insert into events (seq, id, type, payment_id, transfer_id, occurred_at, payload, "
+            "prev_mac, mac) select s, i, t, p, tr, "
+            "timestamptz 'epoch' + us * interval '1 microsecond', pl, pm, m from "
+            "unnest(%s::bigint[], %s::uuid[], %b::text[], %s::uuid[], %s::uuid[], "
+            "%s::bigint[], %b::text[], %b::bytea[], %b::bytea[]) "
+            "as u(s, i, t, p, tr, us, pl, pm, m)",
+            (_ia([s.seq for s in stored]), _ua([s.id for s in stored]),
+             [s.type for s in stored], _ua([s.payment_id for s in stored]),
+             _ua([s.transfer_id for s in stored]), _ia([s.occurred_at_us for s in stored]),
+             [s.payload for s in stored], [s.prev_mac for s in stored],
+             [s.mac for s in stored]))
+        cur.execute(
+            "insert into outbox (event_seq, topic) select * from unnest(%s::bigint[], "
+            "%b::text[])", (_ia([s.seq for s in stored]),
+                            [ev.TOPIC_PREFIX + s.type for s in stored]))
+        cur.execute("update event_chain_head set seq = %s, mac = %s where singleton",
+                    (stored[-1].seq, stored[-1].mac))
+        cur.execute("select pg_notify('payswitch_outbox', %s)", (str(stored[-1].seq),))
         for (k, _), s in zip(fresh, stored, strict=True):
             written[k].append(s.seq)
-    elif writes:
-        yield writes
-    outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
-                                                                 strict=True)]
-    return outcomes, eng._next_ts - now
 
-
-def _event_steps(stored: list[ev.StoredEvent]) -> list[Step]:
-    return [
-        ("insert into events (seq, id, type, payment_id, transfer_id, occurred_at, payload, "
-         "prev_mac, mac) select s, i, t, p, tr, "
-         "timestamptz 'epoch' + us * interval '1 microsecond', pl, pm, m from "
-         "unnest(%s::bigint[], %s::uuid[], %b::text[], %s::uuid[], %s::uuid[], "
-         "%s::bigint[], %b::text[], %b::bytea[], %b::bytea[]) "
-         "as u(s, i, t, p, tr, us, pl, pm, m)",
-         (_ia([s.seq for s in stored]), _ua([s.id for s in stored]),
-          [s.type for s in stored], _ua([s.payment_id for s in stored]),
-          _ua([s.transfer_id for s in stored]), _ia([s.occurred_at_us for s in stored]),
-          [s.payload for s in stored], [s.prev_mac for s in stored],
-          [s.mac for s in stored]), False),
-        ("insert into outbox (event_seq, topic) select * from unnest(%s::bigint[], "
-         "%b::text[])", (_ia([s.seq for s in stored]),
-                         [ev.TOPIC_PREFIX + s.type for s in stored]), False),
-        ("update event_chain_head set seq = %s, mac = %s where singleton",
-         (stored[-1].seq, stored[-1].mac), False),
-        ("select pg_notify('payswitch_outbox', %s)", (str(stored[-1].seq),), False),
-    ]
-
-
-def _write_steps(eng: Engine) -> list[Step]:
-    out: list[Step] = []
-    nt = eng.new_transfers
-    if nt:
-        out.append((
-            "insert into transfers (id, debit_account_id, credit_account_id, amount, "
-            "pending_id, ledger, code, flags, timeout_s, ts) select * from unnest("
-            "%s::uuid[], %s::uuid[], %s::uuid[], %s::bigint[], %s::uuid[], %s::int[], "
-            "%s::int[], %s::int[], %s::int[], %s::bigint[])",
-            (_ua([t.id for t in nt]), _ua([t.debit_account_id for t in nt]),
-             _ua([t.credit_account_id for t in nt]), _ia([t.amount for t in nt]),
-             _ua([t.pending_id for t in nt]), _ia([t.ledger for t in nt]),
-             _ia([t.code for t in nt]), _ia([t.flags for t in nt]),
-             _ia([t.timeout_s for t in nt]), _ia([t.ts for t in nt])), False))
-    pc = eng.pending_changes
-    if pc:
-        keys = list(pc)
-        out.append((
-            "insert into pending_transfers (id, state, expires_at_ns) select * from "
-            "unnest(%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do update "
-            "set state = excluded.state",
-            (_ua(keys), [pc[k].state for k in keys],
-             _ia([pc[k].expires_at_ns for k in keys])), False))
-    if eng.touched_accounts:
-        acc = [eng.accounts[i] for i in sorted(eng.touched_accounts)]
-        out.append((
-            "update accounts a set debits_pending = u.dp, debits_posted = u.dpo, "
-            "credits_pending = u.cp, credits_posted = u.cpo from unnest(%s::uuid[], "
-            "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
-            "as u(id, dp, dpo, cp, cpo) where a.id = u.id",
-            (_ua([a.id for a in acc]), _ia([a.debits_pending for a in acc]),
-             _ia([a.debits_posted for a in acc]), _ia([a.credits_pending for a in acc]),
-             _ia([a.credits_posted for a in acc])), False))
-    if eng.new_failed:
-        nf = eng.new_failed
-        out.append((
-            "insert into failed_transfers (id, result, ts) select * from unnest("
-            "%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do nothing",
-            (_ua([f[0] for f in nf]), [f[1] for f in nf], _ia([f[2] for f in nf])), False))
-    return out
+    @staticmethod
+    def _write(cur: Cursor, eng: Engine) -> None:
+        nt = eng.new_transfers
+        if nt:
+            cur.execute(
+                "insert into transfers (id, debit_account_id, credit_account_id, amount, "
+                "pending_id, ledger, code, flags, timeout_s, ts) select * from unnest("
+                "%s::uuid[], %s::uuid[], %s::uuid[], %s::bigint[], %s::uuid[], %s::int[], "
+                "%s::int[], %s::int[], %s::int[], %s::bigint[])",
+                (_ua([t.id for t in nt]), _ua([t.debit_account_id for t in nt]),
+                 _ua([t.credit_account_id for t in nt]), _ia([t.amount for t in nt]),
+                 _ua([t.pending_id for t in nt]), _ia([t.ledger for t in nt]),
+                 _ia([t.code for t in nt]), _ia([t.flags for t in nt]),
+                 _ia([t.timeout_s for t in nt]), _ia([t.ts for t in nt])))
+        pc = eng.pending_changes
+        if pc:
+            keys = list(pc)
+            cur.execute(
+                "insert into pending_transfers (id, state, expires_at_ns) select * from "
+                "unnest(%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do update "
+                "set state = excluded.state",
+                (_ua(keys), [pc[k].state for k in keys],
+                 _ia([pc[k].expires_at_ns for k in keys])))
+        if eng.touched_accounts:
+            acc = [eng.accounts[i] for i in sorted(eng.touched_accounts)]
+            cur.execute(
+                "update accounts a set debits_pending = u.dp, debits_posted = u.dpo, "
+                "credits_pending = u.cp, credits_posted = u.cpo from unnest(%s::uuid[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+                "as u(id, dp, dpo, cp, cpo) where a.id = u.id",
+                (_ua([a.id for a in acc]), _ia([a.debits_pending for a in acc]),
+                 _ia([a.debits_posted for a in acc]), _ia([a.credits_pending for a in acc]),
+                 _ia([a.credits_posted for a in acc])))
+        if eng.new_failed:
+            nf = eng.new_failed
+            cur.execute(
+                "insert into failed_transfers (id, result, ts) select * from unnest("
+                "%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do nothing",
+                (_ua([f[0] for f in nf]), [f[1] for f in nf], _ia([f[2] for f in nf])))
 
 
 class _Tx:

@@ -1,9 +1,6 @@
 """The batched writer: many trio tasks submit, one task writes, each caller gets its own
 outcome only after COMMIT.
 
-The writer task runs psycopg on trio (``pgtrio``): no thread hop per batch. A batch is
-``store.submit_plan``: ~12 statements whatever its size, then COMMIT.
-
 Back of the envelope: a COMMIT with synchronous_commit on costs one WAL flush (~1-5 ms on
 this class of machine), a batch adds ~12 round trips (~1 ms) and ~15 µs of Python per
 transfer. One transaction per transfer would top out near 1/flush = a few hundred per
@@ -23,14 +20,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 import trio
 
 from . import events as ev
-from .pgtrio import TrioConnection, tcp_bounds
-from .store import Ledger, Outcome, Plan, Request, connect_options, submit_plan
+from .store import Ledger, Outcome, Request
 from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
 
 # Records carry an event name as the message and their values in ``extra={"fields":
@@ -38,7 +33,6 @@ from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
 # JSON object per line, like its own.
 log = logging.getLogger("payswitch.ledger.writer")
 RECONNECT_LOG_EVERY = 25  # while the database is down: one line per this many tries
-TCP_MARGIN_MS = 5000  # after statement_timeout: the server gets the first chance to cancel
 
 
 def _first_line(e: BaseException) -> str:
@@ -66,7 +60,7 @@ class _Slot:
 
 
 class BatchWriter:
-    """Owns one database connection, used only by its writer task.
+    """Owns one database connection, used only by its writer task (in a worker thread).
 
     Usage (inside a trio nursery)::
 
@@ -84,8 +78,8 @@ class BatchWriter:
         self.schema = schema
         self.clock_ns = clock_ns
         self._send, self._recv = trio.open_memory_channel[_Slot](self.config.queue_max)
-        self._conn: TrioConnection | None = None
-        self._last_ns = 0  # timestamps stay increasing even if the clock steps back
+        self._ledger: Ledger | None = None
+        self._limiter = trio.CapacityLimiter(1)
         self.batches = 0
         self.transfers = 0
 
@@ -110,23 +104,20 @@ class BatchWriter:
                 slot.error = stopped
                 slot.done.set()
             self._recv.close()
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close_now()
-            self._conn = None
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
 
     async def _connect(self) -> None:
         failures = 0
-        timeout_ms = self.config.statement_timeout_ms
-        while self._conn is None:
+        while self._ledger is None:
             try:
-                self._conn = await TrioConnection.open(
-                    self.dsn, options=connect_options(timeout_ms, self.schema),
-                    connect_timeout=max(1, timeout_ms // 1000),
-                    **tcp_bounds(timeout_ms + TCP_MARGIN_MS))
-            except psycopg.Error as e:
+                self._ledger = await trio.to_thread.run_sync(
+                    lambda: Ledger(self.dsn, mac=self.mac, schema=self.schema,
+                                   clock_ns=self.clock_ns,
+                                   statement_timeout_ms=self.config.statement_timeout_ms),
+                    limiter=self._limiter)
+            except LedgerError as e:
                 # the first failure, then one line per RECONNECT_LOG_EVERY tries
                 if failures % RECONNECT_LOG_EVERY == 0:
                     log.warning("ledger_writer_reconnecting", extra={"fields": {
@@ -166,15 +157,16 @@ class BatchWriter:
                 return slot
 
     async def _write(self, batch: list[_Slot]) -> None:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._drop()
+        if self._ledger is None or self._ledger.conn.closed or self._ledger.conn.broken:
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
             await self._connect()
+        ledger = self._ledger
+        assert ledger is not None
         try:
-            # not cancellable, as the worker thread it replaces was not: every caller
-            # of a batch taken hears its outcome (each statement is bounded by
-            # statement_timeout, a dead server by the TCP bounds)
-            with trio.CancelScope(shield=True):
-                outcomes = await self._submit([s.request for s in batch])
+            outcomes = await trio.to_thread.run_sync(
+                ledger.submit, [s.request for s in batch], limiter=self._limiter)
         except Exception as e:  # noqa: BLE001 - every caller must hear about it
             err = e if isinstance(e, LedgerError) else LedgerError(
                 f"ledger batch failed: {type(e).__name__}: {e}")
@@ -189,20 +181,6 @@ class BatchWriter:
             self.transfers += len(s.request.transfers)
             s.outcome = o
             s.done.set()
-
-    async def _submit(self, requests: list[Request]) -> list[Outcome]:
-        """``Ledger.submit`` on the writer's connection. Raises LedgerError when the
-        batch did not commit."""
-        conn = self._conn
-        assert conn is not None
-        now = max(self.clock_ns(), self._last_ns + 1)
-        try:
-            async with conn.transaction():
-                outcomes, used = await _run_plan(conn, submit_plan(requests, now, self.mac))
-        except psycopg.Error as e:
-            raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e
-        self._last_ns = max(self._last_ns, now + used)
-        return outcomes
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -297,22 +275,6 @@ class BatchWriter:
         finally:
             if led is not None:
                 led.close()
-
-
-async def _run_plan(conn: TrioConnection, plan: Plan) -> Any:
-    """``store.run_plan`` on trio: one statement after the other. (Pipeline mode, a step
-    list per round trip, made 4 round trips of ~14 but cost more CPU per statement than
-    it saved: switch/README.md, "Where the CPU goes".)"""
-    try:
-        steps = next(plan)
-        while True:
-            rows: list[list[Any] | None] = []
-            for query, params, read in steps:
-                cur = await conn.execute(query, params)
-                rows.append(await cur.fetchall() if read else None)
-            steps = plan.send(rows)
-    except StopIteration as stop:
-        return stop.value
 
 
 def percentile(values: list[float], p: float) -> float:

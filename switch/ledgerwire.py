@@ -203,7 +203,7 @@ class LedgerWire:
         """The HSM's PAN token (``section.pan_tkn``) keys cardholder accounts, and its EVK
         key (``section.event_mac``) MACs the event chain, instead of the
         environment-keyed stand-ins (unless callables were injected). The MAC is the sync
-        call: the writer task runs it on the trio thread (the library lock serialises it
+        call: the writer runs it in its worker thread (the library lock serialises it
         with the switch's other HSM calls)."""
         if self.pan_token is None:
             label = section.pan_tkn

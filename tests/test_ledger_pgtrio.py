@@ -1,5 +1,5 @@
-"""psycopg on trio (ledger/pgtrio.py): bounded connect, cancellation, TCP bounds of the
-ledger writer's connection, against real PostgreSQL."""
+"""psycopg on trio (ledger/pgtrio.py): bounded connect and cancellation, against real
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from payswitch.ledger.events import hmac_sha256
 from payswitch.ledger.pgtrio import TrioConnection
-from payswitch.ledger.writer import BatchWriter, WriterConfig
-
-MAC = hmac_sha256(b"test-key-0123456789abcdef")
 
 
 async def _silent_server(task_status: trio.TaskStatus[int]) -> None:
@@ -49,22 +45,3 @@ def test_a_cancelled_query_closes_its_connection(pg_dsn) -> None:
         again.close_now()
     trio.run(main)
 
-
-def test_the_writer_connection_has_tcp_bounds(pg_dsn) -> None:
-    """statement_timeout is the server's: against a dead or partitioned server only
-    the client's TCP bounds end the writer's wait (it used to be the kernel's ~15 min)."""
-    writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(statement_timeout_ms=4000))
-    opts: dict[str, str] = {}
-
-    async def main() -> None:
-        async with trio.open_nursery() as n:
-            await n.start(writer.run)
-            assert writer._conn is not None
-            opts.update({o.keyword.decode(): (o.val or b"").decode()
-                         for o in writer._conn.pgconn.info})
-            n.cancel_scope.cancel()
-    trio.run(main)
-    assert opts["keepalives"] == "1" and opts["tcp_user_timeout"] == "9000"
-    idle, interval, count = (int(opts[k]) for k in
-                             ("keepalives_idle", "keepalives_interval", "keepalives_count"))
-    assert idle + interval * count <= 9 + 1
