@@ -55,7 +55,7 @@ class SwitchSection:
 class DatabaseSection:
     dsn_env: str = "PAYSWITCH_PG_DSN"
     dsn: str = ""
-    pool_size: int = 8  # connections; ~3 transactions per authorization
+    pool_size: int = 8  # connections = worker threads; ~3 transactions per authorization
     connect_timeout_s: int = 5
     statement_timeout_ms: int = 5000
 

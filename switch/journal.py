@@ -1,19 +1,17 @@
 """PostgreSQL store of the switch: append-only journal, duplicate index, SAF queue.
 
-psycopg 3 runs on trio itself (``payswitch.ledger.pgtrio``): a query is sent and its
-answer awaited by the calling task, with no thread hop. At most ``pool_size``
-connections are in use (a ``CapacityLimiter``).
+psycopg 3 is used synchronously in worker threads (``trio.to_thread.run_sync``) under
+a ``CapacityLimiter`` the size of the connection pool, so at most ``pool_size`` threads
+and connections exist.
 
 Group commit: the hot-path calls (claim, issuer_request, complete, ...) of many
-authorizations are run in ONE transaction: whoever finds a pool slot free takes every
-call queued so far (up to ``batch_max``), runs them in order and commits once; each
-caller is answered only after that COMMIT. While a batch is in flight the next one
-fills up, so the batch size follows the load with no timer. If the server answers a
-statement or the COMMIT with an error, nothing was committed: the calls are run again
-one transaction each, so one bad call cannot fail its neighbours. If it does not answer
-(connection lost: outcome unknown) or a statement timed out, every call of the batch
-gets StoreError. Start-up and SAF-lease calls (``call_alone``) keep a transaction of
-their own.
+authorizations are run in ONE transaction on one thread hop: whoever finds a pool slot
+free takes every call queued so far (up to ``batch_max``), runs them in order and
+commits once; each caller is answered only after that COMMIT. While a batch is in
+flight the next one fills up, so the batch size follows the load with no timer. If a
+statement fails the whole batch is rolled back and its calls are run again one
+transaction each, so one bad call cannot fail its neighbours. Start-up and SAF-lease
+calls (``call_alone``) keep a transaction of their own.
 
 Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
 """
@@ -21,6 +19,7 @@ Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV
 from __future__ import annotations
 
 import dataclasses
+import queue
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,7 +32,6 @@ from psycopg.types.json import Jsonb
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.codecs.pan import mask_pan
-from payswitch.ledger.pgtrio import TrioConnection, tcp_bounds
 from payswitch.switch.errors import StoreError
 
 # Canonical fields that may be written to a table. Everything else (PAN, track 2, PIN
@@ -123,15 +121,12 @@ TCP_MARGIN_MS = 5000
 
 @dataclass(eq=False)
 class _Call:
-    """One queued ``await fn(conn, *args)`` of a group commit, and its outcome."""
+    """One queued ``fn(conn, *args)`` of a group commit, and its outcome."""
     fn: Any
     args: tuple[Any, ...]
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
-
-
-Conn = TrioConnection
 
 
 class Store:
@@ -150,60 +145,62 @@ class Store:
         self._batch_done = trio.Event()  # set (and replaced) when a pool slot frees
         self._connect_timeout_s = connect_timeout_s
         self._statement_timeout_ms = statement_timeout_ms
-        self._idle: list[Conn] = []
-        self.limiter = trio.CapacityLimiter(pool_size)  # connections in use
+        self._idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
+        self.limiter = trio.CapacityLimiter(pool_size)
         # this process's boot id: written on every row, locked while we live
         self.owner = uuid.uuid4().hex
-        self._owner_conn: Conn | None = None
+        self._owner_conn: psycopg.Connection | None = None
 
     # -- plumbing ---------------------------------------------------------------------
     def connect_kwargs(self) -> dict[str, Any]:
-        """libpq settings of every connection: the statement timeout, and TCP bounds so
-        that a dead or partitioned server fails a call (and frees its pool slot, and the
-        drain) at about the statement timeout plus a margin (DESIGN: every wait
-        bounded)."""
+        """libpq settings of every connection. statement_timeout is enforced by the
+        server only: if the network to it is gone (partition, dead host) a thread would
+        sit in recv() for the kernel's ~15 min retransmission timeout, holding a pool
+        slot and blocking shutdown. TCP keepalives (idle socket waiting for a result)
+        and tcp_user_timeout (unacknowledged data) bound that wait to about the
+        statement timeout plus a margin (DESIGN: every wait bounded)."""
+        bound_ms = self._statement_timeout_ms + TCP_MARGIN_MS
+        idle_s = max(1, bound_ms // 2000)  # first probe after half the bound,
+        count = 3                          # then 3 probes over the other half
+        interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
         return dict(
             autocommit=True, connect_timeout=self._connect_timeout_s,
             options=f"-c statement_timeout={self._statement_timeout_ms}",
-            **tcp_bounds(self._statement_timeout_ms + TCP_MARGIN_MS))
+            keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
+            keepalives_count=count, tcp_user_timeout=bound_ms,
+        )
 
-    async def _connect(self) -> Conn:
-        if self._idle:
-            return self._idle.pop()
+    def _connect(self) -> psycopg.Connection:
         try:
-            return await Conn.open(self._dsn, **self.connect_kwargs())
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return psycopg.connect(self._dsn, **self.connect_kwargs())
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            conn = self._connect()
         except psycopg.Error as e:
             raise StoreError(f"database connect failed: {type(e).__name__}") from None
-
-    def _failed(self, conn: Conn, e: BaseException) -> StoreError:
-        """Drop a connection whose transaction failed; the error its callers get."""
-        lost = conn.broken  # the connection, not the statement, failed
-        conn.close_now()
-        if lost:  # the server went away: the idle ones are dead too, drop them now
-            self.close()  # rather than fail one request each when it is back
-        return StoreError(f"database error {type(e).__name__} "
-                          f"(sqlstate {getattr(e, 'sqlstate', None)})")
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        conn = await self._connect()
         try:
-            async with conn.transaction():
-                result = await fn(conn, *args)
+            with conn.transaction():
+                result = fn(conn, *args)
         except psycopg.Error as e:
-            raise self._failed(conn, e) from None
+            lost = conn.broken  # the connection, not the statement, failed
+            conn.close()
+            if lost:  # the server went away: the idle ones are dead too, drop them now
+                self.close()  # rather than fail one request each when it is back
+            raise StoreError(f"database error {type(e).__name__} "
+                             f"(sqlstate {getattr(e, 'sqlstate', None)})") from None
         except BaseException:
-            conn.close_now()
+            conn.close()
             raise
-        self._idle.append(conn)
+        self._idle.put(conn)
         return result
 
     async def call_alone(self, fn: Any, *args: Any) -> Any:
-        """Run ``await fn(conn, *args)`` in a transaction of its own. Like ``call``, not
-        cancellable (each statement is bounded by statement_timeout)."""
+        """Run ``fn(conn, *args)`` in a transaction of its own on a pool thread."""
         try:
-            with trio.CancelScope(shield=True):
-                async with self.limiter:
-                    return await self._run(fn, *args)
+            return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
         finally:
             self._slot_freed()
 
@@ -213,12 +210,11 @@ class Store:
         done.set()
 
     async def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``await fn(conn, *args)`` in the next group commit; return after its
-        COMMIT.
+        """Run ``fn(conn, *args)`` in the next group commit; return after its COMMIT.
 
         ``fn`` must have no effect outside the database (it may run twice: once in a
-        batch that is rolled back, once alone). The wait is not cancellable: a caller
-        cancelled meanwhile learns the outcome first."""
+        batch that is rolled back, once alone). Like a thread call, the wait is not
+        cancellable: a caller cancelled meanwhile learns the outcome first."""
         call = _Call(fn, args)
         self._queued.append(call)
         with trio.CancelScope(shield=True):
@@ -229,8 +225,8 @@ class Store:
                     del self._queued[:self._batch_max]
                     self._writing += 1
                     try:
-                        async with self.limiter:
-                            await self._run_batch(batch)
+                        await trio.to_thread.run_sync(self._run_batch, batch,
+                                                      limiter=self.limiter)
                     finally:
                         self._writing -= 1
                         self._slot_freed()
@@ -242,35 +238,34 @@ class Store:
             raise call.error
         return call.result
 
-    async def _run_batch(self, batch: list[_Call]) -> None:
-        """The batch in one transaction. Not in pipeline mode: that saves round trips,
-        but psycopg's pipeline costs more CPU per statement than they cost on loopback
-        (measured: switch/README.md, "Where the CPU goes")."""
-        try:
-            conn = await self._connect()
-        except StoreError as e:
-            return self._fail(batch, str(e))
-        try:
-            async with conn.transaction():
-                results = [await c.fn(conn, *c.args) for c in batch]
-        except Exception as e:
-            lost = conn.broken
-            err = self._failed(conn, e)
-            if len(batch) == 1 or lost or isinstance(e, psycopg.OperationalError):
-                # no answer to COMMIT (outcome unknown: the server is gone) or a
-                # statement timed out: the same error as a lone transaction's
-                return self._fail(batch, str(err))
-        else:
-            self._idle.append(conn)
-            for c, r in zip(batch, results, strict=True):
-                c.result = r
-            return
-        # The server answered with an error, for a statement or for COMMIT: either way
-        # nothing was committed. Each call again in its own transaction, so that one
-        # bad call does not fail its neighbours.
-        for c in batch:
+    def _run_batch(self, batch: list[_Call]) -> None:
+        if len(batch) > 1:
             try:
-                c.result = await self._run(c.fn, *c.args)
+                conn = self._connect()
+            except psycopg.Error as e:
+                return self._fail(batch, f"database connect failed: {type(e).__name__}")
+            ran = False
+            try:
+                with conn.transaction():
+                    results = [c.fn(conn, *c.args) for c in batch]
+                    ran = True
+            except Exception as e:
+                lost = conn.broken
+                conn.close()
+                if lost:  # as in _run: the idle connections are dead too
+                    self.close()
+                if ran or lost or isinstance(e, psycopg.OperationalError):
+                    # COMMIT failed (outcome unknown) or the server is gone: the same
+                    # answer as a lone transaction would have had, for every call
+                    return self._fail(batch, f"database error {type(e).__name__}")
+            else:
+                self._idle.put(conn)
+                for c, r in zip(batch, results, strict=True):
+                    c.result = r
+                return
+        for c in batch:  # rolled back by one call's error: each in its own transaction
+            try:
+                c.result = self._run(c.fn, *c.args)
             except Exception as e:  # delivered to its caller
                 c.error = e
 
@@ -280,53 +275,59 @@ class Store:
             c.error = StoreError(why)
 
     def close(self) -> None:
-        while self._idle:
-            self._idle.pop().close_now()
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
     # -- owner liveness ---------------------------------------------------------------
-    async def _lock_owner(self) -> None:
-        self.release_owner()
-        conn = await Conn.open(self._dsn, **self.connect_kwargs())
-        await conn.execute("select pg_advisory_lock(%s, hashtext(%s))",
-                           (OWNER_LOCK_CLASS, self.owner))
+    def _lock_owner(self) -> None:
+        if self._owner_conn is not None and not self._owner_conn.closed:
+            self._owner_conn.close()
+        conn = psycopg.connect(self._dsn, **self.connect_kwargs())
+        conn.execute("select pg_advisory_lock(%s, hashtext(%s))",
+                     (OWNER_LOCK_CLASS, self.owner))
         self._owner_conn = conn
 
     async def hold_owner_lock(self) -> None:
         """Take this process's owner lock on a connection of its own (not the pool's):
         while it is held, no other process recovers our open requests."""
         try:
-            await self._lock_owner()
+            await trio.to_thread.run_sync(self._lock_owner)
         except psycopg.Error as e:
             raise StoreError(f"owner lock failed: {type(e).__name__}") from None
 
     async def owner_lock_alive(self) -> bool:
         """Probe the owner lock's connection; if it was lost (database restart), take
         the lock again on a new one. False when that failed (retried next time)."""
-        try:
-            assert self._owner_conn is not None
-            await self._owner_conn.execute("select 1")
-            return True
-        except (psycopg.Error, AssertionError):
+        def probe() -> bool:
             try:
-                await self._lock_owner()
-            except psycopg.Error:
-                return False
-            return True
+                assert self._owner_conn is not None
+                self._owner_conn.execute("select 1")
+                return True
+            except (psycopg.Error, AssertionError):
+                try:
+                    self._lock_owner()
+                except psycopg.Error:
+                    return False
+                return True
+        return await trio.to_thread.run_sync(probe)
 
     def release_owner(self) -> None:
         if self._owner_conn is not None:
-            self._owner_conn.close_now()
+            self._owner_conn.close()
             self._owner_conn = None
 
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> None:
         sql = resources.files("payswitch.switch").joinpath("schema.sql").read_text()
 
-        async def run(conn: Conn) -> None:
+        def run(conn: psycopg.Connection) -> None:
             # `create ... if not exists` run by two workers at once can both pass the
             # check and one then fails on the catalog: one migration at a time
-            await conn.execute("select pg_advisory_xact_lock(%s, %s)", MIGRATE_LOCK)
-            await conn.execute(sql)
+            conn.execute("select pg_advisory_xact_lock(%s, %s)", MIGRATE_LOCK)
+            conn.execute(sql)
         await self.call_alone(run)
 
     # -- journal ----------------------------------------------------------------------
@@ -346,33 +347,33 @@ class Store:
                 f.get("processing_code"), f.get("pan_masked"), f.get("terminal_id"),
                 f.get("response_code"), Jsonb(f), token, blob, self.owner)
 
-    async def _append(self, conn: Conn, event: str, msg: Message | dict | None,
-                      **kw: Any) -> None:
-        await conn.execute(self._INSERT, self._row(event, msg, **kw))
+    def _append(self, conn: psycopg.Connection, event: str, msg: Message | dict | None,
+                **kw: Any) -> None:
+        conn.execute(self._INSERT, self._row(event, msg, **kw))
 
     async def append(self, event: str, msg: Message | dict | None, *,
                      reversal_of: str | None = None, **kw: Any) -> bool:
         """Journal one row. With ``reversal_of`` (the original's dup_key), only if this
         request (``dup_key``) is the original's one reversal, claimed in the same
         transaction; returns False, having written nothing, when another one has it."""
-        async def run(conn: Conn) -> bool:
-            if reversal_of is not None and not await self._claim_reversal(
+        def run(conn: psycopg.Connection) -> bool:
+            if reversal_of is not None and not self._claim_reversal(
                     conn, reversal_of, kw.get("dup_key")):
                 return False
-            await self._append(conn, event, msg, **kw)
+            self._append(conn, event, msg, **kw)
             return True
         return await self.call(run)
 
     @staticmethod
-    async def _claim_reversal(conn: Conn, original: str, reversal: str | None,
+    def _claim_reversal(conn: psycopg.Connection, original: str, reversal: str | None,
                         ) -> bool:
         """switch_reversal: whether ``reversal`` is (now, or already) the one reversal
         of ``original``."""
-        await conn.execute("insert into switch_reversal (original_dup_key, reversal_dup_key)"
-                           " values (%s, %s) on conflict (original_dup_key) do nothing",
-                           (original, reversal))
-        (owner,) = await conn.one("select reversal_dup_key from switch_reversal"
-                                  " where original_dup_key = %s", (original,))
+        conn.execute("insert into switch_reversal (original_dup_key, reversal_dup_key)"
+                     " values (%s, %s) on conflict (original_dup_key) do nothing",
+                     (original, reversal))
+        (owner,) = conn.execute("select reversal_dup_key from switch_reversal"
+                                " where original_dup_key = %s", (original,)).fetchone()
         return owner == reversal
 
     async def claim(self, dup_key: str, source: str, request: Message,
@@ -382,29 +383,30 @@ class Store:
         card, processing code or currency) is journalled as ``duplicate_mismatch`` and
         gets ``same=False`` and no response (a row without a fingerprint, written
         before the column existed, matches any)."""
-        async def run(conn: Conn) -> Claim:
-            row = await conn.one(
+        def run(conn: psycopg.Connection) -> Claim:
+            row = conn.execute(
                 "insert into switch_dedup (dup_key, fingerprint, owner) values (%s, %s, %s)"
                 " on conflict (dup_key) do nothing returning dup_key",
-                (dup_key, fingerprint, self.owner))
+                (dup_key, fingerprint, self.owner),
+            ).fetchone()
             if row is not None:
-                await self._append(conn, "request", request, source=source, dup_key=dup_key)
+                self._append(conn, "request", request, source=source, dup_key=dup_key)
                 return Claim(owner=True)
-            response, stored = await conn.one(
+            response, stored = conn.execute(
                 "select response, fingerprint from switch_dedup where dup_key = %s",
-                (dup_key,))
+                (dup_key,)).fetchone()
             if stored is not None and stored != fingerprint:
-                await self._append(conn, "duplicate_mismatch", request, source=source,
-                                   dup_key=dup_key)
+                self._append(conn, "duplicate_mismatch", request, source=source,
+                             dup_key=dup_key)
                 return Claim(owner=False, same=False)
-            await self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
+            self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
             return Claim(owner=False, response=response)
         return await self.call(run)
 
     async def outcome(self, dup_key: str) -> dict[str, Any] | None:
-        async def run(conn: Conn) -> dict[str, Any] | None:
-            row = await conn.one("select response from switch_dedup where dup_key = %s",
-                                 (dup_key,))
+        def run(conn: psycopg.Connection) -> dict[str, Any] | None:
+            row = conn.execute("select response from switch_dedup where dup_key = %s",
+                               (dup_key,)).fetchone()
             return row[0] if row else None
         return await self.call(run)
 
@@ -420,15 +422,16 @@ class Store:
         original), the SAF items are queued only if this request is, or becomes, the
         original's one reversal (switch_reversal).
         """
-        async def run(conn: Conn) -> bool:
-            done = await conn.one(
+        def run(conn: psycopg.Connection) -> bool:
+            done = conn.execute(
                 "update switch_dedup set response = %s, completed_at = now()"
                 " where dup_key = %s and completed_at is null returning dup_key",
-                (Jsonb(safe_fields(response)), dup_key))
+                (Jsonb(safe_fields(response)), dup_key),
+            ).fetchone()
             if done is None:
                 return False
             queue = saf
-            if saf and reversal_of is not None and not await self._claim_reversal(
+            if saf and reversal_of is not None and not self._claim_reversal(
                     conn, reversal_of, dup_key):
                 queue = ()  # already reversed by another request: nothing to queue
             # The path's events, SAF items, the response, in this order; the journal
@@ -438,12 +441,12 @@ class Store:
                     for event, msg, link in events]
             if queue:
                 if rows:
-                    await conn.cursor().executemany(self._INSERT, rows)
+                    conn.cursor().executemany(self._INSERT, rows)
                 rows = []
                 for item in queue:
-                    await self._enqueue(conn, item, dup_key, saf_expiry_s)
+                    self._enqueue(conn, item, dup_key, saf_expiry_s)
             rows.append(self._row("response", response, source=source, dup_key=dup_key))
-            await conn.cursor().executemany(self._INSERT, rows)
+            conn.cursor().executemany(self._INSERT, rows)
             return True
         return await self.call(run)
 
@@ -453,70 +456,71 @@ class Store:
         succeeded but the acknowledgement was lost): record what it was told (so that a
         duplicate is told the same) and queue ``saf`` (the reversal of an approval it
         never saw), in one transaction. Idempotent: False when nothing differs."""
-        async def run(conn: Conn) -> bool:
-            row = await conn.one("select response from switch_dedup where dup_key = %s"
-                                 " for update", (dup_key,))
+        def run(conn: psycopg.Connection) -> bool:
+            row = conn.execute("select response from switch_dedup where dup_key = %s"
+                               " for update", (dup_key,)).fetchone()
             stored = row[0] if row else None
             if stored is not None and stored.get("response_code") == told.response_code:
                 return False
-            await conn.execute("update switch_dedup set response = %s, completed_at = now()"
-                               " where dup_key = %s", (Jsonb(safe_fields(told)), dup_key))
-            await self._append(conn, "response_corrected", told, dup_key=dup_key)
+            conn.execute("update switch_dedup set response = %s, completed_at = now()"
+                         " where dup_key = %s", (Jsonb(safe_fields(told)), dup_key))
+            self._append(conn, "response_corrected", told, dup_key=dup_key)
             for item in saf:
-                await self._enqueue(conn, item, dup_key, saf_expiry_s)
+                self._enqueue(conn, item, dup_key, saf_expiry_s)
             return True
         return await self.call(run)
 
     # -- store and forward ------------------------------------------------------------
-    async def _enqueue(self, conn: Conn, item: SafItem, dup_key: str | None,
-                       expiry_s: int) -> None:
-        await conn.execute(
+    def _enqueue(self, conn: psycopg.Connection, item: SafItem, dup_key: str | None,
+                 expiry_s: int) -> None:
+        conn.execute(
             "insert into switch_saf (link, mti, dup_key, message, expires_at, pan_token,"
             " pan_enc, owner) values (%s, %s, %s, %s, now() + %s, %s, %s, %s)",
             (item.link, item.mti, dup_key, Jsonb(item.message), timedelta(seconds=expiry_s),
              item.pan_token, item.pan_enc, self.owner),
         )
-        await self._append(conn, "saf_queued", {**item.message, "mti": item.mti},
-                           link=item.link, dup_key=dup_key)
+        self._append(conn, "saf_queued", {**item.message, "mti": item.mti}, link=item.link,
+                     dup_key=dup_key)
 
     async def saf_due(self, links: list[str], limit: int, lease_ms: int) -> list[SafRow]:
         """Pending rows that are due, leased for ``lease_ms``: a row being sent is not
         picked again (by this or another sender) until its attempt has been recorded."""
-        async def run(conn: Conn) -> list[SafRow]:
-            rows = await conn.all(
+        def run(conn: psycopg.Connection) -> list[SafRow]:
+            rows = conn.execute(
                 "update switch_saf set next_attempt_at = now() + %s where id in ("
                 " select id from switch_saf where state = 'pending'"
                 " and next_attempt_at <= now() and link = any(%s)"
                 " order by id limit %s for update skip locked)"
                 " returning id, link, mti, dup_key, message, attempts, expires_at, pan_token,"
                 " pan_enc",
-                (timedelta(milliseconds=lease_ms), links, limit))
+                (timedelta(milliseconds=lease_ms), links, limit),
+            ).fetchall()
             return sorted((SafRow(*r) for r in rows), key=lambda r: r.id)
         return await self.call_alone(run)
 
     async def saf_acked(self, row: SafRow, response: Message) -> None:
-        async def run(conn: Conn) -> None:
-            await conn.execute("update switch_saf set state = 'acked', attempts = attempts"
-                               " + 1, last_result = %s where id = %s",
-                               (response.response_code, row.id))
-            await self._append(conn, "saf_acked", response, link=row.link, dup_key=row.dup_key)
+        def run(conn: psycopg.Connection) -> None:
+            conn.execute("update switch_saf set state = 'acked', attempts = attempts + 1,"
+                         " last_result = %s where id = %s", (response.response_code, row.id))
+            self._append(conn, "saf_acked", response, link=row.link, dup_key=row.dup_key)
         await self.call(run)
 
     async def saf_failed(self, row: SafRow, reason: str, retry_in_ms: int,
                          max_attempts: int, counted: bool = True) -> bool:
         """Record a failed attempt (``counted``: False when nothing was sent, e.g. the
         link was busy or down); returns True when the row is given up (expired)."""
-        async def run(conn: Conn) -> bool:
+        def run(conn: psycopg.Connection) -> bool:
             n = 1 if counted else 0
-            (state,) = await conn.one(
+            (state,) = conn.execute(
                 "update switch_saf set attempts = attempts + %s, last_result = %s,"
                 " next_attempt_at = now() + %s,"
                 " state = case when attempts + %s >= %s or expires_at <= now()"
                 "   then 'expired' else 'pending' end"
                 " where id = %s returning state",
-                (n, reason, timedelta(milliseconds=retry_in_ms), n, max_attempts, row.id))
+                (n, reason, timedelta(milliseconds=retry_in_ms), n, max_attempts, row.id),
+            ).fetchone()
             if state == "expired":
-                await self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
+                self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
                              link=row.link, dup_key=row.dup_key)
             return state == "expired"
         return await self.call(run)
@@ -524,54 +528,57 @@ class Store:
     async def saf_expire(self, limit: int) -> list[SafRow]:
         """Give up pending rows past their expires_at, whatever their link's state (a
         link that stays down must not keep them pending for ever); journalled."""
-        async def run(conn: Conn) -> list[SafRow]:
-            rows = await conn.all(
+        def run(conn: psycopg.Connection) -> list[SafRow]:
+            rows = conn.execute(
                 "update switch_saf set state = 'expired', last_result = 'expired' where id in ("
                 " select id from switch_saf where state = 'pending' and expires_at <= now()"
                 " order by id limit %s for update skip locked)"
                 " returning id, link, mti, dup_key, message, attempts, expires_at",
-                (limit,))
+                (limit,),
+            ).fetchall()
             out = sorted((SafRow(*r) for r in rows), key=lambda r: r.id)
             for row in out:
-                await self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
+                self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
                              link=row.link, dup_key=row.dup_key)
             return out
         return await self.call_alone(run)
 
     async def history(self, dup_key: str) -> list[dict[str, Any]]:
         """Every journal row of one payment, in order (see replay.payment_state)."""
-        async def run(conn: Conn) -> list[dict[str, Any]]:
-            cur = await conn.execute("select * from switch_journal where dup_key = %s"
-                                     " order by id", (dup_key,))
-            rows = await cur.fetchall()
+        def run(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute("select * from switch_journal where dup_key = %s order by id",
+                               (dup_key,))
             names = [c.name for c in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in rows]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         return await self.call(run)
 
     # -- originals and recovery -------------------------------------------------------
     async def find_original(self, source: str, stan: str, transmission_time: str,
                             mtis: tuple[str, ...]) -> Original | None:
-        async def run(conn: Conn) -> Original | None:
-            row = await conn.one(
+        def run(conn: psycopg.Connection) -> Original | None:
+            row = conn.execute(
                 "select dup_key from switch_journal where event = 'request'"
                 " and source = %s and stan = %s and transmission_time = %s"
                 " and mti = any(%s) order by id desc limit 1",
-                (source, stan, transmission_time, list(mtis)))
+                (source, stan, transmission_time, list(mtis)),
+            ).fetchone()
             if row is None:
                 return None
-            return await self._original(conn, row[0])
+            return self._original(conn, row[0])
         return await self.call(run)
 
     @staticmethod
-    async def _original(conn: Conn, dup_key: str) -> Original:
-        out = await conn.one(
+    def _original(conn: psycopg.Connection, dup_key: str) -> Original:
+        out = conn.execute(
             "select link, fields, pan_token, pan_enc from switch_journal where dup_key = %s"
-            " and event = 'issuer_request' order by id desc limit 1", (dup_key,))
-        (response,) = await conn.one(
-            "select response from switch_dedup where dup_key = %s", (dup_key,))
-        req = await conn.one(
+            " and event = 'issuer_request' order by id desc limit 1", (dup_key,),
+        ).fetchone()
+        (response,) = conn.execute(
+            "select response from switch_dedup where dup_key = %s", (dup_key,)
+        ).fetchone()
+        req = conn.execute(
             "select fields from switch_journal where dup_key = %s and event = 'request'"
-            " order by id limit 1", (dup_key,))
+            " order by id limit 1", (dup_key,)).fetchone()
         return Original(link=out[0] if out else None, dup_key=dup_key,
                         issuer_request=out[1] if out else None, response=response,
                         pan_token=out[2] if out else None,
@@ -584,8 +591,8 @@ class Store:
         outcome unknown, requests recovered after a crash). Voided again at start, by
         the original's key, so that a crash between deciding and voiding loses none;
         a hold voided already is not listed. Needs the ledger's tables."""
-        async def run(conn: Conn) -> list[str]:
-            return [r[0] for r in await conn.all(
+        def run(conn: psycopg.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
                 "select distinct v.dup_key from ledger_expected_voids v"
                 " join pending_transfers p on p.id = v.transfer_id"
                 " where p.state = 'pending'")]
@@ -596,15 +603,13 @@ class Store:
         oldest first, to ``feed`` (an iterable consumer, e.g. ``RiskEngine.replay``):
         the risk state is rebuilt from them at start. A server-side cursor keeps memory
         flat however many rows a day holds."""
-        async def run(conn: Conn) -> int:
-            n = 0
-            async with conn.cursor(name="risk_replay") as cur:
-                await cur.execute("select fields->'input' from switch_journal where event ="
-                                  " 'risk_scored' and at >= now() - make_interval(hours => %s)"
-                                  " order by id", (hours,))
-                while rows := await cur.fetchmany(2000):
-                    n += feed(row[0] for row in rows if row[0] is not None)
-            return n
+        def run(conn: psycopg.Connection) -> int:
+            with conn.cursor(name="risk_replay") as cur:
+                cur.itersize = 2000
+                cur.execute("select fields->'input' from switch_journal where event ="
+                            " 'risk_scored' and at >= now() - make_interval(hours => %s)"
+                            " order by id", (hours,))
+                return feed(row[0] for row in cur if row[0] is not None)
         return await self.call_alone(run)
 
     async def recover(self, reversal_of: Any, expiry_s: int,
@@ -621,31 +626,32 @@ class Store:
         requests claimed at least that long ago (the periodic sweep's margin against an
         owner that lost its lock's connection for a moment).
         """
-        async def run(conn: Conn) -> int:
-            await conn.execute("select pg_advisory_xact_lock(%s, %s)", RECOVERY_LOCK)
+        def run(conn: psycopg.Connection) -> int:
+            conn.execute("select pg_advisory_xact_lock(%s, %s)", RECOVERY_LOCK)
             age = timedelta(seconds=min_age_s)
-            owners = [r[0] for r in await conn.all(
+            owners = [r[0] for r in conn.execute(
                 "select distinct owner from switch_dedup where completed_at is null"
                 " and created_at <= now() - %s", (age,))]
             # a free lock is taken until COMMIT, so the owner cannot be seen twice
-            gone = [o for o in owners if o is not None and (await conn.one(
+            gone = [o for o in owners if o is not None and conn.execute(
                 "select pg_try_advisory_xact_lock(%s, hashtext(%s))",
-                (OWNER_LOCK_CLASS, o)))[0]]
-            keys = [r[0] for r in await conn.all(
+                (OWNER_LOCK_CLASS, o)).fetchone()[0]]
+            keys = [r[0] for r in conn.execute(
                 "select dup_key from switch_dedup where completed_at is null"
                 " and created_at <= now() - %s"
-                " and (owner is null or owner = any(%s)) for update", (age, gone))]
+                " and (owner is null or owner = any(%s)) for update", (age, gone)
+            ).fetchall()]
             for key in keys:
-                orig = await self._original(conn, key)
+                orig = self._original(conn, key)
                 if orig.issuer_request is not None:
                     item = reversal_of(message_from_safe(orig.issuer_request), orig.link)
                     if orig.pan_enc is not None:  # so that the 0420 carries DE2
                         item = dataclasses.replace(item, pan_token=orig.pan_token,
                                                    pan_enc=orig.pan_enc)
-                    await self._enqueue(conn, item, key, expiry_s)
+                    self._enqueue(conn, item, key, expiry_s)
                 response = {"response_code": "91", "recovered": True}
-                await self._append(conn, "recovered", response, dup_key=key)
-                await conn.execute("update switch_dedup set response = %s, completed_at = now()"
+                self._append(conn, "recovered", response, dup_key=key)
+                conn.execute("update switch_dedup set response = %s, completed_at = now()"
                              " where dup_key = %s", (Jsonb(response), key))
             if keys_out is not None:
                 keys_out.extend(keys)

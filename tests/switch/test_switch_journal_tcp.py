@@ -4,8 +4,6 @@ kernel for ~15 min and the SIGTERM drain cannot finish."""
 
 from __future__ import annotations
 
-from switchkit import trio_test
-
 from payswitch.switch.journal import TCP_MARGIN_MS, Store
 
 
@@ -13,10 +11,9 @@ def _options(conn) -> dict[str, str]:
     return {o.keyword.decode(): (o.val or b"").decode() for o in conn.pgconn.info}
 
 
-@trio_test
-async def test_connection_has_keepalives_and_tcp_user_timeout(dsn: str) -> None:
+def test_connection_has_keepalives_and_tcp_user_timeout(dsn: str) -> None:
     store = Store(dsn, pool_size=1, statement_timeout_ms=3000)
-    conn = await store._connect()
+    conn = store._connect()
     try:
         opts = _options(conn)
         bound_ms = 3000 + TCP_MARGIN_MS
@@ -27,7 +24,7 @@ async def test_connection_has_keepalives_and_tcp_user_timeout(dsn: str) -> None:
         assert idle >= 1 and interval >= 1 and count >= 1
         # a dead peer is detected within about the bound, not the kernel's 2 h + 15 min
         assert idle + interval * count <= bound_ms / 1000 + 1
-        assert (await conn.one("show statement_timeout"))[0] == "3s"
+        assert conn.execute("show statement_timeout").fetchone()[0] == "3s"
     finally:
-        conn.close_now()
+        conn.close()
         store.close()

@@ -404,17 +404,17 @@ async def test_approval_committed_but_ack_lost_is_corrected_and_reversed(dsn):
     # reversed, although the retry finds the answer already recorded.
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
-        real_run_batch = sw.store._run_batch
+        real_run = sw.store._run
         lost = []
 
-        async def run_batch(batch):
-            await real_run_batch(batch)  # really committed
-            for c in batch:
-                if "complete" in c.fn.__qualname__ and not lost and c.error is None:
-                    lost.append(c)
-                    c.error = StoreError("database error OperationalError (sqlstate 08006)")
+        def run(fn, *args):
+            result = real_run(fn, *args)  # really committed
+            if "complete" in fn.__qualname__ and not lost:
+                lost.append(fn)
+                raise StoreError("database error OperationalError (sqlstate 08006)")
+            return result
 
-        sw.store._run_batch = run_batch
+        sw.store._run = run
         term = await Terminal.connect(sw.ports["pos"])
         told = await term.request(purchase())
         await issuer.wait_for(lambda: [r[:2] for r in saf_rows(dsn)] == [("0420", "acked")], 10)
