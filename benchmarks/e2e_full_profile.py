@@ -49,7 +49,7 @@ HOP_MARKS = ("to_thread_run_sync", "start_thread_soon", "WakeupSocketpair",
              "Condition.wait", "Lock.acquire")
 HOP_DEPTH = 3
 ROWS = (
-    ("BEGIN / COMMIT of the journal's group commits",
+    ("BEGIN / COMMIT: journal group commits and ledger batches",
      ("Connection.transaction", "_commit_gen", "_enter_gen", "_exit_gen")),
     ("CheckDuplicate: fingerprint + claim (journal)", ("Store.claim", "pans.py:fingerprint",
                                                        "CheckDuplicate.prepare")),
