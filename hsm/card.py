@@ -30,6 +30,7 @@ class CardOps(HsmBase):
         _check_digits(service_code, "service code", 3, 3)
         data = (pan + expiry + service_code).ljust(32, "0")
         b1, b2 = bytes.fromhex(data[:16]), bytes.fromhex(data[16:])
+        assert cvk.companion is not None  # a CVK is a TDES pair: _key found its /L half
         r = cvk.companion.encrypt(b1, mechanism=Mechanism.DES3_ECB)  # DES with CVK A
         r = cvk.main.encrypt(_xor(r, b2), mechanism=Mechanism.DES3_ECB)  # TDES A,B
         return _decimalize(r.hex().upper(), 3)

@@ -179,7 +179,7 @@ class EmvOps(HsmBase):
             raise HsmInputError("give arc (ARPC method 1) or csu (method 2)")
         if arc is not None:
             self._check_arc(arc)
-        else:
+        elif csu is not None:
             self._check_csu(csu, prop_auth_data)
         if not isinstance(arqc, bytes | bytearray) or len(arqc) != 8:
             raise HsmInputError("ARQC is 8 bytes")

@@ -318,7 +318,9 @@ class KeyStoreOps(HsmBase):
     @_locked
     def key_info(self, label: str) -> KeyInfo:
         k = self._key(label)
-        return self._info(k.main, decode_id(bytes(k.main[Attribute.ID])))
+        meta = decode_id(bytes(k.main[Attribute.ID]))
+        assert meta is not None  # _key refuses an object without a payswitch id
+        return self._info(k.main, meta)
 
     @_locked
     def list_keys(self) -> list[KeyInfo]:
