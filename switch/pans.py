@@ -33,7 +33,7 @@ async def protect(svc: Services, ctx: Context, pan: str | None = None,
         return None
     h = svc.cfg.hsm
     try:
-        if isinstance(svc.hsm, AsyncHsm):  # both in one trip to the HSM's thread
+        if isinstance(svc.hsm, AsyncHsm):  # both in one call (one hop in thread mode)
             token, blob = await svc.hsm.call(_token_and_blob, svc.hsm.hsm, h.pan_tkn,
                                              h.pan_dek, pan, pan_aad(ctx.dup_key))
         else:

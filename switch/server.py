@@ -140,7 +140,8 @@ class Switch:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         sync_hsm = self._open_hsm()
         if sync_hsm is not None:
-            self.hsm = AsyncHsm(sync_hsm, max_pending=self.cfg.hsm.max_pending)
+            self.hsm = AsyncHsm(sync_hsm, max_pending=self.cfg.hsm.max_pending,
+                                calls=self.cfg.hsm.calls)
             self.services.hsm = self.hsm
             for link in self.links.values():
                 link.hsm = self.hsm

@@ -95,3 +95,32 @@ def test_async_queue_is_bounded(hsm_scratch):
     assert any(isinstance(o, HsmBusyError) for o in outcomes)
     with pytest.raises(AttributeError):
         ahsm.close  # noqa: B018  lifecycle stays sync-only
+
+
+def test_inline_calls_run_in_the_loop_and_never_queue(hsm_scratch):
+    """calls="inline": each call runs to its end in the trio thread, so concurrent
+    callers are never refused as busy (max_pending=1 refuses them in thread mode,
+    above); calls="thread" runs them in another thread."""
+    cvk = f"cvk-{uuid.uuid4().hex[:8]}"
+    hsm_scratch.import_key_components(cvk, "CVK", [K])
+    inline = AsyncHsm(hsm_scratch, max_pending=1, calls="inline")
+    threaded = AsyncHsm(hsm_scratch, max_pending=1, calls="thread")
+    outcomes: list[object] = []
+    where: dict[str, int] = {}
+
+    async def one() -> None:
+        outcomes.append(await inline.verify_cvv(cvk, PAN, "8701", "101", "561"))
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            for _ in range(10):
+                n.start_soon(one)
+        where["inline"] = await inline.call(threading.get_ident)
+        where["thread"] = await threaded.call(threading.get_ident)
+
+    trio.run(main)
+    assert outcomes == [True] * 10
+    assert where["inline"] == threading.get_ident()
+    assert where["thread"] != threading.get_ident()
+    with pytest.raises(ValueError, match="calls"):
+        AsyncHsm(hsm_scratch, calls="process")

@@ -29,9 +29,9 @@ def keys(hsm, issuer_hsm, terminal_hsm):
     return hsm, issuer_hsm, terminal_hsm
 
 
-def hsm_config(dsn: str, port: int, **terminal) -> dict:
+def hsm_config(dsn: str, port: int, calls: str = "inline", **terminal) -> dict:
     cfg = config_dict(dsn, port, zpk=devkeys.zpk("visa"))
-    cfg["hsm"] = {"token": "switch-test", "pin_env": PIN_ENV}
+    cfg["hsm"] = {"token": "switch-test", "pin_env": PIN_ENV, "calls": calls}
     cfg["terminals"] = [{"id": "TERM0001", "listener": "pos", "pin_key": devkeys.TPK,
                          **terminal}]
     return cfg
@@ -50,12 +50,14 @@ def issuer_sees_pin(issuer_hsm, block: bytes, pin: str) -> bool:
     return issuer_hsm.verify_pin_pvv(block, PAN, devkeys.zpk("visa"), devkeys.pvk("visa"), pvv)
 
 
+@pytest.mark.parametrize("calls", ["inline", "thread"])
 @trio_test
-async def test_tpk_pin_block_is_translated_to_the_link_zpk(dsn, keys):
+async def test_tpk_pin_block_is_translated_to_the_link_zpk(dsn, keys, calls):
     hsm, issuer_hsm, terminal_hsm = keys
     block = terminal_hsm.encrypt_pin(devkeys.TPK, PIN, PAN)
     issuer = FakeIssuer()
-    async with serving(issuer), running_switch(hsm_config(dsn, issuer.port)) as sw:
+    async with serving(issuer), running_switch(hsm_config(dsn, issuer.port, calls=calls),
+                                               ) as sw:
         term = await Terminal.connect(sw.ports["pos"])
         resp = await term.request(atm(block))
         await term.aclose()
@@ -122,6 +124,9 @@ def test_config_hsm_keys(dsn):
         cfg = hsm_config(dsn, 1, **bad)
         with pytest.raises(ConfigError, match="pin_mode"):
             parse(cfg)
+    cfg = hsm_config(dsn, 1, calls="process")
+    with pytest.raises(ConfigError, match="hsm.calls"):
+        parse(cfg)
     cfg = hsm_config(dsn, 1)
     cfg["links"][0]["mac"] = True
     with pytest.raises(ConfigError, match="zak"):
