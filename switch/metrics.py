@@ -9,6 +9,7 @@ backlog) are hooked up by ``watch(switch)``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LINK_STATES = {"down": 0, "connecting": 1, "signed_on": 2}
+CHILDREN_CACHED = 4096  # per metric
 
 
 class Metrics:
@@ -108,6 +110,14 @@ class Metrics:
         self.risk_score = Histogram("risk_score", "Risk score of each scored request "
                                     "(0 good .. 999 fraud)", registry=r,
                                     buckets=(100, 200, 300, 400, 500, 600, 700, 800, 900, 999))
+
+        # Labelled once per request or link message: each child is looked up once
+        # (prometheus_client checks and locks on every labels() call). Label values
+        # are bounded (MTIs, DE39 codes, configured links).
+        for metric in (self.attempts, self.success, self.duration, self.responses,
+                       self.link_requests, self.link_responses, self.link_in_flight):
+            metric.labels = functools.lru_cache(maxsize=CHILDREN_CACHED)(  # type: ignore[method-assign,assignment]
+                metric.labels)
 
     def watch(self, sw: Any) -> None:
         """Scrape-time gauges of a switch: its HSM queue, its ledger writer, and its SAF
