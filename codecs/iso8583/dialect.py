@@ -1,13 +1,16 @@
 """A dialect = a pyiso8583 spec + conversion between its field strings and ``Message``.
 
-pyiso8583 does the bit work (bitmaps, length prefixes, BCD, EBCDIC); this module does
-what it does not: typed canonical fields, content checks (digits where digits are
-due), and errors that carry MTI and STAN but never a field's value.
+pyiso8583's spec says the bit work (bitmaps, length prefixes, BCD, EBCDIC), done by
+``wire.py`` (the spec compiled: same strings, less cost) or, for anything but the plain
+case, by pyiso8583 itself; this module does what neither does: typed canonical fields,
+content checks (digits where digits are due), and errors that carry MTI and STAN but
+never a field's value.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from decimal import Decimal
 from typing import Any
@@ -16,6 +19,7 @@ import iso8583
 
 from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583.message import FIELDS, KIND_BY_DE, NAME_BY_DE, Message
+from payswitch.codecs.iso8583.wire import Fallback, Wire
 
 _LONG_DIGITS = re.compile(r"\d{12,}")
 
@@ -37,7 +41,7 @@ class Dialect:
             raise CodecError("message is not bytes")
         header, body = self.split_header(bytes(data))
         try:
-            fields, _ = iso8583.decode(body, self.spec)
+            fields = self._decode_fields(body)
         except iso8583.DecodeError as e:
             partial = e.doc_dec
             raise CodecError(redact(e.msg), mti=self._readable_mti(partial.get("t")),
@@ -61,10 +65,24 @@ class Dialect:
     def encode(self, msg: Message) -> bytes:
         fields = self.fields_out(self.to_fields(msg), msg)
         try:
-            body, _ = iso8583.encode(fields, self.spec)
+            body: bytes | bytearray = self._wire.encode(fields)
+        except Fallback:  # not the plain case: pyiso8583 decides, or words the error
+            body = b""
+        try:
+            body = body or iso8583.encode(fields, self.spec)[0]
         except iso8583.EncodeError as e:
             raise CodecError(redact(e.msg), mti=msg.mti, stan=msg.stan, field=e.field) from None
         return self.join_header(msg, bytes(body))
+
+    @functools.cached_property
+    def _wire(self) -> Wire:
+        return Wire(self.spec)
+
+    def _decode_fields(self, body: bytes) -> dict[str, str]:
+        try:
+            return self._wire.decode(body)
+        except Fallback:  # not the plain case: pyiso8583 decides, or words the error
+            return iso8583.decode(body, self.spec)[0]
 
     def peek(self, body: bytes) -> tuple[str | None, str | None]:
         """Best-effort (MTI, STAN) of a message body that did not decode, for errors

@@ -1,0 +1,249 @@
+"""A pyiso8583 spec compiled once into plain per-field tuples: the common case of
+``iso8583.decode`` / ``iso8583.encode`` at a third of their cost.
+
+pyiso8583 reads every field's spec dict, builds a second dict of encoded parts and
+intersects sets of 192 field numbers on every call; for the four conversions of one
+authorization that was most of the codec's time. This module does the same bit work
+for the spec features our dialects use (ASCII / EBCDIC / binary data and lengths,
+BCD nibbles with a left pad) and gives the same field strings.
+
+It never decides an edge case itself: anything it does not take plainly (a length
+that is not digits, a field the spec lacks, data that does not decode, trailing
+bytes, a tertiary bitmap, an encode error) raises ``Fallback``, and the dialect asks
+pyiso8583, which then gives its own answer or its own error. So a malformed message
+costs two attempts and is judged exactly as before. ``tests/codecs/test_wire.py``
+checks results against pyiso8583 on generated messages and on mutated bytes.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any, NamedTuple
+
+# bit offsets (1..8, most significant first) set in each byte value
+_BITS = tuple(tuple(b for b in range(1, 9) if v >> (8 - b) & 1) for v in range(256))
+
+
+class Fallback(Exception):
+    """Not the plain case: pyiso8583 decides."""
+
+
+class _Field(NamedTuple):
+    key: str
+    len_type: int
+    len_enc: str  # "b" (binary big-endian) or a text codec
+    max_len: int
+    data_enc: str  # "b" (raw bytes shown as hex) or a text codec
+    nibbles: bool  # length counts BCD nibbles
+    pad: str  # left pad nibble of an odd nibble count
+
+
+class Wire:
+    def __init__(self, spec: dict[str, dict[str, Any]]) -> None:
+        self.usable = (spec["h"]["max_len"] <= 0 and "1" in spec
+                       and spec["1"]["data_enc"] == spec["p"]["data_enc"])
+        self.type_enc = spec["t"]["data_enc"]
+        self.map_enc = spec["p"]["data_enc"]
+        self.fields: dict[int, _Field] = {}
+        for key, f in spec.items():
+            if not key.isdigit() or key in ("1", "65"):
+                continue
+            nibbles = f.get("len_count", "bytes") == "nibbles"
+            if f["len_enc"] == "bcd" or "right_pad" in f or (nibbles and f["data_enc"] != "b"):
+                continue  # not taken here: pyiso8583 handles such a field
+            self.fields[int(key)] = _Field(key, f["len_type"], f["len_enc"], f["max_len"],
+                                           f["data_enc"], nibbles,
+                                           str(f.get("left_pad", ""))[:1])
+
+    # -- decode ---------------------------------------------------------------------
+    def decode(self, s: bytes) -> dict[str, str]:
+        if not self.usable:
+            raise Fallback
+        out: dict[str, str] = {}
+        width = 2 if self.type_enc == "b" else 4
+        raw = s[:width]
+        if len(raw) != width:
+            raise Fallback
+        out["t"] = raw.hex().upper() if self.type_enc == "b" else _text(raw, self.type_enc)
+        i, numbers = self._bitmap(s, width, "p", 0, out)
+        if numbers and numbers[0] == 1:
+            i, more = self._bitmap(s, i, "1", 64, out)
+            numbers = numbers[1:] + more
+        if 65 in numbers:  # a tertiary bitmap
+            raise Fallback
+        fields = self.fields
+        for n in numbers:
+            f = fields.get(n)
+            if f is None:
+                raise Fallback
+            i = self._field(s, i, f, out)
+        if i != len(s):
+            raise Fallback
+        return out
+
+    def _bitmap(self, s: bytes, i: int, key: str, offset: int, out: dict[str, str],
+                ) -> tuple[int, list[int]]:
+        if self.map_enc == "b":
+            bitmap = s[i:i + 8]
+            if len(bitmap) != 8:
+                raise Fallback
+            out[key] = bitmap.hex().upper()
+            i += 8
+        else:
+            raw = s[i:i + 16]
+            if len(raw) != 16:
+                raise Fallback
+            out[key] = text = _text(raw, self.map_enc)
+            try:
+                bitmap = bytes.fromhex(text)
+            except ValueError:
+                raise Fallback from None
+            if len(bitmap) != 8:
+                raise Fallback
+            i += 16
+        numbers = [offset + k * 8 + b for k, byte in enumerate(bitmap) for b in _BITS[byte]]
+        numbers.sort()
+        return i, numbers
+
+    @staticmethod
+    def _field(s: bytes, i: int, f: _Field, out: dict[str, str]) -> int:
+        if f.len_type == 0:
+            n = f.max_len
+        else:
+            raw = s[i:i + f.len_type]
+            if len(raw) != f.len_type:
+                raise Fallback
+            if f.len_enc == "b":
+                n = int.from_bytes(raw, "big")
+            else:
+                digits = _text(raw, f.len_enc)
+                if not (digits.isascii() and digits.isdigit()):
+                    raise Fallback
+                n = int(digits)
+            if n > f.max_len:
+                raise Fallback
+            i += f.len_type
+        if n == 0:
+            out[f.key] = ""
+            return i
+        size = (n + 1) // 2 if f.nibbles else n
+        data = s[i:i + size]
+        if len(data) != size:
+            raise Fallback
+        if f.data_enc == "b":
+            value = data.hex().upper()
+            if f.nibbles and n & 1:
+                if not f.pad or value[:1] != f.pad:
+                    raise Fallback
+                value = value[1:]
+        else:
+            value = _text(data, f.data_enc)
+        out[f.key] = value
+        return i + size
+
+    # -- encode ---------------------------------------------------------------------
+    def encode(self, doc: dict[str, Any]) -> bytes:
+        if not self.usable:
+            raise Fallback
+        numbers = []
+        for key in doc:
+            if key == "t":
+                continue
+            if type(key) is not str or not (key.isdigit() and key.isascii()) or key[0] == "0":
+                raise Fallback
+            numbers.append(int(key))
+        numbers.sort()
+        if numbers and (numbers[0] < 2 or numbers[-1] > 128 or 65 in numbers):
+            raise Fallback  # bitmaps given, or a tertiary one needed
+        mti = doc.get("t")
+        if not isinstance(mti, str):
+            raise Fallback
+        parts = [_hex(mti, 2) if self.type_enc == "b" else _encoded(mti, self.type_enc, 4)]
+        primary = 0
+        secondary = 0
+        for n in numbers:
+            if n <= 64:
+                primary |= 1 << (64 - n)
+            else:
+                secondary |= 1 << (128 - n)
+        if secondary:
+            primary |= 1 << 63
+        parts.append(self._bitmap_bytes(primary))
+        if secondary:
+            parts.append(self._bitmap_bytes(secondary))
+        fields = self.fields
+        for n in numbers:
+            f = fields.get(n)
+            if f is None:
+                raise Fallback
+            parts.append(_encode_field(f, doc[f.key]))
+        return b"".join(parts)
+
+    def _bitmap_bytes(self, bits: int) -> bytes:
+        raw = bits.to_bytes(8, "big")
+        if self.map_enc == "b":
+            return raw
+        return _encoded(raw.hex().upper(), self.map_enc, 16)
+
+
+def _encode_field(f: _Field, value: Any) -> bytes:
+    if type(value) is not str:
+        raise Fallback
+    if f.data_enc == "b":
+        text = value
+        if f.nibbles and len(value) & 1:
+            if not f.pad:
+                raise Fallback
+            text = f.pad + value
+        try:
+            data = binascii.a2b_hex(text)
+        except (ValueError, binascii.Error):
+            raise Fallback from None
+        n = len(value) if f.nibbles else len(data)
+    else:
+        try:
+            data = value.encode(f.data_enc)
+        except (UnicodeError, LookupError):
+            raise Fallback from None
+        n = len(data)
+    if f.len_type == 0:
+        if n != f.max_len:
+            raise Fallback
+        return data
+    if n > f.max_len:
+        raise Fallback
+    if f.len_enc == "b":
+        try:
+            prefix = n.to_bytes(f.len_type, "big")
+        except OverflowError:
+            raise Fallback from None
+    else:
+        prefix = _encoded(f"{n:0{f.len_type}d}", f.len_enc, f.len_type)
+    return prefix + data
+
+
+def _text(raw: bytes, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except (UnicodeError, LookupError):
+        raise Fallback from None
+
+
+def _encoded(text: str, encoding: str, size: int) -> bytes:
+    try:
+        raw = text.encode(encoding)
+    except (UnicodeError, LookupError):
+        raise Fallback from None
+    if len(raw) != size:
+        raise Fallback
+    return raw
+
+
+def _hex(text: str, size: int) -> bytes:
+    try:
+        raw = binascii.a2b_hex(text)
+    except (ValueError, binascii.Error):
+        raise Fallback from None
+    if len(raw) != size:
+        raise Fallback
+    return raw
