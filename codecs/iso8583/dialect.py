@@ -120,36 +120,49 @@ class Dialect:
             raise CodecError("MTI is not 4 digits")
         msg = Message(mti=mti)
         for key, value in fields.items():
-            if not key.isdigit() or key == "1":
+            known = _BY_KEY.get(key)
+            if known is None:
                 continue  # "t", "p", "h" and the secondary bitmap
-            de = int(key)
-            kind = KIND_BY_DE.get(de)
-            if de in (64, 128):
+            de, name, kind = known
+            if de == 64 or de == 128:
                 msg.mac = _hex_to_bytes(value, key)
-            elif kind is None:
+            elif name is None:
                 msg.other[de] = value
+            elif kind == "an":
+                setattr(msg, name, value)
             else:
-                setattr(msg, NAME_BY_DE[de], _to_python(kind, value, key))
+                setattr(msg, name, _to_python(kind, value, key))
         return msg
 
     def to_fields(self, msg: Message) -> dict[str, str]:
         if len(msg.mti) != 4 or not msg.mti.isdigit():
             raise CodecError("MTI is not 4 digits", stan=msg.stan)
         fields: dict[str, str] = {"t": msg.mti}
-        for de, name, kind in FIELDS:
+        for key, name, kind, de in _OUT:
             value = getattr(msg, name)
-            if value is not None:
-                try:
-                    fields[str(de)] = _to_wire(kind, value, self.spec.get(str(de)), de)
-                except CodecError as e:
-                    e.mti, e.stan = msg.mti, msg.stan if isinstance(msg.stan, str) else None
-                    raise
+            if value is None:
+                continue
+            if kind == "an" and type(value) is str:  # text goes as it is
+                fields[key] = value
+                continue
+            try:
+                fields[key] = _to_wire(kind, value, self.spec.get(key), de)
+            except CodecError as e:
+                e.mti, e.stan = msg.mti, msg.stan if isinstance(msg.stan, str) else None
+                raise
         for de, value in msg.other.items():
             fields[str(de)] = value.hex().upper() if isinstance(value, bytes) else value
         if msg.mac is not None:
             secondary = any(int(k) > 64 for k in fields if k.isdigit())
             fields["128" if secondary else "64"] = msg.mac.hex().upper()
         return fields
+
+
+# from_fields: a wire key -> (DE, canonical name or None for Message.other, kind)
+_BY_KEY: dict[str, tuple[int, str | None, str]] = {
+    str(de): (de, NAME_BY_DE.get(de), KIND_BY_DE.get(de, "")) for de in range(2, 193)}
+# to_fields: (wire key, name, kind, DE) of every named field
+_OUT = tuple((str(de), name, kind, de) for de, name, kind in FIELDS)
 
 
 def _digits_or_none(value: str | None) -> str | None:

@@ -29,6 +29,7 @@ class Fallback(Exception):
 
 
 class _Field(NamedTuple):
+    number: int  # first: a list of fields sorts in wire order
     key: str
     len_type: int
     len_enc: str  # "b" (binary big-endian) or a text codec
@@ -51,9 +52,11 @@ class Wire:
             nibbles = f.get("len_count", "bytes") == "nibbles"
             if f["len_enc"] == "bcd" or "right_pad" in f or (nibbles and f["data_enc"] != "b"):
                 continue  # not taken here: pyiso8583 handles such a field
-            self.fields[int(key)] = _Field(key, f["len_type"], f["len_enc"], f["max_len"],
-                                           f["data_enc"], nibbles,
+            self.fields[int(key)] = _Field(int(key), key, f["len_type"], f["len_enc"],
+                                           f["max_len"], f["data_enc"], nibbles,
                                            str(f.get("left_pad", ""))[:1])
+        # encode: by the field's key as the dialect gives it (exactly str(number))
+        self.by_key = {f.key: f for f in self.fields.values() if 1 < f.number <= 128}
 
     # -- decode ---------------------------------------------------------------------
     def decode(self, s: bytes) -> dict[str, str]:
@@ -145,38 +148,32 @@ class Wire:
     def encode(self, doc: dict[str, Any]) -> bytes:
         if not self.usable:
             raise Fallback
-        numbers = []
+        by_key = self.by_key
+        chosen = []
         for key in doc:
-            if key == "t":
-                continue
-            if type(key) is not str or not (key.isdigit() and key.isascii()) or key[0] == "0":
-                raise Fallback
-            numbers.append(int(key))
-        numbers.sort()
-        if numbers and (numbers[0] < 2 or numbers[-1] > 128 or 65 in numbers):
-            raise Fallback  # bitmaps given, or a tertiary one needed
+            f = by_key.get(key)
+            if f is None:
+                if key == "t":
+                    continue
+                raise Fallback  # a bitmap given, a field the spec lacks, "02"...
+            chosen.append(f)
+        chosen.sort()
         mti = doc.get("t")
         if not isinstance(mti, str):
             raise Fallback
         parts = [_hex(mti, 2) if self.type_enc == "b" else _encoded(mti, self.type_enc, 4)]
-        primary = 0
-        secondary = 0
-        for n in numbers:
-            if n <= 64:
-                primary |= 1 << (64 - n)
+        primary = secondary = 0
+        for f in chosen:
+            if f.number <= 64:
+                primary |= 1 << (64 - f.number)
             else:
-                secondary |= 1 << (128 - n)
+                secondary |= 1 << (128 - f.number)
         if secondary:
             primary |= 1 << 63
         parts.append(self._bitmap_bytes(primary))
         if secondary:
             parts.append(self._bitmap_bytes(secondary))
-        fields = self.fields
-        for n in numbers:
-            f = fields.get(n)
-            if f is None:
-                raise Fallback
-            parts.append(_encode_field(f, doc[f.key]))
+        parts += [_encode_field(f, doc[f.key]) for f in chosen]
         return b"".join(parts)
 
     def _bitmap_bytes(self, bits: int) -> bytes:
