@@ -4,8 +4,8 @@ Two ways to run a call (``calls``):
 
 * ``"inline"``: the synchronous ``Hsm`` method runs in the trio thread. For a token in
   this process (SoftHSM2) a call is tens of µs of C, less than the thread hop it would
-  need: measured with a 200-byte retail MAC, 77 µs of CPU inline against 175 µs
-  through a worker thread (hsm/README.md, "AsyncHsm"). The loop is blocked for the
+  need: a 200-byte retail MAC costs 70 µs of CPU inline against 172 µs through a
+  worker thread (``python -m benchmarks.run hsm_calls``; hsm/README.md). The loop is blocked for the
   call's duration, and for another thread's call holding ``session.LIBRARY_LOCK``
   (one operation, the ledger writer's event MAC).
 * ``"thread"``: each call runs in a worker thread (``trio.to_thread.run_sync``) under
