@@ -11,7 +11,7 @@ It never decides an edge case itself: anything it does not take plainly (a lengt
 that is not digits, a field the spec lacks, data that does not decode, trailing
 bytes, a tertiary bitmap, an encode error) raises ``Fallback``, and the dialect asks
 pyiso8583, which then gives its own answer or its own error. So a malformed message
-costs two attempts and is judged exactly as before. ``tests/codecs/test_wire.py``
+costs two attempts and is judged exactly as before. ``tests/codecs/test_iso8583_wire.py``
 checks results against pyiso8583 on generated messages and on mutated bytes.
 """
 
