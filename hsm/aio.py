@@ -86,6 +86,38 @@ class AsyncHsm:
         finally:
             self._pending -= 1
 
+    # The calls the switch makes, typed (services.Hsm); the rest via __getattr__.
+    async def verify_mac(self, *args: Any, **kw: Any) -> bool:
+        return bool(await self.call(self.hsm.verify_mac, *args, **kw))
+
+    async def generate_mac(self, *args: Any, **kw: Any) -> bytes:
+        return bytes(await self.call(self.hsm.generate_mac, *args, **kw))
+
+    async def translate_pin(self, *args: Any, **kw: Any) -> bytes:
+        return bytes(await self.call(self.hsm.translate_pin, *args, **kw))
+
+    async def translate_pin_dukpt(self, *args: Any, **kw: Any) -> bytes:
+        return bytes(await self.call(self.hsm.translate_pin_dukpt, *args, **kw))
+
+    async def pan_token(self, *args: Any, **kw: Any) -> str:
+        return str(await self.call(self.hsm.pan_token, *args, **kw))
+
+    async def encrypt_pan(self, *args: Any, **kw: Any) -> bytes:
+        return bytes(await self.call(self.hsm.encrypt_pan, *args, **kw))
+
+    async def decrypt_pan(self, *args: Any, **kw: Any) -> str:
+        return str(await self.call(self.hsm.decrypt_pan, *args, **kw))
+
+    async def verify_pin_pvv(self, *args: Any, **kw: Any) -> bool:
+        return bool(await self.call(self.hsm.verify_pin_pvv, *args, **kw))
+
+    async def verify_cvv(self, *args: Any, **kw: Any) -> bool:
+        return bool(await self.call(self.hsm.verify_cvv, *args, **kw))
+
+    async def verify_arqc(self, *args: Any, **kw: Any) -> tuple[bool, bytes | None]:
+        ok, arpc = await self.call(self.hsm.verify_arqc, *args, **kw)
+        return ok, arpc
+
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         if name not in ASYNC_METHODS:
             raise AttributeError(name)

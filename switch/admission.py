@@ -17,16 +17,19 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+C = TypeVar("C", bound=Hashable)  # a connection
 
 
-class Admission:
+class Admission(Generic[C]):
     def __init__(self, max_connections: int, per_source: int, max_unproven: int) -> None:
         self.max_connections = max_connections
         self.per_source = per_source
         self.max_unproven = max_unproven
-        self._peer: dict[Hashable, str] = {}  # every admitted connection -> its source
+        self._peer: dict[C, str] = {}  # every admitted connection -> its source
         self._by_source: dict[str, int] = {}
-        self._unproven: OrderedDict[Hashable, str] = OrderedDict()  # oldest first
+        self._unproven: OrderedDict[C, str] = OrderedDict()  # oldest first
         self.admitted_total = 0  # connections ever admitted
 
     def __len__(self) -> int:
@@ -36,10 +39,10 @@ class Admission:
     def unproven(self) -> int:
         return len(self._unproven)
 
-    def admit(self, conn: Hashable, peer: str, proven: bool,
-              ) -> tuple[bool, list[Hashable]]:
+    def admit(self, conn: C, peer: str, proven: bool,
+              ) -> tuple[bool, list[C]]:
         """(admitted, connections to evict). Evicted ones are released here already."""
-        evict: list[Hashable] = []
+        evict: list[C] = []
         if self._by_source.get(peer, 0) >= self.per_source:
             old = self._oldest_unproven(peer)
             if old is None:
@@ -60,13 +63,13 @@ class Admission:
             self._unproven[conn] = peer
         return True, evict
 
-    def prove(self, conn: Hashable) -> None:
+    def prove(self, conn: C) -> None:
         self._unproven.pop(conn, None)
 
-    def is_proven(self, conn: Hashable) -> bool:
+    def is_proven(self, conn: C) -> bool:
         return conn in self._peer and conn not in self._unproven
 
-    def release(self, conn: Hashable) -> None:
+    def release(self, conn: C) -> None:
         """Forget a connection (idempotent)."""
         peer = self._peer.pop(conn, None)
         if peer is None:
@@ -78,7 +81,7 @@ class Admission:
         else:
             del self._by_source[peer]
 
-    def _oldest_unproven(self, peer: str | None = None) -> Hashable | None:
+    def _oldest_unproven(self, peer: str | None = None) -> C | None:
         for conn, source in self._unproven.items():
             if peer is None or source == peer:
                 return conn

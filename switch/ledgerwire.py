@@ -131,7 +131,7 @@ def ledger_no(ccy: str) -> int:
     return L.currency(ccy).numeric
 
 
-def alpha(code: str | int | None) -> str:
+def alpha(code: str | int) -> str:
     return L.currency(code).alpha
 
 
@@ -219,6 +219,8 @@ class LedgerWire:
                 return await self._hsm_token(pan)
             except HsmError as e:
                 raise LedgerUnavailable(f"PAN token: {type(e).__name__}") from e
+        if self.pan_token is None:  # start() refuses to run without one of the two
+            raise LedgerUnavailable("no PAN token function")
         return self.pan_token(pan)
 
     async def start(self, nursery: trio.Nursery) -> None:
@@ -415,6 +417,8 @@ class LedgerWire:
             raise UnsupportedTransaction("DE51 is not the cardholder's billing currency")
         if req.conversion_rate is None:
             raise UnsupportedTransaction("cross-currency on-us without DE10")
+        if req.amount_minor is None:
+            raise UnsupportedTransaction("no amount (DE4)")
         billing = L.convert(req.amount_minor, txn_ccy, bill_ccy, Decimal(req.conversion_rate))
         if req.billing_amount_minor is not None and req.billing_amount_minor != billing:
             raise UnsupportedTransaction("DE6 does not match DE4 x DE10")
@@ -427,6 +431,8 @@ class LedgerWire:
         ccy = alpha(req.currency or "840")
         if ccy not in self.currencies:
             raise LedgerUnavailable(f"no ledger for currency {ccy}")
+        if req.amount_minor is None:  # holds_money() said yes: DE4 is there
+            raise UnsupportedTransaction("no amount (DE4)")
         hold_id = det_id("hold", dup_key)
         ok, ko = L.authorization_events(
             payment_id=self.payment_id(dup_key), hold_id=hold_id,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Any
 
 import trio
 
@@ -35,6 +36,7 @@ from payswitch.switch.linkstate import LinkEvent, LinkMachine, LinkState
 from payswitch.switch.logs import log
 from payswitch.switch.metrics import LINK_STATES, Metrics
 from payswitch.switch.mux import Mux
+from payswitch.switch.services import Hsm
 
 SIGNON, SIGNOFF, ECHO = "001", "002", "301"
 
@@ -57,7 +59,7 @@ class IssuerLink:
         self._channel: Channel | None = None
         self._session_scope: trio.CancelScope | None = None
         self._last_activity = 0.0
-        self.hsm = None  # AsyncHsm, set by the switch when it has one (MAC links need it)
+        self.hsm: Hsm | None = None  # set by the switch when it has one (MAC links need it)
         self.keys = LinkKeys(cfg)  # current ZPK / ZAK labels, changed by 0800 key change
         metrics.link_state.labels(self.name).set(0)
 
@@ -67,7 +69,7 @@ class IssuerLink:
         """down | connecting | signed_on (the public view of ``machine.state``)."""
         return self.machine.public
 
-    def _event(self, event: LinkEvent, **why: object) -> LinkState:
+    def _event(self, event: LinkEvent, **why: Any) -> LinkState:
         before = self.machine.state
         after = self.machine.handle(event)
         if after is not before:
@@ -136,6 +138,8 @@ class IssuerLink:
             raise LinkUnavailable(f"link {self.name} is not connected")
         if self.cfg.mac:
             body, hex_form = macing.unsigned(self.dialect, msg)
+            if self.hsm is None:
+                raise LinkUnavailable(f"link {self.name}: MAC configured but no [hsm]")
             try:
                 mac = await self.hsm.generate_mac(self.keys.zak.current, body)
             except HsmError as e:  # nothing was sent
@@ -256,7 +260,7 @@ class IssuerLink:
 
     async def _mac_ok(self, payload: bytes, msg: Message) -> bool:
         body = macing.mac_input(payload, msg)
-        if body is None:
+        if body is None or msg.mac is None or self.hsm is None:
             return False
         try:  # during a key change's grace period the old ZAK is accepted too
             for zak in self.keys.zak.accepted():

@@ -91,9 +91,9 @@ class Switch:
         self._sources = {x.name: self._known_sources(x) for x in cfg.listeners}
         self.ports: dict[str, int] = {}
         self.metrics_port = 0
-        self._admission = {x.name: Admission(x.max_connections, x.max_connections_per_source,
-                                             x.max_unproven_connections)
-                           for x in cfg.listeners}
+        self._admission: dict[str, Admission[_Connection]] = {
+            x.name: Admission(x.max_connections, x.max_connections_per_source,
+                              x.max_unproven_connections) for x in cfg.listeners}
         self._log_samplers = {(x.name, what): LogSampler(x.log_sample_ms / 1000)
                               for x in cfg.listeners
                               for what in ("refused", "malformed", "open", "closed")}
@@ -562,7 +562,7 @@ class _Connection:
             self.close(f"over {self.lst.max_malformed_frames} malformed frames "
                        f"in {self.lst.malformed_window_ms} ms")
             return None, dialect
-        if not readable:
+        if not readable or e.mti is None:
             return None, dialect
         self.sw.metrics.responses.labels(e.mti, "30").inc()
         return Message(mti=e.mti[:2] + str(int(e.mti[2]) + 1) + "0", stan=e.stan,

@@ -64,6 +64,7 @@ class TransactionManager:
         try:
             await self.run(ctx)
             resp = ctx.response
+            assert resp is not None  # run() answers every request
             code = resp.response_code or ""
             m.responses.labels(req.mti, code).inc()
             if code == "00":

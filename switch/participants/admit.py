@@ -83,7 +83,7 @@ class CheckMac(Participant):
             return
         body = macing.mac_input(ctx.payload, ctx.request) if ctx.payload is not None else None
         ok = False
-        if body is not None:
+        if body is not None and ctx.request.mac is not None:  # no DE64/128: refused
             if svc.hsm is None:
                 raise HsmError("terminal MAC key configured but no [hsm]")
             try:

@@ -47,6 +47,7 @@ class Forward(Participant):
 
     async def prepare(self, ctx: Context) -> None:
         svc, req = self.svc, ctx.request
+        assert ctx.route is not None  # Route ran
         link = svc.links[ctx.route.link]
         if link.state != "signed_on":
             raise LinkUnavailable(f"link {link.name} is {link.state}")
@@ -56,6 +57,7 @@ class Forward(Participant):
                           header=None, pin_block=ctx.pin_block, mac=None,
                           other={k: v for k, v in req.other.items() if k != KSN_DE})
         resp = await exchange(svc, ctx, link, out)
+        assert resp is not None  # None only for a reversal whose claim another has
         ctx.response = respond(req, resp.response_code or "96", rrn=out.rrn,
                                auth_code=resp.auth_code,
                                additional_amounts=resp.additional_amounts, emv=resp.emv)
@@ -65,4 +67,5 @@ class Forward(Participant):
             return
         answered = ctx.issuer_response
         if answered is None or answered.response_code in APPROVAL_CODES:
+            assert ctx.outbound is not None and ctx.route is not None  # it was sent
             ctx.saf.append(reversal_item(ctx.outbound, ctx.route.link))

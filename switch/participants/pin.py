@@ -23,6 +23,7 @@ class TranslatePin(Participant):
         if svc.hsm is None:
             ctx.pin_block = req.pin_block
             return
+        assert ctx.route is not None  # Route runs before PIN translation
         # the link's current ZPK (changed by a key change), else the configured one
         zpk = getattr(svc.links.get(ctx.route.link), "zpk", None) or svc.cfg.link(
             ctx.route.link).zpk

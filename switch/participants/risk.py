@@ -60,7 +60,7 @@ class ScoreRisk(Participant):
         """The payment's ``declined`` event carries the reasons; the answer stands if
         that write fails."""
         led = self.svc.ledger
-        if led is None:
+        if led is None or ctx.dup_key is None:
             return
         try:
             await led.declined(ctx.dup_key, ctx.request, route, code,

@@ -97,9 +97,11 @@ class StandIn:
         if section is None or not (isinstance(error, LinkUnavailable)
                                    or (timed_out and section.on_timeout)):
             return False
+        route = ctx.route
+        assert route is not None and routing is not None and ctx.dup_key is not None  # _section
         req = ctx.request
         token = await card_token(self.svc, ctx)
-        why: dict[str, Any] = {"prefix": ctx.route.prefix,
+        why: dict[str, Any] = {"prefix": route.prefix,
                                "after": "timeout" if timed_out else "unreachable"}
         last = self.last_answer.get(token)
         checks = CheckResult()
@@ -125,10 +127,11 @@ class StandIn:
                                   replace(r, card_checks_ok=checks.verified))
         why["reason"] = decision.reason
         if decision.response_code != APPROVED:
-            ctx.events.append((STANDIN_EVENT, {**why, "response_code": "91"},
-                               ctx.route.link))
+            ctx.events.append((STANDIN_EVENT, {**why, "response_code": "91"}, route.link))
             return False
-        primary = routing.table.eligible(req.pan or "").routes[0].link
+        rng = routing.table.eligible(req.pan or "")
+        assert rng is not None  # the range this stand-in section belongs to
+        primary = rng.routes[0].link
         out = ctx.outbound or outbound(self.svc, ctx, self.svc.links[primary])
         ctx.outbound = out  # PostLedger holds it
         auth = "S" + f"{int(hashlib.sha256(ctx.dup_key.encode()).hexdigest(), 16) % 10**5:05d}"
@@ -145,6 +148,7 @@ class StandIn:
         issuer would have declined it too; nothing was approved for it)."""
         failed = next(k for k, v in checks.done.items() if v == "failed")
         code = checks.decline or "05"
+        link = ctx.route.link if ctx.route else None
         ctx.events.append((STANDIN_EVENT, {**why, "reason": f"card_check_{failed}",
-                                           "response_code": code}, ctx.route.link))
+                                           "response_code": code}, link))
         raise CardCheckFailed(f"stand-in: card check {failed} failed", code)
