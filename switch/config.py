@@ -126,6 +126,9 @@ class ListenerSection:
     max_in_flight_per_connection: int = 32
     max_malformed_frames: int = 10  # more than this many within malformed_window_ms:
     malformed_window_ms: int = 10_000  # the connection is closed
+    # after a malformed frame on an unproven connection, the next frame is read this much
+    # later (0: at once): a junk sender is slowed to a trickle before it is closed
+    malformed_delay_ms: int = 50
     log_sample_ms: int = 1000  # malformed / refused lines: at most one per this, counted
     allowed_sources: tuple[str, ...] = ()  # empty = any source address
     pin_key: str = ""  # default PIN key of its terminals: TPK label, or BDK for dukpt
@@ -464,6 +467,8 @@ def _check_listener_bounds(x: ListenerSection) -> None:
                 "max_malformed_frames", "malformed_window_ms"):
         if getattr(x, key) == 0:
             raise ConfigError(f"listener {x.name}: {key} must be > 0")
+    if not 0 <= x.malformed_delay_ms <= 10_000:
+        raise ConfigError(f"listener {x.name}: malformed_delay_ms must be 0-10000")
     if x.max_unproven_connections > x.max_connections:
         raise ConfigError(f"listener {x.name}: max_unproven_connections must be "
                           "<= max_connections")

@@ -504,8 +504,18 @@ class _Connection:
                     self.slots.release()
                 else:
                     tasks.start_soon(self._answer, resp, frame.tpdu, dialect)
+                await self._tarpit()
                 continue
             tasks.start_soon(self._on_request, req, frame)
+
+    async def _tarpit(self) -> None:
+        """A connection no configured terminal has spoken on waits after each malformed
+        frame: a junk flood then costs the switch a few frames per connection per
+        second (its socket buffer fills and the sender blocks) instead of as many as
+        it can write; a configured terminal is never slowed."""
+        if self.lst.malformed_delay_ms and not self.channel.closed and \
+                not self.sw._admission[self.lst.name].is_proven(self):
+            await trio.sleep(self.lst.malformed_delay_ms / 1000)
 
     async def _answer(self, resp: Message, tpdu: bytes | None, dialect: Dialect) -> None:
         try:
