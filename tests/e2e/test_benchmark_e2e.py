@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -22,11 +30,15 @@ def test_e2e_benchmark_short_run():
 
 @pytest.mark.slow
 def test_e2e_full_benchmark_short_run():
-    """Full mode: PIN blocks translated, a MACed link, ledger holds; every answer an
-    approval, the client a small share of a core, the relay measured in the same run."""
-    from benchmarks import e2e_full
-
-    result = e2e_full.run(seconds=2, terminals=2)
+    """Full mode, by the README's command in a process of its own (it opens SoftHSM
+    tokens of its own, and SoftHSM takes one configuration per process): PIN blocks
+    translated, a MACed link, ledger holds; every answer an approval, the client a small
+    share of a core, the relay measured in the same run."""
+    env = {**os.environ, "PAYSWITCH_BENCH_SECONDS": "2", "PAYSWITCH_BENCH_TERMINALS": "2"}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "e2e", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                         check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
     assert result["mode"] == "full" and result["workers"] == 1
     switch, relay = result["switch"], result["relay_baseline"]
     assert switch["authorizations"] > 0 and switch["errors"] == 0
