@@ -40,6 +40,7 @@ from psycopg.types.json import Jsonb
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.codecs.pan import mask_pan
+from payswitch.ledger.store import tcp_bounds
 from payswitch.switch.errors import StoreError
 
 # Canonical fields that may be written to a table. Everything else (PAN, track 2, PIN
@@ -127,9 +128,6 @@ OWNER_LOCK_CLASS = 0x70737721  # "psw!"
 RECOVERY_LOCK = (OWNER_LOCK_CLASS + 1, 0)  # a class of its own: no boot id hashes here
 MIGRATE_LOCK = (OWNER_LOCK_CLASS + 1, 1)
 
-# Added to statement_timeout_ms for the client-side TCP bounds (keepalives,
-# tcp_user_timeout): the server gets the first chance to cancel a slow statement.
-TCP_MARGIN_MS = 5000
 
 
 @dataclass(eq=False)
@@ -166,21 +164,14 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------
     def connect_kwargs(self) -> dict[str, Any]:
-        """libpq settings of every connection. statement_timeout is enforced by the
-        server only: if the network to it is gone (partition, dead host) a thread would
-        sit in recv() for the kernel's ~15 min retransmission timeout, holding a pool
-        slot and blocking shutdown. TCP keepalives (idle socket waiting for a result)
-        and tcp_user_timeout (unacknowledged data) bound that wait to about the
-        statement timeout plus a margin (DESIGN: every wait bounded)."""
-        bound_ms = self._statement_timeout_ms + TCP_MARGIN_MS
-        idle_s = max(1, bound_ms // 2000)  # first probe after half the bound,
-        count = 3                          # then 3 probes over the other half
-        interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
+        """libpq settings of every connection: the statement timeout, enforced by the
+        server, and the client-side TCP bounds of ``tcp_bounds`` (a partitioned or dead
+        database fails a call within about that time instead of holding a pool slot and
+        the shutdown for the kernel's ~15 min; DESIGN: every wait bounded)."""
         return dict(
             autocommit=True, connect_timeout=self._connect_timeout_s,
             options=f"-c statement_timeout={self._statement_timeout_ms}",
-            keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
-            keepalives_count=count, tcp_user_timeout=bound_ms,
+            **tcp_bounds(self._statement_timeout_ms),
         )
 
     def _connect(self) -> psycopg.Connection:
@@ -229,8 +220,9 @@ class Store:
 
         ``fn`` must have no effect outside the database (it may run twice: once in a
         batch that is rolled back, once alone), and when it runs several statements
-        that must commit together, run them under ``self._atomic(conn)``. Like a thread call, the wait is not
-        cancellable: a caller cancelled meanwhile learns the outcome first."""
+        that must commit together, run them under ``self._atomic(conn)``. Like a
+        thread call, the wait is not cancellable: a caller cancelled meanwhile learns
+        the outcome first."""
         call = _Call(fn, args)
         self._queued.append(call)
         with trio.CancelScope(shield=True):
@@ -376,9 +368,18 @@ class Store:
         " r.f->>'terminal_id', r.f->>'response_code', r.f, %(owner)s"
         " from won, unnest(%(events)s::text[], %(links)s::text[], %(fields)s::jsonb[])"
         " with ordinality as r(event, link, f, n) order by r.n")
+    _JOURNALLED = ", journalled as (" + _ROWS + ") select count(*) from won"  # noqa: S608
+    # claim: the dedup row and the request's journal row
+    _DEDUP = ("with won as (insert into switch_dedup (dup_key, fingerprint, owner)"
+              " values (%(dup_key)s, %(fingerprint)s, %(owner)s)"
+              " on conflict (dup_key) do nothing returning dup_key)")
+    _CLAIM = _DEDUP + _JOURNALLED
+    # complete: the answer on the dedup row, once (a retry finds it written)
     _COMPLETE = (
         "update switch_dedup set response = %(answer)s, completed_at = now()"
         " where dup_key = %(dup_key)s and completed_at is null returning dup_key")
+    # ... and with it the path's events and the response row
+    _COMPLETE_ROWS = "with won as (" + _COMPLETE + ")" + _JOURNALLED
 
     def _rows(self, source: str, dup_key: str,
               rows: list[tuple[str, Message | dict, str | None]]) -> dict[str, Any]:
@@ -438,13 +439,8 @@ class Store:
         gets ``same=False`` and no response (a row without a fingerprint, written
         before the column existed, matches any)."""
         def run(conn: psycopg.Connection) -> Claim:
-            won = conn.execute(
-                "with won as (insert into switch_dedup (dup_key, fingerprint, owner)"
-                " values (%(dup_key)s, %(fingerprint)s, %(owner)s)"
-                " on conflict (dup_key) do nothing returning dup_key),"
-                f" journalled as ({self._ROWS}) select count(*) from won",
-                self._rows(source, dup_key, [("request", request, None)])
-                | {"fingerprint": fingerprint},
+            won = conn.execute(self._CLAIM, self._rows(
+                source, dup_key, [("request", request, None)]) | {"fingerprint": fingerprint},
             ).fetchone()[0]
             if won:
                 return Claim(owner=True)
@@ -484,9 +480,8 @@ class Store:
         def run(conn: psycopg.Connection) -> bool:
             if not saf:  # the common path: one statement
                 rows = self._rows(source, dup_key, [*events, ("response", response, None)])
-                return bool(conn.execute(
-                    f"with won as ({self._COMPLETE}), journalled as ({self._ROWS})"
-                    " select count(*) from won", rows | {"answer": answer}).fetchone()[0])
+                return bool(conn.execute(self._COMPLETE_ROWS,
+                                         rows | {"answer": answer}).fetchone()[0])
             with self._atomic(conn):
                 if conn.execute(self._COMPLETE, {"answer": answer, "dup_key": dup_key}
                                 ).fetchone() is None:
