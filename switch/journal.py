@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import queue
 import uuid
 from dataclasses import dataclass
@@ -349,45 +350,31 @@ class Store:
         await self.call_alone(run)
 
     # -- journal ----------------------------------------------------------------------
-    _INSERT = (
-        "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
-        " transmission_time, amount_minor, currency, processing_code, pan_masked,"
-        " terminal_id, response_code, fields, pan_token, pan_enc, owner)"
-        " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
-
-    # Journal rows of one payment from three arrays (event, link, safe fields), written
-    # only when the CTE ``won`` returned its row; the columns the journal indexes are
-    # taken out of the fields by the server. One statement whatever the row count.
-    _ROWS = (
-        "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
-        " transmission_time, amount_minor, currency, processing_code, pan_masked,"
-        " terminal_id, response_code, fields, owner)"
-        " select r.event, %(source)s, r.link, won.dup_key, r.f->>'mti', r.f->>'stan',"
-        " r.f->>'rrn', r.f->>'transmission_time', (r.f->>'amount_minor')::bigint,"
-        " r.f->>'currency', r.f->>'processing_code', r.f->>'pan_masked',"
-        " r.f->>'terminal_id', r.f->>'response_code', r.f, %(owner)s"
-        " from won, unnest(%(events)s::text[], %(links)s::text[], %(fields)s::jsonb[])"
-        " with ordinality as r(event, link, f, n) order by r.n")
-    _JOURNALLED = ", journalled as (" + _ROWS + ") select count(*) from won"  # noqa: S608
-    # claim: the dedup row and the request's journal row
-    _DEDUP = ("with won as (insert into switch_dedup (dup_key, fingerprint, owner)"
-              " values (%(dup_key)s, %(fingerprint)s, %(owner)s)"
-              " on conflict (dup_key) do nothing returning dup_key)")
-    _CLAIM = _DEDUP + _JOURNALLED
+    _COLUMNS = (
+        "event, source, link, dup_key, mti, stan, rrn, transmission_time, amount_minor,"
+        " currency, processing_code, pan_masked, terminal_id, response_code, fields,"
+        " pan_token, pan_enc, owner")
+    _INSERT = ("insert into switch_journal (" + _COLUMNS + ")"  # noqa: S608 (no input)
+               " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+    # claim: the dedup row, and with it (_journalled) the request's journal row
+    _CLAIM = ("with won as (insert into switch_dedup (dup_key, fingerprint, owner)"
+              " values (%s, %s, %s) on conflict (dup_key) do nothing returning dup_key)")
     # complete: the answer on the dedup row, once (a retry finds it written)
-    _COMPLETE = (
-        "update switch_dedup set response = %(answer)s, completed_at = now()"
-        " where dup_key = %(dup_key)s and completed_at is null returning dup_key")
-    # ... and with it the path's events and the response row
-    _COMPLETE_ROWS = "with won as (" + _COMPLETE + ")" + _JOURNALLED
+    _COMPLETE = ("update switch_dedup set response = %s, completed_at = now()"
+                 " where dup_key = %s and completed_at is null returning dup_key")
 
-    def _rows(self, source: str, dup_key: str,
-              rows: list[tuple[str, Message | dict, str | None]]) -> dict[str, Any]:
-        """Parameters of ``_ROWS``: (event, message, link) rows, in order."""
-        return {"source": source, "dup_key": dup_key, "owner": self.owner,
-                "events": [event for event, _, _ in rows],
-                "links": [link for _, _, link in rows],
-                "fields": [Jsonb(_fields(msg)) for _, msg, _ in rows]}
+    @staticmethod
+    @functools.cache
+    def _journalled(n: int) -> str:
+        """The rest of a statement whose CTE ``won`` returned a row or none: ``n``
+        journal rows (``_row`` tuples, in order: one VALUES scan keeps its order),
+        written only in the first case; the statement returns that count. Scalar
+        parameters: psycopg dumps arrays (unnest) at several times their cost."""
+        row = "(%s,%s,%s,%s,%s,%s,%s,%s,%s::bigint,%s,%s,%s,%s,%s,%s::jsonb,%s,%s::bytea,%s)"
+        rows = ",".join([row] * n)
+        return (f", journalled as (insert into switch_journal ({Store._COLUMNS})"  # noqa: S608
+                f" select * from (values {rows}) as r where exists (select from won))"
+                " select count(*) from won")
 
     def _row(self, event: str, msg: Message | dict | None, *, source: str | None = None,
              link: str | None = None, dup_key: str | None = None,
@@ -439,8 +426,10 @@ class Store:
         gets ``same=False`` and no response (a row without a fingerprint, written
         before the column existed, matches any)."""
         def run(conn: psycopg.Connection) -> Claim:
-            won = conn.execute(self._CLAIM, self._rows(
-                source, dup_key, [("request", request, None)]) | {"fingerprint": fingerprint},
+            won = conn.execute(
+                self._CLAIM + self._journalled(1),
+                (dup_key, fingerprint, self.owner,
+                 *self._row("request", request, source=source, dup_key=dup_key)),
             ).fetchone()[0]
             if won:
                 return Claim(owner=True)
@@ -479,12 +468,14 @@ class Store:
 
         def run(conn: psycopg.Connection) -> bool:
             if not saf:  # the common path: one statement
-                rows = self._rows(source, dup_key, [*events, ("response", response, None)])
-                return bool(conn.execute(self._COMPLETE_ROWS,
-                                         rows | {"answer": answer}).fetchone()[0])
+                rows = [self._row(event, msg, source=source, link=link, dup_key=dup_key)
+                        for event, msg, link in events]
+                rows.append(self._row("response", response, source=source, dup_key=dup_key))
+                return bool(conn.execute(
+                    "with won as (" + self._COMPLETE + ")" + self._journalled(len(rows)),
+                    (answer, dup_key, *(v for row in rows for v in row))).fetchone()[0])
             with self._atomic(conn):
-                if conn.execute(self._COMPLETE, {"answer": answer, "dup_key": dup_key}
-                                ).fetchone() is None:
+                if conn.execute(self._COMPLETE, (answer, dup_key)).fetchone() is None:
                     return False
                 queue = saf
                 if reversal_of is not None and not self._claim_reversal(
