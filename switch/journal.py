@@ -130,7 +130,6 @@ RECOVERY_LOCK = (OWNER_LOCK_CLASS + 1, 0)  # a class of its own: no boot id hash
 MIGRATE_LOCK = (OWNER_LOCK_CLASS + 1, 1)
 
 
-
 @dataclass(eq=False)
 class _Call:
     """One queued ``fn(conn, *args)`` of a group commit, and its outcome."""
