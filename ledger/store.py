@@ -42,6 +42,25 @@ _U = uuid.UUID
 _POST_VOID = TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER
 
 
+# Added to the statement timeout for the client-side TCP bounds: the server gets the
+# first chance to cancel a slow statement.
+TCP_MARGIN_MS = 5000
+
+
+def tcp_bounds(statement_timeout_ms: int) -> dict[str, Any]:
+    """libpq settings that bound a connection's waits on the network. statement_timeout
+    is enforced by the server only: if the network to it is gone (partition, dead host)
+    a thread would sit in recv() for the kernel's ~15 min retransmission timeout. TCP
+    keepalives (idle socket waiting for a result) and tcp_user_timeout (unacknowledged
+    data) bound that wait to about the statement timeout plus TCP_MARGIN_MS."""
+    bound_ms = int(statement_timeout_ms) + TCP_MARGIN_MS
+    idle_s = max(1, bound_ms // 2000)  # first probe after half the bound,
+    count = 3                          # then 3 probes over the other half
+    interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
+    return dict(keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
+                keepalives_count=count, tcp_user_timeout=bound_ms)
+
+
 _new = object.__new__
 _set = object.__setattr__
 _UNKNOWN = uuid.SafeUUID.unknown
@@ -135,7 +154,8 @@ class Ledger:
                 raise LedgerError(f"bad schema name {schema!r}")
             options += f" -c search_path={schema}"
         try:
-            self.conn = psycopg.connect(dsn, autocommit=True, options=options)
+            self.conn = psycopg.connect(dsn, autocommit=True, options=options,
+                                        **tcp_bounds(statement_timeout_ms))
         except psycopg.Error as e:
             raise LedgerError(f"cannot connect to the ledger database: {e}") from e
         self.mac = mac

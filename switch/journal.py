@@ -9,16 +9,24 @@ authorizations are run in ONE transaction on one thread hop: whoever finds a poo
 free takes every call queued so far (up to ``batch_max``), runs them in order and
 commits once; each caller is answered only after that COMMIT. While a batch is in
 flight the next one fills up, so the batch size follows the load with no timer. If a
-statement fails the whole batch is rolled back and its calls are run again one
-transaction each, so one bad call cannot fail its neighbours. Start-up and SAF-lease
-calls (``call_alone``) keep a transaction of their own.
+statement fails the whole batch is rolled back and its calls are run again one at a
+time, so one bad call cannot fail its neighbours. Start-up and SAF-lease calls
+(``call_alone``) keep a transaction of their own.
+
+Round trips: the connections are in autocommit, and a call that runs alone (a batch of
+one, or a retry) is sent without BEGIN / COMMIT: the common path of claim,
+issuer_request and complete is ONE statement each (data-modifying CTEs), its own
+transaction. A call whose work takes several statements opens its own transaction
+(``_atomic``), or shares its batch's.
 
 Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import queue
 import uuid
 from dataclasses import dataclass
@@ -28,10 +36,12 @@ from typing import Any
 
 import psycopg
 import trio
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.codecs.pan import mask_pan
+from payswitch.ledger.store import tcp_bounds
 from payswitch.switch.errors import StoreError
 
 # Canonical fields that may be written to a table. Everything else (PAN, track 2, PIN
@@ -51,6 +61,11 @@ def safe_fields(msg: Message) -> dict[str, Any]:
     if msg.pan:
         out["pan_masked"] = mask_pan(msg.pan)
     return out
+
+
+def _fields(msg: Message | dict | None) -> dict[str, Any]:
+    """What a journal row's ``fields`` holds: a message's safe fields, or a dict as is."""
+    return safe_fields(msg) if isinstance(msg, Message) else dict(msg or {})
 
 
 def message_from_safe(fields: dict[str, Any], mti: str | None = None) -> Message:
@@ -114,10 +129,6 @@ OWNER_LOCK_CLASS = 0x70737721  # "psw!"
 RECOVERY_LOCK = (OWNER_LOCK_CLASS + 1, 0)  # a class of its own: no boot id hashes here
 MIGRATE_LOCK = (OWNER_LOCK_CLASS + 1, 1)
 
-# Added to statement_timeout_ms for the client-side TCP bounds (keepalives,
-# tcp_user_timeout): the server gets the first chance to cancel a slow statement.
-TCP_MARGIN_MS = 5000
-
 
 @dataclass(eq=False)
 class _Call:
@@ -153,21 +164,14 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------
     def connect_kwargs(self) -> dict[str, Any]:
-        """libpq settings of every connection. statement_timeout is enforced by the
-        server only: if the network to it is gone (partition, dead host) a thread would
-        sit in recv() for the kernel's ~15 min retransmission timeout, holding a pool
-        slot and blocking shutdown. TCP keepalives (idle socket waiting for a result)
-        and tcp_user_timeout (unacknowledged data) bound that wait to about the
-        statement timeout plus a margin (DESIGN: every wait bounded)."""
-        bound_ms = self._statement_timeout_ms + TCP_MARGIN_MS
-        idle_s = max(1, bound_ms // 2000)  # first probe after half the bound,
-        count = 3                          # then 3 probes over the other half
-        interval_s = max(1, (bound_ms // 1000 - idle_s) // count)
+        """libpq settings of every connection: the statement timeout, enforced by the
+        server, and the client-side TCP bounds of ``tcp_bounds`` (a partitioned or dead
+        database fails a call within about that time instead of holding a pool slot and
+        the shutdown for the kernel's ~15 min; DESIGN: every wait bounded)."""
         return dict(
             autocommit=True, connect_timeout=self._connect_timeout_s,
             options=f"-c statement_timeout={self._statement_timeout_ms}",
-            keepalives=1, keepalives_idle=idle_s, keepalives_interval=interval_s,
-            keepalives_count=count, tcp_user_timeout=bound_ms,
+            **tcp_bounds(self._statement_timeout_ms),
         )
 
     def _connect(self) -> psycopg.Connection:
@@ -176,13 +180,15 @@ class Store:
         except queue.Empty:
             return psycopg.connect(self._dsn, **self.connect_kwargs())
 
-    def _run(self, fn: Any, *args: Any) -> Any:
+    def _run(self, fn: Any, *args: Any, begin: bool = True) -> Any:
+        """``fn(conn, *args)`` on a pool connection: in a transaction of its own, or
+        (``begin`` False) in autocommit, ``fn`` opening one if it needs it."""
         try:
             conn = self._connect()
         except psycopg.Error as e:
             raise StoreError(f"database connect failed: {type(e).__name__}") from None
         try:
-            with conn.transaction():
+            with conn.transaction() if begin else contextlib.nullcontext():
                 result = fn(conn, *args)
         except psycopg.Error as e:
             lost = conn.broken  # the connection, not the statement, failed
@@ -213,8 +219,10 @@ class Store:
         """Run ``fn(conn, *args)`` in the next group commit; return after its COMMIT.
 
         ``fn`` must have no effect outside the database (it may run twice: once in a
-        batch that is rolled back, once alone). Like a thread call, the wait is not
-        cancellable: a caller cancelled meanwhile learns the outcome first."""
+        batch that is rolled back, once alone), and when it runs several statements
+        that must commit together, run them under ``self._atomic(conn)``. Like a
+        thread call, the wait is not cancellable: a caller cancelled meanwhile learns
+        the outcome first."""
         call = _Call(fn, args)
         self._queued.append(call)
         with trio.CancelScope(shield=True):
@@ -263,11 +271,21 @@ class Store:
                 for c, r in zip(batch, results, strict=True):
                     c.result = r
                 return
-        for c in batch:  # rolled back by one call's error: each in its own transaction
+        # alone, or rolled back by one call's error: each call on its own, in autocommit
+        # (one statement is its own transaction: no BEGIN / COMMIT round trips)
+        for c in batch:
             try:
-                c.result = self._run(c.fn, *c.args)
+                c.result = self._run(c.fn, *c.args, begin=False)
             except Exception as e:  # delivered to its caller
                 c.error = e
+
+    @staticmethod
+    def _atomic(conn: psycopg.Connection) -> contextlib.AbstractContextManager[Any]:
+        """The transaction of a call that takes several statements: its own when it
+        runs alone (autocommit), none when it runs inside its batch's."""
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            return conn.transaction()
+        return contextlib.nullcontext()
 
     @staticmethod
     def _fail(batch: list[_Call], why: str) -> None:
@@ -331,16 +349,36 @@ class Store:
         await self.call_alone(run)
 
     # -- journal ----------------------------------------------------------------------
-    _INSERT = (
-        "insert into switch_journal (event, source, link, dup_key, mti, stan, rrn,"
-        " transmission_time, amount_minor, currency, processing_code, pan_masked,"
-        " terminal_id, response_code, fields, pan_token, pan_enc, owner)"
-        " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+    _COLUMNS = (
+        "event, source, link, dup_key, mti, stan, rrn, transmission_time, amount_minor,"
+        " currency, processing_code, pan_masked, terminal_id, response_code, fields,"
+        " pan_token, pan_enc, owner")
+    _INSERT = ("insert into switch_journal (" + _COLUMNS + ")"  # noqa: S608 (no input)
+               " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+    # claim: the dedup row, and with it (_journalled) the request's journal row
+    _CLAIM = ("with won as (insert into switch_dedup (dup_key, fingerprint, owner)"
+              " values (%s, %s, %s) on conflict (dup_key) do nothing returning dup_key)")
+    # complete: the answer on the dedup row, once (a retry finds it written)
+    _COMPLETE = ("update switch_dedup set response = %s, completed_at = now()"
+                 " where dup_key = %s and completed_at is null returning dup_key")
+
+    @staticmethod
+    @functools.cache
+    def _journalled(n: int) -> str:
+        """The rest of a statement whose CTE ``won`` returned a row or none: ``n``
+        journal rows (``_row`` tuples, in order: one VALUES scan keeps its order),
+        written only in the first case; the statement returns that count. Scalar
+        parameters: psycopg dumps arrays (unnest) at several times their cost."""
+        row = "(%s,%s,%s,%s,%s,%s,%s,%s,%s::bigint,%s,%s,%s,%s,%s,%s::jsonb,%s,%s::bytea,%s)"
+        rows = ",".join([row] * n)
+        return (f", journalled as (insert into switch_journal ({Store._COLUMNS})"  # noqa: S608
+                f" select * from (values {rows}) as r where exists (select from won))"
+                " select count(*) from won")
 
     def _row(self, event: str, msg: Message | dict | None, *, source: str | None = None,
              link: str | None = None, dup_key: str | None = None,
              pan: tuple[str, bytes] | None = None) -> tuple[Any, ...]:
-        f = safe_fields(msg) if isinstance(msg, Message) else dict(msg or {})
+        f = _fields(msg)
         token, blob = pan or (None, None)
         return (event, source, link, dup_key, f.get("mti"), f.get("stan"), f.get("rrn"),
                 f.get("transmission_time"), f.get("amount_minor"), f.get("currency"),
@@ -357,11 +395,14 @@ class Store:
         request (``dup_key``) is the original's one reversal, claimed in the same
         transaction; returns False, having written nothing, when another one has it."""
         def run(conn: psycopg.Connection) -> bool:
-            if reversal_of is not None and not self._claim_reversal(
-                    conn, reversal_of, kw.get("dup_key")):
-                return False
-            self._append(conn, event, msg, **kw)
-            return True
+            if reversal_of is None:
+                self._append(conn, event, msg, **kw)
+                return True
+            with self._atomic(conn):
+                if not self._claim_reversal(conn, reversal_of, kw.get("dup_key")):
+                    return False
+                self._append(conn, event, msg, **kw)
+                return True
         return await self.call(run)
 
     @staticmethod
@@ -384,23 +425,23 @@ class Store:
         gets ``same=False`` and no response (a row without a fingerprint, written
         before the column existed, matches any)."""
         def run(conn: psycopg.Connection) -> Claim:
-            row = conn.execute(
-                "insert into switch_dedup (dup_key, fingerprint, owner) values (%s, %s, %s)"
-                " on conflict (dup_key) do nothing returning dup_key",
-                (dup_key, fingerprint, self.owner),
-            ).fetchone()
-            if row is not None:
-                self._append(conn, "request", request, source=source, dup_key=dup_key)
+            won = conn.execute(
+                self._CLAIM + self._journalled(1),
+                (dup_key, fingerprint, self.owner,
+                 *self._row("request", request, source=source, dup_key=dup_key)),
+            ).fetchone()[0]
+            if won:
                 return Claim(owner=True)
-            response, stored = conn.execute(
-                "select response, fingerprint from switch_dedup where dup_key = %s",
-                (dup_key,)).fetchone()
-            if stored is not None and stored != fingerprint:
-                self._append(conn, "duplicate_mismatch", request, source=source,
-                             dup_key=dup_key)
-                return Claim(owner=False, same=False)
-            self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
-            return Claim(owner=False, response=response)
+            with self._atomic(conn):  # a duplicate (rare): the original's state
+                response, stored = conn.execute(
+                    "select response, fingerprint from switch_dedup where dup_key = %s",
+                    (dup_key,)).fetchone()
+                if stored is not None and stored != fingerprint:
+                    self._append(conn, "duplicate_mismatch", request, source=source,
+                                 dup_key=dup_key)
+                    return Claim(owner=False, same=False)
+                self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
+                return Claim(owner=False, response=response)
         return await self.call(run)
 
     async def outcome(self, dup_key: str) -> dict[str, Any] | None:
@@ -422,32 +463,31 @@ class Store:
         original), the SAF items are queued only if this request is, or becomes, the
         original's one reversal (switch_reversal).
         """
+        answer = Jsonb(safe_fields(response))
+
         def run(conn: psycopg.Connection) -> bool:
-            done = conn.execute(
-                "update switch_dedup set response = %s, completed_at = now()"
-                " where dup_key = %s and completed_at is null returning dup_key",
-                (Jsonb(safe_fields(response)), dup_key),
-            ).fetchone()
-            if done is None:
-                return False
-            queue = saf
-            if saf and reversal_of is not None and not self._claim_reversal(
-                    conn, reversal_of, dup_key):
-                queue = ()  # already reversed by another request: nothing to queue
-            # The path's events, SAF items, the response, in this order; the journal
-            # rows in one executemany (psycopg pipelines it) where there was one round
-            # trip per row.
-            rows = [self._row(event, msg, source=source, link=link, dup_key=dup_key)
-                    for event, msg, link in events]
-            if queue:
-                if rows:
-                    conn.cursor().executemany(self._INSERT, rows)
-                rows = []
+            if not saf:  # the common path: one statement
+                rows = [self._row(event, msg, source=source, link=link, dup_key=dup_key)
+                        for event, msg, link in events]
+                rows.append(self._row("response", response, source=source, dup_key=dup_key))
+                return bool(conn.execute(
+                    "with won as (" + self._COMPLETE + ")" + self._journalled(len(rows)),
+                    (answer, dup_key, *(v for row in rows for v in row))).fetchone()[0])
+            with self._atomic(conn):
+                if conn.execute(self._COMPLETE, (answer, dup_key)).fetchone() is None:
+                    return False
+                queue = saf
+                if reversal_of is not None and not self._claim_reversal(
+                        conn, reversal_of, dup_key):
+                    queue = ()  # already reversed by another request: nothing to queue
+                # the path's events, SAF items, the response, in this order
+                for event, msg, link in events:
+                    self._append(conn, event, msg, source=source, link=link,
+                                 dup_key=dup_key)
                 for item in queue:
                     self._enqueue(conn, item, dup_key, saf_expiry_s)
-            rows.append(self._row("response", response, source=source, dup_key=dup_key))
-            conn.cursor().executemany(self._INSERT, rows)
-            return True
+                self._append(conn, "response", response, source=source, dup_key=dup_key)
+                return True
         return await self.call(run)
 
     async def correct(self, dup_key: str, told: Message, saf: list[SafItem] = (),
@@ -457,17 +497,18 @@ class Store:
         duplicate is told the same) and queue ``saf`` (the reversal of an approval it
         never saw), in one transaction. Idempotent: False when nothing differs."""
         def run(conn: psycopg.Connection) -> bool:
-            row = conn.execute("select response from switch_dedup where dup_key = %s"
-                               " for update", (dup_key,)).fetchone()
-            stored = row[0] if row else None
-            if stored is not None and stored.get("response_code") == told.response_code:
-                return False
-            conn.execute("update switch_dedup set response = %s, completed_at = now()"
-                         " where dup_key = %s", (Jsonb(safe_fields(told)), dup_key))
-            self._append(conn, "response_corrected", told, dup_key=dup_key)
-            for item in saf:
-                self._enqueue(conn, item, dup_key, saf_expiry_s)
-            return True
+            with self._atomic(conn):
+                row = conn.execute("select response from switch_dedup where dup_key = %s"
+                                   " for update", (dup_key,)).fetchone()
+                stored = row[0] if row else None
+                if stored is not None and stored.get("response_code") == told.response_code:
+                    return False
+                conn.execute("update switch_dedup set response = %s, completed_at = now()"
+                             " where dup_key = %s", (Jsonb(safe_fields(told)), dup_key))
+                self._append(conn, "response_corrected", told, dup_key=dup_key)
+                for item in saf:
+                    self._enqueue(conn, item, dup_key, saf_expiry_s)
+                return True
         return await self.call(run)
 
     # -- store and forward ------------------------------------------------------------
@@ -500,9 +541,11 @@ class Store:
 
     async def saf_acked(self, row: SafRow, response: Message) -> None:
         def run(conn: psycopg.Connection) -> None:
-            conn.execute("update switch_saf set state = 'acked', attempts = attempts + 1,"
-                         " last_result = %s where id = %s", (response.response_code, row.id))
-            self._append(conn, "saf_acked", response, link=row.link, dup_key=row.dup_key)
+            with self._atomic(conn):
+                conn.execute("update switch_saf set state = 'acked', attempts = attempts + 1,"
+                             " last_result = %s where id = %s",
+                             (response.response_code, row.id))
+                self._append(conn, "saf_acked", response, link=row.link, dup_key=row.dup_key)
         await self.call(run)
 
     async def saf_failed(self, row: SafRow, reason: str, retry_in_ms: int,
@@ -511,18 +554,19 @@ class Store:
         link was busy or down); returns True when the row is given up (expired)."""
         def run(conn: psycopg.Connection) -> bool:
             n = 1 if counted else 0
-            (state,) = conn.execute(
-                "update switch_saf set attempts = attempts + %s, last_result = %s,"
-                " next_attempt_at = now() + %s,"
-                " state = case when attempts + %s >= %s or expires_at <= now()"
-                "   then 'expired' else 'pending' end"
-                " where id = %s returning state",
-                (n, reason, timedelta(milliseconds=retry_in_ms), n, max_attempts, row.id),
-            ).fetchone()
-            if state == "expired":
-                self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
-                             link=row.link, dup_key=row.dup_key)
-            return state == "expired"
+            with self._atomic(conn):
+                (state,) = conn.execute(
+                    "update switch_saf set attempts = attempts + %s, last_result = %s,"
+                    " next_attempt_at = now() + %s,"
+                    " state = case when attempts + %s >= %s or expires_at <= now()"
+                    "   then 'expired' else 'pending' end"
+                    " where id = %s returning state",
+                    (n, reason, timedelta(milliseconds=retry_in_ms), n, max_attempts, row.id),
+                ).fetchone()
+                if state == "expired":
+                    self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
+                                 link=row.link, dup_key=row.dup_key)
+                return state == "expired"
         return await self.call(run)
 
     async def saf_expire(self, limit: int) -> list[SafRow]:
@@ -564,7 +608,8 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            return self._original(conn, row[0])
+            with self._atomic(conn):
+                return self._original(conn, row[0])
         return await self.call(run)
 
     @staticmethod

@@ -4,7 +4,8 @@ kernel for ~15 min and the SIGTERM drain cannot finish."""
 
 from __future__ import annotations
 
-from payswitch.switch.journal import TCP_MARGIN_MS, Store
+from payswitch.ledger.store import TCP_MARGIN_MS
+from payswitch.switch.journal import Store
 
 
 def _options(conn) -> dict[str, str]:

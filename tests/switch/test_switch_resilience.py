@@ -407,8 +407,8 @@ async def test_approval_committed_but_ack_lost_is_corrected_and_reversed(dsn):
         real_run = sw.store._run
         lost = []
 
-        def run(fn, *args):
-            result = real_run(fn, *args)  # really committed
+        def run(fn, *args, **kw):
+            result = real_run(fn, *args, **kw)  # really committed
             if "complete" in fn.__qualname__ and not lost:
                 lost.append(fn)
                 raise StoreError("database error OperationalError (sqlstate 08006)")

@@ -1,0 +1,176 @@
+"""Round trips to PostgreSQL per journal call, counted at the protocol: libpq traces
+every message of the store's connections, and each round trip ends with exactly one
+ReadyForQuery from the server (after a Sync, or a simple Query such as BEGIN)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from typing import Any
+
+import psycopg
+import trio
+import trio.testing
+from switchkit import trio_test
+
+from payswitch.codecs.iso8583 import Message
+from payswitch.switch.journal import SafItem, Store
+
+PAN = "4761739001010010"
+
+
+class TracedStore(Store):
+    """A Store whose pool connections are traced by libpq into one file."""
+
+    def __init__(self, dsn: str, **kw: Any) -> None:
+        super().__init__(dsn, **kw)
+        fd, path = tempfile.mkstemp()
+        os.unlink(path)
+        self._trace = fd
+        self._traced: list[psycopg.Connection] = []
+
+    def _connect(self) -> psycopg.Connection:
+        conn = super()._connect()
+        if conn not in self._traced:
+            conn.pgconn.trace(self._trace)
+            self._traced.append(conn)
+        return conn
+
+    def round_trips(self) -> int:
+        """Round trips since the last call (untracing flushes libpq's buffer)."""
+        for conn in self._traced:
+            if not conn.closed:
+                conn.pgconn.untrace()
+        self._traced.clear()
+        fd = self._trace
+        text = os.pread(fd, os.fstat(fd).st_size, 0).decode()
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return sum(1 for line in text.splitlines()
+                   if line.split("\t")[1:4:2] == ["B", "ReadyForQuery"])
+
+    def close(self) -> None:  # the tests close the store last
+        super().close()
+        os.close(self._trace)
+
+
+def _request(stan: str = "000001") -> Message:
+    return Message(mti="0100", pan=PAN, processing_code="000000", amount_minor=1234,
+                   currency="840", stan=stan, transmission_time="1128121314",
+                   terminal_id="TERM0001")
+
+
+def _rows(dsn: str, sql: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def _store(dsn: str) -> TracedStore:
+    store = TracedStore(dsn, pool_size=1)
+    await store.migrate()
+    store.round_trips()  # not the migration's
+    return store
+
+
+@trio_test
+async def test_an_authorization_makes_one_round_trip_per_journal_call(dsn: str) -> None:
+    store = await _store(dsn)
+    req = _request()
+    out = Message(**{**vars_of(req), "mti": "0100", "stan": "900001"})
+    resp = Message(**{**vars_of(req), "mti": "0110", "response_code": "00",
+                      "auth_code": "A1B2C3"})
+    trips = []
+    claim = await store.claim("k1", "TERM0001", req, "fp")
+    trips.append(store.round_trips())
+    await store.append("issuer_request", out, source="TERM0001", link="visa",
+                       dup_key="k1", pan=("tok", b"blob"))
+    trips.append(store.round_trips())
+    wrote = await store.complete("k1", "TERM0001", resp,
+                                 [("issuer_response", resp, "visa"),
+                                  ("risk_scored", {"score": 7}, None)])
+    trips.append(store.round_trips())
+    store.close()
+    assert claim.owner and wrote
+    assert trips == [1, 1, 1]  # was [4, 3, 4]: BEGIN and COMMIT around each
+    assert _rows(dsn, "select event, source, link, dup_key, mti, stan, amount_minor,"
+                      " currency, pan_masked, response_code, pan_token, fields->>'score'"
+                      " from switch_journal order by id") == [
+        ("request", "TERM0001", None, "k1", "0100", "000001", 1234, "840",
+         "476173******0010", None, None, None),
+        ("issuer_request", "TERM0001", "visa", "k1", "0100", "900001", 1234, "840",
+         "476173******0010", None, "tok", None),
+        ("issuer_response", "TERM0001", "visa", "k1", "0110", "000001", 1234, "840",
+         "476173******0010", "00", None, None),
+        ("risk_scored", "TERM0001", None, "k1", None, None, None, None, None, None,
+         None, "7"),
+        ("response", "TERM0001", None, "k1", "0110", "000001", 1234, "840",
+         "476173******0010", "00", None, None),
+    ]
+    assert _rows(dsn, "select response->>'response_code', completed_at is not null,"
+                      " owner = (select owner from switch_journal limit 1)"
+                      " from switch_dedup") == [("00", True, True)]
+
+
+def vars_of(msg: Message) -> dict[str, Any]:
+    return {k: v for k, v in ((f, getattr(msg, f)) for f in msg.__dataclass_fields__)
+            if v is not None}
+
+
+@trio_test
+async def test_a_retried_complete_writes_nothing_in_one_round_trip(dsn: str) -> None:
+    """Lost commit acknowledgement: the retry finds the answer recorded and writes no
+    row twice (and a duplicate is then replayed the first answer)."""
+    store = await _store(dsn)
+    req = _request()
+    resp = Message(mti="0110", response_code="00", stan="000001")
+    await store.claim("k1", "TERM0001", req, "fp")
+    assert await store.complete("k1", "TERM0001", resp)
+    store.round_trips()
+    assert not await store.complete("k1", "TERM0001",
+                                    Message(mti="0110", response_code="96"))
+    assert store.round_trips() == 1
+    dup = await store.claim("k1", "TERM0001", req, "fp")
+    store.close()
+    assert not dup.owner and dup.response["response_code"] == "00"
+    assert [r[0] for r in _rows(dsn, "select event from switch_journal order by id")] == [
+        "request", "response", "duplicate"]
+
+
+@trio_test
+async def test_saf_items_commit_with_the_answer(dsn: str) -> None:
+    """complete with a SAF item: the dedup row, the SAF row and the journal rows are
+    written by one transaction (they share their xmin), the events in order."""
+    store = await _store(dsn)
+    await store.claim("k1", "TERM0001", _request(), "fp")
+    resp = Message(mti="0110", response_code="91", stan="000001")
+    item = SafItem(link="visa", mti="0420", message={"stan": "900001"})
+    assert await store.complete("k1", "TERM0001", resp, [("issuer_timeout", {}, "visa")],
+                                [item])
+    store.close()
+    events = _rows(dsn, "select event, xmin::text from switch_journal order by id")
+    assert [e for e, _ in events] == ["request", "issuer_timeout", "saf_queued", "response"]
+    xmins = {x for _, x in events[1:]}
+    xmins |= {r[0] for r in _rows(dsn, "select xmin::text from switch_saf")}
+    xmins |= {r[0] for r in _rows(dsn, "select xmin::text from switch_dedup")}
+    assert len(xmins) == 1
+
+
+@trio_test
+async def test_a_batch_of_calls_adds_one_begin_and_one_commit(dsn: str) -> None:
+    store = await _store(dsn)
+    release = threading.Event()
+    async with trio.open_nursery() as n:
+        n.start_soon(store.call, lambda conn: release.wait(10))  # holds the one slot
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(10):  # queued behind it: one batch
+            n.start_soon(store.claim, f"k{i}", "TERM0001", _request(f"{i:06d}"), "fp")
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    trips = store.round_trips()
+    store.close()
+    # the claims, BEGIN, COMMIT, and once psycopg preparing the claim's statement (its
+    # 5th run on the connection: a Parse of its own; later runs skip the parsing)
+    assert trips == 10 + 2 + 1
+    assert _rows(dsn, "select count(*), count(distinct xmin::text) from switch_dedup") == [
+        (10, 1)]
