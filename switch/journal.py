@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import queue
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -54,6 +55,15 @@ SAFE_FIELDS = (
     "terminal_id", "merchant_id", "merchant_name", "currency", "settlement_currency",
     "billing_currency", "additional_amounts", "network_code", "original_data",
 )
+
+
+def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row a statement always returns (an aggregate, a lock probe, RETURNING of the
+    row just written or locked): none would be a broken invariant, not a None to read."""
+    row = cur.fetchone()
+    if row is None:
+        raise StoreError("statement returned no row")
+    return row
 
 
 def safe_fields(msg: Message) -> dict[str, Any]:
@@ -413,8 +423,8 @@ class Store:
         conn.execute("insert into switch_reversal (original_dup_key, reversal_dup_key)"
                      " values (%s, %s) on conflict (original_dup_key) do nothing",
                      (original, reversal))
-        (owner,) = conn.execute("select reversal_dup_key from switch_reversal"
-                                " where original_dup_key = %s", (original,)).fetchone()
+        (owner,) = _one(conn.execute("select reversal_dup_key from switch_reversal"
+                                     " where original_dup_key = %s", (original,)))
         return owner == reversal
 
     async def claim(self, dup_key: str, source: str, request: Message,
@@ -425,17 +435,17 @@ class Store:
         gets ``same=False`` and no response (a row without a fingerprint, written
         before the column existed, matches any)."""
         def run(conn: psycopg.Connection) -> Claim:
-            won = conn.execute(
+            won = _one(conn.execute(
                 self._CLAIM + self._journalled(1),
                 (dup_key, fingerprint, self.owner,
                  *self._row("request", request, source=source, dup_key=dup_key)),
-            ).fetchone()[0]
+            ))[0]
             if won:
                 return Claim(owner=True)
             with self._atomic(conn):  # a duplicate (rare): the original's state
-                response, stored = conn.execute(
+                response, stored = _one(conn.execute(
                     "select response, fingerprint from switch_dedup where dup_key = %s",
-                    (dup_key,)).fetchone()
+                    (dup_key,)))
                 if stored is not None and stored != fingerprint:
                     self._append(conn, "duplicate_mismatch", request, source=source,
                                  dup_key=dup_key)
@@ -452,8 +462,8 @@ class Store:
         return await self.call(run)
 
     async def complete(self, dup_key: str, source: str, response: Message,
-                       events: list[tuple[str, Message, str | None]] = (),
-                       saf: list[SafItem] = (), saf_expiry_s: int = 86_400,
+                       events: Sequence[tuple[str, Message, str | None]] = (),
+                       saf: Sequence[SafItem] = (), saf_expiry_s: int = 86_400,
                        reversal_of: str | None = None) -> bool:
         """Record the answer (and what led to it, and SAF items) in one transaction.
 
@@ -470,9 +480,9 @@ class Store:
                 rows = [self._row(event, msg, source=source, link=link, dup_key=dup_key)
                         for event, msg, link in events]
                 rows.append(self._row("response", response, source=source, dup_key=dup_key))
-                return bool(conn.execute(
+                return bool(_one(conn.execute(
                     "with won as (" + self._COMPLETE + ")" + self._journalled(len(rows)),
-                    (answer, dup_key, *(v for row in rows for v in row))).fetchone()[0])
+                    (answer, dup_key, *(v for row in rows for v in row))))[0])
             with self._atomic(conn):
                 if conn.execute(self._COMPLETE, (answer, dup_key)).fetchone() is None:
                     return False
@@ -490,7 +500,7 @@ class Store:
                 return True
         return await self.call(run)
 
-    async def correct(self, dup_key: str, told: Message, saf: list[SafItem] = (),
+    async def correct(self, dup_key: str, told: Message, saf: Sequence[SafItem] = (),
                       saf_expiry_s: int = 86_400) -> bool:
         """The sender was told ``told`` although another answer is recorded (its COMMIT
         succeeded but the acknowledgement was lost): record what it was told (so that a
@@ -555,14 +565,14 @@ class Store:
         def run(conn: psycopg.Connection) -> bool:
             n = 1 if counted else 0
             with self._atomic(conn):
-                (state,) = conn.execute(
+                (state,) = _one(conn.execute(
                     "update switch_saf set attempts = attempts + %s, last_result = %s,"
                     " next_attempt_at = now() + %s,"
                     " state = case when attempts + %s >= %s or expires_at <= now()"
                     "   then 'expired' else 'pending' end"
                     " where id = %s returning state",
                     (n, reason, timedelta(milliseconds=retry_in_ms), n, max_attempts, row.id),
-                ).fetchone()
+                ))
                 if state == "expired":
                     self._append(conn, "saf_expired", {**row.message, "mti": row.mti},
                                  link=row.link, dup_key=row.dup_key)
@@ -592,7 +602,7 @@ class Store:
         def run(conn: psycopg.Connection) -> list[dict[str, Any]]:
             cur = conn.execute("select * from switch_journal where dup_key = %s order by id",
                                (dup_key,))
-            names = [c.name for c in cur.description]
+            names = [c.name for c in cur.description or ()]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         return await self.call(run)
 
@@ -618,9 +628,8 @@ class Store:
             "select link, fields, pan_token, pan_enc from switch_journal where dup_key = %s"
             " and event = 'issuer_request' order by id desc limit 1", (dup_key,),
         ).fetchone()
-        (response,) = conn.execute(
-            "select response from switch_dedup where dup_key = %s", (dup_key,)
-        ).fetchone()
+        (response,) = _one(conn.execute(
+            "select response from switch_dedup where dup_key = %s", (dup_key,)))
         req = conn.execute(
             "select fields from switch_journal where dup_key = %s and event = 'request'"
             " order by id limit 1", (dup_key,)).fetchone()
@@ -678,9 +687,9 @@ class Store:
                 "select distinct owner from switch_dedup where completed_at is null"
                 " and created_at <= now() - %s", (age,))]
             # a free lock is taken until COMMIT, so the owner cannot be seen twice
-            gone = [o for o in owners if o is not None and conn.execute(
+            gone = [o for o in owners if o is not None and _one(conn.execute(
                 "select pg_try_advisory_xact_lock(%s, hashtext(%s))",
-                (OWNER_LOCK_CLASS, o)).fetchone()[0]]
+                (OWNER_LOCK_CLASS, o)))[0]]
             keys = [r[0] for r in conn.execute(
                 "select dup_key from switch_dedup where completed_at is null"
                 " and created_at <= now() - %s"

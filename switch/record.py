@@ -39,7 +39,8 @@ class Recorder:
         """Write the answer. If the write fails the sender is told 96 instead, ``undo``
         (the manager aborting the participants) undoes what that sender will not see, and
         the answer, with what the undo queued, is kept to be written later."""
-        svc, key = self.svc, ctx.dup_key
+        svc, key, answer = self.svc, ctx.dup_key, ctx.response
+        assert key is not None and answer is not None  # only a claimed, answered request
         await pans.protect_saf(svc, ctx)
         try:
             await self._write(ctx)
@@ -48,7 +49,7 @@ class Recorder:
                 retry="in memory until written; recovery at the next start otherwise")
             before = len(ctx.saf)
             await undo()
-            ctx.response = respond(ctx.request, response_code_for(e), rrn=ctx.response.rrn)
+            ctx.response = respond(ctx.request, response_code_for(e), rrn=answer.rrn)
             self._keep(Unwritten(ctx, before))
         finally:
             event = svc.in_flight_keys.pop(key, None)
@@ -58,6 +59,7 @@ class Recorder:
             svc.wake_saf()
 
     async def _write(self, ctx: Context) -> bool:
+        assert ctx.dup_key is not None and ctx.response is not None  # as in complete()
         return await self.svc.store.complete(
             ctx.dup_key, ctx.source, ctx.response, ctx.events, ctx.saf,
             self.svc.cfg.saf.expiry_s, ctx.reversal_of)
@@ -90,6 +92,7 @@ class Recorder:
             # Already recorded: the first COMMIT succeeded, its ack was lost. The sender
             # was told 96 all the same: record that, and queue the reversal of the
             # approval it never saw (one transaction).
+            assert ctx.dup_key is not None and ctx.response is not None  # as in complete()
             corrected = not written and await svc.store.correct(
                 ctx.dup_key, ctx.response, item.owed, svc.cfg.saf.expiry_s)
         except StoreError:
