@@ -181,3 +181,37 @@ def test_verify_expected_voids(pg_dsn, capsys, monkeypatch):
     assert not r["ok"] and r["unvoided_count"] == 2, r["unvoided"]
     assert any("pending" in x for x in r["unvoided"])
     assert any("posted" in x for x in r["unvoided"])
+
+
+def test_batch_rows_and_outbox_notify_written_together(pg_dsn, capsys, monkeypatch):
+    """A batch's writes go as one statement: every table still gets its rows, the chain head
+    moves to the last event, and a LISTEN session hears the last seq at COMMIT (a WITH
+    select nothing reads would be skipped by PostgreSQL, so this catches a lost notify)."""
+    led = _payments(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as listener:
+        listener.execute("listen payswitch_outbox")
+        out = led.submit([Request(
+            (Transfer(2100 + k, CARD, MERCHANT, 1_00, USD, 7, F.PENDING, timeout_s=60),),
+            on_success=(Event(5000 + k, "approved", {"response_code": "00"},
+                              payment_id=1100 + k, transfer_id=2100 + k),
+                        Event(5100 + k, "held", {"amount_minor": 100, "currency": "USD"},
+                              payment_id=1100 + k, transfer_id=2100 + k)))
+            for k in range(3)])
+        seqs = [s for o in out for s in o.events_written]
+        assert [o.results for o in out] == [("created",)] * 3 and len(seqs) == 6
+        heard = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+        assert heard == [str(seqs[-1])]
+        rows = listener.execute(
+            "select (select count(*) from transfers where id = any(%s::uuid[])), "
+            "(select count(*) from pending_transfers where id = any(%s::uuid[]) "
+            "and state = 'pending'), (select count(*) from outbox where event_seq = any(%s)), "
+            "(select seq from event_chain_head), "
+            "(select debits_pending from accounts where id = %s)",
+            ([uuid.UUID(int=2100 + k) for k in range(3)],
+             [uuid.UUID(int=2100 + k) for k in range(3)], seqs,
+             uuid.UUID(int=CARD))).fetchone()
+    # the two holds _payments leaves pending (25.00 each: one posted, one voided, one held)
+    assert rows == (3, 3, 6, seqs[-1], 25_00 + 3 * 1_00)
+    led.close()
+    monkeypatch.setenv("PAYSWITCH_EVENT_MAC_KEY", KEY_HEX)
+    assert _verify(pg_dsn) == 0, capsys.readouterr().out
