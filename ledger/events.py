@@ -137,13 +137,17 @@ class StoredEvent:
 
 
 def chain(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunction,
-          default_us: int) -> list[StoredEvent]:
-    """Numbers and MACs new events after (first_seq - 1, prev_mac)."""
+          default_us: int, checked: dict[int, str] | None = None) -> list[StoredEvent]:
+    """Numbers and MACs new events after (first_seq - 1, prev_mac). ``checked``: the
+    canonical payload of events already through check_type and canonical_payload, by
+    ``id()`` of the Event object (the batched writer checks each caller's events)."""
     out = []
     seq = first_seq
     for e in events:
-        check_type(e.type)
-        payload = canonical_payload(e.payload)
+        payload = checked.get(id(e)) if checked else None
+        if payload is None:
+            check_type(e.type)
+            payload = canonical_payload(e.payload)
         us = e.occurred_at_ns // 1000 if e.occurred_at_ns is not None else default_us
         m = mac(mac_input(seq, e.id, e.type, e.payment_id, e.transfer_id, us, payload, prev_mac))
         if len(m) != 32:

@@ -274,15 +274,17 @@ class Ledger:
         """Appends events with no transfer (received, scored, routed, ...). Returns seqs."""
         return self.submit([Request((), tuple(events))])[0].events_written
 
-    def submit(self, requests: Sequence[Request]) -> list[Outcome]:
+    def submit(self, requests: Sequence[Request],
+               checked: dict[int, str] | None = None) -> list[Outcome]:
         """Applies many callers' requests in one transaction. Raises LedgerError when the
-        transaction did not commit (outcome of the whole batch then unknown: retry)."""
+        transaction did not commit (outcome of the whole batch then unknown: retry).
+        ``checked``: see ``events.chain`` (the writer's already checked payloads)."""
         if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
             raise LedgerError("batch too large")
         now = max(self.clock_ns(), self._last_ns + 1)
         try:
             with self._tx() as cur:
-                outcomes, used = self._submit(cur, requests, now)
+                outcomes, used = self._submit(cur, requests, now, checked)
         except psycopg.Error as e:
             raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e
         self._last_ns = max(self._last_ns, now + used)
@@ -331,8 +333,8 @@ class Ledger:
                     "where id = any(%s::uuid[]) order by id for update", (_ua(ids),))
         return {r[0].int: PendingInfo(r[1], r[2]) for r in cur.fetchall()}
 
-    def _submit(self, cur: Cursor, requests: Sequence[Request],
-                now: int) -> tuple[list[Outcome], int]:
+    def _submit(self, cur: Cursor, requests: Sequence[Request], now: int,
+                checked: dict[int, str] | None) -> tuple[list[Outcome], int]:
         all_t = [t for r in requests for t in r.transfers]
         ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
         pids = {t.pending_id for t in all_t
@@ -368,14 +370,14 @@ class Ledger:
             chosen.extend((k, e) for e in (req.on_success if ok else req.on_failure))
         written: list[list[int]] = [[] for _ in requests]
         if chosen:
-            writes += self._append(cur, chosen, written, now)
+            writes += self._append(cur, chosen, written, now, checked)
         _execute_writes(cur, writes)
         outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
                                                                      strict=True)]
         return outcomes, eng._next_ts - now
 
     def _append(self, cur: Cursor, chosen: list[tuple[int, Event]], written: list[list[int]],
-                now: int) -> list[_Write]:
+                now: int, checked: dict[int, str] | None) -> list[_Write]:
         """MACs the batch's new events onto the chain; returns their writes (events, outbox,
         head, notify) for the batch's one write statement."""
         if self.mac is None:
@@ -394,7 +396,7 @@ class Ledger:
         if not fresh:
             return []
         stored = ev.chain([e for _, e in fresh], head_seq + 1, bytes(head_mac), self.mac,
-                          now // 1000)
+                          now // 1000, checked)
         for (k, _), s in zip(fresh, stored, strict=True):
             written[k].append(s.seq)
         seqs = _ia([s.seq for s in stored])

@@ -55,6 +55,7 @@ class _Slot:
     done: trio.Event = field(default_factory=trio.Event)
     outcome: Outcome | None = None
     error: LedgerError | None = None
+    checked: dict[int, str] = field(default_factory=dict)  # id(event) -> canonical payload
     taken: bool = False  # in a batch being written: the outcome is the writer's now
     abandoned: bool = False  # the caller gave up before that: skipped, never written
 
@@ -164,9 +165,12 @@ class BatchWriter:
             await self._connect()
         ledger = self._ledger
         assert ledger is not None
+        checked: dict[int, str] = {}
+        for s in batch:
+            checked.update(s.checked)
         try:
             outcomes = await trio.to_thread.run_sync(
-                ledger.submit, [s.request for s in batch], limiter=self._limiter)
+                ledger.submit, [s.request for s in batch], checked, limiter=self._limiter)
         except Exception as e:  # noqa: BLE001 - every caller must hear about it
             err = e if isinstance(e, LedgerError) else LedgerError(
                 f"ledger batch failed: {type(e).__name__}: {e}")
@@ -189,13 +193,14 @@ class BatchWriter:
         the batch did not commit (unknown outcome: retry with the same ids)."""
         if len(request.transfers) > BATCH_MAX:
             raise LedgerError(f"at most {BATCH_MAX} transfers per request")
-        # a bad event must fail its own caller here, not the whole batch in the writer
+        # a bad event must fail its own caller here, not the whole batch in the writer;
+        # the checked text is what the writer MACs and stores (not encoded a second time)
+        slot = _Slot(request)
         for e in (*request.on_success, *request.on_failure):
             if self.mac is None:
                 raise LedgerError("this BatchWriter has no MAC function: cannot append events")
             ev.check_type(e.type)
-            ev.canonical_payload(e.payload)
-        slot = _Slot(request)
+            slot.checked[id(e)] = ev.canonical_payload(e.payload)
         try:
             await self._send.send(slot)
             await slot.done.wait()
