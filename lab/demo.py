@@ -476,6 +476,9 @@ def _traffic(topo: Topology, terminals: int, duration_s: float, progress: bool,
             n.start_soon(feed_task)
             return await run_load(cfg)
     report = trio.run(load_and_feed)
+    report["feed_sent"] = len(feed_codes)
+    report["switch_authorizations"] = report["sent"] + len(feed_codes)
+    report["switch_tps"] = round(report["switch_authorizations"] / report["elapsed_s"], 1)
     # A reversal lost to a link drop is retried with backoff (1 s, 2 s, 4 s...).
     switch_links = _settle_saf(topo, wait_s=15.0)
     _settle_outbox(topo.dsn, wait_s=15.0)  # the relay publishes the last events
@@ -568,6 +571,11 @@ def format_demo(report: dict) -> str:
     from payswitch.simulators.load import format_report
 
     lines = [format_report(report, title="demo")]
+    if "switch_authorizations" in report:
+        lines.append(f"  switch: {report['switch_authorizations']} authorizations "
+                     f"({report['sent']} from the terminals, {report['feed_sent']} from the "
+                     f"fraud feed), {report['switch_tps']}/s over the "
+                     f"{report['elapsed_s']} s")
     for network, d in report["links"].items():
         sw = d["switch"]
         if sw:
@@ -594,7 +602,8 @@ def format_demo(report: dict) -> str:
                      f"{led['posted_at_clearing']} posted at clearing, {led['transfers']} "
                      f"transfers, {led['events']} events, "
                      f"{led.get('events_published', 0)} published to MQTT "
-                     f"({led['outbox_unsent']} not yet)")
+                     f"({led['outbox_unsent']} not yet: written after the switch and its"
+                     " relay stopped, by the bank and clearing runs)")
         lines.append(f"  ledger verify: {'clean' if report['ledger_verify_ok'] else 'FAILED'}"
                      f", balanced {report['ledger_balanced']}")
         lines += ["    " + x for x in led["verify_text"].splitlines()]

@@ -18,11 +18,14 @@ issuer's keys, which the demo's key setup shares into the switch's token by labe
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
+from payswitch.routing.risk_rules import VELOCITY_RULES
 from payswitch.simulators.fraudfeed import (
     FEED_PREFIX,
     FEED_TERMINALS,
@@ -104,8 +107,8 @@ def figures(dsn: str, feed: list[FeedItem], switch_log: str,
 
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "select dup_key, fields->>'action', fields->>'would', (fields->>'score')::int"
-            " from switch_journal where event = 'risk_scored'").fetchall()
+            "select dup_key, fields->>'action', fields->>'would', (fields->>'score')::int,"
+            " fields->'reasons' from switch_journal where event = 'risk_scored'").fetchall()
         failovers = conn.execute("select count(*) from switch_journal"
                                  " where event = 'failover'").fetchone()[0]
         standin = dict(conn.execute(
@@ -115,16 +118,19 @@ def figures(dsn: str, feed: list[FeedItem], switch_log: str,
             "select state, count(*) from switch_saf where mti in ('0120', '0220')"
             " group by state").fetchall())
     feed_keys = {dup_key(i.message) for i in feed}
-    declined = {k: a == "decline" for k, a, _, _ in rows if k in feed_keys}
-    scores = {k: s for k, _, _, s in rows}
+    declined = {k: a == "decline" for k, a, _, _, _ in rows if k in feed_keys}
+    scores = {k: s for k, _, _, s, _ in rows}
     risk = score(feed, declined)
     risk["scores_good"] = [scores[k] for k in _keys(feed, good=True) if k in scores]
     risk["scores_fraud"] = [scores[k] for k in _keys(feed, good=False) if k in scores]
     risk["scored_all"] = len(rows)
     risk["decline_threshold"] = DECLINE
     risk["declined_sent"] = _sent_by_pattern(feed, declined, codes or {})
-    load = [w for k, _, w, _ in rows if k not in feed_keys]
-    risk["load_shadow"] = {"scored": len(load), "would_decline": load.count("decline")}
+    load = [(w, why or []) for k, _, w, _, why in rows if k not in feed_keys]
+    risk["load_shadow"] = {"scored": len(load),
+                           "would_decline": sum(w == "decline" for w, _ in load),
+                           "top_reasons": _top_reasons(why for w, why in load
+                                                       if w == "decline")}
     breaker = [json.loads(line) for line in switch_log.splitlines()
                if '"event":"breaker"' in line.replace(" ", "")]
     return {"risk": risk,
@@ -151,6 +157,20 @@ def _sent_by_pattern(feed: list[FeedItem], declined: dict[str, bool],
     return dict(sorted(out.items()))
 
 
+def _top_reasons(reasons: Iterable[list[str]], n: int = 3) -> list[tuple[str, int]]:
+    """The reasons most often given: rule ids named by their config key, model
+    features without their contribution (``card_n_1m:+1.47`` -> ``card_n_1m``)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for why in reasons:
+        counts.update({_reason_name(r) for r in why})
+    return counts.most_common(n)
+
+
+def _reason_name(reason: str) -> str:
+    rule = VELOCITY_RULES.get(reason)
+    return f"{reason} {rule[0]}" if rule else reason.split(":")[0]
+
+
 def _keys(feed: list[FeedItem], good: bool) -> list[str]:
     return [dup_key(i.message) for i in feed if i.scored and (not i.label) == good]
 
@@ -164,8 +184,11 @@ def format_lines(f: dict) -> list[str]:
     lines += [f"      {k}: {v['declined']}/{v['n']} {sent.get(k, {})}"
               for k, v in r["by_pattern"].items()]
     shadow = r.get("load_shadow", {})
+    top = ", ".join(f"{name} {n}" for name, n in shadow.get("top_reasons", []))
     lines.append(f"  risk, shadow on the load: {shadow.get('scored', 0)} scored, "
-                 f"{shadow.get('would_decline', 0)} would be declined")
+                 f"{shadow.get('would_decline', 0)} would be declined"
+                 + (f" (the load replays a few test cards at one merchant; reasons: {top})"
+                    if top else ""))
     s = f["standin"]
     lines += [f"  breaker transitions: {f['breaker_transitions'] or 'none'}",
               f"  failovers: {f['failovers']}; stand-in: {s['approved']} approved, "

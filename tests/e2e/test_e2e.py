@@ -176,6 +176,12 @@ def test_demo_json():
     led = report["ledger"]
     assert led["events_published"] > 0
     assert led["events_published"] + led["outbox_unsent"] == led["events"]
+    # The switch's rate counts the fraud feed's authorizations too; the shadow line
+    # says why the load's few replayed cards would be declined.
+    assert report["switch_authorizations"] == report["sent"] + report["feed_sent"]
+    assert report["feed_sent"] > 0
+    shadow = report["risk"]["load_shadow"]
+    assert shadow["would_decline"] == 0 or shadow["top_reasons"], shadow
 
 
 def test_timeout_gives_91_and_the_issuer_gets_a_0420(topology):
