@@ -65,6 +65,23 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds so far: the whole machine (busy and all, every core, /proc/stat)
+    and every PostgreSQL process (by name, all databases)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    postgres = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        if "(postgres)" in stat:
+            fields = stat[stat.rindex(")") + 2:].split()
+            postgres += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return {"all": sum(ticks) / CLK_TCK, "busy": (sum(ticks) - idle) / CLK_TCK,
+            "postgres": postgres}
+
+
 def _children_stats(pid: int) -> list[str]:
     out = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -162,15 +179,25 @@ async def closed_loop(host: str, port: int, frames: list[list[bytes]],
 
 
 def measure(host: str, port: int, pid: int, frames: list[list[bytes]],
-            seconds: float) -> dict:
+            seconds: float, peers: tuple[int, ...] = ()) -> dict:
     """The closed loop against ``host:port`` over ``seconds``, with the CPU of ``pid``
-    (and its children) per answered request."""
-    before = tree_cpu_seconds(pid)
+    (and its children) per answered request, and where the rest of the machine's CPU
+    went (``machine_cores``: cores busy on average; ``peers``: the simulators)."""
+    before, peers0, m0 = tree_cpu_seconds(pid), sum(map(tree_cpu_seconds, peers)), \
+        machine_cpu()
     figures = trio.run(closed_loop, host, port, frames, seconds)
     cpu = tree_cpu_seconds(pid) - before
-    n = figures["authorizations"]
+    peer_cpu = sum(map(tree_cpu_seconds, peers)) - peers0
+    m1 = machine_cpu()
+    n, wall = figures["authorizations"], figures["wall_s"]
     figures["cpu_us_per_auth"] = round(cpu * 1e6 / n, 1) if n else None
-    figures["cpu_share"] = round(cpu / figures["wall_s"], 3)
+    figures["cpu_share"] = round(cpu / wall, 3)
+    cores = (m1["all"] - m0["all"]) / wall
+    figures["machine_cores"] = {
+        "cores": round(cores, 2), "busy": round((m1["busy"] - m0["busy"]) / wall, 2),
+        "switch": round(cpu / wall, 2), "postgres": round((m1["postgres"] - m0["postgres"])
+                                                          / wall, 2),
+        "simulators": round(peer_cpu / wall, 2), "client": figures["client_cpu_share"]}
     return figures
 
 
@@ -201,7 +228,8 @@ def run(seconds: float, terminals: int, workers: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="payswitch-bench-full-") as log_dir:
         with full_topology(log_dir, seconds, terminals, workers) as (topo, frames, warm,
                                                                      build_s):
-            switch = measure(topo.host, topo.port, topo.switch.pid, frames, seconds)
+            switch = measure(topo.host, topo.port, topo.switch.pid, frames, seconds,
+                             tuple(p.pid for p in topo.simulators.values()))
         with contextlib.ExitStack() as stack:
             _, sim_port = start_simulator(stack, "iso87ascii", log_dir)
             relay = Proc("relay", [sys.executable, "-m", "benchmarks.relay", "--target",
@@ -229,4 +257,8 @@ def format_result(r: dict) -> str:
                      f"client CPU {d['client_cpu_share']:.0%} of a core  "
                      f"errors {d['errors']}")
     lines.append(f"  switch/relay CPU per auth x{r['switch_over_relay_cpu_per_auth']}")
+    m = r["switch"]["machine_cores"]
+    lines.append(f"  machine during the switch run: {m['busy']} of {m['cores']} cores busy: "
+                 f"switch {m['switch']}, PostgreSQL {m['postgres']}, simulators "
+                 f"{m['simulators']}, client {m['client']}")
     return "\n".join(lines)
