@@ -1,5 +1,6 @@
 """Direct PKCS#11 calls (ctypes) for the per-transaction steps: derive a TDES key,
-encrypt or decrypt a few blocks, destroy.
+encrypt or decrypt a few blocks, destroy; HMAC-SHA256 (PAN token, ledger event MAC),
+AES-GCM (PAN at rest).
 
 python-pkcs11 adds ~25 us of Python to each encrypt (SoftHSM's own C_EncryptInit +
 C_Encrypt of a block is ~9 us of CPU) and ~150-250 us to each ``derive_key`` (SoftHSM's
@@ -36,6 +37,18 @@ class _Attr(ctypes.Structure):
     _fields_ = [("type", _UL), ("pValue", ctypes.c_void_p), ("ulValueLen", _UL)]
 
 
+class _GcmParams(ctypes.Structure):
+    """CK_GCM_PARAMS as SoftHSM 2.6 declares and checks it (``ulParameterLen`` must be
+    its size): the PKCS#11 3.0 layout, with ``ulIvBits``. The v2.40 text's struct has
+    no ``ulIvBits``; SoftHSM refuses that one (tests/hsm/test_hsm_raw_pan.py)."""
+
+    _fields_ = [("pIv", ctypes.c_char_p), ("ulIvLen", _UL), ("ulIvBits", _UL),
+                ("pAAD", ctypes.c_char_p), ("ulAADLen", _UL), ("ulTagBits", _UL)]
+
+
+_AES_GCM, _GCM_PARAMS_SIZE = int(Mechanism.AES_GCM), ctypes.sizeof(_GcmParams)
+
+
 class CallError(pkcs11.PKCS11Error):
     """A direct call returned an error code (named in the message, no data)."""
 
@@ -60,6 +73,8 @@ def _library() -> ctypes.CDLL:
             ("C_Encrypt", crypt),
             ("C_DecryptInit", [_UL, ctypes.POINTER(_Mechanism), _UL]),
             ("C_Decrypt", crypt),
+            ("C_SignInit", [_UL, ctypes.POINTER(_Mechanism), _UL]),
+            ("C_Sign", crypt),
         ):
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, _UL
@@ -99,6 +114,51 @@ def encrypt(key: Any, data: bytes, mechanism: Mechanism, iv: bytes | None = None
 
 def decrypt(key: Any, data: bytes, mechanism: Mechanism, iv: bytes | None = None) -> bytes:
     return _crypt(key, data, mechanism, iv, decrypt=True)
+
+
+_HMAC = _Mechanism(int(Mechanism.SHA256_HMAC), None, 0)  # no parameter: shared
+GCM_NONCE, GCM_TAG = 12, 16
+
+
+def hmac_sha256(key: Any, data: bytes) -> bytes:
+    """C_SignInit + C_Sign with SHA256_HMAC under ``key``: 32 bytes."""
+    lib = _library()
+    sess = key.session.handle
+    _check(lib.C_SignInit(sess, _HMAC, key.handle), "C_SignInit")
+    out = ctypes.create_string_buffer(32)
+    n = _UL(32)
+    _check(lib.C_Sign(sess, data, len(data), out, n), "C_Sign")
+    return out.raw[:n.value]
+
+
+def _gcm(key: Any, nonce: bytes, aad: bytes, data: bytes, decrypt: bool) -> bytes:
+    """One AES-GCM C_{En,De}cryptInit + C_{En,De}crypt with a 16-byte tag: ciphertext
+    || tag out of an encryption, the plaintext out of a decryption (a wrong tag, AAD
+    or key: CallError)."""
+    if len(nonce) != GCM_NONCE or (decrypt and len(data) < GCM_TAG):
+        raise CallError("AES-GCM: 12-byte nonce, ciphertext with its 16-byte tag")
+    lib = _library()
+    sess = key.session.handle
+    # c_char_p fields point into the bytes objects, which the struct keeps alive
+    param = _GcmParams(nonce, GCM_NONCE, 8 * GCM_NONCE, aad or None, len(aad), 8 * GCM_TAG)
+    mech = _Mechanism(_AES_GCM, ctypes.addressof(param), _GCM_PARAMS_SIZE)
+    init, call = (lib.C_DecryptInit, lib.C_Decrypt) if decrypt else (
+        lib.C_EncryptInit, lib.C_Encrypt)
+    _check(init(sess, mech, key.handle), "C_DecryptInit" if decrypt else "C_EncryptInit")
+    # SoftHSM wants room for the whole input when decrypting (it buffers ct || tag)
+    size = len(data) if decrypt else len(data) + GCM_TAG
+    out = ctypes.create_string_buffer(size)
+    n = _UL(size)
+    _check(call(sess, data, len(data), out, n), "C_Decrypt" if decrypt else "C_Encrypt")
+    return out.raw[:n.value]
+
+
+def gcm_encrypt(key: Any, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes:
+    return _gcm(key, nonce, aad, data, decrypt=False)
+
+
+def gcm_decrypt(key: Any, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes:
+    return _gcm(key, nonce, aad, data, decrypt=True)
 
 
 _TRUE, _FALSE = ctypes.c_ubyte(1), ctypes.c_ubyte(0)

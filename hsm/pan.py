@@ -1,11 +1,13 @@
-"""PAN protection in the token: a stable token (HMAC-SHA256), encryption (AES-GCM)."""
+"""PAN protection in the token: a stable token (HMAC-SHA256), encryption (AES-GCM).
+
+The HMAC and GCM calls go straight to the library (``_raw``): python-pkcs11's wrapper
+was ~2 µs of each ~25 µs call, on a path taken 3-6 times per authorization."""
 
 from __future__ import annotations
 
 import pkcs11
-from pkcs11 import Mechanism
-from pkcs11.mechanisms import GCMParams
 
+from payswitch.hsm import _raw
 from payswitch.hsm._base import (
     HsmBase,
     _check_digits,
@@ -27,14 +29,14 @@ class PanOps(HsmBase):
         """Stable PAN token: HMAC-SHA256 in the token, hex (64 chars)."""
         _check_digits(pan, "PAN", 12, 19)
         k = self._use(key, Op.PAN_TOKEN)
-        return k.main.sign(pan.encode(), mechanism=Mechanism.SHA256_HMAC).hex()
+        return _raw.hmac_sha256(k.main, pan.encode()).hex()
 
     @_locked
     def event_mac(self, key: str, data: bytes) -> bytes:
         """HMAC-SHA256 in the token with an EVK key: the ledger's event chain MAC (32 bytes).
         Sync on purpose: the ledger's writer calls it from its worker thread."""
         k = self._use(key, Op.EVENT_MAC)
-        return bytes(k.main.sign(bytes(data), mechanism=Mechanism.SHA256_HMAC))
+        return _raw.hmac_sha256(k.main, bytes(data))
 
     @_locked
     def encrypt_pan(self, key: str, pan: str, aad: bytes = b"") -> bytes:
@@ -42,9 +44,7 @@ class PanOps(HsmBase):
         _check_digits(pan, "PAN", 12, 19)
         k = self._use(key, Op.PAN_ENCRYPT)
         nonce = self._session.generate_random(96)
-        ct = k.main.encrypt(pan.encode(), mechanism=Mechanism.AES_GCM,
-                            mechanism_param=GCMParams(nonce, bytes(aad) or None))
-        return nonce + ct
+        return nonce + _raw.gcm_encrypt(k.main, nonce, pan.encode(), bytes(aad))
 
     @_locked
     def decrypt_pan(self, key: str, blob: bytes, aad: bytes = b"") -> str:
@@ -52,8 +52,7 @@ class PanOps(HsmBase):
         if not isinstance(blob, bytes | bytearray) or not 40 <= len(blob) <= 47:
             raise HsmInputError("encrypted PAN has a bad length")
         try:
-            pan = k.main.decrypt(bytes(blob[12:]), mechanism=Mechanism.AES_GCM,
-                                 mechanism_param=GCMParams(bytes(blob[:12]), bytes(aad) or None))
+            pan = _raw.gcm_decrypt(k.main, bytes(blob[:12]), bytes(blob[12:]), bytes(aad))
         except pkcs11.PKCS11Error:
             raise HsmInputError("encrypted PAN failed authentication") from None
         return pan.decode()

@@ -69,7 +69,18 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Every ASCII digit to "0", anything else to ".": a 13-digit run is then a substring
+# search. bytes.translate + find are C loops, the regex steps through every position.
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_THIRTEEN_DIGITS = b"0" * 13
+
+
 def _looks_like_pan(text: str) -> bool:
+    """A Luhn-valid run of 13-19 digits. Most payloads have no run of 13 digits at all:
+    that is checked first, without the regex. Non-ASCII text (``\\d`` also matches
+    other scripts' digits) always goes through the regex."""
+    if text.isascii() and _THIRTEEN_DIGITS not in text.encode().translate(_DIGITS_TO_ZERO):
+        return False
     return any(_luhn_ok(m.group()) for m in _DIGITS_RE.finditer(text))
 
 

@@ -194,13 +194,16 @@ class BatchWriter:
         if len(request.transfers) > BATCH_MAX:
             raise LedgerError(f"at most {BATCH_MAX} transfers per request")
         # a bad event must fail its own caller here, not the whole batch in the writer;
-        # the checked text is what the writer MACs and stores (not encoded a second time)
+        # the checked text is what the writer MACs and stores (not encoded a second time);
+        # an event object in both lists (the switch's common events) is checked once
         slot = _Slot(request)
+        checked = slot.checked
         for e in (*request.on_success, *request.on_failure):
             if self.mac is None:
                 raise LedgerError("this BatchWriter has no MAC function: cannot append events")
-            ev.check_type(e.type)
-            slot.checked[id(e)] = ev.canonical_payload(e.payload)
+            if id(e) not in checked:
+                ev.check_type(e.type)
+                checked[id(e)] = ev.canonical_payload(e.payload)
         try:
             await self._send.send(slot)
             await slot.done.wait()

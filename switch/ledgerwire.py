@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -73,8 +74,12 @@ PanToken = Callable[[str], str]
 def det_id(*parts: str | int) -> int:
     """A 128-bit id derived from ``parts`` (never 0): the same request gets the same id
     after a retry or a restart. Not time-ordered, unlike ledger.new_id()."""
-    h = hashlib.sha256("|".join(str(p) for p in ("payswitch", *parts)).encode()).digest()
+    h = hashlib.sha256("|".join(["payswitch", *map(str, parts)]).encode()).digest()
     return int.from_bytes(h[:16], "big") or 1
+
+
+# The switch's own accounts: a few per link and currency, asked for on every hold.
+_account_id = functools.lru_cache(maxsize=1024)(det_id)
 
 
 def key_from_env(var: str) -> bytes:
@@ -164,23 +169,23 @@ class LedgerWire:
     # -- account ids ----------------------------------------------------------------------
     @staticmethod
     def merchant_settlement(ccy: str) -> int:
-        return det_id("account", "merchant_settlement", ccy)
+        return _account_id("account", "merchant_settlement", ccy)
 
     @staticmethod
     def network_receivable(link: str, ccy: str) -> int:
-        return det_id("account", "network_receivable", link, ccy)
+        return _account_id("account", "network_receivable", link, ccy)
 
     @staticmethod
     def merchant_payable(ccy: str) -> int:
-        return det_id("account", "merchant_payable", ccy)
+        return _account_id("account", "merchant_payable", ccy)
 
     @staticmethod
     def fx_position(ccy: str) -> int:
-        return det_id("account", "fx_position", ccy)
+        return _account_id("account", "fx_position", ccy)
 
     @staticmethod
     def funding(ccy: str) -> int:
-        return det_id("account", "funding", ccy)
+        return _account_id("account", "funding", ccy)
 
     @staticmethod
     def cardholder(token: str, ccy: str) -> int:
