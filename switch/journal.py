@@ -479,8 +479,8 @@ class Store:
         " select 'c', dup_key from won union all select 'd', dup_key from done")
 
     @staticmethod
-    def _json_row(gate: str, event: str, msg: Message | dict | None, *, source: str | None,
-                  dup_key: str, link: str | None = None,
+    def _json_row(gate: str, event: str, msg: Message | dict | None, *,
+                  dup_key: str, source: str | None = None, link: str | None = None,
                   pan: tuple[str, bytes] | None = None) -> dict[str, Any]:
         """A ``_BULK`` journal row: its columns are read from ``fields`` by the server."""
         token, blob = pan or (None, None)
