@@ -1,17 +1,17 @@
 """PostgreSQL store of the switch: append-only journal, duplicate index, SAF queue.
 
-psycopg 3 is used synchronously in worker threads (``trio.to_thread.run_sync``) under
-a ``CapacityLimiter`` the size of the connection pool, so at most ``pool_size`` threads
-and connections exist.
+psycopg 3 is used synchronously in threads: ``writers`` long-lived writer threads for
+the group commits, and for start-up and SAF-lease calls (``call_alone``, a transaction
+of their own) ``trio.to_thread.run_sync`` under a ``CapacityLimiter`` of ``pool_size``.
 
 Group commit: the hot-path calls (claim, issuer_request, complete, ...) of many
-authorizations are run in ONE transaction on one thread hop: whoever finds a pool slot
-free takes every call queued so far (up to ``batch_max``), runs them in order and
-commits once; each caller is answered only after that COMMIT. While a batch is in
-flight the next one fills up, so the batch size follows the load with no timer. If a
-statement fails the whole batch is rolled back and its calls are run again one at a
-time, so one bad call cannot fail its neighbours. Start-up and SAF-lease calls
-(``call_alone``) keep a transaction of their own.
+authorizations are run together: a writer thread takes every call queued so far (up to
+``batch_max``), runs them and commits; each caller is answered only after that COMMIT,
+the whole batch by one ``run_sync_soon`` into trio. While a batch is in flight the next
+one fills up, so the batch size follows the load with no timer; a writer is woken only
+when it is idle (a busy one takes the next batch itself), so a batch costs no thread
+start and no wake-up under load. If a statement fails the batch is rolled back and its
+calls are run again one at a time, so one bad call cannot fail its neighbours.
 
 Round trips: the connections are in autocommit. The hot-path calls of a batch (claims,
 issuer_request appends, completes without SAF items) are ONE statement together
@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import queue
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -157,25 +158,40 @@ class _Call:
     fn: Any
     args: tuple[Any, ...]
     bulk: _Bulk | None = None  # set: may run in the batch's one statement instead
-    done: trio.Event = dataclasses.field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
+    task: Any = None  # the caller's trio task, parked until the batch commits
+    token: Any = None  # its run's TrioToken
+
+
+WRITERS = 2  # default writer threads (group commits in flight at once)
+WRITER_IDLE_S = 10.0  # a writer thread idle this long ends (a new one starts on demand)
+
+
+class _Writer:
+    """A writer thread's wake-up: a lock held while it sleeps, released to wake it."""
+    __slots__ = ("wake",)
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class Store:
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: int = 5,
                  statement_timeout_ms: int = 5000, batch_max: int = 256,
                  writers: int | None = None) -> None:
-        writers = pool_size if writers is None else writers
+        writers = min(pool_size, WRITERS) if writers is None else writers
         assert pool_size > 0 and batch_max > 0 and 0 < writers <= pool_size
         self._dsn = dsn
         self._batch_max = batch_max
-        # Group commits in flight at once (default: the pool size). While they commit,
-        # the next batch fills; fewer writers make bigger batches but add latency.
+        # Group commits in flight at once: writer threads, each on one connection.
+        # While they commit, the next batch fills; fewer make bigger batches.
         self._writers = writers
-        self._writing = 0
+        self._lock = threading.Lock()  # guards the three below (trio and writer threads)
         self._queued: list[_Call] = []
-        self._batch_done = trio.Event()  # set (and replaced) when a pool slot frees
+        self._idle_writers: list[_Writer] = []
+        self._running = 0
         self._connect_timeout_s = connect_timeout_s
         self._statement_timeout_ms = statement_timeout_ms
         self._idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
@@ -227,15 +243,7 @@ class Store:
 
     async def call_alone(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in a transaction of its own on a pool thread."""
-        try:
-            return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
-        finally:
-            self._slot_freed()
-
-    def _slot_freed(self) -> None:
-        """Wake the callers waiting for a pool slot to run their queued calls."""
-        done, self._batch_done = self._batch_done, trio.Event()
-        done.set()
+        return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in the next group commit; return after its COMMIT.
@@ -253,27 +261,59 @@ class Store:
         return await self._submit(_Call(self._write_alone, (bulk,), bulk))
 
     async def _submit(self, call: _Call) -> Any:
-        self._queued.append(call)
-        with trio.CancelScope(shield=True):
-            while not call.done.is_set():
-                if self._queued and self._writing < self._writers and \
-                        self.limiter.available_tokens > 0:
-                    batch = self._queued[:self._batch_max]
-                    del self._queued[:self._batch_max]
-                    self._writing += 1
-                    try:
-                        await trio.to_thread.run_sync(self._run_batch, batch,
-                                                      limiter=self.limiter)
-                    finally:
-                        self._writing -= 1
-                        self._slot_freed()
-                        for c in batch:
-                            c.done.set()
-                else:
-                    await self._batch_done.wait()
+        call.task = trio.lowlevel.current_task()
+        call.token = trio.lowlevel.current_trio_token()
+        start = False
+        with self._lock:
+            self._queued.append(call)
+            if self._idle_writers:
+                self._idle_writers.pop().wake.release()
+            elif self._running < self._writers:
+                self._running += 1
+                start = True
+        if start:
+            threading.Thread(target=self._write_loop, name="payswitch-journal",
+                             daemon=True).start()
+        # not cancellable (Abort.FAILED): the caller waits for its COMMIT's outcome
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         if call.error is not None:
             raise call.error
         return call.result
+
+    def _write_loop(self) -> None:
+        """A writer thread: run the queued calls batch after batch; sleep when there
+        are none (woken by ``_submit``), end after WRITER_IDLE_S of that."""
+        me = _Writer()
+        while True:
+            with self._lock:
+                batch = self._queued[:self._batch_max]
+                del self._queued[:self._batch_max]
+                if not batch:
+                    self._idle_writers.append(me)
+            if batch:
+                self._run_answered(batch)
+            elif not me.wake.acquire(timeout=WRITER_IDLE_S):
+                with self._lock:
+                    if me in self._idle_writers:  # not woken meanwhile: end
+                        self._idle_writers.remove(me)
+                        self._running -= 1
+                        return
+                me.wake.acquire()  # woken just as the wait timed out
+
+    def _run_answered(self, batch: list[_Call]) -> None:
+        try:
+            self._run_batch(batch)
+        except Exception as e:  # a bug, not the database's error: fail, never hang
+            self._fail(batch, f"journal writer failed: {type(e).__name__}")
+        finally:
+            for token in {c.token for c in batch}:
+                with contextlib.suppress(trio.RunFinishedError):  # no one left to tell
+                    token.run_sync_soon(self._answer, [c for c in batch if c.token is token])
+
+    @staticmethod
+    def _answer(calls: list[_Call]) -> None:
+        for c in calls:
+            trio.lowlevel.reschedule(c.task)
 
     def _run_batch(self, batch: list[_Call]) -> None:
         bulk: list[_Call] = []
@@ -575,14 +615,14 @@ class Store:
         original), the SAF items are queued only if this request is, or becomes, the
         original's one reversal (switch_reversal).
         """
+        fields = safe_fields(response)
         if not saf:  # the hot path
             rows = [self._json_row("d", event, msg, source=source, link=link, dup_key=dup_key)
                     for event, msg, link in events]
-            rows.append(self._json_row("d", "response", response, source=source,
+            rows.append(self._json_row("d", "response", fields, source=source,
                                        dup_key=dup_key))
-            return bool(await self._call_bulk(_Bulk("d", dup_key, safe_fields(response),
-                                                    rows)))
-        answer = Jsonb(safe_fields(response))
+            return bool(await self._call_bulk(_Bulk("d", dup_key, fields, rows)))
+        answer = Jsonb(fields)
 
         def run(conn: psycopg.Connection) -> bool:
             with self._atomic(conn):

@@ -30,11 +30,11 @@ def _transactions(dsn: str, table: str = "switch_dedup") -> int:
 
 
 async def _held(store: Store, nursery: trio.Nursery) -> threading.Event:
-    """Occupy the store's only pool slot until the returned event is set, so that the
+    """Occupy the store's only writer until the returned event is set, so that the
     calls started next queue up behind it (one batch)."""
-    release = threading.Event()
-    nursery.start_soon(store.call, lambda conn: release.wait(10))
-    await trio.testing.wait_all_tasks_blocked()
+    release, started = threading.Event(), threading.Event()
+    nursery.start_soon(store.call, lambda conn: started.set() or release.wait(10))
+    await trio.to_thread.run_sync(started.wait, 10)  # running in the one writer thread
     return release
 
 

@@ -167,8 +167,9 @@ async def _batch(store: TracedStore, *calls: Any) -> list[Any]:
         out[i] = await calls[i]()
 
     async with trio.open_nursery() as n:
-        n.start_soon(store.call, lambda conn: release.wait(10))  # holds the one slot
-        await trio.testing.wait_all_tasks_blocked()
+        started = threading.Event()
+        n.start_soon(store.call, lambda conn: started.set() or release.wait(10))
+        await trio.to_thread.run_sync(started.wait, 10)  # the one writer is held
         for i in range(len(calls)):
             n.start_soon(one, i)
         await trio.testing.wait_all_tasks_blocked()
