@@ -164,7 +164,7 @@ class _Call:
     token: Any = None  # its run's TrioToken
 
 
-WRITERS = 2  # default writer threads (group commits in flight at once)
+WRITERS = 1  # default writer threads (group commits in flight at once)
 WRITER_IDLE_S = 10.0  # a writer thread idle this long ends (a new one starts on demand)
 
 
