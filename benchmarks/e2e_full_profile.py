@@ -51,6 +51,10 @@ HOP_DEPTH = 3
 ROWS = (
     ("BEGIN / COMMIT: journal group commits and ledger batches",
      ("Connection.transaction", "_commit_gen", "_enter_gen", "_exit_gen")),
+    # claims, issuer_requests and completes of several authorizations in one statement:
+    # on the journal's writer thread, with none of the callers on its stack
+    ("journal writer thread: a batch's one statement (claim, issuer_request, complete)",
+     ("Store._write_loop",)),
     ("CheckDuplicate: fingerprint + claim (journal)", ("Store.claim", "pans.py:fingerprint",
                                                        "CheckDuplicate.prepare")),
     ("Forward: journal issuer_request", ("Store.append",)),

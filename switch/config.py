@@ -56,7 +56,7 @@ class SwitchSection:
 class DatabaseSection:
     dsn_env: str = "PAYSWITCH_PG_DSN"
     dsn: str = ""
-    pool_size: int = 8  # connections = worker threads; ~3 transactions per authorization
+    pool_size: int = 8  # threads + connections for one-off calls; group commits: 1 more
     connect_timeout_s: int = 5
     statement_timeout_ms: int = 5000
 

@@ -1,23 +1,24 @@
 """PostgreSQL store of the switch: append-only journal, duplicate index, SAF queue.
 
-psycopg 3 is used synchronously in worker threads (``trio.to_thread.run_sync``) under
-a ``CapacityLimiter`` the size of the connection pool, so at most ``pool_size`` threads
-and connections exist.
+psycopg 3 is used synchronously in threads: ``writers`` long-lived writer threads for
+the group commits, and for start-up and SAF-lease calls (``call_alone``, a transaction
+of their own) ``trio.to_thread.run_sync`` under a ``CapacityLimiter`` of ``pool_size``.
 
 Group commit: the hot-path calls (claim, issuer_request, complete, ...) of many
-authorizations are run in ONE transaction on one thread hop: whoever finds a pool slot
-free takes every call queued so far (up to ``batch_max``), runs them in order and
-commits once; each caller is answered only after that COMMIT. While a batch is in
-flight the next one fills up, so the batch size follows the load with no timer. If a
-statement fails the whole batch is rolled back and its calls are run again one at a
-time, so one bad call cannot fail its neighbours. Start-up and SAF-lease calls
-(``call_alone``) keep a transaction of their own.
+authorizations are run together: a writer thread takes every call queued so far (up to
+``batch_max``), runs them and commits; each caller is answered only after that COMMIT,
+the whole batch by one ``run_sync_soon`` into trio. While a batch is in flight the next
+one fills up, so the batch size follows the load with no timer; a writer is woken only
+when it is idle (a busy one takes the next batch itself), so a batch costs no thread
+start and no wake-up under load. If a statement fails the batch is rolled back and its
+calls are run again one at a time, so one bad call cannot fail its neighbours.
 
-Round trips: the connections are in autocommit, and a call that runs alone (a batch of
-one, or a retry) is sent without BEGIN / COMMIT: the common path of claim,
-issuer_request and complete is ONE statement each (data-modifying CTEs), its own
-transaction. A call whose work takes several statements opens its own transaction
-(``_atomic``), or shares its batch's.
+Round trips: the connections are in autocommit. The hot-path calls of a batch (claims,
+issuer_request appends, completes without SAF items) are ONE statement together
+(``_BULK``: data-modifying CTEs over JSON arrays, its own transaction), whatever their
+number; the batch's other calls then share a transaction (BEGIN / COMMIT), or run
+alone without one. A call whose work takes several statements opens its own
+transaction (``_atomic``), or shares its batch's.
 
 Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
 """
@@ -26,8 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
+import json
 import queue
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +69,7 @@ def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
 
 
 def safe_fields(msg: Message) -> dict[str, Any]:
-    out = {name: getattr(msg, name) for name in SAFE_FIELDS if getattr(msg, name) is not None}
+    out = {name: v for name in SAFE_FIELDS if (v := getattr(msg, name)) is not None}
     if msg.pan:
         out["pan_masked"] = mask_pan(msg.pan)
     return out
@@ -140,30 +142,56 @@ RECOVERY_LOCK = (OWNER_LOCK_CLASS + 1, 0)  # a class of its own: no boot id hash
 MIGRATE_LOCK = (OWNER_LOCK_CLASS + 1, 1)
 
 
+@dataclass(slots=True)
+class _Bulk:
+    """A hot-path call's share of its batch's one statement (``Store._BULK``)."""
+    gate: str  # "c" claim, "d" complete: its rows written only if it won; "a" append
+    key: str
+    value: Any  # claim: the fingerprint; complete: the answer's safe fields
+    rows: list[dict[str, Any]]  # journal rows (``Store._json_row``)
+    lost: Any = None  # claim: fn(conn) when the key is there already (a duplicate)
+
+
 @dataclass(eq=False)
 class _Call:
     """One queued ``fn(conn, *args)`` of a group commit, and its outcome."""
     fn: Any
     args: tuple[Any, ...]
-    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    bulk: _Bulk | None = None  # set: may run in the batch's one statement instead
     result: Any = None
     error: BaseException | None = None
+    task: Any = None  # the caller's trio task, parked until the batch commits
+    token: Any = None  # its run's TrioToken
+
+
+WRITERS = 1  # default writer threads (group commits in flight at once)
+WRITER_IDLE_S = 10.0  # a writer thread idle this long ends (a new one starts on demand)
+
+
+class _Writer:
+    """A writer thread's wake-up: a lock held while it sleeps, released to wake it."""
+    __slots__ = ("wake",)
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class Store:
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: int = 5,
                  statement_timeout_ms: int = 5000, batch_max: int = 256,
                  writers: int | None = None) -> None:
-        writers = pool_size if writers is None else writers
+        writers = min(pool_size, WRITERS) if writers is None else writers
         assert pool_size > 0 and batch_max > 0 and 0 < writers <= pool_size
         self._dsn = dsn
         self._batch_max = batch_max
-        # Group commits in flight at once (default: the pool size). While they commit,
-        # the next batch fills; fewer writers make bigger batches but add latency.
+        # Group commits in flight at once: writer threads, each on one connection.
+        # While they commit, the next batch fills; fewer make bigger batches.
         self._writers = writers
-        self._writing = 0
+        self._lock = threading.Lock()  # guards the three below (trio and writer threads)
         self._queued: list[_Call] = []
-        self._batch_done = trio.Event()  # set (and replaced) when a pool slot frees
+        self._idle_writers: list[_Writer] = []
+        self._running = 0
         self._connect_timeout_s = connect_timeout_s
         self._statement_timeout_ms = statement_timeout_ms
         self._idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
@@ -215,15 +243,7 @@ class Store:
 
     async def call_alone(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in a transaction of its own on a pool thread."""
-        try:
-            return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
-        finally:
-            self._slot_freed()
-
-    def _slot_freed(self) -> None:
-        """Wake the callers waiting for a pool slot to run their queued calls."""
-        done, self._batch_done = self._batch_done, trio.Event()
-        done.set()
+        return await trio.to_thread.run_sync(self._run, fn, *args, limiter=self.limiter)
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in the next group commit; return after its COMMIT.
@@ -233,30 +253,83 @@ class Store:
         that must commit together, run them under ``self._atomic(conn)``. Like a
         thread call, the wait is not cancellable: a caller cancelled meanwhile learns
         the outcome first."""
-        call = _Call(fn, args)
-        self._queued.append(call)
-        with trio.CancelScope(shield=True):
-            while not call.done.is_set():
-                if self._queued and self._writing < self._writers and \
-                        self.limiter.available_tokens > 0:
-                    batch = self._queued[:self._batch_max]
-                    del self._queued[:self._batch_max]
-                    self._writing += 1
-                    try:
-                        await trio.to_thread.run_sync(self._run_batch, batch,
-                                                      limiter=self.limiter)
-                    finally:
-                        self._writing -= 1
-                        self._slot_freed()
-                        for c in batch:
-                            c.done.set()
-                else:
-                    await self._batch_done.wait()
+        return await self._submit(_Call(fn, args))
+
+    async def _call_bulk(self, bulk: _Bulk) -> Any:
+        """``call`` for a hot-path call: in its batch's one statement, or (alone, or
+        retried after that statement failed) in one of its own."""
+        return await self._submit(_Call(self._write_alone, (bulk,), bulk))
+
+    async def _submit(self, call: _Call) -> Any:
+        call.task = trio.lowlevel.current_task()
+        call.token = trio.lowlevel.current_trio_token()
+        start = False
+        with self._lock:
+            self._queued.append(call)
+            if self._idle_writers:
+                self._idle_writers.pop().wake.release()
+            elif self._running < self._writers:
+                self._running += 1
+                start = True
+        if start:
+            threading.Thread(target=self._write_loop, name="payswitch-journal",
+                             daemon=True).start()
+        # not cancellable (Abort.FAILED): the caller waits for its COMMIT's outcome
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         if call.error is not None:
             raise call.error
         return call.result
 
+    def _write_loop(self) -> None:
+        """A writer thread: run the queued calls batch after batch; sleep when there
+        are none (woken by ``_submit``), end after WRITER_IDLE_S of that."""
+        me = _Writer()
+        while True:
+            with self._lock:
+                batch = self._queued[:self._batch_max]
+                del self._queued[:self._batch_max]
+                if not batch:
+                    self._idle_writers.append(me)
+            if batch:
+                self._run_answered(batch)
+            elif not me.wake.acquire(timeout=WRITER_IDLE_S):
+                with self._lock:
+                    if me in self._idle_writers:  # not woken meanwhile: end
+                        self._idle_writers.remove(me)
+                        self._running -= 1
+                        return
+                me.wake.acquire()  # woken just as the wait timed out
+
+    def _run_answered(self, batch: list[_Call]) -> None:
+        try:
+            self._run_batch(batch)
+        except Exception as e:  # a bug, not the database's error: fail, never hang
+            self._fail(batch, f"journal writer failed: {type(e).__name__}")
+        finally:
+            for token in {c.token for c in batch}:
+                with contextlib.suppress(trio.RunFinishedError):  # no one left to tell
+                    token.run_sync_soon(self._answer, [c for c in batch if c.token is token])
+
+    @staticmethod
+    def _answer(calls: list[_Call]) -> None:
+        for c in calls:
+            trio.lowlevel.reschedule(c.task)
+
     def _run_batch(self, batch: list[_Call]) -> None:
+        bulk: list[_Call] = []
+        rest: list[_Call] = []
+        keys = set()
+        for c in batch:  # a key twice (a duplicate's claim): the second on its own path
+            if c.bulk is not None and (c.bulk.gate, c.bulk.key) not in keys:
+                keys.add((c.bulk.gate, c.bulk.key))
+                bulk.append(c)
+            else:
+                rest.append(c)
+        if len(bulk) > 1:
+            failed = self._run_bulk(bulk)
+            if failed is not None:  # outcome unknown or server gone: as for a COMMIT
+                return self._fail(batch, failed)
+            batch = rest + [c for c in bulk if c.error is None and c.result is None]
         if len(batch) > 1:
             try:
                 conn = self._connect()
@@ -288,6 +361,57 @@ class Store:
                 c.result = self._run(c.fn, *c.args, begin=False)
             except Exception as e:  # delivered to its caller
                 c.error = e
+
+    def _run_bulk(self, calls: list[_Call]) -> str | None:
+        """Several hot-path calls in one statement, its own transaction. Sets the
+        results; a claim whose key was there already, or every call when the statement
+        was refused, is left (result None) to run on its own path. Returns why, when
+        the outcome is unknown (the connection or the server failed)."""
+        try:
+            conn = self._connect()
+        except psycopg.Error as e:
+            return f"database connect failed: {type(e).__name__}"
+        try:
+            won = self._write_bulk(conn, [c.bulk for c in calls if c.bulk is not None])
+        except psycopg.Error as e:
+            lost = conn.broken
+            conn.close()
+            if lost:  # as in _run: the idle connections are dead too
+                self.close()
+            if lost or isinstance(e, psycopg.OperationalError):
+                return f"database error {type(e).__name__}"
+            return None  # refused, nothing written: each runs again on its own
+        self._idle.put(conn)
+        for c in calls:
+            assert c.bulk is not None
+            if c.bulk.gate == "c" and ("c", c.bulk.key) not in won:
+                c.fn, c.args = c.bulk.lost, ()  # a duplicate: the original's state
+            else:
+                c.result = self._outcome(c.bulk, won)
+        return None
+
+    def _write_alone(self, conn: psycopg.Connection, bulk: _Bulk) -> Any:
+        won = self._write_bulk(conn, [bulk])
+        if bulk.gate == "c" and ("c", bulk.key) not in won:
+            return bulk.lost(conn)
+        return self._outcome(bulk, won)
+
+    @staticmethod
+    def _outcome(bulk: _Bulk, won: set[tuple[str, str]]) -> Any:
+        if bulk.gate == "c":
+            return Claim(owner=True)
+        return bulk.gate == "a" or ("d", bulk.key) in won
+
+    def _write_bulk(self, conn: psycopg.Connection, calls: list[_Bulk],
+                    ) -> set[tuple[str, str]]:
+        """Run ``_BULK`` for ``calls``; the (gate, key) of the claims and completes that
+        won (wrote their dedup row / answer, and so their journal rows)."""
+        claims = [{"k": b.key, "p": b.value} for b in calls if b.gate == "c"]
+        completes = [{"k": b.key, "a": b.value} for b in calls if b.gate == "d"]
+        rows = [row for b in calls for row in b.rows]
+        cur = conn.execute(self._BULK, (self.owner, json.dumps(claims), json.dumps(completes),
+                                        self.owner, json.dumps(rows)))
+        return {(gate, key) for gate, key in cur.fetchall()}
 
     @staticmethod
     def _atomic(conn: psycopg.Connection) -> contextlib.AbstractContextManager[Any]:
@@ -365,25 +489,43 @@ class Store:
         " pan_token, pan_enc, owner")
     _INSERT = ("insert into switch_journal (" + _COLUMNS + ")"  # noqa: S608 (no input)
                " values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
-    # claim: the dedup row, and with it (_journalled) the request's journal row
-    _CLAIM = ("with won as (insert into switch_dedup (dup_key, fingerprint, owner)"
-              " values (%s, %s, %s) on conflict (dup_key) do nothing returning dup_key)")
-    # complete: the answer on the dedup row, once (a retry finds it written)
+    # complete with SAF items: the answer on the dedup row, once (a retry finds it)
     _COMPLETE = ("update switch_dedup set response = %s, completed_at = now()"
                  " where dup_key = %s and completed_at is null returning dup_key")
+    # The hot-path calls of a batch, as JSON arrays (one text parameter each: psycopg
+    # dumps a string at a fraction of the cost of the scalar parameters of each row):
+    # claims insert their dedup rows (won: the new ones), completes record their answer
+    # once (done: those not recorded yet; a retry after a lost COMMIT ack finds it),
+    # and each journal row is written if its call won (gate "a": always), in the
+    # order given (ordinality: the ids follow it). Returns (gate, key) of the winners.
+    _BULK = (
+        "with won as (insert into switch_dedup"  # noqa: S608 (no input)
+        " (dup_key, fingerprint, owner) select r->>'k', r->>'p', %s"
+        " from jsonb_array_elements(%s::jsonb) as c(r)"
+        " order by 1 on conflict (dup_key) do nothing returning dup_key),"
+        " done as (update switch_dedup s set response = d.r->'a', completed_at = now()"
+        " from jsonb_array_elements(%s::jsonb) as d(r)"
+        " where s.dup_key = d.r->>'k' and s.completed_at is null returning s.dup_key),"
+        " journalled as (insert into switch_journal (" + _COLUMNS + ")"
+        " select r->>'e', r->>'s', r->>'l', r->>'k', f->>'mti', f->>'stan', f->>'rrn',"
+        " f->>'transmission_time', (f->>'amount_minor')::bigint, f->>'currency',"
+        " f->>'processing_code', f->>'pan_masked', f->>'terminal_id', f->>'response_code',"
+        " f, r->>'t', decode(r->>'b', 'hex'), %s"
+        " from jsonb_array_elements(%s::jsonb) with ordinality as j(r, n),"
+        " lateral (select r->'f') as x(f)"
+        " where case r->>'w' when 'c' then r->>'k' in (select dup_key from won)"
+        " when 'd' then r->>'k' in (select dup_key from done) else true end"
+        " order by n)"
+        " select 'c', dup_key from won union all select 'd', dup_key from done")
 
     @staticmethod
-    @functools.cache
-    def _journalled(n: int) -> str:
-        """The rest of a statement whose CTE ``won`` returned a row or none: ``n``
-        journal rows (``_row`` tuples, in order: one VALUES scan keeps its order),
-        written only in the first case; the statement returns that count. Scalar
-        parameters: psycopg dumps arrays (unnest) at several times their cost."""
-        row = "(%s,%s,%s,%s,%s,%s,%s,%s,%s::bigint,%s,%s,%s,%s,%s,%s::jsonb,%s,%s::bytea,%s)"
-        rows = ",".join([row] * n)
-        return (f", journalled as (insert into switch_journal ({Store._COLUMNS})"  # noqa: S608
-                f" select * from (values {rows}) as r where exists (select from won))"
-                " select count(*) from won")
+    def _json_row(gate: str, event: str, msg: Message | dict | None, *,
+                  dup_key: str, source: str | None = None, link: str | None = None,
+                  pan: tuple[str, bytes] | None = None) -> dict[str, Any]:
+        """A ``_BULK`` journal row: its columns are read from ``fields`` by the server."""
+        token, blob = pan or (None, None)
+        return {"w": gate, "e": event, "s": source, "l": link, "k": dup_key,
+                "f": _fields(msg), "t": token, "b": None if blob is None else blob.hex()}
 
     def _row(self, event: str, msg: Message | dict | None, *, source: str | None = None,
              link: str | None = None, dup_key: str | None = None,
@@ -404,6 +546,10 @@ class Store:
         """Journal one row. With ``reversal_of`` (the original's dup_key), only if this
         request (``dup_key``) is the original's one reversal, claimed in the same
         transaction; returns False, having written nothing, when another one has it."""
+        if reversal_of is None and kw.get("dup_key") is not None:  # the hot path
+            return bool(await self._call_bulk(_Bulk(
+                "a", kw["dup_key"], None, [self._json_row("a", event, msg, **kw)])))
+
         def run(conn: psycopg.Connection) -> bool:
             if reversal_of is None:
                 self._append(conn, event, msg, **kw)
@@ -434,15 +580,8 @@ class Store:
         card, processing code or currency) is journalled as ``duplicate_mismatch`` and
         gets ``same=False`` and no response (a row without a fingerprint, written
         before the column existed, matches any)."""
-        def run(conn: psycopg.Connection) -> Claim:
-            won = _one(conn.execute(
-                self._CLAIM + self._journalled(1),
-                (dup_key, fingerprint, self.owner,
-                 *self._row("request", request, source=source, dup_key=dup_key)),
-            ))[0]
-            if won:
-                return Claim(owner=True)
-            with self._atomic(conn):  # a duplicate (rare): the original's state
+        def duplicate(conn: psycopg.Connection) -> Claim:
+            with self._atomic(conn):  # the key is there (rare): the original's state
                 response, stored = _one(conn.execute(
                     "select response, fingerprint from switch_dedup where dup_key = %s",
                     (dup_key,)))
@@ -452,7 +591,10 @@ class Store:
                     return Claim(owner=False, same=False)
                 self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
                 return Claim(owner=False, response=response)
-        return await self.call(run)
+        row = self._json_row("c", "request", request, source=source, dup_key=dup_key)
+        claim: Claim = await self._call_bulk(_Bulk("c", dup_key, fingerprint, [row],
+                                                   duplicate))
+        return claim
 
     async def outcome(self, dup_key: str) -> dict[str, Any] | None:
         def run(conn: psycopg.Connection) -> dict[str, Any] | None:
@@ -473,16 +615,16 @@ class Store:
         original), the SAF items are queued only if this request is, or becomes, the
         original's one reversal (switch_reversal).
         """
-        answer = Jsonb(safe_fields(response))
+        fields = safe_fields(response)
+        if not saf:  # the hot path
+            rows = [self._json_row("d", event, msg, source=source, link=link, dup_key=dup_key)
+                    for event, msg, link in events]
+            rows.append(self._json_row("d", "response", fields, source=source,
+                                       dup_key=dup_key))
+            return bool(await self._call_bulk(_Bulk("d", dup_key, fields, rows)))
+        answer = Jsonb(fields)
 
         def run(conn: psycopg.Connection) -> bool:
-            if not saf:  # the common path: one statement
-                rows = [self._row(event, msg, source=source, link=link, dup_key=dup_key)
-                        for event, msg, link in events]
-                rows.append(self._row("response", response, source=source, dup_key=dup_key))
-                return bool(_one(conn.execute(
-                    "with won as (" + self._COMPLETE + ")" + self._journalled(len(rows)),
-                    (answer, dup_key, *(v for row in rows for v in row))))[0])
             with self._atomic(conn):
                 if conn.execute(self._COMPLETE, (answer, dup_key)).fetchone() is None:
                     return False

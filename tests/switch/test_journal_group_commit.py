@@ -13,6 +13,7 @@ import trio.testing
 from switchkit import trio_test
 
 from payswitch.codecs.iso8583 import Message
+from payswitch.switch import journal
 from payswitch.switch.errors import StoreError
 from payswitch.switch.journal import Store
 
@@ -30,11 +31,11 @@ def _transactions(dsn: str, table: str = "switch_dedup") -> int:
 
 
 async def _held(store: Store, nursery: trio.Nursery) -> threading.Event:
-    """Occupy the store's only pool slot until the returned event is set, so that the
+    """Occupy the store's only writer until the returned event is set, so that the
     calls started next queue up behind it (one batch)."""
-    release = threading.Event()
-    nursery.start_soon(store.call, lambda conn: release.wait(10))
-    await trio.testing.wait_all_tasks_blocked()
+    release, started = threading.Event(), threading.Event()
+    nursery.start_soon(store.call, lambda conn: started.set() or release.wait(10))
+    await trio.to_thread.run_sync(started.wait, 10)  # running in the one writer thread
     return release
 
 
@@ -135,3 +136,48 @@ async def test_a_failed_commit_fails_every_call_of_its_batch(dsn: str) -> None:
     assert len(outcome) == 4 and all(isinstance(o, StoreError) for o in outcome)
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select count(*) from gc_probe").fetchone()[0] == 0
+
+
+@trio_test
+async def test_a_cancelled_caller_still_waits_for_its_commit(dsn: str) -> None:
+    """The wait for a group commit is not cancellable: a caller cancelled while its
+    call is queued gets the call's outcome, never Cancelled with the row written."""
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    results: list[object] = []
+
+    async def claim(scope: trio.CancelScope) -> None:
+        with scope:
+            results.append(await store.claim("k1", "acq", _request(1), "fp"))
+            await trio.sleep(0)  # the first checkpoint after it: cancelled here
+            results.append("not cancelled")
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as n:
+        release = await _held(store, n)
+        n.start_soon(claim, scope)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == []  # still waiting for its batch
+        release.set()
+    store.close()
+    assert [getattr(r, "owner", r) for r in results] == [True]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select count(*) from switch_dedup").fetchone()[0] == 1
+
+
+@trio_test
+async def test_an_idle_writer_ends_and_the_next_call_starts_one(dsn: str, monkeypatch) -> None:
+    monkeypatch.setattr(journal, "WRITER_IDLE_S", 0.01)
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    assert (await store.claim("k1", "acq", _request(1), "fp")).owner
+    with trio.fail_after(10):
+        while store._running:  # until its idle writer thread has ended
+            await trio.sleep(0.01)
+    assert not store._idle_writers  # else the next call would wake a thread that is gone
+    assert (await store.claim("k2", "acq", _request(2), "fp")).owner
+    store.close()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select count(*) from switch_dedup").fetchone()[0] == 2

@@ -4,6 +4,7 @@ ReadyForQuery from the server (after a Sync, or a simple Query such as BEGIN).""
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -156,21 +157,87 @@ async def test_saf_items_commit_with_the_answer(dsn: str) -> None:
     assert len(xmins) == 1
 
 
-@trio_test
-async def test_a_batch_of_calls_adds_one_begin_and_one_commit(dsn: str) -> None:
-    store = await _store(dsn)
+async def _batch(store: TracedStore, *calls: Any) -> list[Any]:
+    """Run ``calls`` (coroutine functions) as one batch, queued behind a call that
+    holds the store's one slot; their results, in order."""
     release = threading.Event()
+    out: list[Any] = [None] * len(calls)
+
+    async def one(i: int) -> None:
+        out[i] = await calls[i]()
+
     async with trio.open_nursery() as n:
-        n.start_soon(store.call, lambda conn: release.wait(10))  # holds the one slot
+        started = threading.Event()
+        n.start_soon(store.call, lambda conn: started.set() or release.wait(10))
+        await trio.to_thread.run_sync(started.wait, 10)  # the one writer is held
+        for i in range(len(calls)):
+            n.start_soon(one, i)
         await trio.testing.wait_all_tasks_blocked()
-        for i in range(10):  # queued behind it: one batch
-            n.start_soon(store.claim, f"k{i}", "TERM0001", _request(f"{i:06d}"), "fp")
-        await trio.testing.wait_all_tasks_blocked()
+        store.round_trips()  # not the earlier calls'
         release.set()
+    return out
+
+
+@trio_test
+async def test_a_batch_of_claims_is_one_statement(dsn: str) -> None:
+    store = await _store(dsn)
+    claims = [functools.partial(store.claim, f"k{i}", "TERM0001", _request(f"{i:06d}"), "fp")
+              for i in range(10)]
+    results = await _batch(store, *claims)
     trips = store.round_trips()
     store.close()
-    # the claims, BEGIN, COMMIT, and once psycopg preparing the claim's statement (its
-    # 5th run on the connection: a Parse of its own; later runs skip the parsing)
-    assert trips == 10 + 2 + 1
+    assert all(r.owner for r in results)
+    assert trips == 1  # was 13: BEGIN, the ten claims, COMMIT, a Parse
     assert _rows(dsn, "select count(*), count(distinct xmin::text) from switch_dedup") == [
         (10, 1)]
+    assert _rows(dsn, "select dup_key, stan from switch_journal order by stan") == [
+        (f"k{i}", f"{i:06d}") for i in range(10)]
+
+
+@trio_test
+async def test_a_mixed_batch_writes_only_what_each_call_won(dsn: str) -> None:
+    """Claims, issuer_requests and completes in one statement: a new claim owns its
+    key; a claim of a key that is there, or there twice in the batch, gets the
+    original's state (its own statements, after); a complete already recorded writes
+    nothing; each payment's rows in its calls' order."""
+    store = await _store(dsn)
+    req = _request()
+    resp = Message(mti="0110", response_code="00", stan="000001")
+    await store.claim("old", "TERM0001", req, "fp")
+    await store.complete("old", "TERM0001", resp)
+    await store.claim("open", "TERM0001", req, "fp")
+    await store.claim("sent", "TERM0001", req, "fp")
+    out = Message(mti="0100", stan="900001")
+    results = await _batch(
+        store,
+        functools.partial(store.claim, "new", "TERM0001", req, "fp"),
+        functools.partial(store.claim, "old", "TERM0001", req, "fp"),
+        functools.partial(store.claim, "new", "TERM0001", req, "fp"),
+        functools.partial(store.append, "issuer_request", out, source="TERM0001",
+                          link="visa", dup_key="sent", pan=("tok", b"\x00\xff")),
+        functools.partial(store.complete, "open", "TERM0001", resp,
+                          [("risk_scored", {"score": 7}, None)]),
+        functools.partial(store.complete, "old", "TERM0001",
+                          Message(mti="0110", response_code="96")),
+    )
+    trips = store.round_trips()
+    store.close()
+    new, old, new_again, appended, completed, recompleted = results
+    if new_again.owner:  # trio starts the batch's tasks in either order
+        new, new_again = new_again, new
+    assert new.owner and not old.owner and old.response["response_code"] == "00"
+    assert not new_again.owner and new_again.response is None
+    assert appended and completed and not recompleted
+    # the statement, then each duplicate alone: BEGIN, its lookup, its row, COMMIT
+    assert trips == 1 + 4 + 4
+    assert _rows(dsn, "select dup_key, event, pan_token, encode(pan_enc, 'hex')"
+                      " from switch_journal order by dup_key, id") == [
+        ("new", "request", None, None), ("new", "duplicate", None, None),
+        ("old", "request", None, None), ("old", "response", None, None),
+        ("old", "duplicate", None, None),
+        ("open", "request", None, None), ("open", "risk_scored", None, None),
+        ("open", "response", None, None),
+        ("sent", "request", None, None), ("sent", "issuer_request", "tok", "00ff")]
+    assert _rows(dsn, "select dup_key, response->>'response_code' from switch_dedup"
+                      " order by dup_key") == [
+        ("new", None), ("old", "00"), ("open", "00"), ("sent", None)]

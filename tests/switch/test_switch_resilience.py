@@ -404,17 +404,17 @@ async def test_approval_committed_but_ack_lost_is_corrected_and_reversed(dsn):
     # reversed, although the retry finds the answer already recorded.
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
-        real_run = sw.store._run
+        real_write = sw.store._write_bulk
         lost = []
 
-        def run(fn, *args, **kw):
-            result = real_run(fn, *args, **kw)  # really committed
-            if "complete" in fn.__qualname__ and not lost:
-                lost.append(fn)
-                raise StoreError("database error OperationalError (sqlstate 08006)")
-            return result
+        def write(conn, calls):
+            won = real_write(conn, calls)  # really committed (one statement, autocommit)
+            if any(b.gate == "d" for b in calls) and not lost:  # a complete
+                lost.append(calls)
+                raise psycopg.OperationalError("connection lost after the COMMIT")
+            return won
 
-        sw.store._run = run
+        sw.store._write_bulk = write
         term = await Terminal.connect(sw.ports["pos"])
         told = await term.request(purchase())
         await issuer.wait_for(lambda: [r[:2] for r in saf_rows(dsn)] == [("0420", "acked")], 10)
