@@ -137,7 +137,7 @@ class Channel:
             with trio.CancelScope(deadline=self._read_deadline()) as scope:
                 self._recv_scope = scope
                 try:
-                    data = await self.stream.receive_some(READ_CHUNK_BYTES)
+                    data = await self._receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                     self.close(f"read failed: {type(e).__name__}")
                 finally:
@@ -153,6 +153,23 @@ class Channel:
                 self._read_at = trio.current_time()
         self.frames_in += 1
         return frame
+
+    async def _receive(self) -> bytes | bytearray:
+        """The next chunk. On a socket: wait until it is readable, then read the
+        descriptor (trio's receive_some first tries a read that, between requests,
+        nearly always fails, through several layers of wrappers)."""
+        sock = getattr(self.stream, "socket", None)
+        if sock is None:
+            return await self.stream.receive_some(READ_CHUNK_BYTES)
+        while True:
+            fd = sock.fileno()  # -1 once closed
+            if fd < 0:
+                raise trio.ClosedResourceError("socket closed")
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, READ_CHUNK_BYTES)
+            except BlockingIOError:  # woken without data: wait again
+                continue
 
     def _next_frame(self) -> Frame | None:
         try:
