@@ -135,3 +135,21 @@ async def test_a_failed_commit_fails_every_call_of_its_batch(dsn: str) -> None:
     assert len(outcome) == 4 and all(isinstance(o, StoreError) for o in outcome)
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select count(*) from gc_probe").fetchone()[0] == 0
+
+
+@trio_test
+async def test_more_calls_queued_than_a_batch_takes_are_all_answered(dsn: str) -> None:
+    """A freed slot wakes one queued caller, who writes the next batch (at most
+    batch_max calls): the calls beyond it are still written, batch after batch, and
+    nobody is left waiting."""
+    store = Store(dsn, pool_size=2, batch_max=4)
+    await store.migrate()
+    results: dict[int, object] = {}
+    async with trio.open_nursery() as n:
+        release = await _held(store, n)
+        n.start_soon(_claims, store, 22, results)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    store.close()
+    assert len(results) == 22 and all(getattr(r, "owner", False) for r in results.values())
+    assert 22 / 4 <= _transactions(dsn) <= 22  # no batch above batch_max
