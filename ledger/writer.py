@@ -205,7 +205,10 @@ class BatchWriter:
                 ev.check_type(e.type)
                 checked[id(e)] = ev.canonical_payload(e.payload)
         try:
-            await self._send.send(slot)
+            try:  # the queue nearly always has room: no scheduler round for the hand-off
+                self._send.send_nowait(slot)
+            except trio.WouldBlock:
+                await self._send.send(slot)
             await slot.done.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise LedgerError("ledger writer is not running") from e

@@ -8,8 +8,9 @@ around it, with every bound the design asks of a socket (``ChannelLimits``):
   byte, so a sender trickling one byte a second (slowloris) is closed;
 * **idle timeout** on whole frames: the channel closes when no *complete* frame
   arrived for ``idle_timeout_ms`` (a chunk of a frame does not restart it);
-* writes go through one writer at a time; frames queued while it writes go out
-  together in the next ``send_all`` (one system call per wake-up, not per frame);
+* a frame is written at once when the socket takes it (no wait, no scheduler round);
+  when the socket is full, one writer at a time waits in ``send_all``, and frames
+  queued meanwhile go out together in the next write;
 * **write timeout**: the first ``send_all`` not done after ``write_timeout_ms`` closes
   the channel, and every write still queued fails at once with ``ChannelClosed``
   (a peer that never reads costs one write timeout, not one per pending answer).
@@ -21,6 +22,7 @@ ends reading only: answers in flight may still be written (a peer may half-close
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import trio
@@ -135,7 +137,7 @@ class Channel:
             with trio.CancelScope(deadline=self._read_deadline()) as scope:
                 self._recv_scope = scope
                 try:
-                    data = await self.stream.receive_some(READ_CHUNK_BYTES)
+                    data = await self._receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                     self.close(f"read failed: {type(e).__name__}")
                 finally:
@@ -151,6 +153,23 @@ class Channel:
                 self._read_at = trio.current_time()
         self.frames_in += 1
         return frame
+
+    async def _receive(self) -> bytes | bytearray:
+        """The next chunk. On a socket: wait until it is readable, then read the
+        descriptor (trio's receive_some first tries a read that, between requests,
+        nearly always fails, through several layers of wrappers)."""
+        sock = getattr(self.stream, "socket", None)
+        if sock is None:
+            return await self.stream.receive_some(READ_CHUNK_BYTES)
+        while True:
+            fd = sock.fileno()  # -1 once closed
+            if fd < 0:
+                raise trio.ClosedResourceError("socket closed")
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, READ_CHUNK_BYTES)
+            except BlockingIOError:  # woken without data: wait again
+                continue
 
     def _next_frame(self) -> Frame | None:
         try:
@@ -200,15 +219,41 @@ class Channel:
             raise
 
     async def _flush(self) -> None:
-        """Write everything queued so far in one send_all, bounded by write_timeout_ms."""
+        """Write everything queued so far: what the socket takes at once without a
+        wait (the common case: no scheduler round, no cancel scope), the rest with one
+        send_all bounded by write_timeout_ms."""
         batch = b"".join(d for _, d in self._out)
         last, count = self._out[-1][0], len(self._out)
         self._out.clear()
+        try:
+            sent = self._send_now(batch)
+        except OSError as e:
+            self.close(f"write failed: {type(e).__name__}")
+            raise ChannelClosed(self.closed_reason or "write failed") from None
+        if sent == len(batch):
+            self.frames_out += count
+            self._written = last
+            return
+        await self._send_rest(memoryview(batch)[sent:], last, count)
+
+    def _send_now(self, batch: bytes) -> int:
+        """Bytes of ``batch`` the socket took without waiting (0 for a stream that is
+        not a socket). Written on the descriptor itself: trio's send would add a
+        scheduler round to every frame. A closed socket's fileno is -1 (EBADF)."""
+        sock = getattr(self.stream, "socket", None)
+        if sock is None:
+            return 0
+        try:
+            return os.write(sock.fileno(), batch)
+        except BlockingIOError:
+            return 0
+
+    async def _send_rest(self, data: memoryview, last: int, count: int) -> None:
         self._writing = True
         done = False
         try:
             with trio.move_on_after(self.limits.write_timeout_ms / 1000):
-                await self.stream.send_all(batch)
+                await self.stream.send_all(data)
                 done = True
             if not done:
                 self.close("write timeout")

@@ -344,11 +344,6 @@ class Switch:
             return False
         return True
 
-    async def handle(self, req: Message, origin: Origin, payload: bytes | None = None,
-                     ) -> Message:
-        """A connection's request: answered by the transaction manager (switch/txn.py)."""
-        return await self.txn.handle(req, origin, payload)
-
     def _wake_saf(self) -> None:
         self._saf_wakeup.set()
 
@@ -495,7 +490,10 @@ class _Connection:
                 frame = await self.channel.receive_frame()
             except ChannelClosed as e:
                 return e.reason
-            await self.slots.acquire()  # backpressure: stop reading when full
+            try:  # a free slot is taken without a scheduler round
+                self.slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self.slots.acquire()  # backpressure: stop reading when full
             try:
                 req = self.dialect.decode(frame.payload)
             except CodecError as e:
@@ -534,7 +532,8 @@ class _Connection:
             admission = self.sw._admission[self.lst.name]
             if not admission.is_proven(self) and self.sw._is_known(req, self.origin):
                 admission.prove(self)  # a configured terminal: never evicted
-            await self._send(await self.sw.handle(req, self.origin, frame.payload), frame.tpdu)
+            resp = await self.sw.txn.handle(req, self.origin, frame.payload)
+            await self._send(resp, frame.tpdu)
         finally:
             self.slots.release()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
 import trio.testing
@@ -157,3 +159,67 @@ async def test_oversize_frame_closes_before_it_is_buffered():
     with pytest.raises(ChannelClosed) as e:
         await ch.receive_frame()
     assert e.value.reason.startswith("framing")
+
+
+def _socket_pair(buf_bytes: int = 4096) -> tuple[trio.SocketStream, trio.SocketStream]:
+    """A real connected pair with small kernel buffers, so that they fill quickly."""
+    a, b = trio.socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buf_bytes)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buf_bytes)
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+FRAME_BYTES = 3000
+
+
+def _frames(first: int, n: int) -> list[bytes]:
+    return [bytes([i]) * FRAME_BYTES for i in range(first, first + n)]
+
+
+@virtual
+async def test_on_a_socket_frames_beyond_what_it_takes_at_once_arrive_whole():
+    """Written at once while the kernel takes them, then part of a frame, the rest of it
+    (and the frames queued meanwhile) once the peer reads: nothing lost, split or sent
+    twice."""
+    left, right = _socket_pair()
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096, write_timeout_ms=5000))
+    got: list[bytes] = []
+
+    async def read() -> None:
+        await trio.sleep(1)  # the writers fill the socket first
+        reader = FrameReader("len2", 4096)
+        while len(got) < 60:
+            got.extend(f.payload for f in reader.feed(await right.receive_some()))
+
+    async def send(frames: list[bytes]) -> None:
+        for f in frames:
+            await ch.send_frame(f)
+
+    async with left, right, trio.open_nursery() as n:
+        n.start_soon(read)
+        n.start_soon(send, _frames(0, 30))
+        n.start_soon(send, _frames(30, 30))
+    assert sorted(got) == _frames(0, 60)
+    assert [f for f in got if f[0] < 30] == _frames(0, 30)  # each sender's in its order
+    assert ch.frames_out == 60 and not ch.closed
+
+
+@virtual
+async def test_on_a_socket_nobody_reads_the_write_timeout_fails_every_queued_write():
+    left, right = _socket_pair()
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096, write_timeout_ms=5000))
+    failed_at: list[float] = []
+
+    async def send(frame: bytes) -> None:
+        try:
+            await ch.send_frame(frame)
+        except ChannelClosed as e:
+            assert e.reason == "write timeout"
+            failed_at.append(trio.current_time())
+
+    async with left, right, trio.open_nursery() as n:
+        for f in _frames(0, 60):  # far more than the socket's buffers hold
+            n.start_soon(send, f)
+    assert 0 < len(failed_at) < 60  # the first ones went out at once
+    assert failed_at == [pytest.approx(5.0)] * len(failed_at)
+    assert ch.closed_reason == "write timeout"

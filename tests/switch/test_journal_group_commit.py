@@ -181,3 +181,21 @@ async def test_an_idle_writer_ends_and_the_next_call_starts_one(dsn: str, monkey
     store.close()
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select count(*) from switch_dedup").fetchone()[0] == 2
+
+
+@trio_test
+async def test_more_calls_queued_than_a_batch_takes_are_all_answered(dsn: str) -> None:
+    """A freed slot wakes one queued caller, who writes the next batch (at most
+    batch_max calls): the calls beyond it are still written, batch after batch, and
+    nobody is left waiting."""
+    store = Store(dsn, pool_size=2, batch_max=4)
+    await store.migrate()
+    results: dict[int, object] = {}
+    async with trio.open_nursery() as n:
+        release = await _held(store, n)
+        n.start_soon(_claims, store, 22, results)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    store.close()
+    assert len(results) == 22 and all(getattr(r, "owner", False) for r in results.values())
+    assert 22 / 4 <= _transactions(dsn) <= 22  # no batch above batch_max
