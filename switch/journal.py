@@ -467,9 +467,14 @@ class Store:
         return await trio.to_thread.run_sync(probe)
 
     def release_owner(self) -> None:
-        if self._owner_conn is not None:
-            self._owner_conn.close()
-            self._owner_conn = None
+        conn, self._owner_conn = self._owner_conn, None
+        if conn is None:
+            return
+        # Unlock before closing: the server drops a closed session's locks only once its
+        # backend has noticed, so a successor's recovery could still find us alive.
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("select pg_advisory_unlock_all()")
+        conn.close()
 
     # -- schema -----------------------------------------------------------------------
     async def migrate(self) -> None:
