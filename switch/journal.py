@@ -169,12 +169,14 @@ WRITER_IDLE_S = 10.0  # a writer thread idle this long ends (a new one starts on
 
 
 class _Writer:
-    """A writer thread's wake-up: a lock held while it sleeps, released to wake it."""
-    __slots__ = ("wake",)
+    """A writer thread's wake-up: a lock held while it sleeps, released to wake it
+    (``stop`` set first: to end instead)."""
+    __slots__ = ("wake", "stop")
 
     def __init__(self) -> None:
         self.wake = threading.Lock()
         self.wake.acquire()
+        self.stop = False
 
 
 class Store:
@@ -299,6 +301,8 @@ class Store:
                         self._running -= 1
                         return
                 me.wake.acquire()  # woken just as the wait timed out
+            if me.stop:  # by close(), which took it off the idle list
+                return
 
     def _run_answered(self, batch: list[_Call]) -> None:
         try:
@@ -427,6 +431,14 @@ class Store:
             c.error = StoreError(why)
 
     def close(self) -> None:
+        """Close the idle connections and end the idle writer threads (a call after
+        this starts a new one): nothing of a closed store lingers for a GC to find."""
+        with self._lock:
+            idle, self._idle_writers = self._idle_writers, []
+            self._running -= len(idle)
+        for w in idle:
+            w.stop = True
+            w.wake.release()
         while True:
             try:
                 self._idle.get_nowait().close()

@@ -199,3 +199,22 @@ async def test_more_calls_queued_than_a_batch_takes_are_all_answered(dsn: str) -
     store.close()
     assert len(results) == 22 and all(getattr(r, "owner", False) for r in results.values())
     assert 22 / 4 <= _transactions(dsn) <= 22  # no batch above batch_max
+
+
+@trio_test
+async def test_close_ends_the_idle_writer_thread(dsn: str) -> None:
+    """A closed store's writer does not sit out its idle time holding the store (and,
+    through it, connections a later GC would find unclosed)."""
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    others = set(threading.enumerate())  # earlier tests' stores may still idle
+    assert (await store.claim("k1", "acq", _request(1), "fp")).owner
+    writers = [t for t in threading.enumerate()
+               if t.name == "payswitch-journal" and t not in others]
+    assert len(writers) == 1 and store._running == 1
+    store.close()
+    for t in writers:  # well inside WRITER_IDLE_S: ended by close, not by idling
+        t.join(timeout=journal.WRITER_IDLE_S / 4)
+    assert not any(t.is_alive() for t in writers) and store._running == 0
+    assert (await store.claim("k2", "acq", _request(2), "fp")).owner  # a new one starts
+    store.close()
