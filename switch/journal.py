@@ -190,9 +190,10 @@ class Store:
         # Group commits in flight at once: writer threads, each on one connection.
         # While they commit, the next batch fills; fewer make bigger batches.
         self._writers = writers
-        self._lock = threading.Lock()  # guards the three below (trio and writer threads)
+        self._lock = threading.Lock()  # guards the four below (trio and writer threads)
         self._queued: list[_Call] = []
         self._idle_writers: list[_Writer] = []
+        self._closing = False  # close() was called and no call came since
         self._running = 0
         self._connect_timeout_s = connect_timeout_s
         self._statement_timeout_ms = statement_timeout_ms
@@ -267,6 +268,7 @@ class Store:
         call.token = trio.lowlevel.current_trio_token()
         start = False
         with self._lock:
+            self._closing = False
             self._queued.append(call)
             if self._idle_writers:
                 self._idle_writers.pop().wake.release()
@@ -291,6 +293,9 @@ class Store:
                 batch = self._queued[:self._batch_max]
                 del self._queued[:self._batch_max]
                 if not batch:
+                    if self._closing:  # close() came while this batch ran: end now
+                        self._running -= 1
+                        return
                     self._idle_writers.append(me)
             if batch:
                 self._run_answered(batch)
@@ -436,6 +441,7 @@ class Store:
         with self._lock:
             idle, self._idle_writers = self._idle_writers, []
             self._running -= len(idle)
+            self._closing = True  # and a writer still busy ends when it runs dry
         for w in idle:
             w.stop = True
             w.wake.release()
