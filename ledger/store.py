@@ -383,9 +383,13 @@ class Ledger:
         head, notify) for the batch's one write statement."""
         if self.mac is None:
             raise LedgerError("this Ledger has no MAC function: cannot append events")
+        # never a prepared statement: psycopg prepares a query on its 5th run, and
+        # PostgreSQL may then keep a generic plan made while the events table was empty
+        # (a new database): a seq scan of every event per batch, re-planned only when
+        # autovacuum next analyzes the table (switch/README.md, "Where one worker waits")
         cur.execute("select seq, mac, array(select id from events where id = any(%s::uuid[])) "
                     "from event_chain_head where singleton for update",
-                    (_ua([e.id for _, e in chosen]),))
+                    (_ua([e.id for _, e in chosen]),), prepare=False)
         head_seq, head_mac, seen_ids = cur.fetchone()  # type: ignore[misc]  # the schema's one row
         seen = {u.int for u in seen_ids}
         fresh = []
