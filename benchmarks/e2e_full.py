@@ -57,12 +57,15 @@ def tree_cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its live children (worker processes), from /proc."""
     total = 0.0
     for path in [f"/proc/{pid}/stat", *_children_stats(pid)]:
-        with contextlib.suppress(OSError):
-            with open(path) as f:
-                stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # stat(5) 14, 15
+        with contextlib.suppress(OSError), open(path) as f:
+            total += _stat_cpu_seconds(f.read())
     return total
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """utime + stime of one /proc/PID/stat line (stat(5) fields 14, 15)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def machine_cpu() -> dict[str, float]:
@@ -74,10 +77,9 @@ def machine_cpu() -> dict[str, float]:
     postgres = 0.0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        if "(postgres)" in stat:
-            fields = stat[stat.rindex(")") + 2:].split()
-            postgres += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            stat = f.read()  # a process gone meanwhile: skipped, not its predecessor's
+            if "(postgres)" in stat:
+                postgres += _stat_cpu_seconds(stat)
     return {"all": sum(ticks) / CLK_TCK, "busy": (sum(ticks) - idle) / CLK_TCK,
             "postgres": postgres}
 
