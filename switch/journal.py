@@ -169,14 +169,12 @@ WRITER_IDLE_S = 10.0  # a writer thread idle this long ends (a new one starts on
 
 
 class _Writer:
-    """A writer thread's wake-up: a lock held while it sleeps, released to wake it
-    (``stop`` set first: to end instead)."""
-    __slots__ = ("wake", "stop")
+    """A writer thread's wake-up: a lock held while it sleeps, released to wake it."""
+    __slots__ = ("wake",)
 
     def __init__(self) -> None:
         self.wake = threading.Lock()
         self.wake.acquire()
-        self.stop = False
 
 
 class Store:
@@ -293,7 +291,7 @@ class Store:
                 batch = self._queued[:self._batch_max]
                 del self._queued[:self._batch_max]
                 if not batch:
-                    if self._closing:  # close() came while this batch ran: end now
+                    if self._closing:  # close() was called, no call since: end
                         self._running -= 1
                         return
                     self._idle_writers.append(me)
@@ -306,8 +304,6 @@ class Store:
                         self._running -= 1
                         return
                 me.wake.acquire()  # woken just as the wait timed out
-            if me.stop:  # by close(), which took it off the idle list
-                return
 
     def _run_answered(self, batch: list[_Call]) -> None:
         try:
@@ -440,10 +436,8 @@ class Store:
         this starts a new one): nothing of a closed store lingers for a GC to find."""
         with self._lock:
             idle, self._idle_writers = self._idle_writers, []
-            self._running -= len(idle)
-            self._closing = True  # and a writer still busy ends when it runs dry
+            self._closing = True  # every writer ends when it next runs dry
         for w in idle:
-            w.stop = True
             w.wake.release()
         while True:
             try:
