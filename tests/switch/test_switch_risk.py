@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_txn import virtual
 from txnfakes import ONUS_PAN, Bench, FakeLedger, key, request
 
@@ -349,3 +351,55 @@ def test_the_journal_row_keeps_the_input_as_asdict_did():
                      would="approve", shadow=False, rule_score=0, model_score=1)
     row = journal_fields(d, a)["input"]
     assert row == asdict(a) and list(row) == list(asdict(a)) and AuthInput(**row) == a
+
+
+def _de7_ms_reference(de7: str | None, now_ms: int) -> int | None:
+    """de7_ms as it was before its cache: three datetimes on every call."""
+    from datetime import UTC, datetime
+
+    if not de7 or len(de7) != 10 or not de7.isdigit():
+        return None
+    year = datetime.fromtimestamp(now_ms / 1000, UTC).year
+    best = None
+    for y in (year - 1, year, year + 1):
+        try:
+            t = datetime(y, int(de7[:2]), int(de7[2:4]), int(de7[4:6]), int(de7[6:8]),
+                         int(de7[8:]), tzinfo=UTC)
+        except ValueError:
+            continue
+        ms = int(t.timestamp() * 1000)
+        if best is None or abs(ms - now_ms) < abs(best - now_ms):
+            best = ms
+    return best
+
+
+# around new year 2027 and 2028 (a leap year: 0229 is valid in one year of three)
+_EDGES = [1_798_761_600_000, 1_830_297_600_000]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(
+    st.one_of(st.integers(1_700_000_000_000, 1_900_000_000_000),
+              st.sampled_from([e + d for e in _EDGES for d in (-1, 0, 1)]),
+              st.sampled_from(_EDGES).flatmap(
+                  lambda e: st.integers(e - 3_000, e + 3_000))),
+    st.one_of(st.sampled_from(["0229120000", "1231235959", "0101000000", "0230000000",
+                               "1301000000", "123123595", "12312359x9"]),
+              st.tuples(st.integers(1, 12), st.integers(1, 31), st.integers(0, 23),
+                        st.integers(0, 59), st.integers(0, 59)).map(
+                  lambda t: "".join(f"{v:02d}" for v in t)))), min_size=1, max_size=30))
+def test_de7_ms_with_its_cache_is_the_conversion_it_replaces(calls):
+    from payswitch.switch import risk
+
+    for now, de7 in calls:  # one process's sequence: the caches carry over
+        assert risk.de7_ms(de7, now) == _de7_ms_reference(de7, now), (de7, now)
+
+
+def test_the_de7_cache_stays_bounded():
+    from payswitch.switch import risk
+
+    now = 1_795_000_000_000
+    for k in range(risk.DE7_CACHE_SIZE + 50):
+        risk.de7_ms(f"11{k % 28 + 1:02d}{k // 3600 % 24:02d}{k // 60 % 60:02d}{k % 60:02d}",
+                    now)
+    assert len(risk._DE7_CACHE) <= risk.DE7_CACHE_SIZE
