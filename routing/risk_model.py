@@ -107,7 +107,8 @@ class RiskModel:
 
 
 def _top(contrib: list[float], k: int) -> list[tuple[str, float]]:
-    order = sorted(range(len(FEATURES)), key=lambda i: -contrib[i])[:k]
+    # reverse=True keeps equal contributions in feature order, as sorting on -c did
+    order = sorted(range(len(FEATURES)), key=contrib.__getitem__, reverse=True)[:k]
     return [(FEATURES[i], round(float(contrib[i]), 3)) for i in order if contrib[i] > 0]
 
 

@@ -170,3 +170,14 @@ def _numeric_thresholds(dump):
         if node["decision_type"] != "==":
             yield node["threshold"]
         stack += [node["left_child"], node["right_child"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -0.0, 0.5, 0.5, -0.2, 1.25, 3.0]),
+                min_size=len(FEATURES) + 1, max_size=len(FEATURES) + 1), st.integers(0, 5))
+def test_top_reasons_keep_ties_in_feature_order(contrib, k):
+    from payswitch.routing.risk_model import _top
+
+    order = sorted(range(len(FEATURES)), key=lambda i: -contrib[i])[:k]  # as it was
+    want = [(FEATURES[i], round(float(contrib[i]), 3)) for i in order if contrib[i] > 0]
+    assert _top(contrib, k) == want
