@@ -19,6 +19,7 @@ same floats, so a read is O(1) amortized however busy it is (see "running window
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,13 +142,15 @@ class PlaceState:
 # counter at most that many keys.
 #
 # The windows give exactly what the scan gives (tests compare the two on random
-# streams) only while the events are in time order and reads do not go back in time:
-# then each window is a suffix of the events, entered at the end and left from the
-# front. An authorization observed out of order (``inv``) drops the windows and the
-# entity is scanned, as before, until the inversion has left its events; a read older
-# than the last read or than the newest event is scanned. z_1h is a float sum: it is
-# kept as the scan adds it (in event order, from 0.0) and summed again from its window
-# when a non-zero term leaves.
+# streams). A card's only while its events are in time order: then each window is a
+# suffix of the events, entered at the end and left from the front; an authorization
+# observed out of order (``inv``) drops them and the card is scanned, as before, until
+# the inversion has left its events. Its z_1h is a float sum: kept as the scan adds it
+# (in event order, from 0.0) and summed again from its window when a non-zero term
+# leaves. A merchant's or terminal's windows hold only counts, so they keep their events
+# in time order (a late one goes in at its place) and survive the late DE7s of a busy
+# merchant. Either way a read older than the last read, or than an event the windows
+# hold, is scanned.
 HOT = 8  # events before an entity keeps running windows: below it the scan is cheaper
 
 
@@ -255,7 +258,10 @@ class _CardWindows:
 
 
 class _PlaceWindows:
-    """A merchant's or terminal's events in its last minute and hour."""
+    """A merchant's or terminal's events in its last minute and hour, each window kept
+    in time order (an event observed late goes in at its place), so that, unlike a
+    card's, they survive authorizations out of order: every figure they give is a
+    count, the same whatever the order (a card's z_1h is a float sum in event order)."""
 
     __slots__ = ("now", "d1m", "d1h", "cards", "small", "new", "bins")
 
@@ -268,11 +274,14 @@ class _PlaceWindows:
         self.small = self.new = 0
         for e in events:
             self.add(e)
-        self.advance(now)
 
     def add(self, e: tuple) -> None:
-        self.d1m.append(e)
-        self.d1h.append(e)
+        """A new event, unless the last read already put it out of a window (then no
+        read the windows answer would count it)."""
+        at = e[0]
+        if at <= self.now - HOUR_MS:
+            return
+        _put(self.d1h, e)
         _inc(self.cards, e[1])
         b = self.bins.get(e[2])
         if b is None:
@@ -280,9 +289,10 @@ class _PlaceWindows:
         _inc(b, e[1])
         self.small += e[3]
         self.new += e[4]
+        if at > self.now - MINUTE_MS:
+            _put(self.d1m, e)
 
-    def _left_1h(self) -> None:
-        e = self.d1h.popleft()
+    def _left_1h(self, e: tuple) -> None:
         _dec(self.cards, e[1])
         b = self.bins[e[2]]
         _dec(b, e[1])
@@ -298,17 +308,61 @@ class _PlaceWindows:
             d.popleft()
         d = self.d1h
         while d and d[0][0] <= now - HOUR_MS:
-            self._left_1h()
+            self._left_1h(d.popleft())
 
     def drop(self, e: tuple) -> None:
-        if self.d1m and self.d1m[0] is e:
-            self.d1m.popleft()
-        if self.d1h and self.d1h[0] is e:
-            self._left_1h()
+        """``e`` left the place's events (trimmed): out of the windows it is in."""
+        if e[0] > self.now - MINUTE_MS:
+            _take(self.d1m, e)
+        if e[0] > self.now - HOUR_MS:
+            _take(self.d1h, e)
+            self._left_1h(e)
+
+    def newest(self) -> int | None:
+        return self.d1h[-1][0] if self.d1h else None
 
 
-def _windows(entity: CardState | PlaceState, now: int, make: Callable) -> Any:
-    """The entity's running windows advanced to ``now``, or None: scan its events."""
+def _at(e: tuple) -> int:
+    return e[0]
+
+
+def _put(d: deque, e: tuple) -> None:
+    """Append ``e`` to a deque in time order, after the events of its time."""
+    if not d or d[-1][0] <= e[0]:
+        d.append(e)
+    else:
+        d.insert(bisect_right(d, e[0], key=_at), e)
+
+
+def _take(d: deque, e: tuple) -> None:
+    """Remove ``e`` (this very tuple) from a deque in time order."""
+    if d[0] is e:
+        d.popleft()
+        return
+    i = bisect_left(d, e[0], key=_at)
+    while d[i] is not e:
+        i += 1
+    del d[i]
+
+
+def _place_windows(place: PlaceState, now: int) -> _PlaceWindows | None:
+    """The place's running windows advanced to ``now``, or None: scan its events."""
+    win = place.win
+    if win is None:
+        events = place.events
+        if len(events) < HOT or now < max(e[0] for e in events):
+            return None
+        win = place.win = _PlaceWindows(events, now)
+        return win
+    newest = win.newest()
+    if now < win.now or (newest is not None and now < newest):
+        return None  # a read older than the last one, or than an event it would count
+    win.advance(now)
+    return win
+
+
+def _windows(entity: CardState, now: int, make: Callable) -> Any:
+    """The card's running windows advanced to ``now``, or None: scan its events."""
     win, events = entity.win, entity.events
     if entity.inv or (events and now < events[-1][0]):
         return None  # out of order, or a read older than the newest event
@@ -327,7 +381,8 @@ def _append(entity: CardState | PlaceState, e: tuple) -> None:
     events = entity.events
     if events and e[0] < events[-1][0]:
         entity.inv += 1
-        entity.win = None  # rebuilt once the events are in order again
+        if isinstance(entity, CardState):
+            entity.win = None  # rebuilt once the events are in order again
     events.append(e)
     if entity.win is not None:
         entity.win.add(e)
@@ -477,7 +532,7 @@ class RiskState:
 
     def _place_part(self, place: PlaceState | None, a: AuthInput, now: int, small: bool,
                     merchant: bool) -> tuple[float, ...]:
-        w = _windows(place, now, _PlaceWindows) if self.windows and place is not None else None
+        w = _place_windows(place, now) if self.windows and place is not None else None
         if w is not None:
             if merchant:
                 bins = w.bins.get(a.bin6)
