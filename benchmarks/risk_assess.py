@@ -184,26 +184,31 @@ def _window_share(model: RiskModel, cfg: RiskConfig, stream: list[AuthInput],
                   scored_from: int) -> float | None:
     """Of the scored part's card, merchant and terminal reads, the share the running
     windows answered (an untimed pass)."""
-    find = getattr(risk_features, "_windows", None)
-    if find is None:
+    names = [n for n in ("_windows", "_place_windows") if hasattr(risk_features, n)]
+    if not names:
         return None
     served = [0, 0]
+    originals = {n: getattr(risk_features, n) for n in names}
 
-    def counting(entity, now, make):
-        w = find(entity, now, make)
-        served[0] += w is not None
-        served[1] += 1
-        return w
+    def counting(find: Callable) -> Callable:
+        def wrapped(*args):
+            w = find(*args)
+            served[0] += w is not None
+            served[1] += 1
+            return w
+        return wrapped
 
     scorer = RiskScorer(cfg, RiskState(), model)
     for a in stream[:scored_from]:
         scorer.assess(a, "visa")
-    risk_features._windows = counting  # type: ignore[attr-defined]
+    for n, find in originals.items():
+        setattr(risk_features, n, counting(find))
     try:
         for a in stream[scored_from:]:
             scorer.assess(a, "visa")
     finally:
-        risk_features._windows = find  # type: ignore[attr-defined]
+        for n, find in originals.items():
+            setattr(risk_features, n, find)
     return round(served[0] / max(1, served[1]), 3)
 
 
