@@ -247,7 +247,7 @@ class _CardWindows:
                 z += e[11]
             self.z1h, self.zdirty = z, False
 
-    def drop(self, e: tuple) -> None:
+    def drop(self, e: tuple) -> bool:
         """``e`` left the card's events from the front (trimmed): out of every window."""
         if self.d1m and self.d1m[0] is e:
             self.d1m.popleft()
@@ -255,6 +255,7 @@ class _CardWindows:
             self._left_1h()
         if self.d24 and self.d24[0] is e:
             self._left_24h()
+        return True
 
 
 class _PlaceWindows:
@@ -310,13 +311,15 @@ class _PlaceWindows:
         while d and d[0][0] <= now - HOUR_MS:
             self._left_1h(d.popleft())
 
-    def drop(self, e: tuple) -> None:
+    def drop(self, e: tuple) -> bool:
         """``e`` left the place's events (trimmed): out of the windows it is in."""
-        if e[0] > self.now - MINUTE_MS:
-            _take(self.d1m, e)
+        if e[0] > self.now - MINUTE_MS and not _take(self.d1m, e):
+            return False
         if e[0] > self.now - HOUR_MS:
-            _take(self.d1h, e)
+            if not _take(self.d1h, e):
+                return False
             self._left_1h(e)
+        return True
 
     def newest(self) -> int | None:
         return self.d1h[-1][0] if self.d1h else None
@@ -334,15 +337,19 @@ def _put(d: deque, e: tuple) -> None:
         d.insert(bisect_right(d, e[0], key=_at), e)
 
 
-def _take(d: deque, e: tuple) -> None:
-    """Remove ``e`` (this very tuple) from a deque in time order."""
-    if d[0] is e:
+def _take(d: deque, e: tuple) -> bool:
+    """Remove ``e`` (this very tuple) from a deque in time order; False if it is not
+    there (it always is: the caller then drops the windows rather than trust them)."""
+    if d and d[0] is e:
         d.popleft()
-        return
+        return True
     i = bisect_left(d, e[0], key=_at)
-    while d[i] is not e:
+    while i < len(d) and d[i][0] == e[0]:
+        if d[i] is e:
+            del d[i]
+            return True
         i += 1
-    del d[i]
+    return False
 
 
 def _place_windows(place: PlaceState, now: int) -> _PlaceWindows | None:
@@ -396,8 +403,8 @@ def _trim_entity(entity: CardState | PlaceState, oldest_ms: int, cap: int) -> No
         e = events.popleft()
         if events and e[0] > events[0][0]:
             entity.inv -= 1
-        if win is not None:
-            win.drop(e)
+        if win is not None and not win.drop(e):
+            entity.win = win = None  # cannot happen; if it did, scan rather than guess
 
 
 def _inversions(events: deque) -> int:
