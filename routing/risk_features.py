@@ -11,16 +11,19 @@ a card keeps at most ``events_per_card`` events of the last 24 h, the state at m
 ``max_cards`` cards (least recently seen evicted first), and likewise for merchants
 and terminals. Eviction loses history, never correctness of what is kept.
 
-Cost: one authorization scans its card's events (<= ``events_per_card``) and the
-merchant's and terminal's last hour (bounded the same way): tens of µs in CPython.
+Cost: a card, merchant or terminal with few events is scanned (<= ``HOT`` events);
+a busy one keeps running windows (``_CardWindows``, ``_PlaceWindows``) that give the
+same floats, so a read is O(1) amortized however busy it is (see "running windows").
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Protocol
 
 MINUTE_MS = 60_000
@@ -113,6 +116,8 @@ class CardState:
     last_loc_at_ms: int | None = None  # the last authorization with a terminal location
     last_lat: float | None = None
     last_lon: float | None = None
+    inv: int = 0  # adjacent pairs of ``events`` out of time order (0: sorted)
+    win: _CardWindows | None = None  # running windows over ``events``; None: scan them
 
 
 @dataclass(slots=True)
@@ -120,6 +125,290 @@ class PlaceState:
     """A merchant's or terminal's last hour: (at_ms, card_token, bin6, small, new_card)."""
 
     events: deque = field(default_factory=deque)
+    inv: int = 0
+    win: _PlaceWindows | None = None
+
+
+# --- running windows ------------------------------------------------------------
+# A card with HOT or more events (the demo's test cards, a merchant taking hundreds an
+# hour) would have every window rescanned on every read: ~900 events a request for one
+# busy merchant, a terminal and a card (about 150 µs of the ~200 µs a scored request
+# cost). Such an entity keeps running windows instead: deques of references to its
+# events within 1 min, 1 h (and 24 h for a card) of the last read, with counts, sums
+# and per-key counters (distinct merchants, countries, terminals, cards, cards per BIN)
+# that events entering and leaving keep up to date: O(1) per request amortized, plus
+# the keys a request brings or expires. The memory is bounded by the events kept
+# (``Limits.events_per_*``): each window holds at most those references and each
+# counter at most that many keys.
+#
+# The windows give exactly what the scan gives (tests compare the two on random
+# streams). A card's only while its events are in time order: then each window is a
+# suffix of the events, entered at the end and left from the front; an authorization
+# observed out of order (``inv``) drops them and the card is scanned, as before, until
+# the inversion has left its events. Its z_1h is a float sum: kept as the scan adds it
+# (in event order, from 0.0) and summed again from its window when a non-zero term
+# leaves. A merchant's or terminal's windows hold only counts, so they keep their events
+# in time order (a late one goes in at its place) and survive the late DE7s of a busy
+# merchant. Either way a read older than the last read, or than an event the windows
+# hold, is scanned.
+HOT = 8  # events before an entity keeps running windows: below it the scan is cheaper
+
+
+def _inc(counter: dict, key: Any) -> None:
+    counter[key] = counter.get(key, 0) + 1
+
+
+def _dec(counter: dict, key: Any) -> None:
+    n = counter[key] - 1
+    if n:
+        counter[key] = n
+    else:
+        del counter[key]
+
+
+class _CardWindows:
+    """A card's events in its last minute, hour and day, with what the features count."""
+
+    __slots__ = ("now", "d1m", "d1h", "d24", "amt24", "mag24", "fast24", "merch24",
+                 "countries24", "amt1h", "small1h", "cnp1h", "cash1h", "new1h", "resale1h",
+                 "merch1h", "terms1h", "z1h", "zdirty")
+
+    def __init__(self, events: deque, now: int) -> None:
+        self.now = now
+        self.d1m: deque = deque()
+        self.d1h: deque = deque()
+        self.d24: deque = deque()
+        self.amt24 = self.mag24 = self.fast24 = 0
+        self.merch24: dict = {}
+        self.countries24: dict = {}
+        self.amt1h = self.small1h = self.cnp1h = self.cash1h = self.new1h = self.resale1h = 0
+        self.merch1h: dict = {}
+        self.terms1h: dict = {}
+        self.z1h, self.zdirty = 0.0, False
+        for e in events:
+            self.add(e)
+        self.advance(now)
+
+    def add(self, e: tuple) -> None:
+        self.d24.append(e)
+        self.amt24 += e[1]
+        _inc(self.merch24, e[2])
+        _inc(self.countries24, e[3])
+        self.mag24 += e[8]
+        self.fast24 += e[9]
+        self.d1h.append(e)
+        self.amt1h += e[1]
+        _inc(self.merch1h, e[2])
+        _inc(self.terms1h, e[4])
+        self.small1h += e[5]
+        self.cnp1h += e[6]
+        self.cash1h += e[7]
+        self.new1h += e[10]
+        self.z1h += e[11]
+        self.resale1h += e[12]
+        self.d1m.append(e)
+
+    def _left_24h(self) -> None:
+        e = self.d24.popleft()
+        self.amt24 -= e[1]
+        _dec(self.merch24, e[2])
+        _dec(self.countries24, e[3])
+        self.mag24 -= e[8]
+        self.fast24 -= e[9]
+
+    def _left_1h(self) -> None:
+        e = self.d1h.popleft()
+        self.amt1h -= e[1]
+        _dec(self.merch1h, e[2])
+        _dec(self.terms1h, e[4])
+        self.small1h -= e[5]
+        self.cnp1h -= e[6]
+        self.cash1h -= e[7]
+        self.new1h -= e[10]
+        self.resale1h -= e[12]
+        if e[11] != 0.0:
+            self.zdirty = True
+
+    def advance(self, now: int) -> None:
+        """Let go of what is no longer within each window at ``now`` (>= self.now)."""
+        self.now = now
+        d = self.d1m
+        while d and d[0][0] <= now - MINUTE_MS:
+            d.popleft()
+        d = self.d1h
+        while d and d[0][0] <= now - HOUR_MS:
+            self._left_1h()
+        d = self.d24
+        while d and d[0][0] <= now - DAY_MS:
+            self._left_24h()
+        if self.zdirty:
+            z = 0.0
+            for e in self.d1h:
+                z += e[11]
+            self.z1h, self.zdirty = z, False
+
+    def drop(self, e: tuple) -> bool:
+        """``e`` left the card's events from the front (trimmed): out of every window."""
+        if self.d1m and self.d1m[0] is e:
+            self.d1m.popleft()
+        if self.d1h and self.d1h[0] is e:
+            self._left_1h()
+        if self.d24 and self.d24[0] is e:
+            self._left_24h()
+        return True
+
+
+class _PlaceWindows:
+    """A merchant's or terminal's events in its last minute and hour, each window kept
+    in time order (an event observed late goes in at its place), so that, unlike a
+    card's, they survive authorizations out of order: every figure they give is a
+    count, the same whatever the order (a card's z_1h is a float sum in event order)."""
+
+    __slots__ = ("now", "d1m", "d1h", "cards", "small", "new", "bins")
+
+    def __init__(self, events: deque, now: int) -> None:
+        self.now = now
+        self.d1m: deque = deque()
+        self.d1h: deque = deque()
+        self.cards: dict = {}  # card_token -> events in the hour
+        self.bins: dict = {}  # bin6 -> {card_token -> events in the hour}
+        self.small = self.new = 0
+        for e in events:
+            self.add(e)
+
+    def add(self, e: tuple) -> None:
+        """A new event, unless the last read already put it out of a window (then no
+        read the windows answer would count it)."""
+        at = e[0]
+        if at <= self.now - HOUR_MS:
+            return
+        _put(self.d1h, e)
+        _inc(self.cards, e[1])
+        b = self.bins.get(e[2])
+        if b is None:
+            b = self.bins[e[2]] = {}
+        _inc(b, e[1])
+        self.small += e[3]
+        self.new += e[4]
+        if at > self.now - MINUTE_MS:
+            _put(self.d1m, e)
+
+    def _left_1h(self, e: tuple) -> None:
+        _dec(self.cards, e[1])
+        b = self.bins[e[2]]
+        _dec(b, e[1])
+        if not b:
+            del self.bins[e[2]]
+        self.small -= e[3]
+        self.new -= e[4]
+
+    def advance(self, now: int) -> None:
+        self.now = now
+        d = self.d1m
+        while d and d[0][0] <= now - MINUTE_MS:
+            d.popleft()
+        d = self.d1h
+        while d and d[0][0] <= now - HOUR_MS:
+            self._left_1h(d.popleft())
+
+    def drop(self, e: tuple) -> bool:
+        """``e`` left the place's events (trimmed): out of the windows it is in."""
+        if e[0] > self.now - MINUTE_MS and not _take(self.d1m, e):
+            return False
+        if e[0] > self.now - HOUR_MS:
+            if not _take(self.d1h, e):
+                return False
+            self._left_1h(e)
+        return True
+
+    def newest(self) -> int | None:
+        return self.d1h[-1][0] if self.d1h else None
+
+
+def _at(e: tuple) -> int:
+    return e[0]
+
+
+def _put(d: deque, e: tuple) -> None:
+    """Append ``e`` to a deque in time order, after the events of its time."""
+    if not d or d[-1][0] <= e[0]:
+        d.append(e)
+    else:
+        d.insert(bisect_right(d, e[0], key=_at), e)
+
+
+def _take(d: deque, e: tuple) -> bool:
+    """Remove ``e`` (this very tuple) from a deque in time order; False if it is not
+    there (it always is: the caller then drops the windows rather than trust them)."""
+    if d and d[0] is e:
+        d.popleft()
+        return True
+    i = bisect_left(d, e[0], key=_at)
+    while i < len(d) and d[i][0] == e[0]:
+        if d[i] is e:
+            del d[i]
+            return True
+        i += 1
+    return False
+
+
+def _place_windows(place: PlaceState, now: int) -> _PlaceWindows | None:
+    """The place's running windows advanced to ``now``, or None: scan its events."""
+    win = place.win
+    if win is None:
+        events = place.events
+        if len(events) < HOT or now < max(e[0] for e in events):
+            return None
+        win = place.win = _PlaceWindows(events, now)
+        return win
+    newest = win.newest()
+    if now < win.now or (newest is not None and now < newest):
+        return None  # a read older than the last one, or than an event it would count
+    win.advance(now)
+    return win
+
+
+def _windows(entity: CardState, now: int, make: Callable) -> Any:
+    """The card's running windows advanced to ``now``, or None: scan its events."""
+    win, events = entity.win, entity.events
+    if entity.inv or (events and now < events[-1][0]):
+        return None  # out of order, or a read older than the newest event
+    if win is None:
+        if len(events) < HOT:
+            return None
+        win = entity.win = make(events, now)
+        return win
+    if now < win.now:
+        return None  # a read older than the last one: the windows are past it
+    win.advance(now)
+    return win
+
+
+def _append(entity: CardState | PlaceState, e: tuple) -> None:
+    events = entity.events
+    if events and e[0] < events[-1][0]:
+        entity.inv += 1
+        if isinstance(entity, CardState):
+            entity.win = None  # rebuilt once the events are in order again
+    events.append(e)
+    if entity.win is not None:
+        entity.win.add(e)
+
+
+def _trim_entity(entity: CardState | PlaceState, oldest_ms: int, cap: int) -> None:
+    """Drop events older than ``oldest_ms`` from the front, and past ``cap``; keeps
+    ``inv`` and the running windows in step."""
+    events, win = entity.events, entity.win
+    while events and (events[0][0] < oldest_ms or len(events) > cap):
+        e = events.popleft()
+        if events and e[0] > events[0][0]:
+            entity.inv -= 1
+        if win is not None and not win.drop(e):
+            entity.win = win = None  # cannot happen; if it did, scan rather than guess
+
+
+def _inversions(events: deque) -> int:
+    return sum(1 for a, b in pairwise(events) if a[0] > b[0])
 
 
 def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -151,16 +440,14 @@ def _touch(table: OrderedDict, key: str, limit: int, make: Callable[[], Any]) ->
     return item
 
 
-def _trim(events: deque, oldest_ms: int, cap: int) -> None:
-    while events and (events[0][0] < oldest_ms or len(events) > cap):
-        events.popleft()
-
-
 class RiskState:
     """Per card, merchant and terminal windows; see the module docstring."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, windows: bool = True) -> None:
         self.limits = limits or Limits()
+        # running windows for busy cards and places (see HOT); False: always scan, as
+        # the tests' reference does
+        self.windows = windows
         self.cards: OrderedDict[str, CardState] = OrderedDict()
         self.merchants: OrderedDict[str, PlaceState] = OrderedDict()
         self.terminals: OrderedDict[str, PlaceState] = OrderedDict()
@@ -184,6 +471,35 @@ class RiskState:
                    hour: float) -> tuple[float, ...]:
         if card is None:
             return (0.0,) * 17 + (0.0, NAN, NAN, 0.0, NAN, NAN, NAN, NAN, NAN)
+        w = _windows(card, now, _CardWindows) if self.windows else None
+        if w is not None:
+            head: tuple[float, ...] = (
+                float(len(w.d1m)), float(len(w.d1h)), float(len(w.d24)),
+                math.log1p(w.amt1h), math.log1p(w.amt24), float(len(w.merch1h)),
+                float(len(w.merch24)), float(len(w.countries24)), float(len(w.terms1h)),
+                float(w.small1h), float(w.cnp1h), float(w.cash1h), float(w.mag24),
+                float(w.fast24), float(w.new1h), w.z1h, float(w.resale1h))
+            amt_1h = w.amt1h
+        else:
+            head, amt_1h = self._card_scan(card, now)
+        var = card.log_var
+        z = (amount_log - card.log_mean) / math.sqrt(var + 0.05) if card.n > 1 else NAN
+        # the last hour's spend against what one purchase of this card usually is
+        spend = math.log1p(amt_1h + a.amount_minor) - card.log_mean if card.n > 1 else NAN
+        total = sum(card.countries.values())
+        share = card.countries.get(a.country, 0) / total if total else NAN
+        mean_hour = (math.atan2(card.hour_sin, card.hour_cos) / (2 * math.pi) * 24) % 24
+        gap = abs(hour - mean_hour)
+        secs = NAN if card.last_at_ms is None else max(0.0, (now - card.last_at_ms) / 1000)
+        km, kmh = _travel(card, a)
+        self._travel = (a, card.last_loc_at_ms, (km, kmh))  # observe(a) reuses it
+        return head + (float(min(card.n, 1000)), z, spend,
+                       float(a.merchant_id in card.merchants), share, min(gap, 24 - gap),
+                       secs, km, kmh)
+
+    @staticmethod
+    def _card_scan(card: CardState, now: int) -> tuple[tuple[float, ...], int]:
+        """The card's window features by one pass over its events, and amt_1h."""
         n_1m = n_1h = n_24h = 0
         amt_1h = amt_24h = 0
         merch_1h: set = set()
@@ -215,27 +531,21 @@ class RiskState:
                 z_1h += zp
                 if age < MINUTE_MS:
                     n_1m += 1
-        var = card.log_var
-        z = (amount_log - card.log_mean) / math.sqrt(var + 0.05) if card.n > 1 else NAN
-        # the last hour's spend against what one purchase of this card usually is
-        spend = math.log1p(amt_1h + a.amount_minor) - card.log_mean if card.n > 1 else NAN
-        total = sum(card.countries.values())
-        share = card.countries.get(a.country, 0) / total if total else NAN
-        mean_hour = (math.atan2(card.hour_sin, card.hour_cos) / (2 * math.pi) * 24) % 24
-        gap = abs(hour - mean_hour)
-        secs = NAN if card.last_at_ms is None else max(0.0, (now - card.last_at_ms) / 1000)
-        km, kmh = _travel(card, a)
-        self._travel = (a, card.last_loc_at_ms, (km, kmh))  # observe(a) reuses it
         return (float(n_1m), float(n_1h), float(n_24h), math.log1p(amt_1h),
                 math.log1p(amt_24h), float(len(merch_1h)), float(len(merch_24h)),
                 float(len(countries)), float(len(terms_1h)), float(small_1h), float(cnp_1h),
                 float(cash_1h), float(mag_24h), float(fast_24h), float(new_1h), z_1h,
-                float(resale_1h), float(min(card.n, 1000)), z, spend,
-                float(a.merchant_id in card.merchants), share, min(gap, 24 - gap),
-                secs, km, kmh)
+                float(resale_1h)), amt_1h
 
     def _place_part(self, place: PlaceState | None, a: AuthInput, now: int, small: bool,
                     merchant: bool) -> tuple[float, ...]:
+        w = _place_windows(place, now) if self.windows and place is not None else None
+        if w is not None:
+            if merchant:
+                bins = w.bins.get(a.bin6)
+                return (float(len(w.d1m)), float(len(w.d1h)), float(len(w.cards)),
+                        float(w.small), float(len(bins) if bins else 0), float(w.new))
+            return (float(len(w.d1h)), float(len(w.cards)))
         n_1m = n_1h = small_1h = new_1h = 0
         cards: set = set()
         bin_cards: set = set()
@@ -271,11 +581,11 @@ class RiskState:
         x = math.log1p(a.amount_minor)
         z_pos = max(0.0, (x - card.log_mean) / math.sqrt(card.log_var + 0.05)) if card.n > 1 \
             else 0.0
-        card.events.append((now, a.amount_minor, a.merchant_id, a.country, a.terminal_id,
-                            int(small), int(a.entry_mode == CNP), int(a.is_cash),
-                            int(a.entry_mode in (FALLBACK, MAGSTRIPE)), fast, new_merchant,
-                            z_pos, int(a.mcc in RESALE_MCCS)))
-        _trim(card.events, now - DAY_MS + 1, lim.events_per_card)
+        _append(card, (now, a.amount_minor, a.merchant_id, a.country, a.terminal_id,
+                       int(small), int(a.entry_mode == CNP), int(a.is_cash),
+                       int(a.entry_mode in (FALLBACK, MAGSTRIPE)), fast, new_merchant,
+                       z_pos, int(a.mcc in RESALE_MCCS)))
+        _trim_entity(card, now - DAY_MS + 1, lim.events_per_card)
         card.n += 1
         weight = 1 / min(card.n, 200)  # a plain mean at first, then a slow EWMA
         delta = x - card.log_mean
@@ -299,8 +609,8 @@ class RiskState:
                 (self.merchants, a.merchant_id, lim.max_merchants, lim.events_per_merchant),
                 (self.terminals, a.terminal_id, lim.max_terminals, lim.events_per_terminal)):
             place = _touch(table, key, limit, PlaceState)
-            place.events.append(row)
-            _trim(place.events, now - HOUR_MS + 1, cap)
+            _append(place, row)
+            _trim_entity(place, now - HOUR_MS + 1, cap)
 
     # --- persistence -----------------------------------------------------------
     def snapshot(self) -> dict:
@@ -314,18 +624,21 @@ class RiskState:
         }
 
     @classmethod
-    def restore(cls, snap: dict, limits: Limits | None = None) -> RiskState:
-        state = cls(limits)
+    def restore(cls, snap: dict, limits: Limits | None = None,
+                windows: bool = True) -> RiskState:
+        state = cls(limits, windows)
         for k, ev, n, mean, var, hs, hc, merch, countries, last, loc, lat, lon in snap["cards"]:
             state.cards[k] = CardState(
                 events=deque(tuple(e) for e in ev), n=n, log_mean=mean, log_var=var,
                 hour_sin=hs, hour_cos=hc, merchants=OrderedDict.fromkeys(merch),
                 countries=dict(countries), last_at_ms=last, last_loc_at_ms=loc,
                 last_lat=lat, last_lon=lon)
+            state.cards[k].inv = _inversions(state.cards[k].events)
         for name in ("merchants", "terminals"):
             table = getattr(state, name)
             for k, ev in snap[name]:
-                table[k] = PlaceState(events=deque(tuple(e) for e in ev))
+                events = deque(tuple(e) for e in ev)
+                table[k] = PlaceState(events=events, inv=_inversions(events))
         return state
 
 

@@ -6,6 +6,8 @@ import math
 import lightgbm as lgb
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payswitch.lab.cli import main as cli_main
 from payswitch.lab.risk_cli import featurize, train_on_simulation
@@ -103,3 +105,79 @@ def test_compiled_trees_equal_lightgbm_on_odd_values(model, held_out):
         odd.append(r)
     want = model.booster.predict(np.asarray(odd), raw_score=True, num_threads=1)
     assert np.allclose([model.trees.raw(r) for r in odd], want, rtol=0, atol=1e-9)
+
+
+def _goes_left(node, x):
+    """LightGBM's decision at one node (tree.h), written plainly: the reference the
+    generated walk is held to."""
+    v = x[node["split_feature"]]
+    missing = node["missing_type"]
+    if node["decision_type"] == "==":
+        if math.isnan(v):
+            if missing == "NaN":
+                return False
+            v = 0.0
+        cats = {int(c) for c in str(node["threshold"]).split("||")}
+        return v >= 0 and v == int(v) and int(v) in cats
+    if math.isnan(v) and missing != "NaN":
+        v = 0.0
+    if missing == "Zero" and -1e-35 <= v <= 1e-35:
+        return bool(node["default_left"])
+    if math.isnan(v):
+        return bool(node["default_left"])
+    return v <= node["threshold"]
+
+
+def _reference_contributions(dump, x):
+    """Path attribution by walking the dump's nodes one by one, adding in the order the
+    compiled code does: per tree its root value to the bias, then each step's change."""
+    c = [0.0] * (len(FEATURES) + 1)
+    for tree in dump["tree_info"]:
+        node = tree["tree_structure"]
+        c[-1] += float(node.get("internal_value", node.get("leaf_value", 0.0)))
+        while "leaf_value" not in node:
+            here = node["internal_value"]
+            node_next = node["left_child"] if _goes_left(node, x) else node["right_child"]
+            nxt = node_next.get("leaf_value", node_next.get("internal_value"))
+            c[node["split_feature"]] += float(nxt) - float(here)
+            node = node_next
+    return c
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_compiled_contributions_equal_a_plain_walk_exactly(model, data):
+    """The generated walk (locals, not a list) against a node-by-node walk of the dump:
+    the same floats, bit for bit, on rows at and around the model's own thresholds."""
+    dump = model.booster.dump_model()
+    thresholds = sorted({float(t) for t in _numeric_thresholds(dump)})
+    value = st.one_of(st.sampled_from([math.nan, 0.0, -1.0, 1e-40, 3.0, 7777.0]),
+                      st.sampled_from(thresholds),
+                      st.sampled_from(thresholds).map(lambda t: math.nextafter(t, math.inf)),
+                      st.floats(-10, 1e5, allow_nan=False))
+    x = data.draw(st.lists(value, min_size=len(FEATURES), max_size=len(FEATURES)))
+    got = model.trees.contributions(x)
+    assert got == _reference_contributions(dump, x)
+    assert math.isclose(sum(got), model.trees.raw(x), abs_tol=1e-9)
+
+
+def _numeric_thresholds(dump):
+    stack = [t["tree_structure"] for t in dump["tree_info"]]
+    while stack:
+        node = stack.pop()
+        if "leaf_value" in node:
+            continue
+        if node["decision_type"] != "==":
+            yield node["threshold"]
+        stack += [node["left_child"], node["right_child"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -0.0, 0.5, 0.5, -0.2, 1.25, 3.0]),
+                min_size=len(FEATURES) + 1, max_size=len(FEATURES) + 1), st.integers(0, 5))
+def test_top_reasons_keep_ties_in_feature_order(contrib, k):
+    from payswitch.routing.risk_model import _top
+
+    order = sorted(range(len(FEATURES)), key=lambda i: -contrib[i])[:k]  # as it was
+    want = [(FEATURES[i], round(float(contrib[i]), 3)) for i in order if contrib[i] > 0]
+    assert _top(contrib, k) == want

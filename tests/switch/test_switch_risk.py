@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_txn import virtual
 from txnfakes import ONUS_PAN, Bench, FakeLedger, key, request
 
@@ -278,3 +280,126 @@ async def test_with_the_de7_clock_a_replayed_burst_counts_in_its_own_minute():
               ).response_code for i, t in enumerate(times, 1)]
     # the 4th is the 4th within a DE7 minute; the 5th 30 DE7 minutes later
     assert codes == ["00", "00", "00", "59", "00"]
+
+
+def _tiny_model(path: Any, flip: bool) -> None:
+    """A LightGBM model over the risk features that scores high when the amount is
+    high (or, ``flip``, low): two files that must score one request differently."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from payswitch.routing.risk_features import FEATURES
+    rng = np.random.default_rng(1)
+    x = rng.random((400, len(FEATURES))) * 12
+    y = (x[:, 0] < 6) if flip else (x[:, 0] > 6)
+    lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 1},
+              lgb.Dataset(x, y.astype(int), feature_name=list(FEATURES)),
+              num_boost_round=5).save_model(str(path))
+
+
+def test_a_new_model_file_is_loaded_on_reload_and_the_windows_stay(tmp_path):
+    from payswitch.routing.risk_features import AuthInput
+
+    a_file, b_file, cfg = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "switch.toml"
+    _tiny_model(a_file, flip=False)
+    _tiny_model(b_file, flip=True)
+    cfg.write_text(f'[risk]\nmodel_file = "{a_file}"\n')
+    clock = Clock()
+    engine = RiskEngine(parse_risk_file(cfg), str(cfg), clock=clock)
+
+    def auth(k: int) -> AuthInput:
+        return AuthInput(at_ms=engine.now_ms(), card_token="c1", bin6="476173",
+                         amount_minor=100_000, mcc="5999", merchant_id="m1",
+                         terminal_id="t1", country="840", lat=None, lon=None,
+                         entry_mode=1, is_cash=False)
+
+    for k in range(20):  # enough for the card's running windows
+        first = engine.assess(auth(k), "visa")
+        clock.t += 1
+    card = engine.scorer.state.cards["c1"]
+    assert card.win is not None
+    cfg.write_text(f'[risk]\nmodel_file = "{b_file}"\n')
+    os.utime(cfg, (clock.t, clock.t + 5))
+    clock.t += RELOAD_CHECK_S
+    second = engine.assess(auth(20), "visa")
+    assert engine.reloads == 1
+    assert first.model_score is not None and second.model_score is not None
+    assert (first.model_score > 500) != (second.model_score > 500)
+    assert engine.scorer.state.cards["c1"] is card and card.win is not None
+    assert card.win.d1h and len(card.win.d1h) == 21
+
+
+def parse_risk_file(path: Any) -> RiskConfig:
+    import tomllib
+
+    from payswitch.switch.config import parse_risk
+    with open(path, "rb") as f:
+        return parse_risk(tomllib.load(f)["risk"])
+
+
+def test_the_journal_row_keeps_the_input_as_asdict_did():
+    from dataclasses import asdict
+
+    from payswitch.routing.risk_decision import RiskDecision
+    from payswitch.routing.risk_features import AuthInput
+    from payswitch.switch.risk import journal_fields
+
+    a = AuthInput(at_ms=1, card_token="tok", bin6="476173", amount_minor=5, mcc="5411",
+                  merchant_id="m", terminal_id="t", country="840", lat=51.5, lon=None,
+                  entry_mode=2, is_cash=True)
+    d = RiskDecision(score=1, action="approve", response_code=None, reasons=(),
+                     would="approve", shadow=False, rule_score=0, model_score=1)
+    row = journal_fields(d, a)["input"]
+    assert row == asdict(a) and list(row) == list(asdict(a)) and AuthInput(**row) == a
+
+
+def _de7_ms_reference(de7: str | None, now_ms: int) -> int | None:
+    """de7_ms as it was before its cache: three datetimes on every call."""
+    from datetime import UTC, datetime
+
+    if not de7 or len(de7) != 10 or not de7.isdigit():
+        return None
+    year = datetime.fromtimestamp(now_ms / 1000, UTC).year
+    best = None
+    for y in (year - 1, year, year + 1):
+        try:
+            t = datetime(y, int(de7[:2]), int(de7[2:4]), int(de7[4:6]), int(de7[6:8]),
+                         int(de7[8:]), tzinfo=UTC)
+        except ValueError:
+            continue
+        ms = int(t.timestamp() * 1000)
+        if best is None or abs(ms - now_ms) < abs(best - now_ms):
+            best = ms
+    return best
+
+
+# around new year 2027 and 2028 (a leap year: 0229 is valid in one year of three)
+_EDGES = [1_798_761_600_000, 1_830_297_600_000]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(
+    st.one_of(st.integers(1_700_000_000_000, 1_900_000_000_000),
+              st.sampled_from([e + d for e in _EDGES for d in (-1, 0, 1)]),
+              st.sampled_from(_EDGES).flatmap(
+                  lambda e: st.integers(e - 3_000, e + 3_000))),
+    st.one_of(st.sampled_from(["0229120000", "1231235959", "0101000000", "0230000000",
+                               "1301000000", "123123595", "12312359x9"]),
+              st.tuples(st.integers(1, 12), st.integers(1, 31), st.integers(0, 23),
+                        st.integers(0, 59), st.integers(0, 59)).map(
+                  lambda t: "".join(f"{v:02d}" for v in t)))), min_size=1, max_size=30))
+def test_de7_ms_with_its_cache_is_the_conversion_it_replaces(calls):
+    from payswitch.switch import risk
+
+    for now, de7 in calls:  # one process's sequence: the caches carry over
+        assert risk.de7_ms(de7, now) == _de7_ms_reference(de7, now), (de7, now)
+
+
+def test_the_de7_cache_stays_bounded():
+    from payswitch.switch import risk
+
+    now = 1_795_000_000_000
+    for k in range(risk.DE7_CACHE_SIZE + 50):
+        risk.de7_ms(f"11{k % 28 + 1:02d}{k // 3600 % 24:02d}{k // 60 % 60:02d}{k % 60:02d}",
+                    now)
+    assert len(risk._DE7_CACHE) <= risk.DE7_CACHE_SIZE
