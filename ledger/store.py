@@ -93,6 +93,18 @@ def _ia(xs: Iterable[int | None]) -> str:
     return "{" + ",".join(["NULL" if x is None else str(int(x)) for x in xs]) + "}"
 
 
+def _ta(xs: Iterable[str]) -> str:
+    """A text[] literal: each element double-quoted, its backslashes and quotes escaped.
+    psycopg's client-side list quoting costs ~50 µs per event payload; this ~1 µs."""
+    return "{" + ",".join(['"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                           for x in xs]) + "}"
+
+
+def _ba(xs: Iterable[bytes]) -> str:
+    """A bytea[] literal: each element ``\\x<hex>`` (its backslash escaped in the array)."""
+    return "{" + ",".join(['"\\\\x' + x.hex() + '"' for x in xs]) + "}"
+
+
 def _i(u: uuid.UUID | None) -> int:
     return u.int if u is not None else 0
 
@@ -431,16 +443,16 @@ class Ledger:
             ("insert into events (seq, id, type, payment_id, transfer_id, occurred_at, payload, "
              "prev_mac, mac) select s, i, t, p, tr, "
              "timestamptz 'epoch' + us * interval '1 microsecond', pl, pm, m from "
-             "unnest(%s::bigint[], %s::uuid[], %b::text[], %s::uuid[], %s::uuid[], "
-             "%s::bigint[], %b::text[], %b::bytea[], %b::bytea[]) "
+             "unnest(%s::bigint[], %s::uuid[], %s::text[], %s::uuid[], %s::uuid[], "
+             "%s::bigint[], %s::text[], %s::bytea[], %s::bytea[]) "
              "as u(s, i, t, p, tr, us, pl, pm, m)",
              (seqs, _ua([s.id for s in stored]),
-              [s.type for s in stored], _ua([s.payment_id for s in stored]),
+              _ta([s.type for s in stored]), _ua([s.payment_id for s in stored]),
               _ua([s.transfer_id for s in stored]), _ia([s.occurred_at_us for s in stored]),
-              [s.payload for s in stored], [s.prev_mac for s in stored],
-              [s.mac for s in stored])),
+              _ta([s.payload for s in stored]), _ba([s.prev_mac for s in stored]),
+              _ba([s.mac for s in stored]))),
             ("insert into outbox (event_seq, topic) select * from unnest(%s::bigint[], "
-             "%b::text[])", (seqs, [ev.TOPIC_PREFIX + s.type for s in stored])),
+             "%s::text[])", (seqs, _ta([ev.TOPIC_PREFIX + s.type for s in stored]))),
             ("update event_chain_head set seq = %s, mac = %s where singleton",
              (stored[-1].seq, stored[-1].mac)),
             ("select pg_notify('payswitch_outbox', %s)", (str(stored[-1].seq),)),
@@ -510,7 +522,8 @@ def _execute_writes(cur: Cursor | psycopg.ClientCursor[Row], writes: list[_Write
     see the statement's one snapshot), so the result is the same as one statement each.
     A plain ``select`` (pg_notify) must be the primary query: PostgreSQL skips a WITH
     select that nothing reads. ``commit``: on a client-side-binding cursor, COMMIT goes
-    in the same query string (simple protocol: values inlined, so no binary ``%b``)."""
+    in the same query string (simple protocol: every value is one literal, the arrays
+    built by ``_ua`` / ``_ia`` / ``_ta`` / ``_ba``)."""
     tail = "; commit" if commit else ""
     if not writes:
         if commit:
@@ -526,7 +539,7 @@ def _execute_writes(cur: Cursor | psycopg.ClientCursor[Row], writes: list[_Write
         query = "with " + ", ".join(parts) + " " + main[0][0]
         params = tuple(p for _, ps in mods + main for p in ps)
     if commit:
-        query = query.replace("%b", "%s") + tail
+        query += tail
     cur.execute(query, params)
 
 
@@ -550,9 +563,9 @@ def _writes(eng: Engine) -> list[_Write]:
         keys = list(pc)
         out.append((
             "insert into pending_transfers (id, state, expires_at_ns) select * from "
-            "unnest(%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do update "
+            "unnest(%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do update "
             "set state = excluded.state",
-            (_ua(keys), [pc[k].state for k in keys],
+            (_ua(keys), _ta([pc[k].state for k in keys]),
              _ia([pc[k].expires_at_ns for k in keys]))))
     if eng.touched_accounts:
         acc = [eng.accounts[i] for i in sorted(eng.touched_accounts)]
@@ -568,8 +581,8 @@ def _writes(eng: Engine) -> list[_Write]:
         nf = eng.new_failed
         out.append((
             "insert into failed_transfers (id, result, ts) select * from unnest("
-            "%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do nothing",
-            (_ua([f[0] for f in nf]), [f[1] for f in nf], _ia([f[2] for f in nf]))))
+            "%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do nothing",
+            (_ua([f[0] for f in nf]), _ta([f[1] for f in nf]), _ia([f[2] for f in nf]))))
     return out
 
 
