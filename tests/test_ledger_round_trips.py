@@ -127,24 +127,30 @@ def _u(i: int) -> str:
 
 
 def test_array_literals_round_trip_through_postgresql(pg_dsn):
-    """The batch's text[] and bytea[] values are literals built by the store (quoting,
-    backslashes, braces, NULL as a word, non-ASCII): PostgreSQL reads back exactly them."""
+    """The batch's values are literals built by the store (``_lit`` over the array
+    literals: quotes, backslashes, braces, NULL as a word, non-ASCII), sent with no
+    parameters: PostgreSQL reads back exactly them."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from payswitch.ledger.store import _ba, _ta
+    from payswitch.ledger.store import _ba, _lit, _ta
 
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        cur = psycopg.ClientCursor(conn)
+    with Ledger(pg_dsn) as led:  # its connection: standard_conforming_strings on
+        cur = led.conn.cursor()
+
+        def back(texts: list[str], blobs: list[bytes], one: str, raw: bytes) -> tuple:
+            cur.execute(f"select {_lit(_ta(texts))}::text[], {_lit(_ba(blobs))}::bytea[], "
+                        f"{_lit(one)}, {_lit(raw)}", prepare=False)
+            return cur.fetchone()
 
         @settings(max_examples=200, deadline=None)
         @given(st.lists(st.text(st.characters(exclude_characters="\x00"))),
-               st.lists(st.binary(max_size=40)))
-        def check(texts: list[str], blobs: list[bytes]) -> None:
-            cur.execute("select %s::text[], %s::bytea[]", (_ta(texts), _ba(blobs)))
-            assert cur.fetchone() == (texts, blobs)
+               st.lists(st.binary(max_size=40)),
+               st.text(st.characters(exclude_characters="\x00")), st.binary(max_size=40))
+        def check(texts: list[str], blobs: list[bytes], one: str, raw: bytes) -> None:
+            assert back(texts, blobs, one, raw) == (texts, blobs, one, raw)
 
         check()
-        odd = ["NULL", "", '{a,"b"}', 'x\\"y', " s "]
-        cur.execute("select %s::text[]", (_ta(odd),))
-        assert cur.fetchone() == (odd,)
+        odd = ["NULL", "", '{a,"b"}', 'x\\"y', " s ", "it's", "\\'; drop table x; --"]
+        assert back(odd, [b"", b"\\x00'"], "'\\", b"'") == (
+            odd, [b"", b"\\x00'"], "'\\", b"'")
