@@ -150,7 +150,7 @@ class BatchWriter:
             if started:
                 # the batch in flight is answered first; its waits are bounded by the
                 # statement timeout and the TCP bounds, a reconnect's sleep ends on
-                # _stopping; then the connection is no longer the thread's
+                # _stop; then the connection is no longer the thread's
                 with trio.CancelScope(shield=True):
                     await ended.wait()
             if self._ledger is not None:
