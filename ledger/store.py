@@ -1,18 +1,20 @@
-"""The ledger on PostgreSQL: one batch = one transaction (sync; the trio writer calls it in a
-worker thread).
+"""The ledger on PostgreSQL: one batch = one transaction (sync; the trio writer calls it in its
+writer thread).
 
-Per batch, whatever its size: at most 4 reads (transfers and failed ids, accounts FOR UPDATE
-in id order, pending states FOR UPDATE, the chain head FOR UPDATE with the event ids already
-stored) and one write statement over arrays (unnest) whose WITH parts fill every table, then
-COMMIT with synchronous_commit as the server has it (on): BEGIN, 4 statements, COMMIT and
-one WAL flush for a batch of authorizations, whatever its size. Each statement costs
-psycopg work and a socket send (~100-250 µs measured on a loaded 2-core machine), which
-at the 1-8 requests per batch the switch produces was most of the ledger's own CPU:
-hence as few statements as the locking order (accounts, then the chain head) allows.
+Per batch, whatever its size: two round trips. ``begin;`` and one read statement (tagged
+rows: the transfers and failed ids, the accounts FOR UPDATE in id order, the pending states
+FOR UPDATE, the chain head FOR UPDATE with the event ids already stored), then one write
+statement over arrays (unnest) whose WITH parts fill every table, followed by ``; commit``
+in the same query string, with synchronous_commit as the server has it (on): one WAL
+flush for a batch of authorizations. Each round trip costs psycopg work, a socket send
+and a wait the writer cannot use (~100-250 µs of CPU and 0.3-4 ms of wall measured on a
+loaded 2-core machine; six per batch before): hence as few as the engine allows (it
+needs the reads' rows before it can compute the writes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +46,8 @@ Row = tuple[Any, ...]  # a psycopg row: the columns' Python values
 Cursor = psycopg.Cursor[Row]
 _U = uuid.UUID
 _POST_VOID = TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER
+_INTRANS = psycopg.pq.TransactionStatus.INTRANS
+_INERROR = psycopg.pq.TransactionStatus.INERROR
 
 
 # Added to the statement timeout for the client-side TCP bounds: the server gets the
@@ -87,6 +91,18 @@ def _ua(ids: Iterable[int | None]) -> str:
 def _ia(xs: Iterable[int | None]) -> str:
     """A bigint[]/int[] literal."""
     return "{" + ",".join(["NULL" if x is None else str(int(x)) for x in xs]) + "}"
+
+
+def _ta(xs: Iterable[str]) -> str:
+    """A text[] literal: each element double-quoted, its backslashes and quotes escaped.
+    psycopg's client-side list quoting costs ~50 µs per event payload; this ~1 µs."""
+    return "{" + ",".join(['"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                           for x in xs]) + "}"
+
+
+def _ba(xs: Iterable[bytes]) -> str:
+    """A bytea[] literal: each element ``\\x<hex>`` (its backslash escaped in the array)."""
+    return "{" + ",".join(['"\\\\x' + x.hex() + '"' for x in xs]) + "}"
 
 
 def _i(u: uuid.UUID | None) -> int:
@@ -134,12 +150,6 @@ _SELECT_TRANSFERS = (
     "from transfers where id = any(%s::uuid[])")
 
 
-# Transfers, then failed ids (every other column null): one round trip for both.
-_SELECT_TRANSFERS_AND_FAILED = _SELECT_TRANSFERS + (
-    " union all select id, null, null, null, null, null, null, null, null, null "
-    "from failed_transfers where id = any(%s::uuid[])")
-
-
 def _stored(row: Row) -> StoredTransfer:
     # columns as in _SELECT_TRANSFERS
     return StoredTransfer(row[0].int, row[1].int, row[2].int, row[3], row[5], row[6], row[7],
@@ -157,8 +167,10 @@ class Ledger:
                  clock_ns: Callable[[], int] = time.time_ns, migrate: bool = False,
                  schema: str | None = None,
                  statement_timeout_ms: int = 30_000) -> None:
+        # standard_conforming_strings: the batch's literals (``_lit``) rely on it
         options = (f"-c statement_timeout={int(statement_timeout_ms)}"
-                   f" -c lock_timeout={int(statement_timeout_ms)}")
+                   f" -c lock_timeout={int(statement_timeout_ms)}"
+                   " -c standard_conforming_strings=on")
         if schema is not None:
             if not schema.isidentifier():
                 raise LedgerError(f"bad schema name {schema!r}")
@@ -171,6 +183,7 @@ class Ledger:
         self.mac = mac
         self.clock_ns = clock_ns
         self._last_ns = 0
+        self._cur: Cursor | None = None  # submit's, made on first use
         if migrate:
             from .schema import migrate as _migrate
             _migrate(self.conn)
@@ -279,17 +292,38 @@ class Ledger:
                checked: dict[int, str] | None = None) -> list[Outcome]:
         """Applies many callers' requests in one transaction. Raises LedgerError when the
         transaction did not commit (outcome of the whole batch then unknown: retry).
-        ``checked``: see ``events.chain`` (the writer's already checked payloads)."""
+        ``checked``: see ``events.chain`` (the writer's already checked payloads).
+
+        Two round trips, whatever the batch: ``begin; <the reads>`` and ``<the writes>;
+        commit``, each one simple-protocol query (its values literals: ``_lit``), so
+        BEGIN and COMMIT travel with a statement and nothing is ever a prepared statement
+        (no generic plan kept from when a table was empty: see ``_read_sql``)."""
         if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
             raise LedgerError("batch too large")
         now = max(self.clock_ns(), self._last_ns + 1)
+        if self._cur is None or self._cur.closed:
+            self._cur = self.conn.cursor()
+        cur = self._cur
         try:
-            with self._tx() as cur:
-                outcomes, used = self._submit(cur, requests, now, checked)
-        except psycopg.Error as e:
-            raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e
+            outcomes, used = self._submit(cur, requests, now, checked)
+        except BaseException as e:
+            self._rollback()
+            if isinstance(e, psycopg.Error):
+                raise LedgerError(
+                    f"ledger batch not committed: {type(e).__name__}: {e}") from e
+            raise
         self._last_ns = max(self._last_ns, now + used)
         return outcomes
+
+    def _rollback(self) -> None:
+        """Ends a transaction the batch's BEGIN opened and its COMMIT did not close (an
+        error in between). A broken connection has none left: the writer reconnects."""
+        conn = self.conn
+        if conn.closed or conn.broken:
+            return
+        if conn.info.transaction_status in (_INTRANS, _INERROR):
+            with contextlib.suppress(psycopg.Error):  # gone: as good as rolled back
+                conn.execute("rollback")
 
     def expire_pending(self, limit: int = 1000) -> int:
         """The expiry job: voids holds whose timeout has passed. Returns how many."""
@@ -340,27 +374,34 @@ class Ledger:
         ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
         pids = {t.pending_id for t in all_t
                 if t.flags & _POST_VOID and 0 < t.pending_id < ID_MAX}
+        acct_ids = {a for t in all_t for a in (t.debit_account_id, t.credit_account_id)
+                    if 0 < a < ID_MAX}
+        # every event the batch may write (on success or failure): whether stored already
+        ev_ids = {e.id: None for r in requests for e in (*r.on_success, *r.on_failure)}
         transfers: dict[int, StoredTransfer] = {}
         failed: set[int] = set()
         accounts: dict[int, AccountBalance] = {}
         pending: dict[int, PendingInfo] = {}
-        if all_t:
-            cur.execute(_SELECT_TRANSFERS_AND_FAILED, (_ua(ids | pids), _ua(ids)))
-            for r in cur.fetchall():
-                if r[1] is None:  # a failed_transfers row
-                    failed.add(r[0].int)
-                else:
-                    transfers[r[0].int] = _stored(r)
-            acct_ids = {a for t in all_t for a in (t.debit_account_id, t.credit_account_id)
-                        if 0 < a < ID_MAX}
-            pend_loaded = [t for t in transfers.values()
-                           if t.flags & TransferFlags.PENDING and t.id in pids]
-            for p in pend_loaded:
-                acct_ids.add(p.debit_account_id)
-                acct_ids.add(p.credit_account_id)
-            accounts = self._lock_accounts(cur, acct_ids)
-            if pend_loaded:
-                pending = self._lock_pending(cur, [p.id for p in pend_loaded])
+        head: tuple[int, bytes, set[int]] | None = None
+        cur.execute("begin; " + _read_sql(bool(all_t), bool(ev_ids)) % {
+            "all": _lit(_ua(ids | pids)), "ids": _lit(_ua(ids)), "pids": _lit(_ua(pids)),
+            "acct": _lit(_ua(acct_ids)), "ev": _lit(_ua(ev_ids))}, prepare=False)
+        cur.nextset()  # past BEGIN's result
+        for r in cur.fetchall():
+            tag = r[0]
+            if tag == "t":
+                transfers[r[1].int] = StoredTransfer(
+                    r[1].int, r[2].int, r[3].int, r[5], r[9], r[10], r[11], _i(r[4]), r[12],
+                    r[6])
+            elif tag == "a":
+                accounts[r[1].int] = AccountBalance(r[1].int, r[9], r[10], r[11], r[5], r[6],
+                                                    r[7], r[8])
+            elif tag == "p":
+                pending[r[1].int] = PendingInfo(r[13], r[5])
+            elif tag == "f":
+                failed.add(r[1].int)
+            else:  # "h": the chain head (locked) and the batch's events already stored
+                head = (r[5], bytes(r[14]), {u.int for u in r[15]})
         eng = Engine(accounts, transfers, failed, pending, now)
         results = [eng.apply(list(r.transfers)) for r in requests]
         writes = _writes(eng)
@@ -371,27 +412,22 @@ class Ledger:
             chosen.extend((k, e) for e in (req.on_success if ok else req.on_failure))
         written: list[list[int]] = [[] for _ in requests]
         if chosen:
-            writes += self._append(cur, chosen, written, now, checked)
-        _execute_writes(cur, writes)
+            assert head is not None  # read with the batch: it has events
+            writes += self._append(head, chosen, written, now, checked)
+        _execute_writes(cur, writes, commit=True)
         outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
                                                                      strict=True)]
         return outcomes, eng._next_ts - now
 
-    def _append(self, cur: Cursor, chosen: list[tuple[int, Event]], written: list[list[int]],
-                now: int, checked: dict[int, str] | None) -> list[_Write]:
-        """MACs the batch's new events onto the chain; returns their writes (events, outbox,
-        head, notify) for the batch's one write statement."""
+    def _append(self, head: tuple[int, bytes, set[int]], chosen: list[tuple[int, Event]],
+                written: list[list[int]], now: int,
+                checked: dict[int, str] | None) -> list[_Write]:
+        """MACs the batch's new events onto the chain after ``head`` (seq, mac, the
+        event ids already stored); returns their writes (events, outbox, head, notify)
+        for the batch's one write statement."""
         if self.mac is None:
             raise LedgerError("this Ledger has no MAC function: cannot append events")
-        # never a prepared statement: psycopg prepares a query on its 5th run, and
-        # PostgreSQL may then keep a generic plan made while the events table was empty
-        # (a new database): a seq scan of every event per batch, re-planned only when
-        # autovacuum next analyzes the table (switch/README.md, "Where one worker waits")
-        cur.execute("select seq, mac, array(select id from events where id = any(%s::uuid[])) "
-                    "from event_chain_head where singleton for update",
-                    (_ua([e.id for _, e in chosen]),), prepare=False)
-        head_seq, head_mac, seen_ids = cur.fetchone()  # type: ignore[misc]  # the schema's one row
-        seen = {u.int for u in seen_ids}
+        head_seq, head_mac, seen = head
         fresh = []
         for k, e in chosen:
             if e.id in seen:
@@ -400,7 +436,7 @@ class Ledger:
             fresh.append((k, e))
         if not fresh:
             return []
-        stored = ev.chain([e for _, e in fresh], head_seq + 1, bytes(head_mac), self.mac,
+        stored = ev.chain([e for _, e in fresh], head_seq + 1, head_mac, self.mac,
                           now // 1000, checked)
         for (k, _), s in zip(fresh, stored, strict=True):
             written[k].append(s.seq)
@@ -409,43 +445,118 @@ class Ledger:
             ("insert into events (seq, id, type, payment_id, transfer_id, occurred_at, payload, "
              "prev_mac, mac) select s, i, t, p, tr, "
              "timestamptz 'epoch' + us * interval '1 microsecond', pl, pm, m from "
-             "unnest(%s::bigint[], %s::uuid[], %b::text[], %s::uuid[], %s::uuid[], "
-             "%s::bigint[], %b::text[], %b::bytea[], %b::bytea[]) "
+             "unnest(%s::bigint[], %s::uuid[], %s::text[], %s::uuid[], %s::uuid[], "
+             "%s::bigint[], %s::text[], %s::bytea[], %s::bytea[]) "
              "as u(s, i, t, p, tr, us, pl, pm, m)",
              (seqs, _ua([s.id for s in stored]),
-              [s.type for s in stored], _ua([s.payment_id for s in stored]),
+              _ta([s.type for s in stored]), _ua([s.payment_id for s in stored]),
               _ua([s.transfer_id for s in stored]), _ia([s.occurred_at_us for s in stored]),
-              [s.payload for s in stored], [s.prev_mac for s in stored],
-              [s.mac for s in stored])),
+              _ta([s.payload for s in stored]), _ba([s.prev_mac for s in stored]),
+              _ba([s.mac for s in stored]))),
             ("insert into outbox (event_seq, topic) select * from unnest(%s::bigint[], "
-             "%b::text[])", (seqs, [ev.TOPIC_PREFIX + s.type for s in stored])),
+             "%s::text[])", (seqs, _ta([ev.TOPIC_PREFIX + s.type for s in stored]))),
             ("update event_chain_head set seq = %s, mac = %s where singleton",
              (stored[-1].seq, stored[-1].mac)),
             ("select pg_notify('payswitch_outbox', %s)", (str(stored[-1].seq),)),
         ]
 
 
+_READ_T = (
+    "t as (select id, debit_account_id, credit_account_id, pending_id, amount, ts, ledger, "
+    "code, flags, timeout_s from transfers where id = any(%(all)s::uuid[]))")
+# Accounts, then pending states, each locked in id order (every writer and the expiry
+# job lock in this order: no deadlock between them): the batch's own accounts and those
+# of the pending transfers it posts or voids, found by the same statement.
+_READ_A = (
+    "a as (select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
+    "credits_posted from accounts where id in (select unnest(%(acct)s::uuid[]) union all "
+    "select unnest(array[debit_account_id, credit_account_id]) from t "
+    "where id = any(%(pids)s::uuid[]) and flags & 2 <> 0) "  # 2: TransferFlags.PENDING
+    "order by id for update)")
+_READ_P = (
+    "p as (select id, state, expires_at_ns from pending_transfers where id in (select id "
+    "from t where id = any(%(pids)s::uuid[]) and flags & 2 <> 0) "
+    "order by id for update)")
+assert int(TransferFlags.PENDING) == 2  # as written in _READ_A and _READ_P
+_READ_H = "h as (select seq, mac from event_chain_head where singleton for update)"
+# One row layout for every part: tag, id, 3 uuids, 4 bigints, 4 ints, text, bytea, uuid[]
+_ROW_T = ("select 't', id, debit_account_id, credit_account_id, pending_id, amount, ts, "
+          "null::bigint, null::bigint, ledger, code, flags, timeout_s, null::text, "
+          "null::bytea, null::uuid[] from t")
+_ROW_F = ("select 'f', id, null, null, null, null, null, null, null, null, null, null, "
+          "null, null, null, null from failed_transfers where id = any(%(ids)s::uuid[])")
+_ROW_A = ("select 'a', id, null, null, null, debits_pending, debits_posted, credits_pending, "
+          "credits_posted, ledger, code, flags, null, null, null, null from a")
+_ROW_P = ("select 'p', id, null, null, null, expires_at_ns, null, null, null, null, null, "
+          "null, null, state, null, null from p")
+_ROW_H = ("select 'h', null, null, null, null, seq, null, null, null, null, null, null, "
+          "null, null, mac, array(select id from events where id = any(%(ev)s::uuid[])) "
+          "from h")
+
+
+def _read_sql(transfers: bool, events: bool) -> str:
+    """A batch's reads as one statement of tagged rows: its transfers and failed ids, the
+    accounts and pending states it may change (locked), the chain head (locked) and
+    which of its events are stored already. The parts of a UNION ALL run in order, so
+    the locks are taken in the order separate statements took them: accounts by id,
+    pending states by id, the head. Sent with the simple protocol, so planned on every
+    run: a generic plan made while ``events`` was empty would be a seq scan of every
+    event (switch/README.md, "Where one worker waits")."""
+    ctes, rows = [], []
+    if transfers:
+        ctes += [_READ_T, _READ_A, _READ_P]
+        rows += [_ROW_T, _ROW_F, _ROW_A, _ROW_P]
+    if events:
+        ctes.append(_READ_H)
+        rows.append(_ROW_H)
+    assert rows, "a batch with neither transfers nor events"
+    return "with " + ", ".join(ctes) + " " + " union all ".join(rows)
+
+
 # One statement and its parameters; a batch's writes go to the server as one statement.
 _Write = tuple[str, tuple[Any, ...]]
 
 
-def _execute_writes(cur: Cursor, writes: list[_Write]) -> None:
+def _execute_writes(cur: Cursor, writes: list[_Write], commit: bool = False) -> None:
     """All of a batch's writes in one round trip: each a data-modifying WITH part of one
     statement. They touch different tables, and no part reads what another writes (all
     see the statement's one snapshot), so the result is the same as one statement each.
     A plain ``select`` (pg_notify) must be the primary query: PostgreSQL skips a WITH
-    select that nothing reads."""
+    select that nothing reads. ``commit``: COMMIT goes in the same query string, a
+    simple-protocol query whose values are literals (``_lit``; the arrays built by
+    ``_ua`` / ``_ia`` / ``_ta`` / ``_ba``): one round trip, never prepared."""
+    tail = "; commit" if commit else ""
     if not writes:
+        if commit:
+            cur.execute("commit")
         return
     mods = [w for w in writes if not w[0].startswith("select")]
     main = [w for w in writes if w[0].startswith("select")] or [("select 1", ())]
     assert len(main) == 1, "at most one select per batch"
     if not mods:
-        cur.execute(main[0][0], main[0][1])
-        return
-    parts = [f"w{k} as ({sql})" for k, (sql, _) in enumerate(mods)]
-    cur.execute("with " + ", ".join(parts) + " " + main[0][0],
-                tuple(p for _, params in mods + main for p in params))
+        query, params = main[0][0], main[0][1]
+    else:
+        parts = [f"w{k} as ({sql})" for k, (sql, _) in enumerate(mods)]
+        query = "with " + ", ".join(parts) + " " + main[0][0]
+        params = tuple(p for _, ps in mods + main for p in ps)
+    if commit:
+        cur.execute(query % tuple(_lit(p) for p in params) + tail, prepare=False)
+    else:
+        cur.execute(query, params)
+
+
+def _lit(v: str | int | bytes | None) -> str:
+    """A value as an SQL literal, for a query sent without parameters. Strings are
+    quoted with their quotes doubled: the connection has standard_conforming_strings on
+    (backslashes are plain characters). ~0.3 µs, where psycopg's client-side quoting of
+    a parameter was ~5 µs."""
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    if isinstance(v, bytes):
+        return "'\\x" + v.hex() + "'::bytea"
+    if v is None:
+        return "null"
+    return str(int(v))
 
 
 def _writes(eng: Engine) -> list[_Write]:
@@ -468,9 +579,9 @@ def _writes(eng: Engine) -> list[_Write]:
         keys = list(pc)
         out.append((
             "insert into pending_transfers (id, state, expires_at_ns) select * from "
-            "unnest(%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do update "
+            "unnest(%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do update "
             "set state = excluded.state",
-            (_ua(keys), [pc[k].state for k in keys],
+            (_ua(keys), _ta([pc[k].state for k in keys]),
              _ia([pc[k].expires_at_ns for k in keys]))))
     if eng.touched_accounts:
         acc = [eng.accounts[i] for i in sorted(eng.touched_accounts)]
@@ -486,8 +597,8 @@ def _writes(eng: Engine) -> list[_Write]:
         nf = eng.new_failed
         out.append((
             "insert into failed_transfers (id, result, ts) select * from unnest("
-            "%s::uuid[], %b::text[], %s::bigint[]) on conflict (id) do nothing",
-            (_ua([f[0] for f in nf]), [f[1] for f in nf], _ia([f[2] for f in nf]))))
+            "%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do nothing",
+            (_ua([f[0] for f in nf]), _ta([f[1] for f in nf]), _ia([f[2] for f in nf]))))
     return out
 
 

@@ -161,11 +161,11 @@ class Metrics:
 
 
 def queue_depth(writer: Any) -> float:
-    """Requests queued in a ledger BatchWriter (trio's channel statistics are plain ints:
-    safe to read from the HTTP thread); NaN if the writer no longer has that channel,
-    so that a scrape never fails on it."""
-    send = getattr(writer, "_send", None)
-    return float(send.statistics().current_buffer_used) if send is not None else math.nan
+    """Requests queued in a ledger BatchWriter (the length of its queue: safe to read
+    from the HTTP thread); NaN for something without ``queue_depth()``, so that a scrape
+    never fails on it."""
+    depth = getattr(writer, "queue_depth", None)
+    return float(depth()) if callable(depth) else math.nan
 
 
 SAF_SQL = ("select link, count(*), extract(epoch from now() - min(created_at))"

@@ -1,0 +1,156 @@
+"""Round trips to PostgreSQL per ledger batch, counted at the protocol: libpq traces every
+message of the ledger's connection, and each round trip ends with exactly one
+ReadyForQuery from the server (after a Sync, or after a simple Query's last statement).
+
+A batch is ``begin; <reads>`` and ``<writes>; commit``: two, whatever it holds (six or
+seven before: BEGIN, transfers, accounts, pending states, chain head, write, COMMIT)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import psycopg
+
+from payswitch.ledger.events import hmac_sha256
+from payswitch.ledger.store import Ledger, Request
+from payswitch.ledger.types import Account, AccountFlags, Event, Transfer, TransferFlags
+
+MAC = hmac_sha256(b"round-trip-key-0123456789")
+USD = 840
+BANK, ALICE, SHOP = 1, 2, 3
+
+
+class Traced:
+    """libpq's trace of one connection, read back as a count of round trips."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        fd, path = tempfile.mkstemp()
+        os.unlink(path)
+        self.fd, self.conn = fd, conn
+        conn.pgconn.trace(fd)
+
+    def round_trips(self) -> int:
+        self.conn.pgconn.untrace()  # flushes libpq's buffer
+        text = os.pread(self.fd, os.fstat(self.fd).st_size, 0).decode()
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.conn.pgconn.trace(self.fd)
+        return sum(1 for line in text.splitlines()
+                   if line.split("\t")[1:4:2] == ["B", "ReadyForQuery"])
+
+    def close(self) -> None:
+        self.conn.pgconn.untrace()
+        os.close(self.fd)
+
+
+def _hold(i: int, amount: int = 100) -> Transfer:
+    return Transfer(i, ALICE, SHOP, amount, USD, 1, TransferFlags.PENDING, 0, 60)
+
+
+def _events(i: int) -> tuple[Event, ...]:
+    return tuple(Event(i * 10 + k, t, {"k": k}, payment_id=i)
+                 for k, t in enumerate(("received", "routed", "approved", "held")))
+
+
+def test_a_ledger_batch_is_two_round_trips_whatever_it_holds(pg_dsn):
+    with Ledger(pg_dsn, migrate=True, mac=MAC) as led:
+        assert set(led.create_accounts([
+            Account(BANK, USD, 1),
+            Account(ALICE, USD, 2, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS),
+            Account(SHOP, USD, 3)])) == {"created"}
+        assert led.create_transfers([Transfer(9, BANK, ALICE, 10_000, USD, 1)]) == ["created"]
+        trace = Traced(led.conn)
+        try:
+            # holds with their events (the switch's authorizations), one over the balance
+            out = led.submit([Request((_hold(100 + k),), _events(100 + k)) for k in range(5)]
+                             + [Request((_hold(199, 10**6),), (), _events(199))])
+            assert [o.results for o in out] == [("created",)] * 5 + [("exceeds_credits",)]
+            assert sum(len(o.events_written) for o in out) == 6 * 4
+            assert trace.round_trips() == 2
+            # voids and posts of those holds: the pending transfers' accounts and states
+            out = led.submit([
+                Request((Transfer(200, flags=TransferFlags.VOID_PENDING_TRANSFER,
+                                  pending_id=100),), (Event(2000, "reversed", {}),)),
+                Request((Transfer(201, amount=50, flags=TransferFlags.POST_PENDING_TRANSFER,
+                                  pending_id=101),), (Event(2001, "posted", {}),))])
+            assert [o.results for o in out] == [("created",), ("created",)]
+            assert trace.round_trips() == 2
+            # the same again (a retry): every transfer exists, every event is stored
+            out = led.submit([Request((_hold(100),), _events(100))])
+            assert out[0].results == ("exists",) and out[0].events_written == ()
+            assert trace.round_trips() == 2
+            # events alone; transfers alone
+            assert len(led.append_events([Event(3000, "received", {})])) == 1
+            assert trace.round_trips() == 2
+            assert led.create_transfers([_hold(300)]) == ["created"]
+            assert trace.round_trips() == 2
+        finally:
+            trace.close()
+        # what those round trips did is in the tables
+        row = led.conn.execute(
+            "select (select debits_pending from accounts where id = %s), "
+            "(select debits_posted from accounts where id = %s), "
+            "(select count(*) from events), (select seq from event_chain_head), "
+            "(select string_agg(state, ',' order by id) from pending_transfers)",
+            (_u(ALICE), _u(ALICE))).fetchone()
+    # pending: 101 posted, 100 voided; 102-104 and 300 held; 199 refused
+    assert row == (4 * 100, 50, 6 * 4 + 2 + 1, 27,
+                   "voided,posted,pending,pending,pending,pending")
+
+
+def test_a_batch_that_fails_between_begin_and_commit_leaves_no_transaction(pg_dsn):
+    """BEGIN travels with the reads: when the writes fail, the batch is rolled back and the
+    connection is ready for the next one (not stuck in a failed transaction)."""
+    with Ledger(pg_dsn, migrate=True, mac=MAC) as led:
+        assert set(led.create_accounts([Account(BANK, USD, 1), Account(ALICE, USD, 2),
+                                        Account(SHOP, USD, 3)])) == {"created"}
+        led.conn.execute("create or replace function refuse() returns trigger language "
+                         "plpgsql as $$ begin raise exception 'refused'; end $$")
+        led.conn.execute("create trigger refuse before insert on outbox "
+                         "for each row execute function refuse()")
+        try:
+            led.submit([Request((_hold(400),), _events(400))])
+        except Exception as e:
+            assert "refused" in str(e)
+        else:
+            raise AssertionError("the refused batch committed")
+        assert led.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        led.conn.execute("drop trigger refuse on outbox")
+        assert led.lookup_transfers([400]) == []
+        out = led.submit([Request((_hold(400),), _events(400))])
+        assert out[0].results == ("created",) and len(out[0].events_written) == 4
+
+
+def _u(i: int) -> str:
+    return f"{i:032x}"
+
+
+def test_array_literals_round_trip_through_postgresql(pg_dsn):
+    """The batch's values are literals built by the store (``_lit`` over the array
+    literals: quotes, backslashes, braces, NULL as a word, non-ASCII), sent with no
+    parameters: PostgreSQL reads back exactly them."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from payswitch.ledger.store import _ba, _lit, _ta
+
+    with Ledger(pg_dsn) as led:  # its connection: standard_conforming_strings on
+        cur = led.conn.cursor()
+
+        def back(texts: list[str], blobs: list[bytes], one: str, raw: bytes) -> tuple:
+            cur.execute(f"select {_lit(_ta(texts))}::text[], {_lit(_ba(blobs))}::bytea[], "
+                        f"{_lit(one)}, {_lit(raw)}", prepare=False)
+            return cur.fetchone()
+
+        @settings(max_examples=200, deadline=None)
+        @given(st.lists(st.text(st.characters(exclude_characters="\x00"))),
+               st.lists(st.binary(max_size=40)),
+               st.text(st.characters(exclude_characters="\x00")), st.binary(max_size=40))
+        def check(texts: list[str], blobs: list[bytes], one: str, raw: bytes) -> None:
+            assert back(texts, blobs, one, raw) == (texts, blobs, one, raw)
+
+        check()
+        odd = ["NULL", "", '{a,"b"}', 'x\\"y', " s ", "it's", "\\'; drop table x; --"]
+        assert back(odd, [b"", b"\\x00'"], "'\\", b"'") == (
+            odd, [b"", b"\\x00'"], "'\\", b"'")

@@ -1,0 +1,136 @@
+"""The BatchWriter's one long-lived writer thread: who is written when callers give up,
+and that the thread ends with ``run()``. A MAC function that blocks until the test lets
+it go holds the writer inside a batch, so "queued" and "being written" are states the
+test controls, not timing it hopes for."""
+
+from __future__ import annotations
+
+import threading
+
+import trio
+import trio.testing
+
+from payswitch.ledger.events import hmac_sha256
+from payswitch.ledger.store import Ledger
+from payswitch.ledger.types import Account, Event, LedgerError, Transfer
+from payswitch.ledger.writer import BatchWriter, WriterConfig
+
+USD = 840
+BANK, SHOP = 1, 2
+WAIT_S = 10  # every wait on the writer thread is bounded by this
+
+
+class GatedMac:
+    """HMAC-SHA256, but the first call blocks until ``release()``."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self._mac = hmac_sha256(b"writer-thread-key-0123456789")
+
+    def __call__(self, data: bytes) -> bytes:
+        self.entered.set()
+        assert self.gate.wait(WAIT_S), "the test never released the MAC"
+        return self._mac(data)
+
+
+def _setup(dsn: str) -> None:
+    with Ledger(dsn, migrate=True) as led:
+        assert set(led.create_accounts([Account(BANK, USD, 1), Account(SHOP, USD, 2)])) == {
+            "created"}
+
+
+def _t(i: int) -> Transfer:
+    return Transfer(i, BANK, SHOP, 100, USD, 1)
+
+
+def _stored(dsn: str, ids: list[int]) -> list[int]:
+    with Ledger(dsn) as led:
+        return sorted(t.id for t in led.lookup_transfers(ids))
+
+
+def test_cancelled_before_taken_is_never_written_after_taken_it_is(pg_dsn):
+    _setup(pg_dsn)
+    mac = GatedMac()
+    writer = BatchWriter(pg_dsn, mac=mac, config=WriterConfig(max_wait_ms=0))
+    outcomes: dict[str, object] = {}
+
+    async def caller(name: str, i: int, scope_box: list[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            scope_box.append(scope)
+            outcomes[name] = await writer.create_transfers(
+                [_t(i)], [Event(1000 + i, "held", {"i": i})])
+            return
+        outcomes[name] = "cancelled"
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            first: list[trio.CancelScope] = []
+            second: list[trio.CancelScope] = []
+            nursery.start_soon(caller, "taken", 1, first)
+            # the writer took the first request: its thread waits inside the MAC
+            await trio.to_thread.run_sync(mac.entered.wait, WAIT_S)
+            nursery.start_soon(caller, "queued", 2, second)
+            await trio.testing.wait_all_tasks_blocked()
+            assert writer.queue_depth() == 1
+            first[0].cancel()  # its batch is being written: the outcome is the writer's
+            second[0].cancel()  # still queued: out of the queue, never written
+            await trio.testing.wait_all_tasks_blocked()
+            assert writer.queue_depth() == 0
+            mac.gate.set()
+            # the writer goes on: a later request is written and answered
+            with trio.fail_after(WAIT_S):
+                out = await writer.create_transfers([_t(3)])
+            assert out.results == ("created",)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert outcomes == {"taken": "cancelled", "queued": "cancelled"}
+    assert _stored(pg_dsn, [1, 2, 3]) == [1, 3]
+    assert writer.batches == 2
+
+
+def test_the_writer_thread_ends_with_run_and_queued_callers_hear_it(pg_dsn):
+    _setup(pg_dsn)
+    mac = GatedMac()
+    writer = BatchWriter(pg_dsn, mac=mac, config=WriterConfig(max_wait_ms=0))
+    errors: list[str] = []
+
+    async def caller(i: int) -> None:
+        try:
+            await writer.create_transfers([_t(i)], [Event(2000 + i, "held", {"i": i})])
+        except LedgerError as e:
+            errors.append(f"{i}: {e}")
+
+    async def main() -> None:
+        async with trio.open_nursery() as outer:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(writer.run)
+                [thread] = [t for t in threading.enumerate()
+                            if t.name == "payswitch-ledger-writer"]
+                outer.start_soon(caller, 1)  # taken, then held in the MAC
+                await trio.to_thread.run_sync(mac.entered.wait, WAIT_S)
+                outer.start_soon(caller, 2)  # queued behind it
+                await trio.testing.wait_all_tasks_blocked()
+                outer.start_soon(release, mac)  # once run() waits for its thread
+                nursery.cancel_scope.cancel()  # run() ends ...
+            # ... after the batch it was writing: that one committed and was answered
+            assert errors == ["2: ledger writer stopped"]
+            await trio.to_thread.run_sync(thread.join, WAIT_S)
+            assert not thread.is_alive()
+        with trio.fail_after(WAIT_S):
+            try:
+                await writer.create_transfers([_t(3)])
+            except LedgerError as e:
+                assert "not running" in str(e)
+            else:
+                raise AssertionError("a stopped writer took a request")
+
+    trio.run(main)
+    assert _stored(pg_dsn, [1, 2, 3]) == [1]
+
+
+async def release(mac: GatedMac) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    mac.gate.set()
