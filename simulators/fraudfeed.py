@@ -76,16 +76,25 @@ def dup_key(m: Message) -> str:
 
 
 async def send_feed(host: str, port: int, feed: list[FeedItem], workers: int = 4,
-                    timeout_s: float = 10.0) -> dict[str, str]:
-    """Send every request (in time order, ``workers`` connections); returns the DE39
-    each got, by duplicate key ("" when none came)."""
+                    timeout_s: float = 10.0, rate: float | None = None) -> dict[str, str]:
+    """Send every request (in time order, ``workers`` connections, one request in flight
+    on each); returns the DE39 each got, by duplicate key ("" when none came).
+
+    ``rate``: the i-th request leaves no earlier than i / rate s after the first, so
+    the feed is a fixed share of the switch's load over a known time, whatever runs
+    beside it (without: each connection sends its next as soon as it has an answer)."""
     codes: dict[str, str] = {}
-    items = iter(feed)
+    items = iter(enumerate(feed))
+    start: list[float] = []  # when the first request left
 
     async def worker() -> None:
         try:
             async with open_link(host, port) as link:
-                for item in items:
+                for i, item in items:
+                    if rate:
+                        if not start:
+                            start.append(trio.current_time())
+                        await trio.sleep_until(start[0] + i / rate)
                     r = await link.request(item.message, timeout_s)
                     codes[dup_key(item.message)] = (
                         r.response.response_code or "" if r.response else "")
