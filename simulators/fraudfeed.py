@@ -76,26 +76,56 @@ def dup_key(m: Message) -> str:
 
 
 async def send_feed(host: str, port: int, feed: list[FeedItem], workers: int = 4,
-                    timeout_s: float = 10.0) -> dict[str, str]:
-    """Send every request (in time order, ``workers`` connections); returns the DE39
-    each got, by duplicate key ("" when none came)."""
-    codes: dict[str, str] = {}
-    items = iter(feed)
+                    timeout_s: float = 10.0, rate: float | None = None) -> dict[str, str]:
+    """Send every request (in time order, ``workers`` connections, one request in flight
+    on each); returns the DE39 each got, by duplicate key ("" when none came).
 
-    async def worker() -> None:
+    ``rate``: paced. The i-th request leaves no earlier than i / rate s after the first,
+    so the feed is a fixed share of the switch's load over a known time, whatever runs
+    beside it; and each card keeps to one connection, so a card's requests reach the
+    switch one after the other, in their order, however many others are in flight.
+    Without: each connection takes the next request as soon as it has its answer."""
+    codes: dict[str, str] = {}
+    start: list[float] = []  # when the first request left
+
+    async def worker(items) -> None:
         try:
             async with open_link(host, port) as link:
-                for item in items:
+                for i, item in items:
+                    if rate:
+                        if not start:
+                            start.append(trio.current_time())
+                        await trio.sleep_until(start[0] + i / rate)
                     r = await link.request(item.message, timeout_s)
                     codes[dup_key(item.message)] = (
                         r.response.response_code or "" if r.response else "")
         except TransportError:
-            return  # the rest go to the other workers; unsent ones are not scored
+            return  # unsent ones are not scored
 
+    if rate:  # lanes: every request of a card on the same connection, in order
+        sources = [iter(lane) for lane in _card_lanes(feed, workers) if lane]
+    else:  # shared: the rest go to the other workers when one fails
+        shared = iter(enumerate(feed))
+        sources = [shared] * workers
     async with trio.open_nursery() as n:
-        for _ in range(workers):
-            n.start_soon(worker)
+        for items in sources:
+            n.start_soon(worker, items)
     return codes
+
+
+def _card_lanes(feed: list[FeedItem], lanes: int) -> list[list[tuple[int, FeedItem]]]:
+    """(index, item) per lane, each card's requests in one lane, in feed order; the
+    cards with most requests placed first, each on the lane with fewest so far, so no
+    lane (one request in flight) has much more to send than the others."""
+    by_card: dict[str, list[tuple[int, FeedItem]]] = collections.defaultdict(list)
+    for i, item in enumerate(feed):
+        by_card[item.message.pan or ""].append((i, item))
+    out: list[list[tuple[int, FeedItem]]] = [[] for _ in range(lanes)]
+    for items in sorted(by_card.values(), key=lambda x: (-len(x), x[0][0])):
+        min(out, key=len).extend(items)
+    for lane in out:
+        lane.sort(key=lambda x: x[0])
+    return out
 
 
 def score(feed: list[FeedItem], flagged: Mapping[str, bool]) -> dict:
