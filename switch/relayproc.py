@@ -1,0 +1,172 @@
+"""The outbox relay in a process of its own, started and supervised by `payswitch serve`.
+
+Why a process: the relay publishes about ten QoS 1 messages per authorization; in the
+switch's process it competed for the GIL with the authorizations (a profile of the
+demo's `serve` put 20 % of its CPU in it). One relay process per `serve` (the parent of
+``--workers N``, or the single switch process): ``RelayProcess`` starts
+``python -m payswitch.switch.relayproc --config FILE``, starts it again with a bounded
+backoff when it dies (its exit never stops the switch), and stops it after the
+workers have drained: SIGTERM makes it publish what is left in the outbox (the last
+events of the drain) for up to ``switch.drain_timeout_ms``, then exit; SIGKILL after
+``STOP_MARGIN_S`` more. Its session advisory lock (ledger.relay.RELAY_LOCK_KEY) still
+makes one relay publish per database when two `serve`s share one.
+
+Its metrics: the outbox backlog (``ledger_outbox_unsent``,
+``ledger_outbox_oldest_age_seconds``) is read from PostgreSQL by every switch's
+/metrics, as before: the database is where the relay's progress is, whichever process
+runs it. ``payswitch relay --config FILE`` runs it alone (same config file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import trio
+
+import payswitch.ledger as L
+from payswitch.switch.config import Config, ConfigError, load
+from payswitch.switch.logs import log
+
+PARENT_ENV = "PAYSWITCH_RELAY_PARENT"  # the supervising pid: the relay exits when it goes
+PARENT_POLL_S = 1.0
+RESTART_MIN_S = 0.1  # backoff between restarts of a relay that keeps dying
+RESTART_MAX_S = 5.0
+STEADY_S = 10.0  # a relay that ran this long before dying is restarted at once
+STOP_MARGIN_S = 5.0  # beyond drain_timeout_ms before a relay that will not stop is killed
+
+
+class RelayProcess:
+    """Supervises one relay process from a trio program (`serve`)."""
+
+    def __init__(self, config_path: str, cfg: Config) -> None:
+        self.config_path = config_path
+        self.drain_s = cfg.switch.drain_timeout_ms / 1000
+        self.proc: trio.Process | None = None
+        self.stopping = False
+        self.restarts = 0
+        self.exit_codes: list[int] = []
+        self._stopped = trio.Event()
+        self._started = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Until stop(): the relay runs, and is started again whenever it exits."""
+        backoff = RESTART_MIN_S
+        self._started = True
+        task_status.started()
+        try:
+            while not self.stopping:
+                started = time.monotonic()
+                env = {**os.environ, PARENT_ENV: str(os.getpid())}
+                try:
+                    self.proc = await trio.lowlevel.open_process(
+                        [sys.executable, "-m", "payswitch.switch.relayproc", "--config",
+                         self.config_path], env=env)
+                except OSError as e:  # cannot fork now: the switch carries on
+                    log("relay_start_failed", logging.ERROR, error=f"{type(e).__name__}: {e}")
+                    rc = None
+                else:
+                    log("relay_started", pid=self.proc.pid, restarts=self.restarts)
+                    rc = await self.proc.wait()
+                    self.exit_codes.append(rc)
+                if self.stopping:
+                    break
+                if time.monotonic() - started >= STEADY_S:
+                    backoff = RESTART_MIN_S
+                self.restarts += 1
+                log("relay_exited", logging.ERROR, exit_code=rc, restart_in_s=backoff,
+                    note="the switch carries on; events wait in the outbox")
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, RESTART_MAX_S)
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """SIGTERM (the relay publishes what is left, up to the drain timeout), then
+        SIGKILL if it has not exited ``STOP_MARGIN_S`` later; returns when it is gone."""
+        self.stopping = True
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            with trio.move_on_after(self.drain_s + STOP_MARGIN_S):
+                await proc.wait()
+            if proc.returncode is None:
+                log("relay_killed", logging.ERROR, pid=proc.pid,
+                    note="did not stop in time; unsent events wait in the outbox")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._started:
+            await self._stopped.wait()
+        log("relay_stopped", exit_codes=self.exit_codes, restarts=self.restarts)
+
+
+def wanted(cfg: Config) -> bool:
+    return cfg.ledger.enabled and cfg.ledger.relay
+
+
+def make_relay(cfg: Config) -> L.OutboxRelay:
+    led = cfg.ledger
+    return L.OutboxRelay(cfg.database.resolve_dsn(), L.RelayConfig(
+        host=led.mqtt_host, port=led.mqtt_port, topic_prefix=led.topic_prefix,
+        batch_max=led.relay_batch_max, inflight_max=led.relay_inflight_max,
+        publish_timeout_s=led.relay_publish_timeout_ms / 1000))
+
+
+def run_relay(config_path: str) -> int:
+    """The relay process (or `payswitch relay`): until SIGTERM/SIGINT, then it drains."""
+    from payswitch.switch import logs
+
+    try:
+        cfg = load(config_path)
+        logs.setup(cfg.switch.log_level)
+        if not wanted(cfg):
+            raise ConfigError("relay: needs [ledger] enabled = true and relay = true")
+        relay = make_relay(cfg)
+    except ConfigError as e:
+        print(f"payswitch relay: {e}", file=sys.stderr)
+        return 2
+    drain_s = cfg.switch.drain_timeout_ms / 1000
+
+    def on_signal(signum: int, _frame: object) -> None:
+        relay.stop(drain_s)  # sets two values: safe in a handler
+
+    signal.signal(signal.SIGTERM, on_signal)
+    parent = os.environ.get(PARENT_ENV)
+    # under serve, a Ctrl-C reaches the whole process group: serve drains its switch
+    # first, then stops this relay with SIGTERM
+    signal.signal(signal.SIGINT, signal.SIG_IGN if parent else on_signal)
+    if parent:
+        threading.Thread(target=_watch_parent, args=(int(parent), relay), daemon=True,
+                         name="relay-parent").start()
+    log("relay_ready", pid=os.getpid(), mqtt=f"{cfg.ledger.mqtt_host}:{cfg.ledger.mqtt_port}")
+    relay.run()
+    log("relay_done", published=relay.published)
+    return 0
+
+
+def _watch_parent(parent: int, relay: L.OutboxRelay) -> None:
+    """A relay whose `serve` was SIGKILLed stops (without draining): its lock is freed
+    for the next `serve`'s relay."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    log("relay_parent_gone", logging.ERROR, parent=parent)
+    relay.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="payswitch-relay")
+    p.add_argument("--config", required=True)
+    return run_relay(p.parse_args().config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
