@@ -126,6 +126,11 @@ class QosPublisher:
         self._last_sent = time.monotonic()
 
     def _packets(self) -> list[tuple[int, int, bytes]]:
+        # Mosquitto sends without TCP_NODELAY (its default): its later PUBACKs wait in
+        # its Nagle buffer until we ACK the first, and Linux delays that ACK (up to
+        # 40 ms) when we have nothing to send, at the tail of each round. QUICKACK (reset
+        # by the kernel after a while, hence before each read) ACKs at once.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         data = self._sock.recv(READ_MAX)  # socket timeout: timeout_s
         if not data:
             raise MqttError("broker closed the connection")

@@ -66,13 +66,14 @@ class OutboxRelay:
         self._topics: dict[str, bytes] = {}
 
     def run(self) -> None:
-        """Blocks until stop(); reconnects to database and broker on failure."""
+        """Blocks until stop(); reconnects to database and broker on failure. After
+        ``stop(drain_s)`` (even one called before run) it publishes what is unsent, then
+        returns."""
         failures = 0
-        while not self._stop.is_set():
+        while self._draining():
             try:
                 self._session()
-                failures = 0
-                continue
+                return  # a session ends only when asked to stop
             except (psycopg.Error, OSError, LedgerError) as e:  # MqttError is an OSError
                 error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             except Exception as e:  # a bug must not end publishing for good: logged, retried
@@ -83,7 +84,8 @@ class OutboxRelay:
                 log.warning("outbox_relay_reconnecting",
                             extra={"fields": {"error": error, "failures": failures + 1}})
             failures += 1
-            self._stop.wait(self.config.reconnect_backoff_s)
+            if self._stop.wait(self.config.reconnect_backoff_s):
+                return  # asked to stop: no reconnecting for a drain
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Thread-safe (and safe in a signal handler): asks the relay to return. With
