@@ -163,7 +163,7 @@ def run(n: int) -> dict:
         }
         result["payload_bytes_mean"] = round(sum(len(p) for _, p in msgs) / len(msgs))
         result["window"] = WINDOW
-        result["loadavg"] = open("/proc/loadavg").read().split()[:3]
+        result["loadavg"] = [f"{x:.2f}" for x in os.getloadavg()]
         result["utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return result
 
