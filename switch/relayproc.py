@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -40,6 +41,9 @@ RESTART_MIN_S = 0.1  # backoff between restarts of a relay that keeps dying
 RESTART_MAX_S = 5.0
 STEADY_S = 10.0  # a relay that ran this long before dying is restarted at once
 STOP_MARGIN_S = 5.0  # beyond drain_timeout_ms before a relay that will not stop is killed
+READY_WAIT_S = 30.0  # bound on waiting for a starting relay's ready line before SIGTERM
+READY_LINE = b"payswitch-relay ready"
+LINE_MAX = 4096
 
 
 class RelayProcess:
@@ -54,6 +58,7 @@ class RelayProcess:
         self.exit_codes: list[int] = []
         self._stopped = trio.Event()
         self._started = False
+        self.ready = trio.Event()  # this run's relay printed READY_LINE
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -65,15 +70,17 @@ class RelayProcess:
             while not self.stopping:
                 started = time.monotonic()
                 env = {**os.environ, PARENT_ENV: str(os.getpid())}
+                self.ready = trio.Event()
                 try:
                     self.proc = await trio.lowlevel.open_process(
                         [sys.executable, "-m", "payswitch.switch.relayproc", "--config",
-                         self.config_path], env=env)
+                         self.config_path], env=env, stdout=subprocess.PIPE)
                 except OSError as e:  # cannot fork now: the switch carries on
                     log("relay_start_failed", logging.ERROR, error=f"{type(e).__name__}: {e}")
                     rc = None
                 else:
                     log("relay_started", pid=self.proc.pid, restarts=self.restarts)
+                    await self._read_stdout(self.proc)
                     rc = await self.proc.wait()
                     self.exit_codes.append(rc)
                 if self.stopping:
@@ -88,12 +95,31 @@ class RelayProcess:
         finally:
             self._stopped.set()
 
+    async def _read_stdout(self, proc: trio.Process) -> None:
+        """Until EOF (the pipe never fills): its ready line says its handlers are set."""
+        assert proc.stdout is not None
+        buf = b""
+        async for chunk in proc.stdout:
+            buf = (buf + chunk)[-LINE_MAX:]
+            if READY_LINE in buf:
+                self.ready.set()
+
     async def stop(self) -> None:
         """SIGTERM (the relay publishes what is left, up to the drain timeout), then
-        SIGKILL if it has not exited ``STOP_MARGIN_S`` later; returns when it is gone."""
+        SIGKILL if it has not exited ``STOP_MARGIN_S`` later; returns when it is gone.
+        A relay still starting up gets its SIGTERM once it is ready (bounded): before
+        its handler is set, SIGTERM would end it without publishing the last events."""
         self.stopping = True
         proc = self.proc
         if proc is not None and proc.returncode is None:
+            with trio.move_on_after(READY_WAIT_S):
+                async with trio.open_nursery() as n:  # ready, or gone
+                    async def gone() -> None:
+                        await proc.wait()
+                        n.cancel_scope.cancel()
+                    n.start_soon(gone)
+                    await self.ready.wait()
+                    n.cancel_scope.cancel()
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             with trio.move_on_after(self.drain_s + STOP_MARGIN_S):
@@ -148,6 +174,7 @@ def run_relay(config_path: str) -> int:
         threading.Thread(target=_watch_parent, args=(int(parent), relay), daemon=True,
                          name="relay-parent").start()
     log("relay_ready", pid=os.getpid(), mqtt=f"{cfg.ledger.mqtt_host}:{cfg.ledger.mqtt_port}")
+    print(READY_LINE.decode(), flush=True)  # handlers set: RelayProcess may SIGTERM
     relay.run()
     log("relay_done", published=relay.published)
     return 0
