@@ -44,6 +44,7 @@ STOP_MARGIN_S = 5.0  # beyond drain_timeout_ms before a relay that will not stop
 READY_WAIT_S = 30.0  # bound on waiting for a starting relay's ready line before SIGTERM
 READY_LINE = b"payswitch-relay ready"
 LINE_MAX = 4096
+STOP_POLL_S = 0.05
 
 
 class RelayProcess:
@@ -106,33 +107,38 @@ class RelayProcess:
 
     async def stop(self) -> None:
         """SIGTERM (the relay publishes what is left, up to the drain timeout), then
-        SIGKILL if it has not exited ``STOP_MARGIN_S`` later; returns when it is gone.
-        A relay still starting up gets its SIGTERM once it is ready (bounded): before
-        its handler is set, SIGTERM would end it without publishing the last events."""
+        SIGKILL if it has not exited ``STOP_MARGIN_S`` later; returns when it is gone
+        (also one that run() was starting at that moment)."""
         self.stopping = True
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            with trio.move_on_after(READY_WAIT_S):
-                async with trio.open_nursery() as n:  # ready, or gone
-                    async def gone() -> None:
-                        await proc.wait()
-                        n.cancel_scope.cancel()
-                    n.start_soon(gone)
-                    await self.ready.wait()
-                    n.cancel_scope.cancel()
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            with trio.move_on_after(self.drain_s + STOP_MARGIN_S):
-                await proc.wait()
-            if proc.returncode is None:
-                log("relay_killed", logging.ERROR, pid=proc.pid,
-                    note="did not stop in time; unsent events wait in the outbox")
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        if self._started:
-            await self._stopped.wait()
+        while self._started and not self._stopped.is_set():
+            proc = self.proc
+            if proc is not None and proc.returncode is None:
+                await self._stop_one(proc)
+            with trio.move_on_after(STOP_POLL_S):  # run() ends, or starts one more
+                await self._stopped.wait()
         log("relay_stopped", exit_codes=self.exit_codes, restarts=self.restarts)
+
+    async def _stop_one(self, proc: trio.Process) -> None:
+        # A relay still starting up gets its SIGTERM once ready (bounded): before its
+        # handler is set, SIGTERM would end it without publishing the last events.
+        with trio.move_on_after(READY_WAIT_S):
+            async with trio.open_nursery() as n:  # ready, or gone
+                async def gone() -> None:
+                    await proc.wait()
+                    n.cancel_scope.cancel()
+                n.start_soon(gone)
+                await self.ready.wait()
+                n.cancel_scope.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(self.drain_s + STOP_MARGIN_S):
+            await proc.wait()
+        if proc.returncode is None:
+            log("relay_killed", logging.ERROR, pid=proc.pid,
+                note="did not stop in time; unsent events wait in the outbox")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
 
 def wanted(cfg: Config) -> bool:
