@@ -26,7 +26,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import trio
@@ -167,32 +166,32 @@ def run_relay(config_path: str) -> int:
         print(f"payswitch relay: {e}", file=sys.stderr)
         return 2
     drain_s = cfg.switch.drain_timeout_ms / 1000
-
-    def on_signal(signum: int, _frame: object) -> None:
-        relay.stop(drain_s)  # sets two values: safe in a handler
-
-    signal.signal(signal.SIGTERM, on_signal)
-    parent = os.environ.get(PARENT_ENV)
-    # under serve, a Ctrl-C reaches the whole process group: serve drains its switch
-    # first, then stops this relay with SIGTERM
-    signal.signal(signal.SIGINT, signal.SIG_IGN if parent else on_signal)
+    parent = int(os.environ.get(PARENT_ENV) or 0)
+    # No Python signal handler: one runs between two bytecodes of the main thread,
+    # which may hold the very lock stop()'s Event needs. The signals are blocked (the
+    # relay's thread inherits the mask) and taken here with sigtimedwait. Under serve
+    # a Ctrl-C reaches the whole process group: serve drains its switch first, then
+    # stops this relay with SIGTERM, so SIGINT is ignored.
+    wanted_signals = {signal.SIGTERM} if parent else {signal.SIGTERM, signal.SIGINT}
     if parent:
-        threading.Thread(target=_watch_parent, args=(int(parent), relay), daemon=True,
-                         name="relay-parent").start()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted_signals)
+    thread = relay.start_thread()
     log("relay_ready", pid=os.getpid(), mqtt=f"{cfg.ledger.mqtt_host}:{cfg.ledger.mqtt_port}")
-    print(READY_LINE.decode(), flush=True)  # handlers set: RelayProcess may SIGTERM
-    relay.run()
+    print(READY_LINE.decode(), flush=True)  # signals taken: RelayProcess may SIGTERM
+    while thread.is_alive():
+        got = signal.sigtimedwait(wanted_signals, PARENT_POLL_S)
+        if got is not None:
+            log("signal", signal=signal.Signals(got.si_signo).name, drain_s=drain_s)
+            relay.stop(drain_s)
+        elif parent and os.getppid() != parent:
+            # serve was SIGKILLed: stop without draining, freeing the lock for the
+            # next serve's relay
+            log("relay_parent_gone", logging.ERROR, parent=parent)
+            relay.stop()
+    thread.join()
     log("relay_done", published=relay.published)
     return 0
-
-
-def _watch_parent(parent: int, relay: L.OutboxRelay) -> None:
-    """A relay whose `serve` was SIGKILLed stops (without draining): its lock is freed
-    for the next `serve`'s relay."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL_S)
-    log("relay_parent_gone", logging.ERROR, parent=parent)
-    relay.stop()
 
 
 def main() -> int:

@@ -22,7 +22,13 @@ import pytest
 from mqttkit import Subscriber
 
 from payswitch.lab import realparts
-from payswitch.lab.demo import demo_config, start_simulator, start_switch
+from payswitch.lab.demo import (
+    Proc,
+    demo_config,
+    payswitch_argv,
+    start_simulator,
+    start_switch,
+)
 from payswitch.ledger.events import hmac_sha256
 from payswitch.ledger.store import Ledger
 from payswitch.ledger.types import Event
@@ -196,3 +202,31 @@ def test_relay_survives_the_broker_going_away_and_coming_back(pg_dsn, tmp_path):
             assert earliest > gone_at  # marked sent only after the new broker's PUBACK
             assert serve.relay_pid == relay and _alive(relay)  # reconnected, not restarted
             assert serve.proc.stop() == 0, serve.proc.tail()
+
+
+def test_payswitch_relay_alone_publishes_its_backlog_before_it_exits(pg_dsn, mqtt_broker,
+                                                                      tmp_path):
+    """`payswitch relay`: SIGTERM as soon as it is ready, with 20,000 events unsent:
+    it publishes them all (the drain), then exits 0. A relay that stopped at once
+    would leave most of them in the outbox."""
+    prefix = f"relayalone-{uuid.uuid4().hex[:8]}/"
+    config = tmp_path / "switch.toml"
+    config.write_text(demo_config(realparts.free_port(), realparts.free_port(), ledger=True,
+                                  ledger_relay=(*mqtt_broker, prefix)))
+    mac_key = secrets.token_hex(32)
+    with Ledger(pg_dsn, migrate=True, mac=hmac_sha256(bytes.fromhex(mac_key))) as led:
+        for k in range(0, 20_000, 2000):
+            led.append_events([Event(10**9 + i, "approved", {"n": i}, payment_id=10**9 + i)
+                               for i in range(k, k + 2000)])
+    with Subscriber(*mqtt_broker, prefix) as sub:
+        relay = Proc("relay", payswitch_argv("relay", "--config", str(config)),
+                     str(tmp_path), {**os.environ, "PAYSWITCH_PG_DSN": pg_dsn})
+        try:
+            relay.wait_for_line("payswitch-relay ready")
+            relay.popen.send_signal(signal.SIGTERM)
+            assert relay.popen.wait(WAIT_S) == 0, relay.tail()
+        finally:
+            relay.stop()
+        assert _unsent(pg_dsn) == 0
+        sub.wait_for(20_000)
+    assert '"relay_done"' in relay.stderr_text()
