@@ -5,9 +5,10 @@ publish and mark means the event is published again after restart, never lost. E
 payload carries ``event_id`` (and ``seq``) so consumers drop duplicates.
 
 One relay at a time per database (a session advisory lock); a second one waits. The relay
-is a blocking loop (psycopg's sync API, ``mqtt.QosPublisher`` on a socket): ``payswitch
-serve`` runs it in a process of its own (``payswitch.switch.relayproc``), off the
-switch's GIL; ``start_thread`` / ``run_trio`` run it in a thread (tests, embedding).
+is a blocking loop (psycopg's sync API, paho-mqtt's client driven by ``loop()`` calls on
+the relay's own thread: ``Publisher``): ``payswitch serve`` runs it in a process of its
+own (``payswitch.switch.relayproc``), off the switch's GIL; ``start_thread`` /
+``run_trio`` run it in a thread (tests, embedding).
 
 A round: up to ``batch_max`` unsent rows in one SELECT, all published with at most
 ``inflight_max`` awaiting their PUBACK (a sliding window: the next publishes go out as
@@ -19,21 +20,120 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import paho.mqtt.client as paho
 import psycopg
 import trio
 
 from . import events as ev
-from .mqtt import QosPublisher
 from .types import LedgerError
 
 # event name as the message, values in extra={"fields": ...}: see writer.py
 log = logging.getLogger("payswitch.ledger.relay")
 RECONNECT_LOG_EVERY = 20  # while the database or broker is down: one line per this many
 RELAY_LOCK_KEY = 0x7061797377697463  # "payswitc": one relay per database
+LOOP_STEP_S = 1.0  # longest single wait in paho's loop(); deadlines are checked between
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class MqttError(OSError):
+    """The broker refused, went away or went silent: reconnect and publish again."""
+
+
+class Publisher:
+    """paho-mqtt's client (MQTT 3.1.1, clean session) on the caller's thread: no network
+    thread of its own, its ``loop()`` is called while a round waits for its PUBACKs.
+    ``publish_all`` returns once every message has its PUBACK (``on_publish`` by mid),
+    at most ``inflight_max`` unacknowledged at a time (paho queues the rest and sends
+    them as PUBACKs come in). Any failure (refused, connection lost, no progress for
+    ``timeout_s``) raises MqttError or OSError: the caller closes this publisher, makes
+    a new one and publishes the round again (at least once). paho's own reconnecting is
+    not used: it would resend behind the relay's back."""
+
+    def __init__(self, host: str, port: int, client_id: str, *, timeout_s: float = 10.0,
+                 keepalive_s: int = 60, inflight_max: int = 100) -> None:
+        self.timeout_s = timeout_s
+        self._acked: set[int] = set()
+        self._connack: paho.ReasonCode | None = None
+        c = self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                       protocol=paho.MQTTv311, clean_session=True)
+        c.max_inflight_messages_set(inflight_max)
+        c.max_queued_messages_set(0)  # unbounded: a round (batch_max) is queued at once
+        c.connect_timeout = timeout_s  # the TCP connect
+        c.on_connect = self._on_connect
+        c.on_publish = self._on_publish
+        try:
+            c.connect(host, port, keepalive=keepalive_s)  # sends CONNECT; OSError if refused
+            deadline = time.monotonic() + timeout_s
+            while self._connack is None:
+                self._step(deadline, "no CONNACK")
+            if self._connack.is_failure:
+                raise MqttError(f"broker refused the connection: {self._connack}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
+                    reason_code: paho.ReasonCode, properties: object) -> None:
+        self._connack = reason_code
+
+    def _on_publish(self, client: paho.Client, userdata: object, mid: int,
+                    reason_code: object, properties: object) -> None:
+        self._acked.add(mid)
+
+    def _step(self, deadline: float, silent: str) -> None:
+        """One paho loop() (reads what came, writes what is queued, pings when due)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MqttError(f"{silent} within {self.timeout_s} s")
+        sock = self._client.socket()
+        if _QUICKACK is not None and isinstance(sock, socket.socket):
+            # Mosquitto sends without TCP_NODELAY (its default): its later PUBACKs wait
+            # in its Nagle buffer until we ACK the first, and Linux delays that ACK (up
+            # to 40 ms) when we have nothing to send, at the tail of each round.
+            # QUICKACK (reset by the kernel after a while, hence before each wait) ACKs
+            # at once. Brokers with `set_tcp_nodelay true` do not need it.
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        rc = self._client.loop(min(left, LOOP_STEP_S))
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"connection to the broker lost: {paho.error_string(rc)}")
+
+    def publish_all(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """(topic, payload) pairs, QoS 1; returns when the broker acknowledged all."""
+        waiting = set()
+        for topic, payload in messages:
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                raise MqttError(f"publish refused: {paho.error_string(info.rc)}")
+            waiting.add(info.mid)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            if self._acked:
+                before = len(waiting)
+                waiting -= self._acked
+                self._acked.clear()
+                if len(waiting) < before:
+                    deadline = time.monotonic() + self.timeout_s  # progress
+            if not waiting:
+                return
+            self._step(deadline, "no PUBACK")
+
+    def keepalive(self) -> None:
+        """Between rounds: paho sends its PINGREQ when due and notices a dead broker
+        (no PINGRESP) before the next event. Does not wait."""
+        rc = self._client.loop(0)
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"connection to the broker lost: {paho.error_string(rc)}")
+
+    def close(self) -> None:
+        """DISCONNECT (paho closes its socket after it); a lost connection is closed
+        already."""
+        self._client.disconnect()
 
 
 @dataclass
@@ -63,7 +163,7 @@ class OutboxRelay:
         self.published = 0  # publishes acknowledged by the broker (incl. repeats)
         self._stop = threading.Event()
         self._drain_until = 0.0  # monotonic: a stop that drains publishes until then
-        self._topics: dict[str, bytes] = {}
+        self._topics: dict[str, str] = {}
 
     def run(self) -> None:
         """Blocks until stop(); reconnects to database and broker on failure. After
@@ -108,7 +208,7 @@ class OutboxRelay:
                 if self._stop.wait(1.0):
                     return
             client_id = c.client_id or f"payswitch-relay-{os.getpid()}-{secrets.token_hex(4)}"
-            pub = QosPublisher(c.host, c.port, client_id, timeout_s=c.publish_timeout_s,
+            pub = Publisher(c.host, c.port, client_id, timeout_s=c.publish_timeout_s,
                                inflight_max=c.inflight_max)
             try:
                 while self._draining():
@@ -120,7 +220,7 @@ class OutboxRelay:
             finally:
                 pub.close()
 
-    def publish_round(self, conn: psycopg.Connection, pub: QosPublisher) -> int:
+    def publish_round(self, conn: psycopg.Connection, pub: Publisher) -> int:
         """Publishes up to batch_max unsent events (QoS 1, a window in flight), then marks
         them sent. Returns how many."""
         rows = conn.execute(_SELECT_UNSENT, (self.config.batch_max,)).fetchall()
@@ -137,10 +237,10 @@ class OutboxRelay:
         self._mark_sent(conn, [r[0] for r in rows])
         return len(rows)
 
-    def _topic(self, topic: str) -> bytes:
+    def _topic(self, topic: str) -> str:
         t = self._topics.get(topic)
-        if t is None:  # a handful of event types: encoded once each
-            t = self._topics[topic] = (self.config.topic_prefix + topic).encode()
+        if t is None:  # a handful of event types: one string each
+            t = self._topics[topic] = self.config.topic_prefix + topic
         return t
 
     def _mark_sent(self, conn: psycopg.Connection, seqs: list[int]) -> None:
