@@ -9,8 +9,13 @@ database, shaped like the switch's (``received`` with masked PAN, amount, STAN..
 * ``relay``: ``OutboxRelay`` from a cold start (connect, lock) until the outbox is
   empty: SELECT a round, build the payloads, publish, UPDATE sent. CPU is this
   process's (the relay runs in a thread; the main thread only waits).
-* ``paho loop``: paho-mqtt's client (``loop_start``), the same payloads and topics
-  already built, ``max_inflight_messages`` = the relay's window, until every PUBACK.
+* ``publisher``: the relay's ``Publisher`` alone (paho's client driven by ``loop()``
+  calls on the caller's thread), the same payloads in rounds of the relay's
+  ``batch_max``, without the database; ``publisher_noquickack``: the same without
+  TCP_QUICKACK on its socket (Mosquitto's delayed PUBACKs at the tail of each round).
+* ``paho loop``: paho-mqtt's client with its own network thread (``loop_start``), the
+  same payloads and topics already built, ``max_inflight_messages`` = the relay's
+  window, all published at once, until every PUBACK.
 * ``aiomqtt loop``: what the relay did before (aiomqtt, a semaphore window over
   ``asyncio.gather``), same payloads, without the database.
 
@@ -34,6 +39,7 @@ import psycopg
 
 from payswitch.lab import realparts
 from payswitch.ledger import events as ev
+from payswitch.ledger import relay as relaymod
 from payswitch.ledger.events import hmac_sha256
 from payswitch.ledger.relay import OutboxRelay, RelayConfig
 from payswitch.ledger.store import Ledger
@@ -100,6 +106,24 @@ def _relay(dsn: str, host: str, port: int, prefix: str, n: int) -> int:
     return n
 
 
+def _publisher(host: str, port: int, msgs: list[tuple[str, bytes]], quickack: bool) -> int:
+    saved = relaymod._QUICKACK
+    if not quickack:
+        relaymod._QUICKACK = None
+    try:
+        pub = relaymod.Publisher(host, port, f"bench-pub-{os.getpid()}", inflight_max=WINDOW,
+                                 timeout_s=WAIT_S)
+        try:
+            batch = RelayConfig().batch_max
+            for k in range(0, len(msgs), batch):
+                pub.publish_all(msgs[k:k + batch])
+        finally:
+            pub.close()
+    finally:
+        relaymod._QUICKACK = saved
+    return len(msgs)
+
+
 def _paho(host: str, port: int, msgs: list[tuple[str, bytes]]) -> int:
     import paho.mqtt.client as mqtt
 
@@ -158,6 +182,9 @@ def run(n: int) -> dict:
         msgs = _payloads(dsn, prefix)
         result = {
             "relay": _measure(lambda: _relay(dsn, host, port, prefix, n)),
+            **({"publisher": _measure(lambda: _publisher(host, port, msgs, True)),
+                "publisher_noquickack": _measure(lambda: _publisher(host, port, msgs, False))}
+               if hasattr(relaymod, "Publisher") else {}),
             "paho_loop": _measure(lambda: _paho(host, port, msgs)),
             "aiomqtt_loop": _measure(lambda: _aiomqtt(host, port, msgs)),
         }
@@ -176,8 +203,10 @@ def main(json: bool = False) -> int:
         return 0
     print(f"outbox relay, {n} events, window {WINDOW}, {result['payload_bytes_mean']} B "
           f"payloads, {result['utc']}, load {' '.join(result['loadavg'])}")
-    for name in ("relay", "paho_loop", "aiomqtt_loop"):
+    for name in ("relay", "publisher", "publisher_noquickack", "paho_loop", "aiomqtt_loop"):
+        if name not in result:
+            continue
         d = result[name]
-        print(f"  {name:13s} {d['events_per_s']:>8,} events/s  "
+        print(f"  {name:20s} {d['events_per_s']:>8,} events/s  "
               f"{d['cpu_us_per_event']:>7.1f} µs CPU/event  ({d['seconds']} s)")
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import select
 import socket
 import threading
 import time
@@ -37,7 +38,7 @@ from .types import LedgerError
 log = logging.getLogger("payswitch.ledger.relay")
 RECONNECT_LOG_EVERY = 20  # while the database or broker is down: one line per this many
 RELAY_LOCK_KEY = 0x7061797377697463  # "payswitc": one relay per database
-LOOP_STEP_S = 1.0  # longest single wait in paho's loop(); deadlines are checked between
+LOOP_STEP_S = 1.0  # longest single wait on paho's socket; deadlines are checked between
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
@@ -47,23 +48,32 @@ class MqttError(OSError):
 
 class Publisher:
     """paho-mqtt's client (MQTT 3.1.1, clean session) on the caller's thread: no network
-    thread of its own, its ``loop()`` is called while a round waits for its PUBACKs.
-    ``publish_all`` returns once every message has its PUBACK (``on_publish`` by mid),
-    at most ``inflight_max`` unacknowledged at a time (paho queues the rest and sends
-    them as PUBACKs come in). Any failure (refused, connection lost, no progress for
+    thread of its own; while a round waits for its PUBACKs, the publisher select()s on
+    paho's socket and calls its loop_read/loop_write/loop_misc. ``publish_all`` returns
+    once every message has its PUBACK (``on_publish`` by mid), at most ``inflight_max``
+    unacknowledged at a time. Any failure (refused, connection lost, no progress for
     ``timeout_s``) raises MqttError or OSError: the caller closes this publisher, makes
     a new one and publishes the round again (at least once). paho's own reconnecting is
-    not used: it would resend behind the relay's back."""
+    not used: it would resend behind the relay's back.
+
+    The window is kept here, not by paho's ``max_inflight_messages``: with that set,
+    paho walks its whole queue of messages on every PUBACK to find the next to send
+    (``_update_inflight``), 10 µs of CPU per event in a round of 500 (ledger/README.md);
+    with it unlimited (0) paho sends each publish at once and the publisher hands it
+    the next one only when a PUBACK made room."""
 
     def __init__(self, host: str, port: int, client_id: str, *, timeout_s: float = 10.0,
                  keepalive_s: int = 60, inflight_max: int = 100) -> None:
+        if inflight_max < 1:
+            raise ValueError("inflight_max must be at least 1")
         self.timeout_s = timeout_s
+        self.inflight_max = inflight_max
         self._acked: set[int] = set()
         self._connack: paho.ReasonCode | None = None
         c = self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                                        protocol=paho.MQTTv311, clean_session=True)
-        c.max_inflight_messages_set(inflight_max)
-        c.max_queued_messages_set(0)  # unbounded: a round (batch_max) is queued at once
+        c.max_inflight_messages_set(0)  # unlimited: the window is publish_all's
+        c.max_queued_messages_set(0)  # unbounded (nothing is queued: see above)
         c.connect_timeout = timeout_s  # the TCP connect
         c.on_connect = self._on_connect
         c.on_publish = self._on_publish
@@ -86,49 +96,63 @@ class Publisher:
                     reason_code: object, properties: object) -> None:
         self._acked.add(mid)
 
-    def _step(self, deadline: float, silent: str) -> None:
-        """One paho loop() (reads what came, writes what is queued, pings when due)."""
+    def _step(self, deadline: float, silent: str, wait: bool = True) -> None:
+        """Waits (up to LOOP_STEP_S) for the socket, then paho reads what came, writes
+        what is queued and pings when due: its loop_read/loop_write/loop_misc, the API
+        for a caller's own select(). Not ``loop()``: that adds a socketpair paho writes
+        a byte to on every publish (to wake its select), a syscall per event."""
+        c = self._client
         left = deadline - time.monotonic()
         if left <= 0:
             raise MqttError(f"{silent} within {self.timeout_s} s")
-        sock = self._client.socket()
-        if _QUICKACK is not None and isinstance(sock, socket.socket):
+        sock = c.socket()
+        if not isinstance(sock, socket.socket):
+            raise MqttError("connection to the broker lost")
+        if _QUICKACK is not None:
             # Mosquitto sends without TCP_NODELAY (its default): its later PUBACKs wait
             # in its Nagle buffer until we ACK the first, and Linux delays that ACK (up
             # to 40 ms) when we have nothing to send, at the tail of each round.
             # QUICKACK (reset by the kernel after a while, hence before each wait) ACKs
             # at once. Brokers with `set_tcp_nodelay true` do not need it.
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        rc = self._client.loop(min(left, LOOP_STEP_S))
-        if rc != paho.MQTT_ERR_SUCCESS:
-            raise MqttError(f"connection to the broker lost: {paho.error_string(rc)}")
+        readable, writable, _ = select.select(
+            [sock], [sock] if c.want_write() else [], [],
+            min(left, LOOP_STEP_S) if wait else 0)
+        for rc in ((c.loop_read() if readable else paho.MQTT_ERR_SUCCESS),
+                   (c.loop_write() if writable else paho.MQTT_ERR_SUCCESS),
+                   c.loop_misc()):
+            if rc != paho.MQTT_ERR_SUCCESS:
+                raise MqttError(f"connection to the broker lost: {paho.error_string(rc)}")
 
     def publish_all(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """(topic, payload) pairs, QoS 1; returns when the broker acknowledged all."""
-        waiting = set()
-        for topic, payload in messages:
-            info = self._client.publish(topic, payload, qos=1)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                raise MqttError(f"publish refused: {paho.error_string(info.rc)}")
-            waiting.add(info.mid)
+        publish, window, n = self._client.publish, self.inflight_max, len(messages)
+        waiting: set[int] = set()
+        sent = 0
         deadline = time.monotonic() + self.timeout_s
         while True:
+            while sent < n and len(waiting) < window:
+                topic, payload = messages[sent]
+                info = publish(topic, payload, qos=1)  # written to the socket at once
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    raise MqttError(f"publish failed: {paho.error_string(info.rc)}")
+                waiting.add(info.mid)
+                sent += 1
             if self._acked:
                 before = len(waiting)
                 waiting -= self._acked
                 self._acked.clear()
                 if len(waiting) < before:
                     deadline = time.monotonic() + self.timeout_s  # progress
-            if not waiting:
+                    continue  # room in the window: publish more before waiting
+            if not waiting and sent == n:
                 return
             self._step(deadline, "no PUBACK")
 
     def keepalive(self) -> None:
         """Between rounds: paho sends its PINGREQ when due and notices a dead broker
         (no PINGRESP) before the next event. Does not wait."""
-        rc = self._client.loop(0)
-        if rc != paho.MQTT_ERR_SUCCESS:
-            raise MqttError(f"connection to the broker lost: {paho.error_string(rc)}")
+        self._step(time.monotonic() + self.timeout_s, "broker silent", wait=False)
 
     def close(self) -> None:
         """DISCONNECT (paho closes its socket after it); a lost connection is closed
