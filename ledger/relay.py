@@ -155,9 +155,15 @@ class Publisher:
         self._step(time.monotonic() + self.timeout_s, "broker silent", wait=False)
 
     def close(self) -> None:
-        """DISCONNECT (paho closes its socket after it); a lost connection is closed
-        already."""
-        self._client.disconnect()
+        """DISCONNECT, then the socket closed: paho closes it once the DISCONNECT is
+        written, not when it could not be (a full send buffer); the publisher is not
+        used again either way."""
+        sock = self._client.socket()
+        try:
+            self._client.disconnect()
+        finally:
+            if sock is not None:
+                sock.close()
 
 
 @dataclass
