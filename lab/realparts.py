@@ -150,16 +150,21 @@ def mosquitto_broker() -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def private_mosquitto() -> Iterator[tuple[str, int]]:
+def private_mosquitto(port: int | None = None, conf: str = "") -> Iterator[tuple[str, int]]:
+    """A Mosquitto of our own on ``port`` (default: a free one; a fixed one lets a test
+    stop the broker and start another where its clients reconnect); ``conf``: more
+    mosquitto.conf lines (e.g. ``max_queued_messages 0``: a slow test subscriber
+    misses nothing; the default 1000 drops QoS 1 messages beyond it)."""
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.path.exists(exe):
         raise RealPartError("mosquitto not found: run `make setup`")
     root = tempfile.mkdtemp(prefix="payswitch-mqtt-")
-    port = free_port()
-    conf = os.path.join(root, "mosquitto.conf")
-    with open(conf, "w") as f:
-        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", conf], stdout=subprocess.DEVNULL,
+    port = port or free_port()
+    path = os.path.join(root, "mosquitto.conf")
+    with open(path, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                f"{conf}\n")
+    proc = subprocess.Popen([exe, "-c", path], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

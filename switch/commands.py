@@ -36,6 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="N switch processes on one database (SO_REUSEPORT listeners, "
                         "a link per worker; see switch/README.md)")
     p.set_defaults(func=serve)
+    r = sub.add_parser("relay", help="run the outbox relay (ledger events to MQTT) alone,"
+                       " as `serve` runs it in a process of its own")
+    r.add_argument("--config", required=True, help="TOML configuration file (serve's)")
+    r.set_defaults(func=relay)
+
+
+def relay(args: argparse.Namespace) -> int:
+    from payswitch.switch.relayproc import run_relay
+
+    return run_relay(args.config)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -45,7 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"payswitch serve: {e}", file=sys.stderr)
         return 2
-    from payswitch.switch import workers
+    from payswitch.switch import relayproc, workers
     from payswitch.switch.server import Switch
 
     count = getattr(args, "workers", 1)
@@ -59,13 +69,28 @@ def serve(args: argparse.Namespace) -> int:
             print(f"payswitch serve: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
     worker = workers.WorkerSpec.from_env()  # set when this process is one of N
+    # one relay process per serve: here when this is the only switch process, in the
+    # parent (workers.supervise) with --workers N; never a thread in a switch
+    relay = (relayproc.RelayProcess(args.config, cfg)
+             if worker is None and relayproc.wanted(cfg) else None)
 
     async def main() -> None:
+        async with trio.open_nursery() as outer:
+            try:
+                await switch(outer)
+            finally:  # after the switch's drain: the relay publishes its last events
+                if relay is not None:
+                    with trio.CancelScope(shield=True):
+                        await relay.stop()
+
+    async def switch(outer: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT,
                                        signal.SIGUSR1) as signals:
-            sw = Switch(cfg, worker=worker)
+            sw = Switch(cfg, worker=worker, relay_thread=False)
             async with trio.open_nursery() as nursery:
                 await nursery.start(sw.run)
+                if relay is not None:
+                    await outer.start(relay.run)
                 watching = trio.CancelScope()
                 if worker is not None:
                     nursery.start_soon(workers.watch_parent, watching)

@@ -1,8 +1,9 @@
 """The switch's side of the ledger: accounts, holds, voids, posts and payment events.
 
 Control plane (``LedgerWire.start``, at switch start): accounts are created (idempotent,
-deterministic ids), then the BatchWriter, its expiry job and, if configured, the outbox
-relay run in the switch's nursery. Data plane: the pipeline calls ``authorize_onus``,
+deterministic ids), then the BatchWriter, its expiry job and, if configured and
+``relay_thread`` (not under `payswitch serve`, which runs it in a process of its own),
+the outbox relay run in the switch's nursery. Data plane: the pipeline calls ``authorize_onus``,
 ``hold_offus``, ``void``, ``complete`` and ``declined``; every id they use (transfers,
 events, payments) is derived from the journal's duplicate key (``det_id``), so a retry,
 a duplicate or a restart after a crash answers ``exists`` and nothing is applied twice.
@@ -142,7 +143,7 @@ def alpha(code: str | int) -> str:
 
 class LedgerWire:
     def __init__(self, cfg: Config, dsn: str, *, mac: L.MacFunction | None = None,
-                 pan_token: PanToken | None = None) -> None:
+                 pan_token: PanToken | None = None, relay_thread: bool = True) -> None:
         led = cfg.ledger
         self.cfg = cfg
         self.dsn = dsn
@@ -153,10 +154,13 @@ class LedgerWire:
         self.writer = L.BatchWriter(dsn, mac=self.mac, config=L.WriterConfig(
             max_batch=led.max_batch, max_wait_ms=float(led.max_wait_ms),
             queue_max=led.queue_max, expiry_interval_s=float(led.expiry_interval_s)))
+        # the relay in a thread of this process: only when asked (tests, embedding);
+        # `payswitch serve` runs it in a process of its own (switch/relayproc.py)
         self.relay = (L.OutboxRelay(dsn, L.RelayConfig(
             host=led.mqtt_host, port=led.mqtt_port, topic_prefix=led.topic_prefix,
             batch_max=led.relay_batch_max, inflight_max=led.relay_inflight_max,
-            publish_timeout_s=led.relay_publish_timeout_ms / 1000)) if led.relay else None)
+            publish_timeout_s=led.relay_publish_timeout_ms / 1000))
+            if led.relay and relay_thread else None)
         self.currencies = tuple(dict.fromkeys(
             [alpha(c) for c in led.currencies] + [alpha(o.currency) for o in cfg.onus]))
         self._onus = sorted(cfg.onus, key=lambda o: -len(o.prefix))

@@ -122,7 +122,7 @@ class Metrics:
     def watch(self, sw: Any) -> None:
         """Scrape-time gauges of a switch: its HSM queue, its ledger writer, and its SAF
         and outbox backlog read from PostgreSQL (bounded by the statement timeout). The
-        outbox only with a relay: without one nothing is meant to publish it."""
+        outbox only with ``ledger.relay``: without it nothing is meant to publish it."""
         if sw.hsm is not None:
             self.hsm_refused.source = getattr(sw.hsm, "hsm", None)
             self.hsm_pending.set_function(lambda: sw.hsm.pending)
@@ -130,9 +130,10 @@ class Metrics:
         if sw.ledger is not None:
             self.watch_ledger(sw.ledger.writer)
         db = sw.cfg.database
+        # whichever process relays (this one's thread, or serve's relay process)
         self.registry.register(BacklogCollector(db.resolve_dsn(), db.statement_timeout_ms,
-                                                outbox=getattr(sw.ledger, "relay", None)
-                                                is not None))
+                                                outbox=sw.cfg.ledger.enabled
+                                                and sw.cfg.ledger.relay))
 
     def watch_ledger(self, writer: Any) -> None:
         self.ledger_queue.set_function(lambda: queue_depth(writer))

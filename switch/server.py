@@ -71,7 +71,8 @@ SAF_ACK_CODES = frozenset({"00", "25", "94"})
 class Switch:
     def __init__(self, cfg: Config, store: Store | None = None,
                  router: Router | None = None, hsm: Hsm | None = None,
-                 ledger: Any = None, worker: WorkerSpec | None = None) -> None:
+                 ledger: Any = None, worker: WorkerSpec | None = None,
+                 relay_thread: bool = True) -> None:
         self.cfg = cfg
         self.worker = worker  # one of `serve --workers N`; None: the only process
         # The HSM: given (tests), or opened by run() from [hsm] and closed at its end.
@@ -83,7 +84,8 @@ class Switch:
         if ledger is None and cfg.ledger.enabled:
             from payswitch.switch.ledgerwire import LedgerWire
 
-            ledger = LedgerWire(cfg, db.resolve_dsn())
+            # relay_thread=False: `serve` runs the relay in a process (relayproc.py)
+            ledger = LedgerWire(cfg, db.resolve_dsn(), relay_thread=relay_thread)
         self.ledger = ledger  # LedgerWire | None
         self.router = router or BinTable((r.prefix, r.link) for r in cfg.routes)
         self.metrics = Metrics()

@@ -7,7 +7,9 @@ Every worker binds the listener ports itself with SO_REUSEPORT and the kernel sp
 new connections over the listening sockets; each worker opens its own issuer links
 with a disjoint slice of STANs and RRNs; its metrics endpoint is metrics_port + index.
 A worker that exits while the parent is not stopping is started again (bounded
-backoff); SIGTERM/SIGINT to the parent is passed to every worker, which drains.
+backoff); SIGTERM/SIGINT to the parent is passed to every worker, which drains. With
+``[ledger] relay = true`` the parent also runs the outbox relay's process
+(relayproc.py), stopped once the workers have exited.
 
 See switch/README.md, "Worker processes", for why this shape.
 """
@@ -28,6 +30,7 @@ from typing import Any
 
 import trio
 
+from payswitch.switch import relayproc
 from payswitch.switch.config import Config
 from payswitch.switch.logs import log
 
@@ -187,11 +190,15 @@ async def supervise(cfg: Config, config_path: str, count: int) -> int:
     failed = trio.Event()
     workers = [_Worker(WorkerSpec(i, count, ports), config_path, failed)
                for i in range(count)]
+    # the outbox relay: one process beside the workers (relayproc.py), stopped after them
+    relay = relayproc.RelayProcess(config_path, cfg) if relayproc.wanted(cfg) else None
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 for w in workers:
                     nursery.start_soon(w.run)
+                if relay is not None:
+                    await nursery.start(relay.run)
                 with trio.move_on_after(READY_WAIT_S):
                     await _all_ready_or_one_failed(workers, failed)
                 if not failed.is_set():
@@ -207,6 +214,9 @@ async def supervise(cfg: Config, config_path: str, count: int) -> int:
                             await w.proc.wait()
                 for w in workers:  # would not stop in time
                     w.signal(signal.SIGKILL)
+                if relay is not None:  # the workers are gone: the last events go out
+                    with trio.CancelScope(shield=True):
+                        await relay.stop()
     finally:
         for s in reserved.values():
             s.close()

@@ -54,5 +54,9 @@ def pg_dsn(pg_admin_dsn):
 
 @pytest.fixture(scope="session")
 def mqtt_broker():
-    with realparts.mosquitto_broker() as addr:
+    """A Mosquitto of the run's own that queues without limit for subscribers: the
+    relay publishes faster than a test's subscriber (aiomqtt in a thread) reads, and a
+    broker's default (max_queued_messages 1000, as on 127.0.0.1:1883) drops the
+    excess, which a test would take for events the relay lost."""
+    with realparts.private_mosquitto(conf="max_queued_messages 0") as addr:
         yield addr

@@ -23,11 +23,11 @@ class CrashOnce(OutboxRelay):
 
     crashed = False
 
-    async def _mark_sent(self, conn, seqs):
+    def _mark_sent(self, conn, seqs):
         if not self.crashed:
             CrashOnce.crashed = True
             raise OSError("simulated crash between publish and mark")
-        await super()._mark_sent(conn, seqs)
+        super()._mark_sent(conn, seqs)
 
 
 def _append(led, start, n):

@@ -12,6 +12,7 @@ restarted worker's recovery."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -37,14 +38,18 @@ CARDS = [BY_NAME[n] for n in ("visa_approve", "mastercard_approve", "mastercard_
 
 
 
-def _workers(parent: int) -> set[int]:
-    """The parent's child processes (every thread's: trio forks from a worker thread)."""
+def _workers(proc) -> set[int]:
+    """The parent's child processes (every thread's: trio forks from a worker thread)
+    but its outbox relay's (the pids of its relay_started lines)."""
+    parent = proc.pid
     found: set[int] = set()
     for tid in os.listdir(f"/proc/{parent}/task"):
         with contextlib.suppress(FileNotFoundError), \
                 open(f"/proc/{parent}/task/{tid}/children") as f:
             found |= {int(x) for x in f.read().split()}
-    return found
+    relays = {json.loads(line)["pid"] for line in proc.stderr_text().splitlines()
+              if '"relay_started"' in line}
+    return found - relays
 
 
 def _wait_for(pred, timeout_s: float, what: str) -> None:
@@ -75,17 +80,17 @@ def test_two_workers_one_sigkilled_five_times_keep_ledger_and_reversals_whole(
                                       ledger_relay=(*mqtt_broker, prefix)))
         proc, listeners = start_switch(stack, str(config), str(tmp_path), pg_dsn, env,
                                        workers=2)
-        _wait_for(lambda: len(_workers(proc.pid)) == 2, 30, "two workers")
+        _wait_for(lambda: len(_workers(proc)) == 2, 30, "two workers")
         load = Load(listeners["pos"][1], TERMINALS, CARDS)
         load.thread.start()
         killed = set()
         for _ in range(KILLS):
             time.sleep(1.5 + rng.random() * 2.0)
             assert proc.popen.poll() is None, proc.tail()
-            victim = rng.choice(sorted(_workers(proc.pid)))
+            victim = rng.choice(sorted(_workers(proc)))
             os.kill(victim, signal.SIGKILL)  # mid-load; the other worker keeps serving
             killed.add(victim)
-            _wait_for(lambda: len(_workers(proc.pid) - killed) == 2, 30,  # noqa: B023
+            _wait_for(lambda: len(_workers(proc) - killed) == 2, 30,  # noqa: B023
                       f"the parent restarts the worker{proc.tail()}")
         # enough traffic even on a loaded machine, then stop the load and let the
         # restarted workers' recovery, reversals and relay finish
