@@ -75,11 +75,51 @@ class Wire:
         if 65 in numbers:  # a tertiary bitmap
             raise Fallback
         fields = self.fields
-        for n in numbers:
-            f = fields.get(n)
-            if f is None:
-                raise Fallback
-            i = self._field(s, i, f, out)
+        try:
+            for number in numbers:
+                f = fields.get(number)
+                if f is None:
+                    raise Fallback
+                # one field, inline (this loop is most of a decode): unpacked once,
+                # no call per field; what does not decode plainly falls back
+                _, key, len_type, len_enc, max_len, data_enc, nibbles, pad = f
+                if len_type == 0:
+                    n = max_len
+                else:
+                    j = i + len_type
+                    raw = s[i:j]
+                    if len(raw) != len_type:
+                        raise Fallback
+                    if len_enc == "b":
+                        n = int.from_bytes(raw, "big")
+                    else:
+                        digits = raw.decode(len_enc)
+                        if not (digits.isascii() and digits.isdigit()):
+                            raise Fallback
+                        n = int(digits)
+                    if n > max_len:
+                        raise Fallback
+                    i = j
+                if n == 0:
+                    out[key] = ""
+                    continue
+                size = (n + 1) // 2 if nibbles else n
+                j = i + size
+                data = s[i:j]
+                if len(data) != size:
+                    raise Fallback
+                if data_enc == "b":
+                    value = data.hex().upper()
+                    if nibbles and n & 1:
+                        if not pad or value[:1] != pad:
+                            raise Fallback
+                        value = value[1:]
+                else:
+                    value = data.decode(data_enc)
+                out[key] = value
+                i = j
+        except (UnicodeError, LookupError):  # text that is not in the field's codec
+            raise Fallback from None
         if i != len(s):
             raise Fallback
         return out
@@ -108,42 +148,6 @@ class Wire:
         numbers.sort()
         return i, numbers
 
-    @staticmethod
-    def _field(s: bytes, i: int, f: _Field, out: dict[str, str]) -> int:
-        if f.len_type == 0:
-            n = f.max_len
-        else:
-            raw = s[i:i + f.len_type]
-            if len(raw) != f.len_type:
-                raise Fallback
-            if f.len_enc == "b":
-                n = int.from_bytes(raw, "big")
-            else:
-                digits = _text(raw, f.len_enc)
-                if not (digits.isascii() and digits.isdigit()):
-                    raise Fallback
-                n = int(digits)
-            if n > f.max_len:
-                raise Fallback
-            i += f.len_type
-        if n == 0:
-            out[f.key] = ""
-            return i
-        size = (n + 1) // 2 if f.nibbles else n
-        data = s[i:i + size]
-        if len(data) != size:
-            raise Fallback
-        if f.data_enc == "b":
-            value = data.hex().upper()
-            if f.nibbles and n & 1:
-                if not f.pad or value[:1] != f.pad:
-                    raise Fallback
-                value = value[1:]
-        else:
-            value = _text(data, f.data_enc)
-        out[f.key] = value
-        return i + size
-
     # -- encode ---------------------------------------------------------------------
     def encode(self, doc: dict[str, Any]) -> bytes:
         if not self.usable:
@@ -164,16 +168,17 @@ class Wire:
         parts = [_hex(mti, 2) if self.type_enc == "b" else _encoded(mti, self.type_enc, 4)]
         primary = secondary = 0
         for f in chosen:
-            if f.number <= 64:
-                primary |= 1 << (64 - f.number)
+            number = f[0]
+            if number <= 64:
+                primary |= 1 << (64 - number)
             else:
-                secondary |= 1 << (128 - f.number)
+                secondary |= 1 << (128 - number)
         if secondary:
             primary |= 1 << 63
         parts.append(self._bitmap_bytes(primary))
         if secondary:
             parts.append(self._bitmap_bytes(secondary))
-        parts += [_encode_field(f, doc[f.key]) for f in chosen]
+        parts += [_encode_field(f, doc[f[1]]) for f in chosen]
         return b"".join(parts)
 
     def _bitmap_bytes(self, bits: int) -> bytes:
@@ -186,36 +191,37 @@ class Wire:
 def _encode_field(f: _Field, value: Any) -> bytes:
     if type(value) is not str:
         raise Fallback
-    if f.data_enc == "b":
+    _, _, len_type, len_enc, max_len, data_enc, nibbles, pad = f
+    if data_enc == "b":
         text = value
-        if f.nibbles and len(value) & 1:
-            if not f.pad:
+        if nibbles and len(value) & 1:
+            if not pad:
                 raise Fallback
-            text = f.pad + value
+            text = pad + value
         try:
             data = binascii.a2b_hex(text)
         except (ValueError, binascii.Error):
             raise Fallback from None
-        n = len(value) if f.nibbles else len(data)
+        n = len(value) if nibbles else len(data)
     else:
         try:
-            data = value.encode(f.data_enc)
+            data = value.encode(data_enc)
         except (UnicodeError, LookupError):
             raise Fallback from None
         n = len(data)
-    if f.len_type == 0:
-        if n != f.max_len:
+    if len_type == 0:
+        if n != max_len:
             raise Fallback
         return data
-    if n > f.max_len:
+    if n > max_len:
         raise Fallback
-    if f.len_enc == "b":
+    if len_enc == "b":
         try:
-            prefix = n.to_bytes(f.len_type, "big")
+            prefix = n.to_bytes(len_type, "big")
         except OverflowError:
             raise Fallback from None
     else:
-        prefix = _encoded(f"{n:0{f.len_type}d}", f.len_enc, f.len_type)
+        prefix = _encoded(f"{n:0{len_type}d}", len_enc, len_type)
     return prefix + data
 
 
