@@ -154,6 +154,7 @@ class Wire:
             raise Fallback
         by_key = self.by_key
         chosen = []
+        primary = secondary = 0
         for key in doc:
             f = by_key.get(key)
             if f is None:
@@ -161,24 +162,23 @@ class Wire:
                     continue
                 raise Fallback  # a bitmap given, a field the spec lacks, "02"...
             chosen.append(f)
-        chosen.sort()
-        mti = doc.get("t")
-        if not isinstance(mti, str):
-            raise Fallback
-        parts = [_hex(mti, 2) if self.type_enc == "b" else _encoded(mti, self.type_enc, 4)]
-        primary = secondary = 0
-        for f in chosen:
             number = f[0]
             if number <= 64:
                 primary |= 1 << (64 - number)
             else:
                 secondary |= 1 << (128 - number)
+        chosen.sort()
+        mti = doc.get("t")
+        if not isinstance(mti, str):
+            raise Fallback
+        parts = [_hex(mti, 2) if self.type_enc == "b" else _encoded(mti, self.type_enc, 4)]
         if secondary:
             primary |= 1 << 63
         parts.append(self._bitmap_bytes(primary))
         if secondary:
             parts.append(self._bitmap_bytes(secondary))
-        parts += [_encode_field(f, doc[f[1]]) for f in chosen]
+        for f in chosen:
+            parts.append(_encode_field(f, doc[f[1]]))
         return b"".join(parts)
 
     def _bitmap_bytes(self, bits: int) -> bytes:
