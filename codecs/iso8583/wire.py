@@ -37,6 +37,29 @@ class _Field(NamedTuple):
     data_enc: str  # "b" (raw bytes shown as hex) or a text codec
     nibbles: bool  # length counts BCD nibbles
     pad: str  # left pad nibble of an odd nibble count
+    len_tables: tuple[bytes, bytes] | None  # (decode, encode): see _latin1_tables
+    data_tables: tuple[bytes, bytes] | None
+
+
+def _latin1_tables(encoding: str) -> tuple[bytes, bytes] | None:
+    """For a one-byte code that maps its 256 bytes onto the 256 Latin-1 characters
+    (EBCDIC cp500, cp037): translation tables, so that ``data.decode(encoding)`` is
+    ``data.translate(dec).decode("latin-1")`` and ``text.encode(encoding)`` is
+    ``text.encode("latin-1").translate(enc)``, both in C without the codec's Python
+    ``decode`` / ``encode`` call (~250 ns each, on every EBCDIC field and length).
+    Exact: every byte decodes, and a character outside the code is outside Latin-1
+    and raises the same UnicodeEncodeError. None for any other code (ASCII, "b")."""
+    if encoding == "b":
+        return None
+    try:
+        chars = bytes(range(256)).decode(encoding)
+    except (UnicodeError, LookupError):
+        return None
+    if len(chars) != 256 or len(set(chars)) != 256 or max(map(ord, chars)) > 0xFF:
+        return None
+    latin1 = chars.encode("latin-1")
+    return (bytes.maketrans(bytes(range(256)), latin1),
+            bytes.maketrans(latin1, bytes(range(256))))
 
 
 class Wire:
@@ -54,7 +77,9 @@ class Wire:
                 continue  # not taken here: pyiso8583 handles such a field
             self.fields[int(key)] = _Field(int(key), key, f["len_type"], f["len_enc"],
                                            f["max_len"], f["data_enc"], nibbles,
-                                           str(f.get("left_pad", ""))[:1])
+                                           str(f.get("left_pad", ""))[:1],
+                                           _latin1_tables(f["len_enc"]),
+                                           _latin1_tables(f["data_enc"]))
         # encode: by the field's key as the dialect gives it (exactly str(number))
         self.by_key = {f.key: f for f in self.fields.values() if 1 < f.number <= 128}
 
@@ -82,7 +107,7 @@ class Wire:
                     raise Fallback
                 # one field, inline (this loop is most of a decode): unpacked once,
                 # no call per field; what does not decode plainly falls back
-                _, key, len_type, len_enc, max_len, data_enc, nibbles, pad = f
+                _, key, len_type, len_enc, max_len, data_enc, nibbles, pad, ltab, dtab = f
                 if len_type == 0:
                     n = max_len
                 else:
@@ -93,7 +118,8 @@ class Wire:
                     if len_enc == "b":
                         n = int.from_bytes(raw, "big")
                     else:
-                        digits = raw.decode(len_enc)
+                        digits = (raw.translate(ltab[0]).decode("latin-1") if ltab
+                                  else raw.decode(len_enc))
                         if not (digits.isascii() and digits.isdigit()):
                             raise Fallback
                         n = int(digits)
@@ -114,6 +140,8 @@ class Wire:
                         if not pad or value[:1] != pad:
                             raise Fallback
                         value = value[1:]
+                elif dtab:
+                    value = data.translate(dtab[0]).decode("latin-1")
                 else:
                     value = data.decode(data_enc)
                 out[key] = value
@@ -191,7 +219,7 @@ class Wire:
 def _encode_field(f: _Field, value: Any) -> bytes:
     if type(value) is not str:
         raise Fallback
-    _, _, len_type, len_enc, max_len, data_enc, nibbles, pad = f
+    _, _, len_type, len_enc, max_len, data_enc, nibbles, pad, ltab, dtab = f
     if data_enc == "b":
         text = value
         if nibbles and len(value) & 1:
@@ -205,7 +233,8 @@ def _encode_field(f: _Field, value: Any) -> bytes:
         n = len(value) if nibbles else len(data)
     else:
         try:
-            data = value.encode(data_enc)
+            data = (value.encode("latin-1").translate(dtab[1]) if dtab
+                    else value.encode(data_enc))
         except (UnicodeError, LookupError):
             raise Fallback from None
         n = len(data)
@@ -220,6 +249,10 @@ def _encode_field(f: _Field, value: Any) -> bytes:
             prefix = n.to_bytes(len_type, "big")
         except OverflowError:
             raise Fallback from None
+    elif ltab:  # digits: always in the code, and one byte each
+        prefix = f"{n:0{len_type}d}".encode("latin-1").translate(ltab[1])
+        if len(prefix) != len_type:
+            raise Fallback
     else:
         prefix = _encoded(f"{n:0{len_type}d}", len_enc, len_type)
     return prefix + data
