@@ -20,6 +20,10 @@ from payswitch.switch.logs import log
 from payswitch.switch.metrics import Metrics
 
 PROBE_TICK_S = 0.25  # how often due probes are looked for
+# A result refreshes the health gauges when the last refresh is this old; the probe
+# loop refreshes them every tick anyway: at most a tick stale, and not ~15 µs of
+# window sums and gauge locks on every authorization.
+EXPORT_EVERY_MS = int(PROBE_TICK_S * 1000)
 
 
 def now_ms() -> int:
@@ -38,11 +42,15 @@ class LinkGuard:
             metrics.link_window_sent, metrics.link_timeout_rate, metrics.link_error_rate,
             metrics.link_approval_rate))
         self._latency = metrics.link_latency_ewma.labels(link)
+        self._exported_ms: int | None = None
 
-    def export(self) -> None:
+    def export(self, t: int | None = None) -> None:
         """The health gauges, on the switch's clock (not readable from the scrape
-        thread, hence set here: after each result and each probe tick)."""
-        r = self.health.rates(now_ms())
+        thread, hence set here: each probe tick, and after a result when the last
+        refresh is ``EXPORT_EVERY_MS`` old)."""
+        t = now_ms() if t is None else t
+        self._exported_ms = t
+        r = self.health.rates(t)
         for gauge, key in zip(self._health, ("sent", "timeout_rate", "error_rate",
                                              "approval_rate"), strict=True):
             gauge.set(r[key])
@@ -59,7 +67,9 @@ class LinkGuard:
         before = self.breaker.state
         self.breaker.after_result(t, self.health)
         self._changed(before, outcome=outcome)
-        self.export()
+        if self._exported_ms is None or t - self._exported_ms >= EXPORT_EVERY_MS \
+                or self.breaker.state != before:
+            self.export(t)
 
     def _changed(self, before: str, **why: Any) -> None:
         after = self.breaker.state

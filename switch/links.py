@@ -41,9 +41,19 @@ from payswitch.switch.services import Hsm
 SIGNON, SIGNOFF, ECHO = "001", "002", "301"
 
 
+_de7_second = -1
+_de7_text = ""
+
+
 def transmission_time() -> str:
-    """DE7, MMDDhhmmss in UTC."""
-    return time.strftime("%m%d%H%M%S", time.gmtime())
+    """DE7, MMDDhhmmss in UTC (formatted once a second: strftime is called on every
+    forwarded request, and glibc's checks of the time zone made it a visible row)."""
+    global _de7_second, _de7_text
+    second = int(time.time())
+    if second != _de7_second:
+        _de7_text = time.strftime("%m%d%H%M%S", time.gmtime(second))
+        _de7_second = second
+    return _de7_text
 
 
 class IssuerLink:

@@ -124,12 +124,13 @@ class Dialect:
             if known is None:
                 continue  # "t", "p", "h" and the secondary bitmap
             de, name, kind = known
-            if de == 64 or de == 128:
-                msg.mac = _hex_to_bytes(value, key)
-            elif name is None:
-                msg.other[de] = value
-            elif kind == "an":
-                setattr(msg, name, value)
+            if name is None:
+                if de == 64 or de == 128:
+                    msg.mac = _hex_to_bytes(value, key)
+                else:
+                    msg.other[de] = value
+            elif kind == "an" or (kind == "n" and value.isdigit() and value.isascii()):
+                setattr(msg, name, value)  # text, and digits as they are
             else:
                 setattr(msg, name, _to_python(kind, value, key))
         return msg
@@ -142,8 +143,9 @@ class Dialect:
             value = getattr(msg, name)
             if value is None:
                 continue
-            if kind == "an" and type(value) is str:  # text goes as it is
-                fields[key] = value
+            if type(value) is str and (kind == "an" or (
+                    kind == "n" and value.isascii() and value.isdigit())):
+                fields[key] = value  # text, and digits, go as they are
                 continue
             try:
                 fields[key] = _to_wire(kind, value, self.spec.get(key), de)
@@ -152,8 +154,9 @@ class Dialect:
                 raise
         for de, value in msg.other.items():
             fields[str(de)] = value.hex().upper() if isinstance(value, bytes) else value
-        if msg.mac is not None:
-            secondary = any(int(k) > 64 for k in fields if k.isdigit())
+        if msg.mac is not None:  # DE128 when any other field needs the secondary bitmap
+            secondary = any(getattr(msg, name) is not None for name in _SECONDARY_NAMED) \
+                or any(int(k) > 64 for k in map(str, msg.other) if k.isdigit())
             fields["128" if secondary else "64"] = msg.mac.hex().upper()
         return fields
 
@@ -163,6 +166,8 @@ _BY_KEY: dict[str, tuple[int, str | None, str]] = {
     str(de): (de, NAME_BY_DE.get(de), KIND_BY_DE.get(de, "")) for de in range(2, 193)}
 # to_fields: (wire key, name, kind, DE) of every named field
 _OUT = tuple((str(de), name, kind, de) for de, name, kind in FIELDS)
+# named fields past DE64 (their presence puts the MAC in DE128)
+_SECONDARY_NAMED = tuple(name for de, name, _ in FIELDS if de > 64)
 
 
 def _digits_or_none(value: str | None) -> str | None:

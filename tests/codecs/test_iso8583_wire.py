@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from payswitch.codecs.errors import CodecError
 from payswitch.codecs.iso8583 import DIALECTS, get
-from payswitch.codecs.iso8583.wire import Fallback, Wire
+from payswitch.codecs.iso8583.wire import Fallback, Wire, _latin1_tables
 
 
 def _fields(dialect, msg):
@@ -93,3 +93,24 @@ def test_what_wire_leaves_to_pyiso8583(name):
                 {**fields, "0011": "000001"}, {k: v for k, v in fields.items() if k != "t"}):
         with pytest.raises(Fallback):
             wire.encode(bad)
+
+
+@pytest.mark.parametrize("encoding", ["cp500", "cp037"])
+def test_ebcdic_by_translation_is_the_codec_itself(encoding):
+    """EBCDIC fields are translated through Latin-1 (no Python codec call per field):
+    every byte decodes, and every character encodes or fails, as the codec does."""
+    dec, enc = _latin1_tables(encoding)
+    for b in range(256):
+        assert bytes([b]).translate(dec).decode("latin-1") == bytes([b]).decode(encoding)
+    for c in map(chr, range(256)):
+        assert c.encode("latin-1").translate(enc) == c.encode(encoding)
+    for c in ("\u20ac", "\u0100", "\U0001f600"):  # outside the code: refused by both
+        with pytest.raises(UnicodeEncodeError):
+            c.encode(encoding)
+        with pytest.raises(UnicodeEncodeError):
+            c.encode("latin-1")
+
+
+def test_codes_that_are_not_a_latin1_permutation_keep_their_codec():
+    assert _latin1_tables("ascii") is None and _latin1_tables("b") is None
+    assert _latin1_tables("utf-8") is None and _latin1_tables("no-such-codec") is None

@@ -14,7 +14,7 @@ from txnfakes import Bench, FakeLink, approve, key, request
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.switch.config import ConfigError, parse
-from payswitch.switch.guards import make_guards, probe_loop
+from payswitch.switch.guards import EXPORT_EVERY_MS, PROBE_TICK_S, make_guards, probe_loop
 
 TIMEOUT_MS = 2000
 
@@ -196,3 +196,30 @@ async def test_link_health_is_exported_per_link():
         await trio.sleep(61)  # the 60 s window is over: the probe tick refreshes them
         n.cancel_scope.cancel()
     assert sample("link_health_window_requests") == 0 and sample("link_timeout_rate") == 0
+
+
+@virtual
+async def test_results_refresh_the_health_gauges_at_most_once_a_tick():
+    """A result within EXPORT_EVERY_MS of the last refresh leaves a link's health gauges
+    as they were (no window sums and gauge locks per authorization); the next tick of
+    the probe loop, or a later result, brings them up to date. A breaker that trips
+    refreshes them at once."""
+    b = bench(Answers(), health={"min_requests": 10})
+    b.links["visa2"].state = "down"
+
+    def sent() -> float:
+        return b.svc.metrics.registry.get_sample_value("link_health_window_requests",
+                                                       {"link": "visa"})
+    assert (await b.send(request(stan="000001"))).response_code == "00"
+    assert sent() == 1  # the first result refreshes
+    for i in (2, 3):  # the same instant: counted, not yet exported
+        assert (await b.send(request(stan=f"{i:06d}"))).response_code == "00"
+    assert sent() == 1
+    async with trio.open_nursery() as n:
+        n.start_soon(probe_loop, b.svc.guards, b.links)
+        await trio.sleep(PROBE_TICK_S * 1.5)  # one tick
+        n.cancel_scope.cancel()
+    assert sent() == 3
+    await trio.sleep(EXPORT_EVERY_MS / 1000)
+    assert (await b.send(request(stan="000004"))).response_code == "00"
+    assert sent() == 4  # a result a tick after the last refresh refreshes
