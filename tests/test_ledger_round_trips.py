@@ -143,10 +143,13 @@ def test_array_literals_round_trip_through_postgresql(pg_dsn):
                         f"{_lit(one)}, {_lit(raw)}", prepare=False)
             return cur.fetchone()
 
+        # any text PostgreSQL can hold: no NUL, and UTF-8 (a lone surrogate cannot be sent
+        # at all, as a literal or as a parameter; event payloads are ASCII JSON anyway)
+        chars = st.characters(codec="utf-8", exclude_characters="\x00")
+
         @settings(max_examples=200, deadline=None)
-        @given(st.lists(st.text(st.characters(exclude_characters="\x00"))),
-               st.lists(st.binary(max_size=40)),
-               st.text(st.characters(exclude_characters="\x00")), st.binary(max_size=40))
+        @given(st.lists(st.text(chars)), st.lists(st.binary(max_size=40)),
+               st.text(chars), st.binary(max_size=40))
         def check(texts: list[str], blobs: list[bytes], one: str, raw: bytes) -> None:
             assert back(texts, blobs, one, raw) == (texts, blobs, one, raw)
 
