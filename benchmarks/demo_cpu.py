@@ -12,7 +12,7 @@ the clearing day are outside it.
     python -m benchmarks.run demo_cpu [--json]
     PAYSWITCH_DEMO_ARGS="--terminals 8" python -m benchmarks.run demo_cpu
 
-Wrap it in `flock /tmp/bench.lock` on the shared machine. Linux only.
+Run nothing else meanwhile: its figures are the machine's. Linux only.
 """
 
 from __future__ import annotations
