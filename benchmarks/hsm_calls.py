@@ -14,6 +14,14 @@ and the event MAC, AES-GCM of the PAN at rest), each as python-pkcs11's call (th
 baseline, the way hsm/pan.py made it before) and as the direct call hsm/_raw.py makes,
 on the same TEST key and session, alternated in each round; then the whole ``Hsm``
 command (key lookup, usage check, lock) as the switch calls it.
+
+Third table: the switch's per-authorization TDES commands (PIN translation from a TPK
+and from TDES DUKPT, link MAC generate and verify) on an ``Hsm`` keeping cipher
+operations open (``Policy.key_streams``, the default) and on one that does not
+(``key_streams=0``: init per call, the way before), alternated in each round; with the
+bare one-block DES3-ECB under the cached ZPK handle three ways: python-pkcs11's
+``encrypt`` (baseline), the direct init + encrypt, and the update of a kept-open
+operation (what is left of a block once SoftHSM's init is gone).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import trio
 from pkcs11 import Mechanism
 from pkcs11.mechanisms import GCMParams
 
-from payswitch.hsm import AsyncHsm, Hsm, _raw, devkeys, session
+from payswitch.hsm import AsyncHsm, Hsm, Policy, _raw, devkeys, session
 
 CALLS = 2000
 ROUNDS = 5
@@ -79,6 +87,35 @@ def _pan_calls(hsm: Hsm) -> dict[str, Callable[[], object]]:
     }
 
 
+def _switch_calls(tokens: dict, hsm: Hsm, fresh: Hsm,
+                  streams: _raw.Streams) -> dict[str, Callable[[], object]]:
+    ksn = bytes.fromhex("FFFF9876543210E00001")
+    with Hsm(tokens["terminal"]) as th:
+        block = th.encrypt_pin(devkeys.TPK, "1234", PAN, 0)
+        dblock = th.dukpt_encrypt_pin(devkeys.BDK, ksn, "1234", PAN)
+    zak, zpk = devkeys.zak("visa"), devkeys.zpk("visa")
+    mac = hsm.generate_mac(zak, DATA)
+    key = hsm._key(zpk).main
+    one = bytes(8)
+    calls: dict[str, Callable[[], object]] = {
+        "DES3-ECB block, python-pkcs11 (baseline)": lambda: key.encrypt(
+            one, mechanism=Mechanism.DES3_ECB),
+        "DES3-ECB block, direct init + encrypt": lambda: _raw.encrypt(
+            key, one, Mechanism.DES3_ECB),
+        "DES3-ECB block, kept-open update": lambda: streams.ecb(key, one, Mechanism.DES3_ECB),
+    }
+    for name, h in (("init per call", fresh), ("kept open", hsm)):
+        calls |= {
+            f"translate_pin TPK, {name}": lambda h=h: h.translate_pin(
+                block, PAN, devkeys.TPK, zpk),
+            f"translate_pin_dukpt, {name}": lambda h=h: h.translate_pin_dukpt(
+                dblock, ksn, PAN, devkeys.BDK, zpk),
+            f"generate_mac 200 B, {name}": lambda h=h: h.generate_mac(zak, DATA),
+            f"verify_mac 200 B, {name}": lambda h=h: h.verify_mac(zak, DATA, mac),
+        }
+    return calls
+
+
 def _cpu_us_sync(fn: Callable[[], object]) -> float:
     with session.LIBRARY_LOCK:  # as every library call; uncontended here
         cpu = time.process_time()
@@ -94,25 +131,33 @@ def _median_rounds(rounds: dict[str, list[float]]) -> dict[str, float]:
 def measure() -> dict:
     with tempfile.TemporaryDirectory(prefix="payswitch-bench-hsm-calls-") as d:
         tokens = devkeys.make_dev_tokens(d)
-        with Hsm(tokens["switch"]) as hsm:
+        with Hsm(tokens["switch"]) as hsm, Hsm(tokens["switch"],
+                                                policy=Policy(key_streams=0)) as fresh:
             key = devkeys.zak("visa")
             modes = {"thread (baseline)": AsyncHsm(hsm, calls="thread"),
                      "inline": AsyncHsm(hsm, calls="inline")}
             rounds: dict[str, list[float]] = {name: [] for name in [*modes, "hop alone"]}
             pan_calls = _pan_calls(hsm)
             pan_rounds: dict[str, list[float]] = {name: [] for name in pan_calls}
+            streams = _raw.Streams(hsm._session, 1, 3600.0, time.monotonic)
+            switch_calls = _switch_calls(tokens, hsm, fresh, streams)
+            switch_rounds: dict[str, list[float]] = {name: [] for name in switch_calls}
             for _ in range(ROUNDS):
                 for name, ahsm in modes.items():
                     rounds[name].append(_cpu_us_per_call(_calls, ahsm, key))
                 rounds["hop alone"].append(_cpu_us_per_call(_hops))
                 for name, fn in pan_calls.items():
                     pan_rounds[name].append(_cpu_us_sync(fn))
+                for name, fn in switch_calls.items():
+                    switch_rounds[name].append(_cpu_us_sync(fn))
+            streams.close()
     us = _median_rounds(rounds)
     return {"benchmark": "hsm_calls", "calls_per_round": CALLS, "rounds": ROUNDS,
             "load_average": os.getloadavg()[0], "cpu_us_per_call": us,
             "rounds_us": {name: [round(x, 1) for x in v] for name, v in rounds.items()},
             "inline_over_thread": round(us["inline"] / us["thread (baseline)"], 2),
-            "pan_cpu_us_per_call": _median_rounds(pan_rounds)}
+            "pan_cpu_us_per_call": _median_rounds(pan_rounds),
+            "switch_cpu_us_per_call": _median_rounds(switch_rounds)}
 
 
 def main(json: bool = False) -> int:
@@ -128,5 +173,8 @@ def main(json: bool = False) -> int:
     print(f"  inline / thread   x{r['inline_over_thread']}")
     print("PAN and event MAC calls, CPU per call, same rounds (python-pkcs11 = baseline)")
     for name, v in r["pan_cpu_us_per_call"].items():
+        print(f"  {name:<42} {v:>7.1f} us")
+    print("Switch TDES commands, CPU per call, same rounds (init per call = baseline)")
+    for name, v in r["switch_cpu_us_per_call"].items():
         print(f"  {name:<42} {v:>7.1f} us")
     return 0

@@ -57,6 +57,8 @@ MAX_CACHED_KEYS = 4096
 # Derived keys kept as session-object handles (EMV UDKs, DUKPT keys): each entry is one
 # to three objects in the token; bounded so a flood of new cards cannot fill the token.
 MAX_DERIVED_KEYS = 1024
+# Keys with a cipher operation kept open (_raw.Streams): a session each, in the token.
+MAX_KEY_STREAMS = 64
 # Session objects made for one operation; "/" keeps them apart from any user label.
 _TMP_LABEL = "tmp/payswitch"
 MAX_MAC_DATA_BYTES = 64 * 1024
@@ -100,6 +102,7 @@ class _Key:
     main: Any  # pkcs11 SecretKey
     companion: Any | None  # /L or /V object, when the type needs one
     params: dict[str, str] = field(default_factory=dict)  # keys.key_params
+    kept: bool = False  # a token key from the cache: its cipher operations stay open
 
     @property
     def dec_table(self) -> str:
@@ -200,6 +203,9 @@ class Policy:
     pin_verify_window_s: float = 600.0
     pin_verify_cards: int = 100_000  # cards tracked at most (oldest dropped)
     derived_keys: int = MAX_DERIVED_KEYS
+    # Cipher operations kept open on hot keys (_raw.Streams), one session each; 0: none.
+    key_streams: int = MAX_KEY_STREAMS
+    key_stream_age_s: float = 1.0  # re-initialised after: a key deleted elsewhere stops
     clock: Callable[[], float] = time.monotonic
 
 
@@ -243,6 +249,11 @@ class HsmBase:
         self._session = session.open_session(config)
         self._keys: dict[str, _Key] = {}
         self._derived = DerivedCache(self.policy.derived_keys)
+        if self.policy.key_streams < 0 or self.policy.key_stream_age_s <= 0:
+            session.release_session(config)
+            raise HsmConfigError("key streams >= 0, their age > 0")
+        self._streams = _raw.Streams(self._session, self.policy.key_streams,
+                                     self.policy.key_stream_age_s, self.policy.clock)
         self._closed = False
         self._ceremony = False
         self._pin_limiter = PinVerifyLimiter(self.policy)
@@ -322,6 +333,7 @@ class HsmBase:
                 self._closed = True
                 self._keys.clear()
                 self._derived.clear()
+                self._streams.close()
                 session.release_session(self.config)
 
     def __enter__(self) -> Self:
@@ -363,7 +375,8 @@ class HsmBase:
             companion = self._find(f"{label}/{roles[0]}")
             if companion is None:
                 raise HsmDeviceError(f"key {label!r} is missing its /{roles[0]} part")
-        k = _Key(label, key_type, alg, main, companion, decode_params(bytes(main[Attribute.ID])))
+        k = _Key(label, key_type, alg, main, companion, decode_params(bytes(main[Attribute.ID])),
+                 kept=True)
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._keys.clear()
         self._keys[label] = k
@@ -496,9 +509,15 @@ class HsmBase:
             raise HsmInputError("a KCV is 4 to 6 hex digits")
         return s
 
-    @staticmethod
-    def _encrypt_tdes(obj: Any, clear: bytes) -> bytes:
-        return _raw.encrypt(obj, clear, Mechanism.DES3_ECB)
+    def _ecb(self, k: _Key, data: bytes, *, decrypt: bool = False,
+             companion: bool = False) -> bytes:
+        """DES3 or AES ECB of whole blocks under a key's main (or companion) object: a
+        kept-open operation for a token key (``_raw.Streams``), else a fresh one."""
+        obj = k.companion if companion else k.main
+        mech = Mechanism.AES_ECB if k.alg is Alg.AES else Mechanism.DES3_ECB
+        if k.kept:
+            return self._streams.ecb(obj, data, mech, decrypt)
+        return _raw.decrypt(obj, data, mech) if decrypt else _raw.encrypt(obj, data, mech)
 
     def _derive(self, base: Any, data: bytes, *, encrypt: bool, derive: bool,
                 private: bool = True) -> Any:
@@ -535,3 +554,11 @@ class HsmBase:
         if len(padded) > 8:
             cv = _raw.encrypt(kll, padded[:-8], Mechanism.DES3_CBC, bytes(8))[-8:]
         return _raw.encrypt(klr, _xor(cv, padded[-8:]), Mechanism.DES3_ECB)
+
+    def _retail_mac_kept(self, k: _Key, padded: bytes) -> bytes:
+        """``_retail_mac`` of a TAK/ZAK from the cache, on its kept-open operations."""
+        cv = 0
+        if len(padded) > 8:
+            cv = int.from_bytes(self._streams.cbc(k.companion, padded[:-8])[-8:], "big")
+        last = (cv ^ int.from_bytes(padded[-8:], "big")).to_bytes(8, "big")
+        return self._streams.ecb(k.main, last, Mechanism.DES3_ECB)

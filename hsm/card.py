@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hmac
 
-from pkcs11 import Mechanism
-
 from payswitch.hsm._base import (
     CVV2_SERVICE_CODE,
     ICVV_SERVICE_CODE,
@@ -31,8 +29,8 @@ class CardOps(HsmBase):
         data = (pan + expiry + service_code).ljust(32, "0")
         b1, b2 = bytes.fromhex(data[:16]), bytes.fromhex(data[16:])
         assert cvk.companion is not None  # a CVK is a TDES pair: _key found its /L half
-        r = cvk.companion.encrypt(b1, mechanism=Mechanism.DES3_ECB)  # DES with CVK A
-        r = cvk.main.encrypt(_xor(r, b2), mechanism=Mechanism.DES3_ECB)  # TDES A,B
+        r = self._ecb(cvk, b1, companion=True)  # DES with CVK A
+        r = self._ecb(cvk, _xor(r, b2))  # TDES A,B
         return _decimalize(r.hex().upper(), 3)
 
     @_locked

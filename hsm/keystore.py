@@ -298,6 +298,7 @@ class KeyStoreOps(HsmBase):
         k = self._key(label)
         self._keys.pop(label, None)
         self._derived.invalidate(label)
+        self._streams.forget({o.handle for o in (k.main, k.companion) if o is not None})
         for role in COMPANIONS.get((k.key_type, k.alg), ()):
             c = self._find(f"{label}/{role}")
             if c is not None:

@@ -32,9 +32,10 @@ class MacOps(HsmBase):
         if k.alg is Alg.TDES:
             if not 4 <= length <= 8:
                 raise HsmInputError("retail MAC length is 4 to 8 bytes")
-            return self._retail_mac(k.companion, k.main, _pad_method(bytes(data), padding))[
-                :length
-            ]
+            padded = _pad_method(bytes(data), padding)
+            if k.kept:
+                return self._retail_mac_kept(k, padded)[:length]
+            return self._retail_mac(k.companion, k.main, padded)[:length]
         if not 4 <= length <= 16:
             raise HsmInputError("AES-CMAC length is 4 to 16 bytes")
         return k.main.sign(bytes(data), mechanism=Mechanism.AES_CMAC)[:length]

@@ -7,10 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pkcs11 import Mechanism
-
 from payswitch.codecs import pinblock as pb
-from payswitch.hsm import _raw, dukpt
+from payswitch.hsm import dukpt
 from payswitch.hsm._base import (
     HsmBase,
     _check_digits,
@@ -51,12 +49,9 @@ class PinOps(HsmBase):
         if fmt == 4:
             if pan is None:
                 raise PinBlockError("format 4 needs the PAN")
-            a = k.main.encrypt(pb.encode_pin_field_4(pin, self._fill(4)),
-                               mechanism=Mechanism.AES_ECB)
-            return k.main.encrypt(pb.xor(a, pb.encode_pan_field_4(pan)),
-                                  mechanism=Mechanism.AES_ECB)
-        clear = pb.encode(pin, pan, fmt, self._fill(fmt))
-        return self._encrypt_tdes(k.main, clear)
+            a = self._ecb(k, pb.encode_pin_field_4(pin, self._fill(4)))
+            return self._ecb(k, pb.xor(a, pb.encode_pan_field_4(pan)))
+        return self._ecb(k, pb.encode(pin, pan, fmt, self._fill(fmt)))
 
     def _decode_block(self, k: _Key, block: bytes, pan: str | None, fmt: int) -> str:
         """Decrypt a PIN block under k and return the PIN (checks the layout strictly)."""
@@ -67,10 +62,10 @@ class PinOps(HsmBase):
         if fmt == 4:
             if pan is None:
                 raise PinBlockError("format 4 needs the PAN")
-            b = k.main.decrypt(bytes(block), mechanism=Mechanism.AES_ECB)
+            b = self._ecb(k, bytes(block), decrypt=True)
             a = pb.xor(b, pb.encode_pan_field_4(pan))
-            return pb.decode_pin_field_4(k.main.decrypt(a, mechanism=Mechanism.AES_ECB))
-        return pb.decode(k.main.decrypt(bytes(block), mechanism=Mechanism.DES3_ECB), pan, fmt)
+            return pb.decode_pin_field_4(self._ecb(k, a, decrypt=True))
+        return pb.decode(self._ecb(k, bytes(block), decrypt=True), pan, fmt)
 
     @_locked
     def encrypt_pin(self, key: str, pin: str, pan: str | None, fmt: int = 0) -> bytes:
@@ -117,8 +112,7 @@ class PinOps(HsmBase):
         if not isinstance(ksn, bytes | bytearray) or len(ksn) != 10:
             raise HsmInputError("a DUKPT KSN is 10 bytes")
         data = dukpt.ipek_input(bytes(ksn))
-        return (_raw.encrypt(bdk.main, data, Mechanism.DES3_ECB)
-                + _raw.encrypt(bdk.companion, data, Mechanism.DES3_ECB))
+        return self._ecb(bdk, data) + self._ecb(bdk, data, companion=True)
 
     @staticmethod
     def _dukpt_format(k: _Key, fmt: int | None) -> int:
@@ -212,7 +206,7 @@ class PinOps(HsmBase):
         if not 0 <= int(pvki) <= 9:
             raise HsmInputError("PVKI is one digit")
         tsp = pan[-12:-1] + str(int(pvki)) + pin[:4]
-        out = pvk.main.encrypt(bytes.fromhex(tsp), mechanism=Mechanism.DES3_ECB)
+        out = self._ecb(pvk, bytes.fromhex(tsp))
         return _decimalize(out.hex().upper(), 4)
 
     @_locked
@@ -242,8 +236,7 @@ class PinOps(HsmBase):
         pin = self._pin_from_block(pin_block, pan, zpk, fmt)
         return hmac.compare_digest(self._pvv(pv, pan, pin, pvki), pvv)
 
-    @staticmethod
-    def _natural_pin(pvk: _Key, validation_data: str, n: int, pad: str) -> str:
+    def _natural_pin(self, pvk: _Key, validation_data: str, n: int, pad: str) -> str:
         """Decimalised E_PVK(validation data), with the key's own decimalisation table
         (kept with the key in the token: a caller cannot choose it)."""
         if len(validation_data) > 16 or any(
@@ -252,7 +245,7 @@ class PinOps(HsmBase):
             raise HsmInputError("validation data is up to 16 hex digits, pad one hex digit")
         table = pvk.dec_table
         vd = (validation_data + pad * 16)[:16]
-        out = pvk.main.encrypt(bytes.fromhex(vd), mechanism=Mechanism.DES3_ECB).hex()
+        out = self._ecb(pvk, bytes.fromhex(vd)).hex()
         return "".join(table[int(c, 16)] for c in out[:n])
 
     @staticmethod
