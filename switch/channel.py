@@ -22,6 +22,8 @@ ends reading only: answers in flight may still be written (a peer may half-close
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from dataclasses import dataclass
 
@@ -100,7 +102,7 @@ class Channel:
     # -- reading ----------------------------------------------------------------------
     def _read_deadline(self) -> float:
         lim = self.limits
-        deadline = float("inf")
+        deadline = math.inf
         if lim.idle_timeout_ms:
             deadline = self._last_frame_at + lim.idle_timeout_ms / 1000
         if lim.frame_timeout_ms and self._frame_started_at is not None:
@@ -134,8 +136,13 @@ class Channel:
                 raise ChannelClosed("peer closed")
             self._note_partial()
             data: bytes | bytearray = b""
-            with trio.CancelScope(deadline=self._read_deadline()) as scope:
-                self._recv_scope = scope
+            deadline = self._read_deadline()
+            # No deadline (an issuer link between frames) on a socket: no cancel scope
+            # (one a read otherwise); close() wakes the wait by closing the socket.
+            scope = None
+            if deadline != math.inf or getattr(self.stream, "socket", None) is None:
+                scope = self._recv_scope = trio.CancelScope(deadline=deadline)
+            with scope or contextlib.nullcontext():
                 try:
                     data = await self._receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
@@ -144,7 +151,7 @@ class Channel:
                     self._recv_scope = None
             if self.closed_reason is not None:
                 raise ChannelClosed(self.closed_reason)
-            if scope.cancelled_caught:
+            if scope is not None and scope.cancelled_caught:
                 self.close(self._expired())
             elif not data:
                 self._eof = True  # the peer may still read the answers in flight

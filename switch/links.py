@@ -72,6 +72,8 @@ class IssuerLink:
         self.hsm: Hsm | None = None  # set by the switch when it has one (MAC links need it)
         self.keys = LinkKeys(cfg)  # current ZPK / ZAK labels, changed by 0800 key change
         metrics.link_state.labels(self.name).set(0)
+        # read when scraped: not two locked gauge updates per request
+        metrics.link_in_flight.labels(self.name).set_function(lambda: self.mux.in_flight)
 
     # -- state ------------------------------------------------------------------------
     @property
@@ -113,11 +115,10 @@ class IssuerLink:
 
     async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
         waiter = self.mux.register(msg)
-        gauge = self.metrics.link_in_flight.labels(self.name)
-        gauge.inc()
         sent = False
         try:
-            with trio.move_on_after(timeout_ms / 1000):
+            # a scope of its own, not move_on_after's generator-based context manager
+            with trio.CancelScope(deadline=trio.current_time() + timeout_ms / 1000):
                 sent = True  # from here on, some bytes may have left
                 await self._send(msg)
                 await waiter.done.wait()
@@ -132,7 +133,6 @@ class IssuerLink:
             self._timed_out(msg, "write failed")
             raise IssuerTimeout(f"link {self.name} write failed: {type(e).__name__}") from None
         finally:
-            gauge.dec()
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
 
     def _timed_out(self, msg: Message, why: str) -> None:

@@ -46,6 +46,8 @@ class TransactionManager:
         self._paths = {mti: _Bound(p, svc) for mti, p in paths.items()}
         self._not_carried = _Bound(NOT_CARRIED, svc)
         self.in_flight = 0  # requests being answered (the drain waits for 0)
+        # read when scraped: not two locked gauge updates per request
+        svc.metrics.in_flight.set_function(lambda: self.in_flight)
 
     def _path(self, mti: str) -> _Bound:
         if mti[:2] == "08":  # network management: 0800, 0820, ...
@@ -58,7 +60,6 @@ class TransactionManager:
         m = self.svc.metrics
         started = trio.current_time()
         self.in_flight += 1
-        m.in_flight.inc()
         m.attempts.labels(req.mti).inc()
         ctx = Context(request=req, origin=origin, payload=payload)
         try:
@@ -77,7 +78,6 @@ class TransactionManager:
             return resp
         finally:
             self.in_flight -= 1
-            m.in_flight.dec()
             m.duration.labels(req.mti).observe(trio.current_time() - started)
 
     async def run(self, ctx: Context) -> None:

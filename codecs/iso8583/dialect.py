@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import functools
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import iso8583
 
@@ -138,20 +139,7 @@ class Dialect:
     def to_fields(self, msg: Message) -> dict[str, str]:
         if len(msg.mti) != 4 or not msg.mti.isdigit():
             raise CodecError("MTI is not 4 digits", stan=msg.stan)
-        fields: dict[str, str] = {"t": msg.mti}
-        for key, name, kind, de in _OUT:
-            value = getattr(msg, name)
-            if value is None:
-                continue
-            if type(value) is str and (kind == "an" or (
-                    kind == "n" and value.isascii() and value.isdigit())):
-                fields[key] = value  # text, and digits, go as they are
-                continue
-            try:
-                fields[key] = _to_wire(kind, value, self.spec.get(key), de)
-            except CodecError as e:
-                e.mti, e.stan = msg.mti, msg.stan if isinstance(msg.stan, str) else None
-                raise
+        fields = _named_fields(msg, self._field_to_wire)
         for de, value in msg.other.items():
             fields[str(de)] = value.hex().upper() if isinstance(value, bytes) else value
         if msg.mac is not None:  # DE128 when any other field needs the secondary bitmap
@@ -160,12 +148,41 @@ class Dialect:
             fields["128" if secondary else "64"] = msg.mac.hex().upper()
         return fields
 
+    def _field_to_wire(self, msg: Message, kind: str, value: Any, key: str, de: int) -> str:
+        """A named field that is not plain text or digits, in its wire form."""
+        try:
+            return _to_wire(kind, value, self.spec.get(key), de)
+        except CodecError as e:
+            e.mti, e.stan = msg.mti, msg.stan if isinstance(msg.stan, str) else None
+            raise
 
+
+def _fields_reader() -> Callable[[Message, Callable[..., str]], dict[str, str]]:
+    """``to_fields``' loop over the named fields, unrolled once into plain attribute
+    reads (called twice per authorization; a getattr and a tuple per field were most
+    of it). Text, and digits, go as they are; anything else through ``to_wire``."""
+    lines = ["def named_fields(msg, to_wire):", "    fields = {'t': msg.mti}"]
+    for de, name, kind in FIELDS:
+        plain = {"an": "type(v) is str",
+                 "n": "type(v) is str and v.isascii() and v.isdigit()"}.get(kind)
+        lines += [f"    v = msg.{name}", "    if v is not None:"]
+        if plain:
+            lines += [f"        if {plain}:", f"            fields['{de}'] = v",
+                      "        else:",
+                      f"            fields['{de}'] = to_wire(msg, '{kind}', v, '{de}', {de})"]
+        else:
+            lines.append(f"        fields['{de}'] = to_wire(msg, '{kind}', v, '{de}', {de})")
+    lines.append("    return fields")
+    scope: dict[str, Any] = {}
+    exec("\n".join(lines), scope)  # noqa: S102 (the module's own FIELDS table)
+    return cast(Callable[[Message, Callable[..., str]], dict[str, str]],
+                scope["named_fields"])
+
+
+_named_fields = _fields_reader()
 # from_fields: a wire key -> (DE, canonical name or None for Message.other, kind)
 _BY_KEY: dict[str, tuple[int, str | None, str]] = {
     str(de): (de, NAME_BY_DE.get(de), KIND_BY_DE.get(de, "")) for de in range(2, 193)}
-# to_fields: (wire key, name, kind, DE) of every named field
-_OUT = tuple((str(de), name, kind, de) for de, name, kind in FIELDS)
 # named fields past DE64 (their presence puts the MAC in DE128)
 _SECONDARY_NAMED = tuple(name for de, name, _ in FIELDS if de > 64)
 

@@ -205,8 +205,50 @@ class Wire:
         parts.append(self._bitmap_bytes(primary))
         if secondary:
             parts.append(self._bitmap_bytes(secondary))
-        for f in chosen:
-            parts.append(_encode_field(f, doc[f[1]]))
+        append = parts.append
+        try:
+            for f in chosen:
+                # one field, inline as in decode (no call per field); what does not
+                # encode plainly falls back
+                _, key, len_type, len_enc, max_len, data_enc, nibbles, pad, ltab, dtab = f
+                value = doc[key]
+                if type(value) is not str:
+                    raise Fallback
+                if data_enc == "b":
+                    text = value
+                    if nibbles and len(value) & 1:
+                        if not pad:
+                            raise Fallback
+                        text = pad + value
+                    data = binascii.a2b_hex(text)
+                    n = len(value) if nibbles else len(data)
+                elif dtab:
+                    data = value.encode("latin-1").translate(dtab[1])
+                    n = len(data)
+                else:
+                    data = value.encode(data_enc)
+                    n = len(data)
+                if len_type == 0:
+                    if n != max_len:
+                        raise Fallback
+                    append(data)
+                    continue
+                if n > max_len:
+                    raise Fallback
+                if len_enc == "b":
+                    prefix = n.to_bytes(len_type, "big")
+                else:
+                    digits = f"{n:0{len_type}d}"
+                    prefix = (digits.encode("latin-1").translate(ltab[1]) if ltab
+                              else digits.encode(len_enc))
+                    if len(prefix) != len_type:
+                        raise Fallback
+                append(prefix)
+                append(data)
+        # text outside the field's code, hex that is not hex (binascii.Error is a
+        # ValueError), a length its binary prefix cannot hold
+        except (ValueError, LookupError, OverflowError):
+            raise Fallback from None
         return b"".join(parts)
 
     def _bitmap_bytes(self, bits: int) -> bytes:
@@ -214,48 +256,6 @@ class Wire:
         if self.map_enc == "b":
             return raw
         return _encoded(raw.hex().upper(), self.map_enc, 16)
-
-
-def _encode_field(f: _Field, value: Any) -> bytes:
-    if type(value) is not str:
-        raise Fallback
-    _, _, len_type, len_enc, max_len, data_enc, nibbles, pad, ltab, dtab = f
-    if data_enc == "b":
-        text = value
-        if nibbles and len(value) & 1:
-            if not pad:
-                raise Fallback
-            text = pad + value
-        try:
-            data = binascii.a2b_hex(text)
-        except (ValueError, binascii.Error):
-            raise Fallback from None
-        n = len(value) if nibbles else len(data)
-    else:
-        try:
-            data = (value.encode("latin-1").translate(dtab[1]) if dtab
-                    else value.encode(data_enc))
-        except (UnicodeError, LookupError):
-            raise Fallback from None
-        n = len(data)
-    if len_type == 0:
-        if n != max_len:
-            raise Fallback
-        return data
-    if n > max_len:
-        raise Fallback
-    if len_enc == "b":
-        try:
-            prefix = n.to_bytes(len_type, "big")
-        except OverflowError:
-            raise Fallback from None
-    elif ltab:  # digits: always in the code, and one byte each
-        prefix = f"{n:0{len_type}d}".encode("latin-1").translate(ltab[1])
-        if len(prefix) != len_type:
-            raise Fallback
-    else:
-        prefix = _encoded(f"{n:0{len_type}d}", len_enc, len_type)
-    return prefix + data
 
 
 def _text(raw: bytes, encoding: str) -> str:

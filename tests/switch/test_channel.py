@@ -223,3 +223,29 @@ async def test_on_a_socket_nobody_reads_the_write_timeout_fails_every_queued_wri
     assert 0 < len(failed_at) < 60  # the first ones went out at once
     assert failed_at == [pytest.approx(5.0)] * len(failed_at)
     assert ch.closed_reason == "write timeout"
+
+
+@virtual
+async def test_close_wakes_a_reader_without_deadlines_on_a_socket():
+    """An issuer link's channel has no idle timeout: between frames its read waits on
+    the socket with no cancel scope, and close() (a write timeout elsewhere, a drop)
+    still ends that wait at once, with the close's reason."""
+    a, b = trio.socket.socketpair()
+    ch = Channel(trio.SocketStream(a), ChannelLimits("len2"))
+    peer = trio.SocketStream(b)
+    await peer.send_all(encode_frame("len2", b"one"))
+    assert (await ch.receive_frame()).payload == b"one"
+    reasons: list[str] = []
+
+    async def read() -> None:
+        with pytest.raises(ChannelClosed) as e:
+            await ch.receive_frame()
+        reasons.append(e.value.reason)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()  # the reader waits on the socket
+        started = trio.current_time()
+        ch.close("write timeout")
+    assert reasons == ["write timeout"] and trio.current_time() == started
+    await peer.aclose()

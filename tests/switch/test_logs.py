@@ -29,3 +29,26 @@ def test_one_json_line_per_call_masked_and_timed(monkeypatch):
     assert first["blob"] == "<3 bytes>"
     assert first["event"] == "request_done" and first["level"] == "info"
     assert "4761739001010010" not in stream.getvalue()
+
+
+def test_the_direct_line_is_the_formatters_line(monkeypatch):
+    """While setup()'s handler is the only one, log() writes the line itself; with a
+    second handler the record goes through logging and the formatter. Same bytes."""
+    direct, formatted = io.StringIO(), io.StringIO()
+    logs.setup("INFO", stream=direct)
+    monkeypatch.setattr(logging.time, "time", lambda: 1_700_000_000.125)
+    fields = dict(mti="0100", stan="000001", pan="4761739001010010", amount_minor=1250,
+                  replayed=False, error=None, ms=12.5, emv=b"\x9f\x26", note="ü \"x\"")
+    logs.log("request_done", logging.WARNING, **dict(fields))
+    other = logging.StreamHandler(formatted)
+    other.setFormatter(logs.JsonFormatter())
+    logs.LOGGER.addHandler(other)
+    try:
+        logs.log("request_done", logging.WARNING, **dict(fields))
+    finally:
+        logs.LOGGER.removeHandler(other)
+    first, second = direct.getvalue().splitlines()
+    assert first == second == formatted.getvalue().rstrip("\n")
+    line = json.loads(first)
+    assert line["ts"] == "2023-11-14T22:13:20.125Z" and line["level"] == "warning"
+    assert line["pan"] == "476173******0010" and line["emv"] == "<redacted>"

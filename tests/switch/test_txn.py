@@ -383,3 +383,23 @@ async def test_reversal_and_duplicate_refusals_keep_their_codes():
     assert (other_card.response_code, unknown.response_code,
             amount.response_code) == ("94", "25", "13")
     assert [m.mti for m in bench.links["visa"].sent] == ["0200"]  # none reversed
+
+
+@virtual
+async def test_payment_in_flight_gauge_counts_requests_being_answered():
+    """The gauge is read when scraped (from the manager's own count): two requests
+    waiting for the issuer show as 2, none once both are answered."""
+    bench = Bench()
+    gauge = bench.svc.metrics.registry.get_sample_value
+    seen: list[float | None] = []
+
+    async def scrape_while_waiting() -> None:
+        await trio.sleep(0.005)  # both sent, the issuer answers after 10 ms
+        seen.append(gauge("payment_in_flight"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bench.send, request(stan="000001"))
+        nursery.start_soon(bench.send, request(stan="000002", pan=MC_PAN))
+        nursery.start_soon(scrape_while_waiting)
+    assert seen == [2.0]
+    assert gauge("payment_in_flight") == 0.0
