@@ -7,6 +7,14 @@ row only for the few milliseconds of a batch's commit, and one batch carries man
 
 The MAC is injected: ``MacFunction = Callable[[bytes], bytes]`` (32 bytes out). The switch
 passes one backed by an HSM key; tests and tools may pass ``hmac_sha256(key)``.
+
+One MAC per batch, not per event (``chain``): every event of a batch but the last is a
+*link*, its ``mac`` column SHA-256 of its v2 input (which holds the previous event's
+value); the batch's last event is *sealed*, its ``mac`` the MAC of its v1 input. A seal
+covers, through the links' hashes, every event back to the previous seal; ``verify``
+requires the newest event to be sealed. An edit anywhere therefore needs a MAC the
+editor cannot compute without the key. A chain written one MAC per event (before
+batches were sealed) is a chain of one-event batches: it verifies unchanged.
 """
 
 from __future__ import annotations
@@ -101,15 +109,20 @@ def datetime_from_us(us: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=us)
 
 
+SEAL_TAG = b"payswitch.event.v1"  # MAC input of a sealed event (every event, before v2)
+LINK_TAG = b"payswitch.event.v2"  # SHA-256 input of a linked event: never a MAC input
+
+
 def mac_input(seq: int, event_id: int, event_type: str, payment_id: int | None,
               transfer_id: int | None, occurred_at_us: int, payload: str,
-              prev_mac: bytes) -> bytes:
+              prev_mac: bytes, tag: bytes = SEAL_TAG) -> bytes:
     """Length-prefixed, versioned encoding of everything an event says, plus the previous MAC:
-    each field as a 4-byte big-endian length and its bytes."""
+    each field as a 4-byte big-endian length and its bytes. ``tag``: SEAL_TAG (MACed) or
+    LINK_TAG (hashed): the two inputs of one event never coincide."""
     t = event_type.encode("ascii")
     p = payload.encode("utf-8")
     return b"".join((
-        _FIXED_HEAD.pack(18, b"payswitch.event.v1", 8, seq, 16),
+        _FIXED_HEAD.pack(18, tag, 8, seq, 16),
         event_id.to_bytes(16, "big"), len(t).to_bytes(4, "big"), t,
         _IDS_TIME.pack(16, (payment_id or 0).to_bytes(16, "big"),
                        16, (transfer_id or 0).to_bytes(16, "big"), 8, occurred_at_us),
@@ -149,25 +162,48 @@ class StoredEvent:
 
 def chain(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunction,
           default_us: int, checked: dict[int, str] | None = None) -> list[StoredEvent]:
-    """Numbers and MACs new events after (first_seq - 1, prev_mac). ``checked``: the
-    canonical payload of events already through check_type and canonical_payload, by
-    ``id()`` of the Event object (the batched writer checks each caller's events)."""
+    """Numbers and chains new events after (first_seq - 1, prev_mac): each one a link
+    (SHA-256), the last one sealed with ``mac`` (one MAC call per batch: the HSM's was
+    half of the switch's ledger thread). ``checked``: the canonical payload of events
+    already through check_type and canonical_payload, by ``id()`` of the Event object
+    (the batched writer checks each caller's events)."""
     out = []
     seq = first_seq
-    for e in events:
+    todo = list(events)
+    last = first_seq + len(todo) - 1
+    for e in todo:
         payload = checked.get(id(e)) if checked else None
         if payload is None:
             check_type(e.type)
             payload = canonical_payload(e.payload)
         us = e.occurred_at_ns // 1000 if e.occurred_at_ns is not None else default_us
-        m = mac(mac_input(seq, e.id, e.type, e.payment_id, e.transfer_id, us, payload, prev_mac))
-        if len(m) != 32:
-            raise LedgerError("event MAC function must return 32 bytes")
+        if seq == last:
+            m = mac(mac_input(seq, e.id, e.type, e.payment_id, e.transfer_id, us, payload,
+                              prev_mac))
+            if len(m) != 32:
+                raise LedgerError("event MAC function must return 32 bytes")
+        else:
+            m = hashlib.sha256(mac_input(seq, e.id, e.type, e.payment_id, e.transfer_id, us,
+                                         payload, prev_mac, LINK_TAG)).digest()
         out.append(StoredEvent(seq, e.id, e.type, e.payment_id, e.transfer_id, us, payload,
                                prev_mac, m))
         prev_mac = m
         seq += 1
     return out
+
+
+LINK, SEAL, BAD = "link", "seal", "bad"
+
+
+def check_event(e: StoredEvent, mac: MacFunction) -> str:
+    """What an event's stored ``mac`` is: LINK (SHA-256 of its v2 input), SEAL (the MAC
+    of its v1 input) or BAD (neither: edited). ``verify`` also requires the newest event
+    to be a SEAL, so links alone prove nothing."""
+    fields = (e.seq, e.id, e.type, e.payment_id, e.transfer_id, e.occurred_at_us, e.payload,
+              e.prev_mac)
+    if hmac.compare_digest(hashlib.sha256(mac_input(*fields, LINK_TAG)).digest(), e.mac):
+        return LINK
+    return SEAL if hmac.compare_digest(mac(mac_input(*fields)), e.mac) else BAD
 
 
 # -- replay ------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ in the same query string, with synchronous_commit as the server has it (on): one
 flush for a batch of authorizations. Each round trip costs psycopg work, a socket send
 and a wait the writer cannot use (~100-250 µs of CPU and 0.3-4 ms of wall measured on a
 loaded 2-core machine; six per batch before): hence as few as the engine allows (it
-needs the reads' rows before it can compute the writes).
+needs the reads' rows before it can compute the writes). Both statements are prepared
+once per session and sent as ``execute <name>(<literals>)``: parsing and planning them
+every batch cost PostgreSQL more than running them (``_BEGIN`` keeps their plans sane).
 """
 
 from __future__ import annotations
@@ -184,6 +186,11 @@ class Ledger:
         self.clock_ns = clock_ns
         self._last_ns = 0
         self._cur: Cursor | None = None  # submit's, made on first use
+        # the batch's statements prepared on this session (text -> name), marked once the
+        # query string with the PREPARE ran; names are never reused, so a PREPARE that ran
+        # in a batch that failed only leaves an unused statement (at most one per shape)
+        self._prepared: dict[str, str] = {}
+        self._named = 0
         if migrate:
             from .schema import migrate as _migrate
             _migrate(self.conn)
@@ -295,9 +302,10 @@ class Ledger:
         ``checked``: see ``events.chain`` (the writer's already checked payloads).
 
         Two round trips, whatever the batch: ``begin; <the reads>`` and ``<the writes>;
-        commit``, each one simple-protocol query (its values literals: ``_lit``), so
-        BEGIN and COMMIT travel with a statement and nothing is ever a prepared statement
-        (no generic plan kept from when a table was empty: see ``_read_sql``)."""
+        commit``, each one simple-protocol query string, so BEGIN and COMMIT travel with
+        a statement. The reads and the writes are statements prepared on the session
+        (``_call``: parsed and planned once, not every batch), executed with their
+        values as literals (``_lit``), under the settings of ``_BEGIN``."""
         if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
             raise LedgerError("batch too large")
         now = max(self.clock_ns(), self._last_ns + 1)
@@ -324,6 +332,24 @@ class Ledger:
         if conn.info.transaction_status in (_INTRANS, _INERROR):
             with contextlib.suppress(psycopg.Error):  # gone: as good as rolled back
                 conn.execute("rollback")
+
+    def _call(self, sql: str, args: list[str],
+              types: str = "") -> tuple[str, tuple[str, str] | None]:
+        """``execute <name>(<args>)`` of ``sql`` (``$n`` parameters) prepared on this
+        session, preceded the first time by its PREPARE in the same query string; the
+        args are literals. Returns the text and, for a new statement, (sql, name) for
+        ``_mark`` once the query string ran."""
+        name = self._prepared.get(sql)
+        if name is not None:
+            return f"execute {name}({', '.join(args)})", None
+        name = f"payswitch_ledger_{self._named}"
+        self._named += 1
+        return (f"prepare {name}{types} as {sql}; execute {name}({', '.join(args)})",
+                (sql, name))
+
+    def _mark(self, new: tuple[str, str] | None) -> None:
+        if new is not None:
+            self._prepared[new[0]] = new[1]
 
     def expire_pending(self, limit: int = 1000) -> int:
         """The expiry job: voids holds whose timeout has passed. Returns how many."""
@@ -383,10 +409,13 @@ class Ledger:
         accounts: dict[int, AccountBalance] = {}
         pending: dict[int, PendingInfo] = {}
         head: tuple[int, bytes, set[int]] | None = None
-        cur.execute("begin; " + _read_sql(bool(all_t), bool(ev_ids)) % {
-            "all": _lit(_ua(ids | pids)), "ids": _lit(_ua(ids)), "pids": _lit(_ua(pids)),
-            "acct": _lit(_ua(acct_ids)), "ev": _lit(_ua(ev_ids))}, prepare=False)
-        cur.nextset()  # past BEGIN's result
+        read, new = self._call(_read_sql(bool(all_t), bool(ev_ids)), [
+            _lit(_ua(ids | pids)), _lit(_ua(ids)), _lit(_ua(pids)), _lit(_ua(acct_ids)),
+            _lit(_ua(ev_ids))], _READ_TYPES)
+        cur.execute(_BEGIN + read, prepare=False)
+        self._mark(new)
+        while cur.nextset():  # past BEGIN's, SET's and PREPARE's results
+            pass
         for r in cur.fetchall():
             tag = r[0]
             if tag == "t":
@@ -414,10 +443,21 @@ class Ledger:
         if chosen:
             assert head is not None  # read with the batch: it has events
             writes += self._append(head, chosen, written, now, checked)
-        _execute_writes(cur, writes, commit=True)
+        self._write(cur, writes)
         outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
                                                                      strict=True)]
         return outcomes, eng._next_ts - now
+
+    def _write(self, cur: Cursor, writes: list[_Write]) -> None:
+        """The batch's writes as one prepared statement (``_write_sql``) and COMMIT: one
+        round trip."""
+        if not writes:
+            cur.execute("commit")
+            return
+        sql, params = _write_sql(writes)
+        text, new = self._call(_numbered(sql, len(params)), [_lit(p) for p in params])
+        cur.execute(text + "; commit", prepare=False)
+        self._mark(new)
 
     def _append(self, head: tuple[int, bytes, set[int]], chosen: list[tuple[int, Event]],
                 written: list[list[int]], now: int,
@@ -463,19 +503,19 @@ class Ledger:
 
 _READ_T = (
     "t as (select id, debit_account_id, credit_account_id, pending_id, amount, ts, ledger, "
-    "code, flags, timeout_s from transfers where id = any(%(all)s::uuid[]))")
+    "code, flags, timeout_s from transfers where id = any($1::uuid[]))")
 # Accounts, then pending states, each locked in id order (every writer and the expiry
 # job lock in this order: no deadlock between them): the batch's own accounts and those
 # of the pending transfers it posts or voids, found by the same statement.
 _READ_A = (
     "a as (select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
-    "credits_posted from accounts where id in (select unnest(%(acct)s::uuid[]) union all "
+    "credits_posted from accounts where id in (select unnest($4::uuid[]) union all "
     "select unnest(array[debit_account_id, credit_account_id]) from t "
-    "where id = any(%(pids)s::uuid[]) and flags & 2 <> 0) "  # 2: TransferFlags.PENDING
+    "where id = any($3::uuid[]) and flags & 2 <> 0) "  # 2: TransferFlags.PENDING
     "order by id for update)")
 _READ_P = (
     "p as (select id, state, expires_at_ns from pending_transfers where id in (select id "
-    "from t where id = any(%(pids)s::uuid[]) and flags & 2 <> 0) "
+    "from t where id = any($3::uuid[]) and flags & 2 <> 0) "
     "order by id for update)")
 assert int(TransferFlags.PENDING) == 2  # as written in _READ_A and _READ_P
 _READ_H = "h as (select seq, mac from event_chain_head where singleton for update)"
@@ -484,14 +524,26 @@ _ROW_T = ("select 't', id, debit_account_id, credit_account_id, pending_id, amou
           "null::bigint, null::bigint, ledger, code, flags, timeout_s, null::text, "
           "null::bytea, null::uuid[] from t")
 _ROW_F = ("select 'f', id, null, null, null, null, null, null, null, null, null, null, "
-          "null, null, null, null from failed_transfers where id = any(%(ids)s::uuid[])")
+          "null, null, null, null from failed_transfers where id = any($2::uuid[])")
 _ROW_A = ("select 'a', id, null, null, null, debits_pending, debits_posted, credits_pending, "
           "credits_posted, ledger, code, flags, null, null, null, null from a")
 _ROW_P = ("select 'p', id, null, null, null, expires_at_ns, null, null, null, null, null, "
           "null, null, state, null, null from p")
 _ROW_H = ("select 'h', null, null, null, null, seq, null, null, null, null, null, null, "
-          "null, null, mac, array(select id from events where id = any(%(ev)s::uuid[])) "
+          "null, null, mac, array(select id from events where id = any($5::uuid[])) "
           "from h")
+
+
+# The read's parameters: $1 transfer and pending ids, $2 transfer ids, $3 pending ids,
+# $4 account ids, $5 event ids.
+_READ_TYPES = "(uuid[], uuid[], uuid[], uuid[], uuid[])"
+# Every batch's transaction starts under these, so the plans of its prepared statements
+# (made once, on their first run) are key lookups whatever the tables held then: a plan
+# made while a table was empty (a new database) is a seq scan, kept as the table grows
+# (switch/README.md, "Where one worker waits"). Every read and write of a batch is by
+# primary key or from arrays; SET LOCAL ends with the transaction.
+_BEGIN = ("begin; set local enable_seqscan = off; "
+          "set local plan_cache_mode = force_generic_plan; ")
 
 
 def _read_sql(transfers: bool, events: bool) -> str:
@@ -499,9 +551,7 @@ def _read_sql(transfers: bool, events: bool) -> str:
     accounts and pending states it may change (locked), the chain head (locked) and
     which of its events are stored already. The parts of a UNION ALL run in order, so
     the locks are taken in the order separate statements took them: accounts by id,
-    pending states by id, the head. Sent with the simple protocol, so planned on every
-    run: a generic plan made while ``events`` was empty would be a seq scan of every
-    event (switch/README.md, "Where one worker waits")."""
+    pending states by id, the head."""
     ctes, rows = [], []
     if transfers:
         ctes += [_READ_T, _READ_A, _READ_P]
@@ -517,32 +567,29 @@ def _read_sql(transfers: bool, events: bool) -> str:
 _Write = tuple[str, tuple[Any, ...]]
 
 
-def _execute_writes(cur: Cursor, writes: list[_Write], commit: bool = False) -> None:
-    """All of a batch's writes in one round trip: each a data-modifying WITH part of one
-    statement. They touch different tables, and no part reads what another writes (all
-    see the statement's one snapshot), so the result is the same as one statement each.
-    A plain ``select`` (pg_notify) must be the primary query: PostgreSQL skips a WITH
-    select that nothing reads. ``commit``: COMMIT goes in the same query string, a
-    simple-protocol query whose values are literals (``_lit``; the arrays built by
-    ``_ua`` / ``_ia`` / ``_ta`` / ``_ba``): one round trip, never prepared."""
-    tail = "; commit" if commit else ""
-    if not writes:
-        if commit:
-            cur.execute("commit")
-        return
+def _write_sql(writes: list[_Write]) -> tuple[str, tuple[Any, ...]]:
+    """All of a batch's writes as one statement (``%s`` parameters): each a
+    data-modifying WITH part. They touch different tables, and no part reads what
+    another writes (all see the statement's one snapshot), so the result is the same as
+    one statement each. A plain ``select`` (pg_notify) must be the primary query:
+    PostgreSQL skips a WITH select that nothing reads."""
     mods = [w for w in writes if not w[0].startswith("select")]
     main = [w for w in writes if w[0].startswith("select")] or [("select 1", ())]
     assert len(main) == 1, "at most one select per batch"
-    if not mods:
-        query, params = main[0][0], main[0][1]
-    else:
-        parts = [f"w{k} as ({sql})" for k, (sql, _) in enumerate(mods)]
-        query = "with " + ", ".join(parts) + " " + main[0][0]
-        params = tuple(p for _, ps in mods + main for p in ps)
-    if commit:
-        cur.execute(query % tuple(_lit(p) for p in params) + tail, prepare=False)
-    else:
-        cur.execute(query, params)
+    parts = [f"w{k} as ({sql})" for k, (sql, _) in enumerate(mods)]
+    query = ("with " + ", ".join(parts) + " " if parts else "") + main[0][0]
+    return query, tuple(p for _, ps in mods + main for p in ps)
+
+
+def _numbered(sql: str, n: int) -> str:
+    """``%s`` placeholders as ``$1``..``$n`` (a PREPARE's parameters)."""
+    return sql % tuple(f"${k}" for k in range(1, n + 1))
+
+
+def _execute_writes(cur: Cursor, writes: list[_Write]) -> None:
+    """The expiry job's writes: one statement, parameters bound by psycopg."""
+    if writes:
+        cur.execute(*_write_sql(writes))
 
 
 def _lit(v: str | int | bytes | None) -> str:

@@ -6,7 +6,8 @@ Checks (each bounded to ``max_items`` reported items, the counts are always exac
 2. each account's four balances = the sums of its transfers;
 3. no account breaks its limit flag;
 4. the event chain: seq 1..n without gaps, each prev_mac = the previous mac, each mac
-   recomputed with the injected MAC function, the head row = the last event;
+   recomputed (a link's SHA-256, a seal's MAC with the injected MAC function), the
+   newest event sealed, the head row = the last event;
 5. every ``approved`` event names a pending transfer (its hold), and every pending
    transfer has a ``held`` event in a payment that has an ``approved`` event;
 6. holds an application says must be released are: when a relation named
@@ -19,6 +20,7 @@ Checks (each bounded to ``max_items`` reported items, the counts are always exac
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict, dataclass, field
 
 import psycopg
@@ -227,42 +229,61 @@ def _balances(conn: psycopg.Connection, r: Report, max_items: int) -> None:
 
 
 def _chain(conn: psycopg.Connection, r: Report, mac: ev.MacFunction | None, max_items: int) -> None:
-    c = r.chain
-    c.mac_checked = mac is not None
-    problems = c.problems
-
-    def bad(msg: str) -> None:
-        c.intact = False
-        if len(problems) < max_items:
-            problems.append(msg)
-
-    prev_seq, prev_mac = 0, ev.GENESIS_MAC
+    check = ChainCheck(r.chain, mac, max_items)
     with conn.cursor(name="ledger_verify_events") as cur:
         cur.itersize = 2000
         cur.execute("select seq, id, type, payment_id, transfer_id, occurred_at, payload, "
                     "prev_mac, mac from events order by seq")
         for seq, eid, etype, pid, tid, at, payload, pmac, emac in cur:
-            c.events += 1
-            pmac, emac = bytes(pmac), bytes(emac)
-            if seq != prev_seq + 1:
-                bad(f"events {prev_seq + 1}..{seq - 1} missing (gap before seq {seq})")
-            if pmac != prev_mac:
-                bad(f"event {seq}: prev_mac does not match event {prev_seq}'s mac "
-                    "(removed or reordered events)")
-            if mac is not None:
-                want = mac(ev.mac_input(seq, eid.int, etype, pid.int if pid else None,
-                                        tid.int if tid else None, ev.us_from_datetime(at),
-                                        payload, pmac))
-                if want != emac:
-                    bad(f"event {seq} ({etype}, id {eid}): MAC does not match its content "
-                        "(edited)")
-            prev_seq, prev_mac = seq, emac
+            check.event(ev.StoredEvent(seq, eid.int, etype, pid.int if pid else None,
+                                       tid.int if tid else None, ev.us_from_datetime(at),
+                                       payload, bytes(pmac), bytes(emac)))
     head = conn.execute("select seq, mac from event_chain_head").fetchone()
-    if head is None:
-        bad("event chain head row missing")
-    elif head[0] != prev_seq or bytes(head[1]) != prev_mac:
-        bad(f"chain head says seq {head[0]} but the last event is seq {prev_seq} "
-            "(events removed from the end, or head edited)")
+    check.end(None if head is None else (head[0], bytes(head[1])))
+
+
+class ChainCheck:
+    """The event chain's checks, fed the events in seq order, then the head row: seq
+    1..n without gaps, each prev_mac the previous event's mac, each event a link or a
+    seal (``events.check_event``), the newest one a seal, the head = the newest."""
+
+    def __init__(self, report: ChainReport, mac: ev.MacFunction | None,
+                 max_items: int = MAX_ITEMS) -> None:
+        self.c, self.mac, self.max_items = report, mac, max_items
+        report.mac_checked = mac is not None
+        self.prev_seq, self.prev_mac = 0, ev.GENESIS_MAC
+        self.sealed = True  # the newest event so far is sealed (none yet: nothing to seal)
+
+    def bad(self, msg: str) -> None:
+        self.c.intact = False
+        if len(self.c.problems) < self.max_items:
+            self.c.problems.append(msg)
+
+    def event(self, e: ev.StoredEvent) -> None:
+        self.c.events += 1
+        seq = e.seq
+        if seq != self.prev_seq + 1:
+            self.bad(f"events {self.prev_seq + 1}..{seq - 1} missing (gap before seq {seq})")
+        if e.prev_mac != self.prev_mac:
+            self.bad(f"event {seq}: prev_mac does not match event {self.prev_seq}'s mac "
+                     "(removed or reordered events)")
+        if self.mac is not None:
+            kind = ev.check_event(e, self.mac)
+            if kind == ev.BAD:
+                self.bad(f"event {seq} ({e.type}, id {uuid.UUID(int=e.id)}): MAC does not "
+                         "match its content (edited)")
+            self.sealed = kind == ev.SEAL
+        self.prev_seq, self.prev_mac = seq, e.mac
+
+    def end(self, head: tuple[int, bytes] | None) -> None:
+        if self.mac is not None and not self.sealed:
+            self.bad(f"the newest event, seq {self.prev_seq}, is not sealed by a MAC "
+                     "(events removed from the end, or links rewritten)")
+        if head is None:
+            self.bad("event chain head row missing")
+        elif head[0] != self.prev_seq or head[1] != self.prev_mac:
+            self.bad(f"chain head says seq {head[0]} but the last event is seq "
+                     f"{self.prev_seq} (events removed from the end, or head edited)")
 
 
 def _approvals(conn: psycopg.Connection, r: Report, max_items: int) -> None:

@@ -120,6 +120,14 @@ def test_a_batch_that_fails_between_begin_and_commit_leaves_no_transaction(pg_ds
         assert led.lookup_transfers([400]) == []
         out = led.submit([Request((_hold(400),), _events(400))])
         assert out[0].results == ("created",) and len(out[0].events_written) == 4
+        # the refused batch was the connection's first: its PREPAREs ran, its write's
+        # name was not kept; the batches after it prepare and reuse their own
+        for k in range(3):
+            out = led.submit([Request((_hold(401 + k),), _events(401 + k))])
+            assert out[0].results == ("created",) and len(out[0].events_written) == 4
+        names = led.conn.execute("select count(*) from pg_prepared_statements "
+                                 "where name like 'payswitch_ledger_%'").fetchone()
+        assert names == (3,)  # one read, the refused write's, one write
 
 
 def _u(i: int) -> str:

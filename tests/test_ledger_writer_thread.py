@@ -134,3 +134,45 @@ def test_the_writer_thread_ends_with_run_and_queued_callers_hear_it(pg_dsn):
 async def release(mac: GatedMac) -> None:
     await trio.testing.wait_all_tasks_blocked()
     mac.gate.set()
+
+
+def test_a_batch_collects_until_full_or_max_wait(pg_dsn):
+    """While a batch collects, the writer is woken by requests only when they fill it:
+    with a max_wait far beyond the test's bound, a full batch is written at once (one
+    transaction), also after a request cancelled while queued took its count back."""
+    _setup(pg_dsn)
+    mac = GatedMac()
+    writer = BatchWriter(pg_dsn, mac=mac, config=WriterConfig(max_batch=4,
+                                                              max_wait_ms=600_000))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            with trio.fail_after(WAIT_S):
+                async with trio.open_nursery() as callers:
+                    # full at once: written, then held in the MAC
+                    callers.start_soon(writer.create_transfers, [_t(i) for i in range(40, 44)],
+                                       [Event(3000, "held", {})])
+                    await trio.to_thread.run_sync(mac.entered.wait, WAIT_S)
+                    with trio.CancelScope() as gave_up:  # queued, cancelled: never written
+                        callers.start_soon(_cancel_when_blocked, gave_up)
+                        await writer.create_transfers([_t(44), _t(45), _t(46)])
+                    mac.gate.set()
+                    callers.start_soon(writer.create_transfers, [_t(50)])
+                    while writer.queue_depth() or writer.batches < 1:  # taken: collecting
+                        await trio.sleep(0.001)
+                    callers.start_soon(writer.create_transfers, [_t(51)])  # not a wake-up
+                    await trio.testing.wait_all_tasks_blocked()
+                    # these fill the batch: the writer is woken, long before max_wait
+                    callers.start_soon(writer.create_transfers, [_t(52), _t(53)])
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert writer.batches == 2
+    assert _stored(pg_dsn, list(range(40, 47)) + [50, 51, 52, 53]) == [
+        40, 41, 42, 43, 50, 51, 52, 53]
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
