@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import importlib
 import logging
 import random
@@ -94,9 +95,15 @@ def reply_header(dialect_name: str, header):
     (Visa BASE I swaps source and destination station ids), else the same header."""
     if header is None:
         return None
-    module = importlib.import_module(f"payswitch.codecs.iso8583.{dialect_name}")
-    fn = getattr(module, "reply_header", None) or getattr(module.DIALECT, "reply_header", None)
+    fn = _reply_rule(dialect_name)
     return fn(header) if fn else header
+
+
+@functools.cache
+def _reply_rule(dialect_name: str):
+    module = importlib.import_module(f"payswitch.codecs.iso8583.{dialect_name}")
+    return getattr(module, "reply_header", None) or getattr(module.DIALECT, "reply_header",
+                                                            None)
 
 
 class NetworkSimulator:
@@ -189,6 +196,7 @@ class NetworkSimulator:
                     except FramingError:
                         log.warning("%s: bad frame length, dropping the link", self.network)
                         break
+                    now: list[tuple[bytes, Message]] = []  # answers due at once
                     for frame in frames:
                         count += 1
                         if every and count % every == 0:
@@ -197,11 +205,20 @@ class NetworkSimulator:
                             up = False  # the Nth message is read, never answered
                             break
                         answer = self._on_frame(conn, frame)
-                        if answer is not None:
-                            await self._slots.acquire()
-                            self.stats.tasks_peak = max(
-                                self.stats.tasks_peak, self.max_tasks - self._slots.value)
-                            nursery.start_soon(self._send_slot, conn, *answer)
+                        if answer is None:
+                            continue
+                        resp, tpdu, delay_ms = answer
+                        if not delay_ms:
+                            framed = self._encode(resp, tpdu)
+                            if framed is not None:
+                                now.append((framed, resp))
+                            continue
+                        await self._slots.acquire()
+                        self.stats.tasks_peak = max(
+                            self.stats.tasks_peak, self.max_tasks - self._slots.value)
+                        nursery.start_soon(self._send_slot, conn, *answer)
+                    # One write per read: the answers to every frame it brought.
+                    await self._write(conn, now)
                 nursery.cancel_scope.cancel()
         finally:
             self._streams.discard(stream)
@@ -273,6 +290,13 @@ class NetworkSimulator:
     async def _send(self, conn: _Conn, resp: Message, tpdu: bytes | None, delay_ms: int):
         if delay_ms:
             await trio.sleep(delay_ms / 1000)
+        data = self._encode(resp, tpdu)
+        if data is not None:
+            await self._write(conn, [(data, resp)])
+
+    def _encode(self, resp: Message, tpdu: bytes | None) -> bytes | None:
+        """The framed answer (MACed on a MAC link), recorded in ``sent``; None if it
+        cannot be encoded."""
         try:
             if self.mac_key:
                 body, hex_form = macing.unsigned(self.dialect, resp)
@@ -286,19 +310,25 @@ class NetworkSimulator:
                 payload = self.dialect.encode(resp)
         except CodecError as e:
             log.error("%s: cannot encode %s: %s", self.network, resp.mti, e)
-            return
-        data = encode_frame(self.framing, payload, reply_tpdu(tpdu) if tpdu else None,
-                            max_frame_bytes=self.max_frame_bytes)
+            return None
         # Recorded before it leaves: a test that has the answer can then find it here
         # (another thread reads ``sent``; appending after send_all was a race).
         self.sent.append(payload)
+        return encode_frame(self.framing, payload, reply_tpdu(tpdu) if tpdu else None,
+                            max_frame_bytes=self.max_frame_bytes)
+
+    async def _write(self, conn: _Conn, answers: list[tuple[bytes, Message]]) -> None:
+        """Send framed answers in one write; counted once they are sent."""
+        if not answers:
+            return
         async with conn.lock:
             try:
-                await conn.stream.send_all(data)
+                await conn.stream.send_all(b"".join(data for data, _ in answers))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-        self.stats.answered += 1
-        self.stats.by_code[resp.response_code] += 1
+        self.stats.answered += len(answers)
+        for _, resp in answers:
+            self.stats.by_code[resp.response_code] += 1
 
 
 class _Conn:

@@ -360,3 +360,56 @@ def test_issuer_applies_a_stand_in_advice_once_and_answers_0130():
     declined = advice.replace(response_code="91", original_data="x" * 42)
     assert issuer.respond(declined).response_code == "00"
     assert issuer.cards[card.pan].balance_minor == before - 1400
+
+
+class _ScriptedStream:
+    """A stream that delivers the given chunks, then EOF, and keeps every write."""
+
+    def __init__(self, chunks):
+        self.chunks, self.writes = list(chunks), []
+
+    async def receive_some(self, max_bytes=None):
+        await trio.lowlevel.checkpoint()
+        return self.chunks.pop(0) if self.chunks else b""
+
+    async def send_all(self, data):
+        await trio.lowlevel.checkpoint()
+        self.writes.append(bytes(data))
+
+    async def aclose(self):
+        await trio.lowlevel.checkpoint()
+
+
+def _framed(msgs):
+    from payswitch.codecs.framing import encode_frame
+    return b"".join(encode_frame("len2", ISO.encode(m)) for m in msgs)
+
+
+def _payloads(data):
+    from payswitch.codecs.framing import FrameReader
+    return [ISO.decode(f.payload) for f in FrameReader("len2", 8192).feed(data)]
+
+
+def test_simulator_answers_all_frames_of_one_read_in_one_write():
+    term = Terminal("DEMO0001", seed=12)
+    reqs = [term.purchase(cards.card("visa_approve"), 100 + i) for i in range(3)]
+    reqs.append(term.purchase(cards.card("visa_decline"), 100))
+    sim = NetworkSimulator("iso87ascii")
+    stream = _ScriptedStream([_framed(reqs)])
+    trio.run(sim._handle, stream)
+    assert len(stream.writes) == 1
+    answers = _payloads(stream.writes[0])
+    assert [(a.mti, a.stan, a.response_code) for a in answers] == \
+        [("0210", r.stan, "00") for r in reqs[:3]] + [("0210", reqs[3].stan, "05")]
+    assert sim.stats.answered == 4 and sim.stats.by_code == {"00": 3, "05": 1}
+
+
+def test_link_drop_answers_the_frames_before_the_nth_of_the_same_read():
+    term = Terminal("DEMO0001", seed=13)
+    reqs = [term.purchase(cards.card("visa_approve"), 100 + i) for i in range(4)]
+    sim = NetworkSimulator("iso87ascii", faults=Faults(link_drop_every=3))
+    stream = _ScriptedStream([_framed(reqs)])
+    trio.run(sim._handle, stream)
+    answers = [a for w in stream.writes for a in _payloads(w)]
+    assert [a.stan for a in answers] == [r.stan for r in reqs[:2]]
+    assert sim.stats.link_drops == 1 and sim.stats.received == 3
