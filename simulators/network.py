@@ -28,11 +28,11 @@ sends that share of answers (not network management) with a corrupted MAC.
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import importlib
 import logging
 import random
+import socket
 from dataclasses import dataclass, field
 
 import trio
@@ -142,7 +142,6 @@ class NetworkSimulator:
         self.messages: collections.deque[Message] = collections.deque(maxlen=record_limit)
         self.sent: collections.deque[bytes] = collections.deque(maxlen=record_limit)
         self._rng = random.Random(seed)
-        self._streams: set[trio.SocketStream] = set()
         # One task per answer (it may sleep latency_ms / late_ms): capped over all
         # connections, so a flood or long late_ms cannot grow memory without bound;
         # when full, reading waits (TCP back-pressure on the switch).
@@ -157,9 +156,8 @@ class NetworkSimulator:
 
     async def drop_links(self) -> None:
         """Close every open connection now (tests: link drop from the network side)."""
-        for stream in list(self._streams):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.aclose()
+        for conn in list(self.conns):
+            await conn.aclose()
 
     @property
     def mac_key(self) -> str | None:
@@ -175,7 +173,6 @@ class NetworkSimulator:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.stats.connections += 1
-        self._streams.add(stream)
         conn = _Conn(stream)
         self.conns.add(conn)
         reader = FrameReader(self.framing, self.max_frame_bytes)
@@ -186,7 +183,7 @@ class NetworkSimulator:
                 up = True
                 while up:
                     try:
-                        data = await stream.receive_some(READ_BYTES)
+                        data = await conn.receive_some()
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break  # reset by the peer, or closed by drop_links()
                     if not data:
@@ -221,10 +218,8 @@ class NetworkSimulator:
                     await self._write(conn, now)
                 nursery.cancel_scope.cancel()
         finally:
-            self._streams.discard(stream)
             self.conns.discard(conn)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.aclose()
+            await conn.aclose()
 
     def _record(self, payload: bytes) -> Message | CodecError:
         """Keep the bytes (and the decoded message) for tests; count by MTI."""
@@ -323,7 +318,7 @@ class NetworkSimulator:
             return
         async with conn.lock:
             try:
-                await conn.stream.send_all(b"".join(data for data, _ in answers))
+                await conn.send_all(b"".join(data for data, _ in answers))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
         self.stats.answered += len(answers)
@@ -332,6 +327,49 @@ class NetworkSimulator:
 
 
 class _Conn:
+    """One connection from the switch: plain non-blocking socket calls, trio only to
+    wait when one would block (a simulator's CPU is taken from the switch on a small
+    machine). One reader (``_handle``); writers take ``lock``."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+        self.sock = socket.socket(fileno=stream.socket.detach())
+        self.sock.setblocking(False)
         self.lock = trio.Lock()
+        self.closed = False
+
+    async def receive_some(self) -> bytes:
+        """Bytes the switch sent, b"" at EOF."""
+        waited = False
+        while True:
+            if self.closed:
+                raise trio.ClosedResourceError
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+                waited = True
+                continue
+            except OSError as e:
+                raise trio.BrokenResourceError(e) from e
+            if not waited:
+                await trio.lowlevel.checkpoint()  # the other connections get their turn
+            return data
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.closed:
+                raise trio.ClosedResourceError
+            try:
+                view = view[self.sock.send(view):]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+            except OSError as e:
+                raise trio.BrokenResourceError(e) from e
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            trio.lowlevel.notify_closing(self.sock)  # wakes a pending wait: Closed...
+            self.sock.close()
+        await trio.lowlevel.checkpoint()

@@ -362,22 +362,36 @@ def test_issuer_applies_a_stand_in_advice_once_and_answers_0130():
     assert issuer.cards[card.pan].balance_minor == before - 1400
 
 
-class _ScriptedStream:
-    """A stream that delivers the given chunks, then EOF, and keeps every write."""
+def _handle_one_read(sim, data):
+    """``data`` arrives on one connection, then EOF; the bytes the simulator wrote back
+    and the writes it made (each send_all)."""
+    import socket
 
-    def __init__(self, chunks):
-        self.chunks, self.writes = list(chunks), []
+    from payswitch.simulators import network
 
-    async def receive_some(self, max_bytes=None):
-        await trio.lowlevel.checkpoint()
-        return self.chunks.pop(0) if self.chunks else b""
+    writes = []
+    real_send_all = network._Conn.send_all
 
-    async def send_all(self, data):
-        await trio.lowlevel.checkpoint()
-        self.writes.append(bytes(data))
+    async def counted(conn, data):
+        writes.append(bytes(data))
+        await real_send_all(conn, data)
 
-    async def aclose(self):
-        await trio.lowlevel.checkpoint()
+    async def main():
+        ours, theirs = socket.socketpair()
+        with ours:
+            ours.sendall(data)
+            ours.shutdown(socket.SHUT_WR)
+            network._Conn.send_all = counted
+            try:
+                await sim._handle(trio.SocketStream(trio.socket.from_stdlib_socket(theirs)))
+            finally:
+                network._Conn.send_all = real_send_all
+            ours.settimeout(5)
+            got = b""
+            while chunk := ours.recv(65536):
+                got += chunk
+        return got, writes
+    return trio.run(main)
 
 
 def _framed(msgs):
@@ -395,10 +409,9 @@ def test_simulator_answers_all_frames_of_one_read_in_one_write():
     reqs = [term.purchase(cards.card("visa_approve"), 100 + i) for i in range(3)]
     reqs.append(term.purchase(cards.card("visa_decline"), 100))
     sim = NetworkSimulator("iso87ascii")
-    stream = _ScriptedStream([_framed(reqs)])
-    trio.run(sim._handle, stream)
-    assert len(stream.writes) == 1
-    answers = _payloads(stream.writes[0])
+    got, writes = _handle_one_read(sim, _framed(reqs))
+    assert len(writes) == 1 and writes[0] == got
+    answers = _payloads(got)
     assert [(a.mti, a.stan, a.response_code) for a in answers] == \
         [("0210", r.stan, "00") for r in reqs[:3]] + [("0210", reqs[3].stan, "05")]
     assert sim.stats.answered == 4 and sim.stats.by_code == {"00": 3, "05": 1}
@@ -408,8 +421,7 @@ def test_link_drop_answers_the_frames_before_the_nth_of_the_same_read():
     term = Terminal("DEMO0001", seed=13)
     reqs = [term.purchase(cards.card("visa_approve"), 100 + i) for i in range(4)]
     sim = NetworkSimulator("iso87ascii", faults=Faults(link_drop_every=3))
-    stream = _ScriptedStream([_framed(reqs)])
-    trio.run(sim._handle, stream)
-    answers = [a for w in stream.writes for a in _payloads(w)]
+    got, _ = _handle_one_read(sim, _framed(reqs))
+    answers = _payloads(got)
     assert [a.stan for a in answers] == [r.stan for r in reqs[:2]]
     assert sim.stats.link_drops == 1 and sim.stats.received == 3
