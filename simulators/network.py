@@ -8,7 +8,8 @@ responses (answered after ``late_ms``, beyond the switch's timeout) and link dro
 (the connection is closed on every Nth request, without an answer).
 
 It records what it received, raw frame payloads and decoded messages, the last
-``record_limit`` of each, for tests to assert on. Answers pending at once (each a task
+``record_limit`` of each, for tests to assert on. Answers due at once are encoded as
+their frames are read and sent in one write per read; answers that wait (each a task
 that may sleep ``latency_ms`` / ``late_ms``) are capped at ``max_tasks``; past it the
 simulator stops reading until one is sent. In-process::
 
