@@ -23,6 +23,13 @@ checks the card for real, in this order, after "on file" and "in date":
    91 (ARPC || ARC). A wrong ARQC turns the answer
    into ``82`` (Visa: "negative CAM / iCVV result"), with no ARPC: the issuer does not
    authenticate itself to a card it could not authenticate.
+
+Each HSM verdict on card data (CVV, iCVV, CVV2, a PIN block against the PVV) is
+remembered by its whole input: the key label, the PAN and the value checked (for a PIN,
+the encrypted block, which ISO format 0 makes the same for the same PIN, PAN and ZPK).
+A repeat of something already checked gets the same verdict without another HSM round
+trip; anything new (another CVV, another block, another key) is checked in the HSM.
+ARQCs are never the same twice (ATC, unpredictable number) and are always checked.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import datetime as dt
 import itertools
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from payswitch.codecs.errors import CodecError
@@ -56,6 +63,7 @@ ADVICES = {"0120", "0121", "0220", "0221"}
 NETWORK = {"0800", "0801"}
 AUTH_CODES_KEPT = 10_000  # recent approvals remembered to answer duplicates the same
 ADVICES_KEPT = 100_000  # stand-in advices remembered to apply each once
+VERDICTS_KEPT = 10_000  # HSM verdicts on card data remembered (oldest dropped)
 
 
 def response_to(msg: Message, code: str) -> Message:
@@ -97,6 +105,8 @@ class Issuer:
         # stand-in advices applied, by DE90 (bounded): a repeat is not applied twice
         self.advices: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.pin_failures: dict[str, int] = {}  # PAN -> wrong PINs in a row
+        # (check, key label, PAN, value checked, ...) -> the HSM's verdict, bounded
+        self._verdicts: dict[tuple, bool] = {}
         # The card file's PVVs, made from the cards' PINs with the PVK, as at issuance.
         self.pvv = {} if hsm is None else {
             c.pan: hsm.generate_pvv_clear(devkeys.pvk(c.network), c.pan, c.pin)
@@ -205,13 +215,18 @@ class Issuer:
             cvv = track2_cvv(msg.track2)
             if t2 is None or cvv is None:
                 return "82"
-            chip = (msg.pos_entry_mode or "").startswith("05")
-            ok = (hsm.verify_icvv(devkeys.cvk(net), pan, t2[1], cvv) if chip else
-                  hsm.verify_cvv(devkeys.cvk(net), pan, t2[1], t2[2], cvv))
-            if not ok:
+            cvk, chip = devkeys.cvk(net), (msg.pos_entry_mode or "").startswith("05")
+            if chip and not self.verdict(("icvv", cvk, pan, t2[1], cvv),
+                                         lambda: hsm.verify_icvv(cvk, pan, t2[1], cvv)):
+                return "82"
+            if not chip and not self.verdict(
+                    ("cvv", cvk, pan, t2[1], t2[2], cvv),
+                    lambda: hsm.verify_cvv(cvk, pan, t2[1], t2[2], cvv)):
                 return "82"
         cvv2 = cvv2_of(msg)
-        if cvv2 is not None and not hsm.verify_cvv2(devkeys.cvk(net), pan, expiry, cvv2):
+        if cvv2 is not None and not self.verdict(
+                ("cvv2", devkeys.cvk(net), pan, expiry, cvv2),
+                lambda: hsm.verify_cvv2(devkeys.cvk(net), pan, expiry, cvv2)):
             return "N7"
         if msg.pin_block is not None:
             failures = self.pin_failures.get(pan, 0)
@@ -221,11 +236,9 @@ class Issuer:
             ring = self.zpk_rings.get(net)
             ok = False
             for zpk in ring.accepted() if ring else [devkeys.zpk(net)]:
-                try:
-                    ok = hsm.verify_pin_pvv(msg.pin_block, pan, zpk, devkeys.pvk(net),
-                                            self.pvv[pan])
-                except HsmError:  # a block that does not decrypt under this ZPK
-                    ok = False
+                ok = self.verdict(("pin", zpk, pan, bytes(msg.pin_block), self.pvv[pan]),
+                                  lambda zpk=zpk: self._verify_pin(msg.pin_block, pan, zpk,
+                                                                   net))
                 if ok:
                     break
             if ring and ok and zpk != ring.current:
@@ -236,6 +249,23 @@ class Issuer:
                 return "75" if limit is not None and failures + 1 >= limit else "55"
             self.pin_failures.pop(pan, None)
         return None
+
+    def _verify_pin(self, pin_block: bytes, pan: str, zpk: str, net: str) -> bool:
+        try:
+            return self.hsm.verify_pin_pvv(pin_block, pan, zpk, devkeys.pvk(net),
+                                           self.pvv[pan])
+        except HsmError:  # a block that does not decrypt under this ZPK
+            return False
+
+    def verdict(self, key: tuple, check: Callable[[], bool]) -> bool:
+        """The HSM's verdict on ``key`` (its whole input): remembered, so a repeat of the
+        same card data or PIN block costs no HSM round trip (module docstring)."""
+        ok = self._verdicts.get(key)
+        if ok is None:
+            ok = self._verdicts[key] = bool(check())
+            if len(self._verdicts) > VERDICTS_KEPT:
+                del self._verdicts[next(iter(self._verdicts))]
+        return ok
 
     def check_arqc(self, msg: Message, code: str) -> tuple[str, bytes | None]:
         """(DE39, response DE55 with tag 91) after verifying the ARQC in DE55."""

@@ -123,7 +123,7 @@ async def _send(sim: NetworkSimulator, conn, msg) -> None:
     sim.sent.append(payload)
     async with conn.lock:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await conn.stream.send_all(data)
+            await conn.send_all(data)
 
 
 async def change_keys_after(sim: NetworkSimulator, seconds: float) -> None:

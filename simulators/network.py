@@ -8,7 +8,8 @@ responses (answered after ``late_ms``, beyond the switch's timeout) and link dro
 (the connection is closed on every Nth request, without an answer).
 
 It records what it received, raw frame payloads and decoded messages, the last
-``record_limit`` of each, for tests to assert on. Answers pending at once (each a task
+``record_limit`` of each, for tests to assert on. Answers due at once are encoded as
+their frames are read and sent in one write per read; answers that wait (each a task
 that may sleep ``latency_ms`` / ``late_ms``) are capped at ``max_tasks``; past it the
 simulator stops reading until one is sent. In-process::
 
@@ -28,10 +29,11 @@ sends that share of answers (not network management) with a corrupted MAC.
 from __future__ import annotations
 
 import collections
-import contextlib
+import functools
 import importlib
 import logging
 import random
+import socket
 from dataclasses import dataclass, field
 
 import trio
@@ -94,9 +96,15 @@ def reply_header(dialect_name: str, header):
     (Visa BASE I swaps source and destination station ids), else the same header."""
     if header is None:
         return None
-    module = importlib.import_module(f"payswitch.codecs.iso8583.{dialect_name}")
-    fn = getattr(module, "reply_header", None) or getattr(module.DIALECT, "reply_header", None)
+    fn = _reply_rule(dialect_name)
     return fn(header) if fn else header
+
+
+@functools.cache
+def _reply_rule(dialect_name: str):
+    module = importlib.import_module(f"payswitch.codecs.iso8583.{dialect_name}")
+    return getattr(module, "reply_header", None) or getattr(module.DIALECT, "reply_header",
+                                                            None)
 
 
 class NetworkSimulator:
@@ -135,7 +143,6 @@ class NetworkSimulator:
         self.messages: collections.deque[Message] = collections.deque(maxlen=record_limit)
         self.sent: collections.deque[bytes] = collections.deque(maxlen=record_limit)
         self._rng = random.Random(seed)
-        self._streams: set[trio.SocketStream] = set()
         # One task per answer (it may sleep latency_ms / late_ms): capped over all
         # connections, so a flood or long late_ms cannot grow memory without bound;
         # when full, reading waits (TCP back-pressure on the switch).
@@ -150,9 +157,8 @@ class NetworkSimulator:
 
     async def drop_links(self) -> None:
         """Close every open connection now (tests: link drop from the network side)."""
-        for stream in list(self._streams):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.aclose()
+        for conn in list(self.conns):
+            await conn.aclose()
 
     @property
     def mac_key(self) -> str | None:
@@ -168,7 +174,6 @@ class NetworkSimulator:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.stats.connections += 1
-        self._streams.add(stream)
         conn = _Conn(stream)
         self.conns.add(conn)
         reader = FrameReader(self.framing, self.max_frame_bytes)
@@ -179,7 +184,7 @@ class NetworkSimulator:
                 up = True
                 while up:
                     try:
-                        data = await stream.receive_some(READ_BYTES)
+                        data = await conn.receive_some()
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break  # reset by the peer, or closed by drop_links()
                     if not data:
@@ -189,6 +194,7 @@ class NetworkSimulator:
                     except FramingError:
                         log.warning("%s: bad frame length, dropping the link", self.network)
                         break
+                    now: list[tuple[bytes, Message]] = []  # answers due at once
                     for frame in frames:
                         count += 1
                         if every and count % every == 0:
@@ -197,17 +203,24 @@ class NetworkSimulator:
                             up = False  # the Nth message is read, never answered
                             break
                         answer = self._on_frame(conn, frame)
-                        if answer is not None:
-                            await self._slots.acquire()
-                            self.stats.tasks_peak = max(
-                                self.stats.tasks_peak, self.max_tasks - self._slots.value)
-                            nursery.start_soon(self._send_slot, conn, *answer)
+                        if answer is None:
+                            continue
+                        resp, tpdu, delay_ms = answer
+                        if not delay_ms:
+                            framed = self._encode(resp, tpdu)
+                            if framed is not None:
+                                now.append((framed, resp))
+                            continue
+                        await self._slots.acquire()
+                        self.stats.tasks_peak = max(
+                            self.stats.tasks_peak, self.max_tasks - self._slots.value)
+                        nursery.start_soon(self._send_slot, conn, *answer)
+                    # One write per read: the answers to every frame it brought.
+                    await self._write(conn, now)
                 nursery.cancel_scope.cancel()
         finally:
-            self._streams.discard(stream)
             self.conns.discard(conn)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.aclose()
+            await conn.aclose()
 
     def _record(self, payload: bytes) -> Message | CodecError:
         """Keep the bytes (and the decoded message) for tests; count by MTI."""
@@ -273,6 +286,13 @@ class NetworkSimulator:
     async def _send(self, conn: _Conn, resp: Message, tpdu: bytes | None, delay_ms: int):
         if delay_ms:
             await trio.sleep(delay_ms / 1000)
+        data = self._encode(resp, tpdu)
+        if data is not None:
+            await self._write(conn, [(data, resp)])
+
+    def _encode(self, resp: Message, tpdu: bytes | None) -> bytes | None:
+        """The framed answer (MACed on a MAC link), recorded in ``sent``; None if it
+        cannot be encoded."""
         try:
             if self.mac_key:
                 body, hex_form = macing.unsigned(self.dialect, resp)
@@ -286,22 +306,71 @@ class NetworkSimulator:
                 payload = self.dialect.encode(resp)
         except CodecError as e:
             log.error("%s: cannot encode %s: %s", self.network, resp.mti, e)
-            return
-        data = encode_frame(self.framing, payload, reply_tpdu(tpdu) if tpdu else None,
-                            max_frame_bytes=self.max_frame_bytes)
+            return None
         # Recorded before it leaves: a test that has the answer can then find it here
         # (another thread reads ``sent``; appending after send_all was a race).
         self.sent.append(payload)
+        return encode_frame(self.framing, payload, reply_tpdu(tpdu) if tpdu else None,
+                            max_frame_bytes=self.max_frame_bytes)
+
+    async def _write(self, conn: _Conn, answers: list[tuple[bytes, Message]]) -> None:
+        """Send framed answers in one write; counted once they are sent."""
+        if not answers:
+            return
         async with conn.lock:
             try:
-                await conn.stream.send_all(data)
+                await conn.send_all(b"".join(data for data, _ in answers))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-        self.stats.answered += 1
-        self.stats.by_code[resp.response_code] += 1
+        self.stats.answered += len(answers)
+        for _, resp in answers:
+            self.stats.by_code[resp.response_code] += 1
 
 
 class _Conn:
+    """One connection from the switch: plain non-blocking socket calls, trio only to
+    wait when one would block (a simulator's CPU is taken from the switch on a small
+    machine). One reader (``_handle``); writers take ``lock``."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+        self.sock = socket.socket(fileno=stream.socket.detach())
+        self.sock.setblocking(False)
         self.lock = trio.Lock()
+        self.closed = False
+
+    async def receive_some(self) -> bytes:
+        """Bytes the switch sent, b"" at EOF."""
+        waited = False
+        while True:
+            if self.closed:
+                raise trio.ClosedResourceError
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+                waited = True
+                continue
+            except OSError as e:
+                raise trio.BrokenResourceError(e) from e
+            if not waited:
+                await trio.lowlevel.checkpoint()  # the other connections get their turn
+            return data
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.closed:
+                raise trio.ClosedResourceError
+            try:
+                view = view[self.sock.send(view):]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+            except OSError as e:
+                raise trio.BrokenResourceError(e) from e
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            trio.lowlevel.notify_closing(self.sock)  # wakes a pending wait: Closed...
+            self.sock.close()
+        await trio.lowlevel.checkpoint()

@@ -119,3 +119,60 @@ def test_issuer_refuses_a_cvn_the_card_does_not_have(issuer_and_terminal):
     msg.emv = encode_tlv(tlvs)
     resp = issuer.respond(msg)
     assert resp.response_code == "82" and not resp.emv
+
+
+class _CountingHsm:
+    """The issuer's HSM, counting the card checks that reach it."""
+
+    def __init__(self, hsm):
+        self._hsm, self.calls = hsm, []
+
+    def __getattr__(self, name):
+        fn = getattr(self._hsm, name)
+        if not name.startswith("verify_"):
+            return fn
+
+        def counted(*args, **kw):
+            self.calls.append(name)
+            return fn(*args, **kw)
+        return counted
+
+
+def test_a_repeated_card_check_is_answered_without_the_hsm(issuer_and_terminal):
+    """The same track 2 and PIN block again: the HSM's first verdicts, no new round
+    trip; a wrong PIN or a wrong CVV is still a new input, checked and refused."""
+    _, term, ihsm = issuer_and_terminal
+    counting = _CountingHsm(ihsm)
+    issuer = Issuer(hsm=counting)
+    ok, bad_cvv = card("visa_approve"), card("visa_bad_cvv")
+    msg = under_zpk(ihsm, term.purchase(ok, 500, chip=False), ok.pin)
+    assert issuer.respond(msg).response_code == "00"
+    assert counting.calls == ["verify_cvv", "verify_pin_pvv"]
+    again = under_zpk(ihsm, term.purchase(ok, 700, chip=False), ok.pin)
+    assert again.pin_block == msg.pin_block  # ISO format 0: same PIN, PAN, ZPK
+    assert issuer.respond(again).response_code == "00"
+    assert len(counting.calls) == 2
+    wrong = under_zpk(ihsm, term.purchase(ok, 700, chip=False), "9999")
+    assert issuer.respond(wrong).response_code == "55"
+    assert counting.calls[2:] == ["verify_pin_pvv"]  # same track 2: CVV remembered
+    assert issuer.respond(term.purchase(bad_cvv, 500, chip=False)).response_code == "82"
+    assert issuer.respond(term.purchase(bad_cvv, 500, chip=False)).response_code == "82"
+    assert counting.calls[3:] == ["verify_cvv"]
+
+
+def test_a_remembered_pin_verdict_is_bound_to_its_zpk(issuer_and_terminal):
+    """A block verified under the link's ZPK is not accepted once that ZPK is no longer
+    one the link accepts (here: the ring names a key the token does not hold)."""
+    from payswitch.hsm.keyexchange import KeyRing
+
+    _, term, ihsm = issuer_and_terminal
+    issuer = Issuer(hsm=ihsm)
+    issuer.zpk_rings["visa"] = ring = KeyRing(devkeys.zpk("visa"), 60.0)
+    ok = card("visa_approve")
+    msg = under_zpk(ihsm, term.purchase(ok, 500, chip=False), ok.pin)
+    assert issuer.respond(msg).response_code == "00"
+    ring.current = "zpk.visa.not-held"
+    again = under_zpk(ihsm, term.purchase(ok, 500, chip=False), ok.pin)
+    again.pin_block = msg.pin_block
+    assert issuer.respond(again).response_code == "55"
+    assert issuer.pin_checks["failed"] == 1

@@ -360,3 +360,66 @@ def test_issuer_applies_a_stand_in_advice_once_and_answers_0130():
     declined = advice.replace(response_code="91", original_data="x" * 42)
     assert issuer.respond(declined).response_code == "00"
     assert issuer.cards[card.pan].balance_minor == before - 1400
+
+
+def _handle_one_read(sim, data, monkeypatch):
+    """``data`` arrives on one connection, then EOF; the bytes the simulator wrote back
+    and the writes it made (each send_all)."""
+    import socket
+
+    from payswitch.simulators import network
+
+    writes = []
+    real_send_all = network._Conn.send_all
+
+    async def counted(conn, data):
+        writes.append(bytes(data))
+        await real_send_all(conn, data)
+
+    monkeypatch.setattr(network._Conn, "send_all", counted)
+
+    async def main():
+        ours, theirs = socket.socketpair()
+        with ours:
+            ours.sendall(data)
+            ours.shutdown(socket.SHUT_WR)
+            await sim._handle(trio.SocketStream(trio.socket.from_stdlib_socket(theirs)))
+            ours.settimeout(5)
+            got = b""
+            while chunk := ours.recv(65536):
+                got += chunk
+        return got, writes
+    return trio.run(main)
+
+
+def _framed(msgs):
+    from payswitch.codecs.framing import encode_frame
+    return b"".join(encode_frame("len2", ISO.encode(m)) for m in msgs)
+
+
+def _payloads(data):
+    from payswitch.codecs.framing import FrameReader
+    return [ISO.decode(f.payload) for f in FrameReader("len2", 8192).feed(data)]
+
+
+def test_simulator_answers_all_frames_of_one_read_in_one_write(monkeypatch):
+    term = Terminal("DEMO0001", seed=12)
+    reqs = [term.purchase(cards.card("visa_approve"), 100 + i) for i in range(3)]
+    reqs.append(term.purchase(cards.card("visa_decline"), 100))
+    sim = NetworkSimulator("iso87ascii")
+    got, writes = _handle_one_read(sim, _framed(reqs), monkeypatch)
+    assert len(writes) == 1 and writes[0] == got
+    answers = _payloads(got)
+    assert [(a.mti, a.stan, a.response_code) for a in answers] == \
+        [("0210", r.stan, "00") for r in reqs[:3]] + [("0210", reqs[3].stan, "05")]
+    assert sim.stats.answered == 4 and sim.stats.by_code == {"00": 3, "05": 1}
+
+
+def test_link_drop_answers_the_frames_before_the_nth_of_the_same_read(monkeypatch):
+    term = Terminal("DEMO0001", seed=13)
+    reqs = [term.purchase(cards.card("visa_approve"), 100 + i) for i in range(4)]
+    sim = NetworkSimulator("iso87ascii", faults=Faults(link_drop_every=3))
+    got, _ = _handle_one_read(sim, _framed(reqs), monkeypatch)
+    answers = _payloads(got)
+    assert [a.stan for a in answers] == [r.stan for r in reqs[:2]]
+    assert sim.stats.link_drops == 1 and sim.stats.received == 3
