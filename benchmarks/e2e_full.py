@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from payswitch.codecs.iso8583 import get
 from payswitch.hsm import Hsm, devkeys
 from payswitch.lab.demo import DUKPT_EVERY, Proc, running_topology, start_simulator
 from payswitch.simulators.cards import BY_NAME
+from payswitch.simulators.network import SocketConn
 from payswitch.simulators.terminal import CardCrypto, Terminal
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -51,7 +51,6 @@ APPROVED = {"00", "10", "11", "08"}
 MAX_RATE = 1500  # frames built per second of window: the client never runs dry below it
 WARM_FRAMES = 50  # per terminal, before the window
 TIMEOUT_S = 10.0  # one request's bound; a silent host fails the terminal, not the run
-READ_BYTES = 65536
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -125,22 +124,19 @@ async def _terminal(host: str, port: int, frames: list[bytes], deadline: float,
     except OSError:
         tally.errors += 1
         return
-    # Plain non-blocking socket calls; trio only to wait when one would block: the
-    # client's CPU per request is taken from the switch on a small machine.
-    sock = socket.socket(fileno=stream.socket.detach())
-    sock.setblocking(False)
+    conn = SocketConn(stream)  # the client's CPU per request is the switch's loss
     reader = FrameReader("len2", 8192)
     pending: list = []
-    with sock:
+    with conn.sock:
         for frame in frames:
             if time.monotonic() >= deadline:
                 return
             start = time.perf_counter()
             try:
                 with trio.fail_after(TIMEOUT_S):
-                    await _send_all(sock, frame)
+                    await conn.send_all(frame)
                     while not pending:
-                        pending += reader.feed(await _receive(sock))
+                        pending += reader.feed(await _receive(conn))
             except (trio.TooSlowError, trio.BrokenResourceError, FramingError, OSError):
                 tally.errors += 1
                 return
@@ -153,30 +149,12 @@ async def _terminal(host: str, port: int, frames: list[bytes], deadline: float,
         tally.exhausted += 1
 
 
-async def _send_all(sock: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[sock.send(view):]
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-
-
-async def _receive(sock: socket.socket) -> bytes:
-    """Bytes the host sent (waiting for them if none are there); EOF is an error."""
-    waited = False
-    while True:
-        try:
-            data = sock.recv(READ_BYTES)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(sock)
-            waited = True
-            continue
-        if not data:
-            raise trio.BrokenResourceError
-        if not waited:
-            await trio.lowlevel.checkpoint()  # the other terminals get their turn
-        return data
+async def _receive(conn: SocketConn) -> bytes:
+    """Bytes the host sent; EOF is an error."""
+    data = await conn.receive_some()
+    if not data:
+        raise trio.BrokenResourceError
+    return data
 
 
 async def closed_loop(host: str, port: int, frames: list[list[bytes]],

@@ -134,7 +134,7 @@ class NetworkSimulator:
         self.key_change_log: list[dict] = []  # {key_type, kcv, code}: for reports
         self.key_change_answers: dict[str, trio.Event] = {}  # STAN -> 0810 came
         self.key_change_codes: dict[str, str] = {}  # STAN -> its DE39
-        self.conns: set[_Conn] = set()
+        self.conns: set[SocketConn] = set()
         self.issuer = issuer or Issuer(seed=seed, hsm=hsm)
         self.issuer.zpk_rings[network] = self.zpk_ring
         self.max_frame_bytes = max_frame_bytes
@@ -174,7 +174,7 @@ class NetworkSimulator:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.stats.connections += 1
-        conn = _Conn(stream)
+        conn = SocketConn(stream)
         self.conns.add(conn)
         reader = FrameReader(self.framing, self.max_frame_bytes)
         count = 0
@@ -234,7 +234,7 @@ class NetworkSimulator:
         self.stats.by_mti[msg.mti] += 1
         return msg
 
-    def _on_frame(self, conn: _Conn, frame) -> tuple | None:
+    def _on_frame(self, conn: SocketConn, frame) -> tuple | None:
         """Record and check a frame; the (response, tpdu, delay_ms) to send, if any."""
         msg = self._record(frame.payload)
         if self.mac_key and not isinstance(msg, CodecError):
@@ -276,14 +276,14 @@ class NetworkSimulator:
         resp.header = reply_header(self.dialect_name, msg.header)
         return resp, frame.tpdu, delay_ms
 
-    async def _send_slot(self, conn: _Conn, resp: Message, tpdu: bytes | None,
+    async def _send_slot(self, conn: SocketConn, resp: Message, tpdu: bytes | None,
                          delay_ms: int) -> None:
         try:
             await self._send(conn, resp, tpdu, delay_ms)
         finally:
             self._slots.release()
 
-    async def _send(self, conn: _Conn, resp: Message, tpdu: bytes | None, delay_ms: int):
+    async def _send(self, conn: SocketConn, resp: Message, tpdu: bytes | None, delay_ms: int):
         if delay_ms:
             await trio.sleep(delay_ms / 1000)
         data = self._encode(resp, tpdu)
@@ -313,7 +313,7 @@ class NetworkSimulator:
         return encode_frame(self.framing, payload, reply_tpdu(tpdu) if tpdu else None,
                             max_frame_bytes=self.max_frame_bytes)
 
-    async def _write(self, conn: _Conn, answers: list[tuple[bytes, Message]]) -> None:
+    async def _write(self, conn: SocketConn, answers: list[tuple[bytes, Message]]) -> None:
         """Send framed answers in one write; counted once they are sent."""
         if not answers:
             return
@@ -327,10 +327,10 @@ class NetworkSimulator:
             self.stats.by_code[resp.response_code] += 1
 
 
-class _Conn:
-    """One connection from the switch: plain non-blocking socket calls, trio only to
-    wait when one would block (a simulator's CPU is taken from the switch on a small
-    machine). One reader (``_handle``); writers take ``lock``."""
+class SocketConn:
+    """One TCP connection on plain non-blocking socket calls, trio only to wait when
+    one would block (a simulator's or the benchmark client's CPU is taken from the
+    switch on a small machine). One reader; writers take ``lock``."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.sock = socket.socket(fileno=stream.socket.detach())
@@ -339,7 +339,7 @@ class _Conn:
         self.closed = False
 
     async def receive_some(self) -> bytes:
-        """Bytes the switch sent, b"" at EOF."""
+        """Bytes the peer sent, b"" at EOF."""
         waited = False
         while True:
             if self.closed:

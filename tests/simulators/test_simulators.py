@@ -370,13 +370,13 @@ def _handle_one_read(sim, data, monkeypatch):
     from payswitch.simulators import network
 
     writes = []
-    real_send_all = network._Conn.send_all
+    real_send_all = network.SocketConn.send_all
 
     async def counted(conn, data):
         writes.append(bytes(data))
         await real_send_all(conn, data)
 
-    monkeypatch.setattr(network._Conn, "send_all", counted)
+    monkeypatch.setattr(network.SocketConn, "send_all", counted)
 
     async def main():
         ours, theirs = socket.socketpair()
