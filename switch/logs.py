@@ -106,7 +106,8 @@ def log(event: str, level: int = logging.INFO, exc_info: bool = False, **fields:
             fields[k] = _safe(k, v)
     handlers = LOGGER.handlers
     if not exc_info and len(handlers) == 1 and type(h := handlers[0]) is JsonHandler \
-            and h.level <= level and not LOGGER.filters and not LOGGER.disabled:
+            and h.level <= level and not LOGGER.filters and not LOGGER.disabled \
+            and not LOGGER.propagate:  # else the ancestors' handlers must see it too
         h.acquire()  # the ledger's threads log through this handler too
         try:
             now = time.time()

@@ -52,3 +52,25 @@ def test_the_direct_line_is_the_formatters_line(monkeypatch):
     line = json.loads(first)
     assert line["ts"] == "2023-11-14T22:13:20.125Z" and line["level"] == "warning"
     assert line["pan"] == "476173******0010" and line["emv"] == "<redacted>"
+
+
+def test_a_propagating_logger_reaches_its_ancestors_handlers():
+    """Someone who turns propagation back on (to collect the switch's lines in the
+    root logger) gets every line there too: the direct write is only for the lone
+    handler of a logger that does not propagate."""
+    logs.setup("INFO", stream=io.StringIO())
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    root_handler = Collect(logging.INFO)
+    logging.getLogger().addHandler(root_handler)
+    logs.LOGGER.propagate = True
+    try:
+        logs.log("request_done", mti="0200", stan="000001")
+    finally:
+        logs.LOGGER.propagate = False
+        logging.getLogger().removeHandler(root_handler)
+    assert seen == ["request_done"]
