@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -52,6 +52,7 @@ _POST_VOID = TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TR
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
 _INERROR = psycopg.pq.TransactionStatus.INERROR
 _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 
 
 # Added to the statement timeout for the client-side TCP bounds: the server gets the
@@ -107,6 +108,15 @@ def _ta(xs: Iterable[str]) -> str:
 def _ba(xs: Iterable[bytes]) -> str:
     """A bytea[] literal: each element ``\\x<hex>`` (its backslash escaped in the array)."""
     return "{" + ",".join(['"\\\\x' + x.hex() + '"' for x in xs]) + "}"
+
+
+def _uid(text: bytes | None) -> int:
+    """A uuid in PostgreSQL's text form as an int (NULL: 0)."""
+    return int(text.replace(b"-", b""), 16) if text is not None else 0
+
+
+def _error(res: psycopg.pq.abc.PGresult) -> str:
+    return (res.error_message or b"").decode("utf-8", "replace").strip()
 
 
 def _i(u: uuid.UUID | None) -> int:
@@ -171,10 +181,11 @@ class Ledger:
                  clock_ns: Callable[[], int] = time.time_ns, migrate: bool = False,
                  schema: str | None = None,
                  statement_timeout_ms: int = 30_000) -> None:
-        # standard_conforming_strings: the batch's literals (``_lit``) rely on it
+        # standard_conforming_strings: the batch's literals (``_lit``) rely on it; the
+        # batch's read parses bytea in hex
         options = (f"-c statement_timeout={int(statement_timeout_ms)}"
                    f" -c lock_timeout={int(statement_timeout_ms)}"
-                   " -c standard_conforming_strings=on")
+                   " -c standard_conforming_strings=on -c bytea_output=hex")
         if schema is not None:
             if not schema.isidentifier():
                 raise LedgerError(f"bad schema name {schema!r}")
@@ -187,7 +198,6 @@ class Ledger:
         self.mac = mac
         self.clock_ns = clock_ns
         self._last_ns = 0
-        self._cur: Cursor | None = None  # submit's, made on first use
         # the batch's statements prepared on this session (text -> name), marked once the
         # query string with the PREPARE ran; names are never reused, so a PREPARE that ran
         # in a batch that failed only leaves an unused statement (at most one per shape)
@@ -311,11 +321,8 @@ class Ledger:
         if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
             raise LedgerError("batch too large")
         now = max(self.clock_ns(), self._last_ns + 1)
-        if self._cur is None or self._cur.closed:
-            self._cur = self.conn.cursor()
-        cur = self._cur
         try:
-            outcomes, used = self._submit(cur, requests, now, checked)
+            outcomes, used = self._submit(requests, now, checked)
         except BaseException as e:
             self._rollback()
             if isinstance(e, psycopg.Error):
@@ -396,12 +403,12 @@ class Ledger:
                     "where id = any(%s::uuid[]) order by id for update", (_ua(ids),))
         return {r[0].int: PendingInfo(r[1], r[2]) for r in cur.fetchall()}
 
-    def _submit(self, cur: Cursor, requests: Sequence[Request], now: int,
+    def _submit(self, requests: Sequence[Request], now: int,
                 checked: dict[int, str] | None) -> tuple[list[Outcome], int]:
         all_t = [t for r in requests for t in r.transfers]
         ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
-        pids = {t.pending_id for t in all_t
-                if t.flags & _POST_VOID and 0 < t.pending_id < ID_MAX}
+        pids = {t.pending_id for t in all_t  # int(): IntFlag's & runs in Python
+                if int(t.flags) & _POST_VOID and 0 < t.pending_id < ID_MAX}
         acct_ids = {a for t in all_t for a in (t.debit_account_id, t.credit_account_id)
                     if 0 < a < ID_MAX}
         # every event the batch may write (on success or failure): whether stored already
@@ -414,25 +421,34 @@ class Ledger:
         read, new = self._call(_read_sql(bool(all_t), bool(ev_ids)), [
             _lit(_ua(ids | pids)), _lit(_ua(ids)), _lit(_ua(pids)), _lit(_ua(acct_ids)),
             _lit(_ua(ev_ids))], _READ_TYPES)
-        cur.execute(_BEGIN + read, prepare=False)
+        # straight through libpq, as the write: the last result is the read's rows (text)
+        rows = self.conn.pgconn.exec_((_BEGIN + read).encode())
+        if rows.status != _TUPLES_OK:
+            raise LedgerError(f"ledger batch not committed: {_error(rows)}")
         self._mark(new)
-        while cur.nextset():  # past BEGIN's, SET's and PREPARE's results
-            pass
-        for r in cur.fetchall():
-            tag = r[0]
-            if tag == "t":
-                transfers[r[1].int] = StoredTransfer(
-                    r[1].int, r[2].int, r[3].int, r[5], r[9], r[10], r[11], _i(r[4]), r[12],
-                    r[6])
-            elif tag == "a":
-                accounts[r[1].int] = AccountBalance(r[1].int, r[9], r[10], r[11], r[5], r[6],
-                                                    r[7], r[8])
-            elif tag == "p":
-                pending[r[1].int] = PendingInfo(r[13], r[5])
-            elif tag == "f":
-                failed.add(r[1].int)
+        # bytes, or None for a NULL: only where the columns may be NULL (pending_id,
+        # expires_at_ns)
+        v = cast(Callable[[int, int], bytes], rows.get_value)
+        for k in range(rows.ntuples):
+            tag = v(k, 0)
+            if tag == b"t":
+                transfers[_uid(v(k, 1))] = StoredTransfer(
+                    _uid(v(k, 1)), _uid(v(k, 2)), _uid(v(k, 3)), int(v(k, 5)), int(v(k, 9)),
+                    int(v(k, 10)), int(v(k, 11)), _uid(v(k, 4)), int(v(k, 12)), int(v(k, 6)))
+            elif tag == b"a":
+                accounts[_uid(v(k, 1))] = AccountBalance(
+                    _uid(v(k, 1)), int(v(k, 9)), int(v(k, 10)), int(v(k, 11)), int(v(k, 5)),
+                    int(v(k, 6)), int(v(k, 7)), int(v(k, 8)))
+            elif tag == b"p":
+                exp = v(k, 5)
+                pending[_uid(v(k, 1))] = PendingInfo(v(k, 13).decode(),
+                                                     None if exp is None else int(exp))
+            elif tag == b"f":
+                failed.add(_uid(v(k, 1)))
             else:  # "h": the chain head (locked) and the batch's events already stored
-                head = (r[5], bytes(r[14]), {u.int for u in r[15]})
+                ids_text = v(k, 15)[1:-1]
+                head = (int(v(k, 5)), bytes.fromhex(v(k, 14)[2:].decode()),
+                        {_uid(u) for u in ids_text.split(b",")} if ids_text else set())
         eng = Engine(accounts, transfers, failed, pending, now)
         results = [eng.apply(list(r.transfers)) for r in requests]
         writes = _writes(eng)
@@ -445,24 +461,22 @@ class Ledger:
         if chosen:
             assert head is not None  # read with the batch: it has events
             writes += self._append(head, chosen, written, now, checked)
-        self._write(cur, writes)
+        self._write(writes)
         outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
                                                                      strict=True)]
         return outcomes, eng._next_ts - now
 
-    def _write(self, cur: Cursor, writes: list[_Write]) -> None:
+    def _write(self, writes: list[_Write]) -> None:
         """The batch's writes as one prepared statement (``_write_sql``) and COMMIT: one
         round trip, straight through libpq (``exec_`` waits without the GIL; psycopg's
         cursor added ~10 µs of Python per round trip)."""
-        if not writes:
-            cur.execute("commit")
-            return
-        sql = _write_sql(writes)
-        text, new = self._call(sql, [_lit(p) for _, ps in writes for p in ps])
-        res = self.conn.pgconn.exec_((text + "; commit").encode())
+        text, new = "commit", None
+        if writes:
+            text, new = self._call(_write_sql(writes), [_lit(p) for _, ps in writes for p in ps])
+            text += "; commit"
+        res = self.conn.pgconn.exec_(text.encode())
         if res.status != _COMMAND_OK:  # the rest of the string did not run: rolled back
-            msg = (res.error_message or b"").decode("utf-8", "replace").strip()
-            raise LedgerError(f"ledger batch not committed: {msg}")
+            raise LedgerError(f"ledger batch not committed: {_error(res)}")
         self._mark(new)
 
     def _append(self, head: tuple[int, bytes, set[int]], chosen: list[tuple[int, Event]],
@@ -558,6 +572,7 @@ _BEGIN = ("begin; set local enable_seqscan = off; "
           "set local plan_cache_mode = force_generic_plan; ")
 
 
+@functools.lru_cache(maxsize=4)
 def _read_sql(transfers: bool, events: bool) -> str:
     """A batch's reads as one statement of tagged rows: its transfers and failed ids, the
     accounts and pending states it may change (locked), the chain head (locked) and
