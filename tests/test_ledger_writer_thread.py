@@ -176,3 +176,47 @@ def test_a_batch_collects_until_full_or_max_wait(pg_dsn):
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
     await trio.testing.wait_all_tasks_blocked()
     scope.cancel()
+
+
+class CountingBell:
+    """The writer's bell, counting how often the trio side rang it."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock, self.rings = lock, 0
+
+    def acquire(self, timeout: float = -1) -> bool:
+        return self.lock.acquire(timeout=timeout)
+
+    def release(self) -> None:
+        self.rings += 1
+        self.lock.release()
+
+
+def test_an_idle_writer_polls_then_sleeps_until_a_request_rings(pg_dsn):
+    """Requests that come while the writer looks at its empty queue (``idle_poll_ms``
+    after its last batch, as between batches under load) are found without a wake-up
+    from the trio thread; a writer past that sleeps, and each request wakes it. Either
+    way every request is written."""
+    _setup(pg_dsn)
+    for k, (idle_poll_ms, rings) in enumerate(((600_000.0, 0), (0.0, 3))):
+        writer = BatchWriter(pg_dsn, config=WriterConfig(max_wait_ms=1,
+                                                         idle_poll_ms=idle_poll_ms))
+        bell = CountingBell(writer._bell)
+        writer._bell = bell  # type: ignore[assignment]
+        ids = [100 + 10 * k + i for i in range(3)]
+        rung: list[int] = []
+
+        async def main(writer: BatchWriter = writer, ids: list[int] = ids,
+                       bell: CountingBell = bell, rung: list[int] = rung) -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(writer.run)
+                with trio.fail_after(WAIT_S):
+                    for i in ids:  # one after another: the writer is idle before each
+                        assert (await writer.create_transfers([_t(i)])).ok
+                        await trio.sleep(0.01)
+                rung.append(bell.rings)  # before run() ends (which rings to stop it)
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+        assert rung == [rings]
+        assert _stored(pg_dsn, ids) == ids
