@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import orjson
+
 from .types import Event, LedgerError
 
 MacFunction = Callable[[bytes], bytes]
@@ -57,8 +59,29 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
 _GOOD_TYPES: set[str] = set()
 
 
+_FLAT = frozenset((str, int, bool, type(None)))
+
+
+def _canonical_text(payload: dict) -> str:
+    """The JSON text of ``_ENCODER`` (sorted keys, no spaces, ASCII with \\u escapes),
+    through orjson where that is byte-identical and ~10x faster: a flat dict of str keys
+    and str / int / bool / None values whose text comes out printable ASCII (json
+    escapes the rest; orjson refuses other keys and ints beyond 64 bits). Anything else
+    (floats, nesting, enums) goes to ``_ENCODER``, so the stored text never depends on
+    which one ran."""
+    if type(payload) is dict and _FLAT.issuperset(map(type, payload.values())):
+        try:
+            raw = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a key not a str, an int beyond 64 bits
+            pass
+        else:
+            if raw.isascii() and b"\x7f" not in raw:  # json escapes DEL too
+                return raw.decode()
+    return _ENCODER.encode(payload)
+
+
 def canonical_payload(payload: dict) -> str:
-    text = _ENCODER.encode(payload)
+    text = _canonical_text(payload)
     if len(text) > EVENT_PAYLOAD_MAX:
         raise LedgerError(f"event payload over {EVENT_PAYLOAD_MAX} bytes")
     if _looks_like_pan(text):
