@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payswitch.ledger import events as ev
-from payswitch.switch.ledgerwire import LedgerWire, det_id
+from payswitch.switch.ledgerwire import LedgerWire, auth_ids, det_id
 
 KEY = "pos|0100|000123|1128142233|12345|TERM0001"
 
@@ -132,3 +132,18 @@ def test_canonical_payload_text_is_the_standard_librarys(payload):
                        | st.booleans() | st.none(), max_size=5))
 def test_canonical_payload_text_of_flat_payloads_is_the_standard_librarys(payload):
     assert ev._canonical_text(payload) == _stdlib_canonical(payload)
+
+
+@given(st.text(st.characters(codec="utf-8"), max_size=60))
+def test_auth_ids_are_det_ids(key):
+    """One authorization's ids in one pass, each the det_id (recorded above) it replaces:
+    a hold or event written before this change is found again by a retry or a void."""
+    ids = auth_ids(key)
+    assert ids == (det_id("payment", key), det_id("hold", key),
+                   *(det_id("ev", key, name) for name in ("received", "routed", "approved",
+                                                          "held", "declined")))
+    assert ids.payment == LedgerWire.payment_id(key)
+
+
+def test_auth_ids_as_recorded():
+    assert auth_ids(KEY).payment == DET_IDS[1][1] and auth_ids(KEY).received == DET_IDS[2][1]
