@@ -353,12 +353,11 @@ class LedgerWire:
                       ko: Sequence[L.Event] = ()) -> L.Outcome:
         """One writer request within ledger.write_timeout_ms, or LedgerUnavailable
         (outcome unknown: the caller undoes it with the same deterministic ids)."""
-        with trio.move_on_after(self.cfg.ledger.write_timeout_ms / 1000):
-            try:
-                return await self.writer.create_transfers(transfers, ok, ko)
-            except L.LedgerError as e:
-                raise LedgerUnavailable(str(e)) from e
-        raise LedgerUnavailable("ledger write timed out")
+        try:
+            return await self.writer.create_transfers(
+                transfers, ok, ko, timeout_s=self.cfg.ledger.write_timeout_ms / 1000)
+        except L.LedgerError as e:  # "ledger write timed out" among them
+            raise LedgerUnavailable(str(e)) from e
 
     @staticmethod
     def payment_id(dup_key: str) -> int:
