@@ -89,8 +89,11 @@ def _u(i: int) -> uuid.UUID:
 
 
 def _ua(ids: Iterable[int | None]) -> str:
-    """A uuid[] literal built in one join: per-element dumpers cost ~10 µs per transfer."""
-    return "{" + ",".join([f"{i:032x}" if i else "NULL" for i in ids]) + "}"
+    """A uuid[] literal built in one join: per-element dumpers cost ~10 µs per transfer.
+    ``to_bytes(16).hex()``: the 32 hex digits of f"{i:032x}" in half its time (a tenth
+    of the writer's samples were here), and an id outside 128 bits raises here instead
+    of reaching PostgreSQL."""
+    return "{" + ",".join([i.to_bytes(16, "big").hex() if i else "NULL" for i in ids]) + "}"
 
 
 def _ia(xs: Iterable[int | None]) -> str:
