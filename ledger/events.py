@@ -28,6 +28,9 @@ import struct
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import orjson
 
 from .types import Event, LedgerError
 
@@ -56,8 +59,29 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
 _GOOD_TYPES: set[str] = set()
 
 
+_FLAT = frozenset((str, int, bool, type(None)))
+
+
+def _canonical_text(payload: dict) -> str:
+    """The JSON text of ``_ENCODER`` (sorted keys, no spaces, ASCII with \\u escapes),
+    through orjson where that is byte-identical and ~10x faster: a flat dict of str keys
+    and str / int / bool / None values whose text comes out printable ASCII (json
+    escapes the rest; orjson refuses other keys and ints beyond 64 bits). Anything else
+    (floats, nesting, enums) goes to ``_ENCODER``, so the stored text never depends on
+    which one ran."""
+    if type(payload) is dict and _FLAT.issuperset(map(type, payload.values())):
+        try:
+            raw = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a key not a str, an int beyond 64 bits
+            pass
+        else:
+            if raw.isascii() and b"\x7f" not in raw:  # json escapes DEL too
+                return raw.decode()
+    return _ENCODER.encode(payload)
+
+
 def canonical_payload(payload: dict) -> str:
-    text = _ENCODER.encode(payload)
+    text = _canonical_text(payload)
     if len(text) > EVENT_PAYLOAD_MAX:
         raise LedgerError(f"event payload over {EVENT_PAYLOAD_MAX} bytes")
     if _looks_like_pan(text):
@@ -160,17 +184,31 @@ class StoredEvent:
         }, separators=(",", ":")).encode()
 
 
-def chain(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunction,
-          default_us: int, checked: dict[int, str] | None = None) -> list[StoredEvent]:
+class Columns(NamedTuple):
+    """A batch's new events as the columns the store inserts (``seal``): event i has
+    seq ``first_seq + i`` and prev_mac ``macs[i - 1]`` (the head's MAC for the first)."""
+
+    ids: list[int]
+    types: list[str]
+    payment_ids: list[int | None]
+    transfer_ids: list[int | None]
+    occurred_at_us: list[int]
+    payloads: list[str]
+    macs: list[bytes]
+
+
+def seal(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunction,
+         default_us: int, checked: dict[int, str] | None = None) -> Columns:
     """Numbers and chains new events after (first_seq - 1, prev_mac): each one a link
     (SHA-256), the last one sealed with ``mac`` (one MAC call per batch: the HSM's was
     half of the switch's ledger thread). ``checked``: the canonical payload of events
     already through check_type and canonical_payload, by ``id()`` of the Event object
-    (the batched writer checks each caller's events)."""
-    out = []
-    seq = first_seq
+    (the batched writer checks each caller's events). One pass straight into columns:
+    an object per event, then a list per column, was a fifth of the writer's Python."""
     todo = list(events)
-    last = first_seq + len(todo) - 1
+    c = Columns([], [], [], [], [], [], [])
+    seq, last = first_seq, first_seq + len(todo) - 1
+    sha256 = hashlib.sha256
     for e in todo:
         payload = checked.get(id(e)) if checked else None
         if payload is None:
@@ -183,13 +221,30 @@ def chain(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunc
             if len(m) != 32:
                 raise LedgerError("event MAC function must return 32 bytes")
         else:
-            m = hashlib.sha256(mac_input(seq, e.id, e.type, e.payment_id, e.transfer_id, us,
-                                         payload, prev_mac, LINK_TAG)).digest()
-        out.append(StoredEvent(seq, e.id, e.type, e.payment_id, e.transfer_id, us, payload,
-                               prev_mac, m))
+            m = sha256(mac_input(seq, e.id, e.type, e.payment_id, e.transfer_id, us,
+                                 payload, prev_mac, LINK_TAG)).digest()
+        c.ids.append(e.id)
+        c.types.append(e.type)
+        c.payment_ids.append(e.payment_id)
+        c.transfer_ids.append(e.transfer_id)
+        c.occurred_at_us.append(us)
+        c.payloads.append(payload)
+        c.macs.append(m)
         prev_mac = m
         seq += 1
-    return out
+    return c
+
+
+def chain(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunction,
+          default_us: int, checked: dict[int, str] | None = None) -> list[StoredEvent]:
+    """``seal``'s events as StoredEvent rows (tests, tools)."""
+    c = seal(events, first_seq, prev_mac, mac, default_us, checked)
+    if not c.ids:
+        return []
+    prev = [prev_mac, *c.macs[:-1]]
+    return [StoredEvent(first_seq + k, *row) for k, row in enumerate(zip(
+        c.ids, c.types, c.payment_ids, c.transfer_ids, c.occurred_at_us, c.payloads, prev,
+        c.macs, strict=True))]
 
 
 LINK, SEAL, BAD = "link", "seal", "bad"

@@ -41,7 +41,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import trio
@@ -75,8 +75,43 @@ PanToken = Callable[[str], str]
 def det_id(*parts: str | int) -> int:
     """A 128-bit id derived from ``parts`` (never 0): the same request gets the same id
     after a retry or a restart. Not time-ordered, unlike ledger.new_id()."""
-    h = hashlib.sha256("|".join(["payswitch", *map(str, parts)]).encode()).digest()
-    return int.from_bytes(h[:16], "big") or 1
+    return _id_of(hashlib.sha256("|".join(["payswitch", *map(str, parts)]).encode()).digest())
+
+
+def _id_of(digest: bytes) -> int:
+    return int.from_bytes(digest[:16], "big") or 1
+
+
+class AuthIds(NamedTuple):
+    """The ids of one authorization's hold and events (``auth_ids``)."""
+
+    payment: int
+    hold: int
+    received: int
+    routed: int
+    approved: int
+    held: int
+    declined: int
+
+
+_EVENT_NAMES = tuple(n.encode() for n in AuthIds._fields[2:])
+
+
+def auth_ids(dup_key: str) -> AuthIds:
+    """``det_id("payment", key)``, ``det_id("hold", key)`` and ``det_id("ev", key,
+    name)`` of each event, in one pass: the five event ids' SHA-256 inputs share their
+    prefix, hashed once and copied (half the cost of seven det_id calls, which were a
+    tenth of the ledger's share of the trio thread)."""
+    key = dup_key.encode()
+    sha256 = hashlib.sha256
+    prefix = sha256(b"payswitch|ev|" + key + b"|")
+    events = []
+    for name in _EVENT_NAMES:
+        h = prefix.copy()
+        h.update(name)
+        events.append(_id_of(h.digest()))
+    return AuthIds(_id_of(sha256(b"payswitch|payment|" + key).digest()),
+                   _id_of(sha256(b"payswitch|hold|" + key).digest()), *events)
 
 
 # The switch's own accounts: a few per link and currency, asked for on every hold.
@@ -318,39 +353,41 @@ class LedgerWire:
                       ko: Sequence[L.Event] = ()) -> L.Outcome:
         """One writer request within ledger.write_timeout_ms, or LedgerUnavailable
         (outcome unknown: the caller undoes it with the same deterministic ids)."""
-        with trio.move_on_after(self.cfg.ledger.write_timeout_ms / 1000):
-            try:
-                return await self.writer.create_transfers(transfers, ok, ko)
-            except L.LedgerError as e:
-                raise LedgerUnavailable(str(e)) from e
-        raise LedgerUnavailable("ledger write timed out")
+        try:
+            return await self.writer.create_transfers(
+                transfers, ok, ko, timeout_s=self.cfg.ledger.write_timeout_ms / 1000)
+        except L.LedgerError as e:  # "ledger write timed out" among them
+            raise LedgerUnavailable(str(e)) from e
 
     @staticmethod
     def payment_id(dup_key: str) -> int:
         return det_id("payment", dup_key)
 
-    def _common_events(self, dup_key: str, req: Message, route: str) -> list[L.Event]:
-        pid = self.payment_id(dup_key)
+    @staticmethod
+    def _common_events(ids: AuthIds, req: Message, route: str) -> list[L.Event]:
+        pid = ids.payment
         return [
-            L.Event(det_id("ev", dup_key, "received"), "received", {
+            L.Event(ids.received, "received", {
                 "mti": req.mti, "stan": req.stan, "terminal_id": req.terminal_id,
                 "pan_masked": mask(req.pan), "amount_minor": req.amount_minor,
                 "currency": req.currency, "processing_code": req.processing_code},
                 payment_id=pid),
-            L.Event(det_id("ev", dup_key, "routed"), "routed", {"route": route},
+            L.Event(ids.routed, "routed", {"route": route},
                     payment_id=pid),
         ]
 
-    def _declined(self, dup_key: str, code: str, **extra: Any) -> L.Event:
-        return L.Event(det_id("ev", dup_key, "declined"), "declined",
-                       {"response_code": code, **extra}, payment_id=self.payment_id(dup_key))
+    @staticmethod
+    def _declined(ids: AuthIds, code: str, **extra: Any) -> L.Event:
+        return L.Event(ids.declined, "declined", {"response_code": code, **extra},
+                       payment_id=ids.payment)
 
     async def declined(self, dup_key: str, req: Message, route: str, code: str,
                        reasons: list[str] | None = None) -> None:
         """A declined authorization's events (no transfer); a risk decline's reasons."""
         extra = {"reasons": reasons} if reasons else {}
-        await self._submit((), [*self._common_events(dup_key, req, route),
-                                self._declined(dup_key, code, **extra)])
+        ids = auth_ids(dup_key)
+        await self._submit((), [*self._common_events(ids, req, route),
+                                self._declined(ids, code, **extra)])
 
     @staticmethod
     def holds_money(req: Message) -> bool:
@@ -374,9 +411,9 @@ class LedgerWire:
             raise UnsupportedTransaction(f"on-us: currency {txn_ccy} has no ledger")
         token = await self._token(req.pan or "")
         acct = await self._provision(token, onus)
-        pid = self.payment_id(dup_key)
-        hold_id = det_id("hold", dup_key)
-        common = self._common_events(dup_key, req, "onus")
+        ids = auth_ids(dup_key)
+        pid, hold_id = ids.payment, ids.hold
+        common = self._common_events(ids, req, "onus")
         timeout_s = self.cfg.ledger.hold_timeout_s
         extra: dict[str, Any] = {"auth_code": auth_code}
         if bill_ccy == txn_ccy:
@@ -402,10 +439,8 @@ class LedgerWire:
                               {"amount_minor": req.amount_minor, "currency": txn_ccy,
                                "leg": 2}, payment_id=pid, transfer_id=leg2)]
         ok, _ = L.authorization_events(
-            payment_id=pid, hold_id=hold_id,
-            approved_event_id=det_id("ev", dup_key, "approved"),
-            held_event_id=det_id("ev", dup_key, "held"),
-            declined_event_id=det_id("ev", dup_key, "declined"),
+            payment_id=pid, hold_id=hold_id, approved_event_id=ids.approved,
+            held_event_id=ids.held, declined_event_id=ids.declined,
             amount_minor=amount, currency=held_currency, approved=extra)
         results = await self._submit(transfers, [*common, *ok, *second], ())
         first = results.results[0]
@@ -413,7 +448,7 @@ class LedgerWire:
             return auth_code
         failed = next((r for r in results.results if r != "linked_event_failed"), first)
         de39 = "51" if failed == "exceeds_credits" else "05"
-        await self._submit((), [*common, self._declined(dup_key, de39, result=str(failed))])
+        await self._submit((), [*common, self._declined(ids, de39, result=str(failed))])
         if de39 == "51":
             raise InsufficientFunds("on-us: exceeds the cardholder's available balance")
         raise LedgerDeclined(f"on-us hold refused: {failed}")
@@ -442,17 +477,16 @@ class LedgerWire:
             raise LedgerUnavailable(f"no ledger for currency {ccy}")
         if req.amount_minor is None:  # holds_money() said yes: DE4 is there
             raise UnsupportedTransaction("no amount (DE4)")
-        hold_id = det_id("hold", dup_key)
+        ids = auth_ids(dup_key)
+        hold_id = ids.hold
         ok, ko = L.authorization_events(
-            payment_id=self.payment_id(dup_key), hold_id=hold_id,
-            approved_event_id=det_id("ev", dup_key, "approved"),
-            held_event_id=det_id("ev", dup_key, "held"),
-            declined_event_id=det_id("ev", dup_key, "declined"),
+            payment_id=ids.payment, hold_id=hold_id, approved_event_id=ids.approved,
+            held_event_id=ids.held, declined_event_id=ids.declined,
             amount_minor=req.amount_minor, currency=ccy,
             approved={"auth_code": auth_code, "link": link,
                       **({"stand_in": True} if stand_in else {})},
             declined={"response_code": "96", "reason": "ledger"})
-        common = self._common_events(dup_key, req, link)
+        common = self._common_events(ids, req, link)
         t = L.Transfer(hold_id, self.network_receivable(link, ccy), self.merchant_payable(ccy),
                        req.amount_minor, ledger_no(ccy), AUTH_OFFUS, L.TransferFlags.PENDING,
                        0, self.cfg.ledger.hold_timeout_s)

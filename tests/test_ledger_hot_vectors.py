@@ -4,6 +4,7 @@ payload), and the PAN guard equal to its regex-only form on generated text."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payswitch.ledger import events as ev
-from payswitch.switch.ledgerwire import LedgerWire, det_id
+from payswitch.switch.ledgerwire import LedgerWire, auth_ids, det_id
 
 KEY = "pos|0100|000123|1128142233|12345|TERM0001"
 
@@ -102,3 +103,47 @@ def test_pan_guard_equals_the_regex(text):
 def test_pan_guard_equals_the_regex_on_card_like_runs(pieces):
     text = "".join(pieces)
     assert ev._looks_like_pan(text) is _regex_only(text)
+
+
+def _stdlib_canonical(payload: dict) -> str:
+    """The canonical text as the standard library writes it (the stored form)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+
+
+_scalars = (st.text(st.characters(codec="utf-8"), max_size=12) | st.text("\x00\x1f\x7f\"\\/é")
+            | st.integers() | st.integers(-(2**65), 2**65) | st.booleans() | st.none()
+            | st.floats(allow_nan=False, allow_infinity=False))
+_payloads = st.dictionaries(st.text(st.characters(codec="utf-8"), max_size=8),
+                            _scalars | st.lists(_scalars, max_size=3)
+                            | st.dictionaries(st.text(max_size=3), _scalars, max_size=2),
+                            max_size=8)
+
+
+@given(_payloads)
+def test_canonical_payload_text_is_the_standard_librarys(payload):
+    """orjson writes the flat ASCII payloads (the switch's), json the rest: the stored
+    text is json's either way, byte for byte."""
+    assert ev._canonical_text(payload) == _stdlib_canonical(payload)
+
+
+@given(st.dictionaries(st.sampled_from(["mti", "stan", "route", "link", "é"]),
+                       st.text(st.characters(codec="utf-8"), max_size=6) | st.integers()
+                       | st.booleans() | st.none(), max_size=5))
+def test_canonical_payload_text_of_flat_payloads_is_the_standard_librarys(payload):
+    assert ev._canonical_text(payload) == _stdlib_canonical(payload)
+
+
+@given(st.text(st.characters(codec="utf-8"), max_size=60))
+def test_auth_ids_are_det_ids(key):
+    """One authorization's ids in one pass, each the det_id (recorded above) it replaces:
+    a hold or event written before this change is found again by a retry or a void."""
+    ids = auth_ids(key)
+    assert ids == (det_id("payment", key), det_id("hold", key),
+                   *(det_id("ev", key, name) for name in ("received", "routed", "approved",
+                                                          "held", "declined")))
+    assert ids.payment == LedgerWire.payment_id(key)
+
+
+def test_auth_ids_as_recorded():
+    assert auth_ids(KEY).payment == DET_IDS[1][1] and auth_ids(KEY).received == DET_IDS[2][1]

@@ -136,20 +136,22 @@ def _u(i: int) -> str:
 
 def test_array_literals_round_trip_through_postgresql(pg_dsn):
     """The batch's values are literals built by the store (``_lit`` over the array
-    literals: quotes, backslashes, braces, NULL as a word, non-ASCII), sent with no
-    parameters: PostgreSQL reads back exactly them."""
+    literals: quotes, backslashes, braces, NULL as a word, non-ASCII, uuids from ints),
+    sent with no parameters: PostgreSQL reads back exactly them."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from payswitch.ledger.store import _ba, _lit, _ta
+    from payswitch.ledger.store import _ba, _lit, _ta, _ua
 
     with Ledger(pg_dsn) as led:  # its connection: standard_conforming_strings on
         cur = led.conn.cursor()
 
-        def back(texts: list[str], blobs: list[bytes], one: str, raw: bytes) -> tuple:
+        def back(texts: list[str], blobs: list[bytes], one: str, raw: bytes,
+                 ids: list[int | None]) -> tuple:
             cur.execute(f"select {_lit(_ta(texts))}::text[], {_lit(_ba(blobs))}::bytea[], "
-                        f"{_lit(one)}, {_lit(raw)}", prepare=False)
-            return cur.fetchone()
+                        f"{_lit(one)}, {_lit(raw)}, {_lit(_ua(ids))}::uuid[]", prepare=False)
+            *row, uuids = cur.fetchone()
+            return (*row, [u and u.int for u in uuids])
 
         # any text PostgreSQL can hold: no NUL, and UTF-8 (a lone surrogate cannot be sent
         # at all, as a literal or as a parameter; event payloads are ASCII JSON anyway)
@@ -157,11 +159,13 @@ def test_array_literals_round_trip_through_postgresql(pg_dsn):
 
         @settings(max_examples=200, deadline=None)
         @given(st.lists(st.text(chars)), st.lists(st.binary(max_size=40)),
-               st.text(chars), st.binary(max_size=40))
-        def check(texts: list[str], blobs: list[bytes], one: str, raw: bytes) -> None:
-            assert back(texts, blobs, one, raw) == (texts, blobs, one, raw)
+               st.text(chars), st.binary(max_size=40),
+               st.lists(st.none() | st.integers(1, 2**128 - 1)))
+        def check(texts: list[str], blobs: list[bytes], one: str, raw: bytes,
+                  ids: list[int | None]) -> None:
+            assert back(texts, blobs, one, raw, ids) == (texts, blobs, one, raw, ids)
 
         check()
         odd = ["NULL", "", '{a,"b"}', 'x\\"y', " s ", "it's", "\\'; drop table x; --"]
-        assert back(odd, [b"", b"\\x00'"], "'\\", b"'") == (
-            odd, [b"", b"\\x00'"], "'\\", b"'")
+        assert back(odd, [b"", b"\\x00'"], "'\\", b"'", [1, 2**128 - 1]) == (
+            odd, [b"", b"\\x00'"], "'\\", b"'", [1, 2**128 - 1])

@@ -176,3 +176,80 @@ def test_a_batch_collects_until_full_or_max_wait(pg_dsn):
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
     await trio.testing.wait_all_tasks_blocked()
     scope.cancel()
+
+
+class CountingBell:
+    """The writer's bell, counting how often the trio side rang it."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock, self.rings = lock, 0
+
+    def acquire(self, timeout: float = -1) -> bool:
+        return self.lock.acquire(timeout=timeout)
+
+    def release(self) -> None:
+        self.rings += 1
+        self.lock.release()
+
+
+def test_an_idle_writer_polls_then_sleeps_until_a_request_rings(pg_dsn):
+    """Requests that come while the writer looks at its empty queue (``idle_poll_ms``
+    after its last batch, as between batches under load) are found without a wake-up
+    from the trio thread; a writer past that sleeps, and each request wakes it. Either
+    way every request is written."""
+    _setup(pg_dsn)
+    for k, (idle_poll_ms, rings) in enumerate(((600_000.0, 0), (0.0, 3))):
+        writer = BatchWriter(pg_dsn, config=WriterConfig(max_wait_ms=1,
+                                                         idle_poll_ms=idle_poll_ms))
+        bell = CountingBell(writer._bell)
+        writer._bell = bell  # type: ignore[assignment]
+        ids = [100 + 10 * k + i for i in range(3)]
+        rung: list[int] = []
+
+        async def main(writer: BatchWriter = writer, ids: list[int] = ids,
+                       bell: CountingBell = bell, rung: list[int] = rung) -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(writer.run)
+                with trio.fail_after(WAIT_S):
+                    for i in ids:  # one after another: the writer is idle before each
+                        assert (await writer.create_transfers([_t(i)])).ok
+                        await trio.sleep(0.01)
+                rung.append(bell.rings)  # before run() ends (which rings to stop it)
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+        assert rung == [rings]
+        assert _stored(pg_dsn, ids) == ids
+
+
+def test_callers_past_their_timeout_hear_it_whether_queued_or_being_written(pg_dsn):
+    """submit's ``timeout_s``: a caller whose request is being written (held in the MAC)
+    and one whose request is queued behind it both hear "timed out", long before the
+    MAC is let go; the queued one is never written, the one being written is (its
+    outcome was the writer's, as when a caller's wait is cancelled)."""
+    _setup(pg_dsn)
+    mac = GatedMac()
+    writer = BatchWriter(pg_dsn, mac=mac, config=WriterConfig(max_batch=1, max_wait_ms=0))
+    errors: list[str] = []
+
+    async def call(transfers: list[Transfer], events: list[Event]) -> None:
+        try:
+            await writer.create_transfers(transfers, events, timeout_s=0.2)
+        except LedgerError as e:
+            errors.append(str(e))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            with trio.fail_after(WAIT_S):
+                async with trio.open_nursery() as callers:
+                    callers.start_soon(call, [_t(60)], [Event(6000, "held", {})])
+                    await trio.to_thread.run_sync(mac.entered.wait, WAIT_S)
+                    callers.start_soon(call, [_t(61)], [])  # behind it: max_batch is 1
+                assert not mac.gate.is_set() and errors == ["ledger write timed out"] * 2
+                mac.gate.set()
+                assert (await writer.create_transfers([_t(62)], timeout_s=WAIT_S)).ok
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert _stored(pg_dsn, [60, 61, 62]) == [60, 62]
