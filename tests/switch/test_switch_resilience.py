@@ -112,7 +112,7 @@ def test_mux_never_hands_a_late_response_to_a_new_waiter_with_the_same_stan():
     new = Message(mti="0200", stan="000123", rrn="222222222222")
     w_new = mux.register(new)
     assert mux.deliver(Message(mti="0210", stan="000123", rrn="111111111111")) == "late"
-    assert w_new.response is None and not w_new.done.is_set()
+    assert w_new.response is None and not w_new.done
     assert mux.deliver(Message(mti="0210", stan="000123", rrn="222222222222")) == "matched"
     assert w_new.response.rrn == "222222222222"
     assert mux.deliver(Message(mti="0210", stan="000999")) == "unmatched"
