@@ -37,7 +37,7 @@ from payswitch.routing.bins import BinTable, Router
 from payswitch.routing.health import HealthConfig
 from payswitch.switch import pans
 from payswitch.switch.admission import Admission, LogSampler, MalformedWindow
-from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits, Deadlines
 from payswitch.switch.config import Config, ConfigError, ListenerSection
 from payswitch.switch.errors import (
     IssuerTimeout,
@@ -117,6 +117,7 @@ class Switch:
                 cfg.risk, cfg.path, use_de7=cfg.switch.risk_clock == "transmission_time")
         self.txn = TransactionManager(self.services)
         self._reading: set[trio.CancelScope] = set()
+        self.deadlines = Deadlines()  # listeners' idle and frame deadlines (run by _run)
         self._accepting: list[trio.CancelScope] = []
         self._stop = trio.Event()
         self._saf_wakeup = trio.Event()
@@ -180,6 +181,7 @@ class Switch:
                     # voided, by the original's key (idempotent)
                     for key in await self.store.ledger_voids_due():
                         self.ledger.void_later(key)
+                root.start_soon(self.deadlines.run)
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
@@ -447,7 +449,7 @@ class _Connection:
         self.dialect = get(lst.dialect)
         self.channel = Channel(stream, ChannelLimits(
             lst.framing, lst.max_frame_bytes, lst.frame_timeout_ms, lst.idle_timeout_ms,
-            lst.write_timeout_ms))
+            lst.write_timeout_ms), sw.deadlines)
         self.slots = trio.Semaphore(lst.max_in_flight_per_connection)
         self.reading = trio.CancelScope()
         self.malformed = MalformedWindow(lst.max_malformed_frames,
