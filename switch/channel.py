@@ -15,6 +15,11 @@ around it, with every bound the design asks of a socket (``ChannelLimits``):
   the channel, and every write still queued fails at once with ``ChannelClosed``
   (a peer that never reads costs one write timeout, not one per pending answer).
 
+On a socket, the idle and frame deadlines may be kept by a shared ``Deadlines`` task
+instead of a cancel scope around every read (a terminal listener: one scope per request
+was a visible share of the switch's CPU); it closes the channel when one passes, which
+ends the read the same way.
+
 After any of these the channel is closed for good (the socket too): ``receive_frame``
 and ``send_frame`` raise ``ChannelClosed`` with the reason. End of stream from the peer
 ends reading only: answers in flight may still be written (a peer may half-close).
@@ -23,6 +28,7 @@ ends reading only: answers in flight may still be written (a peer may half-close
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import os
 from dataclasses import dataclass
@@ -55,12 +61,66 @@ class ChannelLimits:
     write_timeout_ms: int = 5000
 
 
+class Deadlines:
+    """The read deadlines of many socket channels, kept by one task (``run``).
+
+    A channel arms an entry only when its deadline comes earlier than the one it has
+    armed already: idle deadlines only move later, so a busy connection arms about once
+    per idle period, not once per read. When an entry is due the channel decides
+    (``_deadline_due``): closed if its current read's deadline has passed, armed again
+    otherwise. Entries of closed channels are dropped when they outnumber the live ones
+    (bounded by the open channels, not by how many were ever opened)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Channel]] = []
+        self._seq = 0
+        self._closed = 0  # entries whose channel is closed
+        self._sleep: trio.CancelScope | None = None
+
+    def arm(self, channel: Channel, deadline: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, channel))
+        if self._sleep is not None and deadline < self._sleep.deadline:
+            self._sleep.deadline = deadline  # earlier than the task's wake-up
+
+    def closed(self) -> None:
+        """An armed channel closed: its entry is dead weight until due."""
+        self._closed += 1
+        if self._closed > 64 and self._closed * 2 > len(self._heap):
+            self._heap = [e for e in self._heap if not e[2].closed]
+            heapq.heapify(self._heap)
+            self._closed = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    async def run(self) -> None:
+        """Close the channels whose deadline passed; sleep until the next one."""
+        while True:
+            now = trio.current_time()
+            while self._heap and self._heap[0][0] <= now:
+                deadline, _, channel = heapq.heappop(self._heap)
+                if channel.closed:
+                    self._closed = max(0, self._closed - 1)
+                else:
+                    channel._deadline_due(deadline, now)
+            wake_at = self._heap[0][0] if self._heap else math.inf
+            with trio.CancelScope(deadline=wake_at) as self._sleep:
+                await trio.sleep_forever()
+            self._sleep = None
+
+
 class Channel:
     """Frames over one ``trio`` stream: ``receive_frame`` / ``send_frame``."""
 
-    def __init__(self, stream: trio.abc.Stream, limits: ChannelLimits) -> None:
+    def __init__(self, stream: trio.abc.Stream, limits: ChannelLimits,
+                 deadlines: Deadlines | None = None) -> None:
         self.stream = stream
         self.limits = limits
+        # kept by a shared task instead of a cancel scope per read (on a socket)
+        self._deadlines = deadlines if getattr(stream, "socket", None) is not None else None
+        self._armed = math.inf  # the earliest entry this channel has in _deadlines
+        self._waiting_until: float | None = None  # deadline of the read now waiting
         self._reader = FrameReader(limits.framing, limits.max_frame_bytes)
         now = trio.current_time()
         self._last_frame_at = now  # idle is counted from the last whole frame
@@ -88,6 +148,8 @@ class Channel:
             return
         self.closed_reason = reason
         self._out.clear()
+        if self._deadlines is not None and self._armed != math.inf:
+            self._deadlines.closed()  # its entry is left to be dropped
         if self._recv_scope is not None:
             self._recv_scope.cancel()
         self._progress.set()
@@ -137,6 +199,16 @@ class Channel:
             self._note_partial()
             data: bytes | bytearray = b""
             deadline = self._read_deadline()
+            if self._deadlines is not None and deadline != math.inf:
+                data = await self._receive_by(deadline)
+                if self.closed_reason is not None:
+                    raise ChannelClosed(self.closed_reason)
+                if not data:
+                    self._eof = True
+                else:
+                    self._reader.append(data)
+                    self._read_at = trio.current_time()
+                continue
             # No deadline (an issuer link between frames) on a socket: no cancel scope
             # (one a read otherwise); close() wakes the wait by closing the socket.
             scope = None
@@ -160,6 +232,39 @@ class Channel:
                 self._read_at = trio.current_time()
         self.frames_in += 1
         return frame
+
+    async def _receive_by(self, deadline: float) -> bytes | bytearray:
+        """The next chunk, with ``deadline`` kept by the Deadlines task: it closes the
+        channel (and so the socket, which ends the wait) when the deadline passes."""
+        if trio.current_time() >= deadline:  # as a cancel scope already past its deadline
+            self.close(self._expired())
+            return b""
+        if deadline < self._armed:
+            self._armed = deadline
+            assert self._deadlines is not None
+            self._deadlines.arm(self, deadline)
+        self._waiting_until = deadline
+        try:
+            return await self._receive()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            self.close(f"read failed: {type(e).__name__}")  # keeps a timeout's reason
+            return b""
+        finally:
+            self._waiting_until = None
+
+    def _deadline_due(self, deadline: float, now: float) -> None:
+        """From Deadlines.run: an entry of this channel is due."""
+        if deadline == self._armed:
+            self._armed = math.inf
+        waiting = self._waiting_until
+        if waiting is None:
+            return  # between reads: the next read looks at its own deadline
+        if now >= waiting:
+            self.close(self._expired())
+        elif waiting < self._armed:
+            self._armed = waiting
+            assert self._deadlines is not None
+            self._deadlines.arm(self, waiting)
 
     async def _receive(self) -> bytes | bytearray:
         """The next chunk. On a socket: wait until it is readable, then read the

@@ -121,7 +121,7 @@ class IssuerLink:
             with trio.CancelScope(deadline=trio.current_time() + timeout_ms / 1000):
                 sent = True  # from here on, some bytes may have left
                 await self._send(msg)
-                await waiter.done.wait()
+                await waiter.wait()
             if waiter.response is not None:
                 return waiter.response
             why = "link dropped" if waiter.failed else "timeout"

@@ -12,13 +12,23 @@ import sys
 import time
 from typing import Any, TextIO
 
+import orjson
+
 from payswitch.codecs.pan import mask_pan
 
 LOGGER = logging.getLogger("payswitch.switch")
 _SECRET_KEYS = frozenset({"track2", "pin_block", "emv", "cvv"})
 
 
-_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+def _encode(out: dict[str, Any]) -> str:
+    """The JSON text of a line: orjson (a tenth of json's cost, once per request), UTF-8
+    as is; json for what orjson refuses (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(out, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(out, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
 _LEVEL_NAMES = {n: logging.getLevelName(n).lower() for n in range(0, 60)}
 
 
@@ -52,7 +62,7 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(out)
+        return _encode(out)
 
 
 class JsonHandler(logging.StreamHandler):
@@ -111,7 +121,7 @@ def log(event: str, level: int = logging.INFO, exc_info: bool = False, **fields:
         h.acquire()  # the ledger's threads log through this handler too
         try:
             now = time.time()
-            line = _ENCODER.encode({"ts": h.clock.ts(now, (now - int(now)) * 1000),
+            line = _encode({"ts": h.clock.ts(now, (now - int(now)) * 1000),
                                     "level": _LEVEL_NAMES.get(level) or str(level),
                                     "event": event, **fields})
             h.stream.write(line + "\n")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -23,20 +24,45 @@ from payswitch.switch.errors import LinkBusy
 STAN_MODULUS = 1_000_000
 
 
+def _matches(req: Message, resp: Message) -> bool:
+    if resp.mti[:2] != req.mti[:2] or resp.is_request:
+        return False
+    if resp.rrn and req.rrn and resp.rrn != req.rrn:
+        return False
+    return not (resp.acquirer_id and req.acquirer_id and resp.acquirer_id != req.acquirer_id)
+
+
 @dataclass(slots=True, eq=False)
 class Waiter:
+    """One request's wait for its response. The waiting task is parked and woken
+    directly (no Event and parking lot per request: this is once per forwarded
+    request); the caller bounds the wait with its own cancel scope."""
+
     request: Message
-    done: trio.Event = field(default_factory=trio.Event)
     response: Message | None = None
     failed: bool = False  # the link dropped while waiting
+    done: bool = False  # answered or failed: wait() returns at once
+    _task: Any = None  # the task parked in wait()
 
     def matches(self, resp: Message) -> bool:
-        req = self.request
-        if resp.mti[:2] != req.mti[:2] or resp.is_request:
-            return False
-        if resp.rrn and req.rrn and resp.rrn != req.rrn:
-            return False
-        return not (resp.acquirer_id and req.acquirer_id and resp.acquirer_id != req.acquirer_id)
+        return _matches(self.request, resp)
+
+    def wake(self) -> None:
+        self.done = True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Until ``wake``; cancellable (the caller's timeout)."""
+        if self.done:
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class Mux:
@@ -89,10 +115,10 @@ class Mux:
         if waiter is not None and waiter.matches(resp):
             del self._pending[stan]
             waiter.response = resp
-            waiter.done.set()
+            waiter.wake()
             return "matched"
         old = self._expired.get(stan)
-        if old is not None and Waiter(old).matches(resp):
+        if old is not None and _matches(old, resp):
             del self._expired[stan]
             return "late"
         return "unmatched"
@@ -101,5 +127,5 @@ class Mux:
         """The link dropped: every waiter is woken with no response."""
         for waiter in self._pending.values():
             waiter.failed = True
-            waiter.done.set()
+            waiter.wake()
         self._pending.clear()

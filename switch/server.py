@@ -12,7 +12,8 @@ Task tree (trio structured concurrency)::
     └── work nursery
         ├── _accept_loop          one per [[listeners]] socket
         └── _serve_connection     one per peer connection
-            └── _on_frame         one per request (bounded per connection):
+            └── _handle           one per request in flight (bounded per connection;
+                                  parked between requests, woken for the next):
                                   TransactionManager.handle
 
 ``stop()`` drains: stop accepting, stop reading, let requests in flight finish (up to
@@ -37,7 +38,7 @@ from payswitch.routing.bins import BinTable, Router
 from payswitch.routing.health import HealthConfig
 from payswitch.switch import pans
 from payswitch.switch.admission import Admission, LogSampler, MalformedWindow
-from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits, Deadlines
 from payswitch.switch.config import Config, ConfigError, ListenerSection
 from payswitch.switch.errors import (
     IssuerTimeout,
@@ -117,6 +118,7 @@ class Switch:
                 cfg.risk, cfg.path, use_de7=cfg.switch.risk_clock == "transmission_time")
         self.txn = TransactionManager(self.services)
         self._reading: set[trio.CancelScope] = set()
+        self.deadlines = Deadlines()  # listeners' idle and frame deadlines (run by _run)
         self._accepting: list[trio.CancelScope] = []
         self._stop = trio.Event()
         self._saf_wakeup = trio.Event()
@@ -180,6 +182,7 @@ class Switch:
                     # voided, by the original's key (idempotent)
                     for key in await self.store.ledger_voids_due():
                         self.ledger.void_later(key)
+                root.start_soon(self.deadlines.run)
                 for link in self.links.values():
                     root.start_soon(link.run)
                 root.start_soon(self._saf_loop)
@@ -435,9 +438,35 @@ class Switch:
             response_code=resp.response_code)
 
 
+class _Handler:
+    """A connection's handler task parked between requests (``_Connection._handle``)."""
+
+    __slots__ = ("job", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task: trio.lowlevel.Task | None = task
+        self.job: tuple[Message, Frame] | None = None
+
+    def give(self, job: tuple[Message, Frame] | None) -> None:
+        """Wake the parked task with its next request (None: end)."""
+        task, self.task = self.task, None
+        self.job = job
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> tuple[Message, Frame] | None:
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return self.job
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self.task = None  # cancelled while parked (the connection's nursery ends)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
 class _Connection:
     """One peer connection: a Channel (frame cap and deadline, idle timeout, write
-    timeout), one task per request, and the count of its malformed frames."""
+    timeout), one task per request in flight (reused: parked between requests), and
+    the count of its malformed frames."""
 
     def __init__(self, sw: Switch, lst: ListenerSection, stream: trio.SocketStream,
                  origin: Origin) -> None:
@@ -447,9 +476,13 @@ class _Connection:
         self.dialect = get(lst.dialect)
         self.channel = Channel(stream, ChannelLimits(
             lst.framing, lst.max_frame_bytes, lst.frame_timeout_ms, lst.idle_timeout_ms,
-            lst.write_timeout_ms))
+            lst.write_timeout_ms), sw.deadlines)
         self.slots = trio.Semaphore(lst.max_in_flight_per_connection)
         self.reading = trio.CancelScope()
+        # handler tasks parked between requests (at most the in-flight cap): a request
+        # wakes one instead of spawning a task, the costliest step of trio's per request
+        self._idle: list[_Handler] = []
+        self._read_done = False
         self.malformed = MalformedWindow(lst.max_malformed_frames,
                                          lst.malformed_window_ms / 1000)
 
@@ -468,8 +501,14 @@ class _Connection:
         reason = "drain"
         try:
             async with trio.open_nursery() as tasks:
-                with self.reading:
-                    reason = await self._read_loop(tasks)
+                try:
+                    with self.reading:
+                        reason = await self._read_loop(tasks)
+                finally:  # the parked handlers end; busy ones end after their request
+                    self._read_done = True
+                    for handler in self._idle:
+                        handler.give(None)
+                    self._idle.clear()
         finally:
             self.sw._reading.discard(self.reading)
             reason = self.channel.closed_reason or reason
@@ -506,7 +545,27 @@ class _Connection:
                     tasks.start_soon(self._answer, resp, frame.tpdu, dialect)
                 await self._tarpit()
                 continue
-            tasks.start_soon(self._on_request, req, frame)
+            self._dispatch(tasks, req, frame)
+
+    def _dispatch(self, tasks: trio.Nursery, req: Message, frame: Frame) -> None:
+        while self._idle:
+            handler = self._idle.pop()
+            if handler.task is not None:  # else cancelled while parked: gone
+                handler.give((req, frame))
+                return
+        tasks.start_soon(self._handle, req, frame)
+
+    async def _handle(self, req: Message, frame: Frame) -> None:
+        """A handler task: this request, then the ones it is given while parked, until
+        the connection stops reading."""
+        job: tuple[Message, Frame] | None = (req, frame)
+        while job is not None:
+            await self._on_request(*job)
+            if self._read_done:
+                return
+            handler = _Handler(trio.lowlevel.current_task())
+            self._idle.append(handler)
+            job = await handler.wait()
 
     async def _tarpit(self) -> None:
         """A connection no configured terminal has spoken on waits after each malformed

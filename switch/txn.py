@@ -103,7 +103,10 @@ class TransactionManager:
                        asked: list[Participant]) -> None:
         for p in participants:
             asked.append(p)  # a refusing participant is aborted too (it may be half done)
-            await p.prepare(ctx)
+            if p.sync:
+                p.check(ctx)
+            else:
+                await p.prepare(ctx)
             if ctx.done:
                 return
 

@@ -41,14 +41,18 @@ class Identify(Participant):
     """First on every path: DE41 (or the acquirer's DE32) must belong to the
     listener and source address the request came from (58)."""
 
-    async def prepare(self, ctx: Context) -> None:
+    sync = True
+
+    def check(self, ctx: Context) -> None:
         ctx.source = identify(self.svc, ctx.request, ctx.origin)
 
 
 class NotCarried(Participant):
     """The path of an MTI the switch does not carry: 12."""
 
-    async def prepare(self, ctx: Context) -> None:
+    sync = True
+
+    def check(self, ctx: Context) -> None:
         raise UnsupportedTransaction(f"MTI {ctx.request.mti} not carried")
 
 
@@ -56,7 +60,9 @@ class NetworkManagement(Participant):
     """08xx from a terminal or acquirer host: answered here (00), 58 to a terminal that
     is not configured. Nothing journalled."""
 
-    async def prepare(self, ctx: Context) -> None:
+    sync = True
+
+    def check(self, ctx: Context) -> None:
         known = True
         if ctx.origin.kind == "terminal":
             try:
@@ -101,7 +107,9 @@ class CheckMac(Participant):
 class CheckTransaction(Participant):
     """0100/0200: a processing code the switch carries (12 otherwise)."""
 
-    async def prepare(self, ctx: Context) -> None:
+    sync = True
+
+    def check(self, ctx: Context) -> None:
         code = (ctx.request.processing_code or "")[:2]
         if code not in SUPPORTED_PROCESSING:
             raise UnsupportedTransaction("processing code not carried")

@@ -17,6 +17,10 @@ class Participant:
     failing one itself, first: it may have half-done its work (a request sent, no
     answer). So it must look at the Context to see what its prepare got to do."""
 
+    # True: ``check`` does the work without awaiting anything, and the manager calls
+    # it directly (no coroutine made and awaited for a lookup or a field check)
+    sync = False
+
     def __init__(self, svc: Services) -> None:
         self.svc = svc
 
@@ -25,6 +29,12 @@ class Participant:
         return type(self).__name__
 
     async def prepare(self, ctx: Context) -> None:
+        if not self.sync:
+            raise NotImplementedError
+        self.check(ctx)
+
+    def check(self, ctx: Context) -> None:
+        """A ``sync`` participant's prepare, as a plain call."""
         raise NotImplementedError
 
     async def abort(self, ctx: Context) -> None:

@@ -28,12 +28,12 @@ FORMAT_ERROR = "30"
 
 
 class RankRoutes(Route):
-    async def prepare(self, ctx: Context) -> None:
+    def check(self, ctx: Context) -> None:
         svc, req = self.svc, ctx.request
         routing = svc.cfg.routing
         rng = routing.table.eligible(req.pan) if routing is not None and req.pan else None
         if rng is None:
-            await super().prepare(ctx)  # [[routes]]: one link per prefix
+            super().check(ctx)  # [[routes]]: one link per prefix
             return
         t = now_ms()
         guards = svc.guards

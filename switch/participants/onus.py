@@ -12,7 +12,9 @@ from payswitch.switch.services import Context
 
 
 class CheckOnus(Participant):
-    async def prepare(self, ctx: Context) -> None:
+    sync = True
+
+    def check(self, ctx: Context) -> None:
         if self.svc.ledger is not None:
             ctx.onus = self.svc.ledger.onus_range(ctx.request.pan)
 

@@ -10,5 +10,7 @@ class Route(Participant):
     """Chooses the link (15 unknown BIN, 14 no PAN). Before ``TranslatePin``: the
     link decides the ZPK."""
 
-    async def prepare(self, ctx: Context) -> None:
+    sync = True
+
+    def check(self, ctx: Context) -> None:
         ctx.route = self.svc.router.route(ctx.request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import pytest
@@ -9,7 +10,7 @@ import trio
 import trio.testing
 
 from payswitch.codecs.framing import FrameReader, encode_frame
-from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
+from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits, Deadlines
 
 
 def virtual(fn):
@@ -249,3 +250,71 @@ async def test_close_wakes_a_reader_without_deadlines_on_a_socket():
         ch.close("write timeout")
     assert reasons == ["write timeout"] and trio.current_time() == started
     await peer.aclose()
+
+
+# -- deadlines kept by the shared Deadlines task (a listener's sockets) -----------------
+def _pair_with(deadlines, **limits):
+    a, b = trio.socket.socketpair()
+    return (Channel(trio.SocketStream(a), ChannelLimits("len2", **limits), deadlines),
+            trio.SocketStream(b))
+
+
+@virtual
+async def test_shared_deadlines_close_an_idle_socket_counted_from_its_last_whole_frame():
+    deadlines = Deadlines()
+    async with trio.open_nursery() as n:
+        n.start_soon(deadlines.run)
+        ch, peer = _pair_with(deadlines, frame_timeout_ms=60_000, idle_timeout_ms=3000)
+        for i in range(5):  # 2.5 s apart: each whole frame restarts the idle time
+            await trio.sleep(2.5)
+            await peer.send_all(encode_frame("len2", b"f%d" % i))
+            assert (await ch.receive_frame()).payload == b"f%d" % i
+        last = trio.current_time()
+        await peer.send_all(b"\x00\x10abc")  # a chunk of a frame does not
+        with pytest.raises(ChannelClosed) as e:
+            await ch.receive_frame()
+        assert e.value.reason == "idle timeout"
+        assert trio.current_time() == pytest.approx(last + 3.0)
+        assert ch.stream.socket.fileno() == -1  # the socket is closed too
+        n.cancel_scope.cancel()
+    await peer.aclose()
+
+
+@virtual
+async def test_shared_deadlines_close_a_trickled_frame_at_its_frame_deadline():
+    deadlines = Deadlines()
+    async with trio.open_nursery() as n:
+        n.start_soon(deadlines.run)
+        ch, peer = _pair_with(deadlines, frame_timeout_ms=2000, idle_timeout_ms=60_000)
+
+        async def trickle() -> None:
+            for byte in b"\x00\x08abcdefgh":
+                await trio.sleep(0.5)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await peer.send_all(bytes([byte]))
+
+        n.start_soon(trickle)
+        with pytest.raises(ChannelClosed) as e:
+            await ch.receive_frame()
+        assert e.value.reason == "frame timeout"
+        assert trio.current_time() == pytest.approx(0.5 + 2.0)  # from the first byte
+        n.cancel_scope.cancel()
+    await peer.aclose()
+
+
+@virtual
+async def test_shared_deadlines_do_not_keep_entries_of_closed_channels():
+    """Thousands of short connections (a junk flood) leave no growing heap behind."""
+    deadlines = Deadlines()
+    async with trio.open_nursery() as n:
+        n.start_soon(deadlines.run)
+        for _ in range(2000):
+            ch, peer = _pair_with(deadlines, frame_timeout_ms=5000, idle_timeout_ms=300_000)
+            await peer.send_all(encode_frame("len2", b"x"))
+            assert (await ch.receive_frame()).payload == b"x"
+            await peer.aclose()
+            with pytest.raises(ChannelClosed):  # end of stream: closed
+                await ch.receive_frame()
+            await ch.aclose()
+        assert len(deadlines) <= 200
+        n.cancel_scope.cancel()

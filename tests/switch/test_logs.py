@@ -74,3 +74,15 @@ def test_a_propagating_logger_reaches_its_ancestors_handlers():
         logs.LOGGER.propagate = False
         logging.getLogger().removeHandler(root_handler)
     assert seen == ["request_done"]
+
+
+def test_a_line_orjson_refuses_is_still_one_valid_json_line():
+    """An integer past 64 bits (orjson refuses it) and text beyond ASCII: one line each,
+    readable JSON, values intact."""
+    stream = io.StringIO()
+    logs.setup("INFO", stream=stream)
+    logs.log("odd_values", big=2**70, note="ü \"x\"\n", pan="4761739001010010")
+    (line,) = stream.getvalue().splitlines()
+    parsed = json.loads(line)
+    assert parsed["big"] == 2**70 and parsed["note"] == "ü \"x\"\n"
+    assert parsed["pan"] == "476173******0010"

@@ -333,3 +333,29 @@ async def test_binary_bitmap_frame_on_an_ascii_listener_gets_30_it_can_read():
         resp = BINBITMAP.decode(await exchange(stream, BINBITMAP.encode(echo("000042"))))
         assert (resp.mti, resp.stan, resp.response_code) == ("0810", "000042", "30")
         await stream.aclose()
+
+
+@virtual
+async def test_a_connection_served_one_by_one_then_pipelined_ends_when_its_peer_closes():
+    """Requests one at a time, then a pipelined burst, on one connection: each answered
+    once; when the peer closes, the switch closes its side and releases the connection
+    (its handler tasks, parked between requests, end with it)."""
+    lines = Lines()
+    logs.LOGGER.addHandler(lines)
+    try:
+        async with switch_running() as sw:
+            term = Terminal(await connect(sw.ports["pos"]))
+            for i in range(1, 6):
+                assert (await term.request(echo(f"{i:06d}"))).response_code == "00"
+            for i in range(6, 14):
+                await term.send(echo(f"{i:06d}"))
+            stans = sorted([(await term.recv()).stan for _ in range(8)])
+            assert stans == [f"{i:06d}" for i in range(6, 14)]
+            assert len(sw._admission["pos"]) == 1
+            await term.stream.send_eof()
+            assert await closed_by_peer(term.stream)
+            await until(lambda: len(sw._admission["pos"]) == 0)
+            await term.aclose()
+    finally:
+        logs.LOGGER.removeHandler(lines)
+    assert lines.events.count("connection_closed") == 1

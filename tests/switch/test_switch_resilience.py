@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import trio
+import trio.testing
 from switchkit import (
     DIALECT,
     FakeIssuer,
@@ -104,6 +105,35 @@ async def test_late_response_is_not_delivered_to_another_waiter(dsn):
     assert [r[0] for r in saf_rows(dsn)] == ["0420"]  # reversed once, not twice
 
 
+def test_mux_waits_answered_early_timed_out_or_dropped_in_virtual_time():
+    """A response before the wait: it returns at once. A wait given up at its deadline
+    (the link's timeout) then a link drop: the drop marks it, nothing is woken twice."""
+    async def main() -> None:
+        mux = Mux(max_in_flight=4, late_memory=4)
+        early = mux.register(Message(mti="0200", stan="000001"))
+        assert mux.deliver(Message(mti="0210", stan="000001")) == "matched"
+        await early.wait()
+        assert early.response is not None and early.response.stan == "000001"
+        slow = mux.register(Message(mti="0200", stan="000002"))
+        with trio.move_on_after(2) as scope:
+            await slow.wait()
+        assert scope.cancelled_caught and trio.current_time() == 2
+        mux.fail_all()  # before the exchange forgot it: a cancelled wait is not woken
+        assert slow.failed and slow.done and slow.response is None
+        await trio.sleep(1)  # a stray wake-up of this task would end the sleep early
+        assert trio.current_time() == 3
+        mux.forget(slow, timed_out=True)
+        assert mux.deliver(Message(mti="0210", stan="000002")) == "late"
+        parked = mux.register(Message(mti="0200", stan="000003"))
+        async with trio.open_nursery() as n:
+            n.start_soon(parked.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            mux.fail_all()  # the link dropped: the parked wait ends
+        assert parked.failed and trio.current_time() == 3
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 def test_mux_never_hands_a_late_response_to_a_new_waiter_with_the_same_stan():
     mux = Mux(max_in_flight=4, late_memory=4)
     old = Message(mti="0200", stan="000123", rrn="111111111111")
@@ -112,7 +142,7 @@ def test_mux_never_hands_a_late_response_to_a_new_waiter_with_the_same_stan():
     new = Message(mti="0200", stan="000123", rrn="222222222222")
     w_new = mux.register(new)
     assert mux.deliver(Message(mti="0210", stan="000123", rrn="111111111111")) == "late"
-    assert w_new.response is None and not w_new.done.is_set()
+    assert w_new.response is None and not w_new.done
     assert mux.deliver(Message(mti="0210", stan="000123", rrn="222222222222")) == "matched"
     assert w_new.response.rrn == "222222222222"
     assert mux.deliver(Message(mti="0210", stan="000999")) == "unmatched"

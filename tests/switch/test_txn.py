@@ -62,12 +62,23 @@ class _Recording(Participant):
         self.log.append("abort " + self.name)
 
 
+class _RecordingSync(_Recording):
+    """The same, as a ``sync`` participant: called, not awaited."""
+
+    sync = True
+
+    def check(self, ctx: Context) -> None:
+        self.log.append("check " + self.name)
+        if self.refuse is not None:
+            raise self.refuse
+
+
 def _recording_path(log: list[str], refuse_at: str, error: BaseException) -> Path:
-    def step(name: str) -> type[Participant]:
-        return type(name, (_Recording,), {"log": log,
-                                          "refuse": error if name == refuse_at else None})
-    return Path(head=(Identify, CheckDuplicate, step("A"), step("B"), step("C"),
-                      step("D")))
+    def step(name: str, base: type[_Recording] = _Recording) -> type[Participant]:
+        return type(name, (base,), {"log": log,
+                                    "refuse": error if name == refuse_at else None})
+    return Path(head=(Identify, CheckDuplicate, step("A"), step("B", _RecordingSync),
+                      step("C"), step("D", _RecordingSync)))
 
 
 @virtual
@@ -75,9 +86,19 @@ async def test_a_refusal_aborts_the_asked_participants_in_reverse_order_refuser_
     log: list[str] = []
     bench = Bench(paths={"020": _recording_path(log, "C", InsufficientFunds("no"))})
     resp = await bench.send(request())
-    assert log == ["prepare A", "prepare B", "prepare C", "abort C", "abort B", "abort A"]
+    assert log == ["prepare A", "check B", "prepare C", "abort C", "abort B", "abort A"]
     assert resp.response_code == "51"  # errors.response_code_for
     assert bench.store.answer(key(request())) == "51"  # the refusal is journalled
+
+
+@virtual
+async def test_a_sync_participants_refusal_is_answered_and_aborted_like_any_other():
+    log: list[str] = []
+    bench = Bench(paths={"020": _recording_path(log, "B", InsufficientFunds("no"))})
+    resp = await bench.send(request())
+    assert log == ["prepare A", "check B", "abort B", "abort A"]
+    assert resp.response_code == "51"
+    assert bench.store.answer(key(request())) == "51"
 
 
 @virtual
