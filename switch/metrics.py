@@ -140,10 +140,10 @@ class Metrics:
         self.ledger_queue_max.set(writer.config.queue_max)
         submit, hist = writer.submit, self.ledger_write
 
-        async def timed_submit(request: Any) -> Any:
+        async def timed_submit(request: Any, timeout_s: float | None = None) -> Any:
             started = time.monotonic()
             try:
-                return await submit(request)
+                return await submit(request, timeout_s)
             finally:
                 hist.observe(time.monotonic() - started)
 
