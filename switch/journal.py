@@ -247,19 +247,24 @@ class _TrioBulk:
             if not me.lead:
                 return me
         self._lead(True)
-        with trio.CancelScope(shield=True):  # every caller waits for the outcome
-            # one scheduler round first: the calls made in it join this batch
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            batch = self._take()  # the queue's first call, ``me``, is in it
-            await self._send(batch)
-        for p in batch:
-            if p is not me:
-                trio.lowlevel.reschedule(p.task, outcome.Value(None))
-        if self.queued:  # the next batch is sent by its first caller
-            self.queued[0].lead = True
-            trio.lowlevel.reschedule(self.queued[0].task, outcome.Value(None))
-        else:
-            self._lead(False)
+        batch: list[_Pending] = []
+        try:
+            with trio.CancelScope(shield=True):  # every caller waits for the outcome
+                # one scheduler round first: the calls made in it join this batch
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                batch = self._take()  # the queue's first call, ``me``, is in it
+                await self._send(batch)
+        finally:  # whatever happened, nobody is left waiting
+            for p in batch:
+                if p.result is None and p.error is None and not (p.alone or p.lost):
+                    p.error = StoreError("journal writer failed")
+                if p is not me:
+                    trio.lowlevel.reschedule(p.task, outcome.Value(None))
+            if self.queued:  # the next batch is sent by its first caller
+                self.queued[0].lead = True
+                trio.lowlevel.reschedule(self.queued[0].task, outcome.Value(None))
+            else:
+                self._lead(False)
         return me
 
     def _lead(self, leading: bool) -> None:
@@ -286,9 +291,11 @@ class _TrioBulk:
         store = self.store
         try:
             won = await self._statement([p.bulk for p in batch])
-        except StoreError as e:
+        except Exception as e:  # StoreError; any other is a bug: fail, never hang
+            why = str(e) if isinstance(e, StoreError) else (
+                f"journal writer failed: {type(e).__name__}")
             for p in batch:
-                p.error = StoreError(str(e))
+                p.error = StoreError(why)
             return
         if won is None:  # refused, nothing written
             for p in batch:

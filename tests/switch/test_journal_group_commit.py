@@ -278,3 +278,30 @@ async def test_a_statement_past_its_timeout_fails_its_batch(dsn: str) -> None:
     assert all(isinstance(r, StoreError) for r in results.values()), results
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select count(*) from switch_dedup").fetchone()[0] == 0
+
+
+@trio_test
+async def test_a_bug_in_the_hot_path_fails_its_batch_and_the_next_batch_runs(
+        dsn: str, monkeypatch) -> None:
+    """A sender that fails for a reason of its own (not the database's) answers every
+    call of its batch with StoreError and hands on: no caller is left waiting."""
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    real = journal._TrioBulk._statement
+    calls = []
+
+    async def broken_once(self, bulks):
+        calls.append(len(bulks))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return await real(self, bulks)
+
+    monkeypatch.setattr(journal._TrioBulk, "_statement", broken_once)
+    results: dict[int, object] = {}
+    with trio.fail_after(10):
+        await _claims(store, 3, results)
+        assert (await store.claim("k9", "acq", _request(9), "fp")).owner
+    store.close()
+    assert calls[0] == 3 and all(isinstance(r, StoreError) for r in results.values())
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select dup_key from switch_dedup").fetchall() == [("k9",)]
