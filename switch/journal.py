@@ -20,6 +20,16 @@ number; the batch's other calls then share a transaction (BEGIN / COMMIT), or ru
 alone without one. A call whose work takes several statements opens its own
 transaction (``_atomic``), or shares its batch's.
 
+The hot-path calls themselves skip the writer thread (``_TrioBulk``): their batch's
+statement is sent and awaited from trio on a connection of its own (libpq in
+non-blocking mode, its socket waited on by trio), by the first caller of the batch,
+on behalf of all of them. No thread wakes up and none wakes trio for them: the hop
+there and back cost more CPU than the statement's own client side. What the writer
+thread did for them stays the same: one statement, its own transaction, each caller
+answered after it; a batch the server refuses runs again call by call (through the
+writer thread), and an outcome unknown (connection lost, no answer in time) is a
+StoreError for every call of the batch.
+
 Only safe fields are written: the PAN masked, never track 2, PIN block, CVV, EMV data.
 """
 
@@ -39,8 +49,10 @@ from importlib import resources
 from typing import Any
 
 import orjson
+import outcome
 import psycopg
 import trio
+from psycopg import generators, pq
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
@@ -196,6 +208,204 @@ class _Writer:
         self.wake.acquire()
 
 
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """A hot-path call waiting in ``_TrioBulk``, and what became of it."""
+    bulk: _Bulk
+    task: Any
+    result: Any = None
+    error: BaseException | None = None
+    alone: bool = False  # the batch's statement was refused: run again on its own
+    lost: bool = False  # a claim whose key was there already
+    lead: bool = False  # woken to send the next batch
+
+
+_BULK_STATEMENT = b"payswitch_journal_bulk"
+
+
+class _TrioBulk:
+    """The group commit of the hot-path calls, from trio: the first caller to find no
+    batch in flight sends one (every call queued, up to ``batch_max``) on a connection
+    of its own and waits for its socket in trio; the calls queued meanwhile go in the
+    next one, sent by the first of them. Each caller is answered after the statement's
+    COMMIT (autocommit: the statement is its transaction). The wait is not cancellable,
+    as for the writer thread's calls, and is bounded: past twice the statement timeout
+    (the server's own bound, with TCP keepalives on the connection) the connection is
+    dropped and the batch's outcome is unknown (StoreError)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queued: list[_Pending] = []
+        self.leading = False  # a batch is in flight (or being handed on)
+        self.conn: psycopg.Connection | None = None  # read and written under store._lock
+
+    async def submit(self, bulk: _Bulk) -> _Pending:
+        me = _Pending(bulk, trio.lowlevel.current_task())
+        self.queued.append(me)
+        if self.leading:  # not cancellable (Abort.FAILED), as a thread call
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+            if not me.lead:
+                return me
+        self._lead(True)
+        batch: list[_Pending] = []
+        try:
+            with trio.CancelScope(shield=True):  # every caller waits for the outcome
+                # one scheduler round first: the calls made in it join this batch
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                batch = self._take()  # the queue's first call, ``me``, is in it
+                await self._send(batch)
+        finally:  # whatever happened, nobody is left waiting
+            for p in batch:
+                if p.result is None and p.error is None and not (p.alone or p.lost):
+                    p.error = StoreError("journal writer failed")
+                if p is not me:
+                    trio.lowlevel.reschedule(p.task, outcome.Value(None))
+            if self.queued:  # the next batch is sent by its first caller
+                self.queued[0].lead = True
+                trio.lowlevel.reschedule(self.queued[0].task, outcome.Value(None))
+            else:
+                self._lead(False)
+        return me
+
+    def _lead(self, leading: bool) -> None:
+        with self.store._lock:  # close() from any thread reads it
+            self.leading = leading
+
+    def _take(self) -> list[_Pending]:
+        """The next batch: the queue's first ``batch_max`` calls, a key at most once
+        per gate (its second call, a duplicate's claim, stays for the next batch)."""
+        batch: list[_Pending] = []
+        seen: set[tuple[str, str]] = set()
+        rest: list[_Pending] = []
+        for p in self.queued:
+            ident = (p.bulk.gate, p.bulk.key)
+            if len(batch) < self.store._batch_max and ident not in seen:
+                seen.add(ident)
+                batch.append(p)
+            else:
+                rest.append(p)
+        self.queued = rest
+        return batch
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        store = self.store
+        try:
+            won = await self._statement([p.bulk for p in batch])
+        except Exception as e:  # StoreError; any other is a bug: fail, never hang
+            why = str(e) if isinstance(e, StoreError) else (
+                f"journal writer failed: {type(e).__name__}")
+            for p in batch:
+                p.error = StoreError(why)
+            return
+        if won is None:  # refused, nothing written
+            for p in batch:
+                p.alone = True
+            return
+        for p in batch:
+            if p.bulk.gate == "c" and ("c", p.bulk.key) not in won:
+                p.lost = True
+            else:
+                p.result = store._outcome(p.bulk, won)
+
+    async def _statement(self, calls: list[_Bulk]) -> set[tuple[str, str]] | None:
+        """Run ``Store._BULK`` for ``calls``: the (gate, key) that won, None when the
+        server refused it (nothing written); StoreError when the outcome is unknown."""
+        store = self.store
+        conn = await self._connection()
+
+        def array(items: list[bytes]) -> bytes:  # elements already JSON (the callers')
+            return b"[" + b",".join(items) + b"]"
+        owner = store.owner.encode()
+        pg = conn.pgconn
+        deadline_s = 2 * store._statement_timeout_ms / 1000 + store._connect_timeout_s
+        results = None
+        try:
+            pg.send_query_prepared(_BULK_STATEMENT, [
+                owner, array([b.entry for b in calls if b.gate == "c"]),
+                array([b.entry for b in calls if b.gate == "d"]), owner,
+                array([row for b in calls for row in b.rows])])
+            with trio.move_on_after(deadline_s):
+                results = await _drive(generators.execute(pg), pg.socket)
+        except psycopg.Error as e:
+            lost = pg.status != pq.ConnStatus.OK
+            self._drop(conn)
+            if lost:  # as in Store._run: the idle connections are dead too
+                store.close()
+            raise StoreError(f"database error {type(e).__name__}") from None
+        if results is None:
+            self._drop(conn)
+            raise StoreError("database error: no answer in time")
+        res = results[-1]
+        if res.status == pq.ExecStatus.TUPLES_OK:
+            return {(res.get_value(i, 0).decode(), res.get_value(i, 1).decode())
+                    for i in range(res.ntuples)}
+        state = res.error_field(pq.DiagnosticField.SQLSTATE) or b""
+        try:
+            error = psycopg.errors.lookup(state.decode())
+        except KeyError:  # no SQLSTATE (the connection failed) or one psycopg does not know
+            error = psycopg.OperationalError if not state else psycopg.DatabaseError
+        if pg.status == pq.ConnStatus.OK and not issubclass(error, psycopg.OperationalError):
+            return None  # refused: nothing written, each call runs again on its own
+        self._drop(conn)  # as in Store._run_bulk: the outcome is unknown
+        raise StoreError(f"database error {error.__name__}")
+
+    async def _connection(self) -> psycopg.Connection:
+        with self.store._lock:
+            conn = self.conn
+        if conn is not None and not conn.closed:
+            return conn
+        try:
+            conn = await trio.to_thread.run_sync(self._connect)
+        except psycopg.Error as e:
+            raise StoreError(f"database connect failed: {type(e).__name__}") from None
+        with self.store._lock:
+            self.conn = conn
+        return conn
+
+    def _connect(self) -> psycopg.Connection:
+        """A pool connection (kept until dropped), the statement prepared on it."""
+        conn = self.store._connect()
+        query = Store._BULK
+        for n in range(1, 6):  # psycopg's placeholders as libpq's
+            query = query.replace("%s", f"${n}", 1)
+        res = conn.pgconn.prepare(_BULK_STATEMENT, query.encode())
+        if res.status != pq.ExecStatus.COMMAND_OK:
+            conn.close()
+            raise psycopg.OperationalError("preparing the journal statement failed")
+        return conn
+
+    def _drop(self, conn: psycopg.Connection) -> None:
+        with self.store._lock:
+            if self.conn is conn:
+                self.conn = None
+        conn.close()
+
+    def close(self) -> None:
+        """Close the connection unless a batch is in flight on it (its sender closes it
+        when the store is closing; any thread may call this)."""
+        with self.store._lock:
+            conn, self.conn = (self.conn, None) if not self.leading else (None, self.conn)
+        if conn is not None:
+            conn.close()
+
+
+async def _drive(gen: Any, fd: int) -> Any:
+    """Run a psycopg generator (libpq in non-blocking mode) with trio waiting on the
+    connection's socket; its return value."""
+    try:
+        wait = next(gen)
+        while True:
+            if wait == generators.WAIT_R:
+                await trio.lowlevel.wait_readable(fd)
+                wait = gen.send(generators.READY_R)
+            else:
+                await trio.lowlevel.wait_writable(fd)
+                wait = gen.send(generators.READY_W if wait == generators.WAIT_W
+                                else generators.READY_RW)
+    except StopIteration as done:
+        return done.value
+
+
 class Store:
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: int = 5,
                  statement_timeout_ms: int = 5000, batch_max: int = 256,
@@ -219,6 +429,7 @@ class Store:
         # this process's boot id: written on every row, locked while we live
         self.owner = uuid.uuid4().hex
         self._owner_conn: psycopg.Connection | None = None
+        self._bulk = _TrioBulk(self)
 
     # -- plumbing ---------------------------------------------------------------------
     def connect_kwargs(self) -> dict[str, Any]:
@@ -276,9 +487,17 @@ class Store:
         return await self._submit(_Call(fn, args))
 
     async def _call_bulk(self, bulk: _Bulk) -> Any:
-        """``call`` for a hot-path call: in its batch's one statement, or (alone, or
-        retried after that statement failed) in one of its own."""
-        return await self._submit(_Call(self._write_alone, (bulk,), bulk))
+        """``call`` for a hot-path call: in its batch's one statement, sent from trio
+        (``_TrioBulk``); on its own through the writer thread when that statement was
+        refused (alone, or in the thread's next bulk statement, then alone)."""
+        pending = await self._bulk.submit(bulk)
+        if pending.error is not None:
+            raise pending.error
+        if pending.alone:  # refused with its batch: nothing was written
+            return await self._submit(_Call(self._write_alone, (bulk,), bulk))
+        if pending.lost:  # a claim whose key was there already: the original's state
+            return await self.call(bulk.lost)
+        return pending.result
 
     async def _submit(self, call: _Call) -> Any:
         call.task = trio.lowlevel.current_task()
@@ -459,6 +678,7 @@ class Store:
             self._closing = True  # every writer ends when it next runs dry
         for w in idle:
             w.wake.release()
+        self._bulk.close()
         while True:
             try:
                 self._idle.get_nowait().close()

@@ -208,7 +208,7 @@ async def test_close_ends_the_idle_writer_thread(dsn: str) -> None:
     store = Store(dsn, pool_size=1)
     await store.migrate()
     others = set(threading.enumerate())  # earlier tests' stores may still idle
-    assert (await store.claim("k1", "acq", _request(1), "fp")).owner
+    assert await store.outcome("k1") is None  # a call through the writer thread
     writers = [t for t in threading.enumerate()
                if t.name == "payswitch-journal" and t not in others]
     assert len(writers) == 1 and store._running == 1
@@ -216,5 +216,92 @@ async def test_close_ends_the_idle_writer_thread(dsn: str) -> None:
     for t in writers:  # well inside WRITER_IDLE_S: ended by close, not by idling
         t.join(timeout=journal.WRITER_IDLE_S / 4)
     assert not any(t.is_alive() for t in writers) and store._running == 0
-    assert (await store.claim("k2", "acq", _request(2), "fp")).owner  # a new one starts
+    assert await store.outcome("k2") is None  # a new one starts
     store.close()
+
+
+def _backends_waiting(dsn: str) -> list[int]:
+    """Pids of this database's sessions waiting for a lock (a statement held up)."""
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute(
+            "select pid from pg_stat_activity where datname = current_database()"
+            " and wait_event_type = 'Lock'").fetchall()]
+
+
+async def _until_waiting(dsn: str) -> list[int]:
+    with trio.fail_after(10):
+        while not (pids := await trio.to_thread.run_sync(_backends_waiting, dsn)):
+            await trio.sleep(0.01)
+    return pids
+
+
+@trio_test
+async def test_a_batch_whose_connection_dies_fails_every_call_and_the_next_reconnects(
+        dsn: str) -> None:
+    """The hot path's statement is sent from trio on a connection of its own: when that
+    connection dies with a batch in flight, the batch's outcome is unknown, so each of
+    its callers gets StoreError (none is told it owns a key it may not own); the calls
+    after it are written on a new connection."""
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    results: dict[int, object] = {}
+    with psycopg.connect(dsn) as locker:  # a transaction left open holds k0's row
+        locker.execute("insert into switch_dedup (dup_key) values ('k0')")
+        async with trio.open_nursery() as n:
+            n.start_soon(_claims, store, 3, results)  # k0, k1, k2: one batch
+            (pid,) = await _until_waiting(dsn)
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute("select pg_terminate_backend(%s)", (pid,))
+        locker.rollback()
+    assert sorted(results) == [0, 1, 2]
+    assert all(isinstance(r, StoreError) for r in results.values()), results
+    assert (await store.claim("k9", "acq", _request(9), "fp")).owner
+    store.close()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select dup_key from switch_dedup").fetchall() == [("k9",)]
+
+
+@trio_test
+async def test_a_statement_past_its_timeout_fails_its_batch(dsn: str) -> None:
+    """The server's statement timeout bounds the hot path's wait as it bounds a thread's
+    call: every call of the batch gets StoreError, nothing of it is written."""
+    store = Store(dsn, pool_size=1, statement_timeout_ms=300)
+    await store.migrate()
+    results: dict[int, object] = {}
+    with psycopg.connect(dsn) as locker:
+        locker.execute("insert into switch_dedup (dup_key) values ('k0')")
+        with trio.fail_after(10):
+            await _claims(store, 3, results)
+        locker.rollback()
+    store.close()
+    assert sorted(results) == [0, 1, 2]
+    assert all(isinstance(r, StoreError) for r in results.values()), results
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select count(*) from switch_dedup").fetchone()[0] == 0
+
+
+@trio_test
+async def test_a_bug_in_the_hot_path_fails_its_batch_and_the_next_batch_runs(
+        dsn: str, monkeypatch) -> None:
+    """A sender that fails for a reason of its own (not the database's) answers every
+    call of its batch with StoreError and hands on: no caller is left waiting."""
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    real = journal._TrioBulk._statement
+    calls = []
+
+    async def broken_once(self, bulks):
+        calls.append(len(bulks))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return await real(self, bulks)
+
+    monkeypatch.setattr(journal._TrioBulk, "_statement", broken_once)
+    results: dict[int, object] = {}
+    with trio.fail_after(10):
+        await _claims(store, 3, results)
+        assert (await store.claim("k9", "acq", _request(9), "fp")).owner
+    store.close()
+    assert calls[0] == 3 and all(isinstance(r, StoreError) for r in results.values())
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select dup_key from switch_dedup").fetchall() == [("k9",)]

@@ -434,17 +434,18 @@ async def test_approval_committed_but_ack_lost_is_corrected_and_reversed(dsn):
     # reversed, although the retry finds the answer already recorded.
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(config_dict(dsn, issuer.port)) as sw:
-        real_write = sw.store._write_bulk
+        real_statement = sw.store._bulk._statement
         lost = []
 
-        def write(conn, calls):
-            won = real_write(conn, calls)  # really committed (one statement, autocommit)
+        async def statement(calls):
+            won = await real_statement(calls)  # really committed (autocommit)
             if any(b.gate == "d" for b in calls) and not lost:  # a complete
                 lost.append(calls)
-                raise psycopg.OperationalError("connection lost after the COMMIT")
+                # what the hot path's sender makes of a connection lost before the answer
+                raise StoreError("database error OperationalError")
             return won
 
-        sw.store._write_bulk = write
+        sw.store._bulk._statement = statement
         term = await Terminal.connect(sw.ports["pos"])
         told = await term.request(purchase())
         await issuer.wait_for(lambda: [r[:2] for r in saf_rows(dsn)] == [("0420", "acked")], 10)
