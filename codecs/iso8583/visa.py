@@ -138,6 +138,30 @@ def _visa_spec() -> dict[str, dict[str, Any]]:
     return spec
 
 
+def _track_in(track: str, key: str) -> str:
+    if not _WIRE_TRACK.fullmatch(track):
+        raise CodecError("track data has nibbles other than digits and D", field=key)
+    return track.replace("D", "=")
+
+
+def _track_out(track: str, key: str) -> str:
+    if not _CANONICAL_TRACK.fullmatch(track):
+        raise CodecError("track data has characters other than digits and =", field=key)
+    return track.replace("=", "D")
+
+
+def _pem_in(pem: str, key: str) -> str:
+    if pem[3:] != "0":
+        raise CodecError("DE22 filler digit is not 0", field=key)
+    return pem[:3]
+
+
+def _pem_out(pem: str, key: str) -> str:
+    if len(pem) != 3:
+        raise CodecError("POS entry mode is not 3 digits", field=key)
+    return pem + "0"
+
+
 class Visa(Dialect):
     name = "visa"
     spec = _visa_spec()
@@ -158,36 +182,8 @@ class Visa(Dialect):
             raise CodecError("Message.header is not a VisaHeader", mti=msg.mti, stan=msg.stan)
         return header.to_bytes(HEADER_BYTES + len(body)) + body
 
-    def fields_in(self, fields: dict[str, str]) -> dict[str, str]:
-        for key in ("35", "36"):
-            track = fields.get(key)
-            if track is not None:
-                if not _WIRE_TRACK.fullmatch(track):
-                    raise CodecError("track data has nibbles other than digits and D",
-                                     field=key)
-                fields[key] = track.replace("D", "=")
-        pem = fields.get("22")
-        if pem is not None:
-            if pem[3:] != "0":
-                raise CodecError("DE22 filler digit is not 0", field="22")
-            fields["22"] = pem[:3]
-        return fields
-
-    def fields_out(self, fields: dict[str, str], msg: Message) -> dict[str, str]:
-        for key in ("35", "36"):
-            track = fields.get(key)
-            if track is not None:
-                if not _CANONICAL_TRACK.fullmatch(track):
-                    raise CodecError("track data has characters other than digits and =",
-                                     mti=msg.mti, stan=msg.stan, field=key)
-                fields[key] = track.replace("=", "D")
-        pem = fields.get("22")
-        if pem is not None:
-            if len(pem) != 3:
-                raise CodecError("POS entry mode is not 3 digits", mti=msg.mti,
-                                 stan=msg.stan, field="22")
-            fields["22"] = pem + "0"
-        return fields
+    hooks_in = {"35": _track_in, "36": _track_in, "22": _pem_in}
+    hooks_out = {"35": _track_out, "36": _track_out, "22": _pem_out}
 
 
 DIALECT = Visa()
