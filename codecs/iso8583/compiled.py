@@ -78,11 +78,29 @@ def _decode_fields(wire: Wire, hooks: dict[str, Hook], bitmap: str, first: int,
 def _build(lines: list[str], name: str, wire: Wire, **names: Any) -> Callable[..., Any]:
     scope: dict[str, Any] = {
         "NotPlain": NotPlain, "Message": Message, "a2b_hex": binascii.a2b_hex,
-        "_tab": {f.key: f.data_tables for f in wire.fields.values()},
-        "_ltab": {f.key: f.len_tables for f in wire.fields.values()},
         "_mtitab": _latin1_tables(wire.type_enc), **names}
+    for f in wire.fields.values():
+        if f.data_tables:  # T_k / E_k: a field's EBCDIC <-> Latin-1 translations
+            scope[f"T_{f.number}"], scope[f"E_{f.number}"] = f.data_tables
+        if f.len_type:
+            prefixes = [_prefix(f, n) for n in range(f.max_len + 1)]
+            scope[f"P_{f.number}"] = prefixes
+            scope[f"L_{f.number}"] = {p: n for n, p in enumerate(prefixes) if n and p}
     exec("\n".join(lines), scope)  # noqa: S102 (generated from our own spec tables)
     return scope[name]
+
+
+def _prefix(f: _Field, n: int) -> bytes | None:
+    """Field ``f``'s length prefix for ``n``, as wire.py writes it (None: it cannot)."""
+    if f.len_enc == "b":
+        return n.to_bytes(f.len_type, "big") if n < 256 ** f.len_type else None
+    digits = f"{n:0{f.len_type}d}"
+    try:
+        raw = digits.encode("latin-1").translate(f.len_tables[1]) if f.len_tables \
+            else digits.encode(f.len_enc)
+    except (UnicodeError, LookupError):
+        return None
+    return raw if len(raw) == f.len_type else None
 
 
 def _compilable(wire: Wire) -> bool:
@@ -111,26 +129,22 @@ def _decode_bitmap(map_enc: str, name: str, start: str) -> list[str]:
 
 
 def _decode_field(f: _Field, hooked: bool) -> list[str]:
-    """Lines reading field ``f`` at ``i`` onto ``msg`` (``i`` moved past it)."""
+    """Lines reading field ``f`` at ``i`` onto ``msg`` (``i`` moved past it). No end
+    check per field: a slice past the end is short, ``i`` still moves its full size,
+    and the final ``i != end`` refuses the message."""
     number, key, len_type, len_enc, max_len, data_enc, nibbles, pad, ltab, dtab = f
     out: list[str] = []
     if len_type == 0:
         n = str(max_len)
         size = str((max_len + 1) // 2 if nibbles else max_len)
-    else:
-        out += [f"j = i + {len_type}", "if j > end: raise NotPlain"]
-        if len_enc == "b":
-            out.append("n = int.from_bytes(s[i:j], 'big')")
-        else:
-            raw = f"s[i:j].translate(_ltab['{key}'][0])" if ltab else "s[i:j]"
-            if not ltab and len_enc != "ascii":
-                return ["raise NotPlain"]
-            out += [f"n = {raw}", "if not n.isdigit(): raise NotPlain", "n = int(n)"]
-        out += [f"if n > {max_len} or n == 0: raise NotPlain", "i = j"]
+    else:  # L_k: every prefix this field may carry -> its length (1..max), no other
+        out += [f"n = L_{number}.get(s[i:i + {len_type}])", "if n is None: raise NotPlain",
+                f"i += {len_type}"]
         n, size = "n", "(n + 1) // 2" if nibbles else "n"
-    out += [f"j = i + {size}", "if j > end: raise NotPlain", "d = s[i:j]", "i = j"]
+    out += [f"d = s[i:i + {size}]", f"i += {size}"]
     name = NAME_BY_DE.get(number)
     kind = KIND_BY_DE.get(number, "") if name else ("mac" if number in (64, 128) else "")
+    digits = kind in ("n", "amount", "rate") and not hooked and data_enc != "b"
     # d (bytes) -> v, the field's wire string as wire.py gives it (or bytes for b)
     if data_enc == "b":
         if kind in ("b", "mac") and not nibbles:
@@ -141,8 +155,15 @@ def _decode_field(f: _Field, hooked: bool) -> list[str]:
             if odd != "0":
                 check = f"v[:1] != '{pad}'" if pad else "True"
                 out += [f"if {odd}:", f"    if {check}: raise NotPlain", "    v = v[1:]"]
-    elif dtab:
-        out.append(f"v = d.translate(_tab['{key}'][0]).decode('latin-1')")
+    elif dtab or data_enc == "ascii":
+        if dtab:  # EBCDIC: its Latin-1 twin (bytes.isdigit takes ASCII digits only)
+            out.append(f"d = d.translate(T_{number})")
+        if digits:
+            out += ["if not d.isdigit(): raise NotPlain", "v = d.decode()"]
+        elif dtab:
+            out.append("v = d.decode('latin-1')")
+        else:  # ASCII is UTF-8's fast path, then refused past ASCII
+            out += ["v = d.decode()", "if not v.isascii(): raise NotPlain"]
     else:
         out.append(f"v = d.decode('{data_enc}')")
     if hooked:
@@ -155,7 +176,8 @@ def _decode_field(f: _Field, hooked: bool) -> list[str]:
         return out + [f"msg.{name} = v"]
     if kind == "b":
         return out + [f"msg.{name} = bytes.fromhex(v)"]
-    out.append("if not (v.isascii() and v.isdigit()): raise NotPlain")
+    if not digits:
+        out.append("if not (v.isascii() and v.isdigit()): raise NotPlain")
     if kind == "n":
         return out + [f"msg.{name} = v"]
     if kind == "amount":
@@ -241,24 +263,17 @@ def _encode_field(f: _Field, kind: str, hooked: bool) -> list[str]:
         if not nibbles:
             out.append("n = len(d)")
     elif dtab:
-        out += [f"d = v.encode('latin-1').translate(_tab['{key}'][1])", "n = len(d)"]
+        out += [f"d = v.encode('latin-1').translate(E_{number})", "n = len(d)"]
+    elif data_enc == "ascii":  # ASCII is UTF-8's fast path, once the text is ASCII
+        if kind == "an":
+            out.append("if not v.isascii(): raise NotPlain")
+        out += ["d = v.encode()", "n = len(d)"]
     else:
         out += [f"d = v.encode('{data_enc}')", "n = len(d)"]
     if len_type == 0:
         out += [f"if n != {max_len}: raise NotPlain", "app(d)"]
-    else:
-        out.append(f"if n > {max_len}: raise NotPlain")
-        if len_enc == "b":
-            out.append(f"app(n.to_bytes({len_type}, 'big'))")
-        elif ltab or len_enc == "ascii":
-            prefix = f"b'%0{len_type}d' % n"
-            if ltab:
-                prefix = f"({prefix}).translate(_ltab['{key}'][1])"
-            if max_len >= 10 ** len_type:
-                out.append(f"if n >= {10 ** len_type}: raise NotPlain")
-            out.append(f"app({prefix})")
-        else:
-            return ["raise NotPlain"]
-        out.append("app(d)")
+    else:  # P_k: the prefix of every length up to the field's maximum (None: none)
+        out += [f"if n > {max_len}: raise NotPlain", f"prefix = P_{number}[n]",
+                "if prefix is None: raise NotPlain", "app(prefix)", "app(d)"]
     bit = f"p |= {1 << (64 - number)}" if number <= 64 else f"q |= {1 << (128 - number)}"
     return out + [bit]
