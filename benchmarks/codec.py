@@ -1,4 +1,5 @@
-"""Codec benchmark: one 0100 in every dialect, decode and encode, against pyiso8583.
+"""Codec benchmark: one 0100 in every dialect, decode and encode, against pyiso8583;
+then the four conversions of one authorization as the switch does them.
 
     python -m benchmarks.run codec --json
 
@@ -23,7 +24,7 @@ from importlib.metadata import version
 import iso8583
 from iso8583.specs import default_ascii
 
-from payswitch.codecs.iso8583 import DIALECTS, Message, get
+from payswitch.codecs.iso8583 import DIALECTS, Message, get, macing
 
 RUNS = 31
 LOOPS = 200
@@ -55,6 +56,50 @@ FIELD_COUNT = sum(
     if name not in ("mti", "other", "header", "local_year", "action_code")
     and getattr(MESSAGE, name) is not None
 )
+
+
+# The four conversions of one authorization in the e2e benchmark's full mode: the
+# terminal's 0200 decoded (iso87ascii), the network's 0200 encoded with its MAC
+# placeholder (``macing.unsigned``), the network's MACed 0210 decoded and the 0210
+# encoded to the terminal. Per network, and their mean ("per authorization": the demo
+# routes half the cards to each).
+WITHDRAWAL = Message(
+    mti="0200", pan="4761730000000011", processing_code="011000", amount_minor=2000,
+    transmission_time="1128221518", stan="140892", local_time="221518",
+    local_date="1128", expiry="2911", mcc="6011", pos_entry_mode="021",
+    acquirer_id="123456", track2="4761730000000011=29112010000000000",
+    rrn="533002381274", terminal_id="DEMO0001", merchant_id="DEMOMERCHANT001",
+    merchant_name="PAYSWITCH DEMO ATM        SPRINGFIELD US", currency="840",
+    pin_block=bytes.fromhex("4A58B791DF6AF1D8"))
+NETWORKS = ("visa", "mastercard")
+
+
+def _authorization_targets() -> dict[str, Callable[[], object]]:
+    terminal = get("iso87ascii")
+    request = terminal.encode(WITHDRAWAL)
+    out = WITHDRAWAL.replace(stan="000123", transmission_time="1128221519",
+                             pin_block=bytes(8))
+    answer = WITHDRAWAL.replace(mti="0210", response_code="00", auth_code="123456",
+                                track2=None, pin_block=None, pos_entry_mode=None,
+                                expiry=None, mcc=None, merchant_name=None)
+    targets: dict[str, Callable[[], object]] = {
+        "terminal/decode 0200": lambda: terminal.decode(request),
+        "terminal/encode 0210": lambda: terminal.encode(answer),
+    }
+    for name in NETWORKS:
+        dialect = get(name)
+        body, hex_form = macing.unsigned(dialect, out)
+        reply = dialect.encode(answer.replace(stan=out.stan, mac=bytes(range(8))))
+        targets[f"{name}/encode 0200 (MAC input)"] = (
+            lambda d=dialect: macing.unsigned(d, out))
+        targets[f"{name}/decode 0210"] = lambda d=dialect, w=reply: d.decode(w)
+    return targets
+
+
+def _per_authorization(us: dict[str, float]) -> float:
+    network = sum(us[f"{n}/encode 0200 (MAC input)"] + us[f"{n}/decode 0210"]
+                  for n in NETWORKS) / len(NETWORKS)
+    return round(us["terminal/decode 0200"] + us["terminal/encode 0210"] + network, 2)
 
 
 def _loop_us(fn: Callable[[], object]) -> float:
@@ -91,7 +136,8 @@ def measure() -> dict:
         sizes[name] = len(wire)
         targets[f"{name}/decode"] = lambda d=dialect, w=wire: d.decode(w)
         targets[f"{name}/encode"] = lambda d=dialect: d.encode(MESSAGE)
-    us = _time_all(targets)
+    authorization = _authorization_targets()
+    us = _time_all(targets | authorization)
     baseline = {
         "spec": "pyiso8583 default_ascii",
         "bytes": sizes["baseline"],
@@ -114,6 +160,8 @@ def measure() -> dict:
         "method": f"median of {RUNS} interleaved runs x {LOOPS} calls, µs per call",
         "baseline": baseline,
         "dialects": dialects,
+        "authorization_us": {k: us[k] for k in authorization}
+        | {"per authorization": _per_authorization(us)},
         "python": platform.python_version(),
         "pyiso8583": version("pyiso8583"),
         "machine": platform.machine(),
@@ -134,3 +182,6 @@ def main(json: bool = False) -> None:
     for name, d in result["dialects"].items():
         print(f"{name:<26}{d['bytes']:>6}{d['decode_us']:>11}{d['encode_us']:>11}"
               f"{d['decode_ratio']:>7}{d['encode_ratio']:>7}")
+    print("the conversions of one authorization (e2e full mode), µs a call:")
+    for op, v in result["authorization_us"].items():
+        print(f"  {op:<36}{v:>8}")

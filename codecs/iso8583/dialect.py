@@ -19,6 +19,14 @@ from typing import Any, cast
 import iso8583
 
 from payswitch.codecs.errors import CodecError
+from payswitch.codecs.iso8583.compiled import (
+    Decoder,
+    Encoder,
+    Hook,
+    NotPlain,
+    compile_decoder,
+    compile_encoder,
+)
 from payswitch.codecs.iso8583.message import FIELDS, KIND_BY_DE, NAME_BY_DE, Message
 from payswitch.codecs.iso8583.wire import Fallback, Wire
 
@@ -35,12 +43,26 @@ class Dialect:
 
     name = "generic"
     spec: dict[str, dict[str, Any]] = {}
+    # Per wire key, the dialect's conversion of one field's string (in: wire ->
+    # ISO 8583:1987, out: back), raising CodecError on a value it refuses. The
+    # compiled plain case and fields_in / fields_out both run them.
+    hooks_in: dict[str, Hook] = {}
+    hooks_out: dict[str, Hook] = {}
+    compiled = True  # False: from_fields / to_fields are the dialect's own
 
     # -- public API -----------------------------------------------------------------
     def decode(self, data: bytes) -> Message:
         if not isinstance(data, (bytes, bytearray)):
             raise CodecError("message is not bytes")
         header, body = self.split_header(bytes(data))
+        try:
+            msg = self._compiled[0](body)
+        except Exception:  # not the plain case: the general path decides
+            msg = self._decode_body(body)
+        msg.header = header
+        return msg
+
+    def _decode_body(self, body: bytes) -> Message:
         try:
             fields = self._decode_fields(body)
         except iso8583.DecodeError as e:
@@ -51,10 +73,7 @@ class Dialect:
             raise CodecError(f"undecodable message: {type(e).__name__}") from None
         mti = self._readable_mti(fields.get("t"))
         try:
-            fields = self.fields_in(fields)
-            msg = self.from_fields(fields)
-            msg.header = header
-            return msg
+            return self.from_fields(self.fields_in(fields))
         except CodecError as e:
             e.mti = e.mti or mti
             e.stan = e.stan or _digits_or_none(fields.get("11"))
@@ -64,6 +83,13 @@ class Dialect:
                              stan=_digits_or_none(fields.get("11"))) from None
 
     def encode(self, msg: Message) -> bytes:
+        try:
+            body = self._compiled[1](msg)
+        except Exception:  # not the plain case: the general path decides
+            body = self._encode_body(msg)
+        return self.join_header(msg, body)
+
+    def _encode_body(self, msg: Message) -> bytes:
         fields = self.fields_out(self.to_fields(msg), msg)
         try:
             body: bytes | bytearray = self._wire.encode(fields)
@@ -73,11 +99,22 @@ class Dialect:
             body = body or iso8583.encode(fields, self.spec)[0]
         except iso8583.EncodeError as e:
             raise CodecError(redact(e.msg), mti=msg.mti, stan=msg.stan, field=e.field) from None
-        return self.join_header(msg, bytes(body))
+        return bytes(body)
 
     @functools.cached_property
     def _wire(self) -> Wire:
         return Wire(self.spec)
+
+    @functools.cached_property
+    def _compiled(self) -> tuple[Decoder, Encoder]:
+        """The plain case as two generated functions (``compiled.py``), or stand-ins
+        that send everything down the general path (a dialect with its own
+        ``from_fields`` / ``to_fields``, a spec they cannot take)."""
+        decode = encode = None
+        if self.compiled:
+            decode = compile_decoder(self._wire, self.hooks_in, _to_python)
+            encode = compile_encoder(self._wire, self.hooks_out, _rate_to_wire)
+        return decode or _not_plain, encode or _not_plain
 
     def _decode_fields(self, body: bytes) -> dict[str, str]:
         try:
@@ -104,11 +141,23 @@ class Dialect:
         return body
 
     def fields_in(self, fields: dict[str, str]) -> dict[str, str]:
-        """Dialect wire strings -> ISO 8583:1987 strings (MTI, DE39 and such)."""
+        """Dialect wire strings -> ISO 8583:1987 strings, by ``hooks_in``."""
+        for key, hook in self.hooks_in.items():
+            value = fields.get(key)
+            if value is not None:
+                fields[key] = hook(value, key)
         return fields
 
     def fields_out(self, fields: dict[str, str], msg: Message) -> dict[str, str]:
-        """ISO 8583:1987 strings -> this dialect's strings."""
+        """ISO 8583:1987 strings -> this dialect's strings, by ``hooks_out``."""
+        try:
+            for key, hook in self.hooks_out.items():
+                value = fields.get(key)
+                if value is not None:
+                    fields[key] = hook(value, key)
+        except CodecError as e:
+            e.mti, e.stan = msg.mti, msg.stan
+            raise
         return fields
 
     def _readable_mti(self, mti: str | None) -> str | None:
@@ -185,6 +234,10 @@ _BY_KEY: dict[str, tuple[int, str | None, str]] = {
     str(de): (de, NAME_BY_DE.get(de), KIND_BY_DE.get(de, "")) for de in range(2, 193)}
 # named fields past DE64 (their presence puts the MAC in DE128)
 _SECONDARY_NAMED = tuple(name for de, name, _ in FIELDS if de > 64)
+
+
+def _not_plain(_: Any) -> Any:
+    raise NotPlain
 
 
 def _digits_or_none(value: str | None) -> str | None:

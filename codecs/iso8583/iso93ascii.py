@@ -142,6 +142,7 @@ class Iso93Ascii(Dialect):
         f55={**_A, "len_type": 3, "max_len": 999, "desc": "ICC data (hex)"},
         f56={**_A, "len_type": 2, "max_len": 35, "desc": "Original data elements"},
     )
+    compiled = False  # its from_fields / to_fields rename MTIs, DE12, DE24, DE39
 
     def _readable_mti(self, mti: str | None) -> str | None:
         try:

@@ -57,6 +57,19 @@ class VisaHeader:
     text_format: int = TEXT_FORMAT  # H3
 
     def to_bytes(self, total_len: int) -> bytes:
+        try:  # this very header, checked and built before: only H4 is new
+            built, head, tail = _BUILT[self]
+        except (KeyError, TypeError):  # TypeError: a field that is not hashable
+            built = None
+        if built is not self:  # an equal one is not enough: 1.0 == 1 but is no byte
+            head, tail = self._checked_parts()  # hashable once it passes
+            _remember(_BUILT, self, (self, head, tail))
+        if total_len > MAX_MESSAGE_BYTES:
+            raise CodecError("Visa message longer than H4 can express")
+        return head + total_len.to_bytes(2, "big") + tail
+
+    def _checked_parts(self) -> tuple[bytes, bytes]:
+        """H1..H3 and H5..H12, every field checked."""
         for name in ("destination_id", "source_id"):
             v = getattr(self, name)
             if not (isinstance(v, str) and len(v) == 6 and v.isdigit() and v.isascii()):
@@ -70,11 +83,7 @@ class VisaHeader:
             v = getattr(self, name)
             if not isinstance(v, int) or not 0 <= v <= 0xFF:
                 raise CodecError(f"Visa header {name} is not one byte")
-        if total_len > MAX_MESSAGE_BYTES:
-            raise CodecError("Visa message longer than H4 can express")
-        return b"".join((
-            bytes((HEADER_BYTES, self.header_format, self.text_format)),
-            total_len.to_bytes(2, "big"),
+        return bytes((HEADER_BYTES, self.header_format, self.text_format)), b"".join((
             bytes.fromhex(self.destination_id),
             bytes.fromhex(self.source_id),
             bytes((self.round_trip,)),
@@ -94,6 +103,17 @@ class VisaHeader:
             raise CodecError("Visa header H1 is not 22 (reject headers are not supported)")
         if int.from_bytes(data[3:5], "big") != len(data):
             raise CodecError("Visa header H4 does not match the message length")
+        if cls is not VisaHeader:
+            return cls._parsed(data)
+        key = bytes(data[1:3] + data[5:HEADER_BYTES])  # all but H1 (checked), H4 (length)
+        header = _PARSED.get(key)
+        if header is None:
+            header = cls._parsed(data)
+            _remember(_PARSED, key, header)
+        return header
+
+    @classmethod
+    def _parsed(cls, data: bytes) -> VisaHeader:
         dest, src = data[5:8].hex(), data[8:11].hex()
         if not (dest.isdigit() and src.isdigit()):
             raise CodecError("Visa header station id is not BCD")
@@ -101,6 +121,21 @@ class VisaHeader:
                    base1_flags=data[12:14], message_status=data[14:17],
                    batch_number=data[17], reserved=data[18:21], user_info=data[21],
                    header_format=data[1], text_format=data[2])
+
+
+# A link's headers repeat (same stations, flags, status): each distinct one is parsed,
+# or checked and built, once; a frozen header is safe to share. Bounded: cleared when
+# full, so a peer sending ever-new headers costs a parse each, never memory.
+_PARSED: dict[bytes, VisaHeader] = {}
+_BUILT: dict[VisaHeader, tuple[VisaHeader, bytes, bytes]] = {}
+_REMEMBERED = 256
+_DEFAULT = VisaHeader()
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _REMEMBERED:
+        cache.clear()
+    cache[key] = value
 
 
 def reply_header(h: VisaHeader) -> VisaHeader:
@@ -138,6 +173,30 @@ def _visa_spec() -> dict[str, dict[str, Any]]:
     return spec
 
 
+def _track_in(track: str, key: str) -> str:
+    if not _WIRE_TRACK.fullmatch(track):
+        raise CodecError("track data has nibbles other than digits and D", field=key)
+    return track.replace("D", "=")
+
+
+def _track_out(track: str, key: str) -> str:
+    if not _CANONICAL_TRACK.fullmatch(track):
+        raise CodecError("track data has characters other than digits and =", field=key)
+    return track.replace("=", "D")
+
+
+def _pem_in(pem: str, key: str) -> str:
+    if pem[3:] != "0":
+        raise CodecError("DE22 filler digit is not 0", field=key)
+    return pem[:3]
+
+
+def _pem_out(pem: str, key: str) -> str:
+    if len(pem) != 3:
+        raise CodecError("POS entry mode is not 3 digits", field=key)
+    return pem + "0"
+
+
 class Visa(Dialect):
     name = "visa"
     spec = _visa_spec()
@@ -153,41 +212,13 @@ class Visa(Dialect):
             raise
 
     def join_header(self, msg: Message, body: bytes) -> bytes:
-        header = msg.header if msg.header is not None else VisaHeader()
+        header = msg.header if msg.header is not None else _DEFAULT
         if not isinstance(header, VisaHeader):
             raise CodecError("Message.header is not a VisaHeader", mti=msg.mti, stan=msg.stan)
         return header.to_bytes(HEADER_BYTES + len(body)) + body
 
-    def fields_in(self, fields: dict[str, str]) -> dict[str, str]:
-        for key in ("35", "36"):
-            track = fields.get(key)
-            if track is not None:
-                if not _WIRE_TRACK.fullmatch(track):
-                    raise CodecError("track data has nibbles other than digits and D",
-                                     field=key)
-                fields[key] = track.replace("D", "=")
-        pem = fields.get("22")
-        if pem is not None:
-            if pem[3:] != "0":
-                raise CodecError("DE22 filler digit is not 0", field="22")
-            fields["22"] = pem[:3]
-        return fields
-
-    def fields_out(self, fields: dict[str, str], msg: Message) -> dict[str, str]:
-        for key in ("35", "36"):
-            track = fields.get(key)
-            if track is not None:
-                if not _CANONICAL_TRACK.fullmatch(track):
-                    raise CodecError("track data has characters other than digits and =",
-                                     mti=msg.mti, stan=msg.stan, field=key)
-                fields[key] = track.replace("=", "D")
-        pem = fields.get("22")
-        if pem is not None:
-            if len(pem) != 3:
-                raise CodecError("POS entry mode is not 3 digits", mti=msg.mti,
-                                 stan=msg.stan, field="22")
-            fields["22"] = pem + "0"
-        return fields
+    hooks_in = {"35": _track_in, "36": _track_in, "22": _pem_in}
+    hooks_out = {"35": _track_out, "36": _track_out, "22": _pem_out}
 
 
 DIALECT = Visa()

@@ -1,5 +1,5 @@
-"""Mutation check for the codec tests (issue 2 acceptance): break an encoder on
-purpose, run tests/codecs, report which tests fail, restore the file.
+"""Mutation check for the codec tests (issue 2 acceptance): break an encoder (or the
+compiled decoder) on purpose, run tests/codecs, report which tests fail, restore the file.
 
     .venv/bin/python tests/codecs/mutation_check.py
 
@@ -12,29 +12,24 @@ import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-_STAN_HOOK = """        pem = fields.get("22")
-        if pem is not None:
-            if len(pem) != 3:"""
+_VISA_HOOKS = 'hooks_out = {"35": _track_out, "36": _track_out, "22": _pem_out}'
+_BCD_OUT = """out += [f"d = a2b_hex('{pad}' + v if len(v) & 1 else v)", "n = len(v)"]"""
 
 # name: (file, text to replace, broken text)
 MUTANTS = {
-    "M1 Visa BCD: hi/lo nibbles of every PAN byte swapped on encode": (
-        "codecs/iso8583/visa.py", _STAN_HOOK,
-        '        if "2" in fields:\n'
-        '            s = fields["2"]\n'
-        '            fields["2"] = "".join(s[i + 1:i + 2] + s[i] for i in range(0, len(s), 2))\n'
-        + _STAN_HOOK),
+    "M1 Visa BCD: hi/lo nibbles of every numeric byte swapped on encode": (
+        "codecs/iso8583/compiled.py", _BCD_OUT,
+        _BCD_OUT.replace('"n = len(v)"', '"d = bytes(b >> 4 | (b & 15) << 4 for b in d)", '
+                                         '"n = len(v)"')),
     "M2 Visa BCD: first two STAN digits swapped on encode": (
-        "codecs/iso8583/visa.py", _STAN_HOOK,
-        '        if "11" in fields:\n'
-        '            s = fields["11"]\n'
-        '            fields["11"] = s[1] + s[0] + s[2:]\n' + _STAN_HOOK),
+        "codecs/iso8583/visa.py", _VISA_HOOKS,
+        _VISA_HOOKS[:-1] + ', "11": lambda s, key: s[1] + s[0] + s[2:]}'),
     "M3 Mastercard bitmap bit for DE2 flipped on encode": (
         "codecs/iso8583/dialect.py",
-        "        return self.join_header(msg, bytes(body))",
+        "        return self.join_header(msg, body)",
         '        if self.name == "mastercard":\n'
         "            body = body[:4] + bytes([body[4] ^ 0x40]) + body[5:]\n"
-        "        return self.join_header(msg, bytes(body))"),
+        "        return self.join_header(msg, body)"),
     "M4 Mastercard text in cp037 instead of cp500": (
         "codecs/iso8583/mastercard.py", 'EBCDIC = "cp500"', 'EBCDIC = "cp037"'),
     "M5 Visa odd numerics padded right instead of left": (
@@ -50,6 +45,10 @@ MUTANTS = {
     "M8 TLV long lengths one byte too wide": (
         "codecs/tlv.py", 'raw = n.to_bytes((n.bit_length() + 7) // 8, "big")',
         'raw = n.to_bytes((n.bit_length() + 7) // 8 + 1, "big")'),
+    "M9 compiled decode takes non-digits in an ASCII or EBCDIC numeric field": (
+        "codecs/iso8583/compiled.py",
+        'out += ["if not d.isdigit(): raise NotPlain", "v = d.decode()"]',
+        'out += ["v = d.decode()"]'),
 }
 
 

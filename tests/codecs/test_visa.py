@@ -134,3 +134,34 @@ def test_merchant_name_is_cp500_not_cp037():
     wire = VisaHeader().to_bytes(22 + len(body)) + body
     assert VISA.encode(msg) == wire
     assert VISA.decode(wire) == msg
+
+
+def test_a_header_met_before_still_gets_its_own_length_and_checks():
+    """Headers are parsed and built once per distinct header: H4 is still each
+    message's own, and an equal header whose field is no byte (1.0 == 1) is refused."""
+    visa = get("visa")
+    short, long_ = (Message(mti="0800", stan="000001", network_code="301"),
+                    Message(mti="0800", stan="000002", network_code="301", rrn="R" * 12))
+    for _ in range(2):
+        for msg in (short, long_):
+            wire = visa.encode(msg)
+            assert int.from_bytes(wire[3:5], "big") == len(wire)
+            assert visa.decode(wire).header == VisaHeader()
+    visa.encode(Message(mti="0800", stan="000003", header=VisaHeader(round_trip=1)))
+    with pytest.raises(CodecError, match="round_trip"):
+        visa.encode(Message(mti="0800", stan="000003", header=VisaHeader(round_trip=1.0)))
+    wire = visa.encode(short)
+    with pytest.raises(CodecError, match="H4"):
+        visa.decode(wire + b"\x00")
+
+
+def test_ever_new_headers_are_each_parsed_and_not_kept():
+    """A peer sending a new header every message costs a parse each, not memory."""
+    from payswitch.codecs.iso8583 import visa as visa_module
+    visa = get("visa")
+    for n in range(1000):
+        header = VisaHeader(destination_id=f"{n:06d}", source_id="000001")
+        wire = visa.encode(Message(mti="0800", stan="000001", header=header))
+        assert visa.decode(wire).header == header
+    assert len(visa_module._PARSED) <= visa_module._REMEMBERED
+    assert len(visa_module._BUILT) <= visa_module._REMEMBERED
