@@ -34,19 +34,31 @@ class WindowCounter:
         self._counts = [0] * buckets
         self._ids = [-1] * buckets  # which absolute bucket each slot holds
         self._latest = -1
+        # the window ending at bucket _latest, kept as events come: the breaker reads
+        # three totals after every forwarded request, and the window only moves once
+        # a bucket (summed again then), not once an event
+        self._sum = 0
 
     def add(self, now_ms: int, n: int = 1) -> None:
         b = now_ms // self.bucket_ms
         if b <= self._latest - self.buckets:
             return  # older than the window
-        self._latest = max(self._latest, b)
+        if b > self._latest:
+            self._latest = b
+            self._sum = self._window_sum(b)
         slot = b % self.buckets
-        if self._ids[slot] != b:
+        if self._ids[slot] != b:  # the slot held a bucket outside every window now
             self._ids[slot], self._counts[slot] = b, 0
         self._counts[slot] += n
+        self._sum += n
 
     def total(self, now_ms: int) -> int:
-        newest = max(now_ms // self.bucket_ms, self._latest)
+        newest = now_ms // self.bucket_ms
+        if newest <= self._latest:  # a clock step back is read as "now"
+            return self._sum
+        return self._window_sum(newest)
+
+    def _window_sum(self, newest: int) -> int:
         oldest = newest - self.buckets + 1
         return sum(c for c, b in zip(self._counts, self._ids, strict=True)
                    if oldest <= b <= newest)
@@ -54,6 +66,7 @@ class WindowCounter:
     def clear(self) -> None:
         self._counts = [0] * self.buckets
         self._ids = [-1] * self.buckets
+        self._sum = 0
 
 
 @dataclass(frozen=True, slots=True)

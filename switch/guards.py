@@ -66,9 +66,10 @@ class LinkGuard:
         self.health.record(t, outcome, latency_ms, approved)
         before = self.breaker.state
         self.breaker.after_result(t, self.health)
-        self._changed(before, outcome=outcome)
-        if self._exported_ms is None or t - self._exported_ms >= EXPORT_EVERY_MS \
-                or self.breaker.state != before:
+        if self.breaker.state != before:  # the gauge moves only with the state
+            self._changed(before, outcome=outcome)
+            self.export(t)
+        elif self._exported_ms is None or t - self._exported_ms >= EXPORT_EVERY_MS:
             self.export(t)
 
     def _changed(self, before: str, **why: Any) -> None:

@@ -37,6 +37,31 @@ def test_window_counter_matches_brute_force(buckets, bucket_ms, steps):
             added.append(now)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 50),
+       st.lists(st.tuples(st.sampled_from(("add", "total", "clear")),
+                          st.integers(-120, 200), st.integers(1, 3)), max_size=80))
+def test_window_counter_against_a_list_of_events(buckets, bucket_ms, steps):
+    """Any order of times (steps back too), counts above 1, totals asked of past and
+    future windows, clears: the kept running sum agrees with summing the events."""
+    w = WindowCounter(buckets, bucket_ms)
+    now, latest, events = 1000, -1, []  # events: (bucket, n) the counter accepted
+    for op, step, n in steps:
+        now = max(0, now + step)
+        b = now // bucket_ms
+        if op == "add":
+            w.add(now, n)
+            if b > latest - buckets:
+                events.append((b, n))
+                latest = max(latest, b)
+        elif op == "clear":
+            w.clear()
+            events = []
+        else:
+            newest = max(b, latest)
+            assert w.total(now) == sum(k for e, k in events if newest - buckets < e <= newest)
+
+
 def test_late_event_older_than_window_is_dropped():
     w = WindowCounter(3, 10)
     w.add(100)
