@@ -49,7 +49,6 @@ from importlib import resources
 from typing import Any
 
 import orjson
-import outcome
 import psycopg
 import trio
 from psycopg import generators, pq
@@ -259,10 +258,10 @@ class _TrioBulk:
                 if p.result is None and p.error is None and not (p.alone or p.lost):
                     p.error = StoreError("journal writer failed")
                 if p is not me:
-                    trio.lowlevel.reschedule(p.task, outcome.Value(None))
+                    trio.lowlevel.reschedule(p.task)
             if self.queued:  # the next batch is sent by its first caller
                 self.queued[0].lead = True
-                trio.lowlevel.reschedule(self.queued[0].task, outcome.Value(None))
+                trio.lowlevel.reschedule(self.queued[0].task)
             else:
                 self._lead(False)
         return me
