@@ -79,3 +79,19 @@ def messages(dialect, *, skip: frozenset[str] = frozenset(), overrides=None,
 
 # Unnamed fields that travel in Message.other as wire strings (text and digits).
 OTHER_FIELDS = ((60, "an"), (61, "an"), (62, "an"), (63, "an"), (100, "n"), (102, "an"))
+
+
+def mutated(data, body: bytes) -> bytes:
+    """``body`` after 1-3 hostile edits drawn from ``data``: a byte flipped, the tail
+    cut, or junk appended."""
+    out = bytearray(body)
+    for _ in range(data.draw(st.integers(1, 3))):
+        action = data.draw(st.sampled_from(["flip", "cut", "add"]))
+        if action == "flip" and out:
+            i = data.draw(st.integers(0, len(out) - 1))
+            out[i] = data.draw(st.integers(0, 255))
+        elif action == "cut" and out:
+            out = out[:data.draw(st.integers(0, len(out) - 1))]
+        else:
+            out += data.draw(st.binary(min_size=1, max_size=4))
+    return bytes(out)

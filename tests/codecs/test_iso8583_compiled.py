@@ -9,7 +9,7 @@ import dataclasses
 
 import iso8583
 import pytest
-from codec_strategies import messages
+from codec_strategies import messages, mutated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,17 +97,7 @@ def test_mutated_bytes_decode_as_the_general_path_or_step_aside(name, data):
     body = _general_encode(dialect, msg)
     if body is None:
         return
-    body = bytearray(body)
-    for _ in range(data.draw(st.integers(1, 3))):
-        action = data.draw(st.sampled_from(["flip", "cut", "add"]))
-        if action == "flip" and body:
-            i = data.draw(st.integers(0, len(body) - 1))
-            body[i] = data.draw(st.integers(0, 255))
-        elif action == "cut" and body:
-            body = body[:data.draw(st.integers(0, len(body) - 1))]
-        else:
-            body += data.draw(st.binary(min_size=1, max_size=4))
-    _check_decode(dialect, bytes(body))
+    _check_decode(dialect, mutated(data, body))
 
 
 AUTH = Message(
