@@ -77,7 +77,8 @@ def _locked(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        args[0]._authorize(name)  # type: ignore[attr-defined]
+        if name not in args[0]._allowed:  # type: ignore[attr-defined]
+            args[0]._authorize(name)  # type: ignore[attr-defined]  # ceremony, or refused
         with session.LIBRARY_LOCK:
             try:
                 return fn(*args, **kwargs)
@@ -264,6 +265,7 @@ class HsmBase:
             session.release_session(config)
             raise
         self.role = config.role
+        self._allowed = roles.COMMANDS[self.role]  # _locked's check before _authorize
 
     # --- command authorization ------------------------------------------------------
 

@@ -246,13 +246,16 @@ def derive_des2(base: Any, data: bytes, *, encrypt: bool, derive: bool,
 
 class _Stream:
     """One cipher operation left open on a session of its own (one operation per
-    session in PKCS#11)."""
+    session in PKCS#11), with its update function and output buffer kept (a stream
+    mostly sees one size: a PIN block, a MAC's chaining blocks)."""
 
-    __slots__ = ("session", "born", "chain")
+    __slots__ = ("session", "born", "chain", "update", "out", "n")
 
-    def __init__(self, session: int, born: float) -> None:
-        self.session, self.born = session, born
+    def __init__(self, session: int, born: float, update: Any) -> None:
+        self.session, self.born, self.update = session, born, update
         self.chain = bytes(8)  # CBC: the last ciphertext block the operation produced
+        self.out = ctypes.create_string_buffer(0)
+        self.n = _UL()
 
 
 class Streams:
@@ -325,21 +328,27 @@ class Streams:
         if rv != 0:
             lib.C_CloseSession(session.value)
             _check(rv, "C_DecryptInit" if decrypt else "C_EncryptInit")
-        stream = self._open[ident] = _Stream(session.value, self._clock())
+        stream = self._open[ident] = _Stream(
+            session.value, self._clock(), lib.C_DecryptUpdate if decrypt else lib.C_EncryptUpdate)
         while len(self._open) > self.max_streams:
             self._close(next(iter(self._open)))
         return stream
 
     def _update(self, ident: tuple[int, int, bool], stream: _Stream, data: bytes) -> bytes:
-        lib = _library()
-        out = ctypes.create_string_buffer(len(data))
-        n = _UL(len(data))
-        update = lib.C_DecryptUpdate if ident[2] else lib.C_EncryptUpdate
-        rv = update(stream.session, data, len(data), out, n)
-        if rv != 0 or n.value != len(data):
+        size = len(data)
+        out, n = stream.out, stream.n
+        if len(out) != size:
+            out = stream.out = ctypes.create_string_buffer(size)
+        n.value = size
+        rv = stream.update(stream.session, data, size, out, n)
+        if rv != 0 or n.value != size:
             self._close(ident)  # the token ended the operation (or it is out of step)
             _check(rv or 0x5, "C_DecryptUpdate" if ident[2] else "C_EncryptUpdate")
-        return out.raw
+        if not ident[2]:
+            return out.raw
+        clear = out.raw
+        ctypes.memset(out, 0, size)  # a clear PIN block is not left in the kept buffer
+        return clear
 
     def forget(self, handles: set[int]) -> None:
         """Close the streams of these key objects (the key is being deleted)."""

@@ -86,17 +86,26 @@ class AsyncHsm:
         finally:
             self._pending -= 1
 
-    # The calls the switch makes, typed (services.Hsm); the rest via __getattr__.
+    # The calls the switch makes, typed (services.Hsm); the rest via __getattr__. The
+    # per-authorization ones call the method straight when inline (one layer fewer).
     async def verify_mac(self, *args: Any, **kw: Any) -> bool:
+        if self.inline:
+            return self.hsm.verify_mac(*args, **kw)
         return bool(await self.call(self.hsm.verify_mac, *args, **kw))
 
     async def generate_mac(self, *args: Any, **kw: Any) -> bytes:
+        if self.inline:
+            return self.hsm.generate_mac(*args, **kw)
         return bytes(await self.call(self.hsm.generate_mac, *args, **kw))
 
     async def translate_pin(self, *args: Any, **kw: Any) -> bytes:
+        if self.inline:
+            return self.hsm.translate_pin(*args, **kw)
         return bytes(await self.call(self.hsm.translate_pin, *args, **kw))
 
     async def translate_pin_dukpt(self, *args: Any, **kw: Any) -> bytes:
+        if self.inline:
+            return self.hsm.translate_pin_dukpt(*args, **kw)
         return bytes(await self.call(self.hsm.translate_pin_dukpt, *args, **kw))
 
     async def pan_token(self, *args: Any, **kw: Any) -> str:

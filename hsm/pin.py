@@ -55,17 +55,34 @@ class PinOps(HsmBase):
 
     def _decode_block(self, k: _Key, block: bytes, pan: str | None, fmt: int) -> str:
         """Decrypt a PIN block under k and return the PIN (checks the layout strictly)."""
+        if fmt != 4:
+            return pb.decode(self._clear_block(k, block, fmt), pan, fmt)
         self._check_format(k, fmt)
-        size = 16 if fmt == 4 else 8
-        if not isinstance(block, bytes | bytearray) or len(block) != size:
-            raise PinBlockError(f"a format {fmt} PIN block is {size} bytes")
-        if fmt == 4:
-            if pan is None:
-                raise PinBlockError("format 4 needs the PAN")
-            b = self._ecb(k, bytes(block), decrypt=True)
-            a = pb.xor(b, pb.encode_pan_field_4(pan))
-            return pb.decode_pin_field_4(self._ecb(k, a, decrypt=True))
-        return pb.decode(self._ecb(k, bytes(block), decrypt=True), pan, fmt)
+        if not isinstance(block, bytes | bytearray) or len(block) != 16:
+            raise PinBlockError(f"a format {fmt} PIN block is 16 bytes")
+        if pan is None:
+            raise PinBlockError("format 4 needs the PAN")
+        b = self._ecb(k, bytes(block), decrypt=True)
+        a = pb.xor(b, pb.encode_pan_field_4(pan))
+        return pb.decode_pin_field_4(self._ecb(k, a, decrypt=True))
+
+    def _clear_block(self, k: _Key, block: bytes, fmt: int) -> bytes:
+        """An 8-byte (format 0, 1, 3) PIN block decrypted under k, layout not checked."""
+        self._check_format(k, fmt)
+        if not isinstance(block, bytes | bytearray) or len(block) != 8:
+            raise PinBlockError(f"a format {fmt} PIN block is 8 bytes")
+        return self._ecb(k, bytes(block), decrypt=True)
+
+    def _reencrypt(self, dst: _Key, clear: bytes, pan: str | None, src_format: int,
+                   dst_format: int) -> bytes:
+        """A clear 8-byte block (layout checked here) as a ``dst_format`` block under dst.
+        Format 0 to 0 under a TDES key: the clear block itself, as format 0 has no random
+        fill and a layout ``pb.decode`` accepts encodes back to the same bytes (one
+        encode fewer per translated PIN)."""
+        pin = pb.decode(clear, pan, src_format)
+        if src_format == 0 and dst_format == 0 and dst.alg is Alg.TDES:
+            return self._ecb(dst, clear)
+        return self._encode_block(dst, pin, pan, dst_format)
 
     @_locked
     def encrypt_pin(self, key: str, pin: str, pan: str | None, fmt: int = 0) -> bytes:
@@ -104,6 +121,9 @@ class PinOps(HsmBase):
         src = self._use(src_key, Op.PIN_IN)
         dst = self._zpk_out(dst_key)
         self._check_format(dst, dst_format)
+        if src_format != 4:
+            return self._reencrypt(dst, self._clear_block(src, pin_block, src_format), pan,
+                                   src_format, dst_format)
         pin = self._decode_block(src, pin_block, pan, src_format)
         return self._encode_block(dst, pin, pan, dst_format)
 
@@ -198,8 +218,7 @@ class PinOps(HsmBase):
             raise PinBlockError("a TDES PIN block is 8 bytes")
         clear = dukpt.crypt_pin_block(self._dukpt_ipek(k, ksn), bytes(ksn), bytes(pin_block),
                                       decrypt=True)
-        pin = pb.decode(clear, pan, src_format)
-        return self._encode_block(dst, pin, pan, dst_format)
+        return self._reencrypt(dst, clear, pan, src_format, dst_format)
 
     def _pvv(self, pvk: _Key, pan: str, pin: str, pvki: int) -> str:
         _check_digits(pan, "PAN", 12, 19)

@@ -38,11 +38,16 @@ class WindowCounter:
         # three totals after every forwarded request, and the window only moves once
         # a bucket (summed again then), not once an event
         self._sum = 0
+        # total() past _latest (a counter with no event lately: a link's timeouts and
+        # errors, read after every request) summed once per bucket, not once per read;
+        # any add or clear forgets it
+        self._past_at, self._past_sum = -1, 0
 
     def add(self, now_ms: int, n: int = 1) -> None:
         b = now_ms // self.bucket_ms
         if b <= self._latest - self.buckets:
             return  # older than the window
+        self._past_at = -1
         if b > self._latest:
             self._latest = b
             self._sum = self._window_sum(b)
@@ -56,7 +61,9 @@ class WindowCounter:
         newest = now_ms // self.bucket_ms
         if newest <= self._latest:  # a clock step back is read as "now"
             return self._sum
-        return self._window_sum(newest)
+        if newest != self._past_at:
+            self._past_at, self._past_sum = newest, self._window_sum(newest)
+        return self._past_sum
 
     def _window_sum(self, newest: int) -> int:
         oldest = newest - self.buckets + 1
@@ -67,6 +74,7 @@ class WindowCounter:
         self._counts = [0] * self.buckets
         self._ids = [-1] * self.buckets
         self._sum = 0
+        self._past_at = -1
 
 
 @dataclass(frozen=True, slots=True)

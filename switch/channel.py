@@ -139,6 +139,13 @@ class Channel:
         self.frames_out = 0
 
     @property
+    def sends_at_once(self) -> bool:
+        """A socket with no write going on or queued: ``send_frame`` writes now and waits
+        only when the socket is full, as the writer, which ``close`` wakes."""
+        return (not self._writing and not self._out
+                and getattr(self.stream, "socket", None) is not None)
+
+    @property
     def closed(self) -> bool:
         return self.closed_reason is not None
 

@@ -68,6 +68,7 @@ class IssuerLink:
         self.signed_on = trio.Event()  # set while signed on; replaced when it drops
         self._channel: Channel | None = None
         self._session_scope: trio.CancelScope | None = None
+        self._timer: trio.CancelScope | None = None  # _expire_loop's sleep
         self._last_activity = 0.0
         self.hsm: Hsm | None = None  # set by the switch when it has one (MAC links need it)
         self.keys = LinkKeys(cfg)  # current ZPK / ZAK labels, changed by 0800 key change
@@ -115,13 +116,28 @@ class IssuerLink:
 
     async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
         waiter = self.mux.register(msg)
+        waiter.deadline = deadline = trio.current_time() + timeout_ms / 1000
+        timer = self._timer
+        if timer is not None and deadline < timer.deadline:
+            timer.deadline = deadline  # earlier than the timer task's next wake-up
         sent = False
         try:
-            # a scope of its own, not move_on_after's generator-based context manager
-            with trio.CancelScope(deadline=trio.current_time() + timeout_ms / 1000):
-                sent = True  # from here on, some bytes may have left
-                await self._send(msg)
-                await waiter.wait()
+            sent = True  # from here on, some bytes may have left
+            channel = self._channel
+            if (channel is not None and channel.sends_at_once
+                    and (not self.cfg.mac or getattr(self.hsm, "inline", False))):
+                # Nothing here can wait but this task's own write of a full socket: no
+                # cancel scope; past the deadline, the timer task closes the channel
+                # under that write, as cancelling it did ("write interrupted").
+                waiter.sending = True
+                try:
+                    await self._send(msg)
+                finally:
+                    waiter.sending = False
+            else:  # queued behind another write, or a MAC from an HSM thread
+                with trio.CancelScope(deadline=deadline):
+                    await self._send(msg)
+            await waiter.wait()  # the timer task wakes it at its deadline
             if waiter.response is not None:
                 return waiter.response
             why = "link dropped" if waiter.failed else "timeout"
@@ -130,10 +146,26 @@ class IssuerLink:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             if not sent:
                 raise LinkUnavailable(f"link {self.name} write failed") from None
+            if waiter.expired:  # the timer closed the channel under this write
+                self._timed_out(msg, "timeout")
+                raise IssuerTimeout(f"timeout on link {self.name}") from None
             self._timed_out(msg, "write failed")
             raise IssuerTimeout(f"link {self.name} write failed: {type(e).__name__}") from None
         finally:
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
+
+    async def _expire_loop(self) -> None:
+        """The deadlines of this link's requests, kept by one task per session instead of
+        a cancel scope per request: wakes each request still waiting at its deadline,
+        then sleeps until the earliest one left (moved earlier by ``_exchange`` when a
+        shorter one comes)."""
+        while True:
+            nxt, woke = self.mux.expire(trio.current_time())
+            channel = self._channel
+            if channel is not None and any(w.sending for w in woke):
+                channel.close("write interrupted")
+            with trio.CancelScope(deadline=nxt) as self._timer:
+                await trio.sleep_forever()
 
     def _timed_out(self, msg: Message, why: str) -> None:
         """Counted and logged for every IssuerTimeout (each one queues a 0420): a write
@@ -204,6 +236,7 @@ class IssuerLink:
         try:
             async with stream, trio.open_nursery() as nursery:
                 self._session_scope = nursery.cancel_scope
+                nursery.start_soon(self._expire_loop)
                 nursery.start_soon(self._reader, channel)
                 try:
                     resp = await self._exchange(self._network_request(SIGNON),
@@ -221,6 +254,7 @@ class IssuerLink:
         finally:
             self._channel = None
             self._session_scope = None
+            self._timer = None
             self.mux.fail_all()
 
     def _drop(self, reason: str) -> None:

@@ -11,6 +11,7 @@ response, arriving late, is recognised as late and never handed to anyone else.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -36,12 +37,16 @@ def _matches(req: Message, resp: Message) -> bool:
 class Waiter:
     """One request's wait for its response. The waiting task is parked and woken
     directly (no Event and parking lot per request: this is once per forwarded
-    request); the caller bounds the wait with its own cancel scope."""
+    request), at the latest by ``Mux.expire`` once ``deadline`` has passed (the link's
+    one timer task: no cancel scope per request)."""
 
     request: Message
+    deadline: float = math.inf  # trio time; past it, Mux.expire wakes the wait
     response: Message | None = None
     failed: bool = False  # the link dropped while waiting
-    done: bool = False  # answered or failed: wait() returns at once
+    expired: bool = False  # woken by Mux.expire: timed out
+    sending: bool = False  # the caller is writing the request (not yet waiting)
+    done: bool = False  # answered, failed or expired: wait() returns at once
     _task: Any = None  # the task parked in wait()
 
     def matches(self, resp: Message) -> bool:
@@ -122,6 +127,22 @@ class Mux:
             del self._expired[stan]
             return "late"
         return "unmatched"
+
+    def expire(self, now: float) -> tuple[float, list[Waiter]]:
+        """Wake every pending waiter whose deadline has passed (``expired``; the caller
+        forgets it as timed out, as after its own timeout). Returns the earliest deadline
+        still ahead (inf: none) and the waiters it woke."""
+        woke, nxt = [], math.inf
+        for waiter in self._pending.values():
+            if waiter.done:
+                continue
+            if waiter.deadline <= now:
+                waiter.expired = True
+                waiter.wake()
+                woke.append(waiter)
+            elif waiter.deadline < nxt:
+                nxt = waiter.deadline
+        return nxt, woke
 
     def fail_all(self) -> None:
         """The link dropped: every waiter is woken with no response."""

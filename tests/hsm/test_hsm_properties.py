@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payswitch.codecs import pinblock as pb
+from payswitch.hsm.errors import PinBlockError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -235,3 +236,32 @@ def test_arpc_method2_matches_pyemv(hsm_scratch, k, pan, atc, data, csu, prop):
         assert ok and arpc == ref
         assert hsm_scratch.generate_arpc(mk, pan, "01", atc, arqc, csu=csu,
                                          prop_auth_data=prop) == ref
+
+
+@settings(max_examples=60, deadline=None)
+@given(k1=keys16, k2=keys16, pan=pans, clear=st.one_of(
+    st.binary(min_size=8, max_size=8), st.tuples(pins, st.binary(min_size=3, max_size=3))))
+def test_translate_pin_format_0_any_block_as_psec_says(hsm_scratch, k1, k2, pan, clear):
+    """Format 0 to 0 (the translation the switch makes per PIN): any clear block the
+    terminal's key may give, well formed or not, is refused exactly when psec refuses
+    it, and a block it accepts arrives under the ZPK as the same clear bytes."""
+    if isinstance(clear, tuple):  # a well-formed block, one byte of it maybe flipped
+        pin, noise = clear
+        clear = bytearray(_ref(psec.pinblock.encode_pinblock_iso_0, pin, pan))
+        if noise[0] % 3 == 0:
+            clear[noise[1] % 8] ^= noise[2] or 1
+        clear = bytes(clear)
+    with _Keys(hsm_scratch) as keys:
+        tpk, zpk = keys("TPK", k1), keys("ZPK", k2)
+        block = _ref(psec.des.encrypt_tdes_ecb, k1, clear)
+        try:
+            want = _ref(psec.pinblock.decode_pinblock_iso_0, clear, pan)
+        except ValueError:
+            want = None
+        try:
+            out = hsm_scratch.translate_pin(block, pan, tpk, zpk, 0, 0)
+        except PinBlockError:
+            assert want is None
+            return
+        assert want is not None
+        assert _ref(psec.des.decrypt_tdes_ecb, k2, out) == clear

@@ -173,3 +173,22 @@ def test_bad_health_config_is_refused_with_the_key_named(d, key):
         health_config(d, "links.visa.health")
     assert str(e.value).startswith(key + ":")
     assert health_config({"open_ms": 500}, "x").open_ms == 500
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 100),
+       st.lists(st.tuples(st.integers(0, 60), st.integers(0, 3)), max_size=60))
+def test_a_quiet_counter_read_often_agrees_with_brute_force(buckets, bucket_ms, steps):
+    """A counter with few events read after every step (a link's timeouts, read by the
+    breaker after each request): each read, repeated or not, is the window's count."""
+    w = WindowCounter(buckets, bucket_ms)
+    now, added = 0, []
+    for gap, reads in steps:
+        now += gap
+        if gap % 5 == 0:
+            w.add(now)
+            added.append(now)
+        newest = now // bucket_ms
+        for _ in range(reads):
+            assert w.total(now) == sum(1 for t in added
+                                       if newest - buckets < t // bucket_ms <= newest)
