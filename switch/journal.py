@@ -89,7 +89,7 @@ def _straight_safe_fields() -> Callable[[Message], dict[str, Any]]:
     for name in SAFE_FIELDS:
         lines += [f"    v = msg.{name}", "    if v is not None:", f"        out[{name!r}] = v"]
     lines += ["    if msg.pan:", "        out['pan_masked'] = mask_pan(msg.pan)", "    return out"]
-    scope: dict[str, Any] = {"mask_pan": mask_pan}
+    scope: dict[str, Any] = {"mask_pan": mask_pan, "__name__": __name__}
     exec("\n".join(lines), scope)  # noqa: S102 (the text is made of SAFE_FIELDS only)
     fn: Callable[[Message], dict[str, Any]] = scope["safe_fields"]
     fn.__doc__ = "A message's safe fields (SAFE_FIELDS not None) and its masked PAN."
