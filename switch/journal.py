@@ -38,11 +38,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import operator
 import queue
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -70,7 +69,6 @@ SAFE_FIELDS = (
     "terminal_id", "merchant_id", "merchant_name", "currency", "settlement_currency",
     "billing_currency", "additional_amounts", "network_code", "original_data",
 )
-_SAFE_VALUES = operator.attrgetter(*SAFE_FIELDS)  # one C call for the 29 getattrs
 
 
 def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
@@ -82,12 +80,23 @@ def _one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
     return row
 
 
-def safe_fields(msg: Message) -> dict[str, Any]:
-    out = {name: v for name, v in zip(SAFE_FIELDS, _SAFE_VALUES(msg), strict=True)
-           if v is not None}
-    if msg.pan:
-        out["pan_masked"] = mask_pan(msg.pan)
-    return out
+def _straight_safe_fields() -> Callable[[Message], dict[str, Any]]:
+    """``safe_fields`` as straight-line code made from SAFE_FIELDS: one attribute read
+    and test per field, in that order, no tuple, zip or comprehension (under half the
+    dict comprehension's CPU on a 0110, about 30 % less on a 0100; it runs on four
+    messages per authorization: request, outbound request, issuer answer, answer)."""
+    lines = ["def safe_fields(msg):", "    out = {}"]
+    for name in SAFE_FIELDS:
+        lines += [f"    v = msg.{name}", "    if v is not None:", f"        out[{name!r}] = v"]
+    lines += ["    if msg.pan:", "        out['pan_masked'] = mask_pan(msg.pan)", "    return out"]
+    scope: dict[str, Any] = {"mask_pan": mask_pan, "__name__": __name__}
+    exec("\n".join(lines), scope)  # noqa: S102 (the text is made of SAFE_FIELDS only)
+    fn: Callable[[Message], dict[str, Any]] = scope["safe_fields"]
+    fn.__doc__ = "A message's safe fields (SAFE_FIELDS not None) and its masked PAN."
+    return fn
+
+
+safe_fields = _straight_safe_fields()
 
 
 def _fields(msg: Message | dict | None) -> dict[str, Any]:
@@ -172,14 +181,21 @@ RECOVERY_LOCK = (OWNER_LOCK_CLASS + 1, 0)  # a class of its own: no boot id hash
 MIGRATE_LOCK = (OWNER_LOCK_CLASS + 1, 1)
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Bulk:
-    """A hot-path call's share of its batch's one statement (``Store._BULK``)."""
+    """A hot-path call's share of its batch's one statement (``Store._BULK``), and,
+    while it waits in ``_TrioBulk``, what became of it (one object per call)."""
     gate: str  # "c" claim, "d" complete: its rows written only if it won; "a" append
     key: str
     entry: bytes  # claim: {k, p: fingerprint}; complete: {k, a: answer}; JSON (_json)
     rows: list[bytes]  # journal rows, JSON (``Store._json_row``)
-    lost: Any = None  # claim: fn(conn) when the key is there already (a duplicate)
+    duplicate: Any = None  # claim: fn(conn) when the key is there already
+    task: Any = None  # the caller's trio task, parked in _TrioBulk
+    result: Any = None
+    error: BaseException | None = None
+    alone: bool = False  # the batch's statement was refused: run again on its own
+    lost: bool = False  # a claim whose key was there already
+    lead: bool = False  # woken to send the next batch
 
 
 @dataclass(eq=False)
@@ -207,16 +223,8 @@ class _Writer:
         self.wake.acquire()
 
 
-@dataclass(eq=False, slots=True)
-class _Pending:
-    """A hot-path call waiting in ``_TrioBulk``, and what became of it."""
-    bulk: _Bulk
-    task: Any
-    result: Any = None
-    error: BaseException | None = None
-    alone: bool = False  # the batch's statement was refused: run again on its own
-    lost: bool = False  # a claim whose key was there already
-    lead: bool = False  # woken to send the next batch
+def _not_cancellable(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
 
 
 _BULK_STATEMENT = b"payswitch_journal_bulk"
@@ -234,19 +242,19 @@ class _TrioBulk:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.queued: list[_Pending] = []
+        self.queued: list[_Bulk] = []
         self.leading = False  # a batch is in flight (or being handed on)
         self.conn: psycopg.Connection | None = None  # read and written under store._lock
 
-    async def submit(self, bulk: _Bulk) -> _Pending:
-        me = _Pending(bulk, trio.lowlevel.current_task())
+    async def submit(self, me: _Bulk) -> None:
+        me.task = trio.lowlevel.current_task()
         self.queued.append(me)
         if self.leading:  # not cancellable (Abort.FAILED), as a thread call
-            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+            await trio.lowlevel.wait_task_rescheduled(_not_cancellable)
             if not me.lead:
-                return me
+                return
         self._lead(True)
-        batch: list[_Pending] = []
+        batch: list[_Bulk] = []
         try:
             with trio.CancelScope(shield=True):  # every caller waits for the outcome
                 # one scheduler round first: the calls made in it join this batch
@@ -264,20 +272,19 @@ class _TrioBulk:
                 trio.lowlevel.reschedule(self.queued[0].task)
             else:
                 self._lead(False)
-        return me
 
     def _lead(self, leading: bool) -> None:
         with self.store._lock:  # close() from any thread reads it
             self.leading = leading
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[_Bulk]:
         """The next batch: the queue's first ``batch_max`` calls, a key at most once
         per gate (its second call, a duplicate's claim, stays for the next batch)."""
-        batch: list[_Pending] = []
+        batch: list[_Bulk] = []
         seen: set[tuple[str, str]] = set()
-        rest: list[_Pending] = []
+        rest: list[_Bulk] = []
         for p in self.queued:
-            ident = (p.bulk.gate, p.bulk.key)
+            ident = (p.gate, p.key)
             if len(batch) < self.store._batch_max and ident not in seen:
                 seen.add(ident)
                 batch.append(p)
@@ -286,10 +293,10 @@ class _TrioBulk:
         self.queued = rest
         return batch
 
-    async def _send(self, batch: list[_Pending]) -> None:
+    async def _send(self, batch: list[_Bulk]) -> None:
         store = self.store
         try:
-            won = await self._statement([p.bulk for p in batch])
+            won = await self._statement(batch)
         except Exception as e:  # StoreError; any other is a bug: fail, never hang
             why = str(e) if isinstance(e, StoreError) else (
                 f"journal writer failed: {type(e).__name__}")
@@ -301,10 +308,10 @@ class _TrioBulk:
                 p.alone = True
             return
         for p in batch:
-            if p.bulk.gate == "c" and ("c", p.bulk.key) not in won:
+            if p.gate == "c" and ("c", p.key) not in won:
                 p.lost = True
             else:
-                p.result = store._outcome(p.bulk, won)
+                p.result = store._outcome(p, won)
 
     async def _statement(self, calls: list[_Bulk]) -> set[tuple[str, str]] | None:
         """Run ``Store._BULK`` for ``calls``: the (gate, key) that won, None when the
@@ -489,14 +496,14 @@ class Store:
         """``call`` for a hot-path call: in its batch's one statement, sent from trio
         (``_TrioBulk``); on its own through the writer thread when that statement was
         refused (alone, or in the thread's next bulk statement, then alone)."""
-        pending = await self._bulk.submit(bulk)
-        if pending.error is not None:
-            raise pending.error
-        if pending.alone:  # refused with its batch: nothing was written
+        await self._bulk.submit(bulk)
+        if bulk.error is not None:
+            raise bulk.error
+        if bulk.alone:  # refused with its batch: nothing was written
             return await self._submit(_Call(self._write_alone, (bulk,), bulk))
-        if pending.lost:  # a claim whose key was there already: the original's state
-            return await self.call(bulk.lost)
-        return pending.result
+        if bulk.lost:  # a claim whose key was there already: the original's state
+            return await self.call(bulk.duplicate)
+        return bulk.result
 
     async def _submit(self, call: _Call) -> Any:
         call.task = trio.lowlevel.current_task()
@@ -514,7 +521,7 @@ class Store:
             threading.Thread(target=self._write_loop, name="payswitch-journal",
                              daemon=True).start()
         # not cancellable (Abort.FAILED): the caller waits for its COMMIT's outcome
-        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        await trio.lowlevel.wait_task_rescheduled(_not_cancellable)
         if call.error is not None:
             raise call.error
         return call.result
@@ -627,7 +634,7 @@ class Store:
         for c in calls:
             assert c.bulk is not None
             if c.bulk.gate == "c" and ("c", c.bulk.key) not in won:
-                c.fn, c.args = c.bulk.lost, ()  # a duplicate: the original's state
+                c.fn, c.args = c.bulk.duplicate, ()  # a duplicate: the original's state
             else:
                 c.result = self._outcome(c.bulk, won)
         return None
@@ -635,7 +642,7 @@ class Store:
     def _write_alone(self, conn: psycopg.Connection, bulk: _Bulk) -> Any:
         won = self._write_bulk(conn, [bulk])
         if bulk.gate == "c" and ("c", bulk.key) not in won:
-            return bulk.lost(conn)
+            return bulk.duplicate(conn)
         return self._outcome(bulk, won)
 
     @staticmethod

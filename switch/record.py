@@ -41,7 +41,8 @@ class Recorder:
         the answer, with what the undo queued, is kept to be written later."""
         svc, key, answer = self.svc, ctx.dup_key, ctx.response
         assert key is not None and answer is not None  # only a claimed, answered request
-        await pans.protect_saf(svc, ctx)
+        if ctx.saf:  # an approval answered has none: no coroutine to make for nothing
+            await pans.protect_saf(svc, ctx)
         try:
             await self._write(ctx)
         except StoreError as e:
