@@ -56,59 +56,57 @@ class TransactionManager:
 
     async def handle(self, req: Message, origin: Origin, payload: bytes | None = None,
                      ) -> Message:
-        """Answer one request (``payload``: its bytes as received, for a terminal MAC)."""
+        """Answer one request (``payload``: its bytes as received, for a terminal MAC).
+
+        Prepare every participant of the request's path; on a refusal, answer it and
+        abort; then journal the answer (the request's owner only). One coroutine for
+        the whole loop: each wait of a participant suspends and resumes every frame
+        between it and the scheduler, so no helper coroutine sits in between."""
         m = self.svc.metrics
         started = trio.current_time()
         self.in_flight += 1
-        m.attempts.labels(req.mti).inc()
+        mti = req.mti
+        m.attempts.labels(mti).inc()
         ctx = Context(request=req, origin=origin, payload=payload)
+        path = self._path(mti)
+        asked: list[Participant] = []
         try:
-            await self.run(ctx)
+            try:
+                steps, last = path.head, False
+                while True:
+                    for p in steps:
+                        asked.append(p)  # a refusing participant is aborted too (half done)
+                        if p.sync:
+                            p.check(ctx)
+                        else:
+                            await p.prepare(ctx)
+                        if ctx.done:  # answered early (a duplicate replayed)
+                            break
+                    if ctx.done or last:
+                        break
+                    steps, last = path.onus if ctx.onus is not None else path.offus, True
+                assert ctx.response is not None, "path ended without a response"
+            except Exception as e:
+                self._refuse(ctx, e)
+                await self._abort(asked, ctx)
+                asked = []  # undone: a journal failure below has nothing more to undo
+            if ctx.owner:
+                await self.recorder.complete(ctx, lambda: self._abort(asked, ctx))
             resp = ctx.response
-            assert resp is not None  # run() answers every request
+            assert resp is not None  # every request is answered
             code = resp.response_code or ""
-            m.responses.labels(req.mti, code).inc()
+            m.responses.labels(mti, code).inc()
             if code == "00":
-                m.success.labels(req.mti).inc()
+                m.success.labels(mti).inc()
             log("request_done", level=logging.INFO if code == "00" else logging.WARNING,
-                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
+                mti=mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
                 amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
                 link=ctx.route.link if ctx.route else None, replayed=ctx.done,
                 error=ctx.error, ms=round((trio.current_time() - started) * 1000, 1))
             return resp
         finally:
             self.in_flight -= 1
-            m.duration.labels(req.mti).observe(trio.current_time() - started)
-
-    async def run(self, ctx: Context) -> None:
-        """Prepare every participant of the request's path; on a refusal, answer it and
-        abort; then journal the answer (the request's owner only)."""
-        path = self._path(ctx.request.mti)
-        asked: list[Participant] = []
-        try:
-            await self._prepare(path.head, ctx, asked)
-            if not ctx.done:
-                await self._prepare(path.onus if ctx.onus is not None else path.offus,
-                                    ctx, asked)
-            assert ctx.response is not None, "path ended without a response"
-        except Exception as e:
-            self._refuse(ctx, e)
-            await self._abort(asked, ctx)
-            asked = []  # undone: a journal failure below has nothing more to undo
-        if ctx.owner:
-            await self.recorder.complete(ctx, lambda: self._abort(asked, ctx))
-
-    @staticmethod
-    async def _prepare(participants: list[Participant], ctx: Context,
-                       asked: list[Participant]) -> None:
-        for p in participants:
-            asked.append(p)  # a refusing participant is aborted too (it may be half done)
-            if p.sync:
-                p.check(ctx)
-            else:
-                await p.prepare(ctx)
-            if ctx.done:
-                return
+            m.duration.labels(mti).observe(trio.current_time() - started)
 
     @staticmethod
     async def _abort(asked: list[Participant], ctx: Context) -> None:
