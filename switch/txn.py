@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import trio
 
@@ -46,6 +47,10 @@ class TransactionManager:
         self._paths = {mti: _Bound(p, svc) for mti, p in paths.items()}
         self._not_carried = _Bound(NOT_CARRIED, svc)
         self.in_flight = 0  # requests being answered (the drain waits for 0)
+        # the metrics' children per MTI (and DE39): prometheus_client's labels() takes a
+        # lock and builds its key on every call, four times a request
+        self._counted: dict[str, tuple[Any, Any]] = {}  # attempts, duration
+        self._answered: dict[tuple[str, str], tuple[Any, Any]] = {}  # responses, success
         # read when scraped: not two locked gauge updates per request
         svc.metrics.in_flight.set_function(lambda: self.in_flight)
 
@@ -62,11 +67,11 @@ class TransactionManager:
         abort; then journal the answer (the request's owner only). One coroutine for
         the whole loop: each wait of a participant suspends and resumes every frame
         between it and the scheduler, so no helper coroutine sits in between."""
-        m = self.svc.metrics
         started = trio.current_time()
         self.in_flight += 1
         mti = req.mti
-        m.attempts.labels(mti).inc()
+        attempts, duration = self._counted.get(mti) or self._count(mti)
+        attempts.inc()
         ctx = Context(request=req, origin=origin, payload=payload)
         path = self._path(mti)
         asked: list[Participant] = []
@@ -95,9 +100,10 @@ class TransactionManager:
             resp = ctx.response
             assert resp is not None  # every request is answered
             code = resp.response_code or ""
-            m.responses.labels(mti, code).inc()
-            if code == "00":
-                m.success.labels(mti).inc()
+            answered, success = self._answered.get((mti, code)) or self._answer(mti, code)
+            answered.inc()
+            if success is not None:
+                success.inc()
             log("request_done", level=logging.INFO if code == "00" else logging.WARNING,
                 mti=mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
                 amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
@@ -106,7 +112,19 @@ class TransactionManager:
             return resp
         finally:
             self.in_flight -= 1
-            m.duration.labels(mti).observe(trio.current_time() - started)
+            duration.observe(trio.current_time() - started)
+
+    def _count(self, mti: str) -> tuple[Any, Any]:
+        m = self.svc.metrics
+        children = self._counted[mti] = (m.attempts.labels(mti), m.duration.labels(mti))
+        return children
+
+    def _answer(self, mti: str, code: str) -> tuple[Any, Any]:
+        """A series appears when first counted, as before: success only once approved."""
+        m = self.svc.metrics
+        children = self._answered[mti, code] = (
+            m.responses.labels(mti, code), m.success.labels(mti) if code == "00" else None)
+        return children
 
     @staticmethod
     async def _abort(asked: list[Participant], ctx: Context) -> None:
