@@ -329,18 +329,19 @@ class Channel:
                     raise ChannelClosed(self.closed_reason)
                 if self._writing:
                     await self._progress.wait()
-                else:
-                    await self._flush()
+                elif (rest := self._flush()) is not None:
+                    await self._send_rest(*rest)
         except trio.Cancelled:
             # given up before it was taken for writing: it is never sent (a request
             # that timed out must not reach the peer later with someone else's batch)
             self._out = [(n, d) for n, d in self._out if n != mine]
             raise
 
-    async def _flush(self) -> None:
+    def _flush(self) -> tuple[memoryview, int, int] | None:
         """Write everything queued so far: what the socket takes at once without a
-        wait (the common case: no scheduler round, no cancel scope), the rest with one
-        send_all bounded by write_timeout_ms."""
+        wait (the common case: no scheduler round, no cancel scope, not even a
+        coroutine); else what is left, for ``_send_rest`` (one send_all bounded by
+        write_timeout_ms)."""
         batch = b"".join(d for _, d in self._out)
         last, count = self._out[-1][0], len(self._out)
         self._out.clear()
@@ -352,8 +353,8 @@ class Channel:
         if sent == len(batch):
             self.frames_out += count
             self._written = last
-            return
-        await self._send_rest(memoryview(batch)[sent:], last, count)
+            return None
+        return memoryview(batch)[sent:], last, count
 
     def _send_now(self, batch: bytes) -> int:
         """Bytes of ``batch`` the socket took without waiting (0 for a stream that is

@@ -443,8 +443,8 @@ class _Handler:
 
     __slots__ = ("job", "task")
 
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task: trio.lowlevel.Task | None = task
+    def __init__(self) -> None:
+        self.task: trio.lowlevel.Task | None = None  # set while parked
         self.job: tuple[Message, Frame] | None = None
 
     def give(self, job: tuple[Message, Frame] | None) -> None:
@@ -454,11 +454,7 @@ class _Handler:
         if task is not None:
             trio.lowlevel.reschedule(task)
 
-    async def wait(self) -> tuple[Message, Frame] | None:
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
-        return self.job
-
-    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+    def abort(self, _: Any) -> trio.lowlevel.Abort:
         self.task = None  # cancelled while parked (the connection's nursery ends)
         return trio.lowlevel.Abort.SUCCEEDED
 
@@ -557,15 +553,33 @@ class _Connection:
 
     async def _handle(self, req: Message, frame: Frame) -> None:
         """A handler task: this request, then the ones it is given while parked, until
-        the connection stops reading."""
-        job: tuple[Message, Frame] | None = (req, frame)
-        while job is not None:
-            await self._on_request(*job)
+        the connection stops reading. The request's work is inline, not a coroutine of
+        its own: every wait of a participant suspends and resumes each frame between it
+        and the scheduler."""
+        handler = _Handler()
+        while True:
+            try:
+                if self.channel.closed:  # read before a close (junk, timeout): not served
+                    pass
+                elif not req.is_request:
+                    log("unexpected_response", logging.WARNING, listener=self.lst.name,
+                        peer=self.origin.peer, mti=req.mti, stan=req.stan)
+                else:
+                    admission = self.sw._admission[self.lst.name]
+                    if not admission.is_proven(self) and self.sw._is_known(req, self.origin):
+                        admission.prove(self)  # a configured terminal: never evicted
+                    resp = await self.sw.txn.handle(req, self.origin, frame.payload)
+                    await self._send(resp, frame.tpdu)
+            finally:
+                self.slots.release()
             if self._read_done:
                 return
-            handler = _Handler(trio.lowlevel.current_task())
+            handler.task = trio.lowlevel.current_task()
             self._idle.append(handler)
-            job = await handler.wait()
+            await trio.lowlevel.wait_task_rescheduled(handler.abort)
+            if handler.job is None:
+                return
+            req, frame = handler.job
 
     async def _tarpit(self) -> None:
         """A connection no configured terminal has spoken on waits after each malformed
@@ -579,22 +593,6 @@ class _Connection:
     async def _answer(self, resp: Message, tpdu: bytes | None, dialect: Dialect) -> None:
         try:
             await self._send(resp, tpdu, dialect)
-        finally:
-            self.slots.release()
-
-    async def _on_request(self, req: Message, frame: Frame) -> None:
-        try:
-            if self.channel.closed:  # read before a close (junk, timeout): not served
-                return
-            if not req.is_request:
-                log("unexpected_response", logging.WARNING, listener=self.lst.name,
-                    peer=self.origin.peer, mti=req.mti, stan=req.stan)
-                return
-            admission = self.sw._admission[self.lst.name]
-            if not admission.is_proven(self) and self.sw._is_known(req, self.origin):
-                admission.prove(self)  # a configured terminal: never evicted
-            resp = await self.sw.txn.handle(req, self.origin, frame.payload)
-            await self._send(resp, frame.tpdu)
         finally:
             self.slots.release()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import trio
 
@@ -46,6 +47,10 @@ class TransactionManager:
         self._paths = {mti: _Bound(p, svc) for mti, p in paths.items()}
         self._not_carried = _Bound(NOT_CARRIED, svc)
         self.in_flight = 0  # requests being answered (the drain waits for 0)
+        # the metrics' children per MTI (and DE39): prometheus_client's labels() takes a
+        # lock and builds its key on every call, four times a request
+        self._counted: dict[str, tuple[Any, Any]] = {}  # attempts, duration
+        self._answered: dict[tuple[str, str], tuple[Any, Any]] = {}  # responses, success
         # read when scraped: not two locked gauge updates per request
         svc.metrics.in_flight.set_function(lambda: self.in_flight)
 
@@ -56,59 +61,70 @@ class TransactionManager:
 
     async def handle(self, req: Message, origin: Origin, payload: bytes | None = None,
                      ) -> Message:
-        """Answer one request (``payload``: its bytes as received, for a terminal MAC)."""
-        m = self.svc.metrics
+        """Answer one request (``payload``: its bytes as received, for a terminal MAC).
+
+        Prepare every participant of the request's path; on a refusal, answer it and
+        abort; then journal the answer (the request's owner only). One coroutine for
+        the whole loop: each wait of a participant suspends and resumes every frame
+        between it and the scheduler, so no helper coroutine sits in between."""
         started = trio.current_time()
         self.in_flight += 1
-        m.attempts.labels(req.mti).inc()
+        mti = req.mti
+        attempts, duration = self._counted.get(mti) or self._count(mti)
+        attempts.inc()
         ctx = Context(request=req, origin=origin, payload=payload)
+        path = self._path(mti)
+        asked: list[Participant] = []
         try:
-            await self.run(ctx)
+            try:
+                steps, last = path.head, False
+                while True:
+                    for p in steps:
+                        asked.append(p)  # a refusing participant is aborted too (half done)
+                        if p.sync:
+                            p.check(ctx)
+                        else:
+                            await p.prepare(ctx)
+                        if ctx.done:  # answered early (a duplicate replayed)
+                            break
+                    if ctx.done or last:
+                        break
+                    steps, last = path.onus if ctx.onus is not None else path.offus, True
+                assert ctx.response is not None, "path ended without a response"
+            except Exception as e:
+                self._refuse(ctx, e)
+                await self._abort(asked, ctx)
+                asked = []  # undone: a journal failure below has nothing more to undo
+            if ctx.owner:
+                await self.recorder.complete(ctx, lambda: self._abort(asked, ctx))
             resp = ctx.response
-            assert resp is not None  # run() answers every request
+            assert resp is not None  # every request is answered
             code = resp.response_code or ""
-            m.responses.labels(req.mti, code).inc()
-            if code == "00":
-                m.success.labels(req.mti).inc()
+            answered, success = self._answered.get((mti, code)) or self._answer(mti, code)
+            answered.inc()
+            if success is not None:
+                success.inc()
             log("request_done", level=logging.INFO if code == "00" else logging.WARNING,
-                mti=req.mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
+                mti=mti, stan=req.stan, terminal=req.terminal_id, pan=req.pan,
                 amount_minor=req.amount_minor, response_code=code, rrn=resp.rrn,
                 link=ctx.route.link if ctx.route else None, replayed=ctx.done,
                 error=ctx.error, ms=round((trio.current_time() - started) * 1000, 1))
             return resp
         finally:
             self.in_flight -= 1
-            m.duration.labels(req.mti).observe(trio.current_time() - started)
+            duration.observe(trio.current_time() - started)
 
-    async def run(self, ctx: Context) -> None:
-        """Prepare every participant of the request's path; on a refusal, answer it and
-        abort; then journal the answer (the request's owner only)."""
-        path = self._path(ctx.request.mti)
-        asked: list[Participant] = []
-        try:
-            await self._prepare(path.head, ctx, asked)
-            if not ctx.done:
-                await self._prepare(path.onus if ctx.onus is not None else path.offus,
-                                    ctx, asked)
-            assert ctx.response is not None, "path ended without a response"
-        except Exception as e:
-            self._refuse(ctx, e)
-            await self._abort(asked, ctx)
-            asked = []  # undone: a journal failure below has nothing more to undo
-        if ctx.owner:
-            await self.recorder.complete(ctx, lambda: self._abort(asked, ctx))
+    def _count(self, mti: str) -> tuple[Any, Any]:
+        m = self.svc.metrics
+        children = self._counted[mti] = (m.attempts.labels(mti), m.duration.labels(mti))
+        return children
 
-    @staticmethod
-    async def _prepare(participants: list[Participant], ctx: Context,
-                       asked: list[Participant]) -> None:
-        for p in participants:
-            asked.append(p)  # a refusing participant is aborted too (it may be half done)
-            if p.sync:
-                p.check(ctx)
-            else:
-                await p.prepare(ctx)
-            if ctx.done:
-                return
+    def _answer(self, mti: str, code: str) -> tuple[Any, Any]:
+        """A series appears when first counted, as before: success only once approved."""
+        m = self.svc.metrics
+        children = self._answered[mti, code] = (
+            m.responses.labels(mti, code), m.success.labels(mti) if code == "00" else None)
+        return children
 
     @staticmethod
     async def _abort(asked: list[Participant], ctx: Context) -> None:

@@ -19,6 +19,7 @@ from txnfakes import (
     Bench,
     FakeHsm,
     FakeLedger,
+    approve,
     busy,
     key,
     request,
@@ -424,3 +425,23 @@ async def test_payment_in_flight_gauge_counts_requests_being_answered():
         nursery.start_soon(scrape_while_waiting)
     assert seen == [2.0]
     assert gauge("payment_in_flight") == 0.0
+
+
+@virtual
+async def test_payment_metrics_count_every_request_and_show_success_only_once_approved():
+    """Per MTI and DE39, counted by the manager: attempts and durations of every
+    request, responses by code, and a success series that appears with the first 00."""
+    bench = Bench(answer=lambda m: Message(mti=m.response_mti, stan=m.stan, rrn=m.rrn,
+                                           response_code="05"))
+    sample = bench.svc.metrics.registry.get_sample_value
+    for stan in ("000001", "000002"):
+        assert (await bench.send(request(stan=stan))).response_code == "05"
+    assert sample("payment_attempts_total", {"mti": "0200"}) == 2.0
+    assert sample("payment_responses_total", {"mti": "0200", "response_code": "05"}) == 2.0
+    assert sample("payment_processing_duration_seconds_count", {"mti": "0200"}) == 2.0
+    assert sample("payment_success_total", {"mti": "0200"}) is None  # never approved
+    bench.links["visa"].answer = approve
+    assert (await bench.send(request(stan="000003"))).response_code == "00"
+    assert sample("payment_attempts_total", {"mti": "0200"}) == 3.0
+    assert sample("payment_responses_total", {"mti": "0200", "response_code": "00"}) == 1.0
+    assert sample("payment_success_total", {"mti": "0200"}) == 1.0
