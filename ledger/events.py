@@ -81,7 +81,11 @@ def _canonical_text(payload: dict) -> str:
 
 
 def canonical_payload(payload: dict) -> str:
-    text = _canonical_text(payload)
+    return check_text(_canonical_text(payload))
+
+
+def check_text(text: str) -> str:
+    """``text`` if an event may store it (size, no clear PAN), else LedgerError."""
     if len(text) > EVENT_PAYLOAD_MAX:
         raise LedgerError(f"event payload over {EVENT_PAYLOAD_MAX} bytes")
     if _looks_like_pan(text):
