@@ -48,7 +48,8 @@ R = CreateTransferResult
 Row = tuple[Any, ...]  # a psycopg row: the columns' Python values
 Cursor = psycopg.Cursor[Row]
 _U = uuid.UUID
-_POST_VOID = TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER
+# a plain int: int & IntFlag builds an IntFlag in Python (~1.5 µs per transfer per batch)
+_POST_VOID = int(TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER)
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
 _INERROR = psycopg.pq.TransactionStatus.INERROR
 _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
