@@ -362,8 +362,8 @@ class BatchWriter:
         slot = _Slot(request)
         checked = slot.checked
         if texts:
-            for k, text in texts.items():
-                checked[k] = ev.check_text(text)
+            ev.check_texts(texts.values())
+            checked.update(texts)
         for e in (*request.on_success, *request.on_failure):
             if self.mac is None:
                 raise LedgerError("this BatchWriter has no MAC function: cannot append events")
