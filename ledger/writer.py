@@ -339,20 +339,14 @@ class BatchWriter:
 
     # -- callers ---------------------------------------------------------------------------
 
-    async def submit(self, request: Request, timeout_s: float | None = None,
-                     texts: dict[int, str] | None = None) -> Outcome:
+    async def submit(self, request: Request, timeout_s: float | None = None) -> Outcome:
         """Queues one request and waits for its committed outcome. Raises LedgerError when
         the batch did not commit or ``timeout_s`` passed first (unknown outcome: retry
         with the same ids). The timeout is checked by run() every WATCH_S (a cancel
-        scope per caller cost ~7 µs); without run() it is a cancel scope.
-
-        ``texts``: the canonical payload text of some events, by ``id()`` of the Event,
-        built by a caller who knows their shape (a template is ~4x cheaper than encoding
-        the dict); the caller guarantees each equals ``canonical_payload(e.payload)``.
-        They are checked (size, clear PAN) here all the same."""
+        scope per caller cost ~7 µs); without run() it is a cancel scope."""
         if timeout_s is not None and not self._watching:
             with trio.move_on_after(timeout_s):
-                return await self.submit(request, texts=texts)
+                return await self.submit(request)
             raise LedgerError("ledger write timed out")
         if len(request.transfers) > BATCH_MAX:
             raise LedgerError(f"at most {BATCH_MAX} transfers per request")
@@ -361,6 +355,7 @@ class BatchWriter:
         # an event object in both lists (the switch's common events) is checked once
         slot = _Slot(request)
         checked = slot.checked
+        texts = request.texts  # the caller's ready canonical texts: checked, not encoded
         if texts:
             ev.check_texts(texts.values())
             checked.update(texts)
@@ -413,7 +408,7 @@ class BatchWriter:
                                timeout_s: float | None = None,
                                texts: dict[int, str] | None = None) -> Outcome:
         return await self.submit(Request(tuple(transfers), tuple(on_success),
-                                         tuple(on_failure)), timeout_s, texts)
+                                         tuple(on_failure), texts), timeout_s)
 
     async def append_events(self, events: Sequence[Event]) -> Outcome:
         return await self.submit(Request((), tuple(events)))
