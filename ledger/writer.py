@@ -355,11 +355,15 @@ class BatchWriter:
         # an event object in both lists (the switch's common events) is checked once
         slot = _Slot(request)
         checked = slot.checked
+        texts = request.texts  # the caller's ready canonical texts: checked, not encoded
+        if texts:
+            ev.check_texts(texts.values())
+            checked.update(texts)
         for e in (*request.on_success, *request.on_failure):
             if self.mac is None:
                 raise LedgerError("this BatchWriter has no MAC function: cannot append events")
+            ev.check_type(e.type)
             if id(e) not in checked:
-                ev.check_type(e.type)
                 checked[id(e)] = ev.canonical_payload(e.payload)
         if self._stopped:
             raise LedgerError("ledger writer is not running")
@@ -401,9 +405,10 @@ class BatchWriter:
     async def create_transfers(self, transfers: Sequence[Transfer],
                                on_success: Sequence[Event] = (),
                                on_failure: Sequence[Event] = (),
-                               timeout_s: float | None = None) -> Outcome:
+                               timeout_s: float | None = None,
+                               texts: dict[int, str] | None = None) -> Outcome:
         return await self.submit(Request(tuple(transfers), tuple(on_success),
-                                         tuple(on_failure)), timeout_s)
+                                         tuple(on_failure), texts), timeout_s)
 
     async def append_events(self, events: Sequence[Event]) -> Outcome:
         return await self.submit(Request((), tuple(events)))

@@ -147,3 +147,17 @@ def test_auth_ids_are_det_ids(key):
 
 def test_auth_ids_as_recorded():
     assert auth_ids(KEY).payment == DET_IDS[1][1] and auth_ids(KEY).received == DET_IDS[2][1]
+
+
+@given(st.lists(st.lists(st.sampled_from(["4111111111111111", "1234567890128", "12", "a",
+                                          "9" * 20, "\n", "x" * 9000]), max_size=4)
+                .map("".join), max_size=5))
+def test_check_texts_refuses_what_check_text_refuses(texts):
+    """One scan of the joined texts refuses exactly when one text alone is refused."""
+    def refused(check, arg):
+        try:
+            check(arg)
+        except ev.LedgerError:
+            return True
+        return False
+    assert refused(ev.check_texts, texts) is any(refused(ev.check_text, t) for t in texts)

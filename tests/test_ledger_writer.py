@@ -255,3 +255,31 @@ def test_retried_chain_counts_as_done(pg_dsn):
         assert again.events_written == ()  # nothing new, and no decline
         types = [r[0] for r in led.conn.execute("select type from events order by seq")]
         assert types == ["posted"]
+
+
+def test_texts_given_by_the_caller_are_stored_and_still_checked(pg_dsn):
+    """A caller's ready canonical text (``texts``) is what the event row stores; one that
+    holds a clear PAN is refused all the same, and nothing of that request is written."""
+    _setup(pg_dsn)
+    writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(max_wait_ms=1))
+    e = Event(800, "posted", {"i": 1}, payment_id=9)
+    pan = Event(801, "posted", {"ref": "4111111111111111"}, payment_id=9)
+    out = {}
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            out["ok"] = await writer.create_transfers(
+                [Transfer(660, BANK, BOB, 1, USD, 1)], [e], texts={id(e): '{"i":1}'})
+            try:
+                await writer.create_transfers([Transfer(661, BANK, BOB, 1, USD, 1)], [pan],
+                                              texts={id(pan): '{"ref":"4111111111111111"}'})
+            except LedgerError as err:
+                out["pan"] = str(err)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert out["ok"].results == ("created",) and "PAN" in out["pan"]
+    with Ledger(pg_dsn) as led:
+        assert [s.payload for s in led.payment_events(9)] == ['{"i":1}']
+        assert led.lookup_transfers([661]) == []

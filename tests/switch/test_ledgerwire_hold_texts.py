@@ -1,0 +1,64 @@
+"""``hold_offus``'s payload templates: byte for byte the ledger's canonical payload of
+the events' dicts (and the stdlib's sorted, ASCII-escaped JSON), for any request values;
+a value the template cannot spell gives None (the writer then encodes the dicts)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from payswitch.codecs.iso8583.message import Message
+from payswitch.ledger import events as ev
+from payswitch.switch.ledgerwire import _hold_events, _hold_texts, auth_ids, mask
+
+# mostly plain printable ASCII, sometimes anything (quotes, backslashes, controls,
+# non-ASCII), sometimes missing
+_text = st.one_of(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
+                  st.text(max_size=8), st.none())
+_amount = st.one_of(st.integers(min_value=-10**20, max_value=10**20), st.none(),
+                    st.booleans())
+
+
+@given(mti=_text, stan=_text, tid=_text, pan=_text, currency=_text, pcode=_text,
+       link=_text, auth_code=_text, stand_in=st.booleans(), amount=_amount,
+       ccy=st.sampled_from(["USD", "EUR", "JPY"]))
+def test_templates_are_the_canonical_payloads(mti, stan, tid, pan, currency, pcode, link,
+                                              auth_code, stand_in, amount, ccy):
+    req = Message(mti, pan=pan, processing_code=pcode, amount_minor=amount, stan=stan,
+                  terminal_id=tid, currency=currency)
+    masked = mask(pan)
+    texts = _hold_texts(req, masked, link, auth_code, stand_in, ccy)  # type: ignore[arg-type]
+    events = _hold_events(auth_ids("k"), req, masked, link, auth_code,  # type: ignore[arg-type]
+                          stand_in, ccy)
+    plain = all(isinstance(v, str) and v.isascii() and v.isprintable()
+                and '"' not in v and "\\" not in v
+                for v in (mti, stan, tid, masked, currency, pcode, link, auth_code))
+    assert (texts is not None) == (plain and type(amount) is int)
+    if texts is None:
+        return
+    for e, text in zip(events, texts, strict=True):
+        assert text == ev._canonical_text(e.payload)
+        assert text == json.dumps(e.payload, sort_keys=True, separators=(",", ":"))
+
+
+def test_hold_events_are_the_ones_of_before():
+    """received and routed with the payment only; approved and held name the hold;
+    declined is the failure's (response 96, reason ledger)."""
+    req = Message("0100", pan="4761730000000119", processing_code="000000",
+                  amount_minor=1234, stan="000123", terminal_id="TERM0001", currency="840")
+    ids = auth_ids("key")
+    received, routed, approved, held, declined = _hold_events(
+        ids, req, mask(req.pan), "visa", "123456", True, "USD")
+    assert [e.id for e in (received, routed, approved, held, declined)] == [
+        ids.received, ids.routed, ids.approved, ids.held, ids.declined]
+    assert {e.payment_id for e in (received, routed, approved, held, declined)} == {
+        ids.payment}
+    assert [e.transfer_id for e in (received, routed, approved, held, declined)] == [
+        None, None, ids.hold, ids.hold, None]
+    assert approved.payload == {"response_code": "00", "auth_code": "123456",
+                                "link": "visa", "stand_in": True}
+    assert held.payload == {"amount_minor": 1234, "currency": "USD"}
+    assert declined.payload == {"response_code": "96", "reason": "ledger"}
+    assert received.payload["pan_masked"] == "476173******0119"
