@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
+import trio.testing
 
 from payswitch.codecs.iso8583 import Message, get
 from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits
@@ -195,3 +196,15 @@ async def running_switch(cfg: dict[str, Any], wait_signed_on: bool = True,
             yield sw
         finally:
             sw.stop()
+
+
+def virtual(fn: Callable[[], Any]) -> Callable[[], None]:
+    """Run the async test ``fn`` under MockClock(autojump_threshold=0): time moves only
+    when every task waits, straight to the next deadline (bounded: an hour of it)."""
+    def wrapper() -> None:
+        async def main() -> None:
+            with trio.fail_after(3600):
+                await fn()
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    wrapper.__name__ = fn.__name__
+    return wrapper

@@ -8,19 +8,10 @@ import socket
 import pytest
 import trio
 import trio.testing
+from switchkit import virtual
 
 from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.switch.channel import Channel, ChannelClosed, ChannelLimits, Deadlines
-
-
-def virtual(fn):
-    def wrapper() -> None:
-        async def main() -> None:
-            with trio.fail_after(3600):
-                await fn()
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    wrapper.__name__ = fn.__name__
-    return wrapper
 
 
 class CountingStream(trio.abc.Stream):

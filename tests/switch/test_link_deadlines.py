@@ -13,6 +13,7 @@ import socket
 import pytest
 import trio
 import trio.testing
+from switchkit import virtual
 
 from payswitch.codecs.framing import FrameReader, encode_frame
 from payswitch.codecs.iso8583 import Message, get
@@ -21,16 +22,6 @@ from payswitch.switch.config import LinkSection
 from payswitch.switch.errors import IssuerTimeout
 from payswitch.switch.links import ECHO, IssuerLink
 from payswitch.switch.metrics import Metrics
-
-
-def virtual(fn):
-    def wrapper() -> None:
-        async def main() -> None:
-            with trio.fail_after(3600):
-                await fn()
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    wrapper.__name__ = fn.__name__
-    return wrapper
 
 
 def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
