@@ -219,9 +219,9 @@ class OutboxRelay:
 
     def stop(self, drain_s: float = 0.0) -> None:
         """Thread-safe (and safe in a signal handler): asks the relay to return. With
-        ``drain_s``, a relay that is publishing carries on until the outbox is empty or
-        ``drain_s`` has passed (the last events of a switch's drain); one that is
-        reconnecting or waiting for the lock returns at once."""
+        ``drain_s``, a relay that is publishing or asleep between polls carries on until a
+        round finds the outbox empty or ``drain_s`` has passed (the last events of a
+        switch's drain); one that is reconnecting or waiting for the lock returns at once."""
         self._drain_until = time.monotonic() + drain_s
         self._stop.set()
 
@@ -244,9 +244,12 @@ class OutboxRelay:
                 while self._draining():
                     n = self.publish_round(conn, pub)
                     if n == 0:
-                        if self._stop.is_set() or self._stop.wait(c.poll_interval_s):
-                            return  # asked to stop with nothing left to publish
-                        pub.keepalive()
+                        if self._stop.is_set():
+                            return  # asked to stop, and a round since found nothing left
+                        if not self._stop.wait(c.poll_interval_s):
+                            pub.keepalive()
+                        # else stopped while asleep: one more round (the drain's last
+                        # events may have been committed meanwhile)
             finally:
                 pub.close()
 

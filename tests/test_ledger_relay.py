@@ -3,6 +3,7 @@ repeat after a crash between publish and mark is identifiable by event id."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -84,3 +85,37 @@ def test_relay_publishes_everything_across_restarts(pg_dsn, mqtt_broker):
         assert by_id.setdefault(m["event_id"], m) == m  # a repeat is the same message
     seqs = sorted(by_id[i]["seq"] for i in by_id)
     assert seqs == list(range(1, 46))
+
+
+class _WaitSeen(threading.Event):
+    """The relay's stop event, telling when the relay first waits on it (an empty
+    round done: it sleeps until the next poll or a stop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+def test_a_stop_with_drain_publishes_what_was_written_while_the_relay_slept(
+        pg_dsn, mqtt_broker):
+    """serve stops the relay (drain) right after its switch's last commit; the relay is
+    then usually asleep between polls: it must look once more, not return at once."""
+    host, port = mqtt_broker
+    prefix = f"test-{uuid.uuid4().hex[:10]}/"
+    cfg = RelayConfig(host=host, port=port, topic_prefix=prefix, poll_interval_s=60)
+    with Subscriber(host, port, prefix) as sub, Ledger(pg_dsn, migrate=True, mac=MAC) as led:
+        relay = OutboxRelay(pg_dsn, cfg)
+        relay._stop = stop = _WaitSeen()
+        th = relay.start_thread()
+        assert stop.waiting.wait(15)  # asleep after an empty round, for 60 s
+        _append(led, 1, 6)  # the switch's last events, committed
+        relay.stop(drain_s=10)
+        th.join(15)
+        assert not th.is_alive()
+        assert unsent_count(led.conn) == 0
+        sub.wait_for(6)
+    assert {m["event_id"] for m in sub.messages} == {str(uuid.UUID(int=i)) for i in range(1, 7)}
