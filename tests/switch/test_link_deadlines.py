@@ -116,15 +116,21 @@ async def test_an_answered_request_is_not_timed_out_later():
         n.cancel_scope.cancel()
 
 
-@virtual
-async def test_a_write_stuck_past_the_deadline_is_given_up_then_and_closes_the_link():
+def _stuck_link() -> tuple[trio.SocketStream, trio.SocketStream, IssuerLink]:
+    """A link (20 s write timeout) whose issuer reads nothing: the next write waits."""
     left, right = _socket_pair()
+    _fill(left)
     link = IssuerLink(LinkSection("visa", "127.0.0.1", 9, write_timeout_ms=20_000),
                       Metrics())
+    return left, right, link
+
+
+@virtual
+async def test_a_write_stuck_past_the_deadline_is_given_up_then_and_closes_the_link():
+    left, right, link = _stuck_link()
     ended: dict = {}
     async with left, right, trio.open_nursery() as n:
         channel = _start(link, left, n)
-        _fill(left)  # the issuer reads nothing
         await _timed(link, 2000, ended, "stuck")
         assert ended == {"stuck": pytest.approx(2.0)}  # not the 20 s write timeout
         assert channel.closed_reason == "write interrupted"
@@ -133,13 +139,10 @@ async def test_a_write_stuck_past_the_deadline_is_given_up_then_and_closes_the_l
 
 @virtual
 async def test_a_request_queued_behind_a_stuck_write_is_given_up_alone_and_never_sent():
-    left, right = _socket_pair()
-    link = IssuerLink(LinkSection("visa", "127.0.0.1", 9, write_timeout_ms=20_000),
-                      Metrics())
+    left, right, link = _stuck_link()
     ended: dict = {}
     async with left, right, trio.open_nursery() as n:
         channel = _start(link, left, n)
-        _fill(left)
         async with trio.open_nursery() as m:
             m.start_soon(_timed, link, 10_000, ended, "writer")
             await trio.testing.wait_all_tasks_blocked()
