@@ -176,23 +176,18 @@ def alpha(code: str | int) -> str:
     return L.currency(code).alpha
 
 
-def _hold_events(ids: AuthIds, req: Message, masked: str | None, link: str,
+def _hold_events(ids: AuthIds, req: Message, amount: int, link: str,
                  auth_code: str | None, stand_in: bool, ccy: str) -> tuple[L.Event, ...]:
-    """``hold_offus``'s events: received, routed (``_common_events``'s), approved and
-    held (``authorization_events``'s on success), declined (its on failure)."""
-    pid, hold_id, amount = ids.payment, ids.hold, req.amount_minor
-    approved: dict[str, Any] = {"auth_code": auth_code, "link": link, "response_code": "00"}
-    if stand_in:
-        approved["stand_in"] = True
-    return (
-        L.Event(ids.received, "received", {
-            "mti": req.mti, "stan": req.stan, "terminal_id": req.terminal_id,
-            "pan_masked": masked, "amount_minor": amount, "currency": req.currency,
-            "processing_code": req.processing_code}, pid),
-        L.Event(ids.routed, "routed", {"route": link}, pid),
-        L.Event(ids.approved, "approved", approved, pid, hold_id),
-        L.Event(ids.held, "held", {"amount_minor": amount, "currency": ccy}, pid, hold_id),
-        L.Event(ids.declined, "declined", {"response_code": "96", "reason": "ledger"}, pid))
+    """``hold_offus``'s events: received, routed (``_common_events``), approved and held
+    (``authorization_events``'s on success), declined (its on failure)."""
+    ok, ko = L.authorization_events(
+        payment_id=ids.payment, hold_id=ids.hold, approved_event_id=ids.approved,
+        held_event_id=ids.held, declined_event_id=ids.declined,
+        amount_minor=amount, currency=ccy,
+        approved={"auth_code": auth_code, "link": link,
+                  **({"stand_in": True} if stand_in else {})},
+        declined={"response_code": "96", "reason": "ledger"})
+    return (*LedgerWire._common_events(ids, req, link), *ok, *ko)
 
 
 _DECLINED_96 = '{"reason":"ledger","response_code":"96"}'
@@ -397,12 +392,15 @@ class LedgerWire:
 
     # -- data plane -----------------------------------------------------------------------
     async def _submit(self, transfers: Sequence[L.Transfer], ok: Sequence[L.Event] = (),
-                      ko: Sequence[L.Event] = ()) -> L.Outcome:
+                      ko: Sequence[L.Event] = (), texts: dict[int, str] | None = None,
+                      ) -> L.Outcome:
         """One writer request within ledger.write_timeout_ms, or LedgerUnavailable
-        (outcome unknown: the caller undoes it with the same deterministic ids)."""
+        (outcome unknown: the caller undoes it with the same deterministic ids).
+        ``texts``: ready canonical payloads by id() of the event (``Request.texts``)."""
         try:
             return await self.writer.create_transfers(
-                transfers, ok, ko, timeout_s=self.cfg.ledger.write_timeout_ms / 1000)
+                transfers, ok, ko, timeout_s=self.cfg.ledger.write_timeout_ms / 1000,
+                texts=texts)
         except L.LedgerError as e:  # "ledger write timed out" among them
             raise LedgerUnavailable(str(e)) from e
 
@@ -525,20 +523,14 @@ class LedgerWire:
         if req.amount_minor is None:  # holds_money() said yes: DE4 is there
             raise UnsupportedTransaction("no amount (DE4)")
         ids = auth_ids(dup_key)
-        masked = mask(req.pan)
-        events = _hold_events(ids, req, masked, link, auth_code, stand_in, ccy)
-        texts = _hold_texts(req, masked, link, auth_code, stand_in, ccy)
+        events = _hold_events(ids, req, req.amount_minor, link, auth_code, stand_in, ccy)
+        texts = _hold_texts(req, mask(req.pan), link, auth_code, stand_in, ccy)
         t = L.Transfer(ids.hold, self.network_receivable(link, ccy), self.merchant_payable(ccy),
                        req.amount_minor, ledger_no(ccy), AUTH_OFFUS, L.TransferFlags.PENDING,
                        0, self.cfg.ledger.hold_timeout_s)
-        # to the writer without _submit (a coroutine layer fewer on the hot path)
-        try:
-            out = await self.writer.create_transfers(
-                (t,), events[:4], (*events[:2], events[4]),
-                self.cfg.ledger.write_timeout_ms / 1000,
-                None if texts is None else dict(zip(map(id, events), texts, strict=True)))
-        except L.LedgerError as e:  # "ledger write timed out" among them
-            raise LedgerUnavailable(str(e)) from e
+        out = await self._submit(
+            [t], events[:4], (*events[:2], events[4]),
+            None if texts is None else dict(zip(map(id, events), texts, strict=True)))
         if not out.ok:
             raise LedgerUnavailable(f"off-us hold refused: {out.results[0]}")
 
