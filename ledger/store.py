@@ -20,7 +20,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
@@ -48,6 +48,7 @@ from .types import (
 R = CreateTransferResult
 Row = tuple[Any, ...]  # a psycopg row: the columns' Python values
 Cursor = psycopg.Cursor[Row]
+PGresult = psycopg.pq.abc.PGresult
 _U = uuid.UUID
 # a plain int: int & IntFlag builds an IntFlag in Python (~1.5 µs per transfer per batch)
 _POST_VOID = int(TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER)
@@ -341,40 +342,63 @@ class Ledger:
         transaction did not commit (outcome of the whole batch then unknown: retry).
         ``checked``: see ``events.chain`` (the writer's already checked payloads).
 
-        Two round trips, whatever the batch: ``begin; <the reads>`` and ``<the writes>;
-        commit``, each one simple-protocol query string, so BEGIN and COMMIT travel with
-        a statement. The reads and the writes are statements prepared on the session
-        (``_call``: parsed and planned once, not every batch), executed with their
-        values as literals (``_lit``), under the settings of ``_BEGIN``."""
-        if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
-            raise LedgerError("batch too large")
-        now = max(self.clock_ns(), self._last_ns + 1)
+        ``steps`` run with this thread waiting for each answer (``exec_``: libpq waits
+        without the GIL). The batched writer runs the same steps from trio instead."""
+        steps = self.steps(requests, checked)
+        pg = self.conn.pgconn
         try:
-            self._missed = False
-            done = self._submit_fast(requests, now, checked) if self.fast else None
-            if done is None:  # a miss left its transaction to end: rolled back first
-                done = self._submit(requests, now, checked,
-                                    "rollback; " if self._missed else "")
-            outcomes, used = done
+            query = next(steps)
+            while True:
+                query = steps.send(pg.exec_(query))
+        except StopIteration as done:
+            return cast(list[Outcome], done.value)
         except BaseException as e:
-            self._forget()
             self._rollback()
             if isinstance(e, psycopg.Error):
                 raise LedgerError(
                     f"ledger batch not committed: {type(e).__name__}: {e}") from e
             raise
+
+    def steps(self, requests: Sequence[Request], checked: dict[int, str] | None = None,
+              ) -> Generator[bytes, PGresult, list[Outcome]]:
+        """``submit`` as the query strings it sends: yields each and is sent back its
+        last result (what libpq's PQexec returns); returns the outcomes. Whoever runs it
+        ends the transaction with a rollback when it raises (``rollback_needed``).
+
+        One round trip when ``_submit_fast`` can (``begin; <lock>; <guarded writes>;
+        commit``), else two: ``begin; <the reads>`` and ``<the writes>; commit``, each
+        one simple-protocol query string, so BEGIN and COMMIT travel with a statement.
+        The reads and the writes are statements prepared on the session (``_call``:
+        parsed and planned once, not every batch), executed with their values as
+        literals (``_lit``), under the settings of ``_BEGIN``."""
+        if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
+            raise LedgerError("batch too large")
+        now = max(self.clock_ns(), self._last_ns + 1)
+        try:
+            self._missed = False
+            done = (yield from self._submit_fast(requests, now, checked)) if self.fast else None
+            if done is None:  # a miss left its transaction to end: rolled back first
+                done = yield from self._submit(requests, now, checked,
+                                               "rollback; " if self._missed else "")
+            outcomes, used = done
+        except BaseException:
+            self._forget()
+            raise
         self._last_ns = max(self._last_ns, now + used)
         return outcomes
+
+    def rollback_needed(self) -> bool:
+        """A batch that raised left its transaction open (the connection is fine)."""
+        conn = self.conn
+        return (not (conn.closed or conn.broken)
+                and conn.info.transaction_status in (_INTRANS, _INERROR))
 
     def _rollback(self) -> None:
         """Ends a transaction the batch's BEGIN opened and its COMMIT did not close (an
         error in between). A broken connection has none left: the writer reconnects."""
-        conn = self.conn
-        if conn.closed or conn.broken:
-            return
-        if conn.info.transaction_status in (_INTRANS, _INERROR):
+        if self.rollback_needed():
             with contextlib.suppress(psycopg.Error):  # gone: as good as rolled back
-                conn.execute("rollback")
+                self.conn.execute("rollback")
 
     def _call(self, sql: str, args: list[str],
               types: str = "") -> tuple[str, tuple[str, str] | None]:
@@ -439,7 +463,7 @@ class Ledger:
 
     def _submit(self, requests: Sequence[Request], now: int,
                 checked: dict[int, str] | None,
-                first: str = "") -> tuple[list[Outcome], int]:
+                first: str = "") -> Generator[bytes, PGresult, tuple[list[Outcome], int]]:
         all_t = [t for r in requests for t in r.transfers]
         ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
         pids = {t.pending_id for t in all_t  # int(): IntFlag's & runs in Python
@@ -457,7 +481,7 @@ class Ledger:
             _lit(_ua(ids | pids)), _lit(_ua(ids)), _lit(_ua(pids)), _lit(_ua(acct_ids)),
             _lit(_ua(ev_ids))], _READ_TYPES)
         # straight through libpq, as the write: the last result is the read's rows (text)
-        rows = self.conn.pgconn.exec_((first + _BEGIN + read).encode())
+        rows = yield (first + _BEGIN + read).encode()
         if rows.status != _TUPLES_OK:
             raise LedgerError(f"ledger batch not committed: {_error(rows)}")
         self._mark(new)
@@ -496,7 +520,7 @@ class Ledger:
         if chosen:
             assert head is not None  # read with the batch: it has events
             writes += self._append(head, chosen, written, now, checked)
-        self._write(writes)
+        yield from self._write(writes)
         # committed: what the fast path may start from next time (all read under lock)
         if head is not None:
             self._head = self._new_head or head[:2]
@@ -517,7 +541,8 @@ class Ledger:
         self._accounts.clear()
 
     def _submit_fast(self, requests: Sequence[Request], now: int,
-                     checked: dict[int, str] | None) -> tuple[list[Outcome], int] | None:
+                     checked: dict[int, str] | None,
+                     ) -> Generator[bytes, PGresult, tuple[list[Outcome], int] | None]:
         """The batch in one round trip, when what this connection's last commit left
         (``_head``, ``_accounts``) is enough to compute it: ``begin; <lock the batch's
         accounts in id order>; <the writes, guarded>; commit``. None: it cannot (nothing
@@ -604,7 +629,7 @@ class Ledger:
         new.append((sql, name))
         text += f"{_BEGIN}{lock}execute {name}({', '.join(args)}); commit"
         pg = self.conn.pgconn
-        done = pg.exec_(text.encode())
+        done = yield text.encode()
         if done.status != _COMMAND_OK:
             state = done.error_field(_SQLSTATE)
             if (state not in _MISSES or pg.status != _CONN_OK
@@ -640,7 +665,7 @@ class Ledger:
         self._named += 1
         return name, f"prepare {name}{types} as {sql}; "
 
-    def _write(self, writes: list[_Write]) -> None:
+    def _write(self, writes: list[_Write]) -> Generator[bytes, PGresult, None]:
         """The batch's writes as one prepared statement (``_write_sql``) and COMMIT: one
         round trip, straight through libpq (``exec_`` waits without the GIL; psycopg's
         cursor added ~10 µs of Python per round trip)."""
@@ -648,7 +673,7 @@ class Ledger:
         if writes:
             text, new = self._call(_write_sql(writes), [_lit(p) for _, ps in writes for p in ps])
             text += "; commit"
-        res = self.conn.pgconn.exec_(text.encode())
+        res = yield text.encode()
         if res.status != _COMMAND_OK:  # the rest of the string did not run: rolled back
             raise LedgerError(f"ledger batch not committed: {_error(res)}")
         self._mark(new)
