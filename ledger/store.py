@@ -1,7 +1,13 @@
-"""The ledger on PostgreSQL: one batch = one transaction (sync; the trio writer calls it in its
-writer thread).
+"""The ledger on PostgreSQL: one batch = one transaction. ``Ledger.steps`` is a batch as
+the query strings it sends (a generator): ``submit`` runs them waiting in its thread,
+the trio batch writer sends them from trio (libpq non-blocking).
 
-Per batch, whatever its size: two round trips. ``begin;`` and one read statement (tagged
+A batch of new holds whose accounts and chain head this connection's last commit left
+(``_submit_fast``: always so under one writer) is one round trip: ``begin; <lock its
+accounts>; <its writes, guarded>; commit``; a guard that finds another writer moved
+something fails the statement (nothing written) and the batch runs as below.
+
+Otherwise per batch, whatever its size: two round trips. ``begin;`` and one read statement (tagged
 rows: the transfers and failed ids, the accounts FOR UPDATE in id order, the pending states
 FOR UPDATE, the chain head FOR UPDATE with the event ids already stored), then one write
 statement over arrays (unnest) whose WITH parts fill every table, followed by ``; commit``

@@ -293,8 +293,8 @@ class LedgerWire:
         """The HSM's PAN token (``section.pan_tkn``) keys cardholder accounts, and its EVK
         key (``section.event_mac``) MACs the event chain, instead of the
         environment-keyed stand-ins (unless callables were injected). The MAC is the sync
-        call: the writer runs it in its worker thread (the library lock serialises it
-        with the switch's other HSM calls)."""
+        call, inline in the writer task on the trio thread like the switch's other
+        inline HSM calls (the library lock serialises it with them), once per batch."""
         if self.pan_token is None:
             label = section.pan_tkn
             self._hsm_token = lambda pan: async_hsm.pan_token(label, pan)
