@@ -740,15 +740,21 @@ _READ_T = (
 # Accounts, then pending states, each locked in id order (every writer and the expiry
 # job lock in this order: no deadlock between them): the batch's own accounts and those
 # of the pending transfers it posts or voids, found by the same statement.
+# The ids to lock are an array made once (``= any(array(...))``, an InitPlan), not a
+# semi-join (``in (select ...)``): under READ COMMITTED a row another writer changed
+# while this one waited for its lock is re-checked (EvalPlanQual) against the WHERE,
+# and a re-checked semi-join dropped it, so the batch read no such account and its
+# holds were refused ``debit_account_not_found`` (two writers on one ledger: half of
+# their holds; tests/test_ledger_fast_write.py, two writers at once).
 _READ_A = (
     "a as (select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
-    "credits_posted from accounts where id in (select unnest($4::uuid[]) union all "
-    "select unnest(array[debit_account_id, credit_account_id]) from t "
-    "where id = any($3::uuid[]) and flags & 2 <> 0) "  # 2: TransferFlags.PENDING
+    "credits_posted from accounts where id = any(array(select unnest($4::uuid[]) "
+    "union all select unnest(array[debit_account_id, credit_account_id]) from t "
+    "where id = any($3::uuid[]) and flags & 2 <> 0)) "  # 2: TransferFlags.PENDING
     "order by id for update)")
 _READ_P = (
-    "p as (select id, state, expires_at_ns from pending_transfers where id in (select id "
-    "from t where id = any($3::uuid[]) and flags & 2 <> 0) "
+    "p as (select id, state, expires_at_ns from pending_transfers where id = any(array("
+    "select id from t where id = any($3::uuid[]) and flags & 2 <> 0)) "
     "order by id for update)")
 assert int(TransferFlags.PENDING) == 2  # as written in _READ_A and _READ_P
 _READ_H = "h as (select seq, mac from event_chain_head where singleton for update)"
