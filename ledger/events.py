@@ -214,7 +214,7 @@ def seal(events: Iterable[Event], first_seq: int, prev_mac: bytes, mac: MacFunct
          default_us: int, checked: dict[int, str] | None = None) -> Columns:
     """Numbers and chains new events after (first_seq - 1, prev_mac): each one a link
     (SHA-256), the last one sealed with ``mac`` (one MAC call per batch: the HSM's was
-    half of the switch's ledger thread). ``checked``: the canonical payload of events
+    half of the switch's ledger writer). ``checked``: the canonical payload of events
     already through check_type and canonical_payload, by ``id()`` of the Event object
     (the batched writer checks each caller's events). One pass straight into columns:
     an object per event, then a list per column, was a fifth of the writer's Python."""

@@ -1,7 +1,13 @@
-"""The ledger on PostgreSQL: one batch = one transaction (sync; the trio writer calls it in its
-writer thread).
+"""The ledger on PostgreSQL: one batch = one transaction. ``Ledger.steps`` is a batch as
+the query strings it sends (a generator): ``submit`` runs them waiting in its thread,
+the trio batch writer sends them from trio (libpq non-blocking).
 
-Per batch, whatever its size: two round trips. ``begin;`` and one read statement (tagged
+A batch of new holds whose accounts and chain head this connection's last commit left
+(``_submit_fast``: always so under one writer) is one round trip: ``begin; <lock its
+accounts>; <its writes, guarded>; commit``; a guard that finds another writer moved
+something fails the statement (nothing written) and the batch runs as below.
+
+Otherwise per batch, whatever its size: two round trips. ``begin;`` and one read statement (tagged
 rows: the transfers and failed ids, the accounts FOR UPDATE in id order, the pending states
 FOR UPDATE, the chain head FOR UPDATE with the event ids already stored), then one write
 statement over arrays (unnest) whose WITH parts fill every table, followed by ``; commit``
@@ -20,7 +26,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
@@ -30,6 +36,7 @@ import psycopg
 from . import events as ev
 from .engine import Engine, PendingInfo
 from .types import (
+    AMOUNT_MAX,
     BATCH_MAX,
     ID_MAX,
     Account,
@@ -47,6 +54,7 @@ from .types import (
 R = CreateTransferResult
 Row = tuple[Any, ...]  # a psycopg row: the columns' Python values
 Cursor = psycopg.Cursor[Row]
+PGresult = psycopg.pq.abc.PGresult
 _U = uuid.UUID
 # a plain int: int & IntFlag builds an IntFlag in Python (~1.5 µs per transfer per batch)
 _POST_VOID = int(TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER)
@@ -194,7 +202,7 @@ class Ledger:
     def __init__(self, dsn: str, *, mac: ev.MacFunction | None = None,
                  clock_ns: Callable[[], int] = time.time_ns, migrate: bool = False,
                  schema: str | None = None,
-                 statement_timeout_ms: int = 30_000) -> None:
+                 statement_timeout_ms: int = 30_000, fast: bool = True) -> None:
         # standard_conforming_strings: the batch's literals (``_lit``) rely on it; the
         # batch's read parses bytea in hex
         options = (f"-c statement_timeout={int(statement_timeout_ms)}"
@@ -217,6 +225,19 @@ class Ledger:
         # in a batch that failed only leaves an unused statement (at most one per shape)
         self._prepared: dict[str, str] = {}
         self._named = 0
+        # What this connection's last commit left (``_submit_fast``): the chain head and
+        # the accounts it read or wrote (ledger, code and flags never change; balances
+        # are checked by the write where they matter). Another writer may have moved
+        # either since: the fast write then fails its guard and the batch runs again the
+        # usual way, which reads them afresh.
+        self._head: tuple[int, bytes] | None = None
+        self._new_head: tuple[int, bytes] | None = None  # the batch's, once it commits
+        self._accounts: dict[int, AccountBalance] = {}
+        self._misses = 0  # fast writes in a row whose guard failed
+        self._skip = 0  # batches left to run the usual way before the next fast try
+        self.fast_batches = self.fast_misses = 0  # counted for tests and benchmarks
+        self.fast = fast  # False: every batch the usual way (reads, then writes)
+        self._missed = False  # the batch's fast write missed: its transaction is aborted
         if migrate:
             from .schema import migrate as _migrate
             _migrate(self.conn)
@@ -327,34 +348,63 @@ class Ledger:
         transaction did not commit (outcome of the whole batch then unknown: retry).
         ``checked``: see ``events.chain`` (the writer's already checked payloads).
 
-        Two round trips, whatever the batch: ``begin; <the reads>`` and ``<the writes>;
-        commit``, each one simple-protocol query string, so BEGIN and COMMIT travel with
-        a statement. The reads and the writes are statements prepared on the session
-        (``_call``: parsed and planned once, not every batch), executed with their
-        values as literals (``_lit``), under the settings of ``_BEGIN``."""
-        if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
-            raise LedgerError("batch too large")
-        now = max(self.clock_ns(), self._last_ns + 1)
+        ``steps`` run with this thread waiting for each answer (``exec_``: libpq waits
+        without the GIL). The batched writer runs the same steps from trio instead."""
+        steps = self.steps(requests, checked)
+        pg = self.conn.pgconn
         try:
-            outcomes, used = self._submit(requests, now, checked)
+            query = next(steps)
+            while True:
+                query = steps.send(pg.exec_(query))
+        except StopIteration as done:
+            return cast(list[Outcome], done.value)
         except BaseException as e:
             self._rollback()
             if isinstance(e, psycopg.Error):
                 raise LedgerError(
                     f"ledger batch not committed: {type(e).__name__}: {e}") from e
             raise
+
+    def steps(self, requests: Sequence[Request], checked: dict[int, str] | None = None,
+              ) -> Generator[bytes, PGresult, list[Outcome]]:
+        """``submit`` as the query strings it sends: yields each and is sent back its
+        last result (what libpq's PQexec returns); returns the outcomes. Whoever runs it
+        ends the transaction with a rollback when it raises (``rollback_needed``).
+
+        One round trip when ``_submit_fast`` can (``begin; <lock>; <guarded writes>;
+        commit``), else two: ``begin; <the reads>`` and ``<the writes>; commit``, each
+        one simple-protocol query string, so BEGIN and COMMIT travel with a statement.
+        The reads and the writes are statements prepared on the session (``_call``:
+        parsed and planned once, not every batch), executed with their values as
+        literals (``_lit``), under the settings of ``_BEGIN``."""
+        if sum(len(r.transfers) for r in requests) > BATCH_MAX * 4:
+            raise LedgerError("batch too large")
+        now = max(self.clock_ns(), self._last_ns + 1)
+        try:
+            self._missed = False
+            done = (yield from self._submit_fast(requests, now, checked)) if self.fast else None
+            if done is None:  # a miss left its transaction to end: rolled back first
+                done = yield from self._submit(requests, now, checked,
+                                               "rollback; " if self._missed else "")
+            outcomes, used = done
+        except BaseException:
+            self._forget()
+            raise
         self._last_ns = max(self._last_ns, now + used)
         return outcomes
+
+    def rollback_needed(self) -> bool:
+        """A batch that raised left its transaction open (the connection is fine)."""
+        conn = self.conn
+        return (not (conn.closed or conn.broken)
+                and conn.info.transaction_status in (_INTRANS, _INERROR))
 
     def _rollback(self) -> None:
         """Ends a transaction the batch's BEGIN opened and its COMMIT did not close (an
         error in between). A broken connection has none left: the writer reconnects."""
-        conn = self.conn
-        if conn.closed or conn.broken:
-            return
-        if conn.info.transaction_status in (_INTRANS, _INERROR):
+        if self.rollback_needed():
             with contextlib.suppress(psycopg.Error):  # gone: as good as rolled back
-                conn.execute("rollback")
+                self.conn.execute("rollback")
 
     def _call(self, sql: str, args: list[str],
               types: str = "") -> tuple[str, tuple[str, str] | None]:
@@ -418,7 +468,8 @@ class Ledger:
         return {r[0].int: PendingInfo(r[1], r[2]) for r in cur.fetchall()}
 
     def _submit(self, requests: Sequence[Request], now: int,
-                checked: dict[int, str] | None) -> tuple[list[Outcome], int]:
+                checked: dict[int, str] | None,
+                first: str = "") -> Generator[bytes, PGresult, tuple[list[Outcome], int]]:
         all_t = [t for r in requests for t in r.transfers]
         ids = {t.id for t in all_t if 0 < t.id < ID_MAX}
         pids = {t.pending_id for t in all_t  # int(): IntFlag's & runs in Python
@@ -436,7 +487,7 @@ class Ledger:
             _lit(_ua(ids | pids)), _lit(_ua(ids)), _lit(_ua(pids)), _lit(_ua(acct_ids)),
             _lit(_ua(ev_ids))], _READ_TYPES)
         # straight through libpq, as the write: the last result is the read's rows (text)
-        rows = self.conn.pgconn.exec_((_BEGIN + read).encode())
+        rows = yield (first + _BEGIN + read).encode()
         if rows.status != _TUPLES_OK:
             raise LedgerError(f"ledger batch not committed: {_error(rows)}")
         self._mark(new)
@@ -475,12 +526,152 @@ class Ledger:
         if chosen:
             assert head is not None  # read with the batch: it has events
             writes += self._append(head, chosen, written, now, checked)
-        self._write(writes)
+        yield from self._write(writes)
+        # committed: what the fast path may start from next time (all read under lock)
+        if head is not None:
+            self._head = self._new_head or head[:2]
+        self._new_head = None
+        self._keep(accounts)
         outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
                                                                      strict=True)]
         return outcomes, eng._next_ts - now
 
-    def _write(self, writes: list[_Write]) -> None:
+    def _keep(self, accounts: dict[int, AccountBalance]) -> None:
+        if len(self._accounts) + len(accounts) > ACCOUNTS_KEPT_MAX:
+            self._accounts.clear()
+        self._accounts.update(accounts)
+
+    def _forget(self) -> None:
+        """After a batch that did not commit: nothing known is trusted any more."""
+        self._head = self._new_head = None
+        self._accounts.clear()
+
+    def _submit_fast(self, requests: Sequence[Request], now: int,
+                     checked: dict[int, str] | None,
+                     ) -> Generator[bytes, PGresult, tuple[list[Outcome], int] | None]:
+        """The batch in one round trip, when what this connection's last commit left
+        (``_head``, ``_accounts``) is enough to compute it: ``begin; <lock the batch's
+        accounts in id order>; <the writes, guarded>; commit``. None: it cannot (nothing
+        sent), or its guard failed (``_missed``): its transaction is aborted (nothing
+        written) and the caller runs it the usual way, starting with a rollback.
+
+        Only batches of new, plain or pending transfers that all succeed (posts and
+        voids, a transfer the engine refuses, an account never seen go the usual way),
+        computed as if no transfer and no event of the batch were stored yet. The write
+        then fails, writing nothing, unless that was so and the cache was right:
+        - a transfer id stored already: the transfers' primary key; failed before: the
+          guard looks in failed_transfers;
+        - an event id or seq stored already: events' unique id, primary key seq;
+        - the chain head moved: its update names the seq and MAC it expects;
+        - balances: an account with a limit flag must hold exactly the cached balances
+          (the engine's limit check used them); every other one is changed by the
+          batch's deltas, whatever it holds, and the guard checks the sums the engine's
+          overflow checks bound (they only grow in such a batch, so checking them after
+          the batch is checking each transfer).
+        Under one writer the cache is always right: one round trip a batch instead of
+        two. Under several (worker processes on one ledger) a failed guard costs a
+        round trip: after one, the next 2**misses batches (at most FAST_SKIP_MAX) go the
+        usual way before the fast path is tried again."""
+        if self._skip:
+            self._skip -= 1
+            return None
+        cache = self._accounts
+        accounts: dict[int, AccountBalance] = {}
+        any_t = any_e = False
+        for r in requests:
+            for t in r.transfers:
+                if int(t.flags) & _POST_VOID:
+                    return None
+                for i in (t.debit_account_id, t.credit_account_id):
+                    if i not in accounts:
+                        a = cache.get(i)
+                        if a is None:
+                            return None
+                        accounts[i] = AccountBalance(
+                            a.id, a.ledger, a.code, a.flags, a.debits_pending,
+                            a.debits_posted, a.credits_pending, a.credits_posted)
+                any_t = True
+            if r.on_success:
+                any_e = True
+        head = self._head
+        if not (any_t or any_e) or (any_e and head is None):
+            return None
+        eng = Engine(accounts, {}, set(), {}, now)
+        results = []
+        for r in requests:
+            res = eng.apply(list(r.transfers))
+            for x in res:
+                if x is not R.CREATED:
+                    return None
+            results.append(res)
+        writes = _new_rows(eng)
+        n_accounts = len(eng.touched_accounts)
+        if n_accounts:
+            writes.append(_deltas(eng, cache))
+        written: list[list[int]] = [[] for _ in requests]
+        if any_e:
+            assert head is not None
+            chosen = [(k, e) for k, r in enumerate(requests) for e in r.on_success]
+            writes += self._append((*head, set()), chosen, written, now, checked,
+                                   guarded=True)
+        notify = bool(writes) and writes[-1][0].startswith("select")
+        parts = tuple(sql for sql, _ in (writes[:-1] if notify else writes))
+        args = [_lit(p) for _, ps in writes for p in ps]
+        if n_accounts:
+            args.append(str(n_accounts))
+        if any_t:
+            args.append(_lit(_ua([t.id for t in eng.new_transfers])))
+        text, new = "", []
+        if n_accounts:
+            name, prep = self._stmt(_LOCK_A, "(uuid[])")
+            text += prep
+            new.append((_LOCK_A, name))
+            lock = f"execute {name}({_lit(_ua(sorted(eng.touched_accounts)))}); "
+        else:
+            lock = ""
+        sql = _fast_sql(parts, notify, n_accounts > 0, any_t)
+        name, prep = self._stmt(sql)
+        text += prep
+        new.append((sql, name))
+        text += f"{_BEGIN}{lock}execute {name}({', '.join(args)}); commit"
+        pg = self.conn.pgconn
+        done = yield text.encode()
+        if done.status != _COMMAND_OK:
+            state = done.error_field(_SQLSTATE)
+            if (state not in _MISSES or pg.status != _CONN_OK
+                    or pg.transaction_status != _INERROR):
+                raise LedgerError(f"ledger batch not committed: {_error(done)}")
+            for m in new:  # they ran before the begin
+                self._mark(m)
+            self._forget()
+            self._misses += 1
+            self._skip = min(FAST_SKIP_MAX, 2 ** self._misses)
+            self.fast_misses += 1
+            self._missed = True  # its transaction ends with the usual read's "rollback; "
+            return None
+        for m in new:
+            self._mark(m)
+        self._misses = 0
+        self.fast_batches += 1
+        if any_e:
+            self._head = self._new_head
+            self._new_head = None
+        self._keep(accounts)
+        outcomes = [Outcome(tuple(res), tuple(w)) for res, w in zip(results, written,
+                                                                     strict=True)]
+        return outcomes, eng._next_ts - now
+
+    def _stmt(self, sql: str, types: str = "") -> tuple[str, str]:
+        """The name ``sql`` is prepared under on this session, and the PREPARE to send
+        first if it is not yet (empty if it is)."""
+        name = self._prepared.get(sql)
+        if name is not None:
+            return name, ""
+        name = f"payswitch_ledger_{self._named}"
+        self._named += 1
+        return name, f"prepare {name}{types} as {sql}; "
+
+    def _write(self, writes: list[_Write]) -> Generator[bytes, PGresult, None]:
         """The batch's writes as one prepared statement (``_write_sql``) and COMMIT: one
         round trip, straight through libpq (``exec_`` waits without the GIL; psycopg's
         cursor added ~10 µs of Python per round trip)."""
@@ -488,14 +679,14 @@ class Ledger:
         if writes:
             text, new = self._call(_write_sql(writes), [_lit(p) for _, ps in writes for p in ps])
             text += "; commit"
-        res = self.conn.pgconn.exec_(text.encode())
+        res = yield text.encode()
         if res.status != _COMMAND_OK:  # the rest of the string did not run: rolled back
             raise LedgerError(f"ledger batch not committed: {_error(res)}")
         self._mark(new)
 
     def _append(self, head: tuple[int, bytes, set[int]], chosen: list[tuple[int, Event]],
                 written: list[list[int]], now: int,
-                checked: dict[int, str] | None) -> list[_Write]:
+                checked: dict[int, str] | None, guarded: bool = False) -> list[_Write]:
         """MACs the batch's new events onto the chain after ``head`` (seq, mac, the
         event ids already stored); returns their writes (events, outbox, head, notify)
         for the batch's one write statement. Seqs, each prev_mac (the one before's mac)
@@ -515,11 +706,13 @@ class Ledger:
         c = ev.seal(fresh, head_seq + 1, head_mac, self.mac, now // 1000, checked)
         first, last = head_seq + 1, head_seq + len(fresh)
         types = _ta(c.types)
+        self._new_head = (last, c.macs[-1])
         return [
             (_INSERT_EVENTS, (first, head_mac, _ua(c.ids), types, _ua(c.payment_ids),
                               _ua(c.transfer_ids), _ia(c.occurred_at_us), _ta(c.payloads),
                               _ba(c.macs))),
             (_INSERT_OUTBOX, (first, types)),
+            (_HEAD_GUARDED, (last, c.macs[-1], head_seq, head_mac)) if guarded else
             ("update event_chain_head set seq = %s, mac = %s where singleton",
              (last, c.macs[-1])),
             ("select pg_notify('payswitch_outbox', %s)", (str(last),)),
@@ -552,7 +745,8 @@ _READ_T = (
 # while this one waited for its lock is re-checked (EvalPlanQual) against the WHERE,
 # and a re-checked semi-join dropped it, so the batch read no such account and its
 # holds were refused ``debit_account_not_found`` (two writers on one ledger: half of
-# their holds; tests/test_ledger_two_writers.py).
+# their holds; tests/test_ledger_two_writers.py, and with the fast path
+# test_ledger_fast_write.py).
 _READ_A = (
     "a as (select id, ledger, code, flags, debits_pending, debits_posted, credits_pending, "
     "credits_posted from accounts where id = any(array(select unnest($4::uuid[]) "
@@ -636,6 +830,56 @@ def _write_sql(writes: list[_Write]) -> str:
     return _shape_sql(tuple(sql for sql, _ in writes))
 
 
+# The fast write's chain head: moved only from where this connection left it.
+_HEAD_GUARDED = ("update event_chain_head set seq = %s, mac = %s where singleton "
+                 "and seq = %s and mac = %s returning 1")
+# Its accounts, locked in id order before the write (as every writer locks them).
+_LOCK_A = "select 1 from accounts where id = any($1::uuid[]) order by id for update"
+_SQLSTATE = psycopg.pq.DiagnosticField.SQLSTATE
+_CONN_OK = psycopg.pq.ConnStatus.OK
+# A fast write that fails with one of these wrote nothing, and only found the cache
+# wrong: division_by_zero (its guard), unique_violation (a transfer, event id or seq
+# stored already), numeric_value_out_of_range (a balance would overflow),
+# check_violation (an account's limit), deadlock_detected, serialization_failure.
+_MISSES = frozenset((b"22012", b"23505", b"22003", b"23514", b"40P01", b"40001"))
+FAST_SKIP_MAX = 64
+ACCOUNTS_KEPT_MAX = 10_000
+
+
+# The fast write's guards ({w}: the part's name): every balance update found its row
+# and no sum passed what the engine's overflow checks allow; the head update its row.
+_GUARD_A = ("(select count(*) from {w}) = %s and not exists (select 1 from {w} "
+            "where debits_pending::numeric + debits_posted > 9223372036854775807 "
+            "or credits_pending::numeric + credits_posted > 9223372036854775807)")
+assert AMOUNT_MAX == 9223372036854775807  # as written in _GUARD_A
+_GUARD_H = "exists (select 1 from {w})"
+
+
+@functools.lru_cache(maxsize=64)
+def _fast_sql(parts: tuple[str, ...], notify: bool, accounts: bool, transfers: bool) -> str:
+    """The fast write (``Ledger._submit_fast``): the parts as ``_shape_sql`` joins them
+    (the balances one being ``_DELTAS``, the head one ``_HEAD_GUARDED``), and a main
+    query that divides by zero, failing the statement and so the batch, unless every
+    balance update found its row (and no sum passed the bigint range), the head was
+    where this connection left it, and no transfer of the batch failed before. Its
+    parameters: the parts', pg_notify's, the count of accounts, the transfer ids."""
+    names = {p: f"w{k}" for k, p in enumerate(parts)}
+    conds = []
+    if accounts:
+        w = names[_DELTAS]
+        conds.append(_GUARD_A.replace("{w}", w))
+    if _HEAD_GUARDED in names:
+        conds.append(_GUARD_H.replace("{w}", names[_HEAD_GUARDED]))
+    if transfers:
+        conds.append("not exists (select 1 from failed_transfers "
+                     "where id = any(%s::uuid[]))")
+    assert conds, "a fast write guards something"
+    main = ("select " + ("pg_notify('payswitch_outbox', %s), " if notify else "")
+            + "1 / (case when " + " and ".join(conds) + " then 1 else 0 end)")
+    sql = "with " + ", ".join(f"{w} as ({p})" for p, w in names.items()) + " " + main
+    return sql % tuple(f"${k}" for k in range(1, sql.count("%s") + 1))
+
+
 def _execute_writes(cur: Cursor, writes: list[_Write]) -> None:
     """The expiry job's writes: one statement, parameters bound by psycopg."""
     if writes:
@@ -659,6 +903,63 @@ def _lit(v: str | int | bytes | None) -> str:
 
 def _writes(eng: Engine) -> list[_Write]:
     """The engine's outputs as writes: new transfers, pending states, balances, failures."""
+    out = _new_rows(eng)
+    if eng.touched_accounts:
+        acc = [eng.accounts[i] for i in sorted(eng.touched_accounts)]
+        out.append((
+            "update accounts a set debits_pending = u.dp, debits_posted = u.dpo, "
+            "credits_pending = u.cp, credits_posted = u.cpo from unnest(%s::uuid[], "
+            "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+            "as u(id, dp, dpo, cp, cpo) where a.id = u.id",
+            (_ua([a.id for a in acc]), _ia([a.debits_pending for a in acc]),
+             _ia([a.debits_posted for a in acc]), _ia([a.credits_pending for a in acc]),
+             _ia([a.credits_posted for a in acc]))))
+    if eng.new_failed:
+        nf = eng.new_failed
+        out.append((
+            "insert into failed_transfers (id, result, ts) select * from unnest("
+            "%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do nothing",
+            (_ua([f[0] for f in nf]), _ta([f[1] for f in nf]), _ia([f[2] for f in nf]))))
+    return out
+
+
+_LIMITS = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
+                             | AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+# The fast write's balances: each touched account changed by the batch's deltas; one
+# with a limit flag only if it holds the balances the engine checked (o*, else NULL).
+# RETURNING the new balances: the guard checks the sums the overflow checks bound.
+_DELTAS = (
+    "update accounts a set debits_pending = a.debits_pending + u.dp, "
+    "debits_posted = a.debits_posted + u.dpo, credits_pending = a.credits_pending + u.cp, "
+    "credits_posted = a.credits_posted + u.cpo from unnest(%s::uuid[], %s::bigint[], "
+    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], "
+    "%s::bigint[]) as u(id, dp, dpo, cp, cpo, odp, odpo, ocp, ocpo) where a.id = u.id "
+    "and (u.odp is null or (a.debits_pending, a.debits_posted, a.credits_pending, "
+    "a.credits_posted) = (u.odp, u.odpo, u.ocp, u.ocpo)) "
+    "returning a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted")
+
+
+def _deltas(eng: Engine, before: dict[int, AccountBalance]) -> _Write:
+    """The fast write's balance update: per touched account (id order) the engine's
+    change to the cached balances, and those balances where the account has a limit."""
+    ids = sorted(eng.touched_accounts)
+    cols: list[list[int | None]] = [[] for _ in range(8)]
+    for i in ids:
+        a, o = eng.accounts[i], before[i]
+        cols[0].append(a.debits_pending - o.debits_pending)
+        cols[1].append(a.debits_posted - o.debits_posted)
+        cols[2].append(a.credits_pending - o.credits_pending)
+        cols[3].append(a.credits_posted - o.credits_posted)
+        exact = a.flags & _LIMITS
+        cols[4].append(o.debits_pending if exact else None)
+        cols[5].append(o.debits_posted if exact else None)
+        cols[6].append(o.credits_pending if exact else None)
+        cols[7].append(o.credits_posted if exact else None)
+    return _DELTAS, (_ua(ids), *map(_ia, cols))
+
+
+def _new_rows(eng: Engine) -> list[_Write]:
+    """The engine's new transfers and pending states as writes."""
     out: list[_Write] = []
     nt = eng.new_transfers
     if nt:
@@ -681,22 +982,6 @@ def _writes(eng: Engine) -> list[_Write]:
             "set state = excluded.state",
             (_ua(keys), _ta([pc[k].state for k in keys]),
              _ia([pc[k].expires_at_ns for k in keys]))))
-    if eng.touched_accounts:
-        acc = [eng.accounts[i] for i in sorted(eng.touched_accounts)]
-        out.append((
-            "update accounts a set debits_pending = u.dp, debits_posted = u.dpo, "
-            "credits_pending = u.cp, credits_posted = u.cpo from unnest(%s::uuid[], "
-            "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
-            "as u(id, dp, dpo, cp, cpo) where a.id = u.id",
-            (_ua([a.id for a in acc]), _ia([a.debits_pending for a in acc]),
-             _ia([a.debits_posted for a in acc]), _ia([a.credits_pending for a in acc]),
-             _ia([a.credits_posted for a in acc]))))
-    if eng.new_failed:
-        nf = eng.new_failed
-        out.append((
-            "insert into failed_transfers (id, result, ts) select * from unnest("
-            "%s::uuid[], %s::text[], %s::bigint[]) on conflict (id) do nothing",
-            (_ua([f[0] for f in nf]), _ta([f[1] for f in nf]), _ia([f[2] for f in nf]))))
     return out
 
 

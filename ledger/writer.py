@@ -1,18 +1,21 @@
-"""The batched writer: many trio tasks submit, one writer thread writes, each caller gets
+"""The batched writer: many trio tasks submit, one writer task writes, each caller gets
 its own outcome only after COMMIT.
 
 Back of the envelope: a COMMIT with synchronous_commit on costs one WAL flush (~1-5 ms on
-this class of machine), a batch adds 2 round trips (store.py) and ~15 µs of Python per
-transfer plus the event MACs. One transaction per transfer would top out near 1/flush = a
+this class of machine), a batch adds 1-2 round trips (store.py) and ~15 µs of Python per
+transfer plus the event MAC. One transaction per transfer would top out near 1/flush = a
 few hundred per second; one per batch of 1,000 gives ~1,000/(5 ms + 1 ms + 15 ms) ≈ 50k/s
 of ledger work before Python's own overhead. While a batch commits, the next one fills,
 so batches grow with load without any waiting at low load.
 
-The writer is one long-lived thread (started by ``run``, ended when ``run`` ends), not a
-``trio.to_thread`` call per batch: it takes the next batch itself as soon as one is
-committed, and answers a whole batch with one ``run_sync_soon``. Before, a batch's end
-went through the trio thread (the writer task woke, answered, collected the next batch),
-and under load that turn was 1-6 ms of an idle connection per batch.
+The writer is a trio task (started by ``run``): it sends a batch's query strings
+(``Ledger.steps``) on its connection with libpq in non-blocking mode and waits for the
+socket in trio, as the journal's hot path does. Before, a writer thread did this: every
+batch then cost the trio thread a GIL handoff per round trip, per HSM call and per
+wake-up, a thread that polled its queue every millisecond, and a ``run_sync_soon`` back
+to trio; the batch's own Python is the same on either thread. Every wait on the
+database is bounded (twice the statement timeout, then the connection is dropped and
+the batch's outcome is unknown).
 
 Bounds: at most ``queue_max`` requests queued or being written (callers wait for room), a
 batch holds at most ``max_batch`` transfers, and the writer waits at most ``max_wait_ms``
@@ -26,13 +29,14 @@ import collections
 import contextlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import trio
+from psycopg import generators, pq
 
 from . import events as ev
 from .store import Ledger, Outcome, Request
@@ -43,7 +47,6 @@ from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
 # JSON object per line, like its own.
 log = logging.getLogger("payswitch.ledger.writer")
 RECONNECT_LOG_EVERY = 25  # while the database is down: one line per this many tries
-POLL_MAX_S = 0.001  # an idle writer looks for requests this often (at most max_wait_ms)
 WATCH_S = 0.05  # callers' timeouts (submit's timeout_s) are checked this often
 
 
@@ -55,7 +58,6 @@ def _first_line(e: BaseException) -> str:
 class WriterConfig:
     max_batch: int = 2000  # transfers per transaction
     max_wait_ms: float = 1.0  # after the first request, wait this long for more
-    idle_poll_ms: float = 50.0  # with none queued, look every ~1 ms this long, then sleep
     queue_max: int = 20_000  # requests waiting for the writer
     reconnect_backoff_ms: float = 200.0
     statement_timeout_ms: int = 10_000
@@ -69,22 +71,38 @@ class _Slot:
     outcome: Outcome | None = None
     error: LedgerError | None = None
     checked: dict[int, str] = field(default_factory=dict)  # id(event) -> canonical payload
-    queued_at: float = 0.0  # time.monotonic() when queued
+    queued_at: float = 0.0  # trio time when queued
     deadline: float = math.inf  # trio time: the caller hears "timed out" then (run() checks)
     expired: bool = False
-    # under the writer's lock (caller and writer thread): in a batch being written, so the
-    # outcome is the writer's now; a caller who gives up before takes it out of the queue
+    # in a batch being written, so the outcome is the writer's now; a caller who gives
+    # up before takes it out of the queue
     taken: bool = False
 
 
-class BatchWriter:
-    """Owns one database connection, used by its one writer thread.
+async def _drive(gen: Any, fd: int) -> Any:
+    """Run a psycopg generator (libpq in non-blocking mode) with trio waiting on the
+    connection's socket; its return value."""
+    try:
+        wait = next(gen)
+        while True:
+            if wait == generators.WAIT_R:
+                await trio.lowlevel.wait_readable(fd)
+                wait = gen.send(generators.READY_R)
+            else:
+                await trio.lowlevel.wait_writable(fd)
+                wait = gen.send(generators.READY_W if wait == generators.WAIT_W
+                                else generators.READY_RW)
+    except StopIteration as done:
+        return done.value
 
-    Callers (trio tasks) queue requests; the writer thread takes every request queued so
-    far (up to ``max_batch`` transfers), writes them in one transaction and answers the
-    whole batch with one ``run_sync_soon`` into trio, then takes the next batch itself:
-    while a batch commits the next one fills, and no trio task has to run between two
-    batches (under load the trio thread is busy, and its turn took 1-6 ms).
+
+class BatchWriter:
+    """Owns one database connection, used by its one writer task.
+
+    Callers (trio tasks) queue requests; the writer task takes every request queued so
+    far (up to ``max_batch`` transfers), writes them in one transaction from trio
+    (``Ledger.steps``, libpq non-blocking) and answers the whole batch, then takes the
+    next one: while a batch commits the next one fills.
 
     Usage (inside a trio nursery)::
 
@@ -103,25 +121,16 @@ class BatchWriter:
         self.clock_ns = clock_ns
         # requests queued or being written: callers wait for room past queue_max
         self._room = trio.Semaphore(self.config.queue_max)
-        self._lock = threading.Lock()
-        # the writer thread's wake-up: held while it sleeps, released once to wake it (a
-        # plain lock: threading.Condition.notify costs ~10 µs of Python per request)
-        self._bell = threading.Lock()
-        self._bell.acquire()
-        self._stop = threading.Event()  # run() is ending: ends a reconnect's sleep
-        self._queued: collections.deque[_Slot] = collections.deque()  # under _lock
-        self._queued_transfers = 0  # theirs (under _lock)
-        self._waiting = False  # the writer thread waits for requests (under _lock)
-        # what it waits for (under _lock): 0, any request (asleep, idle); n > 0, n more
-        # transfers would fill a batch (collecting one, or polling an empty queue: see
-        # _take), else its timeout ends the wait. A wake-up per request cost the trio
-        # thread its lock release (~2% of the switch's samples at 48 terminals) and the
-        # writer a turn for nothing.
-        self._fill = 0
-        self._stopping = False  # run() is ending: the thread ends (under _lock)
-        self._stopped = False  # run() ended: submit refuses (trio thread only)
-        self._ledger: Ledger | None = None  # the writer thread's, once started
-        # callers waiting with a deadline, and whether run() checks them (trio thread)
+        self._queued: collections.deque[_Slot] = collections.deque()
+        self._queued_transfers = 0  # theirs
+        # the writer task's wake-up while it waits: set by a request when it waits for
+        # any (``_want`` 0), or when the batch it collects is full (``_want`` transfers)
+        self._wake: trio.Event | None = None
+        self._want = 0
+        self._stopped = False  # run() ended: submit refuses
+        self._ledger: Ledger | None = None  # the writer task's, once connected
+        self._batch: list[_Slot] = []  # being written
+        # callers waiting with a deadline, and whether run() checks them
         self._timed: set[_Slot] = set()
         self._watching = False
         self.batches = 0
@@ -131,51 +140,46 @@ class BatchWriter:
         """Requests queued, not yet taken by the writer (the metrics scrape's gauge)."""
         return len(self._queued)
 
-    # -- the writer task and its thread ----------------------------------------------------
+    # -- the writer task -------------------------------------------------------------------
 
     async def run(self, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connects (retrying while the database is down), starts the writer thread and
-        waits; when cancelled, ends the thread (after the batch it is writing) and fails
+        """Connects (retrying while the database is down), then writes batch after
+        batch; when cancelled, finishes the batch it is sending (bounded) and fails
         whatever is still queued."""
-        ended = trio.Event()
-        started = False
         try:
             self._ledger = await self._connect()
-            token = trio.lowlevel.current_trio_token()
-            threading.Thread(target=self._write_loop, args=(token, ended),
-                             name="payswitch-ledger-writer", daemon=True).start()
-            started = True
             task_status.started()
             self._watching = True
-            while True:  # one timer for every caller's timeout, not a cancel scope each
-                await trio.sleep(WATCH_S)
-                self._expire(trio.current_time())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch)
+                while True:
+                    batch = self._batch = await self._take()
+                    await self._write(batch)
+                    self._batch = []
+                    self._answer(batch)
         finally:
             self._watching = False
             self._stopped = True
-            with self._lock:
-                self._stopping = True
-                left = list(self._queued)
-                self._queued.clear()
-                self._queued_transfers = 0
-                self._ring()
-            self._stop.set()
-            # nobody waits forever: whatever is still queued fails (unknown -> retry later)
+            # nobody waits forever: the batch cut short by the stop and whatever is
+            # still queued fail (unknown -> retry later)
             stopped = LedgerError("ledger writer stopped")
+            left, self._batch = [*self._batch, *self._queued], []
+            self._queued.clear()
+            self._queued_transfers = 0
             for slot in left:
-                slot.error = stopped
+                if slot.outcome is None and slot.error is None:
+                    slot.error = stopped
                 slot.done.set()
                 self._room.release()
-            if started:
-                # the batch in flight is answered first; its waits are bounded by the
-                # statement timeout and the TCP bounds, a reconnect's sleep ends on
-                # _stop; then the connection is no longer the thread's
-                with trio.CancelScope(shield=True):
-                    await ended.wait()
             if self._ledger is not None:
                 self._ledger.close()
                 self._ledger = None
+
+    async def _watch(self) -> None:
+        while True:  # one timer for every caller's timeout, not a cancel scope each
+            await trio.sleep(WATCH_S)
+            self._expire(trio.current_time())
 
     async def _connect(self) -> Ledger:
         failures = 0
@@ -203,79 +207,36 @@ class BatchWriter:
             log.warning("ledger_writer_reconnecting", extra={"fields": {
                 "error": _first_line(e), "failures": failures + 1}})
 
-    def _write_loop(self, token: trio.lowlevel.TrioToken, ended: trio.Event) -> None:
-        """The writer thread: batch after batch until run() ends."""
-        try:
-            while True:
-                batch = self._take()
-                if batch is None:
-                    return
-                try:
-                    self._write(batch)
-                finally:  # every caller hears, whatever happened
-                    with contextlib.suppress(trio.RunFinishedError):
-                        token.run_sync_soon(self._answer, batch)
-        finally:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(ended.set)
-
-    def _ring(self) -> None:
-        """Wakes the writer thread if it sleeps (under _lock)."""
-        if self._waiting:
-            self._waiting = False
-            self._bell.release()
-
-    def _take(self) -> list[_Slot] | None:
+    async def _take(self) -> list[_Slot]:
         """The next batch: every request queued so far, up to max_batch transfers,
         waiting for requests when there are none and, after the first, at most
-        max_wait_ms from its arrival for more. None: run() is ending.
-
-        With no request queued the writer first looks again every ``poll_s`` (at most
-        max_wait_ms: a request found then still gets its whole wait from its arrival),
-        and only after idle_poll_ms of that sleeps until a request rings. Under load the
-        queue is empty often, briefly, between batches: a ring then cost the trio thread
-        a futex wake and the writer's preemption of it (~1-3 % of the switch's samples)."""
+        max_wait_ms from its arrival for more (unless the batch is full)."""
         cfg = self.config
         batch: list[_Slot] = []
-        n = 0
-        max_wait_s = cfg.max_wait_ms / 1000
-        poll_s = min(max_wait_s, POLL_MAX_S)
-        polls = int(cfg.idle_poll_ms / 1000 / poll_s) if poll_s > 0 else 0
-        while True:
-            with self._lock:
-                while self._queued and n < cfg.max_batch:
-                    slot = self._queued.popleft()
-                    slot.taken = True
-                    batch.append(slot)
-                    n += len(slot.request.transfers)
-                    self._queued_transfers -= len(slot.request.transfers)
-                if self._stopping:  # what it took is written; run() fails the rest
-                    return batch or None
-                if n >= cfg.max_batch:
-                    return batch
-                if batch:
-                    left = batch[0].queued_at + max_wait_s - time.monotonic()
-                    if left <= 0:
-                        return batch
-                    self._fill = cfg.max_batch - n  # rung when full
-                elif polls > 0:  # idle for now: look again soon, rung only by a full batch
-                    polls -= 1
-                    left, self._fill = poll_s, cfg.max_batch
-                else:
-                    left = -1  # idle: until a request comes or run() ends
-                    self._fill = 0
-                self._waiting = True
-            rung = self._bell.acquire(timeout=left)
-            if not rung:
-                with self._lock:
-                    if self._waiting:  # nobody rang: the bell is still held
-                        self._waiting = False
-                        continue
-                self._bell.acquire()  # rung just as the wait timed out: take it back
+        await trio.lowlevel.checkpoint_if_cancelled()  # run() ends: queued ones fail
+        while not batch:  # the ones waited for may have given up meanwhile
+            while not self._queued:
+                self._wake, self._want = trio.Event(), 0
+                await self._wake.wait()
+            left = self._queued[0].queued_at + cfg.max_wait_ms / 1000 - trio.current_time()
+            if left > 0 and self._queued_transfers < cfg.max_batch:
+                self._wake, self._want = trio.Event(), cfg.max_batch
+                with trio.move_on_after(left):
+                    await self._wake.wait()
+            self._wake = None
+            n = 0
+            while self._queued and n < cfg.max_batch:
+                slot = self._queued.popleft()
+                slot.taken = True
+                batch.append(slot)
+                k = len(slot.request.transfers)
+                n += k
+                self._queued_transfers -= k
+        return batch
 
-    def _write(self, batch: list[_Slot]) -> None:
-        """One batch, one transaction (in the writer thread); reconnects first if the
-        connection was lost (retrying until run() ends: the callers time out meanwhile)."""
+    async def _write(self, batch: list[_Slot]) -> None:
+        """One batch, one transaction; reconnects first if the connection was lost
+        (retrying until run() ends: the callers time out meanwhile)."""
         ledger = self._ledger
         failures = 0
         while ledger is None or ledger.conn.closed or ledger.conn.broken:
@@ -283,23 +244,19 @@ class BatchWriter:
                 ledger.close()
                 self._ledger = ledger = None
             try:
-                self._ledger = ledger = self._new_ledger()
+                self._ledger = ledger = await trio.to_thread.run_sync(self._new_ledger)
             except LedgerError as e:
                 self._log_failure(e, failures)
                 failures += 1
-                # run() ending ends this sleep (bounded anyway)
-                if self._stop.wait(self.config.reconnect_backoff_ms / 1000):
-                    err = LedgerError("ledger writer stopped")
-                    for s in batch:
-                        s.error = err
-                    return
+                await trio.sleep(self.config.reconnect_backoff_ms / 1000)
         if failures:
             log.warning("ledger_writer_reconnected", extra={"fields": {"failures": failures}})
         checked: dict[int, str] = {}
         for s in batch:
             checked.update(s.checked)
         try:
-            outcomes = ledger.submit([s.request for s in batch], checked)
+            with trio.CancelScope(shield=True):  # sent: its outcome is heard (bounded)
+                outcomes = await self._submit(ledger, [s.request for s in batch], checked)
         except Exception as e:  # noqa: BLE001 - every caller must hear about it
             err = e if isinstance(e, LedgerError) else LedgerError(
                 f"ledger batch failed: {type(e).__name__}: {e}")
@@ -313,24 +270,64 @@ class BatchWriter:
             self.transfers += len(s.request.transfers)
             s.outcome = o
 
+    async def _submit(self, ledger: Ledger, requests: list[Request],
+                      checked: dict[int, str]) -> list[Outcome]:
+        """``ledger.steps`` run from trio: each query string sent, its answer awaited on
+        the socket. A batch that raises ends its transaction with a rollback."""
+        steps = ledger.steps(requests, checked)
+        try:
+            query = next(steps)
+            while True:
+                query = steps.send(await self._exchange(ledger, query))
+        except StopIteration as done:
+            outcomes: list[Outcome] = done.value
+            return outcomes
+        except BaseException as e:
+            steps.close()
+            if ledger.rollback_needed():
+                with contextlib.suppress(LedgerError):  # dropped: as good as rolled back
+                    await self._exchange(ledger, b"rollback")
+            if isinstance(e, psycopg.Error):
+                raise LedgerError(
+                    f"ledger batch not committed: {type(e).__name__}: {e}") from e
+            raise
+
+    async def _exchange(self, ledger: Ledger, query: bytes) -> Any:
+        """One query string and its last result (as PQexec's), within twice the
+        statement timeout (the server's own bound; TCP keepalives bound the network):
+        past that the connection is dropped and the outcome is unknown."""
+        pg = ledger.conn.pgconn
+        results = None
+        try:
+            pg.send_query(query)
+            with trio.move_on_after(2 * self.config.statement_timeout_ms / 1000):
+                results = await _drive(generators.execute(pg), pg.socket)
+        except psycopg.Error as e:
+            ledger.close()
+            raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e
+        if not results:
+            ledger.close()
+            raise LedgerError("ledger batch not committed: no answer in time")
+        if pg.status != pq.ConnStatus.OK:
+            ledger.close()
+            raise LedgerError(f"ledger batch not committed: {pg.error_message!r}")
+        return results[-1]
+
     def _expire(self, now: float) -> None:
         """Callers past their deadline hear "timed out": one still queued is taken out
         (never written), one being written keeps its place in the batch (outcome
         unknown to it, as when its wait was cancelled)."""
         for slot in [s for s in self._timed if s.deadline <= now]:
             self._timed.discard(slot)
-            with self._lock:
-                queued = not slot.taken
-                if queued:
-                    self._queued.remove(slot)  # at most queue_max long
-                    self._queued_transfers -= len(slot.request.transfers)
-            if queued:
+            if not slot.taken:
+                self._queued.remove(slot)  # at most queue_max long
+                self._queued_transfers -= len(slot.request.transfers)
                 self._room.release()  # a taken one's is released by _answer
             slot.expired = True
             slot.done.set()
 
     def _answer(self, batch: list[_Slot]) -> None:
-        """In trio: the batch's callers run again; their room in the queue is free."""
+        """The batch's callers run again; their room in the queue is free."""
         for s in batch:
             if s.outcome is None and s.error is None:  # a bug in _write: never hang
                 s.error = LedgerError("ledger writer failed")
@@ -374,27 +371,25 @@ class BatchWriter:
         if self._stopped:  # ended while this caller waited for room
             self._room.release()
             raise LedgerError("ledger writer is not running")
-        slot.queued_at = time.monotonic()
+        now = slot.queued_at = trio.current_time()
         if timeout_s is not None:
-            slot.deadline = trio.current_time() + timeout_s
+            slot.deadline = now + timeout_s
             self._timed.add(slot)
-        with self._lock:
-            self._queued.append(slot)
-            self._queued_transfers += len(request.transfers)
-            if self._waiting and self._queued_transfers >= self._fill:
-                self._ring()  # asleep and idle, or the batch is full now
+        self._queued.append(slot)
+        self._queued_transfers += len(request.transfers)
+        wake = self._wake
+        if wake is not None and self._queued_transfers >= self._want:
+            self._wake = None
+            wake.set()  # the writer waits for any request, or the batch is full now
         try:
             await slot.done.wait()
         finally:
             self._timed.discard(slot)
-            if not slot.done.is_set():
-                with self._lock:
-                    gave_up = not slot.taken
-                    if gave_up:  # cancelled before the writer took it: never written
-                        self._queued.remove(slot)  # at most queue_max long
-                        self._queued_transfers -= len(request.transfers)
-                if gave_up:
-                    self._room.release()
+            if not slot.done.is_set() and not slot.taken:
+                # cancelled before the writer took it: never written
+                self._queued.remove(slot)  # at most queue_max long
+                self._queued_transfers -= len(request.transfers)
+                self._room.release()
         if slot.expired:
             raise LedgerError("ledger write timed out")
         if slot.error is not None:

@@ -241,6 +241,10 @@ class LedgerWire:
         self.currencies = tuple(dict.fromkeys(
             [alpha(c) for c in led.currencies] + [alpha(o.currency) for o in cfg.onus]))
         self._onus = sorted(cfg.onus, key=lambda o: -len(o.prefix))
+        self._onus_prefixes = tuple(o.prefix for o in self._onus)  # one C test first
+        # an off-us hold's (currency, network receivable, merchant payable, ledger) by
+        # (link, DE49): derived from names, the same every time
+        self._offus_accounts: dict[tuple[str, str | None], tuple[str, int, int, int]] = {}
         self._control: L.Ledger | None = None
         self._control_lock = trio.Lock()
         self._provisioned: set[int] = set()
@@ -289,8 +293,8 @@ class LedgerWire:
         """The HSM's PAN token (``section.pan_tkn``) keys cardholder accounts, and its EVK
         key (``section.event_mac``) MACs the event chain, instead of the
         environment-keyed stand-ins (unless callables were injected). The MAC is the sync
-        call: the writer runs it in its worker thread (the library lock serialises it
-        with the switch's other HSM calls)."""
+        call, inline in the writer task on the trio thread like the switch's other
+        inline HSM calls (the library lock serialises it with them), once per batch."""
         if self.pan_token is None:
             label = section.pan_tkn
             self._hsm_token = lambda pan: async_hsm.pan_token(label, pan)
@@ -386,7 +390,7 @@ class LedgerWire:
         return acct
 
     def onus_range(self, pan: str | None) -> OnusSection | None:
-        if not pan:
+        if not pan or not pan.startswith(self._onus_prefixes):  # off-us: most cards
             return None
         return next((o for o in self._onus if pan.startswith(o.prefix)), None)
 
@@ -517,17 +521,23 @@ class LedgerWire:
                          stand_in: bool = False) -> None:
         """An issuer's approval (or the switch's, standing in for it: marked on the
         ``approved`` event): network receivable -> merchant payable, pending."""
-        ccy = alpha(req.currency or "840")
-        if ccy not in self.currencies:
-            raise LedgerUnavailable(f"no ledger for currency {ccy}")
+        accts = self._offus_accounts.get((link, req.currency))
+        if accts is None:
+            ccy = alpha(req.currency or "840")
+            if ccy not in self.currencies:
+                raise LedgerUnavailable(f"no ledger for currency {ccy}")
+            accts = (ccy, self.network_receivable(link, ccy), self.merchant_payable(ccy),
+                     ledger_no(ccy))
+            if len(self._offus_accounts) < 1024:  # links x currencies in the config
+                self._offus_accounts[link, req.currency] = accts
+        ccy, receivable, payable, ledger = accts
         if req.amount_minor is None:  # holds_money() said yes: DE4 is there
             raise UnsupportedTransaction("no amount (DE4)")
         ids = auth_ids(dup_key)
         events = _hold_events(ids, req, req.amount_minor, link, auth_code, stand_in, ccy)
         texts = _hold_texts(req, mask(req.pan), link, auth_code, stand_in, ccy)
-        t = L.Transfer(ids.hold, self.network_receivable(link, ccy), self.merchant_payable(ccy),
-                       req.amount_minor, ledger_no(ccy), AUTH_OFFUS, L.TransferFlags.PENDING,
-                       0, self.cfg.ledger.hold_timeout_s)
+        t = L.Transfer(ids.hold, receivable, payable, req.amount_minor, ledger, AUTH_OFFUS,
+                       L.TransferFlags.PENDING, 0, self.cfg.ledger.hold_timeout_s)
         out = await self._submit(
             [t], events[:4], (*events[:2], events[4]),
             None if texts is None else dict(zip(map(id, events), texts, strict=True)))

@@ -3,7 +3,10 @@ message of the ledger's connection, and each round trip ends with exactly one
 ReadyForQuery from the server (after a Sync, or after a simple Query's last statement).
 
 A batch is ``begin; <reads>`` and ``<writes>; commit``: two, whatever it holds (six or
-seven before: BEGIN, transfers, accounts, pending states, chain head, write, COMMIT)."""
+seven before: BEGIN, transfers, accounts, pending states, chain head, write, COMMIT).
+A batch of new holds on accounts and a chain head the connection's last commit left is
+one: ``begin; <lock>; <guarded writes>; commit`` (``Ledger._submit_fast``); when the
+guard finds the connection's knowledge stale it is three (the fast try, then the two)."""
 
 from __future__ import annotations
 
@@ -77,14 +80,25 @@ def test_a_ledger_batch_is_two_round_trips_whatever_it_holds(pg_dsn):
             assert [o.results for o in out] == [("created",), ("created",)]
             assert trace.round_trips() == 2
             # the same again (a retry): every transfer exists, every event is stored
+            # (tried in one round trip first: the hold is there, so the write fails)
             out = led.submit([Request((_hold(100),), _events(100))])
             assert out[0].results == ("exists",) and out[0].events_written == ()
-            assert trace.round_trips() == 2
-            # events alone; transfers alone
+            assert trace.round_trips() == 3 and led.fast_misses == 1
+            # after a miss the next two batches go the usual way: events alone;
+            # transfers alone
             assert len(led.append_events([Event(3000, "received", {})])) == 1
             assert trace.round_trips() == 2
             assert led.create_transfers([_hold(300)]) == ["created"]
             assert trace.round_trips() == 2
+            # then one round trip again: holds, events alone, transfers alone
+            out = led.submit([Request((_hold(500 + k),), _events(500 + k)) for k in range(3)])
+            assert [o.results for o in out] == [("created",)] * 3
+            assert trace.round_trips() == 1
+            assert len(led.append_events([Event(3001, "received", {})])) == 1
+            assert trace.round_trips() == 1
+            assert led.create_transfers([_hold(301)]) == ["created"]
+            assert trace.round_trips() == 1
+            assert led.fast_batches == 3 and led.fast_misses == 1
         finally:
             trace.close()
         # what those round trips did is in the tables
@@ -94,9 +108,10 @@ def test_a_ledger_batch_is_two_round_trips_whatever_it_holds(pg_dsn):
             "(select count(*) from events), (select seq from event_chain_head), "
             "(select string_agg(state, ',' order by id) from pending_transfers)",
             (_u(ALICE), _u(ALICE))).fetchone()
-    # pending: 101 posted, 100 voided; 102-104 and 300 held; 199 refused
-    assert row == (4 * 100, 50, 6 * 4 + 2 + 1, 27,
-                   "voided,posted,pending,pending,pending,pending")
+    # pending: 101 posted, 100 voided; 102-104, 300, 301 and 500-502 held; 199 refused
+    assert row == (8 * 100, 50, 6 * 4 + 2 + 1 + 3 * 4 + 1, 40,
+                   "voided,posted,pending,pending,pending,pending,pending,pending,"
+                   "pending,pending")
 
 
 def test_a_batch_that_fails_between_begin_and_commit_leaves_no_transaction(pg_dsn):
@@ -127,7 +142,9 @@ def test_a_batch_that_fails_between_begin_and_commit_leaves_no_transaction(pg_ds
             assert out[0].results == ("created",) and len(out[0].events_written) == 4
         names = led.conn.execute("select count(*) from pg_prepared_statements "
                                  "where name like 'payswitch_ledger_%'").fetchone()
-        assert names == (3,)  # one read, the refused write's, one write
+        # one read, the refused write's, one write (the batch after the refused one:
+        # nothing kept from a batch that failed), then the fast path's lock and write
+        assert names == (5,) and led.fast_batches == 3
 
 
 def _u(i: int) -> str:
