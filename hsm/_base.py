@@ -66,6 +66,46 @@ CVV2_SERVICE_CODE = "000"
 ICVV_SERVICE_CODE = "999"
 
 
+GCM_NONCE_BYTES = 12
+NONCE_BATCH = 256  # AES-GCM nonces drawn from the token's RNG in one call
+_fork_generation = 0  # bumped in a forked child: a pool inherited from the parent is dropped
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class NoncePool:
+    """AES-GCM nonces (12 random bytes each) from the token's RNG, ``NONCE_BATCH`` per
+    ``C_GenerateRandom`` instead of one call per encryption. Each nonce is handed out
+    once: the pool is read forward and refilled when used up, and a forked child drops
+    what it inherited (it would hand out the parent's next nonces). Random bytes kept
+    for a nonce are not secret: a nonce is stored in clear next to its ciphertext.
+    Callers hold ``session.LIBRARY_LOCK``."""
+
+    __slots__ = ("_buf", "_at", "_generation")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._at = 0
+        self._generation = _fork_generation
+
+    def take(self, source: Any) -> bytes:
+        """The next nonce; ``source`` is the python-pkcs11 session (``generate_random``)."""
+        at = self._at
+        if at + GCM_NONCE_BYTES > len(self._buf) or self._generation != _fork_generation:
+            buf = bytes(source.generate_random(8 * GCM_NONCE_BYTES * NONCE_BATCH))
+            if len(buf) != GCM_NONCE_BYTES * NONCE_BATCH:
+                raise HsmDeviceError("the token's RNG returned a short buffer")
+            self._buf, at, self._generation = buf, 0, _fork_generation
+        self._at = at + GCM_NONCE_BYTES
+        return self._buf[at:at + GCM_NONCE_BYTES]
+
+
 def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
@@ -250,6 +290,7 @@ class HsmBase:
         self._session = session.open_session(config)
         self._keys: dict[str, _Key] = {}
         self._derived = DerivedCache(self.policy.derived_keys)
+        self._nonces = NoncePool()
         if self.policy.key_streams < 0 or self.policy.key_stream_age_s <= 0:
             session.release_session(config)
             raise HsmConfigError("key streams >= 0, their age > 0")

@@ -40,10 +40,11 @@ class PanOps(HsmBase):
 
     @_locked
     def encrypt_pan(self, key: str, pan: str, aad: bytes = b"") -> bytes:
-        """AES-GCM in the token: nonce (12, from the token RNG) || ciphertext || tag."""
+        """AES-GCM in the token: nonce (12, from the token RNG, drawn in batches:
+        ``NoncePool``) || ciphertext || tag."""
         _check_digits(pan, "PAN", 12, 19)
         k = self._use(key, Op.PAN_ENCRYPT)
-        nonce = self._session.generate_random(96)
+        nonce = self._nonces.take(self._session)
         return nonce + _raw.gcm_encrypt(k.main, nonce, pan.encode(), bytes(aad))
 
     @_locked
