@@ -113,26 +113,40 @@ def _xor(a: bytes, b: bytes) -> bytes:
 def _locked(fn: Callable[P, R]) -> Callable[P, R]:
     """A command: check the token's role allows it (hsm/roles.py), hold the library lock
     for the whole operation and type every library error."""
-    name = fn.__name__
+    return _locked_as(fn.__name__)(fn)
 
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if name not in args[0]._allowed:  # type: ignore[attr-defined]
-            args[0]._authorize(name)  # type: ignore[attr-defined]  # ceremony, or refused
-        with session.LIBRARY_LOCK:
-            try:
-                return fn(*args, **kwargs)
-            except HsmError:
-                raise
-            except pkcs11.PKCS11Error as e:
-                # The class name says what failed (e.g. KeyTypeInconsistent), or for a
-                # direct call its function and return code; no data.
-                what = str(e) if isinstance(e, _raw.CallError) else type(e).__name__
-                raise HsmDeviceError(f"PKCS#11 error: {what}") from None
-            except pb.PinBlockFormatError as e:
-                raise PinBlockError(str(e)) from None
 
-    return wrapper
+def _locked_as(*commands: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``_locked`` for a method that does the work of ``commands`` in one lock hold:
+    allowed exactly when each of them is (each checked, and counted when refused, under
+    its own name, in this order)."""
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        name = commands[0]
+        rest = commands[1:]
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            allowed = args[0]._allowed  # type: ignore[attr-defined]
+            if name not in allowed:
+                args[0]._authorize(name)  # type: ignore[attr-defined]  # ceremony, or refused
+            for other in rest:
+                if other not in allowed:
+                    args[0]._authorize(other)  # type: ignore[attr-defined]
+            with session.LIBRARY_LOCK:
+                try:
+                    return fn(*args, **kwargs)
+                except HsmError:
+                    raise
+                except pkcs11.PKCS11Error as e:
+                    # The class name says what failed (e.g. KeyTypeInconsistent), or for
+                    # a direct call its function and return code; no data.
+                    what = str(e) if isinstance(e, _raw.CallError) else type(e).__name__
+                    raise HsmDeviceError(f"PKCS#11 error: {what}") from None
+                except pb.PinBlockFormatError as e:
+                    raise PinBlockError(str(e)) from None
+
+        return wrapper
+    return decorate
 
 
 @dataclass
