@@ -66,6 +66,46 @@ CVV2_SERVICE_CODE = "000"
 ICVV_SERVICE_CODE = "999"
 
 
+GCM_NONCE_BYTES = 12
+NONCE_BATCH = 256  # AES-GCM nonces drawn from the token's RNG in one call
+_fork_generation = 0  # bumped in a forked child: a pool inherited from the parent is dropped
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class NoncePool:
+    """AES-GCM nonces (12 random bytes each) from the token's RNG, ``NONCE_BATCH`` per
+    ``C_GenerateRandom`` instead of one call per encryption. Each nonce is handed out
+    once: the pool is read forward and refilled when used up, and a forked child drops
+    what it inherited (it would hand out the parent's next nonces). Random bytes kept
+    for a nonce are not secret: a nonce is stored in clear next to its ciphertext.
+    Callers hold ``session.LIBRARY_LOCK``."""
+
+    __slots__ = ("_buf", "_at", "_generation")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._at = 0
+        self._generation = _fork_generation
+
+    def take(self, source: Any) -> bytes:
+        """The next nonce; ``source`` is the python-pkcs11 session (``generate_random``)."""
+        at = self._at
+        if at + GCM_NONCE_BYTES > len(self._buf) or self._generation != _fork_generation:
+            buf = bytes(source.generate_random(8 * GCM_NONCE_BYTES * NONCE_BATCH))
+            if len(buf) != GCM_NONCE_BYTES * NONCE_BATCH:
+                raise HsmDeviceError("the token's RNG returned a short buffer")
+            self._buf, at, self._generation = buf, 0, _fork_generation
+        self._at = at + GCM_NONCE_BYTES
+        return self._buf[at:at + GCM_NONCE_BYTES]
+
+
 def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
@@ -73,26 +113,40 @@ def _xor(a: bytes, b: bytes) -> bytes:
 def _locked(fn: Callable[P, R]) -> Callable[P, R]:
     """A command: check the token's role allows it (hsm/roles.py), hold the library lock
     for the whole operation and type every library error."""
-    name = fn.__name__
+    return _locked_as(fn.__name__)(fn)
 
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if name not in args[0]._allowed:  # type: ignore[attr-defined]
-            args[0]._authorize(name)  # type: ignore[attr-defined]  # ceremony, or refused
-        with session.LIBRARY_LOCK:
-            try:
-                return fn(*args, **kwargs)
-            except HsmError:
-                raise
-            except pkcs11.PKCS11Error as e:
-                # The class name says what failed (e.g. KeyTypeInconsistent), or for a
-                # direct call its function and return code; no data.
-                what = str(e) if isinstance(e, _raw.CallError) else type(e).__name__
-                raise HsmDeviceError(f"PKCS#11 error: {what}") from None
-            except pb.PinBlockFormatError as e:
-                raise PinBlockError(str(e)) from None
 
-    return wrapper
+def _locked_as(*commands: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``_locked`` for a method that does the work of ``commands`` in one lock hold:
+    allowed exactly when each of them is (each checked, and counted when refused, under
+    its own name, in this order)."""
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        name = commands[0]
+        rest = commands[1:]
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            allowed = args[0]._allowed  # type: ignore[attr-defined]
+            if name not in allowed:
+                args[0]._authorize(name)  # type: ignore[attr-defined]  # ceremony, or refused
+            for other in rest:
+                if other not in allowed:
+                    args[0]._authorize(other)  # type: ignore[attr-defined]
+            with session.LIBRARY_LOCK:
+                try:
+                    return fn(*args, **kwargs)
+                except HsmError:
+                    raise
+                except pkcs11.PKCS11Error as e:
+                    # The class name says what failed (e.g. KeyTypeInconsistent), or for
+                    # a direct call its function and return code; no data.
+                    what = str(e) if isinstance(e, _raw.CallError) else type(e).__name__
+                    raise HsmDeviceError(f"PKCS#11 error: {what}") from None
+                except pb.PinBlockFormatError as e:
+                    raise PinBlockError(str(e)) from None
+
+        return wrapper
+    return decorate
 
 
 @dataclass
@@ -250,6 +304,7 @@ class HsmBase:
         self._session = session.open_session(config)
         self._keys: dict[str, _Key] = {}
         self._derived = DerivedCache(self.policy.derived_keys)
+        self._nonces = NoncePool()
         if self.policy.key_streams < 0 or self.policy.key_stream_age_s <= 0:
             session.release_session(config)
             raise HsmConfigError("key streams >= 0, their age > 0")

@@ -132,15 +132,33 @@ _HMAC = _Mechanism(int(Mechanism.SHA256_HMAC), None, 0)  # no parameter: shared
 GCM_NONCE, GCM_TAG = 12, 16
 
 
+class _Scratch:
+    """The ctypes objects of the HMAC and AES-GCM calls, made once and reused (a
+    buffer, a length, a CK_GCM_PARAMS and its mechanism per call cost a few µs of
+    Python each; these run several times per authorization). Shared: callers hold
+    ``session.LIBRARY_LOCK``. A decryption's clear output is zeroed after it is read."""
+
+    def __init__(self) -> None:
+        self.mac = ctypes.create_string_buffer(32)
+        self.n = _UL()
+        self.out = ctypes.create_string_buffer(256)
+        self.gcm = _GcmParams(None, GCM_NONCE, 8 * GCM_NONCE, None, 0, 8 * GCM_TAG)
+        self.gcm_mech = _Mechanism(_AES_GCM, ctypes.addressof(self.gcm), _GCM_PARAMS_SIZE)
+
+
+_scratch = _Scratch()
+
+
 def hmac_sha256(key: Any, data: bytes) -> bytes:
     """C_SignInit + C_Sign with SHA256_HMAC under ``key``: 32 bytes."""
     lib = _library()
     sess = key.session.handle
     _check(lib.C_SignInit(sess, _HMAC, key.handle), "C_SignInit")
-    out = ctypes.create_string_buffer(32)
-    n = _UL(32)
-    _check(lib.C_Sign(sess, data, len(data), out, n), "C_Sign")
-    return out.raw[:n.value]
+    sc = _scratch
+    n = sc.n
+    n.value = 32
+    _check(lib.C_Sign(sess, data, len(data), sc.mac, n), "C_Sign")
+    return ctypes.string_at(sc.mac, n.value)
 
 
 def _gcm(key: Any, nonce: bytes, aad: bytes, data: bytes, decrypt: bool) -> bytes:
@@ -151,18 +169,26 @@ def _gcm(key: Any, nonce: bytes, aad: bytes, data: bytes, decrypt: bool) -> byte
         raise CallError("AES-GCM: 12-byte nonce, ciphertext with its 16-byte tag")
     lib = _library()
     sess = key.session.handle
+    sc = _scratch
     # c_char_p fields point into the bytes objects, which the struct keeps alive
-    param = _GcmParams(nonce, GCM_NONCE, 8 * GCM_NONCE, aad or None, len(aad), 8 * GCM_TAG)
-    mech = _Mechanism(_AES_GCM, ctypes.addressof(param), _GCM_PARAMS_SIZE)
+    param = sc.gcm
+    param.pIv, param.pAAD, param.ulAADLen = nonce, aad or None, len(aad)
     init, call = (lib.C_DecryptInit, lib.C_Decrypt) if decrypt else (
         lib.C_EncryptInit, lib.C_Encrypt)
-    _check(init(sess, mech, key.handle), "C_DecryptInit" if decrypt else "C_EncryptInit")
+    _check(init(sess, sc.gcm_mech, key.handle),
+           "C_DecryptInit" if decrypt else "C_EncryptInit")
     # SoftHSM wants room for the whole input when decrypting (it buffers ct || tag)
     size = len(data) if decrypt else len(data) + GCM_TAG
-    out = ctypes.create_string_buffer(size)
-    n = _UL(size)
-    _check(call(sess, data, len(data), out, n), "C_Decrypt" if decrypt else "C_Encrypt")
-    return out.raw[:n.value]
+    out = sc.out if size <= len(sc.out) else ctypes.create_string_buffer(size)
+    n = sc.n
+    n.value = size
+    try:
+        _check(call(sess, data, len(data), out, n), "C_Decrypt" if decrypt else "C_Encrypt")
+        return ctypes.string_at(out, n.value)
+    finally:
+        param.pIv = param.pAAD = None  # no reference kept to the caller's bytes
+        if decrypt:
+            ctypes.memset(out, 0, size)  # a clear PAN is not left in the kept buffer
 
 
 def gcm_encrypt(key: Any, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes:

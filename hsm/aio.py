@@ -46,7 +46,7 @@ ASYNC_METHODS = frozenset(
         "generate_icvv", "verify_icvv",
         "generate_mac", "verify_mac",
         "generate_arqc", "verify_arqc", "generate_arpc",
-        "pan_token", "encrypt_pan", "decrypt_pan", "event_mac",
+        "pan_token", "encrypt_pan", "protect_pan", "decrypt_pan", "event_mac",
     }
 )
 
@@ -113,6 +113,12 @@ class AsyncHsm:
 
     async def encrypt_pan(self, *args: Any, **kw: Any) -> bytes:
         return bytes(await self.call(self.hsm.encrypt_pan, *args, **kw))
+
+    async def protect_pan(self, *args: Any, **kw: Any) -> tuple[str, bytes]:
+        if self.inline:
+            return self.hsm.protect_pan(*args, **kw)
+        token, blob = await self.call(self.hsm.protect_pan, *args, **kw)
+        return token, blob
 
     async def decrypt_pan(self, *args: Any, **kw: Any) -> str:
         return str(await self.call(self.hsm.decrypt_pan, *args, **kw))

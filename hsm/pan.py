@@ -12,6 +12,7 @@ from payswitch.hsm._base import (
     HsmBase,
     _check_digits,
     _locked,
+    _locked_as,
 )
 from payswitch.hsm.errors import (
     HsmInputError,
@@ -40,11 +41,26 @@ class PanOps(HsmBase):
 
     @_locked
     def encrypt_pan(self, key: str, pan: str, aad: bytes = b"") -> bytes:
-        """AES-GCM in the token: nonce (12, from the token RNG) || ciphertext || tag."""
+        """AES-GCM in the token: nonce (12, from the token RNG, drawn in batches:
+        ``NoncePool``) || ciphertext || tag."""
         _check_digits(pan, "PAN", 12, 19)
         k = self._use(key, Op.PAN_ENCRYPT)
-        nonce = self._session.generate_random(96)
+        nonce = self._nonces.take(self._session)
         return nonce + _raw.gcm_encrypt(k.main, nonce, pan.encode(), bytes(aad))
+
+    @_locked_as("pan_token", "encrypt_pan")
+    def protect_pan(self, tkn: str, dek: str, pan: str, aad: bytes = b"",
+                    ) -> tuple[str, bytes]:
+        """``(pan_token(tkn, pan), encrypt_pan(dek, pan, aad))`` in one command: the same
+        two results, role checks and key usage checks, with one lock hold and one PAN
+        check (the journal's PAN at rest: both for every forwarded authorization)."""
+        _check_digits(pan, "PAN", 12, 19)
+        t = self._use(tkn, Op.PAN_TOKEN)
+        d = self._use(dek, Op.PAN_ENCRYPT)
+        data = pan.encode()
+        token = _raw.hmac_sha256(t.main, data).hex()
+        nonce = self._nonces.take(self._session)
+        return token, nonce + _raw.gcm_encrypt(d.main, nonce, data, bytes(aad))
 
     @_locked
     def decrypt_pan(self, key: str, blob: bytes, aad: bytes = b"") -> str:

@@ -12,7 +12,6 @@ import logging
 import os
 from typing import Any
 
-from payswitch.hsm import Hsm as SyncHsm
 from payswitch.hsm.aio import AsyncHsm
 from payswitch.hsm.errors import HsmError
 from payswitch.switch.config import Config, ConfigError
@@ -33,9 +32,9 @@ async def protect(svc: Services, ctx: Context, pan: str | None = None,
         return None
     h = svc.cfg.hsm
     try:
-        if isinstance(svc.hsm, AsyncHsm):  # both in one call (one hop in thread mode)
-            token, blob = await svc.hsm.call(_token_and_blob, svc.hsm.hsm, h.pan_tkn,
-                                             h.pan_dek, pan, pan_aad(ctx.dup_key))
+        if isinstance(svc.hsm, AsyncHsm):  # one command (one hop in thread mode)
+            token, blob = await svc.hsm.protect_pan(h.pan_tkn, h.pan_dek, pan,
+                                                    pan_aad(ctx.dup_key))
         else:
             token = await svc.hsm.pan_token(h.pan_tkn, pan)
             blob = await svc.hsm.encrypt_pan(h.pan_dek, pan, pan_aad(ctx.dup_key))
@@ -45,11 +44,6 @@ async def protect(svc: Services, ctx: Context, pan: str | None = None,
             note="stored without DE2")
         return None
     return token, blob
-
-
-def _token_and_blob(hsm: SyncHsm, tkn: str, dek: str, pan: str, aad: bytes,
-                    ) -> tuple[str, bytes]:
-    return hsm.pan_token(tkn, pan), hsm.encrypt_pan(dek, pan, aad)
 
 
 async def protect_saf(svc: Services, ctx: Context) -> None:
