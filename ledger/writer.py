@@ -39,6 +39,7 @@ import trio
 from psycopg import generators, pq
 
 from . import events as ev
+from .pgtrio import drive
 from .store import Ledger, Outcome, Request
 from .types import BATCH_MAX, Event, LedgerError, Transfer, TransferFlags
 
@@ -77,23 +78,6 @@ class _Slot:
     # in a batch being written, so the outcome is the writer's now; a caller who gives
     # up before takes it out of the queue
     taken: bool = False
-
-
-async def _drive(gen: Any, fd: int) -> Any:
-    """Run a psycopg generator (libpq in non-blocking mode) with trio waiting on the
-    connection's socket; its return value."""
-    try:
-        wait = next(gen)
-        while True:
-            if wait == generators.WAIT_R:
-                await trio.lowlevel.wait_readable(fd)
-                wait = gen.send(generators.READY_R)
-            else:
-                await trio.lowlevel.wait_writable(fd)
-                wait = gen.send(generators.READY_W if wait == generators.WAIT_W
-                                else generators.READY_RW)
-    except StopIteration as done:
-        return done.value
 
 
 class BatchWriter:
@@ -301,7 +285,7 @@ class BatchWriter:
         try:
             pg.send_query(query)
             with trio.move_on_after(2 * self.config.statement_timeout_ms / 1000):
-                results = await _drive(generators.execute(pg), pg.socket)
+                results = await drive(generators.execute(pg), pg.socket)
         except psycopg.Error as e:
             ledger.close()
             raise LedgerError(f"ledger batch not committed: {type(e).__name__}: {e}") from e

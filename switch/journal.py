@@ -56,6 +56,7 @@ from psycopg.types.json import Jsonb
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.codecs.pan import mask_pan
+from payswitch.ledger.pgtrio import drive
 from payswitch.ledger.store import tcp_bounds
 from payswitch.switch.errors import StoreError
 
@@ -331,7 +332,7 @@ class _TrioBulk:
                 array([b.entry for b in calls if b.gate == "d"]), owner,
                 array([row for b in calls for row in b.rows])])
             with trio.move_on_after(deadline_s):
-                results = await _drive(generators.execute(pg), pg.socket)
+                results = await drive(generators.execute(pg), pg.socket)
         except psycopg.Error as e:
             lost = pg.status != pq.ConnStatus.OK
             self._drop(conn)
@@ -393,23 +394,6 @@ class _TrioBulk:
             conn, self.conn = (self.conn, None) if not self.leading else (None, self.conn)
         if conn is not None:
             conn.close()
-
-
-async def _drive(gen: Any, fd: int) -> Any:
-    """Run a psycopg generator (libpq in non-blocking mode) with trio waiting on the
-    connection's socket; its return value."""
-    try:
-        wait = next(gen)
-        while True:
-            if wait == generators.WAIT_R:
-                await trio.lowlevel.wait_readable(fd)
-                wait = gen.send(generators.READY_R)
-            else:
-                await trio.lowlevel.wait_writable(fd)
-                wait = gen.send(generators.READY_W if wait == generators.WAIT_W
-                                else generators.READY_RW)
-    except StopIteration as done:
-        return done.value
 
 
 class Store:

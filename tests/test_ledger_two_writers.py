@@ -10,6 +10,7 @@ import hmac
 import threading
 
 import psycopg
+import pytest
 
 from payswitch.ledger.store import Ledger, Request
 from payswitch.ledger.types import Account, Event, Transfer, TransferFlags
@@ -32,11 +33,14 @@ def _hold(tid: int) -> Request:
                    events)
 
 
-def test_two_writers_at_once_refuse_no_hold(pg_dsn):
-    """Before the batch read locked its accounts by an array (store.py, ``_READ_A``),
-    a row the other writer changed while this one waited for its lock was re-checked
-    against a semi-join and dropped: about half of the holds were refused
-    debit_account_not_found (and recorded as failed, so a retry was refused too)."""
+@pytest.mark.parametrize("fast", [True, False])
+def test_two_writers_at_once_refuse_no_hold(pg_dsn, fast):
+    """With the one-round-trip path (its guards miss when the other writer moved the
+    chain head) or without it (reads, then writes). Before the batch read locked its
+    accounts by an array (store.py, ``_READ_A``), a row the other writer changed while
+    this one waited for its lock was re-checked against a semi-join and dropped: about
+    half of the holds were refused debit_account_not_found (and recorded as failed, so
+    a retry was refused too)."""
     with Ledger(pg_dsn, migrate=True) as led:
         assert set(led.create_accounts((Account(SHOP, USD, 3), Account(NET, USD, 4)))) == {
             "created"}
@@ -45,7 +49,7 @@ def test_two_writers_at_once_refuse_no_hold(pg_dsn):
 
     def writer(w: int) -> None:
         try:
-            with Ledger(pg_dsn, mac=_mac) as led:
+            with Ledger(pg_dsn, mac=_mac, fast=fast) as led:
                 for b in range(BATCHES):
                     first = 1_000_000 * (w + 1) + 10 * b
                     out = led.submit([_hold(first + k) for k in range(PER_BATCH)])
