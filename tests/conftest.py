@@ -15,6 +15,7 @@ from hsmkit import (  # noqa: F401  SoftHSM token fixtures
     hsm_tokens,
     issuer_hsm,
     issuer_hsm_token,
+    pan_keys,
     terminal_hsm,
     terminal_hsm_token,
 )

@@ -84,3 +84,27 @@ def terminal_hsm(terminal_hsm_token: TokenConfig) -> Iterator[Hsm]:
 def hsm_scratch(hsm_tokens: dict[str, TokenConfig]) -> Iterator[Hsm]:
     with Hsm(hsm_tokens[SCRATCH_TOKEN]) as h:
         yield h
+
+
+def clear_test_key(label: str) -> bytes:
+    """The clear value of a TEST key (``payswitch.hsm.devkeys``): what an independent
+    library (hmac, cryptography) computes with to check the token's answer."""
+    from payswitch.hsm import devkeys
+    return bytes.fromhex(devkeys.TEST_KEYS[label].components[0])
+
+
+@pytest.fixture(scope="module")
+def pan_keys(hsm_scratch: Hsm) -> Iterator[dict[str, str]]:
+    """The TEST TKN, DEK and EVK imported on the scratch token under labels of the
+    module's own (deleted after it): {TEST label: scratch label}."""
+    import uuid
+
+    from payswitch.hsm import devkeys
+    made: dict[str, str] = {}
+    for label in (devkeys.TKN, devkeys.DEK, devkeys.EVK):
+        made[label] = f"{label}-{uuid.uuid4().hex[:8]}"
+        hsm_scratch.import_key_components(made[label], devkeys.TEST_KEYS[label].key_type,
+                                          [clear_test_key(label)])
+    yield made
+    for label in made.values():
+        hsm_scratch.delete_key(label)

@@ -5,30 +5,16 @@ checked with cryptography's AESGCM on the TEST DEK's clear value."""
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hsmkit import clear_test_key
 
 from payswitch.hsm import HsmDeviceError, _base, devkeys
 
 PAN = "4761739001010010"
 
 
-def _clear(label: str) -> bytes:
-    return bytes.fromhex(devkeys.TEST_KEYS[label].components[0])
-
-
-@pytest.fixture(scope="module")
-def keys(hsm_scratch):
-    made = {}
-    for label in (devkeys.DEK, devkeys.TKN):
-        made[label] = f"{label}-{uuid.uuid4().hex[:8]}"
-        hsm_scratch.import_key_components(made[label], devkeys.TEST_KEYS[label].key_type,
-                                          [_clear(label)])
-    yield made
-    for label in made.values():
-        hsm_scratch.delete_key(label)
 
 
 class _CountingRng:
@@ -43,12 +29,12 @@ class _CountingRng:
         return os.urandom(bits // 8 - (1 if self.short else 0))
 
 
-def test_nonces_across_batches_are_distinct_and_decrypt(hsm_scratch, keys):
+def test_nonces_across_batches_are_distinct_and_decrypt(hsm_scratch, pan_keys):
     n = 2 * _base.NONCE_BATCH + 3  # three refills
     aad = b"payswitch-pan|k"
-    blobs = [hsm_scratch.encrypt_pan(keys[devkeys.DEK], PAN, aad) for _ in range(n)]
+    blobs = [hsm_scratch.encrypt_pan(pan_keys[devkeys.DEK], PAN, aad) for _ in range(n)]
     assert len({b[:12] for b in blobs}) == n
-    gcm = AESGCM(_clear(devkeys.DEK))
+    gcm = AESGCM(clear_test_key(devkeys.DEK))
     for blob in blobs:
         assert len(blob) == 12 + len(PAN) + 16
         assert gcm.decrypt(blob[:12], blob[12:], aad) == PAN.encode()

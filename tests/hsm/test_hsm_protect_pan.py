@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import uuid
 
 import pytest
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hsmkit import clear_test_key
 
 from payswitch.hsm import (
     AsyncHsm,
@@ -26,56 +26,43 @@ PAN = "4761739001010010"
 AAD = b"payswitch-pan|0123456789abcdef"
 
 
-def _clear(label: str) -> bytes:
-    return bytes.fromhex(devkeys.TEST_KEYS[label].components[0])
-
-
-@pytest.fixture(scope="module")
-def keys(hsm_scratch):
-    made = {}
-    for label in (devkeys.TKN, devkeys.DEK):
-        made[label] = f"{label}-{uuid.uuid4().hex[:8]}"
-        hsm_scratch.import_key_components(made[label], devkeys.TEST_KEYS[label].key_type,
-                                          [_clear(label)])
-    yield made
-    for label in made.values():
-        hsm_scratch.delete_key(label)
 
 
 @pytest.mark.parametrize("pan", [PAN, "476173900101", "4761739001010010123"])
 @pytest.mark.parametrize("aad", [b"", AAD])
-def test_protect_pan_is_hmac_and_aes_gcm(hsm_scratch, keys, pan, aad):
-    token, blob = hsm_scratch.protect_pan(keys[devkeys.TKN], keys[devkeys.DEK], pan, aad)
-    assert token == hmac.new(_clear(devkeys.TKN), pan.encode(), hashlib.sha256).hexdigest()
-    assert token == hsm_scratch.pan_token(keys[devkeys.TKN], pan)
+def test_protect_pan_is_hmac_and_aes_gcm(hsm_scratch, pan_keys, pan, aad):
+    token, blob = hsm_scratch.protect_pan(pan_keys[devkeys.TKN], pan_keys[devkeys.DEK], pan, aad)
+    assert token == hmac.new(clear_test_key(devkeys.TKN), pan.encode(), hashlib.sha256).hexdigest()
+    assert token == hsm_scratch.pan_token(pan_keys[devkeys.TKN], pan)
     assert len(blob) == 12 + len(pan) + 16
-    clear = AESGCM(_clear(devkeys.DEK)).decrypt(blob[:12], blob[12:], aad or None)
+    clear = AESGCM(clear_test_key(devkeys.DEK)).decrypt(blob[:12], blob[12:], aad or None)
     assert clear == pan.encode()
-    assert hsm_scratch.decrypt_pan(keys[devkeys.DEK], blob, aad) == pan
+    assert hsm_scratch.decrypt_pan(pan_keys[devkeys.DEK], blob, aad) == pan
 
 
-def test_inline_and_thread_calls_give_the_same(hsm_scratch, keys):
+def test_inline_and_thread_calls_give_the_same(hsm_scratch, pan_keys):
     async def both() -> list[tuple[str, bytes]]:
-        return [await AsyncHsm(hsm_scratch, calls=mode).protect_pan(
-            keys[devkeys.TKN], keys[devkeys.DEK], PAN, AAD) for mode in ("inline", "thread")]
+        tkn, dek = pan_keys[devkeys.TKN], pan_keys[devkeys.DEK]
+        return [await AsyncHsm(hsm_scratch, calls=mode).protect_pan(tkn, dek, PAN, AAD)
+                for mode in ("inline", "thread")]
     (t1, b1), (t2, b2) = trio.run(both)
     assert t1 == t2
     assert b1[:12] != b2[:12]  # a new nonce each
-    gcm = AESGCM(_clear(devkeys.DEK))
+    gcm = AESGCM(clear_test_key(devkeys.DEK))
     assert gcm.decrypt(b1[:12], b1[12:], AAD) == gcm.decrypt(b2[:12], b2[12:], AAD)
 
 
-def test_the_keys_usage_is_checked(hsm_scratch, keys):
+def test_the_keys_usage_is_checked(hsm_scratch, pan_keys):
     with pytest.raises(KeyUsageError):  # a DEK does not make tokens
-        hsm_scratch.protect_pan(keys[devkeys.DEK], keys[devkeys.DEK], PAN)
+        hsm_scratch.protect_pan(pan_keys[devkeys.DEK], pan_keys[devkeys.DEK], PAN)
     with pytest.raises(KeyUsageError):  # a TKN does not encrypt
-        hsm_scratch.protect_pan(keys[devkeys.TKN], keys[devkeys.TKN], PAN)
+        hsm_scratch.protect_pan(pan_keys[devkeys.TKN], pan_keys[devkeys.TKN], PAN)
     with pytest.raises(HsmInputError):
-        hsm_scratch.protect_pan(keys[devkeys.TKN], keys[devkeys.DEK], "4761-7390")
+        hsm_scratch.protect_pan(pan_keys[devkeys.TKN], pan_keys[devkeys.DEK], "4761-7390")
 
 
 @pytest.mark.parametrize("missing", ["pan_token", "encrypt_pan"])
-def test_refused_unless_both_commands_are_allowed(hsm_scratch, keys, monkeypatch, missing):
+def test_refused_unless_both_commands_are_allowed(hsm_scratch, pan_keys, monkeypatch, missing):
     """A role without either command: refused through ``_authorize`` under that
     command's own name, before the token is touched."""
     from payswitch.hsm import roles
@@ -84,12 +71,12 @@ def test_refused_unless_both_commands_are_allowed(hsm_scratch, keys, monkeypatch
     monkeypatch.setattr(hsm_scratch, "_allowed", roles.COMMANDS[role])
     before = hsm_scratch.refused[missing]
     with pytest.raises(CommandNotAllowedError, match=missing):
-        hsm_scratch.protect_pan(keys[devkeys.TKN], keys[devkeys.DEK], PAN)
+        hsm_scratch.protect_pan(pan_keys[devkeys.TKN], pan_keys[devkeys.DEK], PAN)
     assert hsm_scratch.refused[missing] == before + 1
 
 
-def test_no_clear_pan_left_in_the_reused_buffer(hsm_scratch, keys):
-    blob = hsm_scratch.encrypt_pan(keys[devkeys.DEK], PAN, AAD)
-    assert hsm_scratch.decrypt_pan(keys[devkeys.DEK], blob, AAD) == PAN
+def test_no_clear_pan_left_in_the_reused_buffer(hsm_scratch, pan_keys):
+    blob = hsm_scratch.encrypt_pan(pan_keys[devkeys.DEK], PAN, AAD)
+    assert hsm_scratch.decrypt_pan(pan_keys[devkeys.DEK], blob, AAD) == PAN
     assert PAN.encode() not in _raw._scratch.out.raw
     assert _raw._scratch.gcm.pIv is None and _raw._scratch.gcm.pAAD is None

@@ -7,10 +7,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import hmac
-import uuid
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hsmkit import clear_test_key
 from pkcs11 import Mechanism
 from pkcs11.mechanisms import GCMParams
 
@@ -19,62 +19,47 @@ from payswitch.hsm import HsmInputError, KeyUsageError, _raw, devkeys, session
 PAN = "4761739001010010"
 
 
-def _clear(label: str) -> bytes:
-    return bytes.fromhex(devkeys.TEST_KEYS[label].components[0])
-
-
-@pytest.fixture(scope="module")
-def keys(hsm_scratch):
-    """The TEST TKN, DEK and EVK under labels of this module's own."""
-    made = {}
-    for label in (devkeys.TKN, devkeys.DEK, devkeys.EVK):
-        made[label] = f"{label}-{uuid.uuid4().hex[:8]}"
-        dk = devkeys.TEST_KEYS[label]
-        hsm_scratch.import_key_components(made[label], dk.key_type, [_clear(label)])
-    yield made
-    for label in made.values():
-        hsm_scratch.delete_key(label)
 
 
 @pytest.mark.parametrize("pan", [PAN, "476173900101", "4761739001010010123"])
-def test_pan_token_is_hmac_sha256(hsm_scratch, keys, pan):
-    expected = hmac.new(_clear(devkeys.TKN), pan.encode(), hashlib.sha256).hexdigest()
-    assert hsm_scratch.pan_token(keys[devkeys.TKN], pan) == expected
+def test_pan_token_is_hmac_sha256(hsm_scratch, pan_keys, pan):
+    expected = hmac.new(clear_test_key(devkeys.TKN), pan.encode(), hashlib.sha256).hexdigest()
+    assert hsm_scratch.pan_token(pan_keys[devkeys.TKN], pan) == expected
 
 
 @pytest.mark.parametrize("size", [0, 1, 64, 200, 4096])
-def test_event_mac_is_hmac_sha256(hsm_scratch, keys, size):
+def test_event_mac_is_hmac_sha256(hsm_scratch, pan_keys, size):
     data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
-    expected = hmac.digest(_clear(devkeys.EVK), data, hashlib.sha256)
-    assert hsm_scratch.event_mac(keys[devkeys.EVK], data) == expected
+    expected = hmac.digest(clear_test_key(devkeys.EVK), data, hashlib.sha256)
+    assert hsm_scratch.event_mac(pan_keys[devkeys.EVK], data) == expected
 
 
-def test_direct_hmac_equals_python_pkcs11(hsm_scratch, keys):
-    k = hsm_scratch._key(keys[devkeys.EVK]).main
+def test_direct_hmac_equals_python_pkcs11(hsm_scratch, pan_keys):
+    k = hsm_scratch._key(pan_keys[devkeys.EVK]).main
     with session.LIBRARY_LOCK:
         by_wrapper = k.sign(b"event", mechanism=Mechanism.SHA256_HMAC)
-    assert hsm_scratch.event_mac(keys[devkeys.EVK], b"event") == by_wrapper
+    assert hsm_scratch.event_mac(pan_keys[devkeys.EVK], b"event") == by_wrapper
 
 
 @pytest.mark.parametrize("aad", [b"", b"acct-1"])
-def test_encrypt_pan_is_aes_gcm(hsm_scratch, keys, aad):
-    blob = hsm_scratch.encrypt_pan(keys[devkeys.DEK], PAN, aad=aad)
+def test_encrypt_pan_is_aes_gcm(hsm_scratch, pan_keys, aad):
+    blob = hsm_scratch.encrypt_pan(pan_keys[devkeys.DEK], PAN, aad=aad)
     assert len(blob) == 12 + len(PAN) + 16
-    clear = AESGCM(_clear(devkeys.DEK)).decrypt(blob[:12], blob[12:], aad or None)
+    clear = AESGCM(clear_test_key(devkeys.DEK)).decrypt(blob[:12], blob[12:], aad or None)
     assert clear == PAN.encode()
     nonce = bytes.fromhex("00112233445566778899aabb")
-    theirs = nonce + AESGCM(_clear(devkeys.DEK)).encrypt(nonce, PAN.encode(), aad or None)
-    assert hsm_scratch.decrypt_pan(keys[devkeys.DEK], theirs, aad=aad) == PAN
+    theirs = nonce + AESGCM(clear_test_key(devkeys.DEK)).encrypt(nonce, PAN.encode(), aad or None)
+    assert hsm_scratch.decrypt_pan(pan_keys[devkeys.DEK], theirs, aad=aad) == PAN
 
 
-def test_a_new_nonce_per_encryption(hsm_scratch, keys):
-    blobs = {hsm_scratch.encrypt_pan(keys[devkeys.DEK], PAN) for _ in range(4)}
+def test_a_new_nonce_per_encryption(hsm_scratch, pan_keys):
+    blobs = {hsm_scratch.encrypt_pan(pan_keys[devkeys.DEK], PAN) for _ in range(4)}
     assert len({b[:12] for b in blobs}) == 4
 
 
 @pytest.mark.parametrize("aad", [b"", b"acct-1"])
-def test_gcm_cross_decrypts_with_python_pkcs11(hsm_scratch, keys, aad):
-    label = keys[devkeys.DEK]
+def test_gcm_cross_decrypts_with_python_pkcs11(hsm_scratch, pan_keys, aad):
+    label = pan_keys[devkeys.DEK]
     k = hsm_scratch._key(label).main
     blob = hsm_scratch.encrypt_pan(label, PAN, aad=aad)
     nonce = bytes(range(12))
@@ -88,8 +73,8 @@ def test_gcm_cross_decrypts_with_python_pkcs11(hsm_scratch, keys, aad):
 
 
 @pytest.mark.parametrize("where", [0, 12, -1])  # nonce, ciphertext, tag
-def test_tampered_blob_is_refused_without_data(hsm_scratch, keys, where):
-    label = keys[devkeys.DEK]
+def test_tampered_blob_is_refused_without_data(hsm_scratch, pan_keys, where):
+    label = pan_keys[devkeys.DEK]
     blob = bytearray(hsm_scratch.encrypt_pan(label, PAN, aad=b"acct-1"))
     good = bytes(blob)
     blob[where] ^= 0x01
@@ -102,8 +87,8 @@ def test_tampered_blob_is_refused_without_data(hsm_scratch, keys, where):
     assert hsm_scratch.decrypt_pan(label, good, aad=b"acct-1") == PAN
 
 
-def test_wrong_usage_is_refused(hsm_scratch, keys):
-    tkn, dek, evk = keys[devkeys.TKN], keys[devkeys.DEK], keys[devkeys.EVK]
+def test_wrong_usage_is_refused(hsm_scratch, pan_keys):
+    tkn, dek, evk = pan_keys[devkeys.TKN], pan_keys[devkeys.DEK], pan_keys[devkeys.EVK]
     blob = hsm_scratch.encrypt_pan(dek, PAN)
     for call in (lambda: hsm_scratch.pan_token(evk, PAN),
                  lambda: hsm_scratch.pan_token(dek, PAN),
@@ -115,15 +100,15 @@ def test_wrong_usage_is_refused(hsm_scratch, keys):
             call()
 
 
-def test_token_refuses_hmac_under_an_aes_key(hsm_scratch, keys):
+def test_token_refuses_hmac_under_an_aes_key(hsm_scratch, pan_keys):
     # below the usage check: the library's own refusal is a CallError naming the call
-    k = hsm_scratch._key(keys[devkeys.DEK]).main
+    k = hsm_scratch._key(pan_keys[devkeys.DEK]).main
     with session.LIBRARY_LOCK, pytest.raises(_raw.CallError) as e:
         _raw.hmac_sha256(k, PAN.encode())
     assert str(e.value).startswith("C_SignInit returned CKR 0x") and PAN not in str(e.value)
 
 
-def test_softhsm_wants_the_gcm_params_with_iv_bits(hsm_scratch, keys):
+def test_softhsm_wants_the_gcm_params_with_iv_bits(hsm_scratch, pan_keys):
     # Why _GcmParams has ulIvBits: the v2.40 layout (without it) is refused as bad
     # arguments, so a wrong layout fails loudly rather than encrypting garbage.
     class V240(ctypes.Structure):
@@ -131,7 +116,7 @@ def test_softhsm_wants_the_gcm_params_with_iv_bits(hsm_scratch, keys):
                     ("pAAD", ctypes.c_char_p), ("ulAADLen", ctypes.c_ulong),
                     ("ulTagBits", ctypes.c_ulong)]
 
-    k = hsm_scratch._key(keys[devkeys.DEK]).main
+    k = hsm_scratch._key(pan_keys[devkeys.DEK]).main
     param = V240(bytes(12), 12, None, 0, 128)
     mech = _raw._Mechanism(int(Mechanism.AES_GCM), ctypes.addressof(param),
                            ctypes.sizeof(param))
