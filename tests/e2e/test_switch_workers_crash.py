@@ -111,6 +111,11 @@ def test_two_workers_one_sigkilled_five_times_keep_ledger_and_reversals_whole(
 
     approved = load.with_code("00")
     assert load.sent > 300 and len(approved) > 100, (load.sent, len(approved))
+    # a 96 is rare: at most what a kill left waiting on the dead worker's row locks
+    # (0-3 in four runs). When two writers' batch reads dropped rows locked by the
+    # other (ledger/store.py, _READ_A) this load saw 21 and 29.
+    refused = load.with_code("96")
+    assert len(refused) <= 2 * KILLS, (len(refused), load.sent)
     mac = L.hmac_sha256(bytes.fromhex(mac_key))
     with psycopg.connect(pg_dsn) as conn:
         report = L.verify(conn, mac)
@@ -154,5 +159,6 @@ def test_two_workers_one_sigkilled_five_times_keep_ledger_and_reversals_whole(
         # no request answered 00 to its terminal was later recorded as 91
         told_91 = set(load.with_code("91"))
         assert not told_91 & set(approved)
-    print(f"workers test: sent {load.sent}, approvals {len(approved)}, 91s {len(told_91)},"
+    print(f"workers test: sent {load.sent}, approvals {len(approved)}, 96s {len(refused)},"
+          f" 91s {len(told_91)},"
           f" recovered {len(keys)}, timeouts reversed {len(unanswered)}, events {len(all_ids)}")
