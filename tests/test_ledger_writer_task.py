@@ -8,6 +8,7 @@ hopes for."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import trio
@@ -50,6 +51,21 @@ class DbGate:
     def release(self) -> None:
         self.conn.commit()
         self.conn.close()
+
+
+def _run_gated(dsn: str, writer: BatchWriter,
+               body: Callable[[DbGate], Awaitable[None]]) -> None:
+    """``body(gate)`` with the writer running and the gate's locks taken, all of it
+    bounded by WAIT_S; then the writer is stopped."""
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            gate = DbGate(dsn)
+            with trio.fail_after(WAIT_S):
+                await body(gate)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
 
 
 def _setup(dsn: str) -> None:
@@ -166,32 +182,27 @@ def test_a_batch_collects_until_full_or_max_wait(pg_dsn):
     writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(max_batch=4,
                                                               max_wait_ms=600_000))
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(writer.run)
-            gate = DbGate(pg_dsn)
-            with trio.fail_after(WAIT_S):
-                async with trio.open_nursery() as callers:
-                    # full at once: written, then held in the database
-                    callers.start_soon(writer.create_transfers, [_t(i) for i in range(40, 44)],
-                                       [Event(3000, "held", {})])
-                    await gate.entered()
-                    with trio.CancelScope() as gave_up:  # queued, cancelled: never written
-                        callers.start_soon(_cancel_when_blocked, gave_up)
-                        await writer.create_transfers([_t(44), _t(45), _t(46)])
-                    gate.release()
-                    while writer.batches < 1:
-                        await trio.sleep(0.001)
-                    callers.start_soon(writer.create_transfers, [_t(50)])  # collecting
-                    await trio.testing.wait_all_tasks_blocked()
-                    callers.start_soon(writer.create_transfers, [_t(51)])  # not a wake-up
-                    await trio.testing.wait_all_tasks_blocked()
-                    assert writer.batches == 1 and writer.queue_depth() == 2
-                    # these fill the batch: the writer is woken, long before max_wait
-                    callers.start_soon(writer.create_transfers, [_t(52), _t(53)])
-            nursery.cancel_scope.cancel()
+    async def body(gate: DbGate) -> None:
+        async with trio.open_nursery() as callers:
+            # full at once: written, then held in the database
+            callers.start_soon(writer.create_transfers, [_t(i) for i in range(40, 44)],
+                               [Event(3000, "held", {})])
+            await gate.entered()
+            with trio.CancelScope() as gave_up:  # queued, cancelled: never written
+                callers.start_soon(_cancel_when_blocked, gave_up)
+                await writer.create_transfers([_t(44), _t(45), _t(46)])
+            gate.release()
+            while writer.batches < 1:
+                await trio.sleep(0.001)
+            callers.start_soon(writer.create_transfers, [_t(50)])  # collecting
+            await trio.testing.wait_all_tasks_blocked()
+            callers.start_soon(writer.create_transfers, [_t(51)])  # not a wake-up
+            await trio.testing.wait_all_tasks_blocked()
+            assert writer.batches == 1 and writer.queue_depth() == 2
+            # these fill the batch: the writer is woken, long before max_wait
+            callers.start_soon(writer.create_transfers, [_t(52), _t(53)])
 
-    trio.run(main)
+    _run_gated(pg_dsn, writer, body)
     assert writer.batches == 2
     assert _stored(pg_dsn, list(range(40, 47)) + [50, 51, 52, 53]) == [
         40, 41, 42, 43, 50, 51, 52, 53]
@@ -208,25 +219,20 @@ def test_requests_that_come_while_a_batch_commits_go_in_the_next_one(pg_dsn):
     _setup(pg_dsn)
     writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(max_wait_ms=0))
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(writer.run)
-            gate = DbGate(pg_dsn)
-            with trio.fail_after(WAIT_S):
-                async with trio.open_nursery() as callers:
-                    callers.start_soon(writer.create_transfers, [_t(70)],
-                                       [Event(7000, "held", {})])
-                    await gate.entered()
-                    for i in range(71, 75):
-                        callers.start_soon(writer.create_transfers, [_t(i)],
-                                           [Event(7000 + i, "held", {})])
-                    await trio.testing.wait_all_tasks_blocked()
-                    assert writer.queue_depth() == 4
-                    gate.release()
-            assert writer.batches == 2
-            nursery.cancel_scope.cancel()
+    async def body(gate: DbGate) -> None:
+        async with trio.open_nursery() as callers:
+            callers.start_soon(writer.create_transfers, [_t(70)],
+                               [Event(7000, "held", {})])
+            await gate.entered()
+            for i in range(71, 75):
+                callers.start_soon(writer.create_transfers, [_t(i)],
+                                   [Event(7000 + i, "held", {})])
+            await trio.testing.wait_all_tasks_blocked()
+            assert writer.queue_depth() == 4
+            gate.release()
+        assert writer.batches == 2
 
-    trio.run(main)
+    _run_gated(pg_dsn, writer, body)
     assert _stored(pg_dsn, list(range(70, 75))) == list(range(70, 75))
 
 
@@ -245,21 +251,16 @@ def test_callers_past_their_timeout_hear_it_whether_queued_or_being_written(pg_d
         except LedgerError as e:
             errors.append(str(e))
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(writer.run)
-            gate = DbGate(pg_dsn)
-            with trio.fail_after(WAIT_S):
-                async with trio.open_nursery() as callers:
-                    callers.start_soon(call, [_t(60)], [Event(6000, "held", {})])
-                    await gate.entered()
-                    callers.start_soon(call, [_t(61)], [])  # behind it: max_batch is 1
-                assert errors == ["ledger write timed out"] * 2
-                gate.release()
-                assert (await writer.create_transfers([_t(62)], timeout_s=WAIT_S)).ok
-            nursery.cancel_scope.cancel()
+    async def body(gate: DbGate) -> None:
+        async with trio.open_nursery() as callers:
+            callers.start_soon(call, [_t(60)], [Event(6000, "held", {})])
+            await gate.entered()
+            callers.start_soon(call, [_t(61)], [])  # behind it: max_batch is 1
+        assert errors == ["ledger write timed out"] * 2
+        gate.release()
+        assert (await writer.create_transfers([_t(62)], timeout_s=WAIT_S)).ok
 
-    trio.run(main)
+    _run_gated(pg_dsn, writer, body)
     assert _stored(pg_dsn, [60, 61, 62]) == [60, 62]
 
 
@@ -283,19 +284,14 @@ def test_a_connection_lost_mid_batch_fails_that_batch_and_the_writer_goes_on(pg_
             c.execute("select pg_terminate_backend(pid) from pg_stat_activity where "
                       "datname = current_database() and wait_event_type = 'Lock'")
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(writer.run)
-            gate = DbGate(pg_dsn)
-            with trio.fail_after(WAIT_S):
-                async with trio.open_nursery() as callers:
-                    callers.start_soon(call)
-                    await gate.entered()
-                    await trio.to_thread.run_sync(kill_waiting)
-                gate.release()
-                assert len(errors) == 1 and "not committed" in errors[0]
-                assert (await writer.create_transfers([_t(81)])).ok
-            nursery.cancel_scope.cancel()
+    async def body(gate: DbGate) -> None:
+        async with trio.open_nursery() as callers:
+            callers.start_soon(call)
+            await gate.entered()
+            await trio.to_thread.run_sync(kill_waiting)
+        gate.release()
+        assert len(errors) == 1 and "not committed" in errors[0]
+        assert (await writer.create_transfers([_t(81)])).ok
 
-    trio.run(main)
+    _run_gated(pg_dsn, writer, body)
     assert _stored(pg_dsn, [80, 81]) == [81]
