@@ -11,8 +11,10 @@ lint: setup
 	@$(PY) scripts/check_layers.py
 	@$(PY) scripts/typecheck.py
 
+# In parallel worker processes (pytest-xdist; at most 4, one per core); the slow tests
+# measure and kill processes, so they run one at a time.
 test: setup lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --maxprocesses 4
 
 # Soak, crash and load tests: too long for every run.
 test-slow: setup
