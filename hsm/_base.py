@@ -61,6 +61,13 @@ MAX_DERIVED_KEYS = 1024
 MAX_KEY_STREAMS = 64
 # Session objects made for one operation; "/" keeps them apart from any user label.
 _TMP_LABEL = "tmp/payswitch"
+# Keys used by a per-authorization command on every call (PAN token and blob, the
+# ledger's event MAC): besides the token object, a ``/W`` companion (an AES key, DERIVE
+# only) from which each process derives the same value once as a session object (the
+# working key): a token object costs ~2x per use (hsm/README.md, "Working keys").
+WORKING = frozenset({(KeyType.DEK, Alg.AES), (KeyType.TKN, Alg.HMAC),
+                     (KeyType.EVK, Alg.HMAC)})
+_WORK_LABEL = "work/payswitch"
 MAX_MAC_DATA_BYTES = 64 * 1024
 CVV2_SERVICE_CODE = "000"
 ICVV_SERVICE_CODE = "999"
@@ -158,6 +165,13 @@ class _Key:
     companion: Any | None  # /L or /V object, when the type needs one
     params: dict[str, str] = field(default_factory=dict)  # keys.key_params
     kept: bool = False  # a token key from the cache: its cipher operations stay open
+    # WORKING keys with a /W companion: the session-object copy, when it was derived,
+    # the /W object and its derivation data (hsm/README.md, "Working keys").
+    work: Any | None = None
+    work_born: float = 0.0
+    work_src: Any | None = None
+    work_data: bytes = b""
+    kcv: str = ""  # the KCV the token computed at import (CKA_ID)
 
     @property
     def dec_table(self) -> str:
@@ -388,7 +402,7 @@ class HsmBase:
         with session.LIBRARY_LOCK:
             if not self._closed:
                 self._closed = True
-                self._keys.clear()
+                self._drop_keys()
                 self._derived.clear()
                 self._streams.close()
                 session.release_session(self.config)
@@ -433,11 +447,88 @@ class HsmBase:
             if companion is None:
                 raise HsmDeviceError(f"key {label!r} is missing its /{roles[0]} part")
         k = _Key(label, key_type, alg, main, companion, decode_params(bytes(main[Attribute.ID])),
-                 kept=True)
+                 kept=True, kcv=meta[3])
+        if (key_type, alg) in WORKING:
+            src = self._find(f"{label}/W")
+            if src is not None:
+                d = decode_params(bytes(src[Attribute.ID])).get("d", "")
+                k.work_src, k.work_data = src, bytes.fromhex(d)
+                self._derive_work(k)
         if len(self._keys) >= MAX_CACHED_KEYS:
-            self._keys.clear()
+            self._drop_keys()
         self._keys[label] = k
         return k
+
+    def _derive_work(self, k: _Key) -> None:
+        """The working key of ``k``: AES_ECB_ENCRYPT_DATA of its /W data under the /W
+        object, a session object (private, sensitive, not extractable; the rights of
+        the main object only) whose value is the key's own (the /W data is the key
+        encrypted under /W, made at import: ``_store``). Checked against the KCV the
+        token computed when the key was imported: a wrong /W is refused here, not used."""
+        src = k.work_src
+        if src is None:
+            raise HsmDeviceError(f"key {k.label!r} has no /W part")
+        key_type = PK.AES if k.alg is Alg.AES else PK.GENERIC_SECRET
+        sign = k.alg is Alg.HMAC
+        obj = src.derive_key(
+            key_type, 8 * len(k.work_data), mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+            mechanism_param=k.work_data,
+            template={
+                Attribute.LABEL: _WORK_LABEL,
+                Attribute.TOKEN: False,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.MODIFIABLE: False,
+                Attribute.ENCRYPT: not sign,
+                Attribute.DECRYPT: not sign,
+                Attribute.SIGN: sign,
+                Attribute.VERIFY: False,
+                Attribute.DERIVE: False,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+            },
+        )
+        try:
+            got = self._kcv_of(obj, k.alg)
+        except BaseException:
+            obj.destroy()
+            raise
+        if not k.kcv or got != k.kcv:
+            obj.destroy()
+            raise HsmDeviceError(f"key {k.label!r}: its /W part does not give the key (KCV)")
+        old, k.work, k.work_born = k.work, obj, self.policy.clock()
+        if old is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                old.destroy()
+
+    def _working(self, k: _Key) -> Any:
+        """The object a hot command uses: the working key, re-derived after
+        ``Policy.key_stream_age_s`` (a key deleted by another process stops working
+        here within that age, as a kept-open stream does), else the token object."""
+        if k.work is None:
+            return k.main
+        if self.policy.clock() - k.work_born >= self.policy.key_stream_age_s:
+            try:
+                self._derive_work(k)
+            except BaseException:
+                self._forget_key(k)
+                raise
+        return k.work
+
+    def _forget_key(self, k: _Key) -> None:
+        """Drop ``k`` from the cache and destroy its working key (session object)."""
+        if self._keys.get(k.label) is k:
+            del self._keys[k.label]
+        if k.work is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                k.work.destroy()
+            k.work = None
+
+    def _drop_keys(self) -> None:
+        for k in list(self._keys.values()):
+            self._forget_key(k)
+        self._keys.clear()
 
     def _use(self, label: str, op: Op) -> _Key:
         k = self._key(label)
@@ -470,7 +561,10 @@ class HsmBase:
         else:
             t[Attribute.KEY_TYPE] = PK.GENERIC_SECRET
         # The least each object needs for its operations.
-        if role in ("L", "V"):
+        if role == "W":  # a WORKING key's source: AES, derivation of the key only
+            t[Attribute.KEY_TYPE] = PK.AES
+            t[Attribute.DERIVE] = True
+        elif role in ("L", "V"):
             t[Attribute.ENCRYPT] = True
         elif key_type in (KeyType.ZMK, KeyType.KEK):
             t[Attribute.ENCRYPT] = True
@@ -536,6 +630,9 @@ class HsmBase:
             raise HsmInputError("an AES BDK is AES-128 (16 bytes)")
         if self._find(label) is not None:
             raise KeyExistsError(f"a key labelled {label!r} already exists")
+        stale = self._find(f"{label}/W")  # left by a key deleted outside this package
+        if stale is not None:
+            stale.destroy()
         # KCV first, on a session copy: some keys (MK-AC: derive only) cannot encrypt.
         kcv = self._temp_kcv(value, alg)
         created = []
@@ -549,12 +646,37 @@ class HsmBase:
                 ct = self._template(key_type, alg, role, f"{label}/{role}")
                 ct[Attribute.VALUE] = cval
                 created.append(self._session.create_object(ct))
+            if (key_type, alg) in WORKING and len(value) % 16 == 0:
+                created.append(self._store_work_source(label, key_type, alg, value, kcv))
         except BaseException:
             for o in created:
                 o.destroy()
             raise
         self._keys.pop(label, None)
         return kcv
+
+    def _store_work_source(self, label: str, key_type: KeyType, alg: Alg, value: bytes,
+                           kcv: str) -> Any:
+        """The ``/W`` companion of a WORKING key: a new AES-256 key W from the token's RNG
+        (token object, DERIVE only) and, in its CKA_ID, d = AES-ECB-decrypt(W, key), so
+        that AES_ECB_ENCRYPT_DATA(W, d) gives the key again inside the token
+        (``_derive_work``). d is the key encrypted under W, as a cryptogram is under a
+        ZMK; W's value is in host memory for these lines, as the key's own is (a key
+        ceremony). d is made in the token, on a session copy of W that only decrypts."""
+        w = self._session.generate_random(8 * 32)
+        t = self._template(KeyType.KEK, Alg.AES, "tmp", _TMP_LABEL, persistent=False)
+        t[Attribute.ENCRYPT] = False
+        t[Attribute.DERIVE] = False
+        t[Attribute.VALUE] = w
+        tmp = self._session.create_object(t)
+        try:
+            d = _raw.decrypt(tmp, value, Mechanism.AES_ECB)
+        finally:
+            tmp.destroy()
+        wt = self._template(key_type, alg, "W", f"{label}/W")
+        wt[Attribute.ID] = encode_id(key_type, alg, "W", kcv, {"d": d.hex()})
+        wt[Attribute.VALUE] = w
+        return self._session.create_object(wt)
 
     @staticmethod
     def _norm_kcv(kcv: str | bytes | None) -> str | None:
