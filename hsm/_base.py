@@ -453,7 +453,6 @@ class HsmBase:
             if src is not None:
                 d = decode_params(bytes(src[Attribute.ID])).get("d", "")
                 k.work_src, k.work_data = src, bytes.fromhex(d)
-                self._derive_work(k)
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._drop_keys()
         self._keys[label] = k
@@ -503,12 +502,14 @@ class HsmBase:
                 old.destroy()
 
     def _working(self, k: _Key) -> Any:
-        """The object a hot command uses: the working key, re-derived after
-        ``Policy.key_stream_age_s`` (a key deleted by another process stops working
-        here within that age, as a kept-open stream does), else the token object."""
-        if k.work is None:
+        """The object a hot command uses: the working key, else the token object.
+        Derived at the key's first use here, not when it is looked up (a broken /W must
+        not stop ``delete_key``); re-derived after ``Policy.key_stream_age_s`` (a key
+        deleted by another process stops working here within that age, as a kept-open
+        stream does)."""
+        if k.work_src is None:
             return k.main
-        if self.policy.clock() - k.work_born >= self.policy.key_stream_age_s:
+        if k.work is None or self.policy.clock() - k.work_born >= self.policy.key_stream_age_s:
             try:
                 self._derive_work(k)
             except BaseException:

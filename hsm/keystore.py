@@ -303,8 +303,9 @@ class KeyStoreOps(HsmBase):
             c = self._find(f"{label}/{role}")
             if c is not None:
                 c.destroy()
-        if k.work_src is not None:
-            k.work_src.destroy()
+        w = self._find(f"{label}/W")
+        if w is not None:
+            w.destroy()
         k.main.destroy()
 
     def _info(self, obj: Any, meta: tuple[KeyType, Alg, str, str]) -> KeyInfo:
