@@ -467,29 +467,11 @@ class HsmBase:
         src = k.work_src
         if src is None:
             raise HsmDeviceError(f"key {k.label!r} has no /W part")
-        key_type = PK.AES if k.alg is Alg.AES else PK.GENERIC_SECRET
         sign = k.alg is Alg.HMAC
-        obj = src.derive_key(
-            key_type, 8 * len(k.work_data), mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
-            mechanism_param=k.work_data,
-            template={
-                Attribute.LABEL: _WORK_LABEL,
-                Attribute.TOKEN: False,
-                Attribute.PRIVATE: True,
-                Attribute.SENSITIVE: True,
-                Attribute.EXTRACTABLE: False,
-                Attribute.MODIFIABLE: False,
-                Attribute.ENCRYPT: not sign,
-                Attribute.DECRYPT: not sign,
-                Attribute.SIGN: sign,
-                Attribute.VERIFY: False,
-                Attribute.DERIVE: False,
-                Attribute.WRAP: False,
-                Attribute.UNWRAP: False,
-            },
-        )
+        obj = _raw.derive_working(src, k.work_data, hmac=sign, label=_WORK_LABEL.encode())
         try:
-            got = self._kcv_of(obj, k.alg)
+            got = (_raw.hmac_sha256(obj, bytes(16)) if sign else
+                   _raw.encrypt(obj, bytes(16), Mechanism.AES_ECB))[:3].hex().upper()
         except BaseException:
             obj.destroy()
             raise

@@ -270,6 +270,55 @@ def derive_des2(base: Any, data: bytes, *, encrypt: bool, derive: bool,
     return TokenKey(base.session, out.value)
 
 
+def derive_working(base: Any, data: bytes, *, hmac: bool, label: bytes) -> TokenKey:
+    """AES_ECB_ENCRYPT_DATA of ``data`` (whole AES blocks) under ``base`` (an AES key
+    that may derive): a session object as long as ``data``, private, sensitive, not
+    extractable, not modifiable: a GENERIC_SECRET that only signs (``hmac``) or an AES
+    key that only encrypts and decrypts (``HsmBase._derive_work``; made once a second
+    per key, so the template is packed per call)."""
+    if not data or len(data) % 16:
+        raise CallError("AES derivation data is whole 16-byte blocks")
+    buf = ctypes.create_string_buffer(data, len(data))
+    param = DerivationData(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    mech = _Mechanism(int(Mechanism.AES_ECB_ENCRYPT_DATA),
+                      ctypes.cast(ctypes.pointer(param), ctypes.c_void_p),
+                      ctypes.sizeof(param))
+    key_type = PK.GENERIC_SECRET if hmac else PK.AES
+    label_buf = ctypes.create_string_buffer(label, len(label))
+    values: list[tuple[Attribute, Any]] = [
+        (Attribute.CLASS, _UL(ObjectClass.SECRET_KEY)),
+        (Attribute.KEY_TYPE, _UL(key_type)),
+        (Attribute.VALUE_LEN, _UL(len(data))),
+        (Attribute.TOKEN, _FALSE),
+        (Attribute.PRIVATE, _TRUE),
+        (Attribute.SENSITIVE, _TRUE),
+        (Attribute.EXTRACTABLE, _FALSE),
+        (Attribute.SIGN, _TRUE if hmac else _FALSE),
+        (Attribute.ENCRYPT, _FALSE if hmac else _TRUE),
+        (Attribute.DECRYPT, _FALSE if hmac else _TRUE),
+        (Attribute.VERIFY, _FALSE),
+        (Attribute.DERIVE, _FALSE),
+        (Attribute.WRAP, _FALSE),
+        (Attribute.UNWRAP, _FALSE),
+        (Attribute.LABEL, label_buf),
+        # last: SoftHSM applies the template in order, and once MODIFIABLE is false it
+        # refuses the attributes after it (CKR_ATTRIBUTE_READ_ONLY)
+        (Attribute.MODIFIABLE, _FALSE),
+    ]
+    template = (_Attr * len(values))()
+    for slot, (attr, value) in zip(template, values, strict=True):
+        slot.type = int(attr)
+        if attr is Attribute.LABEL:
+            slot.pValue, slot.ulValueLen = ctypes.cast(value, ctypes.c_void_p), len(label)
+        else:
+            slot.pValue = ctypes.cast(ctypes.pointer(value), ctypes.c_void_p)
+            slot.ulValueLen = ctypes.sizeof(value)
+    out = _UL()
+    _check(_library().C_DeriveKey(base.session.handle, mech, base.handle, template,
+                                  len(template), out), "C_DeriveKey")
+    return TokenKey(base.session, out.value)
+
+
 class _Stream:
     """One cipher operation left open on a session of its own (one operation per
     session in PKCS#11), with its update function and output buffer kept (a stream

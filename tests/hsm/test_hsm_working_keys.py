@@ -89,10 +89,14 @@ def test_objects_are_what_the_token_says(hsm_scratch, pan_keys):
         hsm_scratch.pan_token(pan_keys[devkeys.TKN], PAN)
         hsm_scratch.encrypt_pan(pan_keys[devkeys.DEK], PAN)
         hsm_scratch.event_mac(pan_keys[devkeys.EVK], b"x")
-        work = hsm_scratch._keys[label].work
+        handle = hsm_scratch._keys[label].work.handle
+        (work,) = [o for o in _objects(hsm_scratch, _WORK_LABEL) if o.handle == handle]
         assert (work[Attribute.TOKEN], work[Attribute.PRIVATE], work[Attribute.SENSITIVE],
-                work[Attribute.EXTRACTABLE], work[Attribute.DERIVE]) == (
-            False, True, True, False, False)
+                work[Attribute.EXTRACTABLE], work[Attribute.DERIVE],
+                work[Attribute.MODIFIABLE]) == (False, True, True, False, False, False)
+        assert work[Attribute.KEY_TYPE] == (
+            pkcs11.KeyType.GENERIC_SECRET if sign else pkcs11.KeyType.AES)
+        assert work[Attribute.VALUE_LEN] == 32
         assert (work[Attribute.SIGN], work[Attribute.ENCRYPT], work[Attribute.DECRYPT]) == (
             sign, not sign, not sign)
         assert not any(work[a] for a in (Attribute.VERIFY, Attribute.WRAP, Attribute.UNWRAP))
