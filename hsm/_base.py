@@ -635,7 +635,9 @@ class HsmBase:
             for o in created:
                 o.destroy()
             raise
-        self._keys.pop(label, None)
+        old = self._keys.get(label)
+        if old is not None:  # deleted through another Hsm: its working key goes too
+            self._forget_key(old)
         return kcv
 
     def _store_work_source(self, label: str, key_type: KeyType, alg: Alg, value: bytes,
