@@ -460,7 +460,7 @@ class HsmBase:
 
     def _derive_work(self, k: _Key) -> None:
         """The working key of ``k``: AES_ECB_ENCRYPT_DATA of its /W data under the /W
-        object, a session object (private, sensitive, not extractable; the rights of
+        object, a session object (sensitive, not extractable, not private; the rights of
         the main object only) whose value is the key's own (the /W data is the key
         encrypted under /W, made at import: ``_store``). Checked against the KCV the
         token computed when the key was imported: a wrong /W is refused here, not used."""

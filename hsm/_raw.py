@@ -272,7 +272,7 @@ def derive_des2(base: Any, data: bytes, *, encrypt: bool, derive: bool,
 
 def derive_working(base: Any, data: bytes, *, hmac: bool, label: bytes) -> TokenKey:
     """AES_ECB_ENCRYPT_DATA of ``data`` (whole AES blocks) under ``base`` (an AES key
-    that may derive): a session object as long as ``data``, private, sensitive, not
+    that may derive): a session object as long as ``data``, sensitive, not
     extractable, not modifiable: a GENERIC_SECRET that only signs (``hmac``) or an AES
     key that only encrypts and decrypts (``HsmBase._derive_work``; made once a second
     per key, so the template is packed per call)."""
@@ -290,7 +290,9 @@ def derive_working(base: Any, data: bytes, *, hmac: bool, label: bytes) -> Token
         (Attribute.KEY_TYPE, _UL(key_type)),
         (Attribute.VALUE_LEN, _UL(len(data))),
         (Attribute.TOKEN, _FALSE),
-        (Attribute.PRIVATE, _TRUE),
+        # not CKA_PRIVATE: SoftHSM would decrypt the value under the token key at each
+        # use, ~4 us of a ~10 us HMAC (hsm/README.md, "Working keys")
+        (Attribute.PRIVATE, _FALSE),
         (Attribute.SENSITIVE, _TRUE),
         (Attribute.EXTRACTABLE, _FALSE),
         (Attribute.SIGN, _TRUE if hmac else _FALSE),

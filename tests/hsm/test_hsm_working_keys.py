@@ -93,7 +93,7 @@ def test_objects_are_what_the_token_says(hsm_scratch, pan_keys):
         (work,) = [o for o in _objects(hsm_scratch, _WORK_LABEL) if o.handle == handle]
         assert (work[Attribute.TOKEN], work[Attribute.PRIVATE], work[Attribute.SENSITIVE],
                 work[Attribute.EXTRACTABLE], work[Attribute.DERIVE],
-                work[Attribute.MODIFIABLE]) == (False, True, True, False, False, False)
+                work[Attribute.MODIFIABLE]) == (False, False, True, False, False, False)
         assert work[Attribute.KEY_TYPE] == (
             pkcs11.KeyType.GENERIC_SECRET if sign else pkcs11.KeyType.AES)
         assert work[Attribute.VALUE_LEN] == 32
