@@ -62,9 +62,10 @@ MAX_KEY_STREAMS = 64
 # Session objects made for one operation; "/" keeps them apart from any user label.
 _TMP_LABEL = "tmp/payswitch"
 # Keys used by a per-authorization command on every call (PAN token and blob, the
-# ledger's event MAC): besides the token object, a ``/W`` companion (an AES key, DERIVE
-# only) from which each process derives the same value once as a session object (the
-# working key): a token object costs ~2x per use (hsm/README.md, "Working keys").
+# ledger's event MAC): besides the token object, a ``/W`` companion (an AES key, UNWRAP
+# only, with an unwrap template) through which each process unwraps the same value once
+# as a session object (the working key): a token object costs ~2x per use
+# (hsm/README.md, "Working keys").
 WORKING = frozenset({(KeyType.DEK, Alg.AES), (KeyType.TKN, Alg.HMAC),
                      (KeyType.EVK, Alg.HMAC)})
 _WORK_LABEL = "work/payswitch"
@@ -165,8 +166,8 @@ class _Key:
     companion: Any | None  # /L or /V object, when the type needs one
     params: dict[str, str] = field(default_factory=dict)  # keys.key_params
     kept: bool = False  # a token key from the cache: its cipher operations stay open
-    # WORKING keys with a /W companion: the session-object copy, when it was derived,
-    # the /W object and its derivation data (hsm/README.md, "Working keys").
+    # WORKING keys with a /W companion: the session-object copy, when it was made, the
+    # /W object and the key wrapped under it (hsm/README.md, "Working keys").
     work: Any | None = None
     work_born: float = 0.0
     work_src: Any | None = None
@@ -450,25 +451,31 @@ class HsmBase:
                  kept=True, kcv=meta[3])
         if (key_type, alg) in WORKING:
             src = self._find(f"{label}/W")
-            if src is not None:
-                d = decode_params(bytes(src[Attribute.ID])).get("d", "")
-                k.work_src, k.work_data = src, bytes.fromhex(d)
+            wrapped = decode_params(bytes(src[Attribute.ID])).get("wk", "") if src else ""
+            if src is not None and wrapped:  # else none, or the derive-only /W of 2b30c60:
+                k.work_src, k.work_data = src, bytes.fromhex(wrapped)  # token object
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._drop_keys()
         self._keys[label] = k
         return k
 
-    def _derive_work(self, k: _Key) -> None:
-        """The working key of ``k``: AES_ECB_ENCRYPT_DATA of its /W data under the /W
-        object, a session object (sensitive, not extractable, not private; the rights of
-        the main object only) whose value is the key's own (the /W data is the key
-        encrypted under /W, made at import: ``_store``). Checked against the KCV the
-        token computed when the key was imported: a wrong /W is refused here, not used."""
+    def _make_work(self, k: _Key) -> None:
+        """The working key of ``k``: C_UnwrapKey (AES_KEY_WRAP) of the key wrapped under
+        its /W at import (``_store_work_source``), a session object (sensitive, not
+        extractable, not modifiable, not private; the rights of the main object only: the
+        /W's unwrap template forces them) whose value is the key's own. Checked against
+        the KCV the token computed when the key was imported: a wrong /W is refused
+        here, not used."""
         src = k.work_src
         if src is None:
             raise HsmDeviceError(f"key {k.label!r} has no /W part")
         sign = k.alg is Alg.HMAC
-        obj = _raw.derive_working(src, k.work_data, hmac=sign, label=_WORK_LABEL.encode())
+        try:
+            obj = _raw.unwrap_working(src, k.work_data, hmac=sign,
+                                      label=_WORK_LABEL.encode())
+        except _raw.CallError as e:  # e.g. CKR_WRAPPED_KEY_INVALID: not wrapped under it
+            raise HsmDeviceError(f"key {k.label!r}: its /W part does not give the key "
+                                 f"({e})") from None
         try:
             got = (_raw.hmac_sha256(obj, bytes(16)) if sign else
                    _raw.encrypt(obj, bytes(16), Mechanism.AES_ECB))[:3].hex().upper()
@@ -485,15 +492,15 @@ class HsmBase:
 
     def _working(self, k: _Key) -> Any:
         """The object a hot command uses: the working key, else the token object.
-        Derived at the key's first use here, not when it is looked up (a broken /W must
-        not stop ``delete_key``); re-derived after ``Policy.key_stream_age_s`` (a key
+        Made at the key's first use here, not when it is looked up (a broken /W must
+        not stop ``delete_key``); made again after ``Policy.key_stream_age_s`` (a key
         deleted by another process stops working here within that age, as a kept-open
         stream does)."""
         if k.work_src is None:
             return k.main
         if k.work is None or self.policy.clock() - k.work_born >= self.policy.key_stream_age_s:
             try:
-                self._derive_work(k)
+                self._make_work(k)
             except BaseException:
                 self._forget_key(k)
                 raise
@@ -544,10 +551,7 @@ class HsmBase:
         else:
             t[Attribute.KEY_TYPE] = PK.GENERIC_SECRET
         # The least each object needs for its operations.
-        if role == "W":  # a WORKING key's source: AES, derivation of the key only
-            t[Attribute.KEY_TYPE] = PK.AES
-            t[Attribute.DERIVE] = True
-        elif role in ("L", "V"):
+        if role in ("L", "V"):
             t[Attribute.ENCRYPT] = True
         elif key_type in (KeyType.ZMK, KeyType.KEK):
             t[Attribute.ENCRYPT] = True
@@ -629,7 +633,7 @@ class HsmBase:
                 ct = self._template(key_type, alg, role, f"{label}/{role}")
                 ct[Attribute.VALUE] = cval
                 created.append(self._session.create_object(ct))
-            if (key_type, alg) in WORKING and len(value) % 16 == 0:
+            if (key_type, alg) in WORKING:
                 created.append(self._store_work_source(label, key_type, alg, value, kcv))
         except BaseException:
             for o in created:
@@ -643,25 +647,32 @@ class HsmBase:
     def _store_work_source(self, label: str, key_type: KeyType, alg: Alg, value: bytes,
                            kcv: str) -> Any:
         """The ``/W`` companion of a WORKING key: a new AES-256 key W from the token's RNG
-        (token object, DERIVE only) and, in its CKA_ID, d = AES-ECB-decrypt(W, key), so
-        that AES_ECB_ENCRYPT_DATA(W, d) gives the key again inside the token
-        (``_derive_work``). d is the key encrypted under W, as a cryptogram is under a
-        ZMK; W's value is in host memory for these lines, as the key's own is (a key
-        ceremony). d is made in the token, on a session copy of W that only decrypts."""
+        (token object, UNWRAP only, AES_KEY_WRAP only, not copyable, with an unwrap
+        template: ``_raw.create_unwrap_source``) and, in its CKA_ID, the key wrapped
+        under W (AES_KEY_WRAP, RFC 3394), as a cryptogram is under a ZMK. The wrap is
+        made in the token, from two session objects that live for these lines: a copy
+        of W that can only wrap, and a copy of the key that can only be wrapped. W's
+        value is in host memory for these lines, as the key's own is (a key ceremony)."""
         w = self._session.generate_random(8 * 32)
         t = self._template(KeyType.KEK, Alg.AES, "tmp", _TMP_LABEL, persistent=False)
-        t[Attribute.ENCRYPT] = False
-        t[Attribute.DERIVE] = False
+        t[Attribute.WRAP] = True
         t[Attribute.VALUE] = w
-        tmp = self._session.create_object(t)
+        kt = self._template(key_type, alg, "tmp", _TMP_LABEL, persistent=False)
+        kt[Attribute.EXTRACTABLE] = True  # wrappable; sensitive: never readable in clear
+        kt[Attribute.VALUE] = value
+        made: list[Any] = []
         try:
-            d = _raw.decrypt(tmp, value, Mechanism.AES_ECB)
+            made.append(self._session.create_object(t))
+            made.append(self._session.create_object(kt))
+            wrapper: Any = made[0]  # a SecretKey (python-pkcs11 types it as an Object)
+            wrapped = bytes(wrapper.wrap_key(made[1], mechanism=Mechanism.AES_KEY_WRAP))
         finally:
-            tmp.destroy()
-        wt = self._template(key_type, alg, "W", f"{label}/W")
-        wt[Attribute.ID] = encode_id(key_type, alg, "W", kcv, {"d": d.hex()})
-        wt[Attribute.VALUE] = w
-        return self._session.create_object(wt)
+            for o in made:
+                o.destroy()
+        return _raw.create_unwrap_source(
+            self._session, label=f"{label}/W".encode(),
+            ident=encode_id(key_type, alg, "W", kcv, {"wk": wrapped.hex()}),
+            value=w, hmac=alg is Alg.HMAC)
 
     @staticmethod
     def _norm_kcv(kcv: str | bytes | None) -> str | None:

@@ -29,6 +29,7 @@ from payswitch.hsm import (
     HsmError,
     KeyNotFoundError,
     Policy,
+    _raw,
     devkeys,
 )
 from payswitch.hsm._base import _WORK_LABEL
@@ -83,9 +84,10 @@ def test_objects_are_what_the_token_says(hsm_scratch, pan_keys):
         assert (src[Attribute.TOKEN], src[Attribute.PRIVATE], src[Attribute.SENSITIVE],
                 src[Attribute.EXTRACTABLE], src[Attribute.MODIFIABLE]) == (
             True, True, True, False, False)
-        assert src[Attribute.DERIVE] is True  # derivation only
+        assert src[Attribute.UNWRAP] is True  # unwrapping only
         assert not any(src[a] for a in (Attribute.ENCRYPT, Attribute.DECRYPT, Attribute.SIGN,
-                                        Attribute.VERIFY, Attribute.WRAP, Attribute.UNWRAP))
+                                        Attribute.VERIFY, Attribute.WRAP, Attribute.DERIVE,
+                                        Attribute.COPYABLE))
         hsm_scratch.pan_token(pan_keys[devkeys.TKN], PAN)
         hsm_scratch.encrypt_pan(pan_keys[devkeys.DEK], PAN)
         hsm_scratch.event_mac(pan_keys[devkeys.EVK], b"x")
@@ -96,7 +98,9 @@ def test_objects_are_what_the_token_says(hsm_scratch, pan_keys):
                 work[Attribute.MODIFIABLE]) == (False, False, True, False, False, False)
         assert work[Attribute.KEY_TYPE] == (
             pkcs11.KeyType.GENERIC_SECRET if sign else pkcs11.KeyType.AES)
-        assert work[Attribute.VALUE_LEN] == 32
+        # SoftHSM 2.6.1 leaves VALUE_LEN at 0 on an unwrapped key (the value is 32 bytes:
+        # the results above equal hmac / AESGCM under the 32-byte TEST keys)
+        assert work[Attribute.VALUE_LEN] == 0
         assert (work[Attribute.SIGN], work[Attribute.ENCRYPT], work[Attribute.DECRYPT]) == (
             sign, not sign, not sign)
         assert not any(work[a] for a in (Attribute.VERIFY, Attribute.WRAP, Attribute.UNWRAP))
@@ -135,17 +139,35 @@ def test_stable_across_hsm_instances_and_a_fresh_process(hsm_scratch, pan_keys):
     assert here == _tkn(PAN)
 
 
-def test_a_w_part_that_does_not_give_the_key_is_refused(hsm_scratch):
+def _wrapped_under(h: Hsm, w: bytes, value: bytes, hmac_key: bool) -> bytes:
+    """``value`` wrapped (AES_KEY_WRAP) under a W known to the test, as a /W holds it."""
+    t = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: pkcs11.KeyType.AES,
+         Attribute.TOKEN: False, Attribute.VALUE: w, Attribute.WRAP: True}
+    k = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.TOKEN: False,
+         Attribute.KEY_TYPE: pkcs11.KeyType.GENERIC_SECRET if hmac_key else pkcs11.KeyType.AES,
+         Attribute.VALUE: value, Attribute.EXTRACTABLE: True, Attribute.SIGN: hmac_key}
+    wk, kk = h._session.create_object(t), h._session.create_object(k)
+    try:
+        return bytes(wk.wrap_key(kk, mechanism=pkcs11.Mechanism.AES_KEY_WRAP))
+    finally:
+        wk.destroy()
+        kk.destroy()
+
+
+@pytest.mark.parametrize("wrapped", ["random", "another key"])
+def test_a_w_part_that_does_not_give_the_key_is_refused(hsm_scratch, wrapped):
     label = _import(hsm_scratch, devkeys.TKN)
     info = hsm_scratch.key_info(label)
     hsm_scratch._keys.pop(label)  # the key is deleted through another Hsm below
     (src,) = _objects(hsm_scratch, f"{label}/W")
     src.destroy()
-    t = hsm_scratch._template(info.key_type, info.alg, "W", f"{label}/W")
-    t[Attribute.ID] = encode_id(info.key_type, info.alg, "W", info.kcv,
-                                {"d": os.urandom(32).hex()})
-    t[Attribute.VALUE] = os.urandom(32)
-    hsm_scratch._session.create_object(t)
+    w = os.urandom(32)
+    # random: C_UnwrapKey's integrity check refuses it; another key: the KCV check does
+    blob = (os.urandom(40) if wrapped == "random"
+            else _wrapped_under(hsm_scratch, w, os.urandom(32), True))
+    _raw.create_unwrap_source(hsm_scratch._session, label=f"{label}/W".encode(),
+                              ident=encode_id(info.key_type, info.alg, "W", info.kcv,
+                                              {"wk": blob.hex()}), value=w, hmac=True)
     before = _working_handles(hsm_scratch)
     with Hsm(hsm_scratch.config) as fresh:
         with pytest.raises(HsmDeviceError, match="/W"):
@@ -214,3 +236,17 @@ def test_rederived_after_the_age_and_a_key_deleted_elsewhere_stops(hsm_scratch):
     finally:
         if hsm_scratch.has_key(label):
             hsm_scratch.delete_key(label)
+
+
+def test_an_aes192_dek_gets_a_working_key_too(hsm_scratch):
+    """AES_KEY_WRAP takes any multiple of 8 bytes: a 24-byte DEK has a /W as well."""
+    label = f"dek192-{uuid.uuid4().hex[:8]}"
+    value = os.urandom(24)
+    hsm_scratch.import_key_components(label, "DEK", [value])
+    try:
+        assert len(_objects(hsm_scratch, f"{label}/W")) == 1
+        blob = hsm_scratch.encrypt_pan(label, PAN, AAD)
+        assert hsm_scratch._keys[label].work is not None
+        assert AESGCM(value).decrypt(blob[:12], blob[12:], AAD) == PAN.encode()
+    finally:
+        hsm_scratch.delete_key(label)
