@@ -1,8 +1,9 @@
 """Working keys (hsm/README.md, "Working keys"): a DEK, TKN or EVK is used through a
-session object derived once per ``Hsm`` from its ``/W`` companion inside the token.
+session object unwrapped once per ``Hsm`` through its ``/W`` companion inside the token
+(the PIN holder's extraction attempts: test_hsm_working_key_extraction.py).
 
 Checked at the boundary: the results equal Python's hmac and cryptography's AESGCM under
-the TEST keys' clear values (so the derived object holds the key's own value), in this
+the TEST keys' clear values (so the unwrapped object holds the key's own value), in this
 process, in a second ``Hsm`` and in a fresh process; the objects' attributes as the token
 reports them; a ``/W`` that does not give the key is refused; a key without ``/W`` still
 works on its token object; deleting a key destroys its ``/W`` and working objects; a key
@@ -225,7 +226,7 @@ def test_rederived_after_the_age_and_a_key_deleted_elsewhere_stops(hsm_scratch):
             assert h.event_mac(label, b"e") == mac and h._keys[label].work.handle == first
             now[0] = 6.0
             assert h.event_mac(label, b"e") == mac
-            assert h._keys[label].work.handle != first  # re-derived, the old one destroyed
+            assert h._keys[label].work.handle != first  # made again, the old one destroyed
             assert first not in _working_handles(hsm_scratch)
             hsm_scratch.delete_key(label)  # another Hsm of the process deletes it
             now[0] = 12.0
