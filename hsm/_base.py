@@ -61,6 +61,14 @@ MAX_DERIVED_KEYS = 1024
 MAX_KEY_STREAMS = 64
 # Session objects made for one operation; "/" keeps them apart from any user label.
 _TMP_LABEL = "tmp/payswitch"
+# Keys used by a per-authorization command on every call (PAN token and blob, the
+# ledger's event MAC): besides the token object, a ``/W`` companion (an AES key, UNWRAP
+# only, with an unwrap template) through which each process unwraps the same value once
+# as a session object (the working key): a token object costs ~2x per use
+# (hsm/README.md, "Working keys").
+WORKING = frozenset({(KeyType.DEK, Alg.AES), (KeyType.TKN, Alg.HMAC),
+                     (KeyType.EVK, Alg.HMAC)})
+_WORK_LABEL = "work/payswitch"
 MAX_MAC_DATA_BYTES = 64 * 1024
 CVV2_SERVICE_CODE = "000"
 ICVV_SERVICE_CODE = "999"
@@ -158,6 +166,13 @@ class _Key:
     companion: Any | None  # /L or /V object, when the type needs one
     params: dict[str, str] = field(default_factory=dict)  # keys.key_params
     kept: bool = False  # a token key from the cache: its cipher operations stay open
+    # WORKING keys with a /W companion: the session-object copy, when it was made, the
+    # /W object and the key wrapped under it (hsm/README.md, "Working keys").
+    work: Any | None = None
+    work_born: float = 0.0
+    work_src: Any | None = None
+    work_data: bytes = b""
+    kcv: str = ""  # the KCV the token computed at import (CKA_ID)
 
     @property
     def dec_table(self) -> str:
@@ -388,7 +403,7 @@ class HsmBase:
         with session.LIBRARY_LOCK:
             if not self._closed:
                 self._closed = True
-                self._keys.clear()
+                self._drop_keys()
                 self._derived.clear()
                 self._streams.close()
                 session.release_session(self.config)
@@ -433,11 +448,77 @@ class HsmBase:
             if companion is None:
                 raise HsmDeviceError(f"key {label!r} is missing its /{roles[0]} part")
         k = _Key(label, key_type, alg, main, companion, decode_params(bytes(main[Attribute.ID])),
-                 kept=True)
+                 kept=True, kcv=meta[3])
+        if (key_type, alg) in WORKING:
+            src = self._find(f"{label}/W")
+            wrapped = decode_params(bytes(src[Attribute.ID])).get("wk", "") if src else ""
+            if src is not None and wrapped:  # else none, or the derive-only /W of 2b30c60:
+                k.work_src, k.work_data = src, bytes.fromhex(wrapped)  # token object
         if len(self._keys) >= MAX_CACHED_KEYS:
-            self._keys.clear()
+            self._drop_keys()
         self._keys[label] = k
         return k
+
+    def _make_work(self, k: _Key) -> None:
+        """The working key of ``k``: C_UnwrapKey (AES_KEY_WRAP) of the key wrapped under
+        its /W at import (``_store_work_source``), a session object (sensitive, not
+        extractable, not modifiable, not private; the rights of the main object only: the
+        /W's unwrap template forces them) whose value is the key's own. Checked against
+        the KCV the token computed when the key was imported: a wrong /W is refused
+        here, not used."""
+        src = k.work_src
+        if src is None:
+            raise HsmDeviceError(f"key {k.label!r} has no /W part")
+        sign = k.alg is Alg.HMAC
+        try:
+            obj = _raw.unwrap_working(src, k.work_data, hmac=sign,
+                                      label=_WORK_LABEL.encode())
+        except _raw.CallError as e:  # e.g. CKR_WRAPPED_KEY_INVALID: not wrapped under it
+            raise HsmDeviceError(f"key {k.label!r}: its /W part does not give the key "
+                                 f"({e})") from None
+        try:
+            got = (_raw.hmac_sha256(obj, bytes(16)) if sign else
+                   _raw.encrypt(obj, bytes(16), Mechanism.AES_ECB))[:3].hex().upper()
+        except BaseException:
+            obj.destroy()
+            raise
+        if not k.kcv or got != k.kcv:
+            obj.destroy()
+            raise HsmDeviceError(f"key {k.label!r}: its /W part does not give the key (KCV)")
+        old, k.work, k.work_born = k.work, obj, self.policy.clock()
+        if old is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                old.destroy()
+
+    def _working(self, k: _Key) -> Any:
+        """The object a hot command uses: the working key, else the token object.
+        Made at the key's first use here, not when it is looked up (a broken /W must
+        not stop ``delete_key``); made again after ``Policy.key_stream_age_s`` (a key
+        deleted by another process stops working here within that age, as a kept-open
+        stream does)."""
+        if k.work_src is None:
+            return k.main
+        if k.work is None or self.policy.clock() - k.work_born >= self.policy.key_stream_age_s:
+            try:
+                self._make_work(k)
+            except BaseException:
+                self._forget_key(k)
+                raise
+        return k.work
+
+    def _forget_key(self, k: _Key) -> None:
+        """Drop ``k`` from the cache and destroy its working key (session object)."""
+        if self._keys.get(k.label) is k:
+            del self._keys[k.label]
+        if k.work is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                k.work.destroy()
+            k.work = None
+
+    def _drop_keys(self) -> None:
+        for k in list(self._keys.values()):
+            self._forget_key(k)
+        self._keys.clear()
 
     def _use(self, label: str, op: Op) -> _Key:
         k = self._key(label)
@@ -536,6 +617,9 @@ class HsmBase:
             raise HsmInputError("an AES BDK is AES-128 (16 bytes)")
         if self._find(label) is not None:
             raise KeyExistsError(f"a key labelled {label!r} already exists")
+        stale = self._find(f"{label}/W")  # left by a key deleted outside this package
+        if stale is not None:
+            stale.destroy()
         # KCV first, on a session copy: some keys (MK-AC: derive only) cannot encrypt.
         kcv = self._temp_kcv(value, alg)
         created = []
@@ -549,12 +633,46 @@ class HsmBase:
                 ct = self._template(key_type, alg, role, f"{label}/{role}")
                 ct[Attribute.VALUE] = cval
                 created.append(self._session.create_object(ct))
+            if (key_type, alg) in WORKING:
+                created.append(self._store_work_source(label, key_type, alg, value, kcv))
         except BaseException:
             for o in created:
                 o.destroy()
             raise
-        self._keys.pop(label, None)
+        old = self._keys.get(label)
+        if old is not None:  # deleted through another Hsm: its working key goes too
+            self._forget_key(old)
         return kcv
+
+    def _store_work_source(self, label: str, key_type: KeyType, alg: Alg, value: bytes,
+                           kcv: str) -> Any:
+        """The ``/W`` companion of a WORKING key: a new AES-256 key W from the token's RNG
+        (token object, UNWRAP only, AES_KEY_WRAP only, not copyable, with an unwrap
+        template: ``_raw.create_unwrap_source``) and, in its CKA_ID, the key wrapped
+        under W (AES_KEY_WRAP, RFC 3394), as a cryptogram is under a ZMK. The wrap is
+        made in the token, from two session objects that live for these lines: a copy
+        of W that can only wrap, and a copy of the key that can only be wrapped. W's
+        value is in host memory for these lines, as the key's own is (a key ceremony)."""
+        w = self._session.generate_random(8 * 32)
+        t = self._template(KeyType.KEK, Alg.AES, "tmp", _TMP_LABEL, persistent=False)
+        t[Attribute.WRAP] = True
+        t[Attribute.VALUE] = w
+        kt = self._template(key_type, alg, "tmp", _TMP_LABEL, persistent=False)
+        kt[Attribute.EXTRACTABLE] = True  # wrappable; sensitive: never readable in clear
+        kt[Attribute.VALUE] = value
+        made: list[Any] = []
+        try:
+            made.append(self._session.create_object(t))
+            made.append(self._session.create_object(kt))
+            wrapper: Any = made[0]  # a SecretKey (python-pkcs11 types it as an Object)
+            wrapped = bytes(wrapper.wrap_key(made[1], mechanism=Mechanism.AES_KEY_WRAP))
+        finally:
+            for o in made:
+                o.destroy()
+        return _raw.create_unwrap_source(
+            self._session, label=f"{label}/W".encode(),
+            ident=encode_id(key_type, alg, "W", kcv, {"wk": wrapped.hex()}),
+            value=w, hmac=alg is Alg.HMAC)
 
     @staticmethod
     def _norm_kcv(kcv: str | bytes | None) -> str | None:

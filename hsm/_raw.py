@@ -72,6 +72,9 @@ def _library() -> ctypes.CDLL:
             ("C_DeriveKey", [_UL, ctypes.POINTER(_Mechanism), _UL, ctypes.POINTER(_Attr),
                              _UL, ctypes.POINTER(_UL)]),
             ("C_DestroyObject", [_UL, _UL]),
+            ("C_CreateObject", [_UL, ctypes.POINTER(_Attr), _UL, ctypes.POINTER(_UL)]),
+            ("C_UnwrapKey", [_UL, ctypes.POINTER(_Mechanism), _UL, ctypes.c_char_p, _UL,
+                             ctypes.POINTER(_Attr), _UL, ctypes.POINTER(_UL)]),
             ("C_EncryptInit", [_UL, ctypes.POINTER(_Mechanism), _UL]),
             ("C_Encrypt", crypt),
             ("C_DecryptInit", [_UL, ctypes.POINTER(_Mechanism), _UL]),
@@ -268,6 +271,128 @@ def derive_des2(base: Any, data: bytes, *, encrypt: bool, derive: bool,
     _check(_library().C_DeriveKey(base.session.handle, mech, base.handle, template,
                                   len(template), out), "C_DeriveKey")
     return TokenKey(base.session, out.value)
+
+
+def _pack(values: list[tuple[int, Any]]) -> tuple[ctypes.Array, list[Any]]:
+    """A CK_ATTRIBUTE array from (type, value) pairs: ``bytes`` (copied into a buffer),
+    a ctypes scalar (CK_BBOOL, CK_ULONG) or a ctypes array (a nested attribute
+    template, a mechanism list). Returns the array and the objects it points into
+    (kept alive by the caller for the call)."""
+    arr = (_Attr * len(values))()
+    keep: list[Any] = []
+    for slot, (attr, value) in zip(arr, values, strict=True):
+        slot.type = int(attr)
+        if isinstance(value, bytes):
+            value = ctypes.create_string_buffer(value, len(value))
+            slot.ulValueLen = len(value)
+        else:
+            slot.ulValueLen = ctypes.sizeof(value)
+        keep.append(value)
+        slot.pValue = ctypes.cast(ctypes.pointer(value), ctypes.c_void_p)
+    return arr, keep
+
+
+def working_template(*, hmac: bool) -> list[tuple[int, Any]]:
+    """The attributes of a working key (``HsmBase._working``): a session object,
+    sensitive, not extractable, not modifiable, not private; a GENERIC_SECRET that only
+    signs (``hmac``) or an AES key that only encrypts and decrypts. The same list is the
+    ``/W`` key's CKA_UNWRAP_TEMPLATE, which SoftHSM's C_UnwrapKey enforces: every
+    attribute in it must be in the caller's template with the same value, else
+    CKR_TEMPLATE_INCONSISTENT (tests/hsm/test_hsm_working_keys.py). MODIFIABLE false
+    comes last: SoftHSM applies a template in order and refuses what follows it."""
+    return [
+        (Attribute.CLASS, _UL(ObjectClass.SECRET_KEY)),
+        (Attribute.KEY_TYPE, _UL(PK.GENERIC_SECRET if hmac else PK.AES)),
+        (Attribute.TOKEN, _FALSE),
+        # not CKA_PRIVATE: SoftHSM would decrypt the value under the token key at each
+        # use, ~4 us of a ~10 us HMAC (hsm/README.md, "Working keys")
+        (Attribute.PRIVATE, _FALSE),
+        (Attribute.SENSITIVE, _TRUE),
+        (Attribute.EXTRACTABLE, _FALSE),
+        (Attribute.SIGN, _TRUE if hmac else _FALSE),
+        (Attribute.ENCRYPT, _FALSE if hmac else _TRUE),
+        (Attribute.DECRYPT, _FALSE if hmac else _TRUE),
+        (Attribute.VERIFY, _FALSE),
+        (Attribute.DERIVE, _FALSE),
+        (Attribute.WRAP, _FALSE),
+        (Attribute.UNWRAP, _FALSE),
+        (Attribute.COPYABLE, _FALSE),
+        (Attribute.MODIFIABLE, _FALSE),
+    ]
+
+
+def create_unwrap_source(session: Any, *, label: bytes, ident: bytes, value: bytes,
+                         hmac: bool, unwrap_template: bool = True) -> TokenKey:
+    """The ``/W`` token object of a working key: AES, private, sensitive, not
+    extractable, not copyable, not modifiable, UNWRAP only, with CKM_AES_KEY_WRAP as
+    its only allowed mechanism and ``working_template`` as its CKA_UNWRAP_TEMPLATE, so
+    whatever a PIN holder unwraps through it is a non-extractable, sensitive session
+    key (python-pkcs11 0.10 cannot pack a nested template: direct C_CreateObject).
+    ``unwrap_template=False`` leaves the template out (only for the test that shows it
+    is what refuses an extractable copy)."""
+    inner, keep = _pack(working_template(hmac=hmac))
+    mechs = (_UL * 1)(int(Mechanism.AES_KEY_WRAP))
+    values: list[tuple[int, Any]] = [
+        (Attribute.CLASS, _UL(ObjectClass.SECRET_KEY)),
+        (Attribute.KEY_TYPE, _UL(PK.AES)),
+        (Attribute.TOKEN, _TRUE),
+        (Attribute.PRIVATE, _TRUE),
+        (Attribute.SENSITIVE, _TRUE),
+        (Attribute.EXTRACTABLE, _FALSE),
+        (Attribute.LABEL, label),
+        (Attribute.ID, ident),
+        (Attribute.VALUE, value),
+        (Attribute.UNWRAP, _TRUE),
+        (Attribute.WRAP, _FALSE),
+        (Attribute.ENCRYPT, _FALSE),
+        (Attribute.DECRYPT, _FALSE),
+        (Attribute.SIGN, _FALSE),
+        (Attribute.VERIFY, _FALSE),
+        (Attribute.DERIVE, _FALSE),
+        (Attribute.ALLOWED_MECHANISMS, mechs),
+        (Attribute.COPYABLE, _FALSE),
+    ]
+    if unwrap_template:
+        values.append((Attribute.UNWRAP_TEMPLATE, inner))
+    values.append((Attribute.MODIFIABLE, _FALSE))
+    template, keep2 = _pack(values)
+    out = _UL()
+    try:
+        _check(_library().C_CreateObject(session.handle, template, len(template),
+                                         ctypes.byref(out)), "C_CreateObject")
+    finally:
+        for buf in keep2:  # the key value W was copied into one of these
+            if isinstance(buf, ctypes.Array) and buf._type_ is ctypes.c_char:
+                ctypes.memset(buf, 0, len(buf))
+    del keep
+    return TokenKey(session, out.value)
+
+
+def unwrap(base: Any, wrapped: bytes, values: list[tuple[int, Any]],
+           mechanism: Mechanism = Mechanism.AES_KEY_WRAP, iv: bytes | None = None) -> TokenKey:
+    """C_UnwrapKey of ``wrapped`` under ``base`` with the template ``values``: the new
+    object by handle."""
+    template, keep = _pack(values)
+    mech = _Mechanism(int(mechanism), None, 0)
+    if iv is not None:
+        buf = ctypes.create_string_buffer(iv, len(iv))
+        mech.pParameter, mech.ulParameterLen = ctypes.cast(buf, ctypes.c_void_p), len(iv)
+    out = _UL()
+    _check(_library().C_UnwrapKey(base.session.handle, mech, base.handle, wrapped,
+                                  len(wrapped), template, len(template), ctypes.byref(out)),
+           "C_UnwrapKey")
+    del keep
+    return TokenKey(base.session, out.value)
+
+
+def unwrap_working(base: Any, wrapped: bytes, *, hmac: bool, label: bytes) -> TokenKey:
+    """The working key: C_UnwrapKey (CKM_AES_KEY_WRAP, whose integrity check refuses
+    any other blob) of ``wrapped`` under ``base`` (a ``/W`` key) with exactly the
+    attributes its CKA_UNWRAP_TEMPLATE forces, plus the label (``HsmBase._make_work``;
+    made once a second per key)."""
+    values = working_template(hmac=hmac)
+    values.insert(-1, (Attribute.LABEL, label))  # MODIFIABLE false stays last
+    return unwrap(base, wrapped, values)
 
 
 class _Stream:

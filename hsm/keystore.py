@@ -296,13 +296,16 @@ class KeyStoreOps(HsmBase):
     @_locked
     def delete_key(self, label: str) -> None:
         k = self._key(label)
-        self._keys.pop(label, None)
+        self._forget_key(k)
         self._derived.invalidate(label)
         self._streams.forget({o.handle for o in (k.main, k.companion) if o is not None})
         for role in COMPANIONS.get((k.key_type, k.alg), ()):
             c = self._find(f"{label}/{role}")
             if c is not None:
                 c.destroy()
+        w = self._find(f"{label}/W")
+        if w is not None:
+            w.destroy()
         k.main.destroy()
 
     def _info(self, obj: Any, meta: tuple[KeyType, Alg, str, str]) -> KeyInfo:

@@ -30,14 +30,14 @@ class PanOps(HsmBase):
         """Stable PAN token: HMAC-SHA256 in the token, hex (64 chars)."""
         _check_digits(pan, "PAN", 12, 19)
         k = self._use(key, Op.PAN_TOKEN)
-        return _raw.hmac_sha256(k.main, pan.encode()).hex()
+        return _raw.hmac_sha256(self._working(k), pan.encode()).hex()
 
     @_locked
     def event_mac(self, key: str, data: bytes) -> bytes:
         """HMAC-SHA256 in the token with an EVK key: the ledger's event chain MAC (32 bytes).
         Sync on purpose: the ledger's writer calls it from its worker thread."""
         k = self._use(key, Op.EVENT_MAC)
-        return _raw.hmac_sha256(k.main, bytes(data))
+        return _raw.hmac_sha256(self._working(k), bytes(data))
 
     @_locked
     def encrypt_pan(self, key: str, pan: str, aad: bytes = b"") -> bytes:
@@ -46,7 +46,7 @@ class PanOps(HsmBase):
         _check_digits(pan, "PAN", 12, 19)
         k = self._use(key, Op.PAN_ENCRYPT)
         nonce = self._nonces.take(self._session)
-        return nonce + _raw.gcm_encrypt(k.main, nonce, pan.encode(), bytes(aad))
+        return nonce + _raw.gcm_encrypt(self._working(k), nonce, pan.encode(), bytes(aad))
 
     @_locked_as("pan_token", "encrypt_pan")
     def protect_pan(self, tkn: str, dek: str, pan: str, aad: bytes = b"",
@@ -58,9 +58,9 @@ class PanOps(HsmBase):
         t = self._use(tkn, Op.PAN_TOKEN)
         d = self._use(dek, Op.PAN_ENCRYPT)
         data = pan.encode()
-        token = _raw.hmac_sha256(t.main, data).hex()
+        token = _raw.hmac_sha256(self._working(t), data).hex()
         nonce = self._nonces.take(self._session)
-        return token, nonce + _raw.gcm_encrypt(d.main, nonce, data, bytes(aad))
+        return token, nonce + _raw.gcm_encrypt(self._working(d), nonce, data, bytes(aad))
 
     @_locked
     def decrypt_pan(self, key: str, blob: bytes, aad: bytes = b"") -> str:
@@ -68,7 +68,7 @@ class PanOps(HsmBase):
         if not isinstance(blob, bytes | bytearray) or not 40 <= len(blob) <= 47:
             raise HsmInputError("encrypted PAN has a bad length")
         try:
-            pan = _raw.gcm_decrypt(k.main, bytes(blob[:12]), bytes(blob[12:]), bytes(aad))
+            pan = _raw.gcm_decrypt(self._working(k), bytes(blob[:12]), bytes(blob[12:]), bytes(aad))
         except pkcs11.PKCS11Error:
             raise HsmInputError("encrypted PAN failed authentication") from None
         return pan.decode()
