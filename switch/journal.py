@@ -483,11 +483,14 @@ class Store:
         the outcome first."""
         return await self._submit(_Call(fn, args))
 
-    async def _call_bulk(self, bulk: _Bulk) -> Any:
-        """``call`` for a hot-path call: in its batch's one statement, sent from trio
-        (``_TrioBulk``); on its own through the writer thread when that statement was
-        refused (alone, or in the thread's next bulk statement, then alone)."""
-        await self._bulk.submit(bulk)
+    async def _settle(self, bulk: _Bulk) -> Any:
+        """A hot-path call's outcome when its batch left it without a result. The call
+        is in its batch's one statement, sent from trio (``await self._bulk.submit(b)``,
+        made by the callers themselves: one coroutine frame less to make, suspend and
+        resume, three times per authorization; ``b.result`` is its outcome when set);
+        then, here: its error raised, or the call run on its own through the writer
+        thread when that statement was refused (alone, or in the thread's next bulk
+        statement, then alone), or a lost claim's original state read."""
         if bulk.error is not None:
             raise bulk.error
         if bulk.alone:  # refused with its batch: nothing was written
@@ -808,8 +811,9 @@ class Store:
         request (``dup_key``) is the original's one reversal, claimed in the same
         transaction; returns False, having written nothing, when another one has it."""
         if reversal_of is None and kw.get("dup_key") is not None:  # the hot path
-            return bool(await self._call_bulk(_Bulk(
-                "a", kw["dup_key"], b"", [self._json_row("a", event, msg, **kw)])))
+            bulk = _Bulk("a", kw["dup_key"], b"", [self._json_row("a", event, msg, **kw)])
+            await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
+            return bool(bulk.result if bulk.result is not None else await self._settle(bulk))
 
         def run(conn: psycopg.Connection) -> bool:
             if reversal_of is None:
@@ -854,7 +858,9 @@ class Store:
                 return Claim(owner=False, response=response)
         row = self._json_row("c", "request", request, source=source, dup_key=dup_key)
         entry = _json({"k": dup_key, "p": fingerprint})
-        claim: Claim = await self._call_bulk(_Bulk("c", dup_key, entry, [row], duplicate))
+        bulk = _Bulk("c", dup_key, entry, [row], duplicate)
+        await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
+        claim: Claim = bulk.result if bulk.result is not None else await self._settle(bulk)
         return claim
 
     async def outcome(self, dup_key: str) -> dict[str, Any] | None:
@@ -883,7 +889,9 @@ class Store:
             rows.append(self._json_row("d", "response", fields, source=source,
                                        dup_key=dup_key))
             entry = _json({"k": dup_key, "a": fields})
-            return bool(await self._call_bulk(_Bulk("d", dup_key, entry, rows)))
+            bulk = _Bulk("d", dup_key, entry, rows)
+            await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
+            return bool(bulk.result if bulk.result is not None else await self._settle(bulk))
         answer = Jsonb(fields)
 
         def run(conn: psycopg.Connection) -> bool:
