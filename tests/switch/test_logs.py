@@ -114,3 +114,20 @@ def test_a_message_is_logged_through_its_masking_repr_on_both_paths():
     assert lines[0]["raw"] == "<4 bytes>" and lines[0]["nested"] == {"k": "<2 bytes>"}
     text = direct.getvalue() + formatted.getvalue()
     assert "4761739001010010" not in text and "2512101" not in text
+
+
+def test_the_millisecond_of_a_direct_line_is_its_time_truncated(monkeypatch):
+    """Each millisecond's text, and a fraction a hair under the next second (which
+    rounds to 1000.0 ms) kept in its own second."""
+    stream = io.StringIO()
+    logs.setup("INFO", stream=stream)
+    base = 1_700_000_000
+    values = [base + ms / 1000 + 0.0004 for ms in range(0, 1000, 7)]
+    values.append(float.fromhex((1_700_000_001.0).hex()) - 2**-22)  # last double < +1 s
+    times = iter(values)
+    monkeypatch.setattr(logging.time, "time", lambda: next(times))
+    for _ in values:
+        logs.log("tick")
+    got = [json.loads(line)["ts"] for line in stream.getvalue().splitlines()]
+    want = [f"2023-11-14T22:13:20.{ms:03d}Z" for ms in range(0, 1000, 7)]
+    assert got == [*want, "2023-11-14T22:13:20.999Z"]
