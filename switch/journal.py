@@ -134,6 +134,9 @@ class Claim:
     same: bool = True  # False: the key's first request had another fingerprint
 
 
+CLAIMED = Claim(owner=True)  # a new request's claim (frozen: one for all of them)
+
+
 def pan_aad(dup_key: str | None) -> bytes:
     """AES-GCM associated data of a stored PAN: the identity of the payment its row
     belongs to (its dup_key), so that a blob moved to another payment fails."""
@@ -297,25 +300,29 @@ class _TrioBulk:
     async def _send(self, batch: list[_Bulk]) -> None:
         store = self.store
         try:
-            won = await self._statement(batch)
+            lost = await self._statement(batch)
         except Exception as e:  # StoreError; any other is a bug: fail, never hang
             why = str(e) if isinstance(e, StoreError) else (
                 f"journal writer failed: {type(e).__name__}")
             for p in batch:
                 p.error = StoreError(why)
             return
-        if won is None:  # refused, nothing written
+        if lost is None:  # refused, nothing written
             for p in batch:
                 p.alone = True
             return
+        if not lost:  # every call won (the usual batch)
+            for p in batch:
+                p.result = CLAIMED if p.gate == "c" else True
+            return
         for p in batch:
-            if p.gate == "c" and ("c", p.key) not in won:
+            if p.gate == "c" and ("c", p.key) in lost:
                 p.lost = True
             else:
-                p.result = store._outcome(p, won)
+                p.result = store._outcome(p, lost)
 
     async def _statement(self, calls: list[_Bulk]) -> set[tuple[str, str]] | None:
-        """Run ``Store._BULK`` for ``calls``: the (gate, key) that won, None when the
+        """Run ``Store._BULK`` for ``calls``: the (gate, key) that lost, None when the
         server refused it (nothing written); StoreError when the outcome is unknown."""
         store = self.store
         conn = await self._connection()
@@ -328,8 +335,8 @@ class _TrioBulk:
         results = None
         try:
             pg.send_query_prepared(_BULK_STATEMENT, [
-                owner, array([b.entry for b in calls if b.gate == "c"]),
-                array([b.entry for b in calls if b.gate == "d"]), owner,
+                array([b.entry for b in calls if b.gate == "c"]),
+                array([b.entry for b in calls if b.gate == "d"]), owner, owner,
                 array([row for b in calls for row in b.rows])])
             with trio.move_on_after(deadline_s):
                 results = await drive(generators.execute(pg), pg.socket)
@@ -476,11 +483,14 @@ class Store:
         the outcome first."""
         return await self._submit(_Call(fn, args))
 
-    async def _call_bulk(self, bulk: _Bulk) -> Any:
-        """``call`` for a hot-path call: in its batch's one statement, sent from trio
-        (``_TrioBulk``); on its own through the writer thread when that statement was
-        refused (alone, or in the thread's next bulk statement, then alone)."""
-        await self._bulk.submit(bulk)
+    async def _settle(self, bulk: _Bulk) -> Any:
+        """A hot-path call's outcome when its batch left it without a result. The call
+        is in its batch's one statement, sent from trio (``await self._bulk.submit(b)``,
+        made by the callers themselves: one coroutine frame less to make, suspend and
+        resume, three times per authorization; ``b.result`` is its outcome when set);
+        then, here: its error raised, or the call run on its own through the writer
+        thread when that statement was refused (alone, or in the thread's next bulk
+        statement, then alone), or a lost claim's original state read."""
         if bulk.error is not None:
             raise bulk.error
         if bulk.alone:  # refused with its batch: nothing was written
@@ -605,7 +615,7 @@ class Store:
         except psycopg.Error as e:
             return f"database connect failed: {type(e).__name__}"
         try:
-            won = self._write_bulk(conn, [c.bulk for c in calls if c.bulk is not None])
+            losers = self._write_bulk(conn, [c.bulk for c in calls if c.bulk is not None])
         except psycopg.Error as e:
             lost = conn.broken
             conn.close()
@@ -617,34 +627,34 @@ class Store:
         self._idle.put(conn)
         for c in calls:
             assert c.bulk is not None
-            if c.bulk.gate == "c" and ("c", c.bulk.key) not in won:
+            if c.bulk.gate == "c" and ("c", c.bulk.key) in losers:
                 c.fn, c.args = c.bulk.duplicate, ()  # a duplicate: the original's state
             else:
-                c.result = self._outcome(c.bulk, won)
+                c.result = self._outcome(c.bulk, losers)
         return None
 
     def _write_alone(self, conn: psycopg.Connection, bulk: _Bulk) -> Any:
-        won = self._write_bulk(conn, [bulk])
-        if bulk.gate == "c" and ("c", bulk.key) not in won:
+        lost = self._write_bulk(conn, [bulk])
+        if bulk.gate == "c" and ("c", bulk.key) in lost:
             return bulk.duplicate(conn)
-        return self._outcome(bulk, won)
+        return self._outcome(bulk, lost)
 
     @staticmethod
-    def _outcome(bulk: _Bulk, won: set[tuple[str, str]]) -> Any:
+    def _outcome(bulk: _Bulk, lost: set[tuple[str, str]]) -> Any:
         if bulk.gate == "c":
-            return Claim(owner=True)
-        return bulk.gate == "a" or ("d", bulk.key) in won
+            return CLAIMED
+        return bulk.gate == "a" or ("d", bulk.key) not in lost
 
     def _write_bulk(self, conn: psycopg.Connection, calls: list[_Bulk],
                     ) -> set[tuple[str, str]]:
         """Run ``_BULK`` for ``calls``; the (gate, key) of the claims and completes that
-        won (wrote their dedup row / answer, and so their journal rows)."""
+        lost (wrote neither their dedup row / answer nor their journal rows)."""
         def array(items: list[bytes]) -> Jsonb:  # elements already JSON (the callers')
             return Jsonb(b"[" + b",".join(items) + b"]", dumps=_as_is)
         claims = array([b.entry for b in calls if b.gate == "c"])
         completes = array([b.entry for b in calls if b.gate == "d"])
         rows = array([row for b in calls for row in b.rows])
-        cur = conn.execute(self._BULK, (self.owner, claims, completes, self.owner, rows))
+        cur = conn.execute(self._BULK, (claims, completes, self.owner, self.owner, rows))
         return {(gate, key) for gate, key in cur.fetchall()}
 
     @staticmethod
@@ -745,15 +755,18 @@ class Store:
     # claims insert their dedup rows (won: the new ones), completes record their answer
     # once (done: those not recorded yet; a retry after a lost COMMIT ack finds it),
     # and each journal row is written if its call won (gate "a": always), in the
-    # order given (ordinality: the ids follow it). Returns (gate, key) of the winners.
+    # order given (ordinality: the ids follow it). Returns (gate, key) of the claims
+    # and completes that lost (rare: a duplicate, a retried answer), so that a batch
+    # whose calls all won, the usual one, comes back as no rows to read.
     _BULK = (
-        "with won as (insert into switch_dedup"  # noqa: S608 (no input)
-        " (dup_key, fingerprint, owner) select r->>'k', r->>'p', %s"
-        " from jsonb_array_elements(%s::jsonb) as c(r)"
+        "with c as (select r from jsonb_array_elements(%s::jsonb) as c(r)),"  # noqa: S608
+        " d as (select r from jsonb_array_elements(%s::jsonb) as d(r)),"
+        " won as (insert into switch_dedup"
+        " (dup_key, fingerprint, owner) select r->>'k', r->>'p', %s from c"
         " order by 1 on conflict (dup_key) do nothing returning dup_key),"
         " done as (update switch_dedup s set response = d.r->'a', completed_at = now()"
-        " from jsonb_array_elements(%s::jsonb) as d(r)"
-        " where s.dup_key = d.r->>'k' and s.completed_at is null returning s.dup_key),"
+        " from d where s.dup_key = d.r->>'k' and s.completed_at is null"
+        " returning s.dup_key),"
         " journalled as (insert into switch_journal (" + _COLUMNS + ")"
         " select r->>'e', r->>'s', r->>'l', r->>'k', f->>'mti', f->>'stan', f->>'rrn',"
         " f->>'transmission_time', (f->>'amount_minor')::bigint, f->>'currency',"
@@ -764,7 +777,9 @@ class Store:
         " where case r->>'w' when 'c' then r->>'k' in (select dup_key from won)"
         " when 'd' then r->>'k' in (select dup_key from done) else true end"
         " order by n)"
-        " select 'c', dup_key from won union all select 'd', dup_key from done")
+        " select 'c', r->>'k' from c where r->>'k' not in (select dup_key from won)"
+        " union all"
+        " select 'd', r->>'k' from d where r->>'k' not in (select dup_key from done)")
 
     @staticmethod
     def _json_row(gate: str, event: str, msg: Message | dict | None, *,
@@ -796,8 +811,9 @@ class Store:
         request (``dup_key``) is the original's one reversal, claimed in the same
         transaction; returns False, having written nothing, when another one has it."""
         if reversal_of is None and kw.get("dup_key") is not None:  # the hot path
-            return bool(await self._call_bulk(_Bulk(
-                "a", kw["dup_key"], b"", [self._json_row("a", event, msg, **kw)])))
+            bulk = _Bulk("a", kw["dup_key"], b"", [self._json_row("a", event, msg, **kw)])
+            await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
+            return bool(bulk.result if bulk.result is not None else await self._settle(bulk))
 
         def run(conn: psycopg.Connection) -> bool:
             if reversal_of is None:
@@ -842,7 +858,9 @@ class Store:
                 return Claim(owner=False, response=response)
         row = self._json_row("c", "request", request, source=source, dup_key=dup_key)
         entry = _json({"k": dup_key, "p": fingerprint})
-        claim: Claim = await self._call_bulk(_Bulk("c", dup_key, entry, [row], duplicate))
+        bulk = _Bulk("c", dup_key, entry, [row], duplicate)
+        await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
+        claim: Claim = bulk.result if bulk.result is not None else await self._settle(bulk)
         return claim
 
     async def outcome(self, dup_key: str) -> dict[str, Any] | None:
@@ -871,7 +889,9 @@ class Store:
             rows.append(self._json_row("d", "response", fields, source=source,
                                        dup_key=dup_key))
             entry = _json({"k": dup_key, "a": fields})
-            return bool(await self._call_bulk(_Bulk("d", dup_key, entry, rows)))
+            bulk = _Bulk("d", dup_key, entry, rows)
+            await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
+            return bool(bulk.result if bulk.result is not None else await self._settle(bulk))
         answer = Jsonb(fields)
 
         def run(conn: psycopg.Connection) -> bool:

@@ -137,8 +137,10 @@ class Services:
     ledger: Ledger | None = None
     hsm: Hsm | None = None  # set by Switch.run once the token is open
     fingerprint_key: bytes = b""  # PAN HMAC key of duplicate fingerprints without an HSM
-    # dup_key -> set when that request's answer is recorded (duplicates wait on it)
-    in_flight_keys: dict[str, trio.Event] = field(default_factory=dict)
+    # dup_key of each request being answered here -> the event set when its answer is
+    # recorded, made by the first duplicate that waits for it (None until then: one
+    # Event per request would be made and set for nothing)
+    in_flight_keys: dict[str, trio.Event | None] = field(default_factory=dict)
     wake_saf: Callable[[], None] = lambda: None  # new SAF rows were queued
     rrn_range: tuple[int, int] = (0, 999_999)  # --workers: a disjoint slice per worker
     risk: Any = None  # switch.risk.RiskEngine when [risk] is configured

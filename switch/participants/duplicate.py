@@ -27,7 +27,7 @@ class CheckDuplicate(Participant):
         claim = await svc.store.claim(ctx.dup_key, ctx.source, ctx.request, fingerprint)
         if claim.owner:
             ctx.owner = True
-            svc.in_flight_keys[ctx.dup_key] = trio.Event()
+            svc.in_flight_keys[ctx.dup_key] = None  # its Event: made by a waiter
             return
         svc.metrics.duplicates.inc()
         ctx.done = True
@@ -43,14 +43,18 @@ class CheckDuplicate(Participant):
 async def wait_for_original(svc: Services, key: str) -> dict[str, Any]:
     """The recorded answer of ``key``, waiting (``switch.duplicate_wait_ms``) while it
     is in flight; DuplicateStillInFlight (91) after that."""
+    waiting = svc.in_flight_keys
     with trio.move_on_after(svc.cfg.switch.duplicate_wait_ms / 1000):
         while True:
-            event = svc.in_flight_keys.get(key)
-            if event is not None:
+            here = key in waiting  # in flight in this process: woken when recorded
+            if here:
+                event = waiting[key]
+                if event is None:
+                    event = waiting[key] = trio.Event()
                 await event.wait()
             stored = await svc.store.outcome(key)
             if stored is not None:
                 return stored
-            if event is None:  # owned by another process: poll
+            if not here:  # owned by another process: poll
                 await trio.sleep(DUPLICATE_POLL_S)
     raise DuplicateStillInFlight("original still in flight")

@@ -86,3 +86,48 @@ def test_a_line_orjson_refuses_is_still_one_valid_json_line():
     parsed = json.loads(line)
     assert parsed["big"] == 2**70 and parsed["note"] == "ü \"x\"\n"
     assert parsed["pan"] == "476173******0010"
+
+
+def test_a_message_is_logged_through_its_masking_repr_on_both_paths():
+    """A Message value (a dataclass, which orjson would write field by field: the PAN,
+    track 2 and PIN block in clear) is its masking repr, on the direct line and on
+    the formatter's (another handler added), and on json's fallback (a big int)."""
+    from payswitch.codecs.iso8583 import Message
+
+    msg = Message(mti="0200", pan="4761739001010010", track2="4761739001010010=2512101",
+                  pin_block=b"\x12" * 8)
+    direct = io.StringIO()
+    logs.setup("INFO", stream=direct)
+    logs.log("sent", msg=msg, raw=bytearray(b"abcd"), nested={"k": b"xy"})
+    logs.log("sent", msg=msg, big=2**70)
+    extra = logging.StreamHandler(formatted := io.StringIO())
+    extra.setFormatter(logs.JsonFormatter())
+    logs.LOGGER.addHandler(extra)
+    try:
+        logs.log("sent", msg=msg)
+    finally:
+        logs.LOGGER.removeHandler(extra)
+    lines = [json.loads(x) for x in (direct.getvalue() + formatted.getvalue()).splitlines()]
+    assert len(lines) == 4
+    for line in lines:
+        assert line["msg"] == str(msg) and "476173******0010" in line["msg"]
+    assert lines[0]["raw"] == "<4 bytes>" and lines[0]["nested"] == {"k": "<2 bytes>"}
+    text = direct.getvalue() + formatted.getvalue()
+    assert "4761739001010010" not in text and "2512101" not in text
+
+
+def test_the_millisecond_of_a_direct_line_is_its_time_truncated(monkeypatch):
+    """Each millisecond's text, and a fraction a hair under the next second (which
+    rounds to 1000.0 ms) kept in its own second."""
+    stream = io.StringIO()
+    logs.setup("INFO", stream=stream)
+    base = 1_700_000_000
+    values = [base + ms / 1000 + 0.0004 for ms in range(0, 1000, 7)]
+    values.append(float.fromhex((1_700_000_001.0).hex()) - 2**-22)  # last double < +1 s
+    times = iter(values)
+    monkeypatch.setattr(logging.time, "time", lambda: next(times))
+    for _ in values:
+        logs.log("tick")
+    got = [json.loads(line)["ts"] for line in stream.getvalue().splitlines()]
+    want = [f"2023-11-14T22:13:20.{ms:03d}Z" for ms in range(0, 1000, 7)]
+    assert got == [*want, "2023-11-14T22:13:20.999Z"]

@@ -30,7 +30,7 @@ from payswitch.switch.errors import InsufficientFunds, IssuerTimeout, StoreError
 from payswitch.switch.messages import original_data
 from payswitch.switch.participants import PATHS, Participant, Path
 from payswitch.switch.participants.admit import Identify
-from payswitch.switch.participants.duplicate import CheckDuplicate
+from payswitch.switch.participants.duplicate import DUPLICATE_POLL_S, CheckDuplicate
 from payswitch.switch.record import UNWRITTEN_RETRY_S
 from payswitch.switch.services import Context
 
@@ -307,9 +307,11 @@ async def test_onus_approval_whose_answer_is_not_journalled_is_voided():
 async def test_a_duplicate_waits_for_its_original_and_gets_its_answer():
     bench = Bench()
     answers: dict[str, Message] = {}
+    at: dict[str, float] = {}
 
     async def send(name: str, req: Message) -> None:
         answers[name] = await bench.send(req)
+        at[name] = trio.current_time()
 
     async with trio.open_nursery() as n:
         n.start_soon(send, "first", request())
@@ -318,6 +320,9 @@ async def test_a_duplicate_waits_for_its_original_and_gets_its_answer():
     assert answers["repeat"].response_code == "00"
     assert answers["repeat"].auth_code == answers["first"].auth_code
     assert len(bench.links["visa"].sent) == 1
+    # woken when the original's answer is recorded (10 ms in), not by polling as for
+    # another process's original (DUPLICATE_POLL_S: 50 ms in)
+    assert at["repeat"] - at["first"] < DUPLICATE_POLL_S / 10
 
 
 @virtual
