@@ -73,6 +73,10 @@ class IssuerLink:
         self.hsm: Hsm | None = None  # set by the switch when it has one (MAC links need it)
         self.keys = LinkKeys(cfg)  # current ZPK / ZAK labels, changed by 0800 key change
         metrics.link_state.labels(self.name).set(0)
+        # the counters' children per MTI / DE39: labels() takes a lock and builds its key
+        # on every call, twice per forwarded request
+        self._requests: dict[str, Any] = {}
+        self._responses: dict[str, Any] = {}
         # read when scraped: not two locked gauge updates per request
         metrics.link_in_flight.labels(self.name).set_function(lambda: self.mux.in_flight)
 
@@ -104,17 +108,21 @@ class IssuerLink:
     def next_stan(self) -> str:
         return self.mux.next_stan()
 
-    async def request(self, msg: Message, timeout_ms: int | None = None) -> Message:
+    async def request(self, msg: Message, timeout_ms: int | None = None, *,
+                      network: bool = False) -> Message:
         """Send a request and wait for its response.
 
         Raises LinkUnavailable (not signed on: nothing sent), LinkBusy (in-flight limit:
-        nothing sent) or IssuerTimeout (sent, outcome unknown).
-        """
-        if not self.machine.carries_traffic:
-            raise LinkUnavailable(f"link {self.name} is {self.state}")
-        return await self._exchange(msg, timeout_ms or self.cfg.request_timeout_ms)
+        nothing sent) or IssuerTimeout (sent, outcome unknown). ``network``: sign-on,
+        echo, sign-off, which go before (and after) the link carries traffic.
 
-    async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
+        One coroutine from the call to the wait (no helper for the exchange, no
+        ``Waiter.wait``): each of a forwarded request's waits resumes every coroutine
+        between it and the handler task.
+        """
+        if not network and not self.machine.carries_traffic:
+            raise LinkUnavailable(f"link {self.name} is {self.state}")
+        timeout_ms = timeout_ms or self.cfg.request_timeout_ms
         waiter = self.mux.register(msg)
         waiter.deadline = deadline = trio.current_time() + timeout_ms / 1000
         timer = self._timer
@@ -137,7 +145,9 @@ class IssuerLink:
             else:  # queued behind another write, or a MAC from an HSM thread
                 with trio.CancelScope(deadline=deadline):
                     await self._send(msg)
-            await waiter.wait()  # the timer task wakes it at its deadline
+            if not waiter.done:  # Waiter.wait inline; the timer task wakes it at its deadline
+                waiter.task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(waiter.abort)
             if waiter.response is not None:
                 return waiter.response
             why = "link dropped" if waiter.failed else "timeout"
@@ -153,6 +163,10 @@ class IssuerLink:
             raise IssuerTimeout(f"link {self.name} write failed: {type(e).__name__}") from None
         finally:
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
+
+    async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
+        """A network management request (sign-on, echo, sign-off): sent in any state."""
+        return await self.request(msg, timeout_ms, network=True)
 
     async def _expire_loop(self) -> None:
         """The deadlines of this link's requests, kept by one task per session instead of
@@ -199,7 +213,11 @@ class IssuerLink:
             raise
         self._last_activity = trio.current_time()
         if msg.is_request:
-            self.metrics.link_requests.labels(self.name, msg.mti).inc()
+            counter = self._requests.get(msg.mti)
+            if counter is None:
+                counter = self._requests[msg.mti] = self.metrics.link_requests.labels(
+                    self.name, msg.mti)
+            counter.inc()
 
     def _network_request(self, code: str) -> Message:
         return Message(mti="0800", transmission_time=transmission_time(),
@@ -290,7 +308,12 @@ class IssuerLink:
         if msg.is_request:
             await self._on_request(msg)
             return
-        self.metrics.link_responses.labels(self.name, msg.response_code or "").inc()
+        code = msg.response_code or ""
+        counter = self._responses.get(code)
+        if counter is None:
+            counter = self._responses[code] = self.metrics.link_responses.labels(
+                self.name, code)
+        counter.inc()
         outcome = self.mux.deliver(msg)
         if outcome == "late":
             self.metrics.link_late.labels(self.name).inc()
