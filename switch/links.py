@@ -129,10 +129,17 @@ class IssuerLink:
         if timer is not None and deadline < timer.deadline:
             timer.deadline = deadline  # earlier than the timer task's next wake-up
         sent = False
+        channel = self._channel
         try:
             sent = True  # from here on, some bytes may have left
-            channel = self._channel
-            if (channel is not None and channel.sends_at_once
+            if (channel is not None and channel.coalescing
+                    and (not self.cfg.mac or getattr(self.hsm, "inline", False))):
+                # Queued for the end of this scheduler round, written then with the
+                # other requests queued meanwhile (Channel.send_later): nothing waits.
+                # Past the deadline it is taken back if still queued, and the timer
+                # task closes the channel if it is in a write (as below).
+                waiter.frame = await self._send(msg)
+            elif (channel is not None and channel.sends_at_once
                     and (not self.cfg.mac or getattr(self.hsm, "inline", False))):
                 # Nothing here can wait but this task's own write of a full socket: no
                 # cancel scope; past the deadline, the timer task closes the channel
@@ -144,7 +151,7 @@ class IssuerLink:
                     waiter.sending = False
             else:  # queued behind another write, or a MAC from an HSM thread
                 with trio.CancelScope(deadline=deadline):
-                    await self._send(msg)
+                    waiter.frame = await self._send(msg)
             if not waiter.done:  # Waiter.wait inline; the timer task wakes it at its deadline
                 waiter.task = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(waiter.abort)
@@ -162,6 +169,8 @@ class IssuerLink:
             self._timed_out(msg, "write failed")
             raise IssuerTimeout(f"link {self.name} write failed: {type(e).__name__}") from None
         finally:
+            if waiter.frame and waiter.response is None and channel is not None:
+                channel.unqueue(waiter.frame)  # given up before it left: never sent
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
 
     async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
@@ -176,7 +185,8 @@ class IssuerLink:
         while True:
             nxt, woke = self.mux.expire(trio.current_time())
             channel = self._channel
-            if channel is not None and any(w.sending for w in woke):
+            if channel is not None and any(
+                    w.sending or (w.frame and channel.in_write(w.frame)) for w in woke):
                 channel.close("write interrupted")
             with trio.CancelScope(deadline=nxt) as self._timer:
                 await trio.sleep_forever()
@@ -188,7 +198,9 @@ class IssuerLink:
         log("link_timeout", logging.WARNING, link=self.name, mti=msg.mti, stan=msg.stan,
             rrn=msg.rrn, reason=why)
 
-    async def _send(self, msg: Message) -> None:
+    async def _send(self, msg: Message) -> int:
+        """Send ``msg``: queued for the round's write when the channel coalesces (its
+        frame number returned), else written (0)."""
         channel = self._channel
         if channel is None:
             raise LinkUnavailable(f"link {self.name} is not connected")
@@ -205,9 +217,13 @@ class IssuerLink:
             payload = macing.signed(body, hex_form, mac)
         else:
             payload = self.dialect.encode(msg)
+        frame = 0
         try:
-            # one write timeout closes the channel and fails every queued write at once
-            await channel.send_frame(payload)
+            if channel.coalescing:
+                frame = channel.send_later(payload)
+            else:
+                # one write timeout closes the channel and fails every queued write
+                await channel.send_frame(payload)
         except ChannelClosed as e:
             self._drop(e.reason)
             raise
@@ -218,6 +234,7 @@ class IssuerLink:
                 counter = self._requests[msg.mti] = self.metrics.link_requests.labels(
                     self.name, msg.mti)
             counter.inc()
+        return frame
 
     def _network_request(self, code: str) -> Message:
         return Message(mti="0800", transmission_time=transmission_time(),
@@ -255,6 +272,7 @@ class IssuerLink:
             async with stream, trio.open_nursery() as nursery:
                 self._session_scope = nursery.cancel_scope
                 nursery.start_soon(self._expire_loop)
+                nursery.start_soon(channel.run_writer)  # the requests' writes, coalesced
                 nursery.start_soon(self._reader, channel)
                 try:
                     resp = await self._exchange(self._network_request(SIGNON),

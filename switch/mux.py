@@ -46,6 +46,7 @@ class Waiter:
     failed: bool = False  # the link dropped while waiting
     expired: bool = False  # woken by Mux.expire: timed out
     sending: bool = False  # the caller is writing the request (not yet waiting)
+    frame: int = 0  # the request's frame number in a coalescing Channel (0: none)
     done: bool = False  # answered, failed or expired: wait() returns at once
     task: Any = None  # the task parked in wait() (or in IssuerLink.request, inline)
 
