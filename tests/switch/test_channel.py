@@ -420,3 +420,30 @@ async def test_a_coalesced_write_nobody_reads_closes_the_channel_at_the_write_ti
         assert not ch.coalescing  # the writer task ended with the channel
         with pytest.raises(ChannelClosed):
             ch.send_later(b"after")
+
+
+@virtual
+async def test_a_round_write_that_fails_closes_the_channel_and_rounds_go_on():
+    """The peer is gone: the round's write fails (EPIPE) inside the scheduler's hook,
+    which closes the channel and raises nothing into trio (which would remove the hook):
+    another channel's frames still go out at the end of later rounds."""
+    left, right = _socket_pair(65536)
+    other, peer = _socket_pair(65536)
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096))
+    ok = Channel(other, ChannelLimits("len2", max_frame_bytes=4096))
+    async with left, other, peer, trio.open_nursery() as n:
+        n.start_soon(ch.run_writer)
+        n.start_soon(ok.run_writer)
+        await trio.testing.wait_all_tasks_blocked()
+        await right.aclose()
+        ch.send_later(b"to nobody")
+        ok.send_later(b"same round")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ch.closed_reason == "write failed: BrokenPipeError"
+        with pytest.raises(ChannelClosed):
+            ch.send_later(b"after")
+        with pytest.raises(ChannelClosed, match="write failed"):
+            await ch.receive_frame()
+        ok.send_later(b"a later round")
+        assert await _read_frames(peer, 2) == [b"same round", b"a later round"]
+        n.cancel_scope.cancel()
