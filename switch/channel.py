@@ -15,6 +15,14 @@ around it, with every bound the design asks of a socket (``ChannelLimits``):
   the channel, and every write still queued fails at once with ``ChannelClosed``
   (a peer that never reads costs one write timeout, not one per pending answer).
 
+A channel may also **coalesce** its writes (an issuer link, which many handler tasks
+write to at once): while ``run_writer`` runs, ``send_later`` queues a frame and returns
+its number without writing; the frames queued during one trio scheduler round go out in
+one write just before the scheduler next waits for I/O (``RoundWriter``, a trio
+instrument), and what the socket does not take then is written by the ``run_writer``
+task, bounded by the write timeout, as above. A queued frame can be taken back
+(``unqueue``) until that write.
+
 On a socket, the idle and frame deadlines may be kept by a shared ``Deadlines`` task
 instead of a cancel scope around every read (a terminal listener: one scope per request
 was a visible share of the switch's CPU); it closes the channel when one passes, which
@@ -110,6 +118,39 @@ class Deadlines:
             self._sleep = None
 
 
+class RoundWriter(trio.abc.Instrument):
+    """Writes the frames coalescing channels queued during a scheduler round, once per
+    channel, when the round ends (trio calls ``before_io_wait`` then): one system call
+    where each sender made its own, with no task step (a flush task would be one per
+    round, and a round more of latency).
+
+    An instrument that raises is removed by trio, and the frames queued afterwards would
+    never go out: nothing here raises (a channel it cannot write is closed)."""
+
+    def __init__(self) -> None:
+        self.dirty: list[Channel] = []
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for channel in dirty:
+                channel._round_flush()
+
+
+_round_writer: trio.lowlevel.RunVar[RoundWriter] = trio.lowlevel.RunVar("round_writer")
+
+
+def round_writer() -> RoundWriter:
+    """This trio run's RoundWriter (added as an instrument on first use)."""
+    try:
+        return _round_writer.get()
+    except LookupError:
+        writer = RoundWriter()
+        trio.lowlevel.add_instrument(writer)
+        _round_writer.set(writer)
+        return writer
+
+
 class Channel:
     """Frames over one ``trio`` stream: ``receive_frame`` / ``send_frame``."""
 
@@ -133,6 +174,12 @@ class Channel:
         self._written = 0  # when _written >= its number
         self._writing = False
         self._progress = trio.Event()
+        # coalescing (run_writer running): the round's writer, the parked writer task,
+        # what the socket left of a round's write, and whether this round has queued
+        self._rounds: RoundWriter | None = None
+        self._writer_task: trio.lowlevel.Task | None = None
+        self._rest: tuple[memoryview, int, int] | None = None
+        self._dirty = False
         self.closed_reason: str | None = None
         self._eof = False
         self.frames_in = 0
@@ -390,3 +437,83 @@ class Channel:
             progress.set()
         if not done:
             raise ChannelClosed(self.closed_reason or "write interrupted")
+
+    # -- coalesced writing ------------------------------------------------------------
+    @property
+    def coalescing(self) -> bool:
+        """``send_later`` may be used: ``run_writer`` is running."""
+        return self._rounds is not None
+
+    def send_later(self, payload: bytes, tpdu: bytes | None = None) -> int:
+        """Queue one frame for the end of this scheduler round; its number (for
+        ``unqueue`` and ``in_write``). Raises ChannelClosed, or ``FramingError`` before
+        anything is queued. A write that fails closes the channel, which the reader
+        sees (its socket is closed)."""
+        if self.closed_reason is not None:
+            raise ChannelClosed(self.closed_reason)
+        assert self._rounds is not None, "send_later without run_writer"
+        data = encode_frame(self.limits.framing, payload, tpdu, self.limits.max_frame_bytes)
+        self._queued += 1
+        self._out.append((self._queued, data))
+        if not self._dirty:
+            self._dirty = True
+            self._rounds.dirty.append(self)
+        return self._queued
+
+    def unqueue(self, number: int) -> bool:
+        """Take frame ``number`` back if it was not taken for writing yet (a request
+        given up before it left must not reach the peer later)."""
+        for i, (n, _) in enumerate(self._out):
+            if n == number:
+                del self._out[i]
+                return True
+        return False
+
+    def in_write(self, number: int) -> bool:
+        """Frame ``number`` was taken for writing and is not all written yet."""
+        return number > self._written and all(n != number for n, _ in self._out)
+
+    def _round_flush(self) -> None:
+        """From RoundWriter: write what this round queued (never raises)."""
+        self._dirty = False
+        if self.closed_reason is not None or self._writing or not self._out:
+            return  # a writer busy with a full socket takes these after its write
+        try:
+            rest = self._flush()
+        except ChannelClosed:
+            return
+        except Exception as e:  # a bug: the frames' senders are told by the close
+            self.close(f"write failed: {type(e).__name__}")
+            return
+        if rest is None:
+            return
+        task, self._writer_task = self._writer_task, None
+        if task is None:  # the writer task ended (its session is ending)
+            self.close("write interrupted")
+            return
+        self._writing = True  # no round writes past it until the writer is done
+        self._rest = rest
+        trio.lowlevel.reschedule(task)
+
+    async def run_writer(self) -> None:
+        """Coalesce this channel's ``send_later`` frames while this task runs (in the
+        nursery of the channel's user); it writes what a full socket did not take."""
+        self._rounds = round_writer()
+        try:
+            while True:
+                self._writer_task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._writer_aborted)
+                rest, self._rest = self._rest, None
+                while rest is not None:
+                    await self._send_rest(*rest)  # ChannelClosed ends the task
+                    rest = self._flush() if self._out else None  # queued meanwhile
+        except ChannelClosed:
+            return
+        finally:
+            self._rounds = None
+            self._writer_task = None
+            self._writing = False
+
+    def _writer_aborted(self, _: object) -> trio.lowlevel.Abort:
+        self._writer_task = None
+        return trio.lowlevel.Abort.SUCCEEDED

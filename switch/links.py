@@ -73,6 +73,10 @@ class IssuerLink:
         self.hsm: Hsm | None = None  # set by the switch when it has one (MAC links need it)
         self.keys = LinkKeys(cfg)  # current ZPK / ZAK labels, changed by 0800 key change
         metrics.link_state.labels(self.name).set(0)
+        # the counters' children per MTI / DE39: labels() takes a lock and builds its key
+        # on every call, twice per forwarded request
+        self._requests: dict[str, Any] = {}
+        self._responses: dict[str, Any] = {}
         # read when scraped: not two locked gauge updates per request
         metrics.link_in_flight.labels(self.name).set_function(lambda: self.mux.in_flight)
 
@@ -104,27 +108,38 @@ class IssuerLink:
     def next_stan(self) -> str:
         return self.mux.next_stan()
 
-    async def request(self, msg: Message, timeout_ms: int | None = None) -> Message:
+    async def request(self, msg: Message, timeout_ms: int | None = None, *,
+                      network: bool = False) -> Message:
         """Send a request and wait for its response.
 
         Raises LinkUnavailable (not signed on: nothing sent), LinkBusy (in-flight limit:
-        nothing sent) or IssuerTimeout (sent, outcome unknown).
-        """
-        if not self.machine.carries_traffic:
-            raise LinkUnavailable(f"link {self.name} is {self.state}")
-        return await self._exchange(msg, timeout_ms or self.cfg.request_timeout_ms)
+        nothing sent) or IssuerTimeout (sent, outcome unknown). ``network``: sign-on,
+        echo, sign-off, which go before (and after) the link carries traffic.
 
-    async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
+        One coroutine from the call to the wait (no helper for the exchange, no
+        ``Waiter.wait``): each of a forwarded request's waits resumes every coroutine
+        between it and the handler task.
+        """
+        if not network and not self.machine.carries_traffic:
+            raise LinkUnavailable(f"link {self.name} is {self.state}")
+        timeout_ms = timeout_ms or self.cfg.request_timeout_ms
         waiter = self.mux.register(msg)
         waiter.deadline = deadline = trio.current_time() + timeout_ms / 1000
         timer = self._timer
         if timer is not None and deadline < timer.deadline:
             timer.deadline = deadline  # earlier than the timer task's next wake-up
         sent = False
+        channel = self._channel
         try:
             sent = True  # from here on, some bytes may have left
-            channel = self._channel
-            if (channel is not None and channel.sends_at_once
+            if (channel is not None and channel.coalescing
+                    and (not self.cfg.mac or getattr(self.hsm, "inline", False))):
+                # Queued for the end of this scheduler round, written then with the
+                # other requests queued meanwhile (Channel.send_later): nothing waits.
+                # Past the deadline it is taken back if still queued, and the timer
+                # task closes the channel if it is in a write (as below).
+                waiter.frame = await self._send(msg)
+            elif (channel is not None and channel.sends_at_once
                     and (not self.cfg.mac or getattr(self.hsm, "inline", False))):
                 # Nothing here can wait but this task's own write of a full socket: no
                 # cancel scope; past the deadline, the timer task closes the channel
@@ -136,8 +151,10 @@ class IssuerLink:
                     waiter.sending = False
             else:  # queued behind another write, or a MAC from an HSM thread
                 with trio.CancelScope(deadline=deadline):
-                    await self._send(msg)
-            await waiter.wait()  # the timer task wakes it at its deadline
+                    waiter.frame = await self._send(msg)
+            if not waiter.done:  # Waiter.wait inline; the timer task wakes it at its deadline
+                waiter.task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(waiter.abort)
             if waiter.response is not None:
                 return waiter.response
             why = "link dropped" if waiter.failed else "timeout"
@@ -152,7 +169,13 @@ class IssuerLink:
             self._timed_out(msg, "write failed")
             raise IssuerTimeout(f"link {self.name} write failed: {type(e).__name__}") from None
         finally:
+            if waiter.frame and waiter.response is None and channel is not None:
+                channel.unqueue(waiter.frame)  # given up before it left: never sent
             self.mux.forget(waiter, timed_out=waiter.response is None and sent)
+
+    async def _exchange(self, msg: Message, timeout_ms: int) -> Message:
+        """A network management request (sign-on, echo, sign-off): sent in any state."""
+        return await self.request(msg, timeout_ms, network=True)
 
     async def _expire_loop(self) -> None:
         """The deadlines of this link's requests, kept by one task per session instead of
@@ -162,7 +185,8 @@ class IssuerLink:
         while True:
             nxt, woke = self.mux.expire(trio.current_time())
             channel = self._channel
-            if channel is not None and any(w.sending for w in woke):
+            if channel is not None and any(
+                    w.sending or (w.frame and channel.in_write(w.frame)) for w in woke):
                 channel.close("write interrupted")
             with trio.CancelScope(deadline=nxt) as self._timer:
                 await trio.sleep_forever()
@@ -174,7 +198,9 @@ class IssuerLink:
         log("link_timeout", logging.WARNING, link=self.name, mti=msg.mti, stan=msg.stan,
             rrn=msg.rrn, reason=why)
 
-    async def _send(self, msg: Message) -> None:
+    async def _send(self, msg: Message) -> int:
+        """Send ``msg``: queued for the round's write when the channel coalesces (its
+        frame number returned), else written (0)."""
         channel = self._channel
         if channel is None:
             raise LinkUnavailable(f"link {self.name} is not connected")
@@ -191,15 +217,24 @@ class IssuerLink:
             payload = macing.signed(body, hex_form, mac)
         else:
             payload = self.dialect.encode(msg)
+        frame = 0
         try:
-            # one write timeout closes the channel and fails every queued write at once
-            await channel.send_frame(payload)
+            if channel.coalescing:
+                frame = channel.send_later(payload)
+            else:
+                # one write timeout closes the channel and fails every queued write
+                await channel.send_frame(payload)
         except ChannelClosed as e:
             self._drop(e.reason)
             raise
         self._last_activity = trio.current_time()
         if msg.is_request:
-            self.metrics.link_requests.labels(self.name, msg.mti).inc()
+            counter = self._requests.get(msg.mti)
+            if counter is None:
+                counter = self._requests[msg.mti] = self.metrics.link_requests.labels(
+                    self.name, msg.mti)
+            counter.inc()
+        return frame
 
     def _network_request(self, code: str) -> Message:
         return Message(mti="0800", transmission_time=transmission_time(),
@@ -237,6 +272,7 @@ class IssuerLink:
             async with stream, trio.open_nursery() as nursery:
                 self._session_scope = nursery.cancel_scope
                 nursery.start_soon(self._expire_loop)
+                nursery.start_soon(channel.run_writer)  # the requests' writes, coalesced
                 nursery.start_soon(self._reader, channel)
                 try:
                     resp = await self._exchange(self._network_request(SIGNON),
@@ -290,7 +326,12 @@ class IssuerLink:
         if msg.is_request:
             await self._on_request(msg)
             return
-        self.metrics.link_responses.labels(self.name, msg.response_code or "").inc()
+        code = msg.response_code or ""
+        counter = self._responses.get(code)
+        if counter is None:
+            counter = self._responses[code] = self.metrics.link_responses.labels(
+                self.name, code)
+        counter.inc()
         outcome = self.mux.deliver(msg)
         if outcome == "late":
             self.metrics.link_late.labels(self.name).inc()

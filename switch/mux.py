@@ -46,15 +46,16 @@ class Waiter:
     failed: bool = False  # the link dropped while waiting
     expired: bool = False  # woken by Mux.expire: timed out
     sending: bool = False  # the caller is writing the request (not yet waiting)
+    frame: int = 0  # the request's frame number in a coalescing Channel (0: none)
     done: bool = False  # answered, failed or expired: wait() returns at once
-    _task: Any = None  # the task parked in wait()
+    task: Any = None  # the task parked in wait() (or in IssuerLink.request, inline)
 
     def matches(self, resp: Message) -> bool:
         return _matches(self.request, resp)
 
     def wake(self) -> None:
         self.done = True
-        task, self._task = self._task, None
+        task, self.task = self.task, None
         if task is not None:
             trio.lowlevel.reschedule(task)
 
@@ -62,11 +63,12 @@ class Waiter:
         """Until ``wake``; cancellable (the caller's timeout)."""
         if self.done:
             return
-        self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        self.task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self.abort)
 
-    def _abort(self, _: Any) -> trio.lowlevel.Abort:
-        self._task = None
+    def abort(self, _: Any) -> trio.lowlevel.Abort:
+        """The parked task was cancelled (wait_task_rescheduled's abort_fn)."""
+        self.task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
 

@@ -479,6 +479,8 @@ class _Connection:
         # wakes one instead of spawning a task, the costliest step of trio's per request
         self._idle: list[_Handler] = []
         self._read_done = False
+        # proven once (a configured terminal's request, or an acquirer host): stays so
+        self.proven = False
         self.malformed = MalformedWindow(lst.max_malformed_frames,
                                          lst.malformed_window_ms / 1000)
 
@@ -565,9 +567,13 @@ class _Connection:
                     log("unexpected_response", logging.WARNING, listener=self.lst.name,
                         peer=self.origin.peer, mti=req.mti, stan=req.stan)
                 else:
-                    admission = self.sw._admission[self.lst.name]
-                    if not admission.is_proven(self) and self.sw._is_known(req, self.origin):
-                        admission.prove(self)  # a configured terminal: never evicted
+                    if not self.proven:
+                        admission = self.sw._admission[self.lst.name]
+                        if admission.is_proven(self):  # an acquirer host: by its address
+                            self.proven = True
+                        elif self.sw._is_known(req, self.origin):
+                            admission.prove(self)  # a configured terminal: never evicted
+                            self.proven = True
                     resp = await self.sw.txn.handle(req, self.origin, frame.payload)
                     await self._send(resp, frame.tpdu)
             finally:

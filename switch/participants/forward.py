@@ -46,19 +46,28 @@ class Forward(Participant):
     participant, or the journal write of the answer, failed)."""
 
     async def prepare(self, ctx: Context) -> None:
+        link, out = self.outbound(ctx)
+        self.answer(ctx, out, await exchange(self.svc, ctx, link, out))
+
+    def outbound(self, ctx: Context) -> tuple[Link, Message]:
+        """The routed link and the request for it (no wait: ``ForwardFailover`` awaits
+        ``exchange`` itself, one coroutine fewer to walk at each of its two waits)."""
         svc, req = self.svc, ctx.request
         assert ctx.route is not None  # Route ran
         link = svc.links[ctx.route.link]
         if link.state != "signed_on":
             raise LinkUnavailable(f"link {link.name} is {link.state}")
-        out = req.replace(mti=req.mti[:3] + "0", stan=link.next_stan(),
-                          rrn=req.rrn or svc.new_rrn(), transmission_time=transmission_time(),
-                          acquirer_id=req.acquirer_id or svc.cfg.switch.institution_id,
-                          header=None, pin_block=ctx.pin_block, mac=None,
-                          other={k: v for k, v in req.other.items() if k != KSN_DE})
-        resp = await exchange(svc, ctx, link, out)
+        return link, req.replace(
+            mti=req.mti[:3] + "0", stan=link.next_stan(), rrn=req.rrn or svc.new_rrn(),
+            transmission_time=transmission_time(),
+            acquirer_id=req.acquirer_id or svc.cfg.switch.institution_id, header=None,
+            pin_block=ctx.pin_block, mac=None,
+            other={k: v for k, v in req.other.items() if k != KSN_DE})
+
+    @staticmethod
+    def answer(ctx: Context, out: Message, resp: Message | None) -> None:
         assert resp is not None  # None only for a reversal whose claim another has
-        ctx.response = respond(req, resp.response_code or "96", rrn=out.rrn,
+        ctx.response = respond(ctx.request, resp.response_code or "96", rrn=out.rrn,
                                auth_code=resp.auth_code,
                                additional_amounts=resp.additional_amounts, emv=resp.emv)
 

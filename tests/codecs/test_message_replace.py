@@ -34,3 +34,14 @@ def test_replace_refuses_a_name_that_is_no_field():
     with pytest.raises(TypeError, match="tan"):
         msg.replace(tan="000002")
     assert msg.replace().stan == "000001"
+
+
+@given(st.text("0123456789", min_size=4, max_size=4))
+def test_request_and_response_mti_follow_the_third_digit(mti):
+    """ISO 8583: an even message function (third digit) is a request; its response is
+    the next odd one with the fourth digit 0 (0100 -> 0110, 0101 -> 0110, 0420 -> 0430)."""
+    msg = Message(mti=mti)
+    digit = "0123456789".index(mti[2])
+    assert msg.is_request is (digit in (0, 2, 4, 6, 8))
+    if digit < 9:
+        assert msg.response_mti == mti[0] + mti[1] + "0123456789"[digit + 1] + "0"

@@ -309,3 +309,141 @@ async def test_shared_deadlines_do_not_keep_entries_of_closed_channels():
             await ch.aclose()
         assert len(deadlines) <= 200
         n.cancel_scope.cancel()
+
+
+# -- coalesced writes (send_later / run_writer: an issuer link's channel) -------------
+def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The write system calls the channel makes (their sizes)."""
+    from payswitch.switch import channel as channel_module
+
+    writes: list[int] = []
+    real = channel_module.os.write
+
+    def write(fd: int, data) -> int:
+        writes.append(len(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(channel_module.os, "write", write)
+    return writes
+
+
+async def _read_frames(stream: trio.SocketStream, count: int) -> list[bytes]:
+    reader, got = FrameReader("len2", 4096), []
+    while len(got) < count:
+        got.extend(f.payload for f in reader.feed(await stream.receive_some()))
+    return got
+
+
+def test_frames_queued_by_many_tasks_in_one_round_go_out_in_one_write(monkeypatch):
+    """Six senders run in the same scheduler round: their frames leave in one system
+    call at the end of the round, in the order queued, and none of them waited."""
+    writes = _count_writes(monkeypatch)
+    frames = [b"request %d" % i for i in range(6)]
+    queued: list[tuple[int, bytes]] = []
+
+    async def run() -> None:
+        left, right = _socket_pair(65536)
+        ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096))
+        async with left, right, trio.open_nursery() as n:
+            n.start_soon(ch.run_writer)
+            go = trio.Event()
+
+            async def send(frame: bytes) -> None:
+                await go.wait()  # all six woken together: one round
+                queued.append((ch.send_later(frame), frame))
+
+            async with trio.open_nursery() as senders:
+                for f in frames:
+                    senders.start_soon(send, f)
+                await trio.testing.wait_all_tasks_blocked()
+                go.set()
+            got = await _read_frames(right, 6)
+            assert got == [f for _, f in sorted(queued)]  # whole, in the order queued
+            assert sorted(got) == frames
+            assert ch.frames_out == 6
+            n.cancel_scope.cancel()
+
+    virtual(run)()
+    assert writes == [sum(len(f) + 2 for f in frames)]  # one system call, every frame
+
+
+@virtual
+async def test_a_frame_taken_back_before_the_round_ends_is_never_written():
+    left, right = _socket_pair(65536)
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096))
+    async with left, right, trio.open_nursery() as n:
+        n.start_soon(ch.run_writer)
+        await trio.testing.wait_all_tasks_blocked()
+        ch.send_later(b"first")
+        given_up = ch.send_later(b"given up")
+        ch.send_later(b"third")
+        assert ch.unqueue(given_up) and not ch.unqueue(given_up)
+        assert await _read_frames(right, 2) == [b"first", b"third"]
+        assert not ch.unqueue(1) and not ch.in_write(1)  # written: nothing to take back
+        n.cancel_scope.cancel()
+
+
+@virtual
+async def test_what_a_full_socket_leaves_of_a_round_is_written_by_the_writer_task():
+    """More than the socket takes: the rest (and the frames queued while it waits) go
+    out whole once the peer reads; a frame in that write cannot be taken back."""
+    left, right = _socket_pair()
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096, write_timeout_ms=5000))
+    async with left, right, trio.open_nursery() as n:
+        n.start_soon(ch.run_writer)
+        await trio.testing.wait_all_tasks_blocked()
+        numbers = [ch.send_later(f) for f in _frames(0, 30)]
+        await trio.sleep(1)  # the round's write took part; the writer task waits
+        assert any(ch.in_write(k) for k in numbers) and not ch.unqueue(numbers[-1])
+        late = [ch.send_later(f) for f in _frames(30, 5)]  # behind the waiting write
+        assert not any(ch.in_write(k) for k in late)
+        got = await _read_frames(right, 35)
+        assert got == _frames(0, 35)
+        assert ch.frames_out == 35 and not ch.closed
+        n.cancel_scope.cancel()
+
+
+@virtual
+async def test_a_coalesced_write_nobody_reads_closes_the_channel_at_the_write_timeout():
+    left, right = _socket_pair()
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096, write_timeout_ms=5000))
+    async with left, right, trio.open_nursery() as n:
+        n.start_soon(ch.run_writer)
+        await trio.testing.wait_all_tasks_blocked()
+        for f in _frames(0, 60):  # far more than the socket's buffers hold
+            ch.send_later(f)
+        started = trio.current_time()
+        while not ch.closed:
+            await trio.sleep(0.5)
+        assert ch.closed_reason == "write timeout"
+        assert trio.current_time() - started == pytest.approx(5.0, abs=0.5)
+        assert not ch.coalescing  # the writer task ended with the channel
+        with pytest.raises(ChannelClosed):
+            ch.send_later(b"after")
+
+
+@virtual
+async def test_a_round_write_that_fails_closes_the_channel_and_rounds_go_on():
+    """The peer is gone: the round's write fails (EPIPE) inside the scheduler's hook,
+    which closes the channel and raises nothing into trio (which would remove the hook):
+    another channel's frames still go out at the end of later rounds."""
+    left, right = _socket_pair(65536)
+    other, peer = _socket_pair(65536)
+    ch = Channel(left, ChannelLimits("len2", max_frame_bytes=4096))
+    ok = Channel(other, ChannelLimits("len2", max_frame_bytes=4096))
+    async with left, other, peer, trio.open_nursery() as n:
+        n.start_soon(ch.run_writer)
+        n.start_soon(ok.run_writer)
+        await trio.testing.wait_all_tasks_blocked()
+        await right.aclose()
+        ch.send_later(b"to nobody")
+        ok.send_later(b"same round")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ch.closed_reason == "write failed: BrokenPipeError"
+        with pytest.raises(ChannelClosed):
+            ch.send_later(b"after")
+        with pytest.raises(ChannelClosed, match="write failed"):
+            await ch.receive_frame()
+        ok.send_later(b"a later round")
+        assert await _read_frames(peer, 2) == [b"same round", b"a later round"]
+        n.cancel_scope.cancel()

@@ -3,12 +3,14 @@ request): real socket pairs, virtual time. Each request times out at its own dea
 also a shorter one sent after a longer one; an answered one never does; a request whose
 own write is stuck on a full socket is given up at its deadline (the channel closed, as
 cancelling that write did), one queued behind such a write is given up alone and never
-written."""
+written. Each test runs twice: requests written by their own tasks, and coalesced into
+one write per scheduler round (Channel.run_writer, as a link session runs it)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import pytest
 import trio
@@ -40,14 +42,27 @@ def _fill(stream: trio.SocketStream) -> None:
             return
 
 
-def _start(link: IssuerLink, stream: trio.SocketStream, nursery: trio.Nursery) -> Channel:
-    """What a session runs: the channel, the timer task, the reader."""
+COALESCE = False
+
+
+@pytest.fixture(autouse=True, params=["own writes", "coalesced"])
+def _writes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "COALESCE", request.param == "coalesced")
+
+
+async def _start(link: IssuerLink, stream: trio.SocketStream, nursery: trio.Nursery,
+                 ) -> Channel:
+    """What a session runs: the channel, the timer task, the reader (and the writer)."""
     cfg = link.cfg
     link.mux._stan = 0  # STANs 000001, 000002... in the order requests are made
     link._channel = channel = Channel(stream, ChannelLimits(
         cfg.framing, cfg.max_frame_bytes, 0, 0, cfg.write_timeout_ms))
     nursery.start_soon(link._expire_loop)
+    if COALESCE:
+        nursery.start_soon(channel.run_writer)
     nursery.start_soon(link._reader, channel)
+    await trio.testing.wait_all_tasks_blocked()
+    assert channel.coalescing == COALESCE
     return channel
 
 
@@ -67,7 +82,7 @@ async def test_each_unanswered_request_times_out_at_its_own_deadline():
     link = IssuerLink(LinkSection("visa", "127.0.0.1", 9), Metrics())
     ended: dict = {}
     async with left, right, trio.open_nursery() as n:
-        channel = _start(link, left, n)
+        channel = await _start(link, left, n)
         async with trio.open_nursery() as m:
             m.start_soon(_timed, link, 5000, ended, "long")
             await trio.sleep(0.1)
@@ -106,7 +121,7 @@ async def test_an_answered_request_is_not_timed_out_later():
                 await right.send_all(encode_frame(link.cfg.framing, dialect.encode(resp)))
 
     async with left, right, trio.open_nursery() as n:
-        _start(link, left, n)
+        await _start(link, left, n)
         n.start_soon(issuer)
         for _ in range(3):
             resp = await link._exchange(link._network_request(ECHO), 2000)
@@ -130,7 +145,7 @@ async def test_a_write_stuck_past_the_deadline_is_given_up_then_and_closes_the_l
     left, right, link = _stuck_link()
     ended: dict = {}
     async with left, right, trio.open_nursery() as n:
-        channel = _start(link, left, n)
+        channel = await _start(link, left, n)
         await _timed(link, 2000, ended, "stuck")
         assert ended == {"stuck": pytest.approx(2.0)}  # not the 20 s write timeout
         assert channel.closed_reason == "write interrupted"
@@ -142,7 +157,7 @@ async def test_a_request_queued_behind_a_stuck_write_is_given_up_alone_and_never
     left, right, link = _stuck_link()
     ended: dict = {}
     async with left, right, trio.open_nursery() as n:
-        channel = _start(link, left, n)
+        channel = await _start(link, left, n)
         async with trio.open_nursery() as m:
             m.start_soon(_timed, link, 10_000, ended, "writer")
             await trio.testing.wait_all_tasks_blocked()
@@ -157,4 +172,32 @@ async def test_a_request_queued_behind_a_stuck_write_is_given_up_alone_and_never
             while data := await right.receive_some():
                 received += data
         assert b"000002" not in received
+        n.cancel_scope.cancel()
+
+
+@virtual
+async def test_a_request_given_up_behind_a_write_that_then_completes_is_never_sent():
+    """The stuck write completes (the issuer reads again at 3 s) after the request queued
+    behind it was given up (1 s): that one never reaches the issuer, the link stays up."""
+    left, right, link = _stuck_link()
+    ended: dict = {}
+    received = bytearray()
+
+    async def issuer_reads_late() -> None:
+        await trio.sleep(3)
+        while data := await right.receive_some():
+            received.extend(data)
+
+    async with left, right, trio.open_nursery() as n:
+        channel = await _start(link, left, n)
+        n.start_soon(issuer_reads_late)
+        async with trio.open_nursery() as m:
+            m.start_soon(_timed, link, 10_000, ended, "writer")
+            await trio.testing.wait_all_tasks_blocked()
+            m.start_soon(_timed, link, 1000, ended, "queued")
+            await trio.sleep(5)
+            assert ended == {"queued": pytest.approx(1.0)}
+            assert not channel.closed and not channel.in_write(1)  # the first went out
+            assert b"000001" in received and b"000002" not in received
+            m.cancel_scope.cancel()
         n.cancel_scope.cancel()
