@@ -334,18 +334,22 @@ class BatchWriter:
         # a bad event must fail its own caller here, not the whole batch in the writer;
         # the checked text is what the writer MACs and stores (not encoded a second time);
         # an event object in both lists (the switch's common events) is checked once
+        # (payloads given as their text: checked together, one PAN scan for them all)
         slot = _Slot(request)
         checked = slot.checked
-        texts = request.texts  # the caller's ready canonical texts: checked, not encoded
-        if texts:
-            ev.check_texts(texts.values())
-            checked.update(texts)
+        texts = []
         for e in (*request.on_success, *request.on_failure):
             if self.mac is None:
                 raise LedgerError("this BatchWriter has no MAC function: cannot append events")
             ev.check_type(e.type)
-            if id(e) not in checked:
-                checked[id(e)] = ev.canonical_payload(e.payload)
+            p = e.payload
+            if isinstance(p, str):
+                checked[id(e)] = p
+                texts.append(p)
+            elif id(e) not in checked:
+                checked[id(e)] = ev.canonical_payload(p)
+        if texts:
+            ev.check_texts(texts)
         if self._stopped:
             raise LedgerError("ledger writer is not running")
         try:  # the queue nearly always has room: no scheduler round for the hand-off
@@ -384,10 +388,9 @@ class BatchWriter:
     async def create_transfers(self, transfers: Sequence[Transfer],
                                on_success: Sequence[Event] = (),
                                on_failure: Sequence[Event] = (),
-                               timeout_s: float | None = None,
-                               texts: dict[int, str] | None = None) -> Outcome:
+                               timeout_s: float | None = None) -> Outcome:
         return await self.submit(Request(tuple(transfers), tuple(on_success),
-                                         tuple(on_failure), texts), timeout_s)
+                                         tuple(on_failure)), timeout_s)
 
     async def append_events(self, events: Sequence[Event]) -> Outcome:
         return await self.submit(Request((), tuple(events)))
