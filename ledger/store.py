@@ -116,13 +116,28 @@ def _ia(xs: Iterable[int | None]) -> str:
 
 def _ta(xs: Iterable[str]) -> str:
     """A text[] literal: each element double-quoted, its backslashes and quotes escaped.
-    psycopg's client-side list quoting costs ~50 µs per event payload; this ~1 µs."""
-    return "{" + ",".join(['"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                           for x in xs]) + "}"
+    psycopg's client-side list quoting costs ~50 µs per event payload; this ~1 µs. The
+    elements are joined first (by NUL, which no text PostgreSQL stores holds) and
+    escaped in one pass over the whole: a batch's event payloads in a few C loops
+    instead of three string operations each."""
+    xs = xs if isinstance(xs, list) else list(xs)
+    if not xs:
+        return "{}"
+    joined = "\x00".join(xs)
+    if joined.count("\x00") != len(xs) - 1:  # a NUL in a text: PostgreSQL refuses it
+        return "{" + ",".join(['"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                               for x in xs]) + "}"
+    return ('{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", '","')
+            + '"}')
 
 
 def _ba(xs: Iterable[bytes]) -> str:
-    """A bytea[] literal: each element ``\\x<hex>`` (its backslash escaped in the array)."""
+    """A bytea[] literal: each element ``\\x<hex>`` (its backslash escaped in the array).
+    MACs (all 32 bytes) in one ``hex`` call with a separator every 32 bytes."""
+    xs = xs if isinstance(xs, list) else list(xs)
+    joined = b"".join(xs)
+    if xs and len(joined) == 32 * len(xs) and min(map(len, xs)) == 32:  # each 32 bytes
+        return '{"\\\\x' + joined.hex(",", 32).replace(",", '","\\\\x') + '"}'
     return "{" + ",".join(['"\\\\x' + x.hex() + '"' for x in xs]) + "}"
 
 
