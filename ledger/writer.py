@@ -238,9 +238,8 @@ class BatchWriter:
         checked: dict[int, str] = {}
         for s in batch:
             checked.update(s.checked)
-        try:
-            with trio.CancelScope(shield=True):  # sent: its outcome is heard (bounded)
-                outcomes = await self._submit(ledger, [s.request for s in batch], checked)
+        try:  # each exchange shielded: once sent, its outcome is heard (bounded)
+            outcomes = await self._submit(ledger, [s.request for s in batch], checked)
         except Exception as e:  # noqa: BLE001 - every caller must hear about it
             err = e if isinstance(e, LedgerError) else LedgerError(
                 f"ledger batch failed: {type(e).__name__}: {e}")
@@ -279,12 +278,16 @@ class BatchWriter:
     async def _exchange(self, ledger: Ledger, query: bytes) -> Any:
         """One query string and its last result (as PQexec's), within twice the
         statement timeout (the server's own bound; TCP keepalives bound the network):
-        past that the connection is dropped and the outcome is unknown."""
+        past that the connection is dropped and the outcome is unknown. Shielded: a
+        batch once sent is answered even when run() is being cancelled (its only
+        checkpoints are these waits, so the whole batch is); one cancel scope per
+        exchange, where a shield per batch and a timeout per exchange were two."""
         pg = ledger.conn.pgconn
         results = None
         try:
             pg.send_query(query)
-            with trio.move_on_after(2 * self.config.statement_timeout_ms / 1000):
+            with trio.CancelScope(shield=True, deadline=trio.current_time()
+                                  + 2 * self.config.statement_timeout_ms / 1000):
                 results = await drive(generators.execute(pg), pg.socket)
         except psycopg.Error as e:
             ledger.close()
