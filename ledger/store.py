@@ -109,6 +109,15 @@ def _ua(ids: Iterable[int | None]) -> str:
     return "{" + ",".join([i.to_bytes(16, "big").hex() if i else "NULL" for i in ids]) + "}"
 
 
+_NULL_UUID = "0" * 32
+
+
+def _ub(xs: list[bytes]) -> str:
+    """``_ua`` of ids given as their 16 bytes (``events.Columns``): one ``hex`` call with
+    a separator every 16 bytes; an id 0 (none) is NULL, as in ``_ua``."""
+    return "{" + b"".join(xs).hex(",", 16).replace(_NULL_UUID, "NULL") + "}"
+
+
 def _ia(xs: Iterable[int | None]) -> str:
     """A bigint[]/int[] literal."""
     return "{" + ",".join(["NULL" if x is None else str(int(x)) for x in xs]) + "}"
@@ -728,9 +737,9 @@ class Ledger:
         types = _ta(c.types)
         self._new_head = (last, c.macs[-1])
         return [
-            (_INSERT_EVENTS, (first, head_mac, _ua(c.ids), types, _ua(c.payment_ids),
-                              _ua(c.transfer_ids), _ia(c.occurred_at_us), _ta(c.payloads),
-                              _ba(c.macs))),
+            (_INSERT_EVENTS, (first, head_mac, _ub(c.id_bytes), types,
+                              _ub(c.payment_id_bytes), _ub(c.transfer_id_bytes),
+                              _ia(c.occurred_at_us), _ta(c.payloads), _ba(c.macs))),
             (_INSERT_OUTBOX, (first, types)),
             (_HEAD_GUARDED, (last, c.macs[-1], head_seq, head_mac)) if guarded else
             ("update event_chain_head set seq = %s, mac = %s where singleton",
