@@ -57,6 +57,7 @@ def hmac_sha256(key: bytes) -> MacFunction:
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                             allow_nan=False)  # built once: json.dumps(**kw) builds one per call
 _GOOD_TYPES: set[str] = set()
+GOOD_TYPES = _GOOD_TYPES  # types check_type passed (a caller may skip the call for them)
 
 
 _FLAT = frozenset((str, int, bool, type(None)))
