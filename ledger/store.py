@@ -1001,8 +1001,8 @@ def _plain(requests: Sequence[Request], accounts: dict[int, AccountBalance], now
     same order, same timestamps) applied to ``accounts`` (the cached balances, updated
     in place), and the writes ``_new_rows`` would make of them, without the engine's
     per-transfer objects. None when a transfer is anything else or one would not be
-    created: the caller then runs the engine (tests/test_ledger_fast_write.py: the
-    same rows and outcomes as the engine's two-round-trip path)."""
+    created, with ``accounts`` as they were: the caller then runs the engine on them
+    (tests/test_ledger_fast_write.py: the engine's results, balances and rows)."""
     ids: list[int] = []
     drs: list[int] = []
     crs: list[int] = []
@@ -1016,25 +1016,34 @@ def _plain(requests: Sequence[Request], accounts: dict[int, AccountBalance], now
     expires: list[int | None] = []
     results: list[list[CreateTransferResult]] = []
     seen: set[int] = set()
+    # the balances as given: put back when the batch is not for this path, so the
+    # engine the caller runs then starts from them (a few accounts a batch)
+    saved = [(a, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
+             for a in accounts.values()]
     ts = now
     for r in requests:
         for t in r.transfers:
             flags = int(t.flags)
             if flags & ~_PENDING or _shape(t) is not None or t.id in seen:
-                return None  # (an id twice: the engine's exists)
+                _restore(saved)  # (an id twice: the engine's exists)
+                return None
             seen.add(t.id)
             dr, cr = accounts[t.debit_account_id], accounts[t.credit_account_id]
             if dr.ledger != cr.ledger or t.ledger != dr.ledger:
+                _restore(saved)
                 return None
             amount = t.amount
             if (dr.debits_pending + dr.debits_posted + amount > AMOUNT_MAX
                     or cr.credits_pending + cr.credits_posted + amount > AMOUNT_MAX):
+                _restore(saved)
                 return None
             if dr.flags & _DMNEC and (dr.debits_pending + dr.debits_posted + amount
                                       > dr.credits_posted):
+                _restore(saved)
                 return None
             if cr.flags & _CMNED and (cr.credits_pending + cr.credits_posted + amount
                                       > cr.debits_posted):
+                _restore(saved)
                 return None
             if flags:  # pending
                 dr.debits_pending += amount
@@ -1062,6 +1071,13 @@ def _plain(requests: Sequence[Request], accounts: dict[int, AccountBalance], now
         writes.append((_UPSERT_PENDING, (_ua(pending), _ta(["pending"] * len(pending)),
                                          _ia(expires))))
     return results, writes, ts - now
+
+
+def _restore(saved: list[tuple[AccountBalance, int, int, int, int]]) -> None:
+    """``_plain``'s way out: every account's balances as they were before it ran."""
+    for a, dp, dpo, cp, cpo in saved:
+        a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted = (
+            dp, dpo, cp, cpo)
 
 
 _INSERT_TRANSFERS = (

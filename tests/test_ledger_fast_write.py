@@ -226,7 +226,9 @@ def test_inline_rules_are_the_engines(accounts, requests, now):
     """``store._plain`` (the fast path without the engine) gives the engine's results,
     balances, timestamps and rows (``_new_rows``) for a batch of plain and pending
     transfers that are all created, and None for any other batch (a chain, a post, a
-    shape, ledger, overflow or limit failure): the fast path then runs the engine."""
+    shape, ledger, overflow or limit failure), leaving the balances as they were: the
+    fast path then runs the engine on them (the state machine of
+    test_ledger_stateful.py found a batch counted twice when they were not)."""
     from payswitch.ledger.engine import Engine
     from payswitch.ledger.store import _new_rows, _plain
 
@@ -244,6 +246,7 @@ def test_inline_rules_are_the_engines(accounts, requests, now):
     event(f"fast: {everything_created and plain}")
     if not (everything_created and plain):
         assert got is None
+        assert mine == fresh()  # untouched: the engine then starts from them
         return
     assert got is not None
     results, writes, used = got
