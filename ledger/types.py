@@ -181,11 +181,15 @@ class StoredTransfer:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One payment event. ``payload`` must be JSON-serialisable and hold no clear PAN."""
+    """One payment event. ``payload`` must be JSON-serialisable and hold no clear PAN.
+    It may also be given as its text: a ``str`` is stored (and MACed) as it is, so it
+    must be the canonical JSON of an object, as ``events.canonical_payload`` writes it
+    (a caller building it from a template, tested equal to it; cheaper than a dict and
+    its encoding). The store checks a text as it checks an encoded dict (size, PAN)."""
 
     id: int
     type: str
-    payload: dict = field(default_factory=dict)
+    payload: dict | str = field(default_factory=dict)
     payment_id: int | None = None
     transfer_id: int | None = None
     occurred_at_ns: int | None = None  # None: the writer's batch time

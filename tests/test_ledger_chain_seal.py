@@ -265,3 +265,50 @@ def test_newest_events_removed_to_a_link_in_postgresql_are_seen(pg_dsn, capsys, 
     report = _verify(pg_dsn, capsys, tmp_path)
     assert report["event_chain_intact"] is False
     assert any("seq 7, is not sealed" in p for p in report["chain"]["problems"])
+
+
+def _input_by_hand(tag: bytes, seq: int, e: Event, us: int, payload: str,
+                   prev: bytes) -> bytes:
+    """The v1/v2 input as ledger/README.md spells it, written out field by field here
+    (not through ``ev.mac_input``): each field a 4-byte big-endian length and its bytes."""
+    def field(b: bytes) -> bytes:
+        return len(b).to_bytes(4, "big") + b
+    return b"".join((field(tag), field(seq.to_bytes(8, "big")), field(e.id.to_bytes(16, "big")),
+                     field(e.type.encode()), field((e.payment_id or 0).to_bytes(16, "big")),
+                     field((e.transfer_id or 0).to_bytes(16, "big")),
+                     field(us.to_bytes(8, "big", signed=True)), field(payload.encode()),
+                     field(prev)))
+
+
+_ID = st.integers(1, 2**128 - 1)
+_EVENT = st.builds(
+    Event, _ID, st.sampled_from(("received", "routed", "approved", "held", "x_1")),
+    st.one_of(st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=12),
+                                                              st.integers(-10**6, 10**6)),
+                              max_size=3),
+              st.text(max_size=12).map(lambda t: json.dumps({"t": t}, sort_keys=True,
+                                                            separators=(",", ":")))),
+    st.one_of(st.none(), _ID), st.one_of(st.none(), _ID),
+    st.one_of(st.none(), st.integers(-2**62, 2**62)))
+
+
+@settings(max_examples=200)
+@given(events=st.lists(_EVENT, min_size=1, max_size=6), first=st.integers(1, 2**62),
+       prev=st.binary(min_size=32, max_size=32), batch_us=st.integers(-2**62, 2**62))
+def test_sealed_columns_are_the_inputs_spelled_out(events, first, prev, batch_us):
+    """``seal``'s links and seal, for any ids (absent ones), times (the batch's or the
+    event's own, negative ones), dict or text payloads: SHA-256 and HMAC (standard
+    library) of the inputs written out by hand."""
+    c = ev.seal(events, first, prev, _hmac, batch_us)
+    for k, e in enumerate(events):
+        us = batch_us if e.occurred_at_ns is None else e.occurred_at_ns // 1000
+        payload = e.payload if isinstance(e.payload, str) else json.dumps(
+            e.payload, sort_keys=True, separators=(",", ":"))
+        assert (c.ids[k], c.types[k], c.payment_ids[k], c.transfer_ids[k],
+                c.occurred_at_us[k], c.payloads[k]) == (
+            e.id, e.type, e.payment_id, e.transfer_id, us, payload)
+        last = k == len(events) - 1
+        data = _input_by_hand(ev.SEAL_TAG if last else ev.LINK_TAG, first + k, e, us,
+                              payload, prev)
+        assert c.macs[k] == (_hmac(data) if last else hashlib.sha256(data).digest())
+        prev = c.macs[k]

@@ -183,6 +183,30 @@ def test_array_literals_round_trip_through_postgresql(pg_dsn):
             assert back(texts, blobs, one, raw, ids) == (texts, blobs, one, raw, ids)
 
         check()
+
+        @settings(max_examples=50, deadline=None)
+        @given(st.lists(st.binary(min_size=32, max_size=32), min_size=1))
+        def check_macs(macs: list[bytes]) -> None:  # _ba's one-hex-call path
+            assert back([], macs, "", b"", [])[1] == macs
+
+        check_macs()
         odd = ["NULL", "", '{a,"b"}', 'x\\"y', " s ", "it's", "\\'; drop table x; --"]
         assert back(odd, [b"", b"\\x00'"], "'\\", b"'", [1, 2**128 - 1]) == (
             odd, [b"", b"\\x00'"], "'\\", b"'", [1, 2**128 - 1])
+
+
+def test_uuid_literal_from_bytes_is_the_one_from_ints():
+    """``_ub`` (the events' ids as the 16 bytes their MAC inputs hold) spells the same
+    uuid[] literal as ``_ua`` of the ints, NULL for none (0), for any ids."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from payswitch.ledger.store import _ua, _ub
+
+    @settings(max_examples=300)
+    @given(st.lists(st.none() | st.just(0) | st.integers(1, 2**128 - 1)
+                    | st.integers(1, 2**64)))
+    def check(ids: list[int | None]) -> None:
+        assert _ub([(i or 0).to_bytes(16, "big") for i in ids]) == _ua(ids)
+
+    check()

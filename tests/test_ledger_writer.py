@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
+from payswitch.ledger import events as ev
 from payswitch.ledger import money
 from payswitch.ledger.events import hmac_sha256
 from payswitch.ledger.schema import migrate
@@ -258,28 +260,32 @@ def test_retried_chain_counts_as_done(pg_dsn):
 
 
 def test_texts_given_by_the_caller_are_stored_and_still_checked(pg_dsn):
-    """A caller's ready canonical text (``texts``) is what the event row stores; one that
-    holds a clear PAN is refused all the same, and nothing of that request is written."""
+    """A payload given as its text is what the event row stores (and what its MAC
+    covers); one that holds a clear PAN is refused all the same, through the writer and
+    through ``Ledger.submit``, and nothing of that request is written."""
     _setup(pg_dsn)
     writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(max_wait_ms=1))
-    e = Event(800, "posted", {"i": 1}, payment_id=9)
-    pan = Event(801, "posted", {"ref": "4111111111111111"}, payment_id=9)
+    e = Event(800, "posted", '{"i":1}', payment_id=9)
+    pan = Event(801, "posted", '{"ref":"4111111111111111"}', payment_id=9)
     out = {}
 
     async def main():
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             out["ok"] = await writer.create_transfers(
-                [Transfer(660, BANK, BOB, 1, USD, 1)], [e], texts={id(e): '{"i":1}'})
+                [Transfer(660, BANK, BOB, 1, USD, 1)], [e])
             try:
-                await writer.create_transfers([Transfer(661, BANK, BOB, 1, USD, 1)], [pan],
-                                              texts={id(pan): '{"ref":"4111111111111111"}'})
+                await writer.create_transfers([Transfer(661, BANK, BOB, 1, USD, 1)], [pan])
             except LedgerError as err:
                 out["pan"] = str(err)
             nursery.cancel_scope.cancel()
 
     trio.run(main)
     assert out["ok"].results == ("created",) and "PAN" in out["pan"]
-    with Ledger(pg_dsn) as led:
+    with Ledger(pg_dsn, mac=MAC) as led:
+        with pytest.raises(LedgerError, match="PAN"):
+            led.submit([Request((Transfer(662, BANK, BOB, 1, USD, 1),), (pan,))])
         assert [s.payload for s in led.payment_events(9)] == ['{"i":1}']
-        assert led.lookup_transfers([661]) == []
+        assert led.lookup_transfers([661, 662]) == []
+        (stored,) = led.payment_events(9)
+        assert ev.check_event(stored, MAC) == ev.SEAL  # alone in its batch: sealed

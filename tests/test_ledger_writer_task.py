@@ -295,3 +295,44 @@ def test_a_connection_lost_mid_batch_fails_that_batch_and_the_writer_goes_on(pg_
 
     _run_gated(pg_dsn, writer, body)
     assert _stored(pg_dsn, [80, 81]) == [81]
+
+
+def test_a_database_that_never_answers_fails_the_batch_in_twice_the_statement_timeout(
+        pg_dsn):
+    """The writer's backend stopped (SIGSTOP: a partitioned or hung server, which
+    neither answers nor cancels by statement_timeout): the batch's caller hears "no
+    answer in time" within twice the statement timeout, not never, even though the
+    batch's wait is shielded from cancellation; the writer then reconnects and writes
+    the next request."""
+    import os
+    import signal
+
+    _setup(pg_dsn)
+    writer = BatchWriter(pg_dsn, mac=MAC, config=WriterConfig(
+        max_wait_ms=0, statement_timeout_ms=300, reconnect_backoff_ms=10))
+    errors: list[str] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            assert writer._ledger is not None
+            pid = writer._ledger.conn.info.backend_pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                start = trio.current_time()
+                with trio.fail_after(WAIT_S):
+                    try:
+                        await writer.create_transfers([_t(90)], [Event(9000, "held", {})])
+                    except LedgerError as e:
+                        errors.append(str(e))
+                elapsed = trio.current_time() - start
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert errors and "no answer in time" in errors[0], errors
+            assert 0.6 <= elapsed < 3, elapsed
+            with trio.fail_after(WAIT_S):
+                assert (await writer.create_transfers([_t(91)])).ok
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert _stored(pg_dsn, [90, 91]) == [91]

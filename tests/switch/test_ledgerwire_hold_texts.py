@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.ledger import events as ev
-from payswitch.switch.ledgerwire import _hold_events, _hold_texts, auth_ids, mask
+from payswitch.switch.ledgerwire import _hold_events, _hold_texts, _text_events, auth_ids, mask
 
 # mostly plain printable ASCII, sometimes anything (quotes, backslashes, controls,
 # non-ASCII), sometimes missing
@@ -62,3 +62,19 @@ def test_hold_events_are_the_ones_of_before():
     assert held.payload == {"amount_minor": 1234, "currency": "USD"}
     assert declined.payload == {"response_code": "96", "reason": "ledger"}
     assert received.payload["pan_masked"] == "476173******0119"
+
+
+def test_text_events_are_the_hold_events_with_their_texts():
+    """What ``hold_offus`` submits when the templates apply: the same five events (ids,
+    types, payment, transfer) as ``_hold_events``, each payload the template's text,
+    which is the canonical payload of that event's dict."""
+    req = Message("0100", pan="4761730000000119", processing_code="000000",
+                  amount_minor=1234, stan="000123", terminal_id="TERM0001", currency="840")
+    ids = auth_ids("key")
+    dicts = _hold_events(ids, req, 1234, "visa", "123456", False, "USD")
+    texts = _hold_texts(req, mask(req.pan), "visa", "123456", False, "USD")
+    assert texts is not None
+    events = _text_events(ids, texts)
+    assert [(e.id, e.type, e.payment_id, e.transfer_id, e.occurred_at_ns) for e in events] == [
+        (e.id, e.type, e.payment_id, e.transfer_id, e.occurred_at_ns) for e in dicts]
+    assert [e.payload for e in events] == [ev.canonical_payload(e.payload) for e in dicts]

@@ -177,15 +177,15 @@ async def test_offus_hold_void_decline_and_clearing(dsn):
 async def test_ledger_write_failure_answers_96_and_reverses_at_issuer(dsn):
     issuer = FakeIssuer()
     async with serving(issuer), running_switch(ledger_cfg(dsn, issuer.port)) as sw:
-        real = sw.ledger.writer.create_transfers
+        real = sw.ledger.writer.submit
 
         async def broken(*a, **kw):
             raise L.LedgerError("ledger batch not committed: test")
-        sw.ledger.writer.create_transfers = broken
+        sw.ledger.writer.submit = broken
         term = await Terminal.connect(sw.ports["pos"])
         r = await term.request(purchase("000021", 1_000))
         assert r.response_code == "96"
-        sw.ledger.writer.create_transfers = real
+        sw.ledger.writer.submit = real
         await issuer.wait_for(lambda: issuer.traffic("042"))
         await term.aclose()
     verify_ok(dsn)
@@ -199,12 +199,12 @@ async def test_hold_committed_but_answered_96_is_voided_after_a_restart(dsn):
     m = purchase("000025", 600, pan=ONUS_USD).replace(currency="840")
     async with serving(issuer):
         async with running_switch(ledger_cfg(dsn, issuer.port)) as sw:
-            real = sw.ledger.writer.create_transfers
+            real = sw.ledger.writer.submit
 
             async def lost(*a, **kw):
                 await real(*a, **kw)  # committed...
                 raise L.LedgerError("ledger batch not committed: test")  # ...unknown
-            sw.ledger.writer.create_transfers = lost
+            sw.ledger.writer.submit = lost
             sw.ledger.void_later = lambda key: None  # dies before the background void
             term = await Terminal.connect(sw.ports["pos"])
             assert (await term.request(m)).response_code == "96"
