@@ -152,6 +152,16 @@ async def test_a_write_stuck_past_the_deadline_is_given_up_then_and_closes_the_l
         n.cancel_scope.cancel()
 
 
+async def _queue_behind_a_stuck_writer(m: trio.Nursery, link, ended: dict) -> None:
+    """A request (10 s) stuck in its write, then one (1 s) queued behind it: at 5 s the
+    queued one has been given up alone, after 1 s."""
+    m.start_soon(_timed, link, 10_000, ended, "writer")
+    await trio.testing.wait_all_tasks_blocked()
+    m.start_soon(_timed, link, 1000, ended, "queued")
+    await trio.sleep(5)
+    assert ended == {"queued": pytest.approx(1.0)}
+
+
 @virtual
 async def test_a_request_queued_behind_a_stuck_write_is_given_up_alone_and_never_sent():
     left, right, link = _stuck_link()
@@ -159,11 +169,7 @@ async def test_a_request_queued_behind_a_stuck_write_is_given_up_alone_and_never
     async with left, right, trio.open_nursery() as n:
         channel = await _start(link, left, n)
         async with trio.open_nursery() as m:
-            m.start_soon(_timed, link, 10_000, ended, "writer")
-            await trio.testing.wait_all_tasks_blocked()
-            m.start_soon(_timed, link, 1000, ended, "queued")
-            await trio.sleep(5)
-            assert ended == {"queued": pytest.approx(1.0)}
+            await _queue_behind_a_stuck_writer(m, link, ended)
             assert not channel.closed  # one request given up, the link still up
         assert ended["writer"] == pytest.approx(10.0)
         assert channel.closed_reason == "write interrupted"
@@ -192,11 +198,7 @@ async def test_a_request_given_up_behind_a_write_that_then_completes_is_never_se
         channel = await _start(link, left, n)
         n.start_soon(issuer_reads_late)
         async with trio.open_nursery() as m:
-            m.start_soon(_timed, link, 10_000, ended, "writer")
-            await trio.testing.wait_all_tasks_blocked()
-            m.start_soon(_timed, link, 1000, ended, "queued")
-            await trio.sleep(5)
-            assert ended == {"queued": pytest.approx(1.0)}
+            await _queue_behind_a_stuck_writer(m, link, ended)
             assert not channel.closed and not channel.in_write(1)  # the first went out
             assert b"000001" in received and b"000002" not in received
             m.cancel_scope.cancel()
