@@ -34,7 +34,7 @@ from typing import Any, cast
 import psycopg
 
 from . import events as ev
-from .engine import Engine, PendingInfo, _shape
+from .engine import Engine, PendingInfo
 from .types import (
     AMOUNT_MAX,
     BATCH_MAX,
@@ -616,26 +616,20 @@ class Ledger:
         head = self._head
         if not (any_t or any_e) or (any_e and head is None):
             return None
-        plain = _plain(requests, accounts, now) if any_t else ([[] for _ in requests], [], 0)
-        if plain is not None:  # no chain: the engine's rules for them inline
-            # every account of such a batch is a created transfer's: its balances moved
-            results, writes, used = plain
-            touched = sorted(accounts)
-        else:
-            eng = Engine(accounts, {}, set(), {}, now)
-            results = []
-            for r in requests:
-                res = eng.apply(list(r.transfers))
-                for x in res:
-                    if x is not R.CREATED:
-                        return None
-                results.append(res)
-            writes = _new_rows(eng)
-            touched = sorted(eng.touched_accounts)
-            used = eng._next_ts - now
+        eng = Engine(accounts, {}, set(), {}, now)
+        results = []
+        for r in requests:
+            res = eng.apply(list(r.transfers))
+            for x in res:
+                if x is not R.CREATED:
+                    return None
+            results.append(res)
+        writes = _new_rows(eng)
+        touched = sorted(eng.touched_accounts)
+        used = eng._next_ts - now
         n_accounts = len(touched)
         if n_accounts:
-            writes.append(_deltas(accounts, touched, cache))
+            writes.append(_deltas(eng.accounts, touched, cache))
         written: list[list[int]] = [[] for _ in requests]
         if any_e:
             assert head is not None
@@ -986,98 +980,6 @@ def _deltas(accounts: dict[int, AccountBalance], ids: list[int],
         cols[6].append(o.credits_pending if exact else None)
         cols[7].append(o.credits_posted if exact else None)
     return _DELTAS, (_ua(ids), *map(_ia, cols))
-
-
-_PENDING = int(TransferFlags.PENDING)
-_DMNEC = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
-_CMNED = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
-_NS_PER_S = 1_000_000_000
-
-
-def _plain(requests: Sequence[Request], accounts: dict[int, AccountBalance], now: int,
-           ) -> tuple[list[list[CreateTransferResult]], list[_Write], int] | None:
-    """The fast path's batch when each of its transfers is a plain or pending one (no
-    chain, post or void): the engine's rules for a new transfer (``Engine._create``,
-    same order, same timestamps) applied to ``accounts`` (the cached balances, updated
-    in place), and the writes ``_new_rows`` would make of them, without the engine's
-    per-transfer objects. None when a transfer is anything else or one would not be
-    created, with ``accounts`` as they were: the caller then runs the engine on them
-    (tests/test_ledger_fast_write.py: the engine's results, balances and rows)."""
-    ids: list[int] = []
-    drs: list[int] = []
-    crs: list[int] = []
-    amounts: list[int] = []
-    ledgers: list[int] = []
-    codes: list[int] = []
-    flagss: list[int] = []
-    timeouts: list[int] = []
-    tss: list[int] = []
-    pending: list[int] = []
-    expires: list[int | None] = []
-    results: list[list[CreateTransferResult]] = []
-    seen: set[int] = set()
-    # the balances as given: put back when the batch is not for this path, so the
-    # engine the caller runs then starts from them (a few accounts a batch)
-    saved = [(a, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
-             for a in accounts.values()]
-    ts = now
-    for r in requests:
-        for t in r.transfers:
-            flags = int(t.flags)
-            if flags & ~_PENDING or _shape(t) is not None or t.id in seen:
-                _restore(saved)  # (an id twice: the engine's exists)
-                return None
-            seen.add(t.id)
-            dr, cr = accounts[t.debit_account_id], accounts[t.credit_account_id]
-            if dr.ledger != cr.ledger or t.ledger != dr.ledger:
-                _restore(saved)
-                return None
-            amount = t.amount
-            if (dr.debits_pending + dr.debits_posted + amount > AMOUNT_MAX
-                    or cr.credits_pending + cr.credits_posted + amount > AMOUNT_MAX):
-                _restore(saved)
-                return None
-            if dr.flags & _DMNEC and (dr.debits_pending + dr.debits_posted + amount
-                                      > dr.credits_posted):
-                _restore(saved)
-                return None
-            if cr.flags & _CMNED and (cr.credits_pending + cr.credits_posted + amount
-                                      > cr.debits_posted):
-                _restore(saved)
-                return None
-            if flags:  # pending
-                dr.debits_pending += amount
-                cr.credits_pending += amount
-                pending.append(t.id)
-                expires.append(ts + t.timeout_s * _NS_PER_S if t.timeout_s else None)
-            else:
-                dr.debits_posted += amount
-                cr.credits_posted += amount
-            ids.append(t.id)
-            drs.append(t.debit_account_id)
-            crs.append(t.credit_account_id)
-            amounts.append(amount)
-            ledgers.append(t.ledger)
-            codes.append(t.code)
-            flagss.append(flags)
-            timeouts.append(t.timeout_s)
-            tss.append(ts)
-            ts += 1
-        results.append([R.CREATED] * len(r.transfers))
-    writes: list[_Write] = [(_INSERT_TRANSFERS, (
-        _ua(ids), _ua(drs), _ua(crs), _ia(amounts), "{" + ",".join(["NULL"] * len(ids)) + "}",
-        _ia(ledgers), _ia(codes), _ia(flagss), _ia(timeouts), _ia(tss)))]
-    if pending:
-        writes.append((_UPSERT_PENDING, (_ua(pending), _ta(["pending"] * len(pending)),
-                                         _ia(expires))))
-    return results, writes, ts - now
-
-
-def _restore(saved: list[tuple[AccountBalance, int, int, int, int]]) -> None:
-    """``_plain``'s way out: every account's balances as they were before it ran."""
-    for a, dp, dpo, cp, cpo in saved:
-        a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted = (
-            dp, dpo, cp, cpo)
 
 
 _INSERT_TRANSFERS = (

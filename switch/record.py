@@ -43,9 +43,8 @@ class Recorder:
         assert key is not None and answer is not None  # only a claimed, answered request
         if ctx.saf:  # an approval answered has none: no coroutine to make for nothing
             await pans.protect_saf(svc, ctx)
-        try:  # _write, inlined: one coroutine frame less on the hot path
-            await svc.store.complete(key, ctx.source, answer, ctx.events, ctx.saf,
-                                     svc.cfg.saf.expiry_s, ctx.reversal_of)
+        try:
+            await self._write(ctx)
         except StoreError as e:
             log("journal_failed", logging.ERROR, error=str(e), stan=ctx.request.stan,
                 retry="in memory until written; recovery at the next start otherwise")

@@ -10,25 +10,17 @@ have missed, in the examples that can make it."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import itertools
 
 import psycopg
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payswitch.lab import realparts
 from payswitch.ledger.store import Ledger, Request
-from payswitch.ledger.types import (
-    Account,
-    AccountBalance,
-    AccountFlags,
-    Event,
-    Transfer,
-    TransferFlags,
-)
+from payswitch.ledger.types import Account, AccountFlags, Event, Transfer, TransferFlags
 from payswitch.ledger.verify import verify
 
 KEY = bytes(range(32, 64))
@@ -161,96 +153,3 @@ def test_the_fast_path_is_taken_and_misses_when_another_writer_moved_things(pg_d
     # 9 was refused the usual way: ALICE had 1,000, 50 held and 950 spent
     assert outcomes[-1] == [(("exceeds_credits",), ()), (("created",), ())]
     assert outcomes[5][0][0] == ("created",) and len(outcomes[5][0][1]) == 4
-
-
-# -- the fast path's inline rules for plain and pending transfers, against the engine --
-
-_BIG = 2**63 - 1
-# mostly what a switch batch holds (small balances, one ledger, pending holds), so that
-# many batches are created whole; now and then what the engine refuses
-_SMALL = st.integers(0, 5_000)
-_NEAR_MAX = st.integers(_BIG - 5_000, _BIG)
-
-
-@st.composite
-def _account(draw):
-    """Balances mostly small, funded enough for a limit now and then; now and then a
-    field near the bigint range (overflow) or an account in another ledger."""
-    def bal(base):
-        return draw(_NEAR_MAX if draw(st.sampled_from((False,) * 19 + (True,))) else base)
-    funded = st.integers(0, 200_000)
-    return AccountBalance(0, draw(st.sampled_from((USD,) * 19 + (EUR,))), 1,
-                          draw(st.sampled_from((0, 0, 0, 1, 2))), bal(_SMALL), bal(_SMALL),
-                          bal(funded), bal(funded))
-
-
-_ACCOUNT = _account()
-
-
-_FAULTS = ("linked", "post", "credit_zero", "same_accounts", "amount_zero", "amount_big",
-           "ledger_zero", "ledger_eur", "code_zero", "timeout_plain", "timeout_big")
-
-
-@st.composite
-def _plain_transfer(draw):
-    """A new plain or pending transfer between accounts 1-4; one in six with a fault
-    the engine refuses, or a chain or post (which the inline rules leave to it)."""
-    dr, cr = draw(st.sampled_from([(a, b) for a in range(1, 5) for b in range(1, 5)
-                                   if a != b]))
-    pending = draw(st.booleans())
-    t = Transfer(draw(st.integers(1, 2**128 - 1)), dr, cr, draw(st.integers(1, 3_000)), USD,
-                 1, TransferFlags.PENDING if pending else TransferFlags.NONE, 0,
-                 draw(st.sampled_from((0, 60, 31 * 24 * 3600))) if pending else 0)
-    fault = draw(st.sampled_from((None,) * 60 + _FAULTS))
-    changes: dict = {
-        None: {}, "linked": {"flags": t.flags | TransferFlags.LINKED},
-        "post": {"flags": TransferFlags.POST_PENDING_TRANSFER, "pending_id": 7,
-                 "timeout_s": 0},
-        "credit_zero": {"credit_account_id": 0}, "same_accounts": {"credit_account_id": dr},
-        "amount_zero": {"amount": 0}, "amount_big": {"amount": _BIG},
-        "ledger_zero": {"ledger": 0}, "ledger_eur": {"ledger": EUR}, "code_zero": {"code": 0},
-        "timeout_plain": {"flags": TransferFlags.NONE, "timeout_s": 60},
-        "timeout_big": {"flags": TransferFlags.PENDING, "timeout_s": 31 * 24 * 3600 + 1},
-    }[fault]
-    return dataclasses.replace(t, **changes)
-
-
-_PLAIN = _plain_transfer()
-
-
-@settings(max_examples=400, deadline=None)
-@given(accounts=st.lists(_ACCOUNT, min_size=4, max_size=4),
-       requests=st.lists(st.lists(_PLAIN, min_size=1, max_size=2), min_size=1, max_size=4),
-       now=st.integers(0, 2**62))
-def test_inline_rules_are_the_engines(accounts, requests, now):
-    """``store._plain`` (the fast path without the engine) gives the engine's results,
-    balances, timestamps and rows (``_new_rows``) for a batch of plain and pending
-    transfers that are all created, and None for any other batch (a chain, a post, a
-    shape, ledger, overflow or limit failure), leaving the balances as they were: the
-    fast path then runs the engine on them (the state machine of
-    test_ledger_stateful.py found a batch counted twice when they were not)."""
-    from payswitch.ledger.engine import Engine
-    from payswitch.ledger.store import _new_rows, _plain
-
-    def fresh() -> dict[int, AccountBalance]:
-        return {k + 1: dataclasses.replace(a, id=k + 1) for k, a in enumerate(accounts)}
-
-    reqs = [Request(tuple(ts)) for ts in requests]
-    eng = Engine(fresh(), {}, set(), {}, now)
-    want = [eng.apply(list(r.transfers)) for r in reqs]
-    mine = fresh()
-    got = _plain(reqs, mine, now)
-    everything_created = all(x == "created" for res in want for x in res)
-    plain = all(int(t.flags) & ~int(TransferFlags.PENDING) == 0 for r in reqs
-                for t in r.transfers)
-    event(f"fast: {everything_created and plain}")
-    if not (everything_created and plain):
-        assert got is None
-        assert mine == fresh()  # untouched: the engine then starts from them
-        return
-    assert got is not None
-    results, writes, used = got
-    assert results == want
-    assert used == eng._next_ts - now
-    assert writes == _new_rows(eng)
-    assert mine == {i: eng.accounts[i] for i in mine}
