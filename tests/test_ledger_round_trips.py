@@ -210,3 +210,23 @@ def test_uuid_literal_from_bytes_is_the_one_from_ints():
         assert _ub([(i or 0).to_bytes(16, "big") for i in ids]) == _ua(ids)
 
     check()
+
+
+def test_bigint_literals_round_trip_through_postgresql(pg_dsn):
+    """``_ia``'s bigint[] literal (one ``map`` when no element is NULL, else element by
+    element, a NULL first or further on): PostgreSQL reads back exactly the ints."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from payswitch.ledger.store import _ia, _lit
+
+    with Ledger(pg_dsn) as led:
+        cur = led.conn.cursor()
+
+        @settings(max_examples=200, deadline=None)
+        @given(st.lists(st.none() | st.integers(-2**63, 2**63 - 1) | st.booleans()))
+        def check(xs: list[int | None]) -> None:
+            cur.execute(f"select {_lit(_ia(xs))}::bigint[]", prepare=False)
+            assert cur.fetchone()[0] == [None if x is None else int(x) for x in xs]
+
+        check()
