@@ -179,18 +179,19 @@ def alpha(code: str | int) -> str:
 def _hold_events(ids: AuthIds, req: Message, amount: int, link: str,
                  auth_code: str | None, stand_in: bool, ccy: str) -> tuple[L.Event, ...]:
     """``hold_offus``'s events: received, routed (``_common_events``), approved and held
-    (``authorization_events``'s on success), declined (its on failure)."""
-    ok, ko = L.authorization_events(
+    (``authorization_events``'s on success). A refused hold's are ``_refused_events``."""
+    ok, _ = L.authorization_events(
         payment_id=ids.payment, hold_id=ids.hold, approved_event_id=ids.approved,
         held_event_id=ids.held, declined_event_id=ids.declined,
         amount_minor=amount, currency=ccy,
         approved={"auth_code": auth_code, "link": link,
-                  **({"stand_in": True} if stand_in else {})},
-        declined={"response_code": "96", "reason": "ledger"})
-    return (*LedgerWire._common_events(ids, req, link), *ok, *ko)
+                  **({"stand_in": True} if stand_in else {})})
+    return (*LedgerWire._common_events(ids, req, link), *ok)
 
 
-_DECLINED_96 = '{"reason":"ledger","response_code":"96"}'
+def _refused_events(ids: AuthIds, events: tuple[L.Event, ...]) -> tuple[L.Event, ...]:
+    """A refused hold's events: its received and routed, then declined 96 (ledger)."""
+    return (*events[:2], LedgerWire._declined(ids, "96", reason="ledger"))
 
 
 def _text_events(ids: AuthIds, texts: tuple[str, ...]) -> tuple[L.Event, ...]:
@@ -199,14 +200,13 @@ def _text_events(ids: AuthIds, texts: tuple[str, ...]) -> tuple[L.Event, ...]:
     return (event(ids.received, "received", texts[0], pid),
             event(ids.routed, "routed", texts[1], pid),
             event(ids.approved, "approved", texts[2], pid, hold),
-            event(ids.held, "held", texts[3], pid, hold),
-            event(ids.declined, "declined", texts[4], pid))
+            event(ids.held, "held", texts[3], pid, hold))
 
 
 def _hold_texts(req: Message, masked: str | None, link: str, auth_code: str | None,
                 stand_in: bool, ccy: str) -> tuple[str, ...] | None:
-    """The canonical payloads of ``hold_offus``'s five events (received, routed,
-    approved, held, declined), from templates: byte for byte what
+    """The canonical payloads of ``hold_offus``'s four events (received, routed,
+    approved, held), from templates: byte for byte what
     ``canonical_payload`` makes of their dicts, keys in sorted order, when every string
     value is printable ASCII without a quote or a backslash (then its JSON is itself in
     quotes) and the amount an int; None otherwise (the writer encodes the dicts)."""
@@ -224,8 +224,7 @@ def _hold_texts(req: Message, masked: str | None, link: str, auth_code: str | No
             f'{{"route":"{link}"}}',
             f'{{"auth_code":"{auth_code}","link":"{link}","response_code":"00"'
             + (',"stand_in":true}' if stand_in else "}"),
-            f'{{"amount_minor":{amount},"currency":"{ccy}"}}',
-            _DECLINED_96)
+            f'{{"amount_minor":{amount},"currency":"{ccy}"}}')
 
 
 class LedgerWire:
@@ -409,9 +408,10 @@ class LedgerWire:
                       ko: Sequence[L.Event] = ()) -> L.Outcome:
         """One writer request within ledger.write_timeout_ms, or LedgerUnavailable
         (outcome unknown: the caller undoes it with the same deterministic ids)."""
-        try:
-            return await self.writer.create_transfers(
-                transfers, ok, ko, timeout_s=self.cfg.ledger.write_timeout_ms / 1000)
+        try:  # submit itself: create_transfers would be one more coroutine per wait
+            return await self.writer.submit(
+                L.Request(tuple(transfers), tuple(ok), tuple(ko)),
+                self.cfg.ledger.write_timeout_ms / 1000)
         except L.LedgerError as e:  # "ledger write timed out" among them
             raise LedgerUnavailable(str(e)) from e
 
@@ -546,8 +546,12 @@ class LedgerWire:
                   if texts is None else _text_events(ids, texts))
         t = L.Transfer(ids.hold, receivable, payable, req.amount_minor, ledger, AUTH_OFFUS,
                        L.TransferFlags.PENDING, 0, self.cfg.ledger.hold_timeout_s)
-        out = await self._submit([t], events[:4], (*events[:2], events[4]))
+        # no failure events in the request: built and checked for every hold, they were
+        # needed only by a refusal (which rarely happens off-us: these accounts have no
+        # limits), and a refusal writes them in a request of its own
+        out = await self._submit((t,), events)
         if not out.ok:
+            await self._submit((), _refused_events(ids, events))
             raise LedgerUnavailable(f"off-us hold refused: {out.results[0]}")
 
     async def _legs(self, orig_dup_key: str) -> list[L.StoredTransfer]:

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from payswitch.codecs.iso8583.message import Message
 from payswitch.ledger import events as ev
-from payswitch.switch.ledgerwire import _hold_events, _hold_texts, _text_events, auth_ids, mask
+from payswitch.switch.ledgerwire import (
+    _hold_events,
+    _hold_texts,
+    _refused_events,
+    _text_events,
+    auth_ids,
+    mask,
+)
 
 # mostly plain printable ASCII, sometimes anything (quotes, backslashes, controls,
 # non-ASCII), sometimes missing
@@ -45,27 +52,30 @@ def test_templates_are_the_canonical_payloads(mti, stan, tid, pan, currency, pco
 
 def test_hold_events_are_the_ones_of_before():
     """received and routed with the payment only; approved and held name the hold;
-    declined is the failure's (response 96, reason ledger)."""
+    a refused hold's events are its received and routed, then declined (response 96,
+    reason ledger)."""
     req = Message("0100", pan="4761730000000119", processing_code="000000",
                   amount_minor=1234, stan="000123", terminal_id="TERM0001", currency="840")
     ids = auth_ids("key")
-    received, routed, approved, held, declined = _hold_events(
-        ids, req, 1234, "visa", "123456", True, "USD")
-    assert [e.id for e in (received, routed, approved, held, declined)] == [
-        ids.received, ids.routed, ids.approved, ids.held, ids.declined]
-    assert {e.payment_id for e in (received, routed, approved, held, declined)} == {
-        ids.payment}
-    assert [e.transfer_id for e in (received, routed, approved, held, declined)] == [
-        None, None, ids.hold, ids.hold, None]
+    events = _hold_events(ids, req, 1234, "visa", "123456", True, "USD")
+    received, routed, approved, held = events
+    assert [e.id for e in events] == [ids.received, ids.routed, ids.approved, ids.held]
+    assert {e.payment_id for e in events} == {ids.payment}
+    assert [e.transfer_id for e in events] == [None, None, ids.hold, ids.hold]
     assert approved.payload == {"response_code": "00", "auth_code": "123456",
                                 "link": "visa", "stand_in": True}
     assert held.payload == {"amount_minor": 1234, "currency": "USD"}
-    assert declined.payload == {"response_code": "96", "reason": "ledger"}
     assert received.payload["pan_masked"] == "476173******0119"
+    refused = _refused_events(ids, events)
+    assert refused[:2] == (received, routed)
+    declined = refused[2]
+    assert (declined.id, declined.type, declined.payment_id, declined.transfer_id) == (
+        ids.declined, "declined", ids.payment, None)
+    assert declined.payload == {"response_code": "96", "reason": "ledger"}
 
 
 def test_text_events_are_the_hold_events_with_their_texts():
-    """What ``hold_offus`` submits when the templates apply: the same five events (ids,
+    """What ``hold_offus`` submits when the templates apply: the same four events (ids,
     types, payment, transfer) as ``_hold_events``, each payload the template's text,
     which is the canonical payload of that event's dict."""
     req = Message("0100", pan="4761730000000119", processing_code="000000",

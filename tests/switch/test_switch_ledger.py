@@ -331,3 +331,29 @@ async def test_offus_approval_whose_answer_is_not_journalled_is_reversed_and_voi
                 await trio.sleep(0.1)
         await term.aclose()
     verify_ok(dsn)
+
+
+@trio_test
+async def test_refused_offus_hold_writes_its_declined_events(dsn):
+    """An issuer's approval whose hold the ledger refuses (its id failed before): 96 to
+    the terminal, a 0420 to the issuer, no hold, and the payment's events are received,
+    routed and declined (response 96, reason ledger), as when they travelled with the
+    hold's request as its failure events."""
+    issuer = FakeIssuer()
+    m = purchase("000051", 800)
+    async with serving(issuer), running_switch(ledger_cfg(dsn, issuer.port)) as sw:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("insert into failed_transfers (id, result, ts) values (%s, %s, 1)",
+                         (uuid.UUID(int=det_id("hold", dup_key(m))), "overflows_debits"))
+        term = await Terminal.connect(sw.ports["pos"])
+        assert (await term.request(m)).response_code == "96"
+        await issuer.wait_for(lambda: issuer.traffic("042"))
+        await term.aclose()
+    assert hold_state(dsn, m) is None
+    assert event_types(dsn, m) == ["received", "routed", "declined"]
+    pid = uuid.UUID(int=LedgerWire.payment_id(dup_key(m)))
+    with psycopg.connect(dsn) as conn:
+        (payload,) = conn.execute("select payload from events where payment_id = %s "
+                                  "and type = 'declined'", (pid,)).fetchone()
+    assert json.loads(payload) == {"response_code": "96", "reason": "ledger"}
+    verify_ok(dsn)
