@@ -243,7 +243,13 @@ class _TrioBulk:
     COMMIT (autocommit: the statement is its transaction). The wait is not cancellable,
     as for the writer thread's calls, and is bounded: past twice the statement timeout
     (the server's own bound, with TCP keepalives on the connection) the connection is
-    dropped and the batch's outcome is unknown (StoreError)."""
+    dropped and the batch's outcome is unknown (StoreError).
+
+    No cancel scope around the whole send (two scopes a batch cost more CPU than the
+    batch's own Python): each wait of the sender is not cancellable by itself (its
+    scheduler round: ``cancel_shielded_checkpoint``; a connect: shielded; the answer:
+    one scope, shielded and with the deadline, entered only when the answer is not in
+    already)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -264,11 +270,11 @@ class _TrioBulk:
         self._lead(True)
         batch: list[_Bulk] = []
         try:
-            with trio.CancelScope(shield=True):  # every caller waits for the outcome
-                # one scheduler round first: the calls made in it join this batch
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                batch = self._take()  # the queue's first call, ``me``, is in it
-                await self._send(batch)
+            # one scheduler round first: the calls made in it join this batch (never
+            # cancelled: every caller waits for the outcome; so are the waits of _send)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            batch = self._take()  # the queue's first call, ``me``, is in it
+            await self._send(batch)
         finally:  # whatever happened, nobody is left waiting
             for p in batch:
                 if p.result is None and p.error is None and not (p.alone or p.lost):
@@ -341,8 +347,15 @@ class _TrioBulk:
             pg.send_query_prepared(_BULK_STATEMENT, [
                 b"[" + b",".join([row for b in calls for row in b.rows]) + b"]",
                 self.owner, self.owner])
-            with trio.move_on_after(self.deadline_s):
-                results = await drive(generators.execute(pg), pg.socket)
+            gen = generators.execute(pg)
+            try:  # the answer is often in already (the server ran while we sent)
+                wait = next(gen)
+            except StopIteration as done:
+                results = done.value
+            else:  # a wait: bounded, and not cancellable (its callers wait for it)
+                deadline = trio.current_time() + self.deadline_s
+                with trio.CancelScope(shield=True, deadline=deadline):
+                    results = await drive(gen, pg.socket, wait)
         except psycopg.Error as e:
             lost = pg.status != pq.ConnStatus.OK
             self._drop(conn)
@@ -371,13 +384,14 @@ class _TrioBulk:
             conn = self.conn
         if conn is not None and not conn.closed:
             return conn
-        try:
-            conn = await trio.to_thread.run_sync(self._connect)
-        except psycopg.Error as e:
-            raise StoreError(f"database connect failed: {type(e).__name__}") from None
+        with trio.CancelScope(shield=True):  # not cancellable: see the class
+            try:
+                new = await trio.to_thread.run_sync(self._connect)
+            except psycopg.Error as e:
+                raise StoreError(f"database connect failed: {type(e).__name__}") from None
         with self.store._lock:
-            self.conn = conn
-        return conn
+            self.conn = new
+        return new
 
     def _connect(self) -> psycopg.Connection:
         """A pool connection (kept until dropped), the statement prepared on it."""
