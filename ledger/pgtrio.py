@@ -10,11 +10,14 @@ import trio
 from psycopg import generators
 
 
-async def drive(gen: Any, fd: int) -> Any:
+async def drive(gen: Any, fd: int, wait: Any = None) -> Any:
     """Run a psycopg generator (e.g. ``generators.execute(pgconn)``) to its end, trio
-    waiting on the socket ``fd`` whenever libpq would block; its return value."""
+    waiting on the socket ``fd`` whenever libpq would block; its return value.
+    ``wait``: what the generator's first step asked for, when the caller took that
+    step itself (to skip a cancel scope when it asked for nothing)."""
     try:
-        wait = next(gen)
+        if wait is None:
+            wait = next(gen)
         while True:
             if wait == generators.WAIT_R:
                 await trio.lowlevel.wait_readable(fd)

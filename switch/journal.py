@@ -15,10 +15,10 @@ calls are run again one at a time, so one bad call cannot fail its neighbours.
 
 Round trips: the connections are in autocommit. The hot-path calls of a batch (claims,
 issuer_request appends, completes without SAF items) are ONE statement together
-(``_BULK``: data-modifying CTEs over JSON arrays, its own transaction), whatever their
-number; the batch's other calls then share a transaction (BEGIN / COMMIT), or run
-alone without one. A call whose work takes several statements opens its own
-transaction (``_atomic``), or shares its batch's.
+(``_BULK``: data-modifying CTEs over one JSON array of their journal rows, its own
+transaction), whatever their number; the batch's other calls then share a transaction
+(BEGIN / COMMIT), or run alone without one. A call whose work takes several statements
+opens its own transaction (``_atomic``), or shares its batch's.
 
 The hot-path calls themselves skip the writer thread (``_TrioBulk``): their batch's
 statement is sent and awaited from trio on a connection of its own (libpq in
@@ -191,8 +191,9 @@ class _Bulk:
     while it waits in ``_TrioBulk``, what became of it (one object per call)."""
     gate: str  # "c" claim, "d" complete: its rows written only if it won; "a" append
     key: str
-    entry: bytes  # claim: {k, p: fingerprint}; complete: {k, a: answer}; JSON (_json)
-    rows: list[bytes]  # journal rows, JSON (``Store._json_row``)
+    # journal rows, JSON (``Store._json_row``); a claim's one row carries its dedup
+    # row's fingerprint ("p"), a complete's last row (its response) the answer ("a")
+    rows: list[bytes]
     duplicate: Any = None  # claim: fn(conn) when the key is there already
     task: Any = None  # the caller's trio task, parked in _TrioBulk
     result: Any = None
@@ -242,13 +243,22 @@ class _TrioBulk:
     COMMIT (autocommit: the statement is its transaction). The wait is not cancellable,
     as for the writer thread's calls, and is bounded: past twice the statement timeout
     (the server's own bound, with TCP keepalives on the connection) the connection is
-    dropped and the batch's outcome is unknown (StoreError)."""
+    dropped and the batch's outcome is unknown (StoreError).
+
+    No cancel scope around the whole send (two scopes a batch cost more CPU than the
+    batch's own Python): each wait of the sender is not cancellable by itself (its
+    scheduler round: ``cancel_shielded_checkpoint``; a connect: shielded; the answer:
+    one scope, shielded and with the deadline, entered only when the answer is not in
+    already)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.queued: list[_Bulk] = []
         self.leading = False  # a batch is in flight (or being handed on)
         self.conn: psycopg.Connection | None = None  # read and written under store._lock
+        self.owner = store.owner.encode()
+        self.deadline_s = (2 * store._statement_timeout_ms / 1000
+                           + store._connect_timeout_s)
 
     async def submit(self, me: _Bulk) -> None:
         me.task = trio.lowlevel.current_task()
@@ -260,11 +270,11 @@ class _TrioBulk:
         self._lead(True)
         batch: list[_Bulk] = []
         try:
-            with trio.CancelScope(shield=True):  # every caller waits for the outcome
-                # one scheduler round first: the calls made in it join this batch
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                batch = self._take()  # the queue's first call, ``me``, is in it
-                await self._send(batch)
+            # one scheduler round first: the calls made in it join this batch (never
+            # cancelled: every caller waits for the outcome; so are the waits of _send)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            batch = self._take()  # the queue's first call, ``me``, is in it
+            await self._send(batch)
         finally:  # whatever happened, nobody is left waiting
             for p in batch:
                 if p.result is None and p.error is None and not (p.alone or p.lost):
@@ -284,6 +294,11 @@ class _TrioBulk:
     def _take(self) -> list[_Bulk]:
         """The next batch: the queue's first ``batch_max`` calls, a key at most once
         per gate (its second call, a duplicate's claim, stays for the next batch)."""
+        queued = self.queued
+        if (len(queued) <= self.store._batch_max
+                and len({(p.gate, p.key) for p in queued}) == len(queued)):
+            self.queued = []  # the usual batch: the whole queue
+            return queued
         batch: list[_Bulk] = []
         seen: set[tuple[str, str]] = set()
         rest: list[_Bulk] = []
@@ -326,20 +341,21 @@ class _TrioBulk:
         server refused it (nothing written); StoreError when the outcome is unknown."""
         store = self.store
         conn = await self._connection()
-
-        def array(items: list[bytes]) -> bytes:  # elements already JSON (the callers')
-            return b"[" + b",".join(items) + b"]"
-        owner = store.owner.encode()
         pg = conn.pgconn
-        deadline_s = 2 * store._statement_timeout_ms / 1000 + store._connect_timeout_s
         results = None
-        try:
+        try:  # the rows are JSON already (the callers'): one array of them
             pg.send_query_prepared(_BULK_STATEMENT, [
-                array([b.entry for b in calls if b.gate == "c"]),
-                array([b.entry for b in calls if b.gate == "d"]), owner, owner,
-                array([row for b in calls for row in b.rows])])
-            with trio.move_on_after(deadline_s):
-                results = await drive(generators.execute(pg), pg.socket)
+                b"[" + b",".join([row for b in calls for row in b.rows]) + b"]",
+                self.owner, self.owner])
+            gen = generators.execute(pg)
+            try:  # the answer is often in already (the server ran while we sent)
+                wait = next(gen)
+            except StopIteration as done:
+                results = done.value
+            else:  # a wait: bounded, and not cancellable (its callers wait for it)
+                deadline = trio.current_time() + self.deadline_s
+                with trio.CancelScope(shield=True, deadline=deadline):
+                    results = await drive(gen, pg.socket, wait)
         except psycopg.Error as e:
             lost = pg.status != pq.ConnStatus.OK
             self._drop(conn)
@@ -368,19 +384,20 @@ class _TrioBulk:
             conn = self.conn
         if conn is not None and not conn.closed:
             return conn
-        try:
-            conn = await trio.to_thread.run_sync(self._connect)
-        except psycopg.Error as e:
-            raise StoreError(f"database connect failed: {type(e).__name__}") from None
+        with trio.CancelScope(shield=True):  # not cancellable: see the class
+            try:
+                new = await trio.to_thread.run_sync(self._connect)
+            except psycopg.Error as e:
+                raise StoreError(f"database connect failed: {type(e).__name__}") from None
         with self.store._lock:
-            self.conn = conn
-        return conn
+            self.conn = new
+        return new
 
     def _connect(self) -> psycopg.Connection:
         """A pool connection (kept until dropped), the statement prepared on it."""
         conn = self.store._connect()
         query = Store._BULK
-        for n in range(1, 6):  # psycopg's placeholders as libpq's
+        for n in range(1, 4):  # psycopg's placeholders as libpq's
             query = query.replace("%s", f"${n}", 1)
         res = conn.pgconn.prepare(_BULK_STATEMENT, query.encode())
         if res.status != pq.ExecStatus.COMMAND_OK:
@@ -649,12 +666,10 @@ class Store:
                     ) -> set[tuple[str, str]]:
         """Run ``_BULK`` for ``calls``; the (gate, key) of the claims and completes that
         lost (wrote neither their dedup row / answer nor their journal rows)."""
-        def array(items: list[bytes]) -> Jsonb:  # elements already JSON (the callers')
-            return Jsonb(b"[" + b",".join(items) + b"]", dumps=_as_is)
-        claims = array([b.entry for b in calls if b.gate == "c"])
-        completes = array([b.entry for b in calls if b.gate == "d"])
-        rows = array([row for b in calls for row in b.rows])
-        cur = conn.execute(self._BULK, (claims, completes, self.owner, self.owner, rows))
+        # the rows are JSON already (the callers'): one array of them
+        rows = Jsonb(b"[" + b",".join([row for b in calls for row in b.rows]) + b"]",
+                     dumps=_as_is)
+        cur = conn.execute(self._BULK, (rows, self.owner, self.owner))
         return {(gate, key) for gate, key in cur.fetchall()}
 
     @staticmethod
@@ -749,47 +764,56 @@ class Store:
     # complete with SAF items: the answer on the dedup row, once (a retry finds it)
     _COMPLETE = ("update switch_dedup set response = %s, completed_at = now()"
                  " where dup_key = %s and completed_at is null returning dup_key")
-    # The hot-path calls of a batch, as JSON arrays (one parameter each, its elements
-    # serialized by their callers: psycopg sends the bytes as they are, at a fraction
-    # of the cost of the scalar parameters of each row):
-    # claims insert their dedup rows (won: the new ones), completes record their answer
-    # once (done: those not recorded yet; a retry after a lost COMMIT ack finds it),
-    # and each journal row is written if its call won (gate "a": always), in the
-    # order given (ordinality: the ids follow it). Returns (gate, key) of the claims
-    # and completes that lost (rare: a duplicate, a retried answer), so that a batch
-    # whose calls all won, the usual one, comes back as no rows to read.
+    # The hot-path calls of a batch, as one JSON array of their journal rows (one
+    # parameter, its elements serialized by their callers: psycopg sends the bytes as
+    # they are, at a fraction of the cost of the scalar parameters of each row). A
+    # claim's row (gate "c") carries its fingerprint ("p"), a complete's response row
+    # its answer (marked "a": the row's fields are the answer): claims insert their
+    # dedup rows (won: the new ones), completes record their answer once (done: those
+    # not recorded yet; a retry after a lost COMMIT ack finds it), and each journal
+    # row is written if its call won (gate "a": always), in the order given
+    # (ordinality: the ids follow it). Returns (gate, key) of the claims and completes
+    # that lost (rare: a duplicate, a retried answer), so that a batch whose calls all
+    # won, the usual one, comes back as no rows to read.
     _BULK = (
-        "with c as (select r from jsonb_array_elements(%s::jsonb) as c(r)),"  # noqa: S608
-        " d as (select r from jsonb_array_elements(%s::jsonb) as d(r)),"
+        "with j as (select r, n from jsonb_array_elements(%s::jsonb)"  # noqa: S608
+        " with ordinality as j(r, n)),"
         " won as (insert into switch_dedup"
-        " (dup_key, fingerprint, owner) select r->>'k', r->>'p', %s from c"
-        " order by 1 on conflict (dup_key) do nothing returning dup_key),"
-        " done as (update switch_dedup s set response = d.r->'a', completed_at = now()"
-        " from d where s.dup_key = d.r->>'k' and s.completed_at is null"
+        " (dup_key, fingerprint, owner) select r->>'k', r->>'p', %s from j"
+        " where r->>'w' = 'c' order by 1 on conflict (dup_key) do nothing"
+        " returning dup_key),"
+        " a as (select r->>'k' as k, r->'f' as f from j where r ? 'a'),"
+        " done as (insert into switch_dedup as s (dup_key, response, completed_at)"
+        " select k, f, now() from a"
+        " where exists (select from switch_dedup where dup_key = a.k) order by 1"
+        " on conflict (dup_key) do update set response = excluded.response,"
+        " completed_at = excluded.completed_at where s.completed_at is null"
         " returning s.dup_key),"
         " journalled as (insert into switch_journal (" + _COLUMNS + ")"
         " select r->>'e', r->>'s', r->>'l', r->>'k', f->>'mti', f->>'stan', f->>'rrn',"
         " f->>'transmission_time', (f->>'amount_minor')::bigint, f->>'currency',"
         " f->>'processing_code', f->>'pan_masked', f->>'terminal_id', f->>'response_code',"
         " f, r->>'t', decode(r->>'b', 'hex'), %s"
-        " from jsonb_array_elements(%s::jsonb) with ordinality as j(r, n),"
-        " lateral (select r->'f') as x(f)"
+        " from j, lateral (select r->'f') as x(f)"
         " where case r->>'w' when 'c' then r->>'k' in (select dup_key from won)"
         " when 'd' then r->>'k' in (select dup_key from done) else true end"
         " order by n)"
-        " select 'c', r->>'k' from c where r->>'k' not in (select dup_key from won)"
+        " select 'c', r->>'k' from j where r->>'w' = 'c'"
+        " and r->>'k' not in (select dup_key from won)"
         " union all"
-        " select 'd', r->>'k' from d where r->>'k' not in (select dup_key from done)")
+        " select 'd', k from a where k not in (select dup_key from done)")
 
     @staticmethod
     def _json_row(gate: str, event: str, msg: Message | dict | None, *,
                   dup_key: str, source: str | None = None, link: str | None = None,
                   pan: tuple[str, bytes] | None = None) -> bytes:
-        """A ``_BULK`` journal row: its columns are read from ``fields`` by the server."""
-        token, blob = pan or (None, None)
+        """A ``_BULK`` journal row: its columns are read from ``fields`` by the server
+        (a key left out is a null column: claim and complete rows have no PAN)."""
+        if pan is None:
+            return _json({"w": gate, "e": event, "s": source, "l": link, "k": dup_key,
+                          "f": _fields(msg)})
         return _json({"w": gate, "e": event, "s": source, "l": link, "k": dup_key,
-                      "f": _fields(msg), "t": token,
-                      "b": None if blob is None else blob.hex()})
+                      "f": _fields(msg), "t": pan[0], "b": pan[1].hex()})
 
     def _row(self, event: str, msg: Message | dict | None, *, source: str | None = None,
              link: str | None = None, dup_key: str | None = None,
@@ -806,24 +830,29 @@ class Store:
         conn.execute(self._INSERT, self._row(event, msg, **kw))
 
     async def append(self, event: str, msg: Message | dict | None, *,
-                     reversal_of: str | None = None, **kw: Any) -> bool:
+                     source: str | None = None, link: str | None = None,
+                     dup_key: str | None = None, pan: tuple[str, bytes] | None = None,
+                     reversal_of: str | None = None) -> bool:
         """Journal one row. With ``reversal_of`` (the original's dup_key), only if this
         request (``dup_key``) is the original's one reversal, claimed in the same
         transaction; returns False, having written nothing, when another one has it."""
-        if reversal_of is None and kw.get("dup_key") is not None:  # the hot path
-            bulk = _Bulk("a", kw["dup_key"], b"", [self._json_row("a", event, msg, **kw)])
+        if reversal_of is None and dup_key is not None:  # the hot path
+            bulk = _Bulk("a", dup_key, [self._json_row("a", event, msg, dup_key=dup_key,
+                                                       source=source, link=link, pan=pan)])
             await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
             return bool(bulk.result if bulk.result is not None else await self._settle(bulk))
 
         def run(conn: psycopg.Connection) -> bool:
-            if reversal_of is None:
-                self._append(conn, event, msg, **kw)
-                return True
-            with self._atomic(conn):
-                if not self._claim_reversal(conn, reversal_of, kw.get("dup_key")):
-                    return False
-                self._append(conn, event, msg, **kw)
-                return True
+            if reversal_of is not None:
+                with self._atomic(conn):
+                    if not self._claim_reversal(conn, reversal_of, dup_key):
+                        return False
+                    self._append(conn, event, msg, source=source, link=link,
+                                 dup_key=dup_key, pan=pan)
+                    return True
+            self._append(conn, event, msg, source=source, link=link, dup_key=dup_key,
+                         pan=pan)
+            return True
         return await self.call(run)
 
     @staticmethod
@@ -856,9 +885,10 @@ class Store:
                     return Claim(owner=False, same=False)
                 self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
                 return Claim(owner=False, response=response)
-        row = self._json_row("c", "request", request, source=source, dup_key=dup_key)
-        entry = _json({"k": dup_key, "p": fingerprint})
-        bulk = _Bulk("c", dup_key, entry, [row], duplicate)
+        # the request's row, with its dedup row's fingerprint ("p")
+        row = _json({"w": "c", "e": "request", "s": source, "k": dup_key,
+                     "f": _fields(request), "p": fingerprint})
+        bulk = _Bulk("c", dup_key, [row], duplicate)
         await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
         claim: Claim = bulk.result if bulk.result is not None else await self._settle(bulk)
         return claim
@@ -886,10 +916,10 @@ class Store:
         if not saf:  # the hot path
             rows = [self._json_row("d", event, msg, source=source, link=link, dup_key=dup_key)
                     for event, msg, link in events]
-            rows.append(self._json_row("d", "response", fields, source=source,
-                                       dup_key=dup_key))
-            entry = _json({"k": dup_key, "a": fields})
-            bulk = _Bulk("d", dup_key, entry, rows)
+            # the response's row: its fields are the answer ("a") the dedup row records
+            rows.append(_json({"w": "d", "e": "response", "s": source, "k": dup_key,
+                               "f": fields, "a": 1}))
+            bulk = _Bulk("d", dup_key, rows)
             await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
             return bool(bulk.result if bulk.result is not None else await self._settle(bulk))
         answer = Jsonb(fields)

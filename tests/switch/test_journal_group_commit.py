@@ -305,3 +305,37 @@ async def test_a_bug_in_the_hot_path_fails_its_batch_and_the_next_batch_runs(
     assert calls[0] == 3 and all(isinstance(r, StoreError) for r in results.values())
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select dup_key from switch_dedup").fetchall() == [("k9",)]
+
+
+@trio_test
+async def test_a_cancelled_sender_still_waits_for_its_batch(dsn: str) -> None:
+    """The first caller of a batch sends it and waits for the server's answer for every
+    caller: cancelled while the statement runs (here: waiting on a row lock), it and its
+    batch neighbours still get the outcome, never Cancelled with the rows written."""
+    store = Store(dsn, pool_size=1)
+    await store.migrate()
+    results: dict[int, object] = {}
+    after: list[str] = []
+
+    async def claims(scope: trio.CancelScope) -> None:
+        with scope:
+            await _claims(store, 3, results)  # k0, k1, k2: one batch
+            await trio.sleep(0)  # the first checkpoint after it: cancelled here
+            after.append("not cancelled")
+
+    scope = trio.CancelScope()
+    with psycopg.connect(dsn) as locker:  # a transaction left open holds k0's row
+        locker.execute("insert into switch_dedup (dup_key) values ('k0')")
+        async with trio.open_nursery() as n:
+            n.start_soon(claims, scope)
+            await _until_waiting(dsn)  # the batch's statement waits on k0's row
+            scope.cancel()
+            await trio.sleep(0.2)
+            assert results == {}  # still waiting for their batch
+            locker.rollback()  # k0 is free: the batch commits
+    store.close()
+    assert after == []
+    assert {i: getattr(r, "owner", r) for i, r in results.items()} == {
+        0: True, 1: True, 2: True}
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select count(*) from switch_dedup").fetchone()[0] == 3
