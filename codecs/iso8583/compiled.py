@@ -145,11 +145,14 @@ def _decode_field(f: _Field, hooked: bool) -> list[str]:
     name = NAME_BY_DE.get(number)
     kind = KIND_BY_DE.get(number, "") if name else ("mac" if number in (64, 128) else "")
     digits = kind in ("n", "amount", "rate") and not hooked and data_enc != "b"
+    # BCD digits: hex() is ASCII, and digits have no case, so the upper-cased text
+    # wire.py gives is only needed where a letter may pass (a hook, a letter pad)
+    bcd = kind in ("n", "amount", "rate") and not hooked and pad in "0123456789"
     # d (bytes) -> v, the field's wire string as wire.py gives it (or bytes for b)
     if data_enc == "b":
         if kind in ("b", "mac") and not nibbles:
             return out + [f"msg.{name or 'mac'} = d"]
-        out.append("v = d.hex().upper()")
+        out.append("v = d.hex()" if bcd else "v = d.hex().upper()")
         if nibbles:
             odd = f"{n} & 1" if n == "n" else str(int(n) & 1)
             if odd != "0":
@@ -159,7 +162,12 @@ def _decode_field(f: _Field, hooked: bool) -> list[str]:
         if dtab:  # EBCDIC: its Latin-1 twin (bytes.isdigit takes ASCII digits only)
             out.append(f"d = d.translate(T_{number})")
         if digits:
-            out += ["if not d.isdigit(): raise NotPlain", "v = d.decode()"]
+            out.append("if not d.isdigit(): raise NotPlain")
+            if kind == "amount":  # int() of the checked digits, no text made for it
+                return out + [f"msg.{name} = int(d)"]
+            if kind == "n":
+                return out + [f"msg.{name} = d.decode()"]
+            out.append("v = d.decode()")
         elif dtab:
             out.append("v = d.decode('latin-1')")
         else:  # ASCII is UTF-8's fast path, then refused past ASCII
@@ -176,7 +184,9 @@ def _decode_field(f: _Field, hooked: bool) -> list[str]:
         return out + [f"msg.{name} = v"]
     if kind == "b":
         return out + [f"msg.{name} = bytes.fromhex(v)"]
-    if not digits:
+    if bcd and data_enc == "b":
+        out.append("if not v.isdigit(): raise NotPlain")
+    elif not digits:
         out.append("if not (v.isascii() and v.isdigit()): raise NotPlain")
     if kind == "n":
         return out + [f"msg.{name} = v"]
@@ -232,6 +242,10 @@ def _encode_order() -> list[tuple[int, str, str]]:
 def _encode_field(f: _Field, kind: str, hooked: bool) -> list[str]:
     """Lines appending field ``f`` (its canonical value in ``v``) to ``parts``."""
     number, key, len_type, len_enc, max_len, data_enc, nibbles, pad, ltab, dtab = f
+    bit = f"p |= {1 << (64 - number)}" if number <= 64 else f"q |= {1 << (128 - number)}"
+    fixed = _encode_fixed(f, kind) if len_type == 0 and not hooked else None
+    if fixed is not None:
+        return [*fixed, bit]
     out: list[str] = []
     raw = data_enc == "b" and not nibbles
     if kind in ("b", "mac"):
@@ -275,5 +289,33 @@ def _encode_field(f: _Field, kind: str, hooked: bool) -> list[str]:
     else:  # P_k: the prefix of every length up to the field's maximum (None: none)
         out += [f"if n > {max_len}: raise NotPlain", f"prefix = P_{number}[n]",
                 "if prefix is None: raise NotPlain", "app(prefix)", "app(d)"]
-    bit = f"p |= {1 << (64 - number)}" if number <= 64 else f"q |= {1 << (128 - number)}"
     return out + [bit]
+
+
+def _encode_fixed(f: _Field, kind: str) -> list[str] | None:
+    """The lines of a fixed-length digits or ASCII text field (most of a message),
+    with its length checked first, so that its parity and size are constants: the
+    bytes ``_encode_field``'s general lines give, or NotPlain where they raise."""
+    size, data_enc, nibbles, pad = f.max_len, f.data_enc, f.nibbles, f.pad
+    bcd = data_enc == "b" and nibbles
+    if not (bcd or data_enc == "ascii") or kind not in ("n", "amount", "an"):
+        return None
+    if kind == "an":
+        if bcd:
+            return None
+        return [f"if type(v) is not str or len(v) != {size} or not v.isascii():"
+                " raise NotPlain", "app(v.encode())"]
+    if kind == "n":
+        out = [f"if type(v) is not str or len(v) != {size} or not (v.isascii() and"
+               " v.isdigit()): raise NotPlain"]
+    elif not bcd:  # an ASCII amount: its digits formatted as bytes at once
+        return ["if type(v) is not int or v < 0: raise NotPlain", f"v = b'%0{size}d' % v",
+                f"if len(v) != {size}: raise NotPlain", "app(v)"]
+    else:
+        out = ["if type(v) is not int or v < 0: raise NotPlain", f"v = '%0{size}d' % v",
+               f"if len(v) != {size}: raise NotPlain"]
+    if not bcd:
+        return [*out, "app(v.encode())"]
+    if size & 1:  # an odd digit count takes the left pad nibble; none: not plain
+        return [*out, f"app(a2b_hex('{pad}' + v))" if pad else "raise NotPlain"]
+    return [*out, "app(a2b_hex(v))"]
