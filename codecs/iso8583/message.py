@@ -15,7 +15,7 @@ header in ``header``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
@@ -113,21 +113,33 @@ class Message:
     __str__ = __repr__
 
 
-def _copier() -> Callable[[Message], Message]:
-    """A function that copies every field of a Message, one attribute at a time
-    (generated once: plain attribute loads and stores, no keyword arguments)."""
-    names = [f.name for f in dataclasses.fields(Message)]
+def copier(names: Collection[str] | None = None) -> Callable[[Message], Message]:
+    """A function that makes a Message with the fields ``names`` (None: all) of its
+    argument and every other field at its default, one attribute at a time (generated
+    once: plain attribute loads and stores, no keyword arguments)."""
     lines = ["def copy(m):", "    new = new_message(Message)"]
-    lines += [f"    new.{n} = m.{n}" for n in names]
-    lines.append("    return new")
     scope: dict[str, Any] = {"Message": Message, "new_message": object.__new__}
+    for f in dataclasses.fields(Message):
+        if names is None or f.name in names:
+            lines.append(f"    new.{f.name} = m.{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            scope[f"make_{f.name}"] = f.default_factory
+            lines.append(f"    new.{f.name} = make_{f.name}()")
+        elif f.default is dataclasses.MISSING:  # mti
+            raise ValueError(f"Message.{f.name} has no default: it must be copied")
+        else:
+            scope[f"default_{f.name}"] = f.default
+            lines.append(f"    new.{f.name} = default_{f.name}")
+    lines.append("    return new")
     exec("\n".join(lines), scope)  # noqa: S102 (the dataclass's own field names)
     return cast(Callable[[Message], Message], scope["copy"])
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Message))
 _EVEN = {str(d): d % 2 == 0 for d in range(10)}  # MTI digit 3 -> a request?
-_copy = _copier()
+_copy = copier()
+# a copy to change attribute by attribute (slots: a name that is no field still fails)
+copy_message = _copy
 
 
 # (DE number, canonical name, kind). kind: n = digits, an = text, amount = int minor
