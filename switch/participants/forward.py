@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from payswitch.codecs.iso8583.message import Message
+from payswitch.codecs.iso8583.message import Message, copy_message
 from payswitch.switch import pans
 from payswitch.switch.errors import LinkBusy, LinkUnavailable
 from payswitch.switch.links import transmission_time
@@ -57,12 +57,18 @@ class Forward(Participant):
         link = svc.links[ctx.route.link]
         if link.state != "signed_on":
             raise LinkUnavailable(f"link {link.name} is {link.state}")
-        return link, req.replace(
-            mti=req.mti[:3] + "0", stan=link.next_stan(), rrn=req.rrn or svc.new_rrn(),
-            transmission_time=transmission_time(),
-            acquirer_id=req.acquirer_id or svc.cfg.switch.institution_id, header=None,
-            pin_block=ctx.pin_block, mac=None,
-            other={k: v for k, v in req.other.items() if k != KSN_DE})
+        # a copy changed by attribute: a third of replace()'s cost with nine keywords
+        out = copy_message(req)
+        out.mti = req.mti[:3] + "0"
+        out.stan = link.next_stan()
+        out.rrn = req.rrn or svc.new_rrn()
+        out.transmission_time = transmission_time()
+        out.acquirer_id = req.acquirer_id or svc.cfg.switch.institution_id
+        out.header = None
+        out.pin_block = ctx.pin_block
+        out.mac = None
+        out.other = {k: v for k, v in req.other.items() if k != KSN_DE}
+        return link, out
 
     @staticmethod
     def answer(ctx: Context, out: Message, resp: Message | None) -> None:
