@@ -389,9 +389,11 @@ class Channel:
         wait (the common case: no scheduler round, no cancel scope, not even a
         coroutine); else what is left, for ``_send_rest`` (one send_all bounded by
         write_timeout_ms)."""
-        batch = b"".join(d for _, d in self._out)
-        last, count = self._out[-1][0], len(self._out)
-        self._out.clear()
+        out = self._out
+        last, count = out[-1][0], len(out)
+        # one frame (every answer to a terminal): its bytes as they are, no join
+        batch = out[0][1] if count == 1 else b"".join([d for _, d in out])
+        out.clear()
         try:
             sent = self._send_now(batch)
         except OSError as e:
