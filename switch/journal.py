@@ -294,11 +294,6 @@ class _TrioBulk:
     def _take(self) -> list[_Bulk]:
         """The next batch: the queue's first ``batch_max`` calls, a key at most once
         per gate (its second call, a duplicate's claim, stays for the next batch)."""
-        queued = self.queued
-        if (len(queued) <= self.store._batch_max
-                and len({(p.gate, p.key) for p in queued}) == len(queued)):
-            self.queued = []  # the usual batch: the whole queue
-            return queued
         batch: list[_Bulk] = []
         seen: set[tuple[str, str]] = set()
         rest: list[_Bulk] = []
@@ -806,14 +801,15 @@ class Store:
     @staticmethod
     def _json_row(gate: str, event: str, msg: Message | dict | None, *,
                   dup_key: str, source: str | None = None, link: str | None = None,
-                  pan: tuple[str, bytes] | None = None) -> bytes:
+                  pan: tuple[str, bytes] | None = None, **marks: Any) -> bytes:
         """A ``_BULK`` journal row: its columns are read from ``fields`` by the server
-        (a key left out is a null column: claim and complete rows have no PAN)."""
-        if pan is None:
-            return _json({"w": gate, "e": event, "s": source, "l": link, "k": dup_key,
-                          "f": _fields(msg)})
-        return _json({"w": gate, "e": event, "s": source, "l": link, "k": dup_key,
-                      "f": _fields(msg), "t": pan[0], "b": pan[1].hex()})
+        (a key left out is a null column); ``marks``: a claim's fingerprint for its
+        dedup row (``p``), a response's mark that its fields are the answer (``a``)."""
+        row = {"w": gate, "e": event, "s": source, "l": link, "k": dup_key,
+               "f": _fields(msg), **marks}
+        if pan is not None:
+            row["t"], row["b"] = pan[0], pan[1].hex()
+        return _json(row)
 
     def _row(self, event: str, msg: Message | dict | None, *, source: str | None = None,
              link: str | None = None, dup_key: str | None = None,
@@ -885,9 +881,8 @@ class Store:
                     return Claim(owner=False, same=False)
                 self._append(conn, "duplicate", request, source=source, dup_key=dup_key)
                 return Claim(owner=False, response=response)
-        # the request's row, with its dedup row's fingerprint ("p")
-        row = _json({"w": "c", "e": "request", "s": source, "k": dup_key,
-                     "f": _fields(request), "p": fingerprint})
+        row = self._json_row("c", "request", request, source=source, dup_key=dup_key,
+                             p=fingerprint)
         bulk = _Bulk("c", dup_key, [row], duplicate)
         await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
         claim: Claim = bulk.result if bulk.result is not None else await self._settle(bulk)
@@ -916,9 +911,8 @@ class Store:
         if not saf:  # the hot path
             rows = [self._json_row("d", event, msg, source=source, link=link, dup_key=dup_key)
                     for event, msg, link in events]
-            # the response's row: its fields are the answer ("a") the dedup row records
-            rows.append(_json({"w": "d", "e": "response", "s": source, "k": dup_key,
-                               "f": fields, "a": 1}))
+            rows.append(self._json_row("d", "response", fields, source=source,
+                                       dup_key=dup_key, a=1))  # the answer recorded
             bulk = _Bulk("d", dup_key, rows)
             await self._bulk.submit(bulk)  # its outcome: b.result, else _settle
             return bool(bulk.result if bulk.result is not None else await self._settle(bulk))

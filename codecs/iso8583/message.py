@@ -90,7 +90,7 @@ class Message:
         arguments through ``__init__`` each time."""
         if not _FIELD_NAMES.issuperset(changes):
             raise TypeError(f"not Message fields: {sorted(set(changes) - _FIELD_NAMES)}")
-        new = _copy(self)
+        new = copy_message(self)
         for name, value in changes.items():
             setattr(new, name, value)
         return new
@@ -137,9 +137,8 @@ def copier(names: Collection[str] | None = None) -> Callable[[Message], Message]
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Message))
 _EVEN = {str(d): d % 2 == 0 for d in range(10)}  # MTI digit 3 -> a request?
-_copy = copier()
 # a copy to change attribute by attribute (slots: a name that is no field still fails)
-copy_message = _copy
+copy_message = copier()
 
 
 # (DE number, canonical name, kind). kind: n = digits, an = text, amount = int minor
